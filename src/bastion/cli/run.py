@@ -1,0 +1,92 @@
+"""`bastion run` and `bastion shell`: one command, or an interactive shell, in a session."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..session import Session
+from .common import PolicyOption, StateDirOption, load_policy, user_errors
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "run",
+        context_settings={"allow_interspersed_args": False},
+        help="Run one command in a fresh session and print its result.",
+    )(run)
+    app.command("shell", help="An interactive shell inside a fresh session.")(shell)
+
+
+def run(
+    command: list[str] = typer.Argument(..., help="the command and its arguments (after --)"),
+    policy: Optional[str] = PolicyOption,
+    as_json: bool = typer.Option(
+        False, "--json", help="print one JSON object (schema documented in README, versioned)"
+    ),
+    timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds"),
+    lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
+    state_dir: Optional[str] = StateDirOption,
+) -> None:
+    with user_errors():
+        pol = load_policy(policy)
+        cmd = command[0] if len(command) == 1 else command
+        with Session(pol, state_dir=state_dir, lab=lab) as session:
+            result = session.exec(cmd, step=0, call_id="c0", timeout=timeout,
+                                  stdin=None if sys.stdin.isatty() else sys.stdin.buffer.read())
+            payload = {**result.to_dict(), "session_id": session.session_id,
+                       "policy": pol.name, "policy_hash": pol.hash}
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.outcome.value not in ("ok", "exit_nonzero"):
+            Console(stderr=True).print(f"[bold red]bastion:[/] {result.outcome.value}: "
+                                       f"{result.reason or ''}")
+        for v in result.verdicts:
+            Console(stderr=True).print(
+                f"[yellow]verdict[/] {v.severity} {v.rule_id}: {v.message} -> {v.action.value}")
+    raise typer.Exit(result.exit_code if result.exit_code < 256 else 1)
+
+
+def shell(
+    policy: Optional[str] = PolicyOption,
+    lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
+    state_dir: Optional[str] = StateDirOption,
+) -> None:
+    """Each line is one tool call (step), so verdicts are shown as they happen."""
+    console = Console()
+    with user_errors():
+        pol = load_policy(policy)
+        with Session(pol, state_dir=state_dir, lab=lab) as session:
+            console.print(f"[bold]bastion shell[/] session {session.session_id} "
+                          f"(policy {pol.name}); each line is one tool call; Ctrl-D to end")
+            step = 0
+            while True:
+                try:
+                    line = input(f"[{step}] sandbox$ ")
+                except EOFError:
+                    break
+                if not line.strip():
+                    continue
+                result = session.exec(line, step=step)
+                sys.stdout.write(result.stdout)
+                sys.stderr.write(result.stderr)
+                for v in result.verdicts:
+                    console.print(f"[yellow]verdict[/] {v.severity} {v.rule_id}: {v.message} "
+                                  f"-> {v.action.value}")
+                if result.outcome.value not in ("ok", "exit_nonzero"):
+                    console.print(f"[red]{result.outcome.value}[/]: {result.reason}")
+                step += 1
+                if session.ended:
+                    console.print(f"[red]{session.ended}[/]")
+                    break
+    os.environ.pop("BASTION_SHELL", None)

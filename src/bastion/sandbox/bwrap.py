@@ -1,0 +1,159 @@
+"""Turn a ``SandboxPolicy`` into a bubblewrap command line.
+
+The root of the sandbox is an empty tmpfs onto which each top-level entry of the
+configured rootfs is bind-mounted read-only (symlinks such as /bin -> usr/bin are
+recreated as symlinks). Building the root this way, rather than binding ``/`` whole,
+lets bastion create mount points such as ``/workspace`` and leave out host-only trees
+(/root, /home, /run, bastion's state directory) by simply not mounting them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SandboxUnavailable
+from ..policy.sandbox import SandboxPolicy
+
+__all__ = ["SANDBOX_GID", "SANDBOX_UID", "WORKSPACE", "BwrapSpec", "bwrap_path", "build_argv"]
+
+WORKSPACE = "/workspace"
+SANDBOX_UID = 1000  # uid *inside* the sandbox; on the host it is a per-session uid
+SANDBOX_GID = 1000
+
+# Top-level trees never taken from the rootfs: bastion provides its own (proc, dev,
+# tmp) or they belong to the host only.
+_NEVER_BOUND = {"proc", "dev", "tmp", "run", "var", "sys", "root", "home", "workspace",
+                "lost+found", "mnt", "media", "boot", "snap"}
+# Inside /sys only what ordinary programs read (CPU topology, devices) is useful;
+# these parts describe or control the host and are masked.
+_SYS_MASKED = ("/sys/fs/cgroup", "/sys/fs/bpf", "/sys/kernel/debug", "/sys/kernel/security",
+               "/sys/kernel/tracing", "/sys/fs/fuse", "/sys/firmware")
+
+
+@functools.cache
+def bwrap_path() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise SandboxUnavailable(
+            "bubblewrap is not installed: run `make demo` or `apt-get install bubblewrap`"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class BwrapSpec:
+    """Everything about one sandbox that is not in the policy."""
+
+    workspace: Path  # host directory mounted read-write at /workspace
+    state_dir: Path  # bastion's state; masked whatever the policy says
+    info_fd: int
+    block_fd: int
+    seccomp_fd: int
+    extra_hidden: tuple[str, ...] = ()
+
+
+def _root_entries(rootfs: str) -> list[tuple[str, str | None]]:
+    """(name, symlink target or None) for each top-level entry of the rootfs."""
+    entries = []
+    for name in sorted(os.listdir(rootfs)):
+        if name in _NEVER_BOUND:
+            continue
+        full = os.path.join(rootfs, name)
+        if os.path.islink(full):
+            entries.append((name, os.readlink(full)))
+        elif os.path.isdir(full):
+            entries.append((name, None))
+    return entries
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_root_entries(rootfs: str) -> tuple[tuple[str, str | None], ...]:
+    return tuple(_root_entries(rootfs))
+
+
+def _resolve_inside(path: str) -> str:
+    """Policy paths are inside-sandbox paths; relative ones are relative to /workspace."""
+    if path.startswith("./") or not path.startswith("/"):
+        return os.path.normpath(os.path.join(WORKSPACE, path))
+    return os.path.normpath(path)
+
+
+def build_argv(policy: SandboxPolicy, spec: BwrapSpec, command: list[str]) -> list[str]:
+    rootfs = os.path.realpath(policy.rootfs)
+    if not os.path.isdir(rootfs):
+        raise SandboxUnavailable(f"sandbox.rootfs {policy.rootfs!r} is not a directory")
+    argv = [
+        bwrap_path(),
+        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-net", "--unshare-cgroup",
+        "--disable-userns",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
+        "--hostname", policy.hostname,
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--tmpfs", "/",
+    ]
+    for name, target in _cached_root_entries(rootfs):
+        if target is not None:
+            argv += ["--symlink", target, f"/{name}"]
+        else:
+            argv += ["--ro-bind", os.path.join(rootfs, name), f"/{name}"]
+    # /var: read-only, with the writable and host-specific parts replaced
+    var = os.path.join(rootfs, "var")
+    if os.path.isdir(var):
+        argv += ["--ro-bind", var, "/var"]
+        for sub in ("tmp", "run", "log", "lock"):
+            full = os.path.join(var, sub)
+            if os.path.isdir(full) and not os.path.islink(full):
+                argv += ["--tmpfs", f"/var/{sub}"]
+    argv += ["--ro-bind", "/sys", "/sys"]
+    for masked in _SYS_MASKED:
+        if os.path.isdir(masked):
+            argv += ["--tmpfs", masked]
+    argv += [
+        "--dev", "/dev", "--tmpfs", "/dev/shm",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        "--dir", "/run", "--dir", "/home",
+        "--bind", str(spec.workspace), WORKSPACE,
+    ]
+    # hidden paths: masked by an empty tmpfs (directories) or /dev/null (files)
+    state = str(spec.state_dir)
+    hidden = list(dict.fromkeys([*policy.hidden, *spec.extra_hidden, state]))
+    for path in hidden:
+        inside = _resolve_inside(path)
+        top = inside.strip("/").split("/", 1)[0]
+        if top in _NEVER_BOUND and top not in ("var", "sys"):
+            continue  # never mounted in the first place
+        host_path = os.path.join(rootfs, inside.lstrip("/"))
+        if inside == "/" or not os.path.exists(host_path) or os.path.islink(host_path):
+            continue  # nothing there to hide (a symlink points at something masked already)
+        if os.path.isdir(os.path.join(rootfs, inside.lstrip("/"))):
+            argv += ["--tmpfs", inside, "--remount-ro", inside]
+        else:
+            argv += ["--ro-bind", "/dev/null", inside]
+    for path in policy.protected:
+        inside = _resolve_inside(path)
+        if inside.startswith(WORKSPACE + "/") or inside == WORKSPACE:
+            host = os.path.join(str(spec.workspace), os.path.relpath(inside, WORKSPACE))
+        else:
+            host = os.path.join(rootfs, inside.lstrip("/"))
+        if os.path.lexists(host):
+            argv += ["--ro-bind", host, inside]
+        else:
+            # protect the name even if it does not exist yet: nothing can be created there
+            argv += ["--ro-bind", "/dev/null", inside] if inside.startswith(WORKSPACE) else []
+    argv += [
+        "--remount-ro", "/",
+        "--chdir", WORKSPACE,
+        "--setenv", "HOME", WORKSPACE,
+        "--info-fd", str(spec.info_fd),
+        "--block-fd", str(spec.block_fd),
+        "--seccomp", str(spec.seccomp_fd),
+        "--",
+        *command,
+    ]
+    return argv
