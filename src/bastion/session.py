@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from .errors import BastionError, SessionBroken, SessionClosed
 from .events import Action, Event, EventKind, Verdict
+from .gateway import NetworkAttachment, attach_network
 from .host import Host
 from .policy import Policy
 from .results import ExecResult, Outcome
@@ -132,9 +133,10 @@ class Session:
         self.sandbox: Sandbox | None = None
         self.events: list[Event] = []  # kept in memory for the session's lifetime
         self.verdicts: list[Verdict] = []
-        self._network: Any = None
+        self._network: NetworkAttachment | None = None
         self._setup_dirs()
         try:
+            self._network = attach_network(self)
             self.sandbox = Sandbox(
                 policy.sandbox,
                 name=self.session_id,
@@ -142,7 +144,7 @@ class Session:
                 state_dir=self.host.state.root,
                 cgroup_host=self.host.cgroups,
                 host_uid=self.host_uid,
-                enter_netns=self._network_enter(),
+                netns=self._network.netns_path if self._network is not None else None,
             )
             self.sandbox.start()
             self.host.register(self)
@@ -169,10 +171,16 @@ class Session:
             self._owns_workspace = True
         os.chown(self.workspace, self.host_uid, self.host_uid)
 
-    def _network_enter(self) -> Callable[[], None] | None:
-        """Hook for the gateway: a pre-exec function that joins the session's netns.
-        Without a gateway the sandbox gets a private loopback-only namespace."""
-        return None
+    def set_network_phase(self, phase: str) -> None:
+        """Switch the network allow list to another phase of the policy (e.g. from
+        ``setup``, which may reach package mirrors, to ``agent``)."""
+        self._check_open()
+        if phase not in self.policy.network.phases:
+            known = ", ".join(sorted(self.policy.network.phases))
+            raise ValueError(f"unknown network phase {phase!r} (policy has: {known})")
+        if self._network is not None:
+            self._network.set_phase(phase)
+        self._lifecycle("network_phase", phase=phase)
 
     # -- context management -------------------------------------------------------------
 
@@ -507,6 +515,8 @@ class Session:
     def _cleanup_resources(self) -> None:
         if self.sandbox is not None:
             self.sandbox.close()
+        if self._network is not None:
+            self._network.close()
         if getattr(self, "_owns_workspace", False):
             shutil.rmtree(self.dir, ignore_errors=True)
         elif hasattr(self, "dir"):

@@ -54,6 +54,7 @@ class BwrapSpec:
     block_fd: int
     seccomp_fd: int
     extra_hidden: tuple[str, ...] = ()
+    own_netns: bool = True  # False: stay in the netns the launcher joined (gateway)
 
 
 def _root_entries(rootfs: str) -> list[tuple[str, str | None]]:
@@ -89,7 +90,8 @@ def build_argv(policy: SandboxPolicy, spec: BwrapSpec, command: list[str]) -> li
     argv = [
         bwrap_path(),
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-net", "--unshare-cgroup",
+        *(["--unshare-net"] if spec.own_netns else []),
+        "--unshare-cgroup",
         "--disable-userns",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
         "--hostname", policy.hostname,

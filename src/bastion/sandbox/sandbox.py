@@ -65,6 +65,18 @@ def _pid_of_pidfd(pidfd: int) -> int:
     raise SessionBroken("supervisor sent a pidfd the host cannot resolve")
 
 
+def _join_netns_then_drop(netns: str, uid: int) -> Callable[[], None]:
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+
+    def preexec() -> None:  # runs in the forked child, before exec
+        os.setns(fd, os.CLONE_NEWNET)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    return preexec
+
+
 class _OrphanDrain:
     """Keeps reading the output pipes of calls that returned while background
     processes still hold them, so those processes never die of SIGPIPE."""
@@ -124,7 +136,7 @@ class Sandbox:
         cgroup_host: CgroupHost,
         host_uid: int,
         python: str = "/usr/bin/python3",
-        enter_netns: Callable[[], None] | None = None,
+        netns: str | None = None,
     ) -> None:
         self.policy = policy
         self.name = name
@@ -132,7 +144,7 @@ class Sandbox:
         self.state_dir = state_dir
         self.host_uid = host_uid
         self._python = python
-        self._enter_netns = enter_netns
+        self._netns = netns  # path of a prepared network namespace, or None for a private one
         self._cgroup_host = cgroup_host
         self.cgroup: SessionCgroup | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -169,23 +181,27 @@ class Sandbox:
             info_fd=info_w,
             block_fd=block_r,
             seccomp_fd=sec_r,
+            own_netns=self._netns is None,
         )
         command = [self._python, "-I", "-S", "-c", _SUPERVISOR_SOURCE, str(child_sock.fileno())]
         argv = build_argv(self.policy, spec, command)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
                "LANG": "C.UTF-8", **self.policy.env}
+        if self._netns is None:
+            drop: dict[str, object] = {"user": self.host_uid, "group": self.host_uid,
+                                       "extra_groups": []}
+        else:
+            # joining a netns needs root, so the uid drop happens after it, in the child
+            drop = {"preexec_fn": _join_netns_then_drop(self._netns, self.host_uid)}
         try:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # type: ignore[call-overload]
                 argv,
                 pass_fds=(child_sock.fileno(), info_w, block_r, sec_r),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err_w,
                 env=env,
-                user=self.host_uid,
-                group=self.host_uid,
-                extra_groups=[],
-                preexec_fn=self._enter_netns,
+                **drop,
             )
         finally:
             for fd in (info_w, block_r, sec_r, err_w):
