@@ -65,11 +65,24 @@ def _pid_of_pidfd(pidfd: int) -> int:
     raise SessionBroken("supervisor sent a pidfd the host cannot resolve")
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int, nstype: int) -> None:
+    # os.setns arrived in Python 3.12; libc's is the same call
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _join_netns_then_drop(netns: str, uid: int) -> Callable[[], None]:
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
 
     def preexec() -> None:  # runs in the forked child, before exec
-        os.setns(fd, os.CLONE_NEWNET)
+        _setns(fd, _CLONE_NEWNET)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
