@@ -207,7 +207,7 @@ class Sandbox:
             # joining a netns needs root, so the uid drop happens after it, in the child
             drop = {"preexec_fn": _join_netns_then_drop(self._netns, self.host_uid)}
         try:
-            self._proc = subprocess.Popen(  # type: ignore[call-overload]
+            self._proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
                 argv,
                 pass_fds=(child_sock.fileno(), info_w, block_r, sec_r),
                 stdin=subprocess.DEVNULL,
@@ -216,6 +216,10 @@ class Sandbox:
                 env=env,
                 **drop,
             )
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._teardown()
+            os.close(err_r)
+            raise SandboxUnavailable(f"cannot launch bubblewrap: {exc}") from exc
         finally:
             for fd in (info_w, block_r, sec_r, err_w):
                 os.close(fd)
