@@ -41,7 +41,6 @@ class Host:
     _lock = threading.Lock()
 
     def __init__(self, state: StateDir) -> None:
-        check_prerequisites()
         self.state = state
         self.cgroups = CgroupHost.detect()
         self._uids = itertools.count((os.getpid() * 997) % _UID_SPAN)
@@ -51,6 +50,7 @@ class Host:
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike[str] | None = None) -> Host:
+        check_prerequisites()  # before touching anything, so the error is the real cause
         state = StateDir.resolve(state_dir)
         with cls._lock:
             host = cls._instances.get(state.root)

@@ -35,6 +35,7 @@ from .policy import Policy
 from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
 from .sandbox.bwrap import WORKSPACE
+from .state import check_traversable
 
 __all__ = ["Engine", "EventRecorder", "Responder", "Session"]
 
@@ -164,11 +165,14 @@ class Session:
         if configured:
             self.workspace = Path(configured).absolute()
             self.workspace.mkdir(parents=True, exist_ok=True)
-            self._owns_workspace = False
+            check_traversable(self.workspace, "workspace")
+            # the agent works as the session's uid: give it the tree it is meant to edit
+            for root, dirs, files in os.walk(self.workspace):
+                for name in (*dirs, *files):
+                    os.lchown(os.path.join(root, name), self.host_uid, self.host_uid)
         else:
             self.workspace = self.dir / "workspace"
             self.workspace.mkdir(mode=0o700)
-            self._owns_workspace = True
         os.chown(self.workspace, self.host_uid, self.host_uid)
 
     def set_network_phase(self, phase: str) -> None:
@@ -341,7 +345,7 @@ class Session:
                 should_stop=lambda: call.stop_reason or self._ended,
             )
         except SessionBroken as exc:
-            self._ended = self._ended or str(exc)
+            self._fail_closed(str(exc))
             raise
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
         result = self._result(call, raw, oom, late)
@@ -517,10 +521,8 @@ class Session:
             self.sandbox.close()
         if self._network is not None:
             self._network.close()
-        if getattr(self, "_owns_workspace", False):
-            shutil.rmtree(self.dir, ignore_errors=True)
-        elif hasattr(self, "dir"):
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if hasattr(self, "dir"):
+            shutil.rmtree(self.dir, ignore_errors=True)  # a configured workspace is kept
 
     # -- files (through the choke point) ----------------------------------------------
 

@@ -13,9 +13,20 @@ from pathlib import Path
 
 from .errors import SandboxUnavailable
 
-__all__ = ["DEFAULT_STATE_DIR", "StateDir"]
+__all__ = ["DEFAULT_STATE_DIR", "StateDir", "check_traversable"]
 
 DEFAULT_STATE_DIR = "/var/lib/bastion"
+
+
+def check_traversable(path: Path, what: str) -> None:
+    """bubblewrap binds each workspace as the session's unprivileged uid, so every
+    directory above a workspace must be traversable by others."""
+    for parent in path.parents:
+        if not os.stat(parent).st_mode & 0o001:
+            raise SandboxUnavailable(
+                f"{what} {path} is unusable: {parent} is not traversable by sandbox users "
+                f"(chmod o+x {parent}, or choose a directory such as /var/lib/bastion)"
+            )
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class StateDir:
                 f"cannot use state directory {self.root}: {exc.strerror}; pass --state-dir "
                 "or set BASTION_STATE_DIR to a writable directory"
             ) from exc
+        check_traversable(self.root, "state directory")
 
     @property
     def sessions(self) -> Path:

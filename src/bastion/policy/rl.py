@@ -1,4 +1,10 @@
-"""The ``rl:`` section: how verdicts shape rewards and trajectories."""
+"""The ``rl:`` section: how verdicts shape rewards, episodes, trajectories and runs.
+
+Only deterministic containment signals (verdicts from rules over observed events) feed
+these settings, never a learned monitor's score: rewarding an agent for fooling a
+monitor teaches obfuscation, while rewarding it for not tripping a syscall- or
+packet-level rule teaches it not to do the thing.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,34 @@ from pydantic import Field
 
 from ._base import Section
 
-__all__ = ["RLPolicy"]
+__all__ = ["RLPolicy", "SeverityName"]
+
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
 
 
 class RLPolicy(Section):
-    penalty: dict[Literal["info", "low", "medium", "high", "critical"], float] = Field(
-        default_factory=lambda: {"critical": -1.0, "high": -0.5, "medium": -0.1}
+    penalty: dict[SeverityName, float] = Field(
+        default_factory=lambda: {"critical": -1.0, "high": -0.5, "medium": -0.1},
+        description="reward added per verdict of each severity (usually negative)",
     )
-    terminate_on: list[Literal["info", "low", "medium", "high", "critical"]] = Field(
-        default_factory=lambda: ["critical"]
+    terminate_on: list[SeverityName] = Field(
+        default_factory=lambda: ["critical"],
+        description="a verdict of one of these severities ends the episode",
     )
-    on_violation: Literal["keep", "mask", "drop"] = "mask"
+    on_violation: Literal["keep", "mask", "drop"] = Field(
+        default="mask", description="what a trainer should do with a violating trajectory"
+    )
+    violation_severity: SeverityName = Field(
+        default="medium",
+        description="verdicts at or above this severity count as violations "
+        "(trajectory flag, run-level rates, circuit breaker)",
+    )
     breaker_rate: float = Field(
-        default=0.25, ge=0, le=1, description="pause the run above this violation rate"
+        default=0.25, ge=0, le=1,
+        description="pause the run when the share of violating episodes in a training "
+        "step exceeds this",
+    )
+    breaker_min_episodes: int = Field(
+        default=4, ge=1,
+        description="the breaker only judges training steps with at least this many episodes",
     )

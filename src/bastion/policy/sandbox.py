@@ -13,10 +13,10 @@ __all__ = ["Limits", "SandboxPolicy"]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-# Paths every session hides unless the policy lists its own: home directories,
-# credentials and anything that belongs to bastion. The state directory is always
-# hidden in addition, whatever the policy says (see sandbox/bwrap.py).
-DEFAULT_HIDDEN = (
+# Paths every session hides, whatever the policy says: home directories, host
+# credentials and anything that belongs to bastion. A policy's `hidden` list adds to
+# these; the state directory in use is hidden too (see sandbox/bwrap.py).
+ALWAYS_HIDDEN = (
     "/root",
     "/home",
     "/etc/bastion",
@@ -43,7 +43,9 @@ class SandboxPolicy(Section):
         description="read-write working tree; a fresh temporary directory when unset",
     )
     protected: list[str] = Field(default_factory=list, description="read-only paths")
-    hidden: list[str] = Field(default_factory=lambda: list(DEFAULT_HIDDEN))
+    hidden: list[str] = Field(
+        default_factory=list, description="more paths to mask (in addition to ALWAYS_HIDDEN)"
+    )
     limits: Limits = Field(default_factory=Limits)
     env: dict[str, str] = Field(default_factory=dict, description="extra environment")
     hostname: str = "sandbox"

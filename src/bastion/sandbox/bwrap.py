@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SandboxUnavailable
-from ..policy.sandbox import SandboxPolicy
+from ..policy.sandbox import ALWAYS_HIDDEN, SandboxPolicy
 
 __all__ = ["SANDBOX_GID", "SANDBOX_UID", "WORKSPACE", "BwrapSpec", "bwrap_path", "build_argv"]
 
@@ -76,6 +76,12 @@ def _cached_root_entries(rootfs: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(_root_entries(rootfs))
 
 
+def _bind(spec: BwrapSpec, host: str, inside: str, *, writable: bool) -> list[str]:
+    # bwrap resolves bind sources as the sandbox uid (even --bind-fd goes through the
+    # path), which is why StateDir insists that its parents are traversable
+    return ["--bind" if writable else "--ro-bind", host, inside]
+
+
 def _resolve_inside(path: str) -> str:
     """Policy paths are inside-sandbox paths; relative ones are relative to /workspace."""
     if path.startswith("./") or not path.startswith("/"):
@@ -120,11 +126,11 @@ def build_argv(policy: SandboxPolicy, spec: BwrapSpec, command: list[str]) -> li
         "--proc", "/proc",
         "--tmpfs", "/tmp",
         "--dir", "/run", "--dir", "/home",
-        "--bind", str(spec.workspace), WORKSPACE,
+        *_bind(spec, str(spec.workspace), WORKSPACE, writable=True),
     ]
     # hidden paths: masked by an empty tmpfs (directories) or /dev/null (files)
     state = str(spec.state_dir)
-    hidden = list(dict.fromkeys([*policy.hidden, *spec.extra_hidden, state]))
+    hidden = list(dict.fromkeys([*ALWAYS_HIDDEN, *policy.hidden, *spec.extra_hidden, state]))
     for path in hidden:
         inside = _resolve_inside(path)
         top = inside.strip("/").split("/", 1)[0]
@@ -144,7 +150,7 @@ def build_argv(policy: SandboxPolicy, spec: BwrapSpec, command: list[str]) -> li
         else:
             host = os.path.join(rootfs, inside.lstrip("/"))
         if os.path.lexists(host):
-            argv += ["--ro-bind", host, inside]
+            argv += _bind(spec, host, inside, writable=False)
         else:
             # protect the name even if it does not exist yet: nothing can be created there
             argv += ["--ro-bind", "/dev/null", inside] if inside.startswith(WORKSPACE) else []

@@ -216,8 +216,15 @@ class SessionCgroup:
 
     # -- control --------------------------------------------------------------------
 
-    def freeze(self) -> None:
+    def freeze(self, timeout: float = 2.0) -> bool:
+        """Freeze and wait until the kernel reports every task stopped."""
         _write(self.unified / "cgroup.freeze", "1")
+        deadline = time.monotonic() + timeout
+        while not self.frozen():
+            if time.monotonic() > deadline or not self.populated():
+                return self.frozen()
+            time.sleep(0.001)
+        return True
 
     def thaw(self) -> None:
         _write(self.unified / "cgroup.freeze", "0")

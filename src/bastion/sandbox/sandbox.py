@@ -31,7 +31,11 @@ from .seccomp import compiled_filter
 
 __all__ = ["CallHandle", "RawResult", "Sandbox"]
 
-_SUPERVISOR_SOURCE = Path(supervisor.__file__).read_text() + "\nmain()\n"
+_SUPERVISOR_SOURCE = Path(supervisor.__file__).read_bytes()  # runs its __main__ block
+# The supervisor's code arrives on a pipe, so `ps` inside shows a one-line bootstrap.
+_BOOTSTRAP = ("import os,sys;fd=int(sys.argv[2]);b=b''\n"
+              "while (c:=os.read(fd,65536)):b+=c\n"
+              "os.close(fd);exec(compile(b,'bastion-supervisor','exec'))")
 _MAX_OUTPUT = 8 * 1024 * 1024  # per stream; the rest is counted and dropped
 _START_TIMEOUT = 10.0
 
@@ -185,9 +189,11 @@ class Sandbox:
         block_r, block_w = os.pipe2(os.O_CLOEXEC)
         sec_r, sec_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        bpf = compiled_filter()
-        os.write(sec_w, bpf)  # smaller than a pipe buffer
+        src_r, src_w = os.pipe2(os.O_CLOEXEC)
+        os.write(sec_w, compiled_filter())  # both are smaller than a pipe buffer
         os.close(sec_w)
+        os.write(src_w, _SUPERVISOR_SOURCE)
+        os.close(src_w)
         spec = BwrapSpec(
             workspace=self.workspace,
             state_dir=self.state_dir,
@@ -196,8 +202,17 @@ class Sandbox:
             seccomp_fd=sec_r,
             own_netns=self._netns is None,
         )
-        command = [self._python, "-I", "-S", "-c", _SUPERVISOR_SOURCE, str(child_sock.fileno())]
-        argv = build_argv(self.policy, spec, command)
+        command = [self._python, "-I", "-S", "-c", _BOOTSTRAP, str(child_sock.fileno()),
+                   str(src_r)]
+        try:
+            argv = build_argv(self.policy, spec, command)
+        except BaseException:
+            for fd in (info_r, info_w, block_r, block_w, sec_r, err_r, err_w, src_r):
+                os.close(fd)
+            host_sock.close()
+            child_sock.close()
+            self._teardown()
+            raise
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
                "LANG": "C.UTF-8", **self.policy.env}
         if self._netns is None:
@@ -209,7 +224,7 @@ class Sandbox:
         try:
             self._proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
                 argv,
-                pass_fds=(child_sock.fileno(), info_w, block_r, sec_r),
+                pass_fds=(child_sock.fileno(), info_w, block_r, sec_r, src_r),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err_w,
@@ -221,7 +236,7 @@ class Sandbox:
             os.close(err_r)
             raise SandboxUnavailable(f"cannot launch bubblewrap: {exc}") from exc
         finally:
-            for fd in (info_w, block_r, sec_r, err_w):
+            for fd in (info_w, block_r, sec_r, err_w, src_r):
                 os.close(fd)
             child_sock.close()
         try:

@@ -1,0 +1,284 @@
+"""Turn a condition tree into one Python callable, and derive what the index needs.
+
+Semantics, chosen so that a rule never fires on what it cannot see:
+
+* A comparison on a field the event lacks (``None``) is false, including ``!=``;
+  ``not (f = x)`` is true. ``f exists`` tests presence.
+* List-valued fields match when *any* element matches (``!=``: when none equals).
+* ``contains``/``startswith``/``endswith``/``glob``/``regex``/``in_cidr`` with a
+  parenthesised list match when any value matches. ``icontains`` ignores case.
+* ``glob`` matches the whole value (fnmatch, case-sensitive); ``regex`` searches.
+* ``in_cidr`` (CIDR membership) accepts networks and plain addresses.
+
+``guard(node)`` returns a *necessary* condition as a set of cheap atoms — ("eq", field,
+value) or ("sub", field, lowercase literal) — at least one of which holds whenever the
+node is true, or None when no such set exists. The index evaluates a rule only when one
+of its atoms holds, which is what makes hundreds of rules cost a few microseconds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from ..events import Event
+from .condition import And, Cmp, ConditionSyntaxError, Node, Not, Or
+from .fields import ALL_KINDS, field_type, implied_kinds
+
+__all__ = ["Atom", "Predicate", "compile_node", "guard", "node_fields", "node_kinds"]
+
+Predicate = Callable[[Event], bool]
+Atom = tuple[str, str, Any]
+
+_ATTRIBUTES = {
+    "session.id", "run.id", "episode.id", "call.step", "call.id",
+    "proc.pid", "proc.ppid", "proc.ancestry",
+}
+_NUMERIC = {"int", "float"}
+
+
+def _getter(name: str) -> Callable[[Event], Any]:
+    if name == "kind":
+        return lambda ev: ev.kind.value
+    if name in _ATTRIBUTES:
+        return lambda ev: ev.get(name)
+    return lambda ev: ev.fields.get(name)
+
+
+def _convert(value: str, ftype: str, cmp: Cmp) -> Any:
+    try:
+        if ftype == "int":
+            return int(value, 0)
+        if ftype == "float":
+            return float(value)
+        if ftype == "bool":
+            low = value.lower()
+            if low not in ("true", "false"):
+                raise ValueError(value)
+            return low == "true"
+    except ValueError:
+        raise ConditionSyntaxError(
+            f"{cmp.field} is {ftype}; {value!r} is not a valid {ftype}",
+            cmp.value_offset, cmp.source,
+        ) from None
+    return value
+
+
+@lru_cache(maxsize=65536)
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the clearest
+    ftype = field_type(node.field) or "str"
+    is_list = ftype == "list"
+    get = _getter(node.field)
+    op = node.op
+    vals = node.values
+
+    if op == "exists":
+        return lambda ev: get(ev) is not None
+
+    if op in ("<", "<=", ">", ">="):
+        if ftype not in _NUMERIC:
+            raise ConditionSyntaxError(
+                f"'{op}' needs a numeric field; {node.field} is {ftype}", node.offset, node.source)
+        bound = float(_convert(vals[0], "float", node))
+        if op == "<":
+            return lambda ev: (v := get(ev)) is not None and v < bound
+        if op == "<=":
+            return lambda ev: (v := get(ev)) is not None and v <= bound
+        if op == ">":
+            return lambda ev: (v := get(ev)) is not None and v > bound
+        return lambda ev: (v := get(ev)) is not None and v >= bound
+
+    if op in ("=", "!=", "in"):
+        if not vals and op == "in":
+            return lambda ev: False
+        typed = frozenset(_convert(v, ftype if not is_list else "str", node) for v in vals)
+        if is_list:
+            def any_in(ev: Event) -> bool:
+                v = get(ev)
+                return v is not None and not typed.isdisjoint(v)
+            if op == "!=":
+                return lambda ev: (v := get(ev)) is not None and typed.isdisjoint(v)
+            return any_in
+        if op == "!=":
+            (one,) = typed
+            return lambda ev: (v := get(ev)) is not None and v != one
+        if len(typed) == 1 and op == "=":
+            (one,) = typed
+            return lambda ev: get(ev) == one
+        return lambda ev: get(ev) in typed
+
+    if ftype in _NUMERIC or ftype == "bool":
+        raise ConditionSyntaxError(
+            f"'{op}' needs a string field; {node.field} is {ftype}", node.offset, node.source)
+
+    test: Callable[[str], bool]
+    if op == "contains":
+        lits = tuple(vals)
+        test = (lambda s, a=lits[0]: a in s) if len(lits) == 1 else (
+            lambda s: any(a in s for a in lits))
+    elif op == "icontains":
+        lows = tuple(v.lower() for v in vals)
+
+        def test(s: str) -> bool:
+            low = s.lower()
+            return any(a in low for a in lows)
+    elif op == "startswith":
+        prefixes = tuple(vals)
+        test = lambda s: s.startswith(prefixes)  # noqa: E731
+    elif op == "endswith":
+        suffixes = tuple(vals)
+        test = lambda s: s.endswith(suffixes)  # noqa: E731
+    elif op in ("glob", "regex"):
+        parts = []
+        for v in vals:
+            if op == "glob":
+                parts.append(fnmatch.translate(v))
+            else:
+                try:
+                    re.compile(v)
+                except re.error as exc:
+                    raise ConditionSyntaxError(
+                        f"bad regex {v!r}: {exc}", node.value_offset, node.source) from None
+                parts.append(f"(?:{v})")
+        pattern = re.compile("|".join(parts), re.S)
+        test = (lambda s: pattern.match(s) is not None) if op == "glob" else (
+            lambda s: pattern.search(s) is not None)
+    elif op == "in_cidr":
+        try:
+            nets = tuple(ipaddress.ip_network(v, strict=False) for v in vals)
+        except ValueError as exc:
+            raise ConditionSyntaxError(f"bad network: {exc}", node.value_offset,
+                                       node.source) from None
+
+        def test(s: str) -> bool:  # noqa: F811 - one name per branch
+            addr = _ip(s)
+            return addr is not None and any(addr in n for n in nets)
+    else:  # pragma: no cover - the parser only produces known operators
+        raise ConditionSyntaxError(f"unknown operator {op!r}", node.offset, node.source)
+
+    if is_list:
+        return lambda ev: (v := get(ev)) is not None and any(test(x) for x in v)
+    return lambda ev: (v := get(ev)) is not None and test(v)
+
+
+def compile_node(node: Node) -> Predicate:
+    if isinstance(node, Cmp):
+        return _cmp(node)
+    if isinstance(node, Not):
+        inner = compile_node(node.item)
+        return lambda ev: not inner(ev)
+    fns = tuple(compile_node(n) for n in node.items)
+    if isinstance(node, And):
+        if len(fns) == 2:
+            a, b = fns
+            return lambda ev: a(ev) and b(ev)
+        return lambda ev: all(f(ev) for f in fns)
+    if len(fns) == 2:
+        a, b = fns
+        return lambda ev: a(ev) or b(ev)
+    return lambda ev: any(f(ev) for f in fns)
+
+
+def node_fields(node: Node) -> list[str]:
+    """Every field the node reads, in first-use order."""
+    out: dict[str, None] = {}
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Cmp):
+            out.setdefault(n.field)
+        elif isinstance(n, Not):
+            walk(n.item)
+        else:
+            for i in n.items:
+                walk(i)
+
+    walk(node)
+    return list(out)
+
+
+def node_kinds(node: Node) -> frozenset[str]:
+    """The event kinds on which the node can be true (a superset)."""
+    if isinstance(node, Cmp):
+        if node.field == "kind" and node.op in ("=", "in"):
+            return frozenset(node.values) & ALL_KINDS
+        return ALL_KINDS if node.field == "kind" else implied_kinds(node.field)
+    if isinstance(node, Not):
+        return ALL_KINDS
+    parts = [node_kinds(n) for n in node.items]
+    if isinstance(node, And):
+        # An explicit kind restriction narrows; otherwise the union of implied kinds.
+        explicit = [node_kinds(n) for n in node.items
+                    if isinstance(n, Cmp) and n.field == "kind" and n.op in ("=", "in")]
+        if explicit:
+            result = ALL_KINDS
+            for e in explicit:
+                result &= e
+            return result
+        union: frozenset[str] = frozenset()
+        for p in parts:
+            if p != ALL_KINDS:
+                union |= p
+        return union or ALL_KINDS
+    union = frozenset()
+    for p in parts:
+        union |= p
+    return union
+
+
+def _literal_of_glob(pattern: str) -> str:
+    runs = re.split(r"[*?\[\]]", pattern)
+    return max(runs, key=len) if runs else ""
+
+
+def guard(node: Node) -> frozenset[Atom] | None:
+    if isinstance(node, Cmp):
+        if node.field == "kind":
+            return None
+        ftype = field_type(node.field) or "str"
+        if node.op in ("=", "in") and ftype in ("str", "list", "ip") and node.values:
+            return frozenset(("eq", node.field, v) for v in node.values)
+        if node.op in ("contains", "icontains", "startswith", "endswith") and node.values:
+            lits = [v.lower() for v in node.values]
+            if all(len(v) >= 2 for v in lits):
+                return frozenset(("sub", node.field, v) for v in lits)
+        if node.op == "glob" and node.values:
+            lits = [_literal_of_glob(v).lower() for v in node.values]
+            if all(len(v) >= 3 for v in lits):
+                return frozenset(("sub", node.field, v) for v in lits)
+        return None
+    if isinstance(node, Not):
+        return None
+    subs = [guard(n) for n in node.items]
+    if isinstance(node, Or):
+        if any(s is None for s in subs):
+            return None
+        out: frozenset[Atom] = frozenset()
+        for s in subs:
+            out |= s  # type: ignore[operator]
+        return out
+    best: frozenset[Atom] | None = None
+    for s in subs:
+        if s is None:
+            continue
+        if best is None or _cost(s) < _cost(best):
+            best = s
+    return best
+
+
+def _cost(atoms: frozenset[Atom]) -> float:
+    # Fewer atoms and longer literals are more selective; equality beats substring.
+    total = 0.0
+    for kind, _field, value in atoms:
+        total += 1.0 if kind == "eq" else 2.0 + 8.0 / max(len(str(value)), 1)
+    return total

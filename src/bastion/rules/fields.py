@@ -1,0 +1,58 @@
+"""Which fields rules may name, their types, and which event kinds carry them.
+
+The authoritative list is ``bastion.events.FIELD_CATALOGUE``. ``EXTRA_FIELDS`` holds the
+fields the rule language needs that the catalogue does not list yet; they are merged in
+here so that a typo in a pack is still a load error, never a rule that silently never
+fires. (The lead folds ``EXTRA_FIELDS`` into the catalogue; then this dict empties.)
+
+``implied_kinds`` maps a field's namespace to the event kinds that carry it: a rule that
+does not say which kinds it applies to is indexed under the kinds its fields imply.
+"""
+
+from __future__ import annotations
+
+from ..events import FIELD_CATALOGUE, EventKind
+
+__all__ = ["EXTRA_FIELDS", "field_type", "implied_kinds", "known_fields"]
+
+# name -> (type, description); same shape as FIELD_CATALOGUE.
+EXTRA_FIELDS: dict[str, tuple[str, str]] = {
+    "cmd.urls": ("list", "URLs and host:port targets found in the decoded command"),
+    "cmd.sudo_names": ("list", "program names run under sudo/doas/pkexec (decoded)"),
+}
+
+_ALL: dict[str, tuple[str, str]] = {**FIELD_CATALOGUE, **EXTRA_FIELDS}
+
+_NET_KINDS = frozenset({"net.connect", "net.flow", "net.close", "net.drop"})
+_NAMESPACE_KINDS: dict[str, frozenset[str]] = {
+    "cmd": frozenset({EventKind.COMMAND.value}),
+    "proc": frozenset({EventKind.EXEC.value}),
+    "net": _NET_KINDS,
+    "dns": frozenset({EventKind.DNS_QUERY.value}),
+    "file": frozenset({EventKind.FILE_WRITE.value, EventKind.FILE_DIFF.value}),
+    "res": frozenset({EventKind.RESOURCE.value}),
+    "life": frozenset({EventKind.LIFECYCLE.value}),
+    "action": frozenset({EventKind.ACTION.value}),
+    "telemetry": frozenset({EventKind.TELEMETRY.value}),
+}
+ALL_KINDS = frozenset(k.value for k in EventKind)
+# Attribution fields (and proc.pid/ppid/ancestry) exist on every kind.
+_EVERY_KIND_FIELDS = frozenset(
+    {"kind", "session.id", "run.id", "episode.id", "call.step", "call.id",
+     "proc.pid", "proc.ppid", "proc.ancestry"}
+)
+
+
+def known_fields() -> dict[str, tuple[str, str]]:
+    return dict(_ALL)
+
+
+def field_type(name: str) -> str | None:
+    entry = _ALL.get(name)
+    return entry[0] if entry else None
+
+
+def implied_kinds(name: str) -> frozenset[str]:
+    if name in _EVERY_KIND_FIELDS:
+        return ALL_KINDS
+    return _NAMESPACE_KINDS.get(name.split(".", 1)[0], ALL_KINDS)

@@ -1,0 +1,82 @@
+"""Resource limits: enforced by cgroups, tested by running the abuse inside a session."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from bastion import Outcome
+
+
+def test_fork_bomb_is_contained(make_session) -> None:
+    s = make_session({"sandbox": {"limits": {"pids": 64}}})
+    r = s.exec(":(){ :|:& };:", timeout=3)
+    assert r.outcome in (Outcome.TIMEOUT, Outcome.OK, Outcome.EXIT_NONZERO)
+    # the pids controller held the session at its limit
+    current = s.sandbox.cgroup.pids_current()
+    assert current is not None and current <= 64
+    # the host stays responsive while the bomb's remains sit at the limit
+    t = time.monotonic()
+    subprocess.run(["true"], check=True)
+    assert time.monotonic() - t < 1.0
+    # and the session can still be killed cleanly
+    s.kill_call("c0")
+    assert s.sandbox.cgroup.pids_current() <= 64
+
+
+def test_memory_hog_is_killed_at_limit(make_session) -> None:
+    s = make_session({"sandbox": {"limits": {"memory": "64MiB"}}})
+    r = s.exec(["python3", "-c", "b = bytearray(512 * 1024 * 1024); print('allocated')"])
+    assert r.outcome is Outcome.KILLED
+    assert r.signal == 9 and r.exit_code == 137
+    assert "memory limit" in (r.reason or "")
+    assert "allocated" not in r.stdout
+    # the session survives its hog and keeps working
+    assert s.exec("echo still here").stdout == "still here\n"
+
+
+def test_call_past_timeout_is_killed(session) -> None:
+    t = time.monotonic()
+    r = session.exec("sleep 30; echo never", timeout=0.5)
+    assert time.monotonic() - t < 3
+    assert r.timed_out and r.outcome is Outcome.TIMEOUT
+    assert "never" not in r.stdout
+    assert session.exec("pgrep -x sleep || echo none").stdout.strip() == "none"
+
+
+def test_exec_timeout_from_policy_caps_the_call(make_session) -> None:
+    s = make_session({"sandbox": {"limits": {"exec_timeout": "400ms"}}})
+    r = s.exec("sleep 5", timeout=60)  # the caller cannot extend the policy's limit
+    assert r.timed_out and r.duration < 2
+
+
+def test_session_timeout_ends_the_session(make_session) -> None:
+    from bastion import SessionBroken
+
+    s = make_session({"sandbox": {"limits": {"session_timeout": "1s"}}})
+    r = s.exec("sleep 5")
+    assert r.outcome is Outcome.TIMEOUT and r.duration < 2
+    time.sleep(0.2)
+    try:
+        s.exec("true")
+    except SessionBroken as exc:
+        assert "timeout" in str(exc)
+    else:
+        raise AssertionError("a session past its timeout must refuse calls")
+
+
+def test_cpu_quota_is_applied(make_session) -> None:
+    s = make_session({"sandbox": {"limits": {"cpus": 0.5}}})
+    cg = s.sandbox.cgroup
+    if "cpu" in cg.v1:
+        quota = int((cg.v1["cpu"] / "cpu.cfs_quota_us").read_text())
+        period = int((cg.v1["cpu"] / "cpu.cfs_period_us").read_text())
+    else:
+        quota_s, period_s = (cg.unified / "cpu.max").read_text().split()
+        quota, period = int(quota_s), int(period_s)
+    assert quota / period == 0.5
+    # a busy loop for 1 s of wall time gets about half a core
+    r = s.exec(["python3", "-c",
+                "import time,os\nt=time.time()\nwhile time.time()-t<1: pass\n"
+                "print(os.times().user+os.times().system)"])
+    assert float(r.stdout) < 0.75
