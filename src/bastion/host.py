@@ -36,11 +36,22 @@ class SessionObserver(Protocol):
     def unregister(self, session: Session) -> None: ...
 
 
+def _become_subreaper() -> None:
+    """Orphans of a killed sandbox (its pid-1 bwrap) are re-parented to us rather than
+    to the host's init, so the sandbox can reap them at once and leave no zombie."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
 class Host:
     _instances: dict[Path, Host] = {}
     _lock = threading.Lock()
 
     def __init__(self, state: StateDir) -> None:
+        _become_subreaper()
         self.state = state
         self.cgroups = CgroupHost.detect()
         self._uids = itertools.count((os.getpid() * 997) % _UID_SPAN)

@@ -202,9 +202,7 @@ def test_no_process_survives_close(make_session) -> None:
     cgroup_dir = s.sandbox.cgroup.unified
     assert len(host_pids) >= 6  # bwrap, init, supervisor and the sleepers
     s.close()
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and any(pid_alive(p) for p in host_pids):
-        time.sleep(0.02)
+    # gone the moment close() returns: not running, not frozen, not even a zombie
     assert [p for p in host_pids if pid_alive(p)] == []
     assert not cgroup_dir.exists()
 

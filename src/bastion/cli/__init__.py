@@ -18,6 +18,7 @@ app = typer.Typer(
 # Order is the order of `bastion --help`.
 _COMMAND_MODULES = [
     "bastion.cli.run",
+    "bastion.cli.demo",
 ]
 
 for _name in _COMMAND_MODULES:

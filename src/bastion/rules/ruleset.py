@@ -55,6 +55,8 @@ class Rule:
     pack: str = ""
     file: str = ""
     line: int = 0
+    node: Any = field(default=None, repr=False)
+    exception_nodes: tuple[Any, ...] = field(default=(), repr=False)
     _render: Callable[[Event], str] | None = field(default=None, repr=False)
 
     def render(self, event: Event) -> str:

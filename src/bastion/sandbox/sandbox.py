@@ -94,6 +94,21 @@ def _join_netns_then_drop(netns: str, uid: int) -> Callable[[], None]:
     return preexec
 
 
+def _reap(pids: set[int], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # not our child (reaped elsewhere, or never re-parented to us)
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.002)
+
+
 class _OrphanDrain:
     """Keeps reading the output pipes of calls that returned while background
     processes still hold them, so those processes never die of SIGPIPE."""
@@ -313,13 +328,18 @@ class Sandbox:
         self._teardown()
 
     def _teardown(self) -> None:
+        members: list[int] = []
         if self.cgroup is not None:
+            members = self.cgroup.pids()
             self.cgroup.remove()  # kills everything first
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
+        # the sandbox's pid 1 and whatever it had not reaped were re-parented to us (Host
+        # makes us a subreaper): reap them so no zombie is left behind
+        _reap(set(self.init_pids[1:]) | set(members))
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -1,0 +1,36 @@
+"""Small helpers shared by the benchmark scripts: percentiles and a results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    k = max(0, min(len(s) - 1, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def summary_ms(samples: list[float]) -> dict[str, float]:
+    ms = [x * 1000 for x in samples]
+    return {"p50_ms": round(pct(ms, 50), 3), "p95_ms": round(pct(ms, 95), 3),
+            "p99_ms": round(pct(ms, 99), 3), "mean_ms": round(statistics.fmean(ms), 3),
+            "n": len(ms)}
+
+
+def bench_state_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="bastion-bench-", dir="/var/tmp"))
+    os.chmod(path, 0o711)
+    return path
+
+
+def emit(name: str, results: dict) -> None:
+    """Print the figures and keep them as JSON under benchmarks/results/."""
+    print(json.dumps({name: results}, indent=2))
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2))

@@ -1,0 +1,88 @@
+"""Where allowed traffic goes: the host's network, or the simulated internet (lab).
+
+An ``Upstream`` opens the gateway's outbound sockets in one network namespace (the
+host's, or the lab's, which has no uplink at all) and resolves names through one DNS
+server. The gateway dials *names* it resolved itself, never the address a sandbox
+supplied for a TLS/HTTP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from dataclasses import dataclass, field
+
+from dnslib import QTYPE, DNSRecord
+
+from .netns import inside
+
+__all__ = ["Upstream", "system_nameserver"]
+
+_DNS_TIMEOUT = 2.0
+_CONNECT_TIMEOUT = 5.0
+_CACHE_TTL = 30.0
+
+
+def system_nameserver() -> tuple[str, int]:
+    """The first IPv4 nameserver of /etc/resolv.conf."""
+    with contextlib.suppress(OSError), open("/etc/resolv.conf") as conf:
+        for line in conf:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver" and ":" not in parts[1]:
+                return parts[1], 53
+    return "127.0.0.53", 53
+
+
+@dataclass
+class Upstream:
+    """Outbound sockets in ``netns`` (None: the host's own) and DNS via ``dns``."""
+
+    dns: tuple[str, int]
+    netns: str | None = None
+    label: str = "host"
+    _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+
+    def socket(self, kind: int) -> socket.socket:
+        if self.netns is None:
+            sock = socket.socket(socket.AF_INET, kind)
+        else:
+            with inside(self.netns):
+                sock = socket.socket(socket.AF_INET, kind)
+        sock.setblocking(False)
+        return sock
+
+    async def exchange(self, packet: bytes) -> bytes:
+        """Send one DNS packet to the upstream server and return its reply."""
+        loop = asyncio.get_running_loop()
+        sock = self.socket(socket.SOCK_DGRAM)
+        try:
+            await loop.sock_connect(sock, self.dns)
+            await loop.sock_sendall(sock, packet)
+            return await asyncio.wait_for(loop.sock_recv(sock, 65535), _DNS_TIMEOUT)
+        finally:
+            sock.close()
+
+    async def resolve(self, name: str) -> list[str]:
+        """IPv4 addresses of ``name`` from the upstream DNS (cached briefly)."""
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        query = DNSRecord.question(name, "A")
+        reply = DNSRecord.parse(await self.exchange(query.pack()))
+        addresses = [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+        self._cache[name] = (now + _CACHE_TTL, addresses)
+        return addresses
+
+    async def connect(self, ip: str, port: int) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        sock = self.socket(socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), _CONNECT_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
+        return sock

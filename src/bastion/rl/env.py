@@ -1,0 +1,278 @@
+"""``BastionEnv``: one bastion session per episode, behind the Gymnasium API.
+
+Actions are tool calls as text (a shell command, or a JSON file read/write/submit,
+see ``actions``); observations are their results as text. Each ``step`` runs exactly
+one tool call through ``Session.exec`` and returns, in ``info["bastion"]``, the
+verdicts that arrived with it, the actions bastion took, and the attribution (run,
+episode, step, call id). Reward = task reward (from the pluggable task's grader) +
+penalties from the policy's ``rl.penalty``; a verdict of a severity listed in
+``rl.terminate_on`` ends the episode; ``flag`` tells the trainer what
+``rl.on_violation`` wants done with the trajectory.
+
+The same object is a GEM-style environment (the interface ROLL uses): GEM's
+``reset(seed) -> (obs, info)`` and ``step(action) -> (obs, reward, terminated,
+truncated, info)`` with text observations are exactly Gymnasium's signatures.
+
+Infos contain only deterministic data (no clocks, no random ids), so that the same
+seed and actions give the same transitions, as Gymnasium's checker requires.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+from gymnasium import spaces
+
+from ..errors import SessionBroken
+from ..events import Verdict
+from ..policy import Policy
+from ..results import ExecResult
+from ..session import Engine, EventRecorder, Responder, Session
+from .actions import parse_action, run_tool_call
+from .records import EpisodeRecord, StepRecord
+from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
+from .tasks import FixBugTask, StepContext, Task
+
+__all__ = ["BastionEnv", "SessionFactory", "TEXT_CHARSET"]
+
+# Observations and actions are printable ASCII plus newline and tab; anything else in
+# command output is escaped (\xNN / \uNNNN) rather than dropped.
+TEXT_CHARSET = frozenset(string.printable) - {"\x0b", "\x0c"}
+
+SessionFactory = Callable[[str], Session]  # episode_id -> a new open session
+
+
+class BastionEnv(gymnasium.Env[str, str]):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        policy: Policy | str | os.PathLike[str] | None = None,
+        *,
+        task: Task | None = None,
+        run_id: str = "run",
+        name: str = "env",
+        max_steps: int = 16,
+        state_dir: str | os.PathLike[str] | None = None,
+        session_factory: SessionFactory | None = None,
+        engine_factory: Callable[[Policy], Engine] | None = None,
+        responder_factory: Callable[[Policy], Responder] | None = None,
+        recorder: EventRecorder | None = None,
+        exec_timeout: float = 60.0,
+        max_obs_chars: int = 8192,
+        max_action_chars: int = 4096,
+        render_mode: str | None = None,
+    ) -> None:
+        if policy is None:
+            policy = Policy.default()
+        elif not isinstance(policy, Policy):
+            policy = Policy.load(policy)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unsupported render_mode {render_mode!r}")
+        self.policy = policy
+        self.task: Task = task or FixBugTask()
+        self.run_id = run_id
+        self.name = name
+        self.max_steps = max_steps
+        self.state_dir = state_dir
+        self.exec_timeout = exec_timeout
+        self.render_mode = render_mode
+        self._session_factory = session_factory
+        self._engine_factory = engine_factory
+        self._responder_factory = responder_factory
+        self._recorder = recorder
+        self.observation_space = spaces.Text(max_obs_chars, min_length=0, charset=TEXT_CHARSET)
+        self.action_space = spaces.Text(max_action_chars, min_length=1, charset=TEXT_CHARSET)
+        self.session: Session | None = None
+        self.record: EpisodeRecord | None = None
+        self._step = 0
+        self._done = True
+        self._reported: set[str] = set()
+        self._transcript: list[str] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _new_session(self, episode_id: str) -> Session:
+        if self._session_factory is not None:
+            return self._session_factory(episode_id)
+        kwargs: dict[str, Any] = {}
+        if self._engine_factory is not None:
+            kwargs["engine"] = self._engine_factory(self.policy)
+        if self._responder_factory is not None:
+            kwargs["responder"] = self._responder_factory(self.policy)
+        if self._recorder is not None:
+            kwargs["recorder"] = self._recorder
+        return Session(self.policy, run_id=self.run_id, episode_id=episode_id,
+                       state_dir=self.state_dir, **kwargs)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start a new episode in a fresh session. ``options["episode_id"]`` names
+        it; otherwise the name derives from the seed (so a seeded reset is
+        reproducible) or is random."""
+        super().reset(seed=seed)
+        self._close_session()
+        options = options or {}
+        episode_id = options.get("episode_id")
+        if not episode_id:
+            episode_id = (f"{self.name}-s{seed}" if seed is not None
+                          else f"{self.name}-{secrets.token_hex(4)}")
+        self.session = self._new_session(str(episode_id))
+        try:
+            self.task.setup(self.session)
+        except BaseException:
+            self._close_session()
+            raise
+        self.record = EpisodeRecord(
+            run_id=self.session.run_id, episode_id=self.session.episode_id,
+            session_id=self.session.session_id, policy_hash=self.policy.hash,
+            labels={str(k): str(v) for k, v in (options.get("labels") or {}).items()},
+        )
+        self._step = 0
+        self._done = False
+        self._reported = {v.id for v in self.session.verdicts}
+        prompt = self.task.prompt
+        self._transcript = [f"[task] {prompt}"]
+        info = {"bastion": {"attribution": self._attribution(None, None),
+                            "policy_hash": self.policy.hash}}
+        return self._text(prompt), info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._done or self.session is None or self.record is None:
+            raise RuntimeError("the episode is over: call reset() first")
+        step, call_id = self._step, f"c{self._step}"
+        call = parse_action(action)
+        result: ExecResult | None = None
+        broken: str | None = None
+        if call.malformed:
+            observation = f"error: {call.malformed}"
+        elif call.tool == "submit":
+            observation = "submitted"
+        else:
+            try:
+                result = run_tool_call(self.session, call, step=step, call_id=call_id,
+                                       timeout=self.exec_timeout)
+                observation = _format_result(result)
+            except SessionBroken as exc:  # the sandbox is gone: the episode is over
+                broken = str(exc)
+                observation = f"the episode was ended: {exc}"
+
+        verdicts = self._new_verdicts()
+        judgement = judge(verdicts, self.policy.rl)
+        if judgement.terminate and not self.session.ended:
+            self.session.terminate(f"rl.terminate_on: {judgement.reason}")
+        ended = self.session.ended
+        terminated = call.tool == "submit" or judgement.terminate or ended is not None
+        truncated = not terminated and step + 1 >= self.max_steps
+        task_reward = self.task.reward(StepContext(self.session, step, call, result,
+                                                   terminated or truncated))
+        # Grading may itself produce verdicts (it runs the agent's code).
+        late = self._new_verdicts()
+        if late:
+            late_judgement = judge(late, self.policy.rl)
+            verdicts += late
+            judgement = judge(verdicts, self.policy.rl)
+            if late_judgement.terminate and not self.session.ended:
+                self.session.terminate(f"rl.terminate_on: {late_judgement.reason}")
+                terminated, truncated = True, False
+        reward = float(task_reward + judgement.penalty)
+
+        infos = [verdict_info(v) for v in verdicts]
+        record = self.record
+        for verdict, vinfo in zip(verdicts, infos, strict=True):
+            charged = verdict.step if verdict.step is not None else step
+            penalty = self.policy.rl.penalty.get(str(verdict.severity), 0.0)  # type: ignore[call-overload]
+            record.penalty_by_step[charged] = record.penalty_by_step.get(charged, 0.0) + penalty
+        record.violations.extend(verdict_info(v) for v in judgement.violations)
+        record.flag = trajectory_flag(record.violated, self.policy.rl)
+        if terminated and record.terminated_by is None and call.tool != "submit":
+            record.terminated_by = judgement.reason or broken or ended
+        record.truncated = truncated
+        record.steps.append(StepRecord(
+            step=step, call_id=call_id, action=action, tool=call.tool,
+            outcome=result.outcome.value if result else None,
+            exit_code=result.exit_code if result else None,
+            task_reward=float(task_reward), penalty=judgement.penalty, reward=reward,
+            verdicts=infos,
+        ))
+        self._transcript.append(f"[{step}] $ {call.describe()}\n{observation}")
+        self._step += 1
+        self._done = terminated or truncated
+
+        info = {"bastion": {
+            "attribution": self._attribution(step, call_id),
+            "tool": call.tool,
+            "outcome": result.outcome.value if result else None,
+            "exit_code": result.exit_code if result else None,
+            "verdicts": infos,
+            "actions": [{"action": v.action.value, "rule_id": v.rule_id, "step": v.step,
+                         "call_id": v.call_id, "contained": v.action in CONTAINING_ACTIONS}
+                        for v in verdicts if v.action.value != "none"],
+            "task_reward": float(task_reward),
+            "penalty": judgement.penalty,
+            "violations": len(judgement.violations),
+            "terminated_by": record.terminated_by if terminated else None,
+            "flag": record.flag,
+            "episode_violations": len(record.violations),
+        }}
+        return self._text(observation), reward, terminated, truncated, info
+
+    def _new_verdicts(self) -> list[Verdict]:
+        assert self.session is not None
+        fresh = [v for v in list(self.session.verdicts) if v.id not in self._reported]
+        self._reported.update(v.id for v in fresh)
+        return fresh
+
+    def _attribution(self, step: int | None, call_id: str | None) -> dict[str, Any]:
+        assert self.session is not None
+        return {"run_id": self.session.run_id, "episode_id": self.session.episode_id,
+                "step": step, "call_id": call_id}
+
+    def _text(self, text: str) -> str:
+        limit = self.observation_space.max_length
+        safe = _ascii(text)
+        if len(safe) > limit:
+            marker = "\n...[truncated]"
+            safe = safe[: max(0, limit - len(marker))] + marker[: limit]
+        return safe
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return "\n".join(self._transcript)
+        return None
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.close()
+
+    def close(self) -> None:
+        """Close the episode's session (kills everything it started). Idempotent."""
+        self._done = True
+        self._close_session()
+        super().close()
+
+
+def _format_result(result: ExecResult) -> str:
+    parts = [result.stdout]
+    if result.stderr:
+        parts.append(result.stderr)
+    tail = f"[exit {result.exit_code}]"
+    if result.outcome.value not in ("ok", "exit_nonzero"):
+        tail = f"[{result.outcome.value}: {result.reason or 'no reason given'}]"
+    parts.append(tail)
+    return "\n".join(p.rstrip("\n") for p in parts if p)
+
+
+def _ascii(text: str) -> str:
+    out = text.encode("ascii", "backslashreplace").decode("ascii")
+    if all(c in TEXT_CHARSET for c in out):
+        return out
+    return "".join(c if c in TEXT_CHARSET else f"\\x{ord(c):02x}" for c in out)
+
+

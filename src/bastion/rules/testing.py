@@ -1,0 +1,63 @@
+"""Run the test cases kept beside each rule (``tests: {match: [...], no_match: [...]}``).
+
+A string case is a command: it is analysed exactly as a submitted tool call is and
+becomes a ``command`` event. A mapping case is an event: ``kind`` (default ``exec``)
+plus field values. Cases go through ``RuleSet.match`` (index included), so a rule whose
+kinds or guard are wrong fails its own tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..analysis import analyze_command
+from ..events import Event, EventKind
+from .ruleset import RuleSet
+
+__all__ = ["RuleTestFailure", "event_for_case", "run_rule_tests"]
+
+
+@dataclass(frozen=True)
+class RuleTestFailure:
+    rule_id: str
+    expected: str  # "match" or "no_match"
+    case: Any
+    matched: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"{self.rule_id}: expected {self.expected} for {self.case!r}; "
+                f"rules that matched: {list(self.matched)}")
+
+
+def command_event(cmd: str, **attribution: Any) -> Event:
+    return Event(kind=EventKind.COMMAND, fields=analyze_command(cmd), **attribution)
+
+
+def event_for_case(case: str | Mapping[str, Any]) -> Event:
+    if isinstance(case, str):
+        return command_event(case)
+    fields = dict(case)
+    kind = EventKind(fields.pop("kind", "exec"))
+    if kind is EventKind.EXEC:
+        args = fields.get("proc.args")
+        if args is not None and "proc.cmdline" not in fields:
+            fields["proc.cmdline"] = " ".join(args)
+        if "proc.exe" in fields and "proc.name" not in fields:
+            fields["proc.name"] = str(fields["proc.exe"]).rsplit("/", 1)[-1]
+    pid = fields.pop("proc.pid", None)
+    return Event(kind=kind, fields=fields, pid=pid)
+
+
+def run_rule_tests(ruleset: RuleSet, rule_ids: set[str] | None = None) -> list[RuleTestFailure]:
+    failures: list[RuleTestFailure] = []
+    for rule in ruleset.rules:
+        if not rule.enabled or (rule_ids is not None and rule.id not in rule_ids):
+            continue
+        for expected in ("match", "no_match"):
+            for case in rule.tests.get(expected, []):
+                matched = tuple(ruleset.matching_rule_ids(event_for_case(case)))
+                if (rule.id in matched) != (expected == "match"):
+                    failures.append(RuleTestFailure(rule.id, expected, case, matched))
+    return failures
