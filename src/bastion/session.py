@@ -16,6 +16,7 @@ agent carry on unobserved.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shlex
@@ -46,6 +47,12 @@ _DEFAULT_ENV = {
     "TERM": "dumb",
     "USER": "agent",
 }
+
+
+@functools.lru_cache(maxsize=8)
+def _shell(rootfs: str) -> str:
+    """Agents write bash; fall back to sh on a root filesystem without it."""
+    return "/bin/bash" if os.path.exists(os.path.join(rootfs, "bin/bash")) else "/bin/sh"
 
 
 class EventRecorder(Protocol):
@@ -357,8 +364,7 @@ class Session:
 
     def _argv(self, cmd: str | Sequence[str]) -> list[str]:
         if isinstance(cmd, str):
-            shell = "/bin/bash" if shutil.which("bash") else "/bin/sh"
-            return [shell, "-c", cmd]
+            return [_shell(self.policy.sandbox.rootfs), "-c", cmd]
         if not cmd:
             raise ValueError("empty command")
         return list(cmd)
