@@ -36,6 +36,7 @@ from .policy import Policy
 from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
 from .sandbox.bwrap import WORKSPACE
+from .sandbox.cleanup import owner_record
 from .state import check_traversable
 
 __all__ = ["Engine", "EventRecorder", "Responder", "Session"]
@@ -168,6 +169,7 @@ class Session:
         self.host_uid = self.host.allocate_uid()
         self.dir = self.host.state.sessions / self.session_id
         self.dir.mkdir(mode=0o711)
+        (self.dir / "owner").write_text(owner_record())  # lets `bastion cleanup` tell orphans
         configured = self.policy.sandbox.workspace
         if configured:
             self.workspace = Path(configured).absolute()

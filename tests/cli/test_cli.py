@@ -66,3 +66,32 @@ def test_help_lists_commands(state_dir: Path) -> None:
 def test_shell_runs_each_line_as_a_call(state_dir: Path) -> None:
     r = run(["shell"], state_dir, input="echo one\ncat /proc/1/comm\n")
     assert "one" in r.stdout and "bwrap" in r.stdout and r.returncode == 0
+
+
+def test_cleanup_removes_sessions_of_dead_processes(state_dir: Path) -> None:
+    # a bastion process that dies without closing its session (SIGKILL)
+    code = ("import os, sys\nfrom bastion import Session\n"
+            f"s = Session(state_dir={str(state_dir)!r})\n"
+            "s.exec('sleep 300 &')\nprint(s.session_id, flush=True)\n"
+            "os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    sid = proc.stdout.strip()
+    assert sid.startswith("s-")
+    # bwrap's --die-with-parent already killed the sandbox; its cgroup and dir remain
+    assert (state_dir / "sessions" / sid).exists()
+    r = run(["cleanup", "--dry-run"], state_dir)
+    assert sid in r.stdout and "would remove" in r.stdout
+    r = run(["cleanup"], state_dir)
+    assert r.returncode == 0 and f"removing {sid}" in r.stdout
+    assert not (state_dir / "sessions" / sid).exists()
+    from bastion.sandbox import CgroupHost
+
+    assert not (CgroupHost.detect().unified / sid).exists()
+
+
+def test_cleanup_leaves_live_sessions_alone(make_session, state_dir: Path) -> None:
+    s = make_session()
+    r = run(["cleanup"], state_dir)
+    assert s.session_id not in r.stdout
+    assert s.exec("echo alive").stdout == "alive\n"

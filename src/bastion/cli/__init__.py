@@ -19,6 +19,7 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "bastion.cli.run",
     "bastion.cli.demo",
+    "bastion.cli.cleanup",
 ]
 
 for _name in _COMMAND_MODULES:

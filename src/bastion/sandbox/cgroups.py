@@ -301,6 +301,8 @@ class SessionCgroup:
 
     def remove(self) -> None:
         """Kill everything and remove every directory of the tree."""
+        with contextlib.suppress(OSError):
+            self.thaw()  # a frozen task cannot die until thawed on some kernels
         self.kill()
         self.wait_empty(timeout=5.0)
         for path in sorted(self._all_unified(), key=lambda p: len(p.parts), reverse=True):

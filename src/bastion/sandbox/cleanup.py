@@ -1,0 +1,91 @@
+"""Find and remove what dead bastion processes left behind: session cgroups and
+session directories whose owning process is gone.
+
+A session records its owner's pid (and that pid's start time, so a recycled pid is not
+mistaken for the owner) in ``<state>/sessions/<id>/owner``. Anything without a live
+owner is killed and removed; sessions of live bastion processes are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..state import StateDir
+from .cgroups import _ROOT, CgroupHost, SessionCgroup
+
+__all__ = ["Leftover", "find_leftovers", "owner_record", "remove_leftovers"]
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_record() -> str:
+    pid = os.getpid()
+    return f"{pid} {_start_time(pid)}\n"
+
+
+def _owner_alive(record: str) -> bool:
+    try:
+        pid_s, start = record.split()
+    except ValueError:
+        return False
+    return _start_time(int(pid_s)) == start
+
+
+@dataclass(frozen=True)
+class Leftover:
+    session_id: str
+    cgroup: bool
+    directory: bool
+
+
+def find_leftovers(state: StateDir, cgroups: CgroupHost) -> list[Leftover]:
+    names: set[str] = set(cgroups.leftovers())
+    with contextlib.suppress(OSError):
+        names.update(p.name for p in state.sessions.iterdir() if p.is_dir())
+    found = []
+    for name in sorted(names):
+        owner = state.sessions / name / "owner"
+        try:
+            alive = _owner_alive(owner.read_text())
+        except OSError:
+            alive = False
+        if not alive:
+            found.append(Leftover(name, (cgroups.unified / name).exists(),
+                                  (state.sessions / name).exists()))
+    return found
+
+
+def _v1_dirs(name: str) -> dict[str, Path]:
+    """A session's v1 cgroups may sit under any process's cgroup: search for them."""
+    found: dict[str, Path] = {}
+    for controller in ("memory", "pids", "cpu"):
+        mount = _ROOT / controller
+        if not mount.is_dir():
+            continue
+        for dirpath, dirnames, _ in os.walk(mount):
+            if os.path.basename(dirpath) == "bastion" and name in dirnames:
+                found[controller] = Path(dirpath) / name
+                break
+            if dirpath.count("/") - str(mount).count("/") > 6:
+                dirnames[:] = []
+    return found
+
+
+def remove_leftovers(state: StateDir, cgroups: CgroupHost, leftovers: list[Leftover]) -> None:
+    for item in leftovers:
+        if item.cgroup or _v1_dirs(item.session_id):
+            cg = SessionCgroup(cgroups, item.session_id, cgroups.unified / item.session_id,
+                               _v1_dirs(item.session_id))
+            cg.remove()
+        if item.directory:
+            shutil.rmtree(state.sessions / item.session_id, ignore_errors=True)
