@@ -9,6 +9,7 @@ observer learns about a session only through ``register``.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["Host", "SessionObserver"]
+
+log = logging.getLogger("bastion")
 
 # Sandboxed processes run as one of these host uids, one per session, never a uid
 # that owns anything on the host.
@@ -54,6 +57,11 @@ class Host:
         _become_subreaper()
         self.state = state
         self.cgroups = CgroupHost.detect()
+        missing = self.cgroups.unenforced()
+        if missing:
+            # say it once, loudly: a policy limit that is not enforced must not look enforced
+            log.warning("bastion: this host cannot enforce the %s limit(s) (cgroup mode %s); "
+                        "sessions will run without them", ", ".join(missing), self.cgroups.mode)
         self._uids = itertools.count((os.getpid() * 997) % _UID_SPAN)
         self._observers: list[SessionObserver] = []
         self._sessions: dict[str, Session] = {}
