@@ -184,10 +184,17 @@ class SessionCgroup:
 
     # -- membership -----------------------------------------------------------------
 
-    def add_init(self, pid: int) -> None:
-        """Place a sandbox-level process (bwrap, supervisor) in the session."""
-        for path in self.v1.values():
-            _write(path / "cgroup.procs", str(pid))
+    def add_init(self, pid: int, *, limited: bool = True) -> None:
+        """Place a sandbox-level process (bwrap, supervisor) in the session.
+
+        ``limited=False`` puts it only in the v2 tree (kill, freeze, cleanup) and not in
+        the v1 limit hierarchies: used for bwrap's outer monitor process, which lives
+        outside the sandbox's namespaces, is bastion's overhead rather than the agent's,
+        and whose migration into a v1 memory cgroup costs ~10 ms.
+        """
+        if limited:
+            for path in self.v1.values():
+                _write(path / "cgroup.procs", str(pid))
         _write(self.unified / "init" / "cgroup.procs", str(pid))
 
     def new_call(self) -> Path:

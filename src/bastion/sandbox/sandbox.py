@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import marshal
 import os
 import selectors
 import signal
@@ -257,7 +258,7 @@ class Sandbox:
         try:
             info = self._read_info(info_r)
             child_pid = int(info["child-pid"])
-            self.cgroup.add_init(self._proc.pid)
+            self.cgroup.add_init(self._proc.pid, limited=False)
             self.cgroup.add_init(child_pid)
             self.init_pids = (self._proc.pid, child_pid)
             os.write(block_w, b"go")
@@ -348,7 +349,7 @@ class Sandbox:
 
     def _send(self, msg: Mapping[str, object], fds: tuple[int, ...] = ()) -> None:
         assert self._sock is not None
-        data = json.dumps(msg).encode()
+        data = marshal.dumps(dict(msg))  # see supervisor.py: host-to-sandbox is marshal
         try:
             if fds:
                 self._sock.sendmsg(

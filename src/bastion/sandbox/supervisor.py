@@ -5,7 +5,9 @@ closed): it only forks the commands the host asks for and reports their exit sta
 Everything that matters for security (attribution, cgroup placement, timeouts,
 killing) is done from outside by the host, which holds a pidfd for every command.
 
-Protocol, over a SOCK_SEQPACKET socket whose fd number is argv[1] (one JSON message per packet):
+Protocol, over a SOCK_SEQPACKET socket whose fd number is argv[1], one message per
+packet. Host to supervisor: ``marshal``-encoded dicts (the supervisor trusts the host).
+Supervisor to host: JSON text (the host never unmarshals what the sandbox wrote).
 
     host -> sup   {"op": "exec", "id": N, "argv": [...], "env": {...}, "cwd": "..."}
                   + SCM_RIGHTS [stdin, stdout, stderr]
@@ -15,39 +17,43 @@ Protocol, over a SOCK_SEQPACKET socket whose fd number is argv[1] (one JSON mess
     sup  -> host  {"op": "exited", "id": N, "status": <wait status>}
     sup  -> host  {"op": "error", "id": N, "error": "..."}
 
-This file must run with nothing but the standard library, under ``python3 -I -S``,
-because it executes with the sandbox's root filesystem.
+It runs under ``python3 -I -S`` with the sandbox's root filesystem, so it uses only
+built-in modules, and only those that import in microseconds (``_socket`` and
+``_signal`` rather than ``socket`` and ``signal``, no ``json``): its start-up is part
+of every session's creation time.
 """
-
-SOURCE_MARKER = "bastion-supervisor"
 
 
 def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to end
+    import _signal
+    import _socket
     import array
-    import json
+    import marshal
     import os
     import select
-    import signal
-    import socket
-
     import sys
 
     control_fd = int(sys.argv[1])
-    sock = socket.socket(fileno=control_fd)
+    sock = _socket.socket(fileno=control_fd)
     os.set_inheritable(control_fd, False)  # agent commands must never see the control socket
+    sol_socket, scm_rights = _socket.SOL_SOCKET, _socket.SCM_RIGHTS
     calls = {}  # pid -> (call id, go-pipe write end)
     pgids = {}  # call id -> pgid
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(sig_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _signal.set_wakeup_fd(sig_w)
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
 
-    def send(msg, fds=()):
-        data = json.dumps(msg).encode()
+    def send(text, fds=()):
+        data = text.encode()
         if fds:
-            sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            sock.sendmsg([data], [(sol_socket, scm_rights, array.array("i", fds))])
         else:
             sock.send(data)
+
+    def quote(text):
+        return '"' + "".join(c if c.isalnum() or c in " .:_-/" else "\\u%04x" % ord(c)
+                             for c in text) + '"'
 
     def reap():
         while True:
@@ -59,7 +65,7 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
                 return
             entry = calls.pop(pid, None)
             if entry is not None:
-                send({"op": "exited", "id": entry[0], "status": status})
+                send('{"op":"exited","id":%d,"status":%d}' % (entry[0], status))
 
     def start(msg, fds):
         call_id = msg["id"]
@@ -76,13 +82,13 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
                     if fd > 2:
                         os.close(fd)
                 os.read(go_r, 1)
-                for sig in (signal.SIGCHLD, signal.SIGPIPE):
-                    signal.signal(sig, signal.SIG_DFL)
+                for sig in (_signal.SIGCHLD, _signal.SIGPIPE):
+                    _signal.signal(sig, _signal.SIG_DFL)
                 os.chdir(msg.get("cwd") or "/")
                 os.execvpe(msg["argv"][0], msg["argv"], msg["env"])
             except BaseException as exc:  # noqa: BLE001 - report and die
                 try:
-                    os.write(2, f"bastion: cannot run {msg['argv'][0]!r}: {exc}\n".encode())
+                    os.write(2, ("bastion: cannot run %r: %s\n" % (msg["argv"][0], exc)).encode())
                 finally:
                     os._exit(127)
         os.close(go_r)
@@ -91,7 +97,7 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
         pgids[call_id] = pid
         calls[pid] = (call_id, go_w)
         pidfd = os.pidfd_open(pid)
-        send({"op": "started", "id": call_id, "pid": pid}, [pidfd])
+        send('{"op":"started","id":%d,"pid":%d}' % (call_id, pid), [pidfd])
         os.close(pidfd)
 
     while True:
@@ -106,15 +112,16 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
             continue
         fds = array.array("i")
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(16 * fds.itemsize))
+            data, ancdata, _flags, _addr = sock.recvmsg(
+                1 << 20, _socket.CMSG_SPACE(16 * fds.itemsize))
         except InterruptedError:
             continue
         if not data:
             os._exit(0)  # host went away: the session is over
         for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == sol_socket and kind == scm_rights:
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-        msg = json.loads(data)
+        msg = marshal.loads(data)
         op = msg.get("op")
         try:
             if op == "exec":
@@ -133,9 +140,9 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
                     except ProcessLookupError:
                         pass
             elif op == "ping":
-                send({"op": "pong"})
+                send('{"op":"pong"}')
         except OSError as exc:
-            send({"op": "error", "id": msg.get("id"), "error": str(exc)})
+            send('{"op":"error","id":%d,"error":%s}' % (msg.get("id") or 0, quote(str(exc))))
         reap()
 
 
