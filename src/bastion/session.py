@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import BastionError, SessionBroken, SessionClosed
+from .analysis import analyze_command
+from .errors import BastionError, InternalError, SessionBroken, SessionClosed
 from .events import Action, Event, EventKind, Verdict
 from .gateway import NetworkAttachment, attach_network
 from .host import Host
@@ -372,8 +373,13 @@ class Session:
         return list(cmd)
 
     def _analyse(self, command: str) -> dict[str, Any]:
-        """Static analysis of a command before it runs (the command sensor)."""
-        return {"cmd.raw": command}
+        """Static analysis of a command before it runs (the command sensor): what it
+        would run once quoting, variables, eval and encoded payloads are resolved."""
+        try:
+            return analyze_command(command)
+        except Exception as exc:  # analyze_command promises not to raise: a bug
+            self._fail_closed(f"command analysis failed: {exc!r}")
+            raise InternalError(f"command analysis failed on {command!r}") from exc
 
     def _started(self, call: _Call, handle: CallHandle) -> None:
         call.cgroup = handle.cgroup
