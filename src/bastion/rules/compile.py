@@ -140,20 +140,20 @@ def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the
         suffixes = tuple(vals)
         test = lambda s: s.endswith(suffixes)  # noqa: E731
     elif op in ("glob", "regex"):
-        parts = []
+        compiled: list[re.Pattern[str]] = []
         for v in vals:
-            if op == "glob":
-                parts.append(fnmatch.translate(v))
-            else:
-                try:
-                    re.compile(v)
-                except re.error as exc:
-                    raise ConditionSyntaxError(
-                        f"bad regex {v!r}: {exc}", node.value_offset, node.source) from None
-                parts.append(f"(?:{v})")
-        pattern = re.compile("|".join(parts), re.S)
-        test = (lambda s: pattern.match(s) is not None) if op == "glob" else (
-            lambda s: pattern.search(s) is not None)
+            try:
+                compiled.append(re.compile(fnmatch.translate(v) if op == "glob" else v, re.S))
+            except re.error as exc:
+                raise ConditionSyntaxError(
+                    f"bad {op} {v!r}: {exc}", node.value_offset, node.source) from None
+        pats = tuple(compiled)
+        if op == "glob":
+            test = (lambda s, p=pats[0]: p.match(s) is not None) if len(pats) == 1 else (
+                lambda s: any(p.match(s) is not None for p in pats))
+        else:
+            test = (lambda s, p=pats[0]: p.search(s) is not None) if len(pats) == 1 else (
+                lambda s: any(p.search(s) is not None for p in pats))
     elif op == "in_cidr":
         try:
             nets = tuple(ipaddress.ip_network(v, strict=False) for v in vals)
@@ -236,6 +236,58 @@ def node_kinds(node: Node) -> frozenset[str]:
     return union
 
 
+def regex_literals(pattern: str) -> frozenset[str] | None:
+    """Literal strings, one of which every match of ``pattern`` must contain (or None).
+
+    Walks the parsed regex: the longest run of plain characters in the top-level
+    sequence, or, failing that, a required group/alternation whose branches each have
+    one. Case is folded, since the index compares lower-cased text.
+    """
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - Python < 3.11
+        import sre_parse  # type: ignore[no-redef]
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - the compiler reports bad patterns with positions
+        return None
+    return _seq_literals(list(parsed), sre_parse)
+
+
+def _seq_literals(items: list, sp: Any) -> frozenset[str] | None:
+    best_run = ""
+    run: list[str] = []
+    groups: list[frozenset[str]] = []
+    for op, av in [*items, (None, None)]:
+        if op is sp.LITERAL:
+            run.append(chr(av))
+            continue
+        if len("".join(run)) > len(best_run):
+            best_run = "".join(run)
+        run = []
+        if op is sp.SUBPATTERN:
+            inner = _seq_literals(list(av[-1]), sp)
+            if inner:
+                groups.append(inner)
+        elif op is sp.BRANCH:
+            alts = [_seq_literals(list(b), sp) for b in av[1]]
+            if all(a for a in alts):
+                merged: frozenset[str] = frozenset()
+                for a in alts:
+                    merged |= a  # type: ignore[operator]
+                groups.append(merged)
+        elif op in (sp.MAX_REPEAT, sp.MIN_REPEAT) and av[0] >= 1:
+            inner = _seq_literals(list(av[2]), sp)
+            if inner:
+                groups.append(inner)
+    if len(best_run) >= 3:
+        return frozenset({best_run.lower()})
+    good = [g for g in groups if all(len(x) >= 3 for x in g)]
+    if good:
+        return min(good, key=len)
+    return None
+
+
 def _literal_of_glob(pattern: str) -> str:
     runs = re.split(r"[*?\[\]]", pattern)
     return max(runs, key=len) if runs else ""
@@ -252,6 +304,14 @@ def guard(node: Node) -> frozenset[Atom] | None:
             lits = [v.lower() for v in node.values]
             if all(len(v) >= 2 for v in lits):
                 return frozenset(("sub", node.field, v) for v in lits)
+        if node.op == "regex" and node.values:
+            out: set[Atom] = set()
+            for v in node.values:
+                lits = regex_literals(v)
+                if lits is None:
+                    return None
+                out.update(("sub", node.field, x) for x in lits)
+            return frozenset(out)
         if node.op == "glob" and node.values:
             lits = [_literal_of_glob(v).lower() for v in node.values]
             if all(len(v) >= 3 for v in lits):

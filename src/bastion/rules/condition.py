@@ -13,6 +13,8 @@ Grammar (Falco-like; keywords are case-sensitive and lower-case)::
                 | FIELD "exists"
     VALUES   := VALUE ("," VALUE)*      a bare name of a ``list`` item expands to its items
     VALUE    := bare-word | "double quoted" | 'single quoted'
+                (inside quotes only the enclosing quote is escaped, as \" or \'; every
+                other backslash is kept, so regexes are written as in Python)
 
 Positions are character offsets into the condition text; the loader turns them into
 file:line:column. Macros are expanded at parse time (their own trees keep their own
@@ -109,7 +111,9 @@ def _tokenize(text: str, source: object) -> list[_Tok]:
         if kind != "ws":
             raw = m.group()
             if kind == "str":
-                raw = re.sub(r"\\([\\\"'])", r"\1", raw[1:-1])
+                # Only the enclosing quote is escapable, so regexes keep their backslashes.
+                quote = raw[0]
+                raw = raw[1:-1].replace("\\" + quote, quote)
             toks.append(_Tok(kind, raw, m.start()))
         pos = m.end()
     toks.append(_Tok("end", "", len(text)))

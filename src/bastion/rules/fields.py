@@ -18,7 +18,8 @@ __all__ = ["EXTRA_FIELDS", "field_type", "implied_kinds", "known_fields"]
 # name -> (type, description); same shape as FIELD_CATALOGUE.
 EXTRA_FIELDS: dict[str, tuple[str, str]] = {
     "cmd.urls": ("list", "URLs and host:port targets found in the decoded command"),
-    "cmd.sudo_names": ("list", "program names run under sudo/doas/pkexec (decoded)"),
+    "cmd.sudo_names": ("list", "program names run directly under sudo/doas/pkexec (decoded)"),
+    "cmd.exec_names": ("list", "cmd.names minus bare help/version/completion/status calls"),
 }
 
 _ALL: dict[str, tuple[str, str]] = {**FIELD_CATALOGUE, **EXTRA_FIELDS}

@@ -374,9 +374,12 @@ def _compile_rule(item: _Item, ns: _Namespace) -> Rule:
             elif not isinstance(case, str):
                 raise item.where("tests").error("a test case is a command string or a "
                                                 "mapping of event fields", key="tests")
+    predicate = _compile(node, item.where("condition"))
+    exc_predicates = [_compile(e, item.where("exceptions")) for e in exc_nodes]
+    del exc_predicates  # compiled only to surface errors with positions now
     rule = Rule(
         id=item.name, desc=v["desc"].strip(), condition=v["condition"], severity=severity,
-        output=output, predicate=compile_node(node), kinds=kinds, guard=guard(node),
+        output=output, predicate=predicate, kinds=kinds, guard=guard(node),
         fields=tuple(node_fields(node)), tags=tags, categories=categories,
         mitre=tuple(t for t in tags if _MITRE.match(t)), maturity=maturity, action=action,
         enabled=enabled, exceptions=tuple(exc_texts), tests=tests, pack=item.pack,
@@ -387,6 +390,14 @@ def _compile_rule(item: _Item, ns: _Namespace) -> Rule:
     if exc_nodes:
         _set_exceptions(rule)
     return rule
+
+
+def _compile(node: Node, where: _Where) -> Any:
+    try:
+        return compile_node(node)
+    except ConditionSyntaxError as exc:
+        src = exc.source if isinstance(exc.source, _Where) else where
+        raise src.error(str(exc), exc.offset, key="condition") from None
 
 
 def _set_exceptions(rule: Rule) -> None:

@@ -1,0 +1,68 @@
+"""Command analysis: what a submitted shell command would run, decoded statically.
+
+Public entry point::
+
+    analyze_command(cmd: str) -> dict[str, Any]
+
+returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE`` and
+``bastion.rules.fields.EXTRA_FIELDS``):
+
+    cmd.raw          str        the command as submitted
+    cmd.names        list[str]  every program name it may run, at any decoding level
+    cmd.argv         list[str]  each simple command's argv joined with spaces (decoded);
+                                wrapped commands appear both with and without the wrapper;
+                                variable assignments appear as NAME=value
+    cmd.text         str        all decoded text: argv, redirections, payloads, code
+    cmd.redirects    list[str]  "OP TARGET" for every redirection (e.g. ">> ~/.bashrc")
+    cmd.payloads     list[str]  text that became code: sh -c / eval strings, decoded
+                                base64/hex, heredocs and pipes into a shell
+    cmd.interp_code  list[str]  interpreter one-liner programs (python -c, perl -e, awk ...)
+    cmd.features     list[str]  derived facts (see FEATURES)
+    cmd.parse_error  bool       tree-sitter could not parse all of it
+    cmd.depth        int        deepest decoding level reached (0 = as submitted)
+    cmd.urls         list[str]  URLs and host:port strings in the decoded text
+    cmd.sudo_names   list[str]  programs run directly under sudo/doas/pkexec/runuser
+    cmd.exec_names   list[str]  cmd.names minus invocations that only print help, version,
+                                completions or status (`nmap --help`, `frpc verify`)
+
+It never raises for any input string; what it cannot parse is reported through
+``cmd.parse_error`` and the ``parse_error`` feature.
+"""
+
+from __future__ import annotations
+
+from .analyzer import MAX_DEPTH as MAX_DEPTH
+from .analyzer import analyze_command as analyze_command
+
+FEATURES = (
+    # how text became code
+    "shell_c", "shell_c_payload", "eval", "eval_payload", "stdin_to_shell", "pipe_to_shell",
+    "pipe_to_interpreter", "download_to_shell", "decoded_to_shell", "find_exec",
+    "command_substitution", "process_substitution", "heredoc", "herestring",
+    "interp_shell_payload", "decoded_payload", "shell_runs_stream", "dynamic_code",
+    # decoding and obfuscation
+    "base64_decode", "base64_literal", "hex_decode", "reversed_text", "printf_escape",
+    "echo_escape", "ansi_c_string", "ifs_obfuscation", "brace_obfuscation",
+    "obfuscated_name", "variable_resolved",
+    # shells and processes
+    "devtcp", "interactive_shell", "privileged_shell", "sudo", "detached", "background",
+    "proxy_wrapper",
+    # interpreter code
+    "interp_code", "interp_socket", "interp_bind", "interp_exec", "interp_shell",
+    "interp_dup2", "interp_hash", "interp_loop", "interp_hash_loop", "interp_file_write",
+    "interp_http", "interp_eval", "interp_base64", "interp_socket_exec", "interp_socket_dup",
+    "interp_download_exec",
+    # ssh / netcat semantics
+    "ssh_forward_local", "ssh_forward_remote", "ssh_forward_dynamic", "ssh_tun",
+    "ssh_stdio_forward", "ssh_jump", "ssh_proxy_command", "ssh_local_command",
+    "ssh_gateway_ports", "ssh_no_command", "ssh_remote_command", "ssh_command", "autossh",
+    "env_command", "nc_exec", "nc_listen", "nc_scan", "nc_connect",
+    # code written out or typed into a program
+    "code_text", "repl_input", "keystroke_shell_escape", "program_shell_escape",
+    "sudo_shell_escape", "pipe_to_network", "pipe_to_remote_store", "pipe_to_mail",
+    "file_to_network", "nc_exec_shell", "privileged_shell", "remote_copy_push", "remote_copy_between_hosts",
+    # limits
+    "parse_error", "depth_limit", "oversize", "too_deep",
+)
+
+__all__ = ["FEATURES", "MAX_DEPTH", "analyze_command"]

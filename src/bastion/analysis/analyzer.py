@@ -1,0 +1,1065 @@
+"""Static analysis of one shell command: what could it run, with what, fed by what.
+
+The command is parsed with tree-sitter-bash (error tolerant: a broken command still
+yields a partial tree, and the breakage is itself reported). We walk the tree once,
+resolving each word the way bash would where that is knowable without running
+anything — quotes, escapes, ``$'..'``, literal variables, ``$IFS`` — and follow every
+place where text becomes code: ``sh -c``, ``eval``, pipes into a shell, heredocs and
+here-strings into a shell, base64/hex decoders, ``find -exec``, command wrappers
+(``sudo``, ``env``, ``nohup``, ``xargs``...), and interpreter one-liners. Text that
+becomes code is analysed again, to a bounded depth and total size, so that rules
+match what would actually run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+import tree_sitter
+import tree_sitter_bash
+
+from .decode import looks_like_base64, try_base64, try_hex
+from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
+from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang
+
+__all__ = ["MAX_DEPTH", "Analyzer", "analyze_command"]
+
+MAX_DEPTH = 4
+MAX_TEXT = 256 * 1024  # total characters analysed per command, all levels together
+MAX_NODES = 20000
+
+_LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
+_PARSER = tree_sitter.Parser(_LANGUAGE)
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "csh", "tcsh", "fish",
+                    "rbash", "busybox-sh", "yash", "posh"})
+DOWNLOADERS = frozenset({"curl", "wget", "fetch", "aria2c", "http", "https", "httpie",
+                         "lwp-download", "lwp-request", "GET", "xh", "curlie", "axel"})
+_B64_DECODERS = frozenset({"base64", "base32", "b64", "openssl", "basenc"})
+# Wrappers run their operand as a command; value = options that take an argument.
+_WRAPPERS: dict[str, frozenset[str]] = {
+    "sudo": frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "-R",
+                       "--user", "--group", "--chdir", "--host", "--prompt"}),
+    "doas": frozenset({"-u", "-C"}),
+    "pkexec": frozenset({"--user"}),
+    "env": frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"}),
+    "nohup": frozenset(), "nice": frozenset({"-n", "--adjustment"}),
+    "ionice": frozenset({"-c", "-n", "-p", "-t"}), "setsid": frozenset(),
+    "time": frozenset({"-f", "-o"}), "stdbuf": frozenset({"-i", "-o", "-e"}),
+    "command": frozenset(), "builtin": frozenset(), "exec": frozenset({"-a"}),
+    "timeout": frozenset({"-s", "-k", "--signal", "--kill-after"}),
+    "xargs": frozenset({"-I", "-i", "-n", "-P", "-d", "-a", "-E", "-e", "-L", "-l", "-s",
+                        "--max-args", "--max-procs", "--delimiter", "--arg-file",
+                        "--replace", "--max-lines", "--max-chars"}),
+    "watch": frozenset({"-n", "-d", "--interval"}),
+    "chroot": frozenset(), "unshare": frozenset(), "nsenter": frozenset({"-t", "--target"}),
+    "strace": frozenset({"-e", "-o", "-p", "-s", "-u"}), "ltrace": frozenset({"-e", "-o", "-p"}),
+    "torsocks": frozenset(), "proxychains": frozenset({"-f"}),
+    "proxychains4": frozenset({"-f"}), "torify": frozenset(), "tsocks": frozenset(),
+    "flock": frozenset({"-w", "-E"}), "taskset": frozenset(), "chrt": frozenset(),
+    "cpulimit": frozenset({"-l", "-p", "-e"}), "caffeinate": frozenset(),
+    "firejail": frozenset(), "faketime": frozenset(), "fakeroot": frozenset(),
+    "script": frozenset(), "catchsegv": frozenset(), "aa-exec": frozenset({"-p", "-n"}),
+    "runuser": frozenset({"-u", "-g", "-l"}), "sg": frozenset(), "systemd-run": frozenset(
+        {"--unit", "-u", "--on-calendar", "--on-active", "-p", "--property", "--uid"}),
+    "busybox": frozenset(), "unbuffer": frozenset(), "rlwrap": frozenset(),
+    "gdb": frozenset(), "valgrind": frozenset(), "perf": frozenset(), "dbus-launch": frozenset(),
+}
+# Wrappers whose first operand is not the command (chroot DIR cmd, taskset MASK cmd...).
+# Programs whose job is to run another program (possibly with other limits or another
+# user's id) without changing what it can do: `sudo env /bin/sh` is the same as `sudo sh`.
+RUNNERS = frozenset({
+    "sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "csh", "tcsh", "fish", "rbash", "elvish",
+    "posh", "pwsh", "sash", "yash", "rc", "nu", "xonsh", "env", "nice", "ionice", "renice",
+    "timeout", "xargs", "strace", "ltrace", "tmux", "screen", "byobu", "nohup", "setsid",
+    "stdbuf", "time", "chrt", "taskset", "numactl", "flock", "cpulimit", "firejail", "rlwrap",
+    "logsave", "chroot", "capsh", "doas", "sudo", "su", "runuser", "setpriv", "exec", "command",
+    "builtin", "unbuffer", "watch", "ansible-test", "busybox", "sudoedit", "login", "setarch",
+    "linux32", "linux64", "sshpass", "start-stop-daemon", "systemd-run", "unshare", "proot",
+    "catchsegv", "nohup", "parallel", "dbus-run-session", "xvfb-run", "fakeroot"})
+NET_CLIENTS = frozenset({"nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "socat", "telnet",
+                         "openssl", "cryptcat", "sbd", "pwncat", "ssh", "curl", "wget"})
+MAILERS = frozenset({"mail", "mailx", "mutt", "sendmail", "s-nail", "bsd-mailx", "msmtp",
+                     "ssmtp", "neomutt", "uuencode"})
+_REMOTE_STORE = re.compile(r"cat\s*>|\btee\b|\bdd\s|\btar\s+-?\w*x|\bmysql\b|\bpsql\b|"
+                           r"pg_restore|gunzip|gzip\s+-d|\bunzip\b|>\s*\S|\bcp\s+/dev/stdin|"
+                           r"\b(?:podman|docker|nerdctl)\s+load|\bxargs\b|\bcat\s*$|\bzstd\s+-d")
+# Invocations that only print help/version/completions or manage configuration.
+INERT_ARGS = frozenset({"-h", "--help", "-help", "help", "-?", "version", "--version",
+                        "-version", "-V", "completion", "completions", "--completion",
+                        "--generate-completion", "verify", "doctor", "--genkey", "genkey",
+                        "login", "logout", "list", "ls", "status", "bugreport", "netcheck"})
+_SHELL_REF = re.compile(
+    r"(?:\.\./)+bin/(?:ba|da|z)?sh\b|-[A-Za-z]/bin/(?:ba|da|z)?sh\b|"
+    r"(?:^|[\s'\"!:=,;({\[`])(?:/usr)?/bin/(?:ba|da|z|k|c|tc|a|mk)?sh\b|(?:^|[\s'\"])!\s*/?\S*sh\b"
+    r"|:!\s*\S|:shell\b|\\!\s*\S|\bshell-escape|write18|\bsystem\s*\(|\bsystem\s+['\"]|"
+    r"(?<!-)\bexec\s+(?:/bin/|/usr/bin/|(?:ba|z|da)?sh\b)|\bexec\s*\(|os\.execute|pty\.spawn|\bspawn\b|callCommand|\bshell\s+/|"
+    r"\$\(shell\s|\.shell\b|\.system\b|"
+    r"--(?:rsh|to)-command|--checkpoint-action|--use-compress-program|"
+    r"execute\s*=|\bexecl?p?\s*\(|pcntl_exec|\brun\(`", re.I)
+_PRIV_SHELL = re.compile(
+    r"(?:^|[^\w.-])(?:ba|da|z|k|a|mk)?sh\\?(?:[\"'\],]+\s*\[?\s*[\"']?(?:sh[\"']\s*,\s*[\"'])?|"
+    r"\s+(?:--\s+)?(?:-[a-z]+\s+)*)-[a-oq-z]*p[a-z]*\b|--arg=[\"']?-p\b|argv1=-p")
+_SCP_ARG = frozenset({"-c", "-F", "-i", "-J", "-l", "-o", "-P", "-S", "-D", "-X", "-e",
+                      "--rsh", "-f", "--filter", "--include", "--exclude", "-B", "--port",
+                      "--password-file", "--log-file", "-T", "--temp-dir"})
+_REMOTE = re.compile(r"^(?:[\w.${}-]+@)?([\w.${}\[\]:-]+?):{1,2}(?!//)")
+# Text that is source code rather than a shell command (submitted as a "command").
+_SOURCE_CODE = re.compile(r"\s*(?:module\s|import\s|package\s|using\s|#include|<\?php|<%|"
+                          r"public\s+class|\(function|require\(|fn\s+main|def\s|class\s)")
+_DECODERS = frozenset({"base64", "base32", "basenc", "xxd", "rev", "openssl", "uudecode"})
+_SKIP_OPERANDS = {"chroot": 1, "taskset": 1, "chrt": 1, "timeout": 1, "flock": 1, "sg": 1}
+_CAPTURE_SPLIT = re.compile(r"\s+")
+_URL = re.compile(r"(?:[a-z][a-z0-9+.-]*://[^\s'\"<>|;&)]+)", re.I)
+_HOSTPORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{2,5}\b", re.I)
+_BRACE = re.compile(r"^\{?([^{},\s]+(?:,[^{},]*)+)\}?$")
+
+
+def _basename(word: str) -> str:
+    return posixpath.basename(word.rstrip("/")) or word
+
+
+class Analyzer:
+    """Accumulates everything found in one command, across decoding levels."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.names: dict[str, None] = {}
+        self.argv: dict[str, None] = {}
+        self.redirects: dict[str, None] = {}
+        self.payloads: dict[str, None] = {}
+        self.interp: dict[str, None] = {}
+        self.features: dict[str, None] = {}
+        self.urls: dict[str, None] = {}
+        self.sudo_names: dict[str, None] = {}
+        self.exec_names: dict[str, None] = {}
+        self.shell_payload_written = False
+        self.last_ssh_remote = ""
+        self.extra_text: list[str] = []
+        self.parse_error = False
+        self.depth = 0
+        self.budget = MAX_TEXT
+        self.nodes = 0
+
+    # ------------------------------------------------------------ entry points
+
+    def run(self) -> dict[str, Any]:
+        self.analyse_text(self.raw, 0, env={})
+        if self.parse_error or _SOURCE_CODE.match(self.raw):
+            self.code_text(self.raw, 0, {})
+        self._repl_input()
+        text_parts = [*self.argv, *self.redirects, *self.payloads, *self.interp,
+                      *self.extra_text]
+        if self.parse_error:
+            text_parts.insert(0, self.raw)
+        text = "\n".join(text_parts)
+        if _PRIV_SHELL.search(text):
+            self.feature("privileged_shell")
+        for m in _URL.finditer(text):
+            self.urls.setdefault(m.group())
+        for m in _HOSTPORT.finditer(text):
+            self.urls.setdefault(m.group())
+        return {
+            "cmd.raw": self.raw,
+            "cmd.names": list(self.names),
+            "cmd.argv": list(self.argv),
+            "cmd.text": text,
+            "cmd.redirects": list(self.redirects),
+            "cmd.payloads": list(self.payloads),
+            "cmd.interp_code": list(self.interp),
+            "cmd.features": list(self.features),
+            "cmd.parse_error": self.parse_error,
+            "cmd.depth": self.depth,
+            "cmd.urls": list(self.urls),
+            "cmd.sudo_names": list(self.sudo_names),
+            "cmd.exec_names": list(self.exec_names),
+        }
+
+    def _repl_input(self) -> None:
+        """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program."""
+        lines = self.raw.split("\n")
+        if len(lines) < 2:
+            return
+        for i, line in enumerate(lines[:-1]):
+            words = line.split()
+            if not words:
+                continue
+            if words[0] in ("sudo", "doas") and len(words) > 1:
+                words = words[1:]
+            prog = _basename(words[0])
+            rest = "\n".join(lines[i + 1:])
+            if interpreter_lang(prog) is not None and len(words) == 1:
+                self.interp.setdefault(rest[:8192])
+                self.feature("repl_input")
+                for feat in code_features(rest):
+                    self.feature(feat)
+            if re.search(r"(?m)^\s*!\s*/?\S*sh\b|^\s*!\s*(?:ba|z|da)?sh\b|^\s*:?shell\b", rest):
+                self.feature("keystroke_shell_escape")
+            if line.split()[:1] in (["sudo"], ["doas"]) and prog not in RUNNERS and (
+                    _SHELL_REF.search(rest) or re.search(r"(?m)(?:^|;)\s*(?:/bin/)?(?:ba|da|z)?sh\b", rest)):
+                self.feature("sudo_shell_escape")
+
+    def feature(self, name: str) -> None:
+        self.features.setdefault(name)
+
+    def analyse_text(self, text: str, depth: int, env: dict[str, str] | None = None,
+                     why: str | None = None) -> None:
+        """Parse ``text`` as shell and walk it at ``depth``."""
+        if depth > MAX_DEPTH:
+            self.feature("depth_limit")
+            return
+        if depth > 0:
+            stripped = text.strip()
+            if stripped.startswith(("$(", "`", "<(")) and stripped.endswith((")", "`")):
+                # Code computed at run time from a substitution we already walked.
+                self.feature("dynamic_code")
+                if set(re.findall(r"[A-Za-z0-9_.+-]+", stripped)) & DOWNLOADERS:
+                    self.feature("download_to_shell")
+                return
+            self.payloads.setdefault(text if len(text) <= 4096 else text[:4096])
+            if why:
+                self.feature(why)
+        if len(text) > self.budget:
+            self.feature("oversize")
+            text = text[: max(self.budget, 0)]
+        self.budget -= len(text)
+        if not text.strip():
+            return
+        self.depth = max(self.depth, depth)
+        data = text.encode("utf-8", "surrogatepass")
+        tree = _PARSER.parse(data)
+        root = tree.root_node
+        if root.has_error:
+            self.parse_error = True
+            self.feature("parse_error")
+        _Walk(self, data, depth, dict(env or {})).visit(root)
+
+    # ------------------------------------------------------------ simple commands
+
+    def simple(self, argv: list[str], depth: int, env: dict[str, str],
+               stdin: str | None = None, sudo: bool = False) -> str | None:
+        """Record one simple command; follow what it runs. Returns its static stdout."""
+        if not argv:
+            return None
+        m = _BRACE.match(argv[0]) if "," in argv[0] else None
+        if m and len(argv) == 1:
+            argv = m.group(1).split(",")
+            self.feature("brace_obfuscation")
+        if any(ch.isspace() for ch in argv[0]) and argv[0].strip():
+            argv = [*_CAPTURE_SPLIT.split(argv[0].strip()), *argv[1:]]
+        self.argv.setdefault(" ".join(argv))
+        name = _basename(argv[0])
+        self.names.setdefault(name)
+        if name in _WRAPPERS or not (
+                (len(argv) > 1 and argv[1] in INERT_ARGS)
+                or (len(argv) == 2 and argv[1] in ("-v", "-V"))
+                or argv[-1] in ("-h", "--help", "-help")):
+            self.exec_names.setdefault(name)
+        if sudo:
+            self.sudo_names.setdefault(name)
+        if name == "busybox" and len(argv) > 1:
+            return self.simple(argv[1:], depth, env, stdin, sudo)
+        if name in _WRAPPERS:
+            inner = self._unwrap(name, argv)
+            if name in ("sudo", "doas", "pkexec", "runuser"):
+                self.feature("sudo")
+            if name in ("torsocks", "proxychains", "proxychains4", "torify", "tsocks"):
+                self.feature("proxy_wrapper")
+            if name == "nohup" or name == "setsid":
+                self.feature("detached")
+            if inner:
+                elevating = name in ("sudo", "doas", "pkexec", "runuser")
+                before = set(self.names)
+                # Only the program sudo runs directly counts as "run under sudo".
+                out = self.simple(inner, depth, env, stdin, elevating)
+                if name in ("sudo", "doas", "pkexec"):
+                    self._check_sudo_escape(inner, before, stdin)
+                return out
+            return None
+        if name == "su" or name == "runuser":
+            for i, a in enumerate(argv[1:], 1):
+                if a in ("-c", "--command", "-s", "--shell") and i + 1 < len(argv):
+                    if a in ("-c", "--command"):
+                        self.analyse_text(argv[i + 1], depth + 1, env, "shell_c")
+                    else:
+                        self.names.setdefault(_basename(argv[i + 1]))
+            return None
+        if name in SHELLS:
+            return self._shell(argv, depth, env, stdin)
+        if name in ("ssh", "autossh"):
+            self._ssh(argv, depth, env)
+        if name in ("scp", "rsync", "pscp"):
+            self._remote_copy(name, argv)
+        if name in ("nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "pwncat", "rcat"):
+            self._netcat(argv)
+        if name == "git":
+            for i, a in enumerate(argv[:-1]):
+                if a == "-c" and argv[i + 1].lower().startswith("core.sshcommand="):
+                    self.analyse_text(argv[i + 1].split("=", 1)[1], depth + 1, env, "ssh_command")
+        if name in ("source", ".") and len(argv) > 1:
+            self._sourced(argv[1])
+        if name == "eval":
+            self.feature("eval")
+            if "$(" in " ".join(argv[1:]):
+                words = set(re.findall(r"[A-Za-z0-9_.+-]+", " ".join(argv[1:])))
+                if words & DOWNLOADERS:
+                    self.feature("download_to_shell")
+            self.analyse_text(" ".join(argv[1:]), depth + 1, env, "eval_payload")
+            return None
+        if name in ("find", "fd") or name.endswith("find"):
+            self._find_exec(argv, depth, env, False)
+        lang = interpreter_lang(name)
+        if lang is not None:
+            self._interpreter(lang, argv, depth, env, stdin)
+        if name in ("echo", "printf"):
+            out = self._echo(name, argv)
+            self.code_text(out, depth, env)
+            return out
+        if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac"):
+            return self._transform(name, argv, stdin)
+        self._literal_payloads(argv[1:], depth, env)
+        self._program_escapes(argv[1:], depth, env)
+        return None
+
+    _ESCAPE_ARG = re.compile(r"^\s*(?:\.shell|\.system|\\?!|:!|:shell\b|:call\s+system\()\s*(.*)$", re.S)
+
+    def _program_escapes(self, args: list[str], depth: int, env: dict[str, str]) -> None:
+        """Arguments that a program hands to a shell (sqlite3 '.shell', vi -c ':!cmd')."""
+        for a in args:
+            m = self._ESCAPE_ARG.match(a)
+            if m and m.group(1).strip():
+                self.feature("program_shell_escape")
+                self.analyse_text(m.group(1).strip().strip("'\")").rstrip(")"), depth + 1, env,
+                                  "program_shell_escape")
+
+    def _check_sudo_escape(self, inner: list[str], before: set[str], stdin: str | None) -> None:
+        """A shell reached *through* a sudo'd program that is not a plain runner: in its
+        arguments, in what it reads on stdin, or in a file an earlier statement wrote."""
+        target = _basename(inner[0])
+        if "=" in target:
+            target = next((_basename(a) for a in inner if "=" not in a), target)
+        if target in RUNNERS or target in SHELLS:
+            return
+        spawned = [n for n in self.names if n not in before and n in SHELLS]
+        if (spawned or _SHELL_REF.search(" ".join(inner[1:]))
+                or (stdin is not None and _SHELL_REF.search(stdin)) or self.shell_payload_written):
+            self.feature("sudo_shell_escape")
+
+    def _remote_copy(self, name: str, argv: list[str]) -> None:
+        """scp/rsync: local operands copied to a remote last operand is a push."""
+        operands: list[str] = []
+        i = 1
+        while i < len(argv):
+            a = argv[i]
+            if a in _SCP_ARG:
+                i += 2
+                continue
+            if a.startswith("-"):
+                i += 1
+                continue
+            operands.append(a)
+            i += 1
+        if len(operands) < 2:
+            return
+        last = _REMOTE.match(operands[-1])
+        if not last or re.fullmatch(r"[A-Za-z]", last.group(1)):
+            return
+        host = last.group(1).lower()
+        if host in ("localhost", "127.0.0.1", "::1", "[::1]"):
+            return
+        if any(_REMOTE.match(o) for o in operands[:-1]):
+            self.feature("remote_copy_between_hosts")
+            return
+        self.feature("remote_copy_push")
+
+    def _unwrap(self, name: str, argv: list[str]) -> list[str]:
+        takes = _WRAPPERS[name]
+        i = 1
+        skip = _SKIP_OPERANDS.get(name, 0)
+        while i < len(argv):
+            a = argv[i]
+            if name == "env" and "=" in a and not a.startswith("-"):
+                self.argv.setdefault(a)
+                i += 1
+                continue
+            if a == "--":
+                i += 1
+                break
+            if a.startswith("-") and len(a) > 1:
+                if name == "env" and a in ("-S", "--split-string") and i + 1 < len(argv):
+                    return _CAPTURE_SPLIT.split(argv[i + 1].strip()) + argv[i + 2:]
+                if a in takes or (len(a) == 2 and a in takes):
+                    i += 2
+                else:
+                    i += 1
+                continue
+            if name == "xargs" and False:  # pragma: no cover - kept for symmetry
+                break
+            if skip:
+                skip -= 1
+                i += 1
+                continue
+            break
+        if name == "exec" and i >= len(argv):
+            return []
+        return argv[i:]
+
+    def _shell(self, argv: list[str], depth: int, env: dict[str, str],
+               stdin: str | None) -> str | None:
+        args = argv[1:]
+        for i, a in enumerate(args):
+            if a == "-c" or (a.startswith("-") and not a.startswith("--") and "c" in a[1:]
+                             and len(a) <= 5):
+                if i + 1 < len(args):
+                    self.feature("shell_c")
+                    self.analyse_text(args[i + 1], depth + 1, env, "shell_c_payload")
+                    return None
+            if a in ("-i",) or (a.startswith("-") and "i" in a[1:] and len(a) <= 4
+                                and not a.startswith("--")):
+                self.feature("interactive_shell")
+            if a == "-p":
+                self.feature("privileged_shell")
+            if not a.startswith("-"):
+                if a.startswith("/dev/tcp") or a.startswith("/dev/udp"):
+                    self.feature("devtcp")
+                self._sourced(a)
+                self.extra_text.append(f"script {a}")
+                break
+        if stdin is not None:
+            self.analyse_text(stdin, depth + 1, env, "stdin_to_shell")
+        return None
+
+    _SSH_ARG = frozenset("BbcDEeFIiJLlmOopQRSWw")
+    _SSH_FWD = {"L": "ssh_forward_local", "R": "ssh_forward_remote", "D": "ssh_forward_dynamic",
+                "w": "ssh_tun", "W": "ssh_stdio_forward", "J": "ssh_jump"}
+    _SSH_OPT = {"localforward": "ssh_forward_local", "remoteforward": "ssh_forward_remote",
+                "dynamicforward": "ssh_forward_dynamic", "tunnel": "ssh_tun",
+                "proxyjump": "ssh_jump", "proxycommand": "ssh_proxy_command",
+                "localcommand": "ssh_local_command", "permitlocalcommand": "ssh_local_command",
+                "gatewayports": "ssh_gateway_ports"}
+
+    def _ssh(self, argv: list[str], depth: int, env: dict[str, str]) -> None:
+        """OpenSSH option parsing: options before *and right after* the destination."""
+        i = 1
+        dest = None
+        name = _basename(argv[0])
+        if name == "autossh":
+            self.feature("autossh")
+        while i < len(argv):
+            a = argv[i]
+            if a.startswith("-") and len(a) > 1 and a != "--":
+                j = 1
+                while j < len(a):
+                    flag = a[j]
+                    if flag in self._SSH_FWD:
+                        self.feature(self._SSH_FWD[flag])
+                    if flag == "N":
+                        self.feature("ssh_no_command")
+                    if flag == "M" and name == "autossh":
+                        pass
+                    if flag in self._SSH_ARG:
+                        value = a[j + 1:] if j + 1 < len(a) else (argv[i + 1] if i + 1 < len(argv) else "")
+                        if j + 1 >= len(a):
+                            i += 1
+                        if flag == "o":
+                            key, _, val = value.replace(" ", "=", 1).partition("=")
+                            feat = self._SSH_OPT.get(key.strip().lower())
+                            if feat and not (feat == "ssh_gateway_ports" and val.lower() == "no"):
+                                self.feature(feat)
+                            if key.strip().lower() in ("proxycommand", "localcommand") and val:
+                                self.analyse_text(val, depth + 1, env, "ssh_command")
+                        break
+                    j += 1
+                i += 1
+                continue
+            if dest is None:
+                dest = a
+                i += 1
+                continue
+            if len(argv) > i:
+                self.feature("ssh_remote_command")
+                self.last_ssh_remote = " ".join(argv[i:])
+                self.extra_text.append("ssh-remote " + self.last_ssh_remote)
+            break
+
+    def _netcat(self, argv: list[str]) -> None:
+        operands = []
+        for i, a in enumerate(argv[1:], 1):
+            if a in ("-e", "-c", "--exec", "--sh-exec", "--lua-exec") or (
+                    re.fullmatch(r"-[a-zA-Z]*[ec]", a) and not a.startswith("--")):
+                self.feature("nc_exec")
+                prog = argv[i + 1].split()[0] if i + 1 < len(argv) and argv[i + 1].split() else ""
+                if _basename(prog) in SHELLS or interpreter_lang(_basename(prog)) or a == "--lua-exec":
+                    self.feature("nc_exec_shell")
+            elif re.fullmatch(r"-[a-zA-Z]*l[a-zA-Z]*", a) or a == "--listen":
+                self.feature("nc_listen")
+            elif re.fullmatch(r"-[a-zA-Z]*z[a-zA-Z]*", a):
+                self.feature("nc_scan")
+            elif not a.startswith("-"):
+                operands.append(a)
+        if operands and "nc_listen" not in self.features:
+            self.feature("nc_connect")
+
+    def _sourced(self, arg: str) -> None:
+        """A shell runs a script given as ``<(...)`` or ``/dev/stdin``: what feeds it?"""
+        if arg.startswith(("<(", "/dev/fd/", "/proc/self/fd/")) or arg == "/dev/stdin":
+            self.feature("shell_runs_stream")
+            words = set(re.findall(r"[A-Za-z0-9_.+-]+", arg))
+            if words & DOWNLOADERS:
+                self.feature("download_to_shell")
+
+    def _find_exec(self, argv: list[str], depth: int, env: dict[str, str], sudo: bool) -> None:
+        i = 0
+        while i < len(argv):
+            if argv[i] in ("-exec", "-execdir", "-ok", "-okdir"):
+                j = i + 1
+                sub: list[str] = []
+                while j < len(argv) and argv[j] not in (";", "+", "\\;"):
+                    sub.append(argv[j])
+                    j += 1
+                if sub:
+                    self.feature("find_exec")
+                    self.simple(sub, depth, env, sudo=sudo)
+                i = j
+            i += 1
+
+    def _interpreter(self, lang: str, argv: list[str], depth: int, env: dict[str, str],
+                     stdin: str | None) -> None:
+        codes = interpreter_code(lang, argv)
+        if stdin is not None and (len(argv) == 1 or "-" in argv[1:]):
+            codes.append(stdin)
+        for code in codes:
+            if not code:
+                continue
+            stripped = code.strip()
+            if stripped.startswith(("$(", "`")):
+                self.feature("dynamic_code")
+                if set(re.findall(r"[A-Za-z0-9_.+-]+", stripped)) & DOWNLOADERS:
+                    self.feature("download_to_shell")
+                continue
+            self.interp.setdefault(code[:8192])
+            self.feature("interp_code")
+            self.feature(f"interp_{lang}")
+            for feat in code_features(code):
+                self.feature(feat)
+            for cmd in embedded_commands(code)[:16]:
+                self.analyse_text(cmd, depth + 1, env, "interp_shell_payload")
+            for lit in re.findall(r"['\"]([A-Za-z0-9+/=_-]{16,})['\"]", code)[:8]:
+                decoded = try_base64(lit)
+                if decoded:
+                    self.feature("base64_literal")
+                    self.analyse_text(decoded, depth + 1, env, "decoded_payload")
+
+    def code_text(self, text: str, depth: int, env: dict[str, str]) -> None:
+        """Program text that is written out (echo/printf/heredoc) or typed into a REPL.
+
+        Source code for a reverse shell is as telling when it is written to a file and
+        compiled as when it is passed with -c, so it gets the same inspection.
+        """
+        if len(text) < 12 or not re.search(r"[(;{]", text):
+            return
+        feats = code_features(text)
+        if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash"}:
+            self.feature("code_text")
+            for feat in feats:
+                self.feature(feat)
+            for cmd in embedded_commands(text)[:16]:
+                self.analyse_text(cmd, depth + 1, env, "interp_shell_payload")
+
+    def _echo(self, name: str, argv: list[str]) -> str:
+        args = argv[1:]
+        if name == "printf":
+            if args and args[0] == "-v":
+                args = args[2:]
+            out = printf_format(args[0], args[1:]) if args else ""
+            if out != (args[0] if args else ""):
+                self.feature("printf_escape")
+                self.extra_text.append(out)
+            return out
+        escapes = False
+        while args and re.fullmatch(r"-[neE]+", args[0]):
+            escapes = escapes or "e" in args[0]
+            args = args[1:]
+        out = " ".join(args)
+        if escapes:
+            decoded = echo_e(out)
+            if decoded != out:
+                self.feature("echo_escape")
+                self.extra_text.append(decoded)
+            out = decoded
+        return out
+
+    def _transform(self, name: str, argv: list[str], stdin: str | None) -> str | None:
+        args = argv[1:]
+        if name == "cat" or name == "tac":
+            return stdin if not args or args == ["-"] else None
+        if stdin is None:
+            return None
+        decoding = any(a in ("-d", "--decode", "-D", "-r", "-revert", "-p", "-ps", "-rp", "-pr")
+                       or re.fullmatch(r"-[a-z]*d[a-z]*", a) for a in args)
+        if name == "rev":
+            self.feature("reversed_text")
+            out = "\n".join(line[::-1] for line in stdin.splitlines())
+            self.extra_text.append(out)
+            return out
+        if name == "xxd":
+            if "-r" in " ".join(args):
+                out = try_hex(stdin)
+                if out is not None:
+                    self.feature("hex_decode")
+                    self.extra_text.append(out)
+                return out
+            return None
+        if name == "openssl" and not (args and args[0] in ("base64", "enc")):
+            return None
+        if decoding:
+            out = try_base64(stdin)
+            if out is not None:
+                self.feature("base64_decode")
+                self.extra_text.append(out)
+            return out
+        return None
+
+    def _literal_payloads(self, args: list[str], depth: int, env: dict[str, str]) -> None:
+        for a in args:
+            if looks_like_base64(a):
+                decoded = try_base64(a)
+                if decoded and re.search(r"[ /;|]", decoded):
+                    self.feature("base64_literal")
+                    self.analyse_text(decoded, depth + 1, env, "decoded_payload")
+
+
+class _Walk:
+    """One tree walk at one decoding level."""
+
+    def __init__(self, an: Analyzer, data: bytes, depth: int, env: dict[str, str]) -> None:
+        self.an = an
+        self.data = data
+        self.depth = depth
+        self.env = env
+        self.assigning = False
+        self.quoted = 0
+        self.stdin_files: list[str] = []
+
+    def text(self, node: tree_sitter.Node) -> str:
+        return self.data[node.start_byte:node.end_byte].decode("utf-8", "replace")
+
+    def visit(self, node: tree_sitter.Node) -> None:
+        an = self.an
+        an.nodes += 1
+        if an.nodes > MAX_NODES:
+            an.feature("oversize")
+            return
+        t = node.type
+        if t == "command":
+            self.command(node, [])
+        elif t == "redirected_statement":
+            self.redirected(node)
+        elif t == "pipeline":
+            self.pipeline(node)
+        elif t == "variable_assignment":
+            self.assign(node)
+        elif t in ("declaration_command", "unset_command"):
+            words = [self.text(node.children[0])] if node.children else []
+            for c in node.children[1:]:
+                if c.type == "variable_assignment":
+                    name, value = self.assign(c)
+                    words.append(f"{name}={value}")
+                else:
+                    words.append(self.word(c))
+            an.argv.setdefault(" ".join(words))
+            an.names.setdefault(words[0] if words else "export")
+        elif t in ("command_substitution", "process_substitution"):
+            an.feature("command_substitution" if t == "command_substitution"
+                       else "process_substitution")
+            for c in node.children:
+                self.visit(c)
+        elif t == "comment":
+            return
+        elif t == "command_name":
+            an.simple([self.word(node)], self.depth, dict(self.env))
+        elif t == "ERROR":
+            an.parse_error = True
+            for c in node.children:
+                self.visit(c)
+        else:
+            if t in ("&",) and node.parent is not None:
+                an.feature("background")
+            for c in node.children:
+                self.visit(c)
+
+    # ------------------------------------------------------------ words
+
+    def word(self, node: tree_sitter.Node) -> str:
+        t = node.type
+        if t == "word" or t == "command_name":
+            if t == "command_name" and node.child_count:
+                return "".join(self.word(c) for c in node.children)
+            return unescape_bare(self.text(node))
+        if t == "raw_string":
+            return self.text(node)[1:-1]
+        if t == "ansi_c_string":
+            self.an.feature("ansi_c_string")
+            return ansi_c(self.text(node)[2:-1])
+        if t in ("string", "translated_string"):
+            self.quoted += 1
+            try:
+                return self.joined(node, quoted=True)
+            finally:
+                self.quoted -= 1
+        if t == "concatenation":
+            return self.joined(node, quoted=False)
+        if t == "simple_expansion":
+            return self.var(self.text(node)[1:], self.text(node))
+        if t == "expansion":
+            return self.expansion(node)
+        if t == "command_substitution":
+            return self.substitution(node)
+        if t == "process_substitution":
+            self.an.feature("process_substitution")
+            for c in node.children:
+                self.visit(c)
+            return self.text(node)
+        if t == "string_content":
+            return unescape_double(self.text(node))
+        return self.text(node)
+
+    def joined(self, node: tree_sitter.Node, quoted: bool) -> str:
+        out: list[str] = []
+        pos = node.start_byte + (1 if quoted and self.text(node)[:1] in "\"" else 0)
+        end = node.end_byte - (1 if quoted and self.text(node)[-1:] == '"' else 0)
+        for c in node.children:
+            if c.type == '"' or (c.type == "$" and quoted):
+                pos = max(pos, c.end_byte)
+                continue
+            if c.start_byte > pos:
+                gap = self.data[pos:c.start_byte].decode("utf-8", "replace")
+                out.append(unescape_double(gap) if quoted else unescape_bare(gap))
+            out.append(self.word(c))
+            pos = c.end_byte
+        if end > pos:
+            gap = self.data[pos:end].decode("utf-8", "replace")
+            out.append(unescape_double(gap) if quoted else unescape_bare(gap))
+        return "".join(out)
+
+    def var(self, name: str, original: str) -> str:
+        if name == "IFS" and (self.assigning or self.quoted):
+            return original
+        if name == "IFS":
+            self.an.feature("ifs_obfuscation")
+            return " "
+        value = self.env.get(name)
+        if value is None:
+            return original
+        self.an.feature("variable_resolved")
+        return value
+
+    def expansion(self, node: tree_sitter.Node) -> str:
+        body = self.text(node)[2:-1]
+        m = re.fullmatch(r"(\w+)(?::(-?\d+)(?::(-?\d+))?)?", body)
+        if m:
+            name = m.group(1)
+            if name == "IFS" and (self.assigning or self.quoted):
+                return self.text(node)
+            if name == "IFS":
+                self.an.feature("ifs_obfuscation")
+                return " "
+            value = self.env.get(name)
+            if value is None:
+                return self.text(node)
+            self.an.feature("variable_resolved")
+            if m.group(2) is not None:
+                start = int(m.group(2))
+                value = value[start:] if m.group(3) is None else value[start:start + int(m.group(3))]
+            return value
+        if body.startswith("IFS"):
+            self.an.feature("ifs_obfuscation")
+            return " "
+        for c in node.children:
+            if c.type in ("command_substitution", "process_substitution"):
+                self.visit(c)
+        return self.text(node)
+
+    def substitution(self, node: tree_sitter.Node) -> str:
+        """``$(...)``: walk it; if its output is static (echo/base64 -d), use it."""
+        self.an.feature("command_substitution")
+        inner = [c for c in node.children if c.is_named]
+        out: str | None = None
+        for c in inner:
+            if c.type == "pipeline":
+                out = self.pipeline(c)
+            elif c.type == "command":
+                out = self.command(c, [])
+            elif c.type == "redirected_statement":
+                out = self.redirected(c)
+            else:
+                self.visit(c)
+                out = None
+        if out is not None and len(inner) == 1:
+            return out.rstrip("\n")
+        return self.text(node)
+
+    # ------------------------------------------------------------ statements
+
+    def assign(self, node: tree_sitter.Node) -> tuple[str, str]:
+        name_node = node.child_by_field_name("name") or (node.children[0] if node.children else None)
+        name = self.text(name_node) if name_node is not None else ""
+        value_node = node.child_by_field_name("value")
+        if value_node is None and node.child_count >= 3:
+            value_node = node.children[2]
+        self.assigning = True
+        try:
+            value = self.word(value_node) if value_node is not None else ""
+        finally:
+            self.assigning = False
+        if name:
+            self.env[name] = value
+            self.an.argv.setdefault(f"{name}={value}")
+        return name, value
+
+    def command(self, node: tree_sitter.Node, redirects: list[tree_sitter.Node],
+                stdin: str | None = None) -> str | None:
+        argv: list[str] = []
+        prefix: list[str] = []
+        local_env = dict(self.env)
+        for c in node.children:
+            t = c.type
+            if t == "variable_assignment":
+                name, value = self.assign(c)
+                prefix.append(f"{name}={value}")
+                local_env[name] = value
+                if name in ("GIT_SSH_COMMAND", "GIT_SSH", "RSYNC_RSH", "PAGER", "EDITOR",
+                            "VISUAL", "GIT_PAGER", "SYSTEMD_PAGER", "MANPAGER") and value:
+                    self.an.analyse_text(value, self.depth + 1, self.env, "env_command")
+            elif t in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
+                redirects = [*redirects, c]
+            elif t == "comment":
+                continue
+            elif c.is_named:
+                w = self.word(c)
+                if c.type in ("word", "concatenation", "command_name", "simple_expansion",
+                              "expansion") and ("$" in self.text(c) or "\\" in self.text(c)
+                                                or "''" in self.text(c) or '""' in self.text(c)):
+                    if not argv and "$" not in w and w.strip() and w != self.text(c):
+                        self.an.feature("obfuscated_name")
+                    if " " in w and self.unquoted_expansion(c):
+                        argv.extend(w.split())
+                        continue
+                argv.append(w)
+        for p in prefix:
+            self.an.argv.setdefault(p)
+        then: list[tree_sitter.Node] = []
+        self.stdin_files = []
+        stdin = self.apply_redirects(redirects, stdin, then)
+        if not argv:
+            return None
+        sink = _basename(argv[0])
+        if sink == "ssh" and self.stdin_files:
+            self.an.last_ssh_remote = ""
+            out = self.an.simple(argv, self.depth, local_env, stdin)
+            if self.an.last_ssh_remote and _REMOTE_STORE.search(self.an.last_ssh_remote):
+                self.an.feature("pipe_to_remote_store")
+            return out
+        elif self.stdin_files and sink in NET_CLIENTS | MAILERS and sink not in ("curl", "wget"):
+            if sink != "openssl" or "s_client" in argv:
+                self.an.feature("file_to_network" if sink not in MAILERS else "pipe_to_mail")
+        if argv[0] in ("export", "declare", "local", "readonly", "typeset"):
+            for a in argv[1:]:
+                if "=" in a:
+                    k, _, v = a.partition("=")
+                    self.env[k] = v
+        writes = any(r.type == "file_redirect" and re.match(r"^\d?>", self.text(r).lstrip("0123456789"))
+                     for r in redirects) or any(c.type == "file_redirect" for r in redirects
+                                                 if r.type == "heredoc_redirect" for c in r.children)
+        out = self.an.simple(argv, self.depth, local_env, stdin)
+        produced = out if out is not None else stdin
+        if writes and produced and _SHELL_REF.search(produced):
+            self.an.shell_payload_written = True
+        if _basename(argv[0]) in ("cp", "ln", "install") and any(
+                re.fullmatch(r"(?:/usr)?/bin/(?:ba|da|z)?sh", a) for a in argv[1:]):
+            self.an.shell_payload_written = True
+        for rest in then:
+            out = self.pipeline(rest, initial=out, producers=[_basename(argv[0])])
+        return out
+
+    def unquoted_expansion(self, node: tree_sitter.Node) -> bool:
+        """Bash word-splits the result of an unquoted expansion ($a, ${IFS}, $(...))."""
+        if node.type in ("simple_expansion", "expansion", "command_substitution"):
+            return True
+        if node.type in ("concatenation", "command_name"):
+            kinds = {c.type for c in node.children}
+            return bool(kinds & {"simple_expansion", "expansion", "command_substitution",
+                                 "concatenation"}) and not kinds & {"string", "raw_string",
+                                                                    "ansi_c_string"}
+        return False
+
+    def apply_redirects(self, redirects: list[tree_sitter.Node], stdin: str | None,
+                        then: list[tree_sitter.Node] | None = None) -> str | None:
+        """Record redirections; return what the command reads on stdin (heredoc/here-string).
+
+        A heredoc may carry the rest of a pipeline (``cat <<EOF | sh``); those pipeline
+        nodes are appended to ``then`` for the caller to feed with the command's output.
+        """
+        an = self.an
+        for r in redirects:
+            if r.type == "file_redirect":
+                dest = r.child_by_field_name("destination")
+                named = [c for c in r.children if c.is_named and c.type != "file_descriptor"
+                         and c.type != "ERROR"]
+                if dest is None and named:
+                    dest = named[-1]
+                target = self.word(dest) if dest is not None else ""
+                op = self.data[r.start_byte:dest.start_byte if dest is not None
+                               else r.end_byte].decode("utf-8", "replace").strip()
+                an.redirects.setdefault(f"{op} {target}".strip())
+                if target.startswith(("/dev/tcp/", "/dev/udp/")):
+                    an.feature("devtcp")
+                if op.endswith("<") and not op.endswith("<<") and target != "/dev/null":
+                    self.stdin_files.append(target)
+            elif r.type == "heredoc_redirect":
+                an.feature("heredoc")
+                body = ""
+                for c in r.children:
+                    if c.type == "heredoc_body":
+                        body = self.text(c)
+                    elif c.type == "file_redirect":
+                        self.apply_redirects([c], None)
+                    elif c.type == "pipeline" and then is not None:
+                        then.append(c)
+                    elif c.type in ("command_substitution",):
+                        self.visit(c)
+                an.extra_text.append(body)
+                an.code_text(body, self.depth, self.env)
+                stdin = body
+            elif r.type == "herestring_redirect":
+                an.feature("herestring")
+                named = [c for c in r.children if c.is_named]
+                body = self.word(named[-1]) if named else ""
+                an.extra_text.append(body)
+                stdin = body
+        return stdin
+
+    def redirected(self, node: tree_sitter.Node, stdin: str | None = None) -> str | None:
+        body = node.child_by_field_name("body") or (node.children[0] if node.children else None)
+        redirects = [c for c in node.children if c is not body and c.type in
+                     ("file_redirect", "heredoc_redirect", "herestring_redirect")]
+        if body is not None and body.type == "command":
+            return self.command(body, redirects, stdin)
+        self.apply_redirects(redirects, stdin)
+        if body is not None:
+            self.visit(body)
+        return None
+
+    def pipeline(self, node: tree_sitter.Node, initial: str | None = None,
+                 producers: list[str] | None = None) -> str | None:
+        an = self.an
+        stages = [c for c in node.children if c.is_named]
+        out: str | None = initial
+        producers = list(producers or [])
+        offset = 1 if producers else 0
+        for j, st in enumerate(stages):
+            i = j + offset
+            before = len(an.names)
+            if st.type == "command":
+                result = self.command(st, [], out if i else None)
+            elif st.type == "redirected_statement":
+                result = self.redirected(st, out if i else None)
+            else:
+                self.visit(st)
+                result = None
+            names = list(an.names)[before:]
+            stage_name = self.stage_name(st)
+            if i > 0 and stage_name is not None:
+                lang = interpreter_lang(stage_name)
+                if stage_name in SHELLS and not self.has_c_flag(st):
+                    an.feature("pipe_to_shell")
+                    if any(p in DOWNLOADERS for p in producers):
+                        an.feature("download_to_shell")
+                    if any(p in _DECODERS for p in producers):
+                        an.feature("decoded_to_shell")
+                elif lang is not None and lang not in ("awk",) and not self.has_code(st, lang):
+                    an.feature("pipe_to_interpreter")
+                    if any(p in DOWNLOADERS for p in producers):
+                        an.feature("download_to_shell")
+                    if any(p in _DECODERS for p in producers):
+                        an.feature("decoded_to_shell")
+            if i > 0 and stage_name is not None and producers:
+                self.data_sink(st, stage_name, producers, j, stages)
+            producers.extend(names or ([stage_name] if stage_name else []))
+            out = result
+        return out
+
+    def data_sink(self, st: tree_sitter.Node, sink: str, producers: list[str], j: int,
+                  stages: list[tree_sitter.Node]) -> None:
+        """Local data piped into a network client or mailer (exfiltration shapes).
+
+        A producer that only prints literals (``echo GET / | nc host 80``) or a listener
+        (``nc -l | nc host``, a relay) is not local data; anything that reads files, runs
+        programs or substitutes command output is.
+        """
+        earlier = "".join(self.text(s) for s in stages[:j]) if j else ""
+        literal = all(p in ("echo", "printf", "yes", "true") for p in producers) and "$" not in earlier
+        relay = all(p in NET_CLIENTS for p in producers)
+        if literal or relay:
+            return
+        text = self.text(st)
+        if sink == "ssh":
+            if self.an.last_ssh_remote and _REMOTE_STORE.search(self.an.last_ssh_remote):
+                self.an.feature("pipe_to_remote_store")
+        elif sink == "openssl":
+            if "s_client" in text:
+                self.an.feature("pipe_to_network")
+        elif sink in NET_CLIENTS and sink not in ("curl", "wget"):
+            self.an.feature("pipe_to_network")
+        elif sink in MAILERS:
+            self.an.feature("pipe_to_mail")
+
+    def stage_name(self, node: tree_sitter.Node) -> str | None:
+        if node.type == "redirected_statement":
+            body = node.child_by_field_name("body") or (node.children[0] if node.children else None)
+            return self.stage_name(body) if body is not None else None
+        if node.type != "command":
+            return None
+        words = [c for c in node.children if c.is_named and c.type not in
+                 ("variable_assignment", "file_redirect", "heredoc_redirect",
+                  "herestring_redirect", "comment")]
+        argv = [self.word(c) for c in words]
+        while argv and _basename(argv[0]) in _WRAPPERS:
+            argv = self.an._unwrap(_basename(argv[0]), argv)
+        if argv and _basename(argv[0]) == "busybox":
+            argv = argv[1:]
+        return _basename(argv[0]) if argv else None
+
+    def has_c_flag(self, node: tree_sitter.Node) -> bool:
+        txt = self.text(node)
+        return re.search(r"\s-[a-z]*c\b", txt) is not None
+
+    def has_code(self, node: tree_sitter.Node, lang: str) -> bool:
+        txt = self.text(node)
+        return re.search(r"\s-(?:c|e|E|r|m|-eval)", txt) is not None or (
+            re.search(r"\s[^-\s][^\s]*\.(?:py|pl|rb|js|php|lua)\b", txt) is not None)
+
+
+def analyze_command(cmd: str) -> dict[str, Any]:
+    """Every ``cmd.*`` field for one submitted command. Never raises on bad input."""
+    if not isinstance(cmd, str):
+        cmd = str(cmd)
+    an = Analyzer(cmd)
+    try:
+        return an.run()
+    except RecursionError:
+        an.parse_error = True
+        an.feature("parse_error")
+        an.feature("too_deep")
+        return {**_fallback(cmd), "cmd.features": list(an.features)}
+
+
+def _fallback(cmd: str) -> dict[str, Any]:
+    return {
+        "cmd.raw": cmd, "cmd.names": [], "cmd.argv": [], "cmd.text": cmd,
+        "cmd.redirects": [], "cmd.payloads": [], "cmd.interp_code": [],
+        "cmd.features": ["parse_error"], "cmd.parse_error": True, "cmd.depth": 0,
+        "cmd.urls": [], "cmd.sudo_names": [], "cmd.exec_names": [],
+    }

@@ -1,0 +1,146 @@
+"""Interpreter one-liners: find the code in argv and say what it does.
+
+``python -c``, ``perl -e``, ``ruby -e``, ``node -e``, ``php -r``, ``lua -e``, awk
+programs and friends are where reverse shells, miners and droppers hide from
+command-name rules. We do not execute anything: we look for the *capabilities* the
+code uses (sockets, process spawning, fd duplication, hashing in a loop, file writes,
+HTTP fetches) and report them as features that rules combine.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["INTERPRETERS", "code_features", "embedded_commands", "interpreter_code",
+           "interpreter_lang"]
+
+# name -> language; names are matched after stripping version suffixes (python3.11).
+INTERPRETERS = {
+    "python": "python", "python2": "python", "python3": "python", "pypy": "python",
+    "pypy3": "python", "perl": "perl", "perl5": "perl", "ruby": "ruby", "irb": "ruby",
+    "node": "node", "nodejs": "node", "deno": "node", "bun": "node", "php": "php",
+    "lua": "lua", "luajit": "lua", "awk": "awk", "gawk": "awk", "mawk": "awk",
+    "nawk": "awk", "busybox-awk": "awk", "julia": "julia", "r": "r", "rscript": "r",
+    "tclsh": "tcl", "wish": "tcl", "jrunscript": "java", "jjs": "java", "groovy": "java",
+    "osascript": "js", "pwsh": "powershell", "powershell": "powershell",
+}
+_CODE_FLAGS = {
+    "python": ("-c",), "perl": ("-e", "-E"), "ruby": ("-e",), "node": ("-e", "--eval", "-p",
+    "--print", "eval"), "php": ("-r",), "lua": ("-e",), "julia": ("-e", "--eval"),
+    "r": ("-e",), "tcl": (), "java": ("-e",), "js": ("-e",),
+    "powershell": ("-c", "-command", "-Command", "-EncodedCommand", "-enc"),
+}
+_VERSION = re.compile(r"^([a-z]+?)(?:-?[0-9][0-9.]*)?$")
+
+
+def interpreter_lang(name: str) -> str | None:
+    low = name.lower()
+    lang = INTERPRETERS.get(low)
+    if lang is None:
+        m = _VERSION.match(low)
+        if m:
+            lang = INTERPRETERS.get(m.group(1))
+    return lang
+
+
+def interpreter_code(lang: str, argv: list[str]) -> list[str]:
+    """The inline program(s) in argv, if any."""
+    out: list[str] = []
+    args = argv[1:]
+    if lang == "awk":
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-f", "--file"):
+                return out
+            if a in ("-v", "-F", "--assign", "--field-separator"):
+                i += 2
+                continue
+            if a.startswith("-") and len(a) > 1:
+                i += 1
+                continue
+            out.append(a)
+            return out
+        return out
+    flags = _CODE_FLAGS.get(lang, ())
+    for i, a in enumerate(args):
+        if a in flags and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif lang in ("perl", "ruby") and re.match(r"^-[a-zA-Z]*[eE]$", a) and i + 1 < len(args):
+            out.append(args[i + 1])  # perl -ne '...', perl -MIO -e
+        else:
+            for flag in flags:
+                if len(flag) == 2 and a.startswith(flag) and len(a) > 2:
+                    out.append(a[2:])  # attached form: -e'code', -c'code'
+                    break
+    return out
+
+
+_P = re.IGNORECASE
+_FEATURES: list[tuple[str, re.Pattern[str]]] = [
+    ("interp_socket", re.compile(
+        r"socket|fsockopen|tcpsocket|tcpserver|udpsocket|io::socket|\bnet\.(?:socket|connect|"
+        r"createconnection|createserver)|require\(['\"]net['\"]\)|/inet/(?:tcp|udp)/|"
+        r"stream_socket_|socket_create|sock_stream|\bnet\.dial|dial\(|new-object\s+"
+        r"system\.net\.sockets|tcpclient|ztcp|connect\s*\(\s*[\[(]?['\"]?\d", _P)),
+    ("interp_bind", re.compile(
+        r"\.bind\(|\bbind\s*\(|\.listen\(|\blisten\s*\(|\baccept\s*\(|tcpserver|createserver|"
+        r"localport|socket_bind|stream_socket_server|/inet/tcp/\d+/0/0", _P)),
+    ("interp_exec", re.compile(
+        r"subprocess|os\.system|os\.popen|os\.exec|os\.spawn|pty\.spawn|popen|\bsystem\s*\(|"
+        r"\bsystem\s+['\"]|\bexec\s*[(\s'\"]|proc_open|shell_exec|passthru|child_process|"
+        r"execsync|spawn\(|kernel\.exec|%x\(|runtime\.getruntime|os\.execute|io\.popen|"
+        r"processbuilder|`[^`]+`|\|&?\s*getline|\bsystem\b|run\(\s*`|exec\.command|"
+        r"process\.start|process\.new|callcommand|readprocess|execve|execl|"
+        r"\.exec\(|shell\s*:\s*true", _P)),
+    ("interp_shell", re.compile(
+        r"/bin/(?:ba|z|da|k|c|tc|a)?sh\b|['\"](?:ba|z|da)?sh['\"]|\bsh\s+-i\b|bash\s+-i|"
+        r"cmd\.exe|powershell", _P)),
+    ("interp_dup2", re.compile(
+        r"dup2|os\.dup\b|fileno\(\)|fdopen|open\(\s*stdin|open\(\s*stdout|\bstdin\b.*>&|"
+        r"reopen|\.pipe\(\s*\w+\.std(?:in|out)|stdio\s*:\s*\[", _P)),
+    ("interp_hash", re.compile(
+        r"hashlib|sha256|sha1|md5|createhash|digest::|scrypt|keccak|randomx|"
+        r"blake2|crypto\.subtle", _P)),
+    ("interp_loop", re.compile(r"\bwhile\b|\bfor\b|\bloop\b|\brepeat\b|setinterval|\.times", _P)),
+    ("interp_file_write", re.compile(
+        r"open\([^)]*['\"][wa]b?\+?['\"]|\.write\(|writefile|file\.write|file_put_contents|"
+        r"fwrite|open\s*\(?\s*\w*\s*,\s*['\"]?>|open\s*\(\s*(?:my\s+)?\$?\w+\s*,\s*['\"][>+]|print\s*>\s*['\"]|io\.open\([^)]*['\"]w|"
+        r"chmod|os\.rename|shutil\.(?:copy|move)", _P)),
+    ("interp_http", re.compile(
+        r"urllib|urlopen|requests\.|http\.client|httplib|https?\.get|fetch\(|lwp|"
+        r"net::http|http::tiny|open-uri|file_get_contents\(\s*['\"]https?|curl_exec|"
+        r"invoke-webrequest|downloadstring|webclient|https?://", _P)),
+    ("interp_eval", re.compile(
+        r"\beval\s*\(|\bexec\s*\(|\bexec\s+['\"]|compile\(|function\s*\(\s*\)\s*\{|"
+        r"instance_eval|loadstring|\bload\s*\(", _P)),
+    ("interp_base64", re.compile(
+        r"b64decode|base64_decode|decode_base64|base64\.decode|atob\(|['\"]base64['\"]|"
+        r"frombase64string|unpack\(['\"]m", _P)),
+]
+
+
+def code_features(code: str) -> set[str]:
+    feats = {name for name, rx in _FEATURES if rx.search(code)}
+    if "interp_hash" in feats and "interp_loop" in feats:
+        feats.add("interp_hash_loop")
+    if "interp_socket" in feats and ("interp_exec" in feats or "interp_shell" in feats):
+        feats.add("interp_socket_exec")
+    if "interp_socket" in feats and "interp_dup2" in feats:
+        feats.add("interp_socket_dup")
+    if "interp_http" in feats and "interp_eval" in feats:
+        feats.add("interp_download_exec")
+    return feats
+
+
+_STRING_CALL = re.compile(
+    r"(?:system|popen|exec|spawn|shell_exec|passthru|call|check_output|check_call|run|"
+    r"execsync|execute|getoutput|Popen|callCommand|readProcess|ProcessBuilder|Command|"
+    r"Arguments\s*=)\s*\(?\s*(?:\[\s*)?(['\"])((?:(?!\1).){2,400})\1",
+    re.IGNORECASE,
+)
+
+
+def embedded_commands(code: str) -> list[str]:
+    """String literals the code hands to a shell (``os.system("...")`` and friends)."""
+    return [m.group(2) for m in _STRING_CALL.finditer(code)]
