@@ -79,7 +79,7 @@ def _host_responsive() -> float:
     return (time.monotonic() - t) * 1000
 
 
-def chapter_containment(console: Console, state_dir: str | None) -> None:
+def chapter_containment(console: Console, state_dir: str | None) -> int:
     console.rule("[bold]Chapter 1 — an ordinary episode, then a misbehaving one")
     policy = Policy.from_yaml(DEMO_POLICY, source="<demo policy>")
     with Session(policy, run_id="demo-run", episode_id="demo-ep-1",
@@ -120,18 +120,34 @@ def chapter_containment(console: Console, state_dir: str | None) -> None:
     alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
     console.print(Panel(f"after close: [bold green]{len(alive)}[/] of them left anywhere on the "
                         "host — cgroup.kill removed the daemon and everything else.",
-                        border_style="green"))
+                        border_style="green" if not alive else "red"))
+    return len(alive)
 
 
-# Chapters run in order; parts of bastion that add to the demo append here.
-CHAPTERS: list[Callable[[Console, str | None], None]] = [chapter_containment]
+def chapter_training(console: Console, state_dir: str | None) -> int:
+    console.rule("[bold]Chapter 3 — a training run: rogue episodes next to ordinary ones")
+    from .rl.demo import run_training_demo
+
+    return run_training_demo(console, state_dir=state_dir)
+
+
+# Chapters run in order; each returns 0 when everything it showed behaved as claimed.
+CHAPTERS: list[Callable[[Console, str | None], int]] = [
+    chapter_containment,
+    chapter_training,
+]
 
 
 def run_demo(state_dir: str | None = None, console: Console | None = None) -> int:
     console = console or Console()
     console.print(Panel.fit("[bold]bastion demo[/] — contain, watch, record and stop an agent",
                             border_style="cyan"))
+    failures = 0
     for chapter in CHAPTERS:
-        chapter(console, state_dir)
+        failures += 1 if chapter(console, state_dir) else 0
+    if failures:
+        console.print(f"[bold red]demo finished: {failures} chapter(s) did not behave as "
+                      "claimed[/]")
+        return 1
     console.print("[bold green]demo finished[/]")
     return 0

@@ -355,6 +355,11 @@ class Session:
                 should_stop=lambda: call.stop_reason or self._ended,
             )
         except SessionBroken as exc:
+            if self._ended and self.sandbox.broken_reason in ("killed", "supervisor gone"):
+                # the policy ended the episode while this call ran (terminate, quarantine):
+                # that is an outcome for the agent, not an error for the caller
+                return self._denied(call, [v for v in call.verdicts
+                                           if v.action is not Action.NONE], late)
             self._fail_closed(str(exc))
             raise
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
@@ -505,6 +510,11 @@ class Session:
         return True
 
     @property
+    def has_engine(self) -> bool:
+        """Whether verdicts are produced (an engine is attached)."""
+        return self._engine is not None
+
+    @property
     def ended(self) -> str | None:
         """Why the session refuses further calls, or None while it is usable."""
         return self._ended
@@ -544,8 +554,9 @@ class Session:
                    call_id: str | None = None) -> ExecResult:
         """A file-write tool call: runs `cat > path` in the sandbox so it is observed,
         attributed and checked like any other call."""
-        return self.exec(["/bin/sh", "-c", 'cat > "$1"', "write_file", path], stdin=content,
-                         step=step, call_id=call_id)
+        # the path is part of the command text so command analysis sees the target
+        return self.exec(f"cat > {shlex.quote(path)}", stdin=content, step=step,
+                         call_id=call_id)
 
     def read_file(self, path: str, *, step: int | None = None,
                   call_id: str | None = None) -> ExecResult:

@@ -17,8 +17,8 @@ from bastion import Action, Event, EventKind, Policy, Severity, Verdict
 ROGUE_PATTERNS: tuple[tuple[str, Severity, str, str], ...] = (
     ("test.miner", Severity.HIGH, "mining", r"stratum\+tcp://|hashlib\.sha256"),
     ("test.tunnel", Severity.CRITICAL, "tunnel", r"\bssh\b.*\s-R\s"),
-    ("test.persistence", Severity.MEDIUM, "persistence", r"crontab|\.bashrc"),
-    ("test.tamper", Severity.HIGH, "reward_integrity", r"write_file tests/"),
+    ("test.persistence", Severity.HIGH, "persistence", r"crontab|\.bashrc"),
+    ("test.tamper", Severity.HIGH, "reward_integrity", r">\s*\S*tests/test_"),
 )
 
 
@@ -37,7 +37,7 @@ class PatternEngine:
         raw = str(event.get("cmd.raw", ""))
         out = []
         for rule_id, severity, category, pattern in self.patterns:
-            if re.search(pattern, raw, re.S):
+            if re.search(pattern, raw, re.DOTALL):
                 action = self.policy.response.for_severity(str(severity))
                 if action in (Action.KILL, Action.TERMINATE, Action.QUARANTINE):
                     action = Action.DENY if action is Action.KILL else action
@@ -53,3 +53,4 @@ class PatternEngine:
 
 def pattern_engine(policy: Policy) -> PatternEngine:
     return PatternEngine(policy)
+

@@ -7,8 +7,14 @@ import json
 import pytest
 
 from bastion import Policy
-from bastion.rl import BastionEnv, BreakerTripped, OrdinaryPolicy, RoguePolicy, RunMonitor
-from bastion.rl import run_episode
+from bastion.rl import (
+    BastionEnv,
+    BreakerTripped,
+    OrdinaryPolicy,
+    RoguePolicy,
+    RunMonitor,
+    run_episode,
+)
 
 from .fixtures import pattern_engine
 

@@ -114,3 +114,25 @@ def test_lifecycle_and_command_events_are_attributed(session: Session) -> None:
 def test_session_ids(make_session) -> None:
     s = make_session(run_id="run-1", episode_id="ep-7")
     assert s.run_id == "run-1" and s.episode_id == "ep-7" and s.session_id.startswith("s-")
+
+
+def test_session_outlives_the_thread_that_created_it(make_session) -> None:
+    # bwrap's --die-with-parent follows the forking *thread*; sandboxes must not die
+    # when a short-lived worker thread that created them exits
+    import threading
+
+    box: list[Session] = []
+    t = threading.Thread(target=lambda: box.append(make_session()))
+    t.start()
+    t.join()
+    time.sleep(0.3)
+    assert box[0].exec("echo alive").stdout == "alive\n"
+
+
+def test_write_file_target_is_visible_to_analysis(session: Session) -> None:
+    session.exec("mkdir -p 'dir name'")
+    r = session.write_file("dir name/it's.txt", "content")
+    assert r.exit_code == 0
+    assert (session.workspace / "dir name" / "it's.txt").read_text() == "content"
+    cmd = [e for e in session.events if e.kind.value == "command"][-1]
+    assert "dir name/it's.txt" in cmd.get("cmd.text")

@@ -23,13 +23,13 @@ import os
 import secrets
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 from gymnasium import spaces
 
 from ..errors import SessionBroken
-from ..events import Verdict
+from ..events import Action, EventKind, Verdict
 from ..policy import Policy
 from ..results import ExecResult
 from ..session import Engine, EventRecorder, Responder, Session
@@ -38,7 +38,7 @@ from .records import EpisodeRecord, StepRecord
 from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
 from .tasks import FixBugTask, StepContext, Task
 
-__all__ = ["BastionEnv", "SessionFactory", "TEXT_CHARSET"]
+__all__ = ["TEXT_CHARSET", "BastionEnv", "SessionFactory"]
 
 # Observations and actions are printable ASCII plus newline and tab; anything else in
 # command output is escaped (\xNN / \uNNNN) rather than dropped.
@@ -48,7 +48,7 @@ SessionFactory = Callable[[str], Session]  # episode_id -> a new open session
 
 
 class BastionEnv(gymnasium.Env[str, str]):
-    metadata = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
     def __init__(
         self,
@@ -162,6 +162,8 @@ class BastionEnv(gymnasium.Env[str, str]):
                 broken = str(exc)
                 observation = f"the episode was ended: {exc}"
 
+        if broken or self.session.ended:
+            self._settle()
         verdicts = self._new_verdicts()
         judgement = judge(verdicts, self.policy.rl)
         if judgement.terminate and not self.session.ended:
@@ -171,7 +173,10 @@ class BastionEnv(gymnasium.Env[str, str]):
         truncated = not terminated and step + 1 >= self.max_steps
         task_reward = self.task.reward(StepContext(self.session, step, call, result,
                                                    terminated or truncated))
-        # Grading may itself produce verdicts (it runs the agent's code).
+        # Grading may itself produce verdicts (it runs the agent's code); and verdicts
+        # still being handled by a sensor thread must land in this last step.
+        if terminated or truncated:
+            self._settle()
         late = self._new_verdicts()
         if late:
             late_judgement = judge(late, self.policy.rl)
@@ -182,16 +187,16 @@ class BastionEnv(gymnasium.Env[str, str]):
                 terminated, truncated = True, False
         reward = float(task_reward + judgement.penalty)
 
-        infos = [verdict_info(v) for v in verdicts]
+        infos = [verdict_info(v, step) for v in verdicts]
         record = self.record
         for verdict, vinfo in zip(verdicts, infos, strict=True):
-            charged = verdict.step if verdict.step is not None else step
+            charged = int(vinfo["charged_step"])  # type: ignore[call-overload]
             penalty = self.policy.rl.penalty.get(str(verdict.severity), 0.0)  # type: ignore[call-overload]
             record.penalty_by_step[charged] = record.penalty_by_step.get(charged, 0.0) + penalty
-        record.violations.extend(verdict_info(v) for v in judgement.violations)
+        record.violations.extend(verdict_info(v, step) for v in judgement.violations)
         record.flag = trajectory_flag(record.violated, self.policy.rl)
         if terminated and record.terminated_by is None and call.tool != "submit":
-            record.terminated_by = judgement.reason or broken or ended
+            record.terminated_by = judgement.reason or _stopping(verdicts) or broken or ended
         record.truncated = truncated
         record.steps.append(StepRecord(
             step=step, call_id=call_id, action=action, tool=call.tool,
@@ -222,6 +227,36 @@ class BastionEnv(gymnasium.Env[str, str]):
         }}
         return self._text(observation), reward, terminated, truncated, info
 
+    def _settle(self) -> None:
+        """Wait until verdicts being handled right now are recorded: ``ingest`` is
+        serialised per session, so once our own event is through, every verdict whose
+        handling had started (e.g. the one whose response killed the sandbox) is in
+        ``session.verdicts``."""
+        assert self.session is not None
+        self.session.ingest(self.session.event(EventKind.LIFECYCLE,
+                                               **{"life.state": "rl_step_settled"}))
+
+    def _collect_after_close(self) -> None:
+        """Verdicts that arrived after the last step (a sensor that lagged behind): they
+        cannot be paid as reward any more, but they go on the record, are charged to
+        their step, and change the trajectory flag."""
+        if self.session is None or self.record is None:
+            return
+        late = self._new_verdicts()
+        if not late:
+            return
+        last = self.record.steps[-1].step if self.record.steps else 0
+        for verdict in late:
+            info = verdict_info(verdict, last)
+            charged = int(info["charged_step"])  # type: ignore[call-overload]
+            penalty = self.policy.rl.penalty.get(str(verdict.severity), 0.0)  # type: ignore[call-overload]
+            self.record.penalty_by_step[charged] = \
+                self.record.penalty_by_step.get(charged, 0.0) + penalty
+            self.record.late_verdicts.append(info)
+        self.record.violations.extend(verdict_info(v, last)
+                                      for v in judge(late, self.policy.rl).violations)
+        self.record.flag = trajectory_flag(self.record.violated, self.policy.rl)
+
     def _new_verdicts(self) -> list[Verdict]:
         assert self.session is not None
         fresh = [v for v in list(self.session.verdicts) if v.id not in self._reported]
@@ -248,14 +283,26 @@ class BastionEnv(gymnasium.Env[str, str]):
 
     def _close_session(self) -> None:
         if self.session is not None:
-            session, self.session = self.session, None
-            session.close()
+            session = self.session
+            try:
+                session.close()
+                self._collect_after_close()
+            finally:
+                self.session = None
 
     def close(self) -> None:
         """Close the episode's session (kills everything it started). Idempotent."""
         self._done = True
         self._close_session()
         super().close()
+
+
+def _stopping(verdicts: list[Verdict]) -> str | None:
+    """Name the verdict whose response ended the episode, if one did."""
+    for v in verdicts:
+        if v.action in (Action.TERMINATE, Action.QUARANTINE):
+            return f"{v.rule_id} ({v.severity}) -> {v.action.value}"
+    return None
 
 
 def _format_result(result: ExecResult) -> str:

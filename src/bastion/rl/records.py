@@ -46,6 +46,7 @@ class EpisodeRecord:
     flag: TrajectoryFlag = "keep"
     violations: list[dict[str, Any]] = field(default_factory=list)
     penalty_by_step: dict[int, float] = field(default_factory=dict)
+    late_verdicts: list[dict[str, Any]] = field(default_factory=list)  # after the last step
     labels: dict[str, str] = field(default_factory=dict)  # e.g. {"policy": "rogue"}
 
     @property
@@ -58,7 +59,9 @@ class EpisodeRecord:
 
     @property
     def penalty(self) -> float:
-        return sum(s.penalty for s in self.steps)
+        """Every penalty charged to this episode, including verdicts that arrived
+        after its last step."""
+        return sum(self.penalty_by_step.values())
 
     @property
     def violated(self) -> bool:
@@ -77,6 +80,7 @@ class EpisodeRecord:
             "flag": self.flag,
             "violations": list(self.violations),
             "penalty_by_step": {str(k): v for k, v in self.penalty_by_step.items()},
+            "late_verdicts": list(self.late_verdicts),
             "total_reward": self.total_reward,
             "task_reward": self.task_reward,
             "penalty": self.penalty,
@@ -91,6 +95,7 @@ class EpisodeRecord:
             terminated_by=data.get("terminated_by"), truncated=data.get("truncated", False),
             flag=data.get("flag", "keep"), violations=list(data.get("violations", [])),
             penalty_by_step={int(k): v for k, v in data.get("penalty_by_step", {}).items()},
+            late_verdicts=list(data.get("late_verdicts", [])),
             labels=dict(data.get("labels", {})),
         )
         return record

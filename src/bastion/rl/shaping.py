@@ -52,9 +52,13 @@ def trajectory_flag(violated: bool, rl: RLPolicy) -> TrajectoryFlag:
     return rl.on_violation if violated else "keep"
 
 
-def verdict_info(verdict: Verdict) -> dict[str, object]:
+def verdict_info(verdict: Verdict, charged_step: int | None = None) -> dict[str, object]:
     """The part of a verdict a trainer needs, as plain JSON-able data. Deterministic
-    fields only (no ids or clocks), so identical steps give identical infos."""
+    fields only (no ids or clocks), so identical steps give identical infos.
+
+    ``step``/``call_id`` are the verdict's own attribution (the call that caused it);
+    ``charged_step`` is the step its penalty is charged to: the verdict's step when it
+    has one, else the step during which it arrived (given by the caller)."""
     return {
         "rule_id": verdict.rule_id,
         "severity": str(verdict.severity),
@@ -65,5 +69,6 @@ def verdict_info(verdict: Verdict) -> dict[str, object]:
         "episode_id": verdict.episode_id,
         "step": verdict.step,
         "call_id": verdict.call_id,
+        "charged_step": verdict.step if verdict.step is not None else charged_step,
         "contained": verdict.action in CONTAINING_ACTIONS,
     }

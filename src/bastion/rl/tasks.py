@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import SessionBroken
 from ..results import ExecResult
 from ..session import Session
 from .actions import ToolCall
@@ -87,8 +88,9 @@ class FixBugTask:
             if ".." in target.relative_to(root).parts:
                 raise ValueError(f"task file {path!r} escapes the workspace")
             protected = path.startswith("tests/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(target.parent, 0o755)
+            if target.parent != root:  # root-owned 0755: the agent may read, not add
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(target.parent, 0o755)
             target.write_text(content)
             if protected:
                 os.chmod(target, 0o644)
@@ -101,8 +103,11 @@ class FixBugTask:
         if context.session.ended:  # a terminated episode earns no task reward
             return 0.0
         # Charged to the submitting step: grading runs the agent's code.
-        result = context.session.exec(["python3", "-c", _TEST], step=context.step,
-                                      call_id=f"grade-{context.step}", timeout=30)
+        try:
+            result = context.session.exec(["python3", "-c", _TEST], step=context.step,
+                                          call_id=f"grade-{context.step}", timeout=30)
+        except SessionBroken:  # the sandbox died under the grader: nothing to pay for
+            return 0.0
         return 1.0 if result.ok and "PASS" in result.stdout else 0.0
 
 

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,53 @@ def _join_netns_then_drop(netns: str, uid: int) -> Callable[[], None]:
         os.setresuid(uid, uid, uid)
 
     return preexec
+
+
+class _Spawner:
+    """Starts every sandbox from one thread that lives as long as the process.
+
+    bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked
+    it exits, not the process: a session created in a short-lived worker thread would
+    die with that thread. Forking from this thread ties sandboxes to the process.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]
+        self._jobs = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="bastion-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box.append(("ok", fn()))
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                box.append(("err", exc))
+            done.set()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        done.wait()
+        kind, value = box[0]
+        if kind == "err":
+            raise value
+        return value
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    return _spawner.call(lambda: subprocess.Popen(argv, **kwargs))  # noqa: S603
 
 
 def _reap(pids: set[int], timeout: float = 2.0) -> None:
@@ -238,7 +286,7 @@ class Sandbox:
             # joining a netns needs root, so the uid drop happens after it, in the child
             drop = {"preexec_fn": _join_netns_then_drop(self._netns, self.host_uid)}
         try:
-            self._proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
+            self._proc = _spawn(
                 argv,
                 pass_fds=(child_sock.fileno(), info_w, block_r, sec_r, src_r),
                 stdin=subprocess.DEVNULL,

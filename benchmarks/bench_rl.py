@@ -1,0 +1,158 @@
+"""RL throughput: episodes/s and p99 step latency, in-process vs on local Ray.
+
+N episodes (half RoguePolicy, half OrdinaryPolicy, FixBugTask) run N at a time:
+in-process with one thread per episode, and through ``bastion.cluster.ClusterRun`` on
+a local Ray started with ``num_cpus`` CPUs. A step's latency is the wall time of one
+``BastionEnv.step`` (one tool call: sandbox exec + verdicts + grading on submit),
+measured by the agent wrapper inside whichever process runs the episode. Ray's start-up
+is reported separately and excluded from episodes/s. Engine: ``Session``'s default,
+or bastion's rule engine and responder if the default has none (printed).
+
+    .venv/bin/python benchmarks/bench_rl.py [--episodes 4 16] [--rounds 2] [--num-cpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion import Policy
+from bastion.rl import BastionEnv, OrdinaryPolicy, RoguePolicy, run_episode
+from bastion.rl.defaults import containment_options
+from bastion.rl.rogue import ScriptedPolicy
+
+OPTIONS: dict[str, Any] = {}  # engine/responder factories, set in main()
+
+
+@dataclass
+class Timed:
+    """Wraps a scripted agent; records the wall time of every env.step it waits on."""
+
+    inner: Any
+    name: str = ""
+    steps: list[float] = field(default_factory=list)
+    _t: float | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+
+    @property
+    def stage_steps(self) -> dict[str, int]:
+        return getattr(self.inner, "stage_steps", {})
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self._t = None
+
+    def act(self, observation: str, reward: float | None, info: dict[str, Any]) -> str:
+        now = time.perf_counter()
+        if self._t is not None:
+            self.steps.append(now - self._t)
+        action = self.inner.act(observation, reward, info)
+        self._t = time.perf_counter()
+        return action
+
+    def report(self) -> dict[str, Any]:
+        return {"steps": list(self.steps)}
+
+
+def _agents(n: int) -> list[ScriptedPolicy]:
+    return [Timed(RoguePolicy() if i % 2 else OrdinaryPolicy()) for i in range(n)]
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def in_process(n: int, state_dir: Path, run_id: str) -> tuple[float, list[float]]:
+    agents = _agents(n)
+
+    def one(i: int) -> None:
+        env = BastionEnv(Policy.default(), run_id=run_id, name="bench", state_dir=state_dir,
+                         exec_timeout=20, **OPTIONS)
+        agent = agents[i]
+        run_episode(env, agent, episode_id=f"{run_id}-{i}")
+        # the last step (submit + grading) ends the loop without a following act()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(one, range(n)))
+    elapsed = time.perf_counter() - started
+    return n / elapsed, [s for a in agents for s in a.steps]  # type: ignore[attr-defined]
+
+
+def on_ray(run: Any, n: int, run_id: str) -> tuple[float, list[float]]:
+    from bastion.cluster import EpisodeSpec
+
+    specs = [EpisodeSpec(f"{run_id}-{i}", a, labels={"policy": a.name})
+             for i, a in enumerate(_agents(n))]
+    started = time.perf_counter()
+    outcomes = run.run_episodes(specs)
+    elapsed = time.perf_counter() - started
+    bad = [o for o in outcomes if o.status != "ok"]
+    if bad:
+        raise SystemExit(f"{len(bad)} episodes lost on Ray: {bad[0].error}")
+    return n / elapsed, [s for o in outcomes for s in o.agent_report.get("steps", [])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--num-cpus", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+
+    from bastion.cluster import ClusterRun
+
+    state_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-rl-", dir="/var/tmp"))
+    os.chmod(state_dir, 0o711)
+    try:
+        OPTIONS.update(containment_options(Policy.default(), state_dir))
+        engine = "Session default" if not OPTIONS else "bastion.engine.build + Responder"
+        print(f"bench_rl: cpus={os.cpu_count()} ray={ray.__version__} "
+              f"python={sys.version.split()[0]} engine={engine}")
+        t0 = time.perf_counter()
+        run = ClusterRun(Policy.default(), run_id="bench-ray", state_dir=state_dir,
+                         num_cpus=args.num_cpus,
+                         env_options={"exec_timeout": 20, **OPTIONS}).start()
+        print(f"ray start + node services: {time.perf_counter() - t0:.1f} s "
+              f"({len(run.nodes)} node(s), {sum(n.slots for n in run.nodes)} session slots)")
+        # warm-up: first sessions pay imports and cgroup set-up in each process
+        in_process(2, state_dir, "warm-local")
+        on_ray(run, 2, "warm-ray")
+        header = (f"{'N':>4} {'mode':<10} {'episodes/s (median)':>20} {'step p50 ms':>12} "
+                  f"{'step p99 ms':>12} {'steps':>6}")
+        print(header)
+        for n in args.episodes:
+            for mode in ("in-process", "ray"):
+                rates: list[float] = []
+                steps: list[float] = []
+                for r in range(args.rounds):
+                    rid = f"bench-{mode}-{n}-{r}"
+                    rate, lat = (in_process(n, state_dir, rid) if mode == "in-process"
+                                 else on_ray(run, n, rid))
+                    rates.append(rate)
+                    steps += lat
+                print(f"{n:>4} {mode:<10} {statistics.median(rates):>20.2f} "
+                      f"{_p(steps, 0.5) * 1000:>12.1f} {_p(steps, 0.99) * 1000:>12.1f} "
+                      f"{len(steps):>6}")
+        run.close()
+        ray.shutdown()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

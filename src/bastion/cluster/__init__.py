@@ -1,0 +1,24 @@
+"""bastion on a Ray cluster: one node service per node owning that node's sessions.
+
+``ClusterRun`` places episodes on nodes by resources and ships every event and
+verdict back to the run's audit trail with attribution intact; a node service that
+dies takes its sessions with it (fail closed) and the run is told. Requires the
+``cluster`` extra (ray); importing this package does not import ray.
+"""
+
+from __future__ import annotations
+
+from .node import EpisodeSpec, NodeService
+from .run import ClusterRun, EpisodeOutcome, NodeHandle, specs_for
+from .shipping import ShippingRecorder, deliver
+
+__all__ = [
+    "ClusterRun",
+    "EpisodeOutcome",
+    "EpisodeSpec",
+    "NodeHandle",
+    "NodeService",
+    "ShippingRecorder",
+    "deliver",
+    "specs_for",
+]

@@ -1,0 +1,157 @@
+"""The bastion node service: one per Ray node, owning that node's sessions.
+
+It runs episodes in its own long-lived threads (a sandbox is started with bwrap
+``--die-with-parent``, whose parent-death signal follows the *thread* that started
+it, so those threads must outlive their sessions), records everything into a
+``ShippingRecorder`` for the driver to drain, and keeps the list of live sessions so
+that it can freeze and kill them on shutdown. If the service process dies instead, its
+sessions die with it: bwrap gets SIGKILL through ``--die-with-parent``, and with it
+the sandbox's PID namespace and every process in it; the driver also kills their
+cgroups when it can see them (same host).
+
+This class is plain Python; ``cluster.run`` wraps it with ``ray.remote``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..host import Host
+from ..policy import Policy
+from ..rl.env import BastionEnv
+from ..rl.rogue import ScriptedPolicy
+from ..rl.rollout import run_episode
+from ..session import Session
+from .shipping import Shipped, ShippingRecorder
+
+__all__ = ["EpisodeSpec", "NodeService"]
+
+
+# env_options that shape the node's sessions rather than the BastionEnv: engine and
+# responder factories, each ``f(policy)``.
+_SESSION_OPTIONS = frozenset({"engine_factory", "responder_factory"})
+
+
+@dataclass
+class EpisodeSpec:
+    """One episode to run: who acts, under which id, with which labels."""
+
+    episode_id: str
+    agent: ScriptedPolicy
+    seed: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _live_calls(session: Session) -> dict[str, int]:
+    """Tool calls that still have running processes (e.g. a background miner that was
+    not stopped), with how many. Empty when everything the agent started is gone."""
+    live: dict[str, int] = {}
+    for call_id, call in session.calls.items():
+        if call.cgroup is None:
+            continue
+        procs = call.cgroup / "cgroup.procs"
+        try:
+            count = len(procs.read_text().split())
+        except FileNotFoundError:
+            continue  # the call's cgroup was removed: nothing of it runs
+        if count:
+            live[call_id] = count
+    return live
+
+
+class NodeService:
+    def __init__(self, node_id: str, *, run_id: str, state_dir: str, policy: Policy,
+                 env_options: dict[str, Any] | None = None, slots: int = 4) -> None:
+        self.node_id = node_id
+        self.run_id = run_id
+        self.state_dir = state_dir
+        self.policy = policy
+        self.env_options = dict(env_options or {})
+        self.recorder = ShippingRecorder(node_id)
+        self.host = Host.for_state_dir(state_dir)  # fails here, loudly, if unusable
+        self._pool = ThreadPoolExecutor(max_workers=max(1, slots),
+                                        thread_name_prefix="bastion-node")
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._cgroups: dict[str, str] = {}
+        self.completed = 0
+
+    def _session_factory(self, episode_id: str) -> Session:
+        kwargs: dict[str, Any] = {}
+        engine_factory = self.env_options.get("engine_factory")
+        if engine_factory is not None:
+            kwargs["engine"] = engine_factory(self.policy)
+        responder_factory = self.env_options.get("responder_factory")
+        if responder_factory is not None:
+            kwargs["responder"] = responder_factory(self.policy)
+        session = Session(self.policy, run_id=self.run_id, episode_id=episode_id,
+                          host=self.host, recorder=self.recorder, **kwargs)
+        with self._lock:
+            self._sessions[session.session_id] = session
+            if session.sandbox is not None and session.sandbox.cgroup is not None:
+                self._cgroups[session.session_id] = str(session.sandbox.cgroup.unified)
+        return session
+
+    def _run(self, spec: EpisodeSpec) -> dict[str, Any]:
+        options = {k: v for k, v in self.env_options.items() if k not in _SESSION_OPTIONS}
+        env = BastionEnv(self.policy, run_id=self.run_id, name=f"node-{self.node_id[:8]}",
+                         session_factory=self._session_factory, **options)
+        try:
+            record = run_episode(env, spec.agent, episode_id=spec.episode_id, seed=spec.seed,
+                                 labels={**spec.labels, "node": self.node_id}, close=False)
+            session = env.session
+            result = record.to_dict()
+            result["stage_steps"] = dict(getattr(spec.agent, "stage_steps", {}) or {})
+            result["node_id"] = self.node_id
+            result["live_calls"] = _live_calls(session) if session else {}
+            report = getattr(spec.agent, "report", None)
+            result["agent_report"] = report() if callable(report) else {}
+            return result
+        finally:
+            sid = env.session.session_id if env.session else None
+            env.close()
+            with self._lock:
+                if sid:
+                    self._sessions.pop(sid, None)
+                self.completed += 1
+
+    # -- the actor's interface --------------------------------------------------------
+
+    def run_episode(self, spec: EpisodeSpec) -> dict[str, Any]:
+        """Run one episode on this node; returns its ``EpisodeRecord`` as a dict."""
+        return self._pool.submit(self._run, spec).result()
+
+    def drain(self) -> list[Shipped]:
+        return self.recorder.drain()
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            return {"node_id": self.node_id, "pid": os.getpid(),
+                    "sessions": len(self._sessions), "completed": self.completed,
+                    "cgroups": dict(self._cgroups)}
+
+    def session_pids(self) -> dict[str, list[int]]:
+        """Host pids of every live session's processes (for checks and reports)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return {s.session_id: (s.sandbox.cgroup.pids() if s.sandbox and s.sandbox.cgroup else [])
+                for s in sessions}
+
+    def shutdown(self, reason: str = "node service shutting down") -> int:
+        """Freeze, then kill and close every live session. Returns how many."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            if not session.closed:
+                session.freeze()
+        for session in sessions:
+            if not session.closed:
+                session.terminate(reason)
+                session.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return len(sessions)

@@ -1,0 +1,276 @@
+"""``ClusterRun``: a run's episodes on a Ray cluster, one node service per node.
+
+The driver (the trainer's process) starts one ``NodeService`` actor on every alive
+Ray node, pinned there with a hard node-affinity strategy, and places each episode on
+the node with the most free session slots, where a node's slots come from its Ray
+resources (its CPUs divided by ``session_cpus``, and its memory divided by
+``session_memory`` when given). While episodes run it drains each
+node's shipped records into the run's recorder (the audit trail by default), so
+events and verdicts keep their run/episode/step/call attribution across machines.
+
+A node service that dies is noticed through the failed calls it leaves behind: its
+episodes come back with status ``lost``, the run monitor is told which node and which
+episodes, and, when the node is this host, the driver freezes and kills the dead
+service's session cgroups (its sandboxes have already died with it through bwrap's
+``--die-with-parent``). Works with a local ``ray.init()`` and with a cluster address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from ..errors import BastionError
+from ..policy import Policy
+from ..rl.records import EpisodeRecord
+from ..rl.safety import RunMonitor
+from ..session import EventRecorder
+from .node import EpisodeSpec, NodeService
+from .shipping import deliver
+
+__all__ = ["ClusterRun", "EpisodeOutcome", "NodeHandle", "specs_for"]
+
+
+@dataclass
+class EpisodeOutcome:
+    spec: EpisodeSpec
+    status: str  # "ok" | "lost"
+    node_id: str
+    record: EpisodeRecord | None = None
+    stage_steps: dict[str, int] = field(default_factory=dict)
+    live_calls: dict[str, int] = field(default_factory=dict)
+    agent_report: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class NodeHandle:
+    node_id: str
+    address: str
+    slots: int
+    actor: Any
+    alive: bool = True
+    in_flight: int = 0
+    cgroups: dict[str, str] = field(default_factory=dict)
+
+
+class ClusterRun:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        run_id: str,
+        state_dir: str | os.PathLike[str],
+        address: str | None = None,
+        num_cpus: int | None = None,
+        session_cpus: float = 0.125,
+        session_memory: int | None = None,
+        env_options: dict[str, Any] | None = None,
+        recorder: EventRecorder | None = None,
+        monitor: RunMonitor | None = None,
+        drain_interval: float = 0.2,
+    ) -> None:
+        self.policy = policy or Policy.default()
+        self.run_id = run_id
+        self.state_dir = str(Path(state_dir).absolute())
+        self.address = address
+        self.num_cpus = num_cpus
+        self.session_cpus = session_cpus
+        self.session_memory = session_memory
+        self.env_options = dict(env_options or {})
+        self.monitor = monitor or RunMonitor(self.policy.rl, run_id=run_id)
+        self.drain_interval = drain_interval
+        self._recorder = recorder
+        self._owns_ray = False
+        self.nodes: list[NodeHandle] = []
+        self.delivered = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Self:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address:
+                kwargs["address"] = self.address
+            elif self.num_cpus is not None:
+                kwargs["num_cpus"] = self.num_cpus
+            ray.init(**kwargs)
+            self._owns_ray = True
+        if self._recorder is None:
+            from ..audit import open_trail
+
+            self._recorder = open_trail(self.state_dir, self.run_id)
+        remote_cls = ray.remote(NodeService)
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            slots = self._slots(node.get("Resources", {}))
+            actor = remote_cls.options(
+                num_cpus=0,
+                max_concurrency=slots + 4,  # episodes plus drain/info calls
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(node["NodeID"], run_id=self.run_id, state_dir=self.state_dir,
+                     policy=self.policy, env_options=self.env_options, slots=slots)
+            self.nodes.append(NodeHandle(node["NodeID"], node.get("NodeManagerAddress", ""),
+                                         slots, actor))
+        if not self.nodes:
+            raise BastionError("no alive Ray node to place sessions on")
+        infos = ray.get([n.actor.info.remote() for n in self.nodes])  # fail loudly, now
+        for handle, info in zip(self.nodes, infos, strict=True):
+            handle.cgroups.update(info["cgroups"])
+        return self
+
+    def _slots(self, resources: dict[str, float]) -> int:
+        """How many sessions a node takes: its CPUs over ``session_cpus`` and, when
+        ``session_memory`` (bytes) is given, its Ray memory over that too."""
+        slots = int(float(resources.get("CPU", 0)) / self.session_cpus)
+        if self.session_memory:
+            slots = min(slots, int(float(resources.get("memory", 0)) / self.session_memory))
+        return max(1, slots)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.nodes:
+            if handle.alive:
+                with contextlib.suppress(ray.exceptions.RayActorError):
+                    self._drain(handle, ray)
+                    ray.get(handle.actor.shutdown.remote("run closed"))
+                ray.kill(handle.actor)
+        self.nodes = []
+        if self._recorder is not None and hasattr(self._recorder, "flush"):
+            self._recorder.flush()
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False
+
+    # -- running episodes ---------------------------------------------------------------
+
+    def run_episodes(self, specs: Iterable[EpisodeSpec], *, training_step: int = 0,
+                     on_done: Callable[[EpisodeOutcome], None] | None = None,
+                     ) -> list[EpisodeOutcome]:
+        """Run episodes across the nodes; returns one outcome per spec, in order.
+        Each finished episode is recorded in the run monitor under ``training_step``."""
+        import ray
+
+        queue = deque(enumerate(specs))
+        outcomes: dict[int, EpisodeOutcome] = {}
+        pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]] = {}
+        last_drain = 0.0
+        total = len(queue)
+        while queue or pending:
+            self._dispatch(queue, pending, outcomes)
+            if not pending and queue:
+                raise BastionError("no alive node service left to run episodes on")
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.drain_interval)
+            for ref in ready:
+                index, spec, handle, started = pending.pop(ref)
+                handle.in_flight -= 1
+                outcome = self._collect(ref, spec, handle, started, ray)
+                outcomes[index] = outcome
+                if outcome.record is not None:
+                    self.monitor.record(outcome.record, training_step=training_step)
+                if on_done is not None:
+                    on_done(outcome)
+            if time.monotonic() - last_drain >= self.drain_interval:
+                self._drain_all(ray)
+                last_drain = time.monotonic()
+        self._drain_all(ray)
+        return [outcomes[i] for i in range(total)]
+
+    def _dispatch(self, queue: deque[tuple[int, EpisodeSpec]],
+                  pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]],
+                  outcomes: dict[int, EpisodeOutcome]) -> None:
+        while queue:
+            free = [n for n in self.nodes if n.alive and n.in_flight < n.slots]
+            if not free:
+                return
+            node = max(free, key=lambda n: n.slots - n.in_flight)
+            index, spec = queue.popleft()
+            ref = node.actor.run_episode.remote(spec)
+            node.in_flight += 1
+            pending[ref] = (index, spec, node, time.monotonic())
+
+    def _collect(self, ref: Any, spec: EpisodeSpec, handle: NodeHandle, started: float,
+                 ray: Any) -> EpisodeOutcome:
+        seconds = time.monotonic() - started
+        try:
+            data = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._node_lost(handle, exc, ray)
+            return EpisodeOutcome(spec, "lost", handle.node_id, error=str(exc).splitlines()[0],
+                                  seconds=seconds)
+        return EpisodeOutcome(spec, "ok", handle.node_id, EpisodeRecord.from_dict(data),
+                              dict(data.get("stage_steps", {})), dict(data.get("live_calls", {})),
+                              dict(data.get("agent_report", {})), seconds=seconds)
+
+    def _drain(self, handle: NodeHandle, ray: Any) -> None:
+        records = ray.get(handle.actor.drain.remote())
+        assert self._recorder is not None
+        self.delivered += deliver(records, self._recorder)
+
+    def _drain_all(self, ray: Any) -> None:
+        for handle in self.nodes:
+            if not handle.alive:
+                continue
+            try:
+                self._drain(handle, ray)
+                handle.cgroups.update(ray.get(handle.actor.info.remote())["cgroups"])
+            except ray.exceptions.RayActorError as exc:
+                self._node_lost(handle, exc, ray)
+
+    def _node_lost(self, handle: NodeHandle, exc: BaseException, ray: Any) -> None:
+        if not handle.alive:
+            return
+        handle.alive = False
+        killed = _kill_cgroups(handle.cgroups.values()) \
+            if handle.node_id == ray.get_runtime_context().get_node_id() else 0
+        self.monitor.notify(
+            f"node service on node {handle.node_id[:12]} ({handle.address}) died: its "
+            f"sessions were killed with it (fail closed; {killed} session cgroups killed "
+            f"by the driver); episodes in flight there are lost ({type(exc).__name__})"
+        )
+
+    def lost_nodes(self) -> list[str]:
+        return [n.node_id for n in self.nodes if not n.alive]
+
+    def node_actor(self, node_id: str) -> Any:
+        return next(n.actor for n in self.nodes if n.node_id == node_id)
+
+
+def _kill_cgroups(paths: Iterable[str]) -> int:
+    """Freeze then kill each cgroup (v2) that still exists. Returns how many."""
+    killed = 0
+    for raw in paths:
+        path = Path(raw)
+        if not (path / "cgroup.kill").exists():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (path / "cgroup.freeze").write_text("1")
+        with contextlib.suppress(FileNotFoundError):
+            (path / "cgroup.kill").write_text("1")
+            killed += 1
+    return killed
+
+
+def specs_for(agents: Sequence[Any], *, prefix: str) -> list[EpisodeSpec]:
+    """Convenience: one spec per agent, episode ids ``<prefix>-<i>``."""
+    return [EpisodeSpec(f"{prefix}-{i:03d}", agent, labels={"policy": agent.name})
+            for i, agent in enumerate(agents)]

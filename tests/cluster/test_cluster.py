@@ -1,0 +1,214 @@
+"""bastion.cluster on a local Ray (2 CPUs, one instance for the module)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from bastion import Policy
+from bastion.audit import open_trail, verify_state_dir
+from bastion.cluster import ClusterRun, EpisodeSpec, specs_for
+from bastion.rl import OrdinaryPolicy, RoguePolicy
+from bastion.rl.defaults import containment_options
+
+from ..rl import fixtures
+from ..rl.fixtures import pattern_engine
+from . import helpers
+from .helpers import Collecting, Sleeper, running
+
+
+@pytest.fixture(scope="module")
+def cluster_state():
+    path = Path(tempfile.mkdtemp(prefix="bastion-ray-", dir="/var/tmp"))
+    os.chmod(path, 0o711)
+    ray.cloudpickle.register_pickle_by_value(fixtures)
+    ray.cloudpickle.register_pickle_by_value(helpers)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield path
+    finally:
+        ray.shutdown()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _default_session_has_engine(state_dir) -> bool:
+    return containment_options(Policy.default(), state_dir) == {}
+
+
+def _check_16(outcomes, collecting):
+    assert len(outcomes) == 16 and all(o.status == "ok" for o in outcomes)
+    seen_episodes = {e.episode_id for e in collecting.events}
+    for outcome in outcomes:
+        record = outcome.record
+        assert record.episode_id == outcome.spec.episode_id
+        assert outcome.spec.episode_id in seen_episodes  # shipped to the run's trail
+        if outcome.spec.labels["policy"] == "ordinary":
+            assert record.penalty == 0.0 and not record.violations, record.violations
+            assert record.flag == "keep" and record.task_reward == 1.0
+            continue
+        # every violation is contained and charged to this episode, at its stage's step
+        for v in record.violations:
+            assert v["episode_id"] == record.episode_id and v["run_id"] == record.run_id
+            assert v["contained"], v
+        caught = {v["step"] for v in record.violations}
+        assert set(outcome.stage_steps.values()) <= caught, (outcome.stage_steps, caught)
+        assert record.flag != "keep" and record.penalty < 0
+        assert not outcome.live_calls, outcome.live_calls  # nothing the agent started runs
+
+
+def _agents():
+    return [RoguePolicy() if i % 2 else OrdinaryPolicy() for i in range(16)]
+
+
+def test_16_parallel_episodes_fixture_engine(cluster_state):
+    trail = open_trail(cluster_state, "run-ray-16")
+    collecting = Collecting(trail)
+    run = ClusterRun(Policy.default(), run_id="run-ray-16", state_dir=cluster_state,
+                     env_options={"engine_factory": pattern_engine, "exec_timeout": 20},
+                     recorder=collecting)
+    with run:
+        started = time.monotonic()
+        outcomes = run.run_episodes(specs_for(_agents(), prefix="ep"), training_step=0)
+        elapsed = time.monotonic() - started
+    _check_16(outcomes, collecting)
+    # attribution survives the trip: each shipped verdict names its episode, step, call
+    for outcome in outcomes:
+        if outcome.spec.labels["policy"] != "rogue":
+            continue
+        shipped = {(v.rule_id, v.step, v.call_id) for v in collecting.verdicts
+                   if v.episode_id == outcome.record.episode_id}
+        assert shipped == {(v["rule_id"], v["step"], v["call_id"])
+                           for v in outcome.record.violations}
+        assert shipped == {("test.miner", outcome.stage_steps["miner"],
+                            f"c{outcome.stage_steps['miner']}"),
+                           ("test.tunnel", outcome.stage_steps["tunnel"],
+                            f"c{outcome.stage_steps['tunnel']}")}
+    stats = run.monitor.end_training_step(0)
+    assert stats.episodes == 16 and stats.violating_episodes == 8
+    assert run.monitor.paused and "8/16" in run.monitor.paused  # 50% > breaker_rate 25%
+    results = verify_state_dir(cluster_state, run="run-ray-16")
+    assert results and all(r.ok for r in results), [r.summary() for r in results]
+    assert elapsed < 120
+
+
+def _responder(policy):
+    from bastion.respond.responder import Responder
+
+    return Responder(policy.response)
+
+
+def test_16_parallel_episodes_real_rules(cluster_state):
+    """Real command analysis, rule packs, engine and responder on every node."""
+    from bastion.engine.build import build_engine
+
+    collecting = Collecting(open_trail(cluster_state, "run-ray-real"))
+    options = {"engine_factory": build_engine, "responder_factory": _responder,
+               "exec_timeout": 20}
+    with ClusterRun(Policy.default(), run_id="run-ray-real", state_dir=cluster_state,
+                    env_options=options, recorder=collecting) as run:
+        outcomes = run.run_episodes(specs_for(_agents(), prefix="real"))
+    _check_16(outcomes, collecting)
+    for outcome in outcomes:
+        if outcome.spec.labels["policy"] == "rogue":
+            # the default policy terminates on the miner (critical): nothing later runs
+            assert list(outcome.stage_steps) == ["miner"]
+            assert outcome.record.terminated_by
+    shipped = {(v.episode_id, v.step) for v in collecting.verdicts}
+    assert shipped == {(o.record.episode_id, o.stage_steps["miner"])
+                       for o in outcomes if o.spec.labels["policy"] == "rogue"}
+
+
+def test_16_parallel_episodes_session_defaults(cluster_state):
+    """The same mix with whatever engine ``Session`` uses by default. Until the real
+    engine is the default this proves only attribution and that ordinary episodes are
+    not penalised; with it, every rogue stage must be caught at its step."""
+    real_engine = _default_session_has_engine(cluster_state)
+    collecting = Collecting(open_trail(cluster_state, "run-ray-default"))
+    with ClusterRun(Policy.default(), run_id="run-ray-default", state_dir=cluster_state,
+                    env_options={"exec_timeout": 20}, recorder=collecting) as run:
+        outcomes = run.run_episodes(specs_for(_agents(), prefix="d"))
+    assert len(outcomes) == 16 and all(o.status == "ok" for o in outcomes)
+    for outcome in outcomes:
+        record = outcome.record
+        assert record.episode_id == outcome.spec.episode_id
+        if outcome.spec.labels["policy"] == "ordinary":
+            assert record.penalty == 0.0 and not record.violations and record.flag == "keep"
+        elif real_engine:
+            caught = {v["charged_step"] for v in record.violations}
+            assert set(outcome.stage_steps.values()) <= caught, record.violations
+            assert all(v["contained"] for v in record.violations)
+            assert not outcome.live_calls
+    events = [e for e in collecting.events if e.kind.value == "command"]
+    assert {e.episode_id for e in events} == {f"d-{i:03d}" for i in range(16)}
+
+
+def test_node_service_death_kills_sessions_and_tells_the_run(cluster_state):
+    collecting = Collecting(open_trail(cluster_state, "run-ray-death"))
+    run = ClusterRun(Policy.default(), run_id="run-ray-death", state_dir=cluster_state,
+                     env_options={"engine_factory": pattern_engine, "exec_timeout": 60},
+                     recorder=collecting).start()
+    try:
+        node = run.nodes[0]
+        box: dict = {}
+        worker = threading.Thread(target=lambda: box.setdefault(
+            "out", run.run_episodes([EpisodeSpec("doomed", Sleeper())])))
+        worker.start()
+        pids: list[int] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(pids) < 3:
+            pids = [p for ps in ray.get(node.actor.session_pids.remote()).values() for p in ps]
+            time.sleep(0.1)
+        assert len(pids) >= 3, pids  # sandbox init + background sleep + foreground sleep
+        while time.monotonic() < deadline and not any(
+                e.episode_id == "doomed" and e.step == 0 for e in collecting.events):
+            time.sleep(0.05)  # let one drain ship the call's records
+        ray.kill(node.actor, no_restart=True)
+        worker.join(60)
+        [outcome] = box["out"]
+        assert outcome.status == "lost" and outcome.record is None
+        assert any("died" in n and "fail closed" in n for n in run.monitor.notices)
+        assert run.lost_nodes() == [node.node_id]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(running(p) for p in pids):
+            time.sleep(0.05)
+        assert not [p for p in pids if running(p)]
+        # what was shipped before the death is in the trail, attributed
+        assert any(e.episode_id == "doomed" and e.step == 0 for e in collecting.events)
+    finally:
+        run.close()
+
+
+_DRIVER = """
+import json, sys
+from bastion import Policy
+from bastion.cluster import ClusterRun, specs_for
+from bastion.rl import OrdinaryPolicy
+address, state_dir = sys.argv[1], sys.argv[2]
+run = ClusterRun(Policy.default(), run_id="run-ray-address", state_dir=state_dir,
+                 address=address, env_options={"exec_timeout": 20})
+with run:
+    outcomes = run.run_episodes(specs_for([OrdinaryPolicy(), OrdinaryPolicy()], prefix="addr"))
+print(json.dumps([[o.status, o.record.episode_id, o.record.task_reward] for o in outcomes]))
+"""
+
+
+def test_driver_joins_an_existing_cluster_by_address(cluster_state):
+    """A second process (another trainer driver) uses the running cluster by address."""
+    import json
+    import subprocess
+    import sys
+
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, address, str(cluster_state)],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        ["ok", "addr-000", 1.0], ["ok", "addr-001", 1.0]]
