@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import analyze_command
+from .audit import TrailConfig, open_trail
 from .errors import BastionError, InternalError, SessionBroken, SessionClosed
 from .events import Action, Event, EventKind, Verdict
 from .gateway import NetworkAttachment, attach_network
@@ -58,12 +59,16 @@ def _shell(rootfs: str) -> str:
 
 
 class EventRecorder(Protocol):
-    """The audit trail as the session sees it. Raising from either method stops the
+    """The audit trail as the session sees it. Raising from any method stops the
     session: an event that cannot be recorded must not be acted upon."""
 
-    def append_event(self, event: Event) -> None: ...
+    def append_event(self, event: Event) -> object: ...
 
-    def append_verdict(self, verdict: Verdict) -> None: ...
+    def append_verdict(self, verdict: Verdict) -> object: ...
+
+    # Optional, used when present (the audit trail has both):
+    #   append_policy(policy, *, episode_id) -- store the policy text once per hash
+    #   flush(*, checkpoint=False)           -- return once everything so far is durable
 
 
 class Engine(Protocol):
@@ -127,7 +132,10 @@ class Session:
         self.episode_id = episode_id or self.session_id
         self.lab = lab
         self.host = host or Host.for_state_dir(state_dir)
-        self._recorder = recorder
+        # Appends are queued and group-committed; exec() flushes before a command runs,
+        # so nothing the agent does can precede the durable record of what it asked.
+        self._recorder: EventRecorder = recorder or open_trail(
+            self.host.state.root, self.run_id, config=TrailConfig(durable_appends=False))
         self._engine = engine
         self._responder = responder
         self._lock = threading.RLock()
@@ -158,6 +166,8 @@ class Session:
             )
             self.sandbox.start()
             self.host.register(self)
+            if hasattr(self._recorder, "append_policy"):
+                self._recorder.append_policy(policy, episode_id=self.episode_id)
             self._lifecycle("created", policy=policy.name, policy_hash=policy.hash,
                             unenforced=",".join(self.host.unenforced_limits()))
         except BaseException:
@@ -242,8 +252,7 @@ class Session:
 
     def _ingest(self, event: Event) -> list[Verdict]:
         self.events.append(event)
-        if self._recorder is not None:
-            self._recorder.append_event(event)
+        self._recorder.append_event(event)
         if self._engine is None:
             return []
         verdicts = self._engine.evaluate(event)
@@ -253,13 +262,11 @@ class Session:
             if self._responder is not None:
                 verdict, actions = self._responder.respond(verdict, self)
             self.verdicts.append(verdict)
-            if self._recorder is not None:
-                self._recorder.append_verdict(verdict)
+            self._recorder.append_verdict(verdict)
             self._charge(verdict)
             for action_event in actions:
                 self.events.append(action_event)
-                if self._recorder is not None:
-                    self._recorder.append_event(action_event)
+                self._recorder.append_event(action_event)
             taken.append(verdict)
         return taken
 
@@ -275,6 +282,11 @@ class Session:
 
     def _lifecycle(self, state: str, call: _Call | None = None, **fields: Any) -> None:
         self.ingest(self.event(EventKind.LIFECYCLE, call=call, **{"life.state": state}, **fields))
+
+    def _flush_audit(self, *, checkpoint: bool = False) -> None:
+        flush = getattr(self._recorder, "flush", None)
+        if flush is not None:
+            flush(checkpoint=checkpoint)
 
     def _fail_closed(self, reason: str) -> None:
         """Stop the agent: kill everything and refuse further calls."""
@@ -340,6 +352,11 @@ class Session:
         if refused or self._ended:
             return self._denied(call, refused, late)
 
+        try:
+            self._flush_audit()
+        except BastionError as exc:
+            self._fail_closed(f"{type(exc).__name__}: {exc}")
+            raise SessionBroken(self._ended or str(exc)) from exc
         env_full = {**_DEFAULT_ENV, **self.policy.sandbox.env, **(env or {})}
         data = stdin.encode() if isinstance(stdin, str) else stdin
         oom_before = self.sandbox.cgroup.oom_kills() if self.sandbox and self.sandbox.cgroup else 0
@@ -436,6 +453,13 @@ class Session:
         )
 
     def _denied(self, call: _Call, refused: list[Verdict], late: list[Verdict]) -> ExecResult:
+        result = self._refusal(call, refused, late)
+        with contextlib.suppress(BastionError):
+            self._lifecycle("call_end", call, **{"proc.exit_code": result.exit_code,
+                                                 "outcome": result.outcome.value})
+        return result
+
+    def _refusal(self, call: _Call, refused: list[Verdict], late: list[Verdict]) -> ExecResult:
         if refused:
             worst = max(refused, key=lambda v: v.severity)
             reason = (f"bastion denied this command ({worst.rule_id}, {worst.severity}): "
@@ -534,6 +558,7 @@ class Session:
         try:
             with contextlib.suppress(BastionError):
                 self._lifecycle("closing")
+                self._flush_audit(checkpoint=True)  # the episode ends on a checkpoint
         finally:
             self._closed = True
             with contextlib.suppress(Exception):

@@ -1,8 +1,10 @@
 """Record encoding and the hash chain (RFC 6962-style domain separation).
 
 A record is stored as the exact bytes that are hashed: canonical JSON whose first key
-is ``seq`` and whose remaining keys are sorted (compact separators, UTF-8, NaN
-rejected). Putting ``seq`` first lets producers serialise a record before its position
+is ``seq`` and whose remaining keys are sorted (compact separators, UTF-8; orjson,
+which writes NaN and infinities as null and refuses integers beyond 64 bits). The
+verifier never re-encodes: it hashes the stored bytes, so the encoder's exact output
+only has to be deterministic, not reproducible by other implementations. Putting ``seq`` first lets producers serialise a record before its position
 is known (the writer assigns ``seq`` inside the commit transaction, which keeps several
 writer processes on one run consistent) and lets the verifier read a record's claimed
 position without parsing the whole body when it diagnoses reordering or insertion.
@@ -19,10 +21,11 @@ chain to its run and signing key, so a chain cannot be transplanted to another r
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 __all__ = [
     "FORMAT",
@@ -37,9 +40,7 @@ __all__ = [
 FORMAT = "bastion-audit/1"
 
 _sha256 = hashlib.sha256
-_encoder = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
+_OPTIONS = orjson.OPT_SORT_KEYS
 _SEQ_RE = re.compile(rb'^\{"seq":(\d{1,19})[,}]')
 
 
@@ -47,7 +48,10 @@ def encode_rest(record: Mapping[str, Any]) -> bytes:
     """Canonical JSON of a record without its ``seq`` (what producers can do early)."""
     if "seq" in record:
         raise ValueError("the writer assigns seq")
-    return _encoder.encode(record).encode()
+    try:
+        return orjson.dumps(record, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def encode_body(seq: int, rest: bytes) -> bytes:

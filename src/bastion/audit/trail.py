@@ -13,11 +13,14 @@ Two ways to append:
     threads appending at once share a commit, so latency stays one fsync.
   * ``submit_*``: return a ``Ticket`` at once; ``Ticket.wait()`` or ``flush()``
     acknowledges. This is the high-throughput path (benchmarks, bulk import).
+    ``TrailConfig(durable_appends=False)`` makes ``append_*`` behave like this too,
+    for producers that cannot afford an fsync per event.
 
 Fail closed: the first failed commit or checkpoint export (disk full, database locked,
-I/O error, an unencodable value) raises ``AuditError`` to every producer of that batch
-and makes the trail refuse all further appends. Nothing is dropped silently: a record
-is either acknowledged or its producer gets an exception.
+I/O error) raises ``AuditError`` to every producer of that batch and makes the trail
+refuse all further appends; a record that cannot be encoded is refused to its producer
+before it is queued. Nothing is dropped silently: a record is either acknowledged or
+its producer (or, with queued appends, the next append) gets an exception.
 
 Checkpoints are signed every ``checkpoint_every`` records, every
 ``checkpoint_interval`` seconds while records arrive, at each episode end (a
@@ -36,7 +39,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..events import Event, EventKind, Verdict
 from ..state import StateDir
@@ -44,7 +47,7 @@ from .chain import encode_body, encode_rest, genesis_head
 from .checkpoint import Checkpoint, origin_for
 from .errors import AuditError
 from .keys import RunKey
-from .sinks import CheckpointSink, DirectorySink
+from .sinks import CheckpointSink, DirectorySink, HttpSink
 from .store import connect, db_path, run_stem
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "Ticket",
     "TrailConfig",
     "TrailStatistics",
+    "default_sinks",
     "open_trail",
     "record_type",
 ]
@@ -69,6 +73,10 @@ class TrailConfig:
     checkpoint_interval: float = 10.0  # seconds (only while records arrive)
     busy_timeout_ms: int = 5_000  # how long to wait for another writer's lock
     wait_timeout: float = 60.0  # how long a producer waits for its commit
+    # True: append_* return once the record is durable. False: they return once it is
+    # queued (lower latency); a failed commit then fails the trail, and the *next*
+    # append or flush raises, so a session still stops at its next event.
+    durable_appends: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class TrailStatistics:
 
 
 class _Batch:
-    __slots__ = ("done", "first_seq", "error")
+    __slots__ = ("done", "error", "first_seq")
 
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -90,14 +98,16 @@ class _Batch:
 
 
 class Ticket:
-    """A queued record; ``wait()`` returns its position once it is durable."""
+    """Queued records (``count`` of them, consecutive); ``wait()`` returns the position
+    of the first once all are durable."""
 
-    __slots__ = ("_batch", "_index", "_timeout")
+    __slots__ = ("_batch", "_index", "_timeout", "count")
 
-    def __init__(self, batch: _Batch, index: int, timeout: float) -> None:
+    def __init__(self, batch: _Batch, index: int, timeout: float, count: int = 1) -> None:
         self._batch = batch
         self._index = index
         self._timeout = timeout
+        self.count = count
 
     @property
     def done(self) -> bool:
@@ -113,6 +123,30 @@ class Ticket:
 
 # (type, episode_id, canonical rest, episode end?, policy hash or None)
 _Item = tuple[str, "str | None", bytes, bool, "str | None"]
+
+
+def _event_data(event: Event) -> dict[str, Any]:
+    """``event.to_dict()`` without its recursive copy of ``fields``: the encoder takes
+    plain JSON values, tuples and enums as they are. Fields it refuses (bytes, sets,
+    non-string keys) make ``_event_item`` fall back to ``to_dict()``'s conversion."""
+    return {
+        "id": event.id, "kind": event.kind.value, "session_id": event.session_id,
+        "run_id": event.run_id, "episode_id": event.episode_id, "step": event.step,
+        "call_id": event.call_id, "pid": event.pid, "ppid": event.ppid,
+        "ancestry": event.ancestry, "ts": event.ts, "wall": event.wall,
+        "fields": event.fields,
+    }
+
+
+def default_sinks(state: StateDir) -> list[CheckpointSink]:
+    """The directory sink (``BASTION_CHECKPOINT_DIR``, default ``<state>/checkpoints``)
+    plus an HTTP sink when ``BASTION_CHECKPOINT_URL`` is set."""
+    directory = os.environ.get("BASTION_CHECKPOINT_DIR") or state.checkpoints
+    sinks: list[CheckpointSink] = [DirectorySink(directory)]
+    url = os.environ.get("BASTION_CHECKPOINT_URL")
+    if url:
+        sinks.append(HttpSink(url))
+    return sinks
 
 
 def record_type(event: Event) -> str:
@@ -143,7 +177,7 @@ class AuditTrail:
         self.path: Path = db_path(self.state.audit, run_id)
         self.config = config or TrailConfig()
         self.sinks: list[CheckpointSink] = (
-            list(sinks) if sinks is not None else [DirectorySink(self.state.checkpoints)]
+            list(sinks) if sinks is not None else default_sinks(self.state)
         )
         self.key = RunKey.load_or_create(self.state.keys, self.stem)
         self.genesis = genesis_head(run_id, self.key.public)
@@ -152,6 +186,7 @@ class AuditTrail:
         self._cond = threading.Condition()
         self._queue: list[_Item] = []
         self._batch = _Batch()
+        self._inflight: _Batch | None = None  # swapped out, being committed
         self._force_checkpoint = False
         self._closing = False
         self._closed = False
@@ -212,19 +247,15 @@ class AuditTrail:
 
     # -- producers --------------------------------------------------------------------
 
-    def _encode(self, type_: str, data: dict[str, Any], *, episode_id: str | None,
-                session_id: str | None, step: int | None, call_id: str | None,
-                wall: float) -> bytes:
+    def _encode(self, type_: str, data: dict[str, Any]) -> bytes:
+        """A record is ``{"seq", "type", "data"}``; events and verdicts carry their own
+        attribution (run, episode, step, call) inside ``data``."""
         try:
-            return encode_rest({
-                "type": type_, "run_id": self.run_id, "episode_id": episode_id,
-                "session_id": session_id, "step": step, "call_id": call_id,
-                "wall": wall, "data": data,
-            })
+            return encode_rest({"type": type_, "data": data})
         except (TypeError, ValueError) as exc:
             raise AuditError(f"cannot encode a {type_} record for the audit trail: {exc}") from exc
 
-    def _submit(self, items: Iterable[_Item]) -> list[Ticket]:
+    def _submit(self, items: Sequence[_Item]) -> Ticket:
         if self._pid != os.getpid():
             raise AuditError("an audit trail cannot be used across fork(); open one per process")
         with self._cond:
@@ -233,54 +264,51 @@ class AuditTrail:
                                  f"{self._failure}")
             if self._closing:
                 raise AuditError("the audit trail is closed")
-            batch = self._batch
-            start = len(self._queue)
+            ticket = Ticket(self._batch, len(self._queue), self.config.wait_timeout, len(items))
             self._queue.extend(items)
-            tickets = [Ticket(batch, i, self.config.wait_timeout)
-                       for i in range(start, len(self._queue))]
             self._cond.notify()
-        return tickets
+        return ticket
 
     def _event_item(self, event: Event) -> _Item:
         type_ = record_type(event)
-        rest = self._encode(type_, event.to_dict(), episode_id=event.episode_id,
-                            session_id=event.session_id, step=event.step,
-                            call_id=event.call_id, wall=event.wall)
+        try:
+            rest = encode_rest({"type": type_, "data": _event_data(event)})
+        except (TypeError, ValueError):
+            rest = self._encode(type_, event.to_dict())
         end = type_ == "lifecycle" and event.fields.get("life.state") in EPISODE_END_STATES
         return (type_, event.episode_id or None, rest, end, None)
 
     def _verdict_item(self, verdict: Verdict) -> _Item:
-        rest = self._encode("verdict", verdict.to_dict(), episode_id=verdict.episode_id,
-                            session_id=verdict.session_id, step=verdict.step,
-                            call_id=verdict.call_id, wall=verdict.wall)
+        rest = self._encode("verdict", verdict.to_dict())
         return ("verdict", verdict.episode_id or None, rest, False, None)
 
     def submit_event(self, event: Event) -> Ticket:
-        return self._submit([self._event_item(event)])[0]
+        return self._submit([self._event_item(event)])
 
     def submit_verdict(self, verdict: Verdict) -> Ticket:
-        return self._submit([self._verdict_item(verdict)])[0]
+        return self._submit([self._verdict_item(verdict)])
 
-    def submit_events(self, events: Iterable[Event]) -> list[Ticket]:
+    def submit_events(self, events: Iterable[Event]) -> Ticket:
+        """Queue many events as consecutive records; one ticket for all of them."""
         return self._submit([self._event_item(e) for e in events])
 
-    def submit_records(self, type_: str, records: Iterable[dict[str, Any]]) -> list[Ticket]:
-        """Append arbitrary JSON records of one type (bulk import, benchmarks)."""
-        now = time.time()
-        items = [(type_, r.get("episode_id"),
-                  self._encode(type_, r, episode_id=r.get("episode_id"),
-                               session_id=r.get("session_id"), step=r.get("step"),
-                               call_id=r.get("call_id"), wall=now), False, None)
+    def submit_records(self, type_: str, records: Iterable[dict[str, Any]]) -> Ticket:
+        """Queue arbitrary JSON records of one type as consecutive records (bulk import,
+        benchmarks); one ticket for all of them."""
+        items = [(type_, r.get("episode_id"), self._encode(type_, r), False, None)
                  for r in records]
         return self._submit(items)
 
-    def append_event(self, event: Event) -> int:
+    def append_event(self, event: Event) -> int | None:
         """Record an event (any kind; lifecycle and action events get their own record
-        types) and return its position once durable. Raises AuditError."""
-        return self.submit_event(event).wait()
+        types) and return its position once durable (None when ``durable_appends`` is
+        off). Raises AuditError."""
+        ticket = self.submit_event(event)
+        return ticket.wait() if self.config.durable_appends else None
 
-    def append_verdict(self, verdict: Verdict) -> int:
-        return self.submit_verdict(verdict).wait()
+    def append_verdict(self, verdict: Verdict) -> int | None:
+        ticket = self.submit_verdict(verdict)
+        return ticket.wait() if self.config.durable_appends else None
 
     def append_policy(self, policy: Any, *, episode_id: str | None = None) -> int | None:
         """Store a policy's text and hash, once per hash per run. Returns the position of
@@ -290,11 +318,11 @@ class AuditTrail:
             if digest in self._policies:
                 return None
             self._policies.add(digest)
-        data = {"hash": digest, "name": str(policy.name), "text": policy.to_yaml()}
-        rest = self._encode("policy", data, episode_id=episode_id, session_id=None,
-                            step=None, call_id=None, wall=time.time())
+        data = {"hash": digest, "name": str(policy.name), "text": policy.to_yaml(),
+                "run_id": self.run_id, "episode_id": episode_id, "wall": time.time()}
+        rest = self._encode("policy", data)
         try:
-            return self._submit([("policy", episode_id, rest, False, digest)])[0].wait()
+            return self._submit([("policy", episode_id, rest, False, digest)]).wait()
         except AuditError:
             with self._cond:
                 self._policies.discard(digest)
@@ -312,7 +340,9 @@ class AuditTrail:
             if checkpoint:
                 self._force_checkpoint = True
             elif not self._queue:
-                return self._size
+                if self._inflight is None:
+                    return self._size
+                batch = self._inflight
             self._cond.notify()
         Ticket(batch, 0, self.config.wait_timeout).wait()
         return self._size
@@ -347,7 +377,7 @@ class AuditTrail:
                 self._conn.close()
         _forget(self)
 
-    def __enter__(self) -> AuditTrail:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -374,30 +404,33 @@ class AuditTrail:
                     self._cond.wait(wait)
                 items, batch = self._queue, self._batch
                 self._queue, self._batch = [], _Batch()
+                self._inflight = batch
                 force, self._force_checkpoint = self._force_checkpoint, False
                 closing = self._closing
                 failed = self._failure
             if failed is not None:
                 batch.error = failed
             else:
-                self._process(items, batch, force or closing)
+                self._process(items, batch, force, closing)
+            with self._cond:
+                self._inflight = None
             batch.done.set()
             if closing:
                 with self._cond:
                     if not self._queue:
                         return
 
-    def _process(self, items: list[_Item], batch: _Batch, force: bool) -> None:
+    def _process(self, items: list[_Item], batch: _Batch, force: bool, closing: bool) -> None:
         try:
             if items:
                 batch.first_seq = self._commit(items)
-            if (force or any(item[3] for item in items) or self._due_by_time()
-                    or self._since_checkpoint >= self.config.checkpoint_every):
-                if self._since_checkpoint > 0 or force:
-                    self._checkpoint()
+            due = (closing or any(item[3] for item in items) or self._due_by_time()
+                   or self._since_checkpoint >= self.config.checkpoint_every)
+            if force or (due and self._since_checkpoint > 0):
+                self._checkpoint()
         except AuditError as exc:
             self._fail(exc, batch)
-        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure fails the trail, closed
             lost = f"{len(items)} record(s) not recorded" if batch.first_seq < 0 else \
                 "records committed but their checkpoint failed"
             self._fail(AuditError(f"audit append failed ({lost}): {exc}"), batch)
@@ -487,10 +520,21 @@ def open_trail(
     """The process's trail for ``run_id`` in ``state_dir`` (opened on first use).
 
     Every session of a run in this process shares one trail, hence one writer thread
-    and one group commit. Trails are flushed, checkpointed and closed at exit.
+    and one group commit. Trails are flushed, checkpointed and closed at exit. A trail
+    that failed stays failed (every session using it was stopped); the next call opens
+    a fresh one, which resumes the chain if the cause (a full disk, a lock) is gone.
     """
     root = StateDir.resolve(state_dir).root
     key = (os.getpid(), root, run_id)
+    with _TRAILS_LOCK:
+        trail = _TRAILS.get(key)
+        if trail is not None and trail.failed is not None:
+            stale, trail = trail, None
+            del _TRAILS[key]
+        else:
+            stale = None
+    if stale is not None:
+        stale.close()
     with _TRAILS_LOCK:
         trail = _TRAILS.get(key)
         if trail is None or trail._closing:
@@ -510,7 +554,4 @@ def _close_all() -> None:
     with _TRAILS_LOCK:
         trails = [t for k, t in _TRAILS.items() if k[0] == os.getpid()]
     for trail in trails:
-        try:
-            trail.close()
-        except AuditError:
-            pass  # exit path: the failure was already raised to the producers
+        trail.close()
