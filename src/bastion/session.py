@@ -352,11 +352,6 @@ class Session:
         if refused or self._ended:
             return self._denied(call, refused, late)
 
-        try:
-            self._flush_audit()
-        except BastionError as exc:
-            self._fail_closed(f"{type(exc).__name__}: {exc}")
-            raise SessionBroken(self._ended or str(exc)) from exc
         env_full = {**_DEFAULT_ENV, **self.policy.sandbox.env, **(env or {})}
         data = stdin.encode() if isinstance(stdin, str) else stdin
         oom_before = self.sandbox.cgroup.oom_kills() if self.sandbox and self.sandbox.cgroup else 0
@@ -404,10 +399,18 @@ class Session:
             raise InternalError(f"command analysis failed on {command!r}") from exc
 
     def _started(self, call: _Call, handle: CallHandle) -> None:
+        """The call's process exists, sits in its cgroup and waits for our go."""
         call.cgroup = handle.cgroup
         call.host_pid = handle.host_pid
         with self._lock:
             self._calls_by_cgroup[handle.cgroup.name] = call
+        # Nothing the agent asked for runs before it is durably recorded. The group
+        # commit started when the records were queued, so this wait overlaps the fork.
+        try:
+            self._flush_audit()
+        except BastionError as exc:
+            self._fail_closed(f"{type(exc).__name__}: {exc}")
+            raise SessionBroken(self._ended or str(exc)) from exc
 
     def _result(self, call: _Call, raw: RawResult, oom: bool, late: list[Verdict]) -> ExecResult:
         status = raw.status
