@@ -4,9 +4,12 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := bubblewrap iproute2 nftables openssh-client openssh-server libseccomp2 \
+APT_PACKAGES := bubblewrap iproute2 nftables openssh-client openssh-server autossh libseccomp2 \
 	python3 python3-venv python3-dev gcc curl socat netcat-openbsd dnsutils procps \
 	chromium ca-certificates openssl
+# The gateway benchmark compares against proxy.py and mitmproxy, kept out of the project's
+# virtualenv because mitmproxy pins its own cryptography.
+BENCH_VENV ?= /var/tmp/bastion-bench-venv
 STAMP := $(VENV)/.bootstrap-stamp
 
 .PHONY: bootstrap demo test bench clean lint
@@ -25,6 +28,8 @@ test: bootstrap
 	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
 
 bench: bootstrap
+	test -x $(BENCH_VENV)/bin/mitmdump || (python3 -m venv $(BENCH_VENV) && \
+		$(BENCH_VENV)/bin/pip install -q proxy.py mitmproxy)
 	$(PY) benchmarks/run_all.py
 
 lint: bootstrap

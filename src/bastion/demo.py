@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .events import Verdict
+from .lab.demo import chapter_network
 from .policy import Policy
 from .results import ExecResult
 from .session import Session
@@ -134,6 +135,7 @@ def chapter_training(console: Console, state_dir: str | None) -> int:
 # Chapters run in order; each returns 0 when everything it showed behaved as claimed.
 CHAPTERS: list[Callable[[Console, str | None], int]] = [
     chapter_containment,
+    chapter_network,
     chapter_training,
 ]
 

@@ -35,5 +35,8 @@ def cleanup(
                           f"({', '.join(parts)})")
         if not dry_run:
             remove_leftovers(host.state, host.cgroups, leftovers)
+            from ..gateway.plumbing import cleanup_stale
+
+            console.print(f"{cleanup_stale()} dead gateway slot(s) cleared")
         console.print(f"{len(leftovers)} leftover session(s)"
                       + (" found" if dry_run else " removed"))

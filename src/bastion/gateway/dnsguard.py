@@ -13,10 +13,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.dns import DNSError
 
-__all__ = ["Query", "TunnelMeter", "answers_of", "parse_query", "refusal"]
+__all__ = ["Query", "TunnelMeter", "answers_of", "clean_query", "parse_query", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def parse_query(data: bytes) -> Query | None:
         record = DNSRecord.parse(data)
     except (DNSError, ValueError, IndexError, KeyError, UnicodeError, TypeError):
         return None
-    except Exception:  # dnslib raises bare exceptions on some truncations
+    except Exception:  # noqa: BLE001 - dnslib raises bare exceptions on hostile input
         return None
     if record.header.qr != 0 or record.header.opcode != 0 or len(record.questions) != 1:
         return None
@@ -40,9 +40,18 @@ def parse_query(data: bytes) -> Query | None:
     try:
         name = str(question.qname).rstrip(".").lower()
         qtype = QTYPE.get(question.qtype, str(question.qtype))
-    except Exception:
+    except Exception:  # noqa: BLE001 - same: untrusted bytes, any failure means "not a query"
         return None
     return Query(record, name, str(qtype))
+
+
+def clean_query(query: Query) -> bytes:
+    """The question alone, rebuilt: what is forwarded upstream for an allowed name, so
+    nothing else the sandbox packed into the packet (extra sections, EDNS options,
+    flags) ever leaves."""
+    question = query.record.q
+    return DNSRecord(DNSHeader(id=query.record.header.id, rd=1),
+                     q=DNSQuestion(question.qname, question.qtype, question.qclass)).pack()
 
 
 def refusal(query: Query, rcode: int = RCODE.NXDOMAIN) -> bytes:
@@ -57,7 +66,7 @@ def answers_of(data: bytes) -> list[str]:
     """The answer data of a reply packet, as strings (addresses for A/AAAA)."""
     try:
         reply = DNSRecord.parse(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unparsable upstream reply has no answers
         return []
     return [str(rr.rdata) for rr in reply.rr]
 

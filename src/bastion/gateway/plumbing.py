@@ -2,12 +2,12 @@
 
 Addressing (all link-local, all created by bastion, none routable):
 
-* the gateway listens on ``169.254.0.1`` (``GATEWAY_IP``) on a dummy interface
-  ``bstgw0`` in the host namespace, one TCP port and one UDP (DNS) port per process;
+* the gateway listens on ``169.254.0.1`` (``GATEWAY_IP``) on an interface ``bstgw0``
+  (one end of a veth pair whose other end goes nowhere) in the host namespace, one TCP port and one UDP (DNS) port per process;
 * each gateway process claims a *slot* N (1..46, a lock file under /run/bastion-gw)
   and gives its sessions /32 addresses from 169.254.(64+4N-4).0/22, skipping the
   169.254.169.0/24 block that holds the cloud metadata address;
-* a session's veth pair is ``bstNN-<idx>`` on the host side (no address, a /32 route
+* a session's veth pair is ``bstNN-<serial>`` on the host side (no address, a /32 route
   to the session) and ``eth0`` inside the session (its /32, default route via the
   gateway address).
 
@@ -27,7 +27,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import itertools
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +39,26 @@ from pyroute2 import IPRoute
 from ..errors import SandboxUnavailable
 from .netns import create_netns, inside, nft, remove_netns
 
-__all__ = ["DROP_COUNTERS", "GATEWAY_IF", "GATEWAY_IP", "Slot", "SessionLink",
-           "claim_slot", "ensure_gateway_interface", "host_table", "session_table"]
+__all__ = [
+    "DROP_COUNTERS",
+    "GATEWAY_IF",
+    "GATEWAY_IP",
+    "SLOT_SIZE",
+    "SessionLink",
+    "Slot",
+    "claim_slot",
+    "cleanup_stale",
+    "ensure_gateway_interface",
+    "host_table",
+    "session_table",
+]
 
 GATEWAY_IP = "169.254.0.1"
 GATEWAY_IF = "bstgw0"
 SLOT_DIR = Path("/run/bastion-gw")
 _SLOTS = [n for n in range(1, 48) if not (64 + 4 * (n - 1) <= 169 < 64 + 4 * n)]
+_serial = itertools.count()
+SLOT_SIZE = 4 * 256 - 2  # session addresses per slot (a /22 less two)
 DROP_COUNTERS = ("drop_udp", "drop_icmp", "drop_ip6", "drop_other")
 
 
@@ -62,10 +78,16 @@ class Slot:
         return f"bst_gw_{self.number:02d}"
 
     def address(self, index: int) -> str:
-        if not 0 <= index < 4 * 256 - 2:
+        if not 0 <= index < SLOT_SIZE:
             raise SandboxUnavailable("no free session address in this gateway slot")
         base = int(ipaddress.IPv4Address(f"169.254.{64 + 4 * (self.number - 1)}.0"))
         return str(ipaddress.IPv4Address(base + index + 1))
+
+    @property
+    def registry(self) -> Path:
+        """One empty file per live session namespace, so a later owner of the slot can
+        remove what a crashed owner left behind."""
+        return SLOT_DIR / f"slot-{self.number}.netns"
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -88,7 +110,35 @@ def claim_slot() -> Slot:
     raise SandboxUnavailable("every gateway slot is taken by another bastion process")
 
 
+def cleanup_stale() -> int:
+    """Remove what dead gateway processes left behind (their slot is no longer locked):
+    host tables, veths, session namespaces. Returns how many slots were cleared."""
+    cleared = 0
+    if not SLOT_DIR.is_dir():
+        return 0
+    for number in _SLOTS:
+        path = SLOT_DIR / f"slot-{number}"
+        if not path.exists():
+            continue
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # alive: not ours to touch
+        try:
+            _clear_slot(Slot(number, fd))
+            cleared += 1
+        finally:
+            os.close(fd)
+    return cleared
+
+
 def _clear_slot(slot: Slot) -> None:
+    slot.registry.mkdir(mode=0o700, exist_ok=True)
+    for entry in slot.registry.iterdir():
+        remove_netns(entry.name)
+        entry.unlink()
     with contextlib.suppress(OSError):
         nft().run(f"delete table ip {slot.table}")
     with IPRoute() as ipr:
@@ -100,12 +150,14 @@ def _clear_slot(slot: Slot) -> None:
 
 
 def ensure_gateway_interface() -> None:
-    """The dummy interface that carries ``GATEWAY_IP`` (shared by all slots)."""
+    """The interface that carries ``GATEWAY_IP`` (shared by all slots)."""
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=GATEWAY_IF)
         if not found:
             with contextlib.suppress(Exception):  # another process may win the race
-                ipr.link("add", ifname=GATEWAY_IF, kind="dummy")
+                # a veth pair, not a dummy: the dummy driver is not available everywhere
+                ipr.link("add", ifname=GATEWAY_IF, kind="veth", peer=f"{GATEWAY_IF}p")
+                ipr.link("set", index=ipr.link_lookup(ifname=f"{GATEWAY_IF}p")[0], state="up")
             found = ipr.link_lookup(ifname=GATEWAY_IF)
         index = found[0]
         addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)]
@@ -119,19 +171,19 @@ def host_table(slot: Slot, tcp_port: int, dns_port: int) -> str:
     match = f'iifname "{slot.prefix}*"'
     return f"""
 table ip {slot.table} {{
-  chain pre {{
+  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     {match} meta l4proto tcp dnat to {GATEWAY_IP}:{tcp_port}
     {match} udp dport 53 dnat to {GATEWAY_IP}:{dns_port}
     {match} drop
   }}
-  chain in {{
+  chain input {{
     type filter hook input priority filter; policy accept;
     {match} ip daddr {GATEWAY_IP} tcp dport {tcp_port} accept
     {match} ip daddr {GATEWAY_IP} udp dport {dns_port} accept
     {match} drop
   }}
-  chain fwd {{
+  chain forward {{
     type filter hook forward priority filter; policy accept;
     {match} drop
     oifname "{slot.prefix}*" drop
@@ -147,7 +199,7 @@ table inet bst {
   counter drop_icmp { }
   counter drop_ip6 { }
   counter drop_other { }
-  chain out {
+  chain output {
     type filter hook output priority filter; policy drop;
     oif "lo" accept
     meta nfproto ipv6 counter name "drop_ip6" drop
@@ -157,7 +209,7 @@ table inet bst {
     meta l4proto icmp counter name "drop_icmp" drop
     counter name "drop_other" drop
   }
-  chain in {
+  chain input {
     type filter hook input priority filter; policy drop;
     iif "lo" accept
     ct state established,related accept
@@ -173,7 +225,8 @@ class SessionLink:
         self.slot = slot
         self.index = index
         self.address = slot.address(index)
-        self.host_if = f"{slot.prefix}{index:x}"
+        # a name never reused in this process: a closed session's veth can outlive it
+        self.host_if = f"{slot.prefix}{next(_serial):x}"
         self.netns_name = name
         self.netns_path = ""
         self._closed = False
@@ -184,10 +237,14 @@ class SessionLink:
             raise
 
     def _build(self) -> None:
+        (self.slot.registry / self.netns_name).touch()
         self.netns_path = create_netns(self.netns_name)
         host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             with inside(self.netns_path):
+                # no IPv6 on the session's link at all: nothing to leak, no ND chatter
+                with contextlib.suppress(FileNotFoundError):  # kernel without IPv6: fine
+                    Path("/proc/sys/net/ipv6/conf/default/disable_ipv6").write_text("1")
                 with IPRoute() as ipr:
                     ipr.link("add", ifname="eth0", kind="veth",
                              peer={"ifname": self.host_if, "net_ns_fd": host_ns})
@@ -203,19 +260,64 @@ class SessionLink:
         with IPRoute() as ipr:
             index = ipr.link_lookup(ifname=self.host_if)[0]
             ipr.link("set", index=index, state="up")
-            ipr.route("add", dst=self.address, dst_len=32, oif=index, scope=253)
+            # replace: a stale route to this address may survive on a dying veth
+            ipr.route("replace", dst=self.address, dst_len=32, oif=index, scope=253)
 
     def drop_counters(self) -> dict[str, tuple[int, int]]:
         with inside(self.netns_path):
             return nft().counters("inet", "bst")
 
     def close(self) -> None:
+        """Remove the namespace; the kernel then destroys both veth ends (and the host
+        route) on its own, which is much cheaper than deleting the veth here."""
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception), IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=self.host_if)
-            if found:
-                ipr.link("del", index=found[0])
         if self.netns_path:
             remove_netns(self.netns_path)
+        with contextlib.suppress(FileNotFoundError):
+            (self.slot.registry / self.netns_name).unlink()
+        _reaper.later(self.host_if)
+
+
+class _VethReaper:
+    """Deletes a closed session's host-side veth if it outlives its namespace (it does
+    while anything still holds the namespace open). Deleting a veth waits for RCU grace
+    periods (tens of ms), so it is done here, off the session's close path."""
+
+    DELAY = 1.0
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def later(self, ifname: str) -> None:
+        with self._cond:
+            self._pending.append((time.monotonic() + self.DELAY, ifname))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="bst-veth-reaper")
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if not self._cond.wait(timeout=30):
+                        self._thread = None
+                        return
+                due, ifname = self._pending[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(timeout=wait)
+                    continue
+                self._pending.pop(0)
+            with contextlib.suppress(Exception), IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=ifname)
+                if found:
+                    ipr.link("del", index=found[0])
+
+
+_reaper = _VethReaper()

@@ -235,7 +235,7 @@ def _jsonrpc(data: bytes, final: bool) -> Sniff | None:
             continue
         params = item.get("params")
         agent = isinstance(params, dict) and "agent" in params
-        if method.startswith("mining.") or method.startswith("eth_") or (
+        if method.startswith(("mining.", "eth_")) or (
             method in _MINER_METHODS and (method != "login" or agent or params is not None)
         ):
             return Sniff("stratum", stratum_method=method[:64])

@@ -48,7 +48,7 @@ class Upstream:
         if self.netns is None:
             sock = socket.socket(socket.AF_INET, kind)
         else:
-            with inside(self.netns):
+            with inside(self.netns, cache=True):
                 sock = socket.socket(socket.AF_INET, kind)
         sock.setblocking(False)
         return sock
@@ -60,7 +60,8 @@ class Upstream:
         try:
             await loop.sock_connect(sock, self.dns)
             await loop.sock_sendall(sock, packet)
-            return await asyncio.wait_for(loop.sock_recv(sock, 65535), _DNS_TIMEOUT)
+            async with asyncio.timeout(_DNS_TIMEOUT):
+                return await loop.sock_recv(sock, 65535)
         finally:
             sock.close()
 
@@ -81,7 +82,8 @@ class Upstream:
         sock = self.socket(socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), _CONNECT_TIMEOUT)
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (ip, port))
         except BaseException:
             sock.close()
             raise

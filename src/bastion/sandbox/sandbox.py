@@ -84,9 +84,7 @@ def _setns(fd: int, nstype: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _join_netns_then_drop(netns: str, uid: int) -> Callable[[], None]:
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-
+def _join_netns_then_drop(fd: int, uid: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the forked child, before exec
         _setns(fd, _CLONE_NEWNET)
         os.setgroups([])
@@ -279,12 +277,14 @@ class Sandbox:
             raise
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
                "LANG": "C.UTF-8", **self.policy.env}
+        netns_fd: int | None = None
         if self._netns is None:
             drop: dict[str, object] = {"user": self.host_uid, "group": self.host_uid,
                                        "extra_groups": []}
         else:
             # joining a netns needs root, so the uid drop happens after it, in the child
-            drop = {"preexec_fn": _join_netns_then_drop(self._netns, self.host_uid)}
+            netns_fd = os.open(self._netns, os.O_RDONLY | os.O_CLOEXEC)
+            drop = {"preexec_fn": _join_netns_then_drop(netns_fd, self.host_uid)}
         try:
             self._proc = _spawn(
                 argv,
@@ -300,6 +300,8 @@ class Sandbox:
             os.close(err_r)
             raise SandboxUnavailable(f"cannot launch bubblewrap: {exc}") from exc
         finally:
+            if netns_fd is not None:
+                os.close(netns_fd)  # else the namespace would outlive the session
             for fd in (info_w, block_r, sec_r, err_w, src_r):
                 os.close(fd)
             child_sock.close()

@@ -1,0 +1,279 @@
+"""Gateway figures, each measured beside its baseline in the same run.
+
+* per-session network attach (namespace + veth + nft), p50/p99;
+* added connect latency: a fresh TCP connection + one small HTTP exchange, p50/p99,
+  through the gateway vs a direct connection, and vs proxy.py and mitmproxy;
+* bulk throughput of one 128 MiB download (curl, median of 3), same four paths.
+
+Everything happens inside namespaces this script creates (its own lab, "bstbench"), on
+the documentation ranges. The clients run as separate processes (a Python loop for
+latency, curl for throughput) in the namespace of the path being measured: the lab's own
+namespace for "direct" and the proxies, a real session's namespace for the gateway.
+proxy.py and mitmproxy are looked for in $BASTION_BENCH_VENV (default
+/var/tmp/bastion-bench-venv: ``python3 -m venv ... && pip install proxy.py mitmproxy``;
+kept out of the project venv because mitmproxy pins an older ``cryptography``) and on
+PATH; if absent the row says so.
+
+Run: ``sudo .venv/bin/python benchmarks/bench_gateway.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bastion import Policy, Session
+from bastion.gateway.netns import inside
+from bastion.gateway.plumbing import SessionLink
+from bastion.gateway.server import Gateway
+from bastion.lab import Lab
+from bastion.lab.topology import host
+
+WEB_IP = host("allowed").ip
+BULK_PORT = 9000
+BULK_SERVER = r"""
+import os, socket, sys, threading
+zero = sys.argv[1]
+fd = os.open(zero, os.O_RDONLY)
+size = os.fstat(fd).st_size
+def serve(conn):
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        path = data.split(b" ", 2)[1].decode()
+        n = int(path.rsplit("/", 1)[1])
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % n)
+        if n <= 65536:  # small replies in one segment: measure the path, not Nagle
+            conn.sendall(head + b"x" * n)
+            return
+        conn.sendall(head)
+        sent = 0
+        while sent < n:
+            sent += os.sendfile(conn.fileno(), fd, sent % size, min(n - sent, size - sent % size))
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2], int(sys.argv[3]))); s.listen(512)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+LATENCY_CLIENT = r"""
+import json, socket, sys, time
+host, port, target, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
+           % (target, sys.argv[5], 9000)).encode()
+out = []
+for i in range(count + 20):
+    t = time.perf_counter()
+    s = socket.create_connection((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(request)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert b" 200 " in data.split(b"\r\n", 1)[0], data[:200]
+    if i >= 20:
+        out.append(time.perf_counter() - t)
+print(json.dumps(out))
+"""
+
+
+def _run_in(netns: str, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    with inside(netns):
+        return subprocess.run(argv, capture_output=True, text=True, check=True, **kw)
+
+
+def _spawn_in(netns: str, argv: list[str], env: dict[str, str] | None = None
+              ) -> subprocess.Popen[str]:
+    with inside(netns):
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, start_new_session=True)
+
+
+def _wait_port(netns: str, address: str, port: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with inside(netns):
+            probe = socket.socket()
+        try:
+            probe.settimeout(0.2)
+            probe.connect((address, port))
+            return True
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            probe.close()
+    return False
+
+
+def _tool(name: str) -> str | None:
+    venv = Path(os.environ.get("BASTION_BENCH_VENV", "/var/tmp/bastion-bench-venv"))
+    candidate = venv / "bin" / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = parser.parse_args()
+    count = 100 if args.quick else 400
+    bulk = (64 if args.quick else 128) * 1024 * 1024
+    runs = 2 if args.quick else 3
+
+    os.environ["BASTION_LAB"] = "bstbench"
+    lab = Lab("bstbench").up()
+    state = Path(tempfile.mkdtemp(prefix="bastion-bench-", dir="/var/tmp"))
+    os.chmod(state, 0o711)
+    zero = state / "zero.bin"
+    zero.write_bytes(b"\0" * (16 * 1024 * 1024))
+    procs: list[subprocess.Popen[str]] = []
+    session: Session | None = None
+    try:
+        server = _spawn_in(lab.netns_path, [sys.executable, "-c", BULK_SERVER, str(zero),
+                                            WEB_IP, str(BULK_PORT)])
+        procs.append(server)
+        assert _wait_port(lab.netns_path, WEB_IP, BULK_PORT)
+
+        # -- attach cost ----------------------------------------------------------------
+        gateway = Gateway.get()
+        attach: list[float] = []
+        for i in range(50):
+            start = time.perf_counter()
+            link = SessionLink(gateway.slot, 1000 + i % 10, f"bst-bench-{os.getpid()}-{i}")
+            attach.append(time.perf_counter() - start)
+            link.close()
+            time.sleep(0.02)  # let the kernel finish destroying the previous veth
+        policy = Policy.from_dict({"name": "bench", "network": {"phases": {"agent": {
+            "allow": [{"cidr": f"{WEB_IP}/32"}]}}}})
+        creates: list[float] = []
+        for _ in range(10):
+            start = time.perf_counter()
+            Session(policy, state_dir=state, lab=True).close()
+            creates.append(time.perf_counter() - start)
+        session = Session(policy, state_dir=state, lab=True)
+        session_ns = session._network.netns_path  # type: ignore[union-attr]
+
+        # -- the four paths ---------------------------------------------------------------
+        paths: dict[str, tuple[str, str, int, str]] = {
+            "direct": (lab.netns_path, WEB_IP, BULK_PORT, "/"),
+            "bastion gateway": (session_ns, WEB_IP, BULK_PORT, "/"),
+        }
+        notes: list[str] = []
+        proxy_py = _tool("proxy")
+        if proxy_py:
+            procs.append(_spawn_in(lab.netns_path, [
+                proxy_py, "--hostname", "127.0.0.1", "--port", "8899", "--num-workers", "2",
+                "--log-level", "ERROR"]))
+            if _wait_port(lab.netns_path, "127.0.0.1", 8899):
+                paths["proxy.py"] = (lab.netns_path, "127.0.0.1", 8899,
+                                     f"http://{WEB_IP}:{BULK_PORT}/")
+            else:
+                notes.append("proxy.py did not start")
+        else:
+            notes.append("proxy.py is not installed (pip install proxy.py into "
+                         "$BASTION_BENCH_VENV)")
+        mitmdump = _tool("mitmdump")
+        if mitmdump:
+            home = state / "mitm"
+            home.mkdir()
+            procs.append(_spawn_in(lab.netns_path, [
+                mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port", "8898",
+                "--set", "stream_large_bodies=1m", "--set", f"confdir={home}"],
+                env={**os.environ, "HOME": str(home)}))
+            if _wait_port(lab.netns_path, "127.0.0.1", 8898):
+                paths["mitmproxy"] = (lab.netns_path, "127.0.0.1", 8898,
+                                      f"http://{WEB_IP}:{BULK_PORT}/")
+            else:
+                notes.append("mitmproxy did not start")
+        else:
+            notes.append("mitmproxy is not installed (pip install mitmproxy into "
+                         "$BASTION_BENCH_VENV)")
+
+        # latency: paths interleaved in rounds, so drift in machine load hits all alike
+        latencies: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(4):
+            for name, (netns, address, port, prefix) in paths.items():
+                out = _run_in(netns, [sys.executable, "-c", LATENCY_CLIENT, address, str(port),
+                                      f"{prefix}64", str(count // 4), WEB_IP], timeout=300)
+                latencies[name] += json.loads(out.stdout)
+        results: dict[str, dict[str, float]] = {}
+        for name, (netns, address, port, prefix) in paths.items():
+            lat = latencies[name]
+            speeds = []
+            for _ in range(runs):
+                curl = ["curl", "-sS", "-o", "/dev/null", "-m", "120", "-w", "%{speed_download}"]
+                if prefix != "/":
+                    curl += ["-x", f"http://{address}:{port}"]
+                curl.append(f"http://{WEB_IP}:{BULK_PORT}/{bulk}")
+                try:
+                    speeds.append(float(_run_in(netns, curl, timeout=150).stdout))
+                except (subprocess.SubprocessError, ValueError) as exc:
+                    notes.append(f"{name}: a {bulk >> 20} MiB transfer failed ({exc})")
+            if not speeds:
+                speeds = [float("nan")]
+            results[name] = {"p50": pct(lat, 0.5) * 1e3, "p99": pct(lat, 0.99) * 1e3,
+                             "mbps": statistics.median(speeds) / 1e6}
+
+        # -- report -----------------------------------------------------------------------
+        base = results["direct"]
+        gw = results["bastion gateway"]
+        print(f"gateway benchmark ({count} connections per path, {bulk >> 20} MiB x {runs} "
+              f"bulk, median)")
+        print(f"{'path':18} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} "
+              f"{'MB/s':>9} {'x direct':>9} {'gw x this':>10}")
+        for name, r in results.items():
+            print(f"{name:18} {r['p50']:8.3f} {r['p99']:8.3f} {r['p50'] - base['p50']:10.3f} "
+                  f"{r['p99'] - base['p99']:10.3f} {r['mbps']:9.1f} "
+                  f"{r['mbps'] / base['mbps']:9.2f} {gw['mbps'] / r['mbps']:10.2f}")
+        print(f"network attach per session: p50 {pct(attach, 0.5) * 1e3:.2f} ms, "
+              f"p99 {pct(attach, 0.99) * 1e3:.2f} ms; "
+              f"whole session create (sandbox + network), p50 "
+              f"{pct(creates, 0.5) * 1e3:.1f} ms")
+        for note in notes:
+            print("note:", note)
+        print("JSON " + json.dumps({"paths": results,
+                                    "attach_ms": {"p50": pct(attach, 0.5) * 1e3,
+                                                  "p99": pct(attach, 0.99) * 1e3},
+                                    "session_create_p50_ms": pct(creates, 0.5) * 1e3}))
+    finally:
+        if session is not None:
+            session.close()
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                os.killpg(proc.pid, 15)
+            with contextlib.suppress(Exception):
+                proc.wait(5)
+        lab.down()
+        shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

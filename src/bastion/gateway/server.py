@@ -1,0 +1,723 @@
+"""The gateway: one per process, serving every session of the host.
+
+An asyncio loop in a daemon thread accepts every TCP connection the sessions open
+(DNATed to it on the host side, original destination from ``SO_ORIGINAL_DST``) and
+every DNS query (UDP/53). A connection is charged to its session by *source address*
+(each session owns one /32 and cannot change it: it has no capabilities in its network
+namespace), classified from its first bytes, decided, reported, and only then — if
+allowed — dialled upstream and relayed with ``splice(2)`` in a pair of threads.
+
+A poller thread turns each session's firewall drop counters into ``net.drop`` events and
+reports long-lived connections as ``net.flow`` events.
+
+Fail closed: an event that cannot be recorded (``ingest`` raised, the session is being
+terminated) refuses the connection; a parse error denies it; nothing here ever lets a
+connection through because something went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ipaddress
+import logging
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pyroute2 import IPRoute
+
+from ..errors import BastionError, SandboxUnavailable
+from ..events import Action, EventKind, Verdict, new_id
+from ..policy.network import NetworkPolicy
+from .decide import Decision, always_denied, decide, domain_allowed
+from .dnsguard import TunnelMeter, answers_of, clean_query, parse_query, refusal
+from .netns import nft
+from .plumbing import (
+    DROP_COUNTERS,
+    GATEWAY_IP,
+    SLOT_SIZE,
+    SessionLink,
+    Slot,
+    claim_slot,
+    cleanup_stale,
+    ensure_gateway_interface,
+    host_table,
+)
+from .sniff import MAX_PEEK, Sniff, classify
+from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["Attachment", "Gateway", "GatewayStatistics"]
+
+log = logging.getLogger(__name__)
+
+PEEK_TIMEOUT = 0.5  # how long a silent client gets before it is called "unknown"
+FLOW_INTERVAL = 10.0  # seconds between net.flow reports of a live connection
+POLL_INTERVAL = 0.5  # seconds between poller rounds (flow reports)
+DROP_POLL_INTERVAL = 2.0  # seconds between reads of each session's drop counters
+_SO_ORIGINAL_DST = 80
+_STOP = {Action.DENY, Action.CUT, Action.KILL, Action.FREEZE, Action.TERMINATE,
+         Action.QUARANTINE}
+_SPLICE_CHUNK = 1 << 20
+
+
+class GatewayStatistics:
+    """A snapshot of the gateway's counters (for metrics and benchmarks)."""
+
+    def __init__(self, **values: int) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"GatewayStatistics({self.__dict__})"
+
+
+class _Conn:
+    """One relayed connection: its sockets and byte counts, for flow/close events."""
+
+    __slots__ = (
+        "attachment",
+        "bytes",
+        "client",
+        "closed",
+        "done",
+        "dst",
+        "fields",
+        "id",
+        "last_flow",
+        "server",
+        "sniff",
+        "started",
+    )
+
+    def __init__(self, conn_id: str, attachment: Attachment, client: socket.socket,
+                 server: socket.socket, fields: dict[str, Any], sniff: Sniff,
+                 dst: tuple[str, int]) -> None:
+        self.id = conn_id
+        self.sniff = sniff
+        self.dst = dst
+        self.attachment = attachment
+        self.client = client
+        self.server = server
+        self.fields = fields
+        self.started = time.monotonic()
+        self.bytes = [0, 0]  # out (sandbox -> server), in
+        self.last_flow = self.started
+        self.done = 0
+        self.closed = False
+
+    def cut(self) -> None:
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.fields, "net.bytes_out": self.bytes[0], "net.bytes_in": self.bytes[1],
+                "net.duration": round(time.monotonic() - self.started, 6)}
+
+
+class Attachment:
+    """A session's link to the gateway (the ``NetworkAttachment`` of the session)."""
+
+    def __init__(self, gateway: Gateway, session: Session, link: SessionLink,
+                 upstream: Upstream) -> None:
+        self.gateway = gateway
+        self.session = session
+        self.link = link
+        self.upstream = upstream
+        self.policy: NetworkPolicy = session.policy.network
+        self.phase = self.policy.initial_phase
+        self.names: dict[str, str] = {}  # address -> allowed name this session resolved
+        self.meter = TunnelMeter()
+        self.conns: set[_Conn] = set()
+        self.drops: dict[str, tuple[int, int]] = {name: (0, 0) for name in DROP_COUNTERS}
+        self.closed = False
+
+    @property
+    def netns_path(self) -> str:
+        return self.link.netns_path
+
+    @property
+    def address(self) -> str:
+        return self.link.address
+
+    def set_phase(self, phase: str) -> None:
+        """Switch the allow list. Live connections the new phase would refuse are cut:
+        a connection opened during ``setup`` must not carry on into ``agent``."""
+        if phase not in self.policy.phases:
+            raise ValueError(f"unknown network phase {phase!r}")
+        self.phase = phase
+        self.names.clear()  # names resolved under the old phase no longer count
+        for conn in list(self.conns):
+            again = decide(self.policy, phase, conn.dst[0], conn.dst[1], conn.sniff,
+                           host_addresses=self.gateway.host_addresses)
+            if not again.allow:
+                conn.fields["net.cut"] = f"phase {phase}: {again.rule}"
+                conn.cut()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.gateway.detach(self)
+        for conn in list(self.conns):
+            conn.cut()
+        with contextlib.suppress(Exception):
+            self.gateway.poll_drops(self)
+        self.link.close()
+
+    # -- events -----------------------------------------------------------------------
+
+    def emit(self, kind: EventKind, fields: dict[str, Any]) -> list[Verdict] | None:
+        """Ingest an event; None if the session could not take it (treat as refused)."""
+        try:
+            return self.session.ingest(self.session.event(kind, **fields))
+        except BastionError:
+            return None
+        except Exception:
+            log.exception("gateway: ingest failed for %s", self.session.session_id)
+            return None
+
+
+class Gateway:
+    """The transparent TCP gateway and DNS resolver of this process."""
+
+    _instance: Gateway | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> Gateway:
+        with cls._lock:
+            if cls._instance is None or cls._instance._stopped:
+                cls._instance = cls()
+                atexit.register(cls._instance.stop)
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._stopped = False
+        self._by_addr: dict[str, Attachment] = {}
+        self._alock = threading.Lock()
+        self._next_index = 0
+        self._used: set[int] = set()
+        self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bst-gw-ev")
+        self._relays = _Workers("bst-relay")
+        self._stats = {"accepted": 0, "allowed": 0, "denied": 0, "dns_queries": 0,
+                       "dns_denied": 0, "malformed": 0, "unknown_source": 0}
+        try:
+            self.slot: Slot = claim_slot()
+        except OSError as exc:
+            raise SandboxUnavailable(f"the gateway could not start: {exc}") from exc
+        try:
+            cleanup_stale()  # leftovers of gateway processes that died without closing
+            ensure_gateway_interface()
+            self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._tcp.bind((GATEWAY_IP, 0))
+            self._tcp.listen(1024)
+            self._tcp.setblocking(False)
+            self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._udp.bind((GATEWAY_IP, 0))
+            self._udp.setblocking(False)
+            self.tcp_port = self._tcp.getsockname()[1]
+            self.dns_port = self._udp.getsockname()[1]
+            nft().run(host_table(self.slot, self.tcp_port, self.dns_port))
+            self.host_addresses = _host_addresses()
+            self._loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
+                                            name="bst-gateway")
+            self._thread.start()
+            if not ready.wait(5) or not self._thread.is_alive():
+                raise SandboxUnavailable("the gateway's event loop did not start")
+            self._poller = threading.Thread(target=self._poll, daemon=True, name="bst-gw-poll")
+            self._poller.start()
+        except BaseException as exc:
+            self._teardown()
+            if isinstance(exc, OSError):
+                raise SandboxUnavailable(f"the gateway could not start: {exc}") from exc
+            raise
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def attach(self, session: Session, upstream: Upstream) -> Attachment:
+        index = self._allocate()
+        link = None
+        try:
+            try:
+                link = SessionLink(self.slot, index, f"bst-{session.session_id}")
+            except OSError as exc:
+                raise SandboxUnavailable(
+                    f"cannot give session {session.session_id} its network: {exc}") from exc
+            attachment = Attachment(self, session, link, upstream)
+        except BaseException:
+            if link is not None:
+                link.close()
+            with self._alock:
+                self._used.discard(index)
+            raise
+        with self._alock:
+            self._by_addr[link.address] = attachment
+        return attachment
+
+    def detach(self, attachment: Attachment) -> None:
+        with self._alock:
+            if self._by_addr.get(attachment.address) is attachment:
+                del self._by_addr[attachment.address]
+                self._used.discard(attachment.link.index)
+
+    def _allocate(self) -> int:
+        """The next unused link index, round-robin: a just-closed session's veth may
+        still be in the kernel's slow destruction, so its name and address are not
+        handed out again until the whole range has gone round."""
+        with self._alock:
+            for _ in range(SLOT_SIZE):
+                index = self._next_index
+                self._next_index = (self._next_index + 1) % SLOT_SIZE
+                if index not in self._used:
+                    self._used.add(index)
+                    return index
+        raise SandboxUnavailable("no free session address in this gateway slot")
+
+    def attachments(self) -> list[Attachment]:
+        with self._alock:
+            return list(self._by_addr.values())
+
+    def statistics(self) -> GatewayStatistics:
+        return GatewayStatistics(**self._stats, sessions=len(self._by_addr))
+
+    # -- loop -------------------------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self._accepter = asyncio.ensure_future(self._accept_loop())
+        await self._loop.create_datagram_endpoint(lambda: _DnsProtocol(self), sock=self._udp)
+
+    async def _accept_loop(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = await self._loop.sock_accept(self._tcp)
+            except OSError:
+                if self._stopped:
+                    return
+                await asyncio.sleep(0.01)  # EMFILE and friends: back off, keep serving
+                continue
+            task = asyncio.ensure_future(self._on_client(client))
+            task.add_done_callback(_log_failure)
+
+    def stop(self) -> None:
+        """Stop serving and remove the host table (sessions must be closed first)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for attachment in self.attachments():
+            attachment.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._stopped = True
+        for sock in (getattr(self, "_tcp", None), getattr(self, "_udp", None)):
+            if sock is not None:
+                sock.close()
+        with contextlib.suppress(OSError):
+            nft().run(f"delete table ip {self.slot.table}")
+        self._events.shutdown(wait=False)
+        self.slot.release()
+
+    # -- TCP --------------------------------------------------------------------------
+
+    async def _on_client(self, sock: socket.socket) -> None:
+        self._stats["accepted"] += 1
+        sock.setblocking(False)
+        try:
+            relayed = await self._handle(sock)
+        except OSError:
+            relayed = False  # the client went away mid-handshake: nothing to decide
+        except Exception:
+            log.exception("gateway: connection handler failed; connection refused")
+            relayed = False
+        if not relayed:
+            _reset(sock)
+
+    async def _handle(self, sock: socket.socket) -> bool:
+        """Classify, decide, report and (if allowed) relay one connection. Returns
+        whether the socket now belongs to a relay; if not, the caller resets it."""
+        loop = self._loop
+        src_ip, src_port = sock.getpeername()[:2]
+        attachment = self._by_addr.get(src_ip)
+        if attachment is None or attachment.closed:
+            self._stats["unknown_source"] += 1
+            return False
+        dst_ip, dst_port = _original_dst(sock)
+        data = b""
+        sniff: Sniff | None = None
+        deadline = time.monotonic() + PEEK_TIMEOUT
+        while sniff is None:
+            remaining = deadline - time.monotonic()
+            chunk = b""
+            if remaining > 0:
+                try:
+                    got = await _recv(loop, sock, MAX_PEEK - len(data), remaining)
+                except OSError:
+                    return False
+                if got is None:
+                    remaining = 0
+                else:
+                    chunk = got
+            final = remaining <= 0 or not chunk or len(data) + len(chunk) >= MAX_PEEK
+            data += chunk
+            sniff = classify(data, final=final)
+        if sniff.error:
+            self._stats["malformed"] += 1
+        decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
+                          host_addresses=self.host_addresses,
+                          resolved_name=attachment.names.get(dst_ip))
+        dial_ip = decision.dial_ip
+        if decision.allow and decision.dial_host is not None:
+            decision, dial_ip = await self._resolve_dial(attachment, decision)
+        conn_id = new_id("conn")
+        fields = _connect_fields(conn_id, src_ip, src_port, dst_ip, dst_port, sniff, decision,
+                                 attachment.upstream)
+        # inline: the pipeline (audit append + rule evaluation) is microseconds, far less
+        # than a hop to another thread and back
+        verdicts = attachment.emit(EventKind.NET_CONNECT, fields)
+        if decision.allow and (verdicts is None or any(v.action in _STOP for v in verdicts)):
+            decision = Decision(False, "gateway.verdict",
+                                "refused by a rule" if verdicts else "the session is ending")
+        if not decision.allow or attachment.closed or dial_ip is None:
+            self._stats["denied"] += 1
+            if sniff.app == "http":
+                with contextlib.suppress(OSError):
+                    await asyncio.wait_for(loop.sock_sendall(sock, _forbidden(decision)), 1.0)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.close()
+                    return True
+            return False
+        try:
+            upstream = await attachment.upstream.connect(dial_ip, dst_port)
+        except (TimeoutError, OSError) as exc:
+            closing = {**fields, "net.error": f"upstream connect failed: {exc}",
+                       "net.bytes_out": 0, "net.bytes_in": 0, "net.duration": 0.0}
+            attachment.emit(EventKind.NET_CLOSE, closing)
+            return False
+        self._stats["allowed"] += 1
+        sock.setblocking(True)
+        upstream.setblocking(True)
+        conn = _Conn(conn_id, attachment, sock, upstream, fields, sniff, (dst_ip, dst_port))
+        attachment.conns.add(conn)
+        if attachment.closed:
+            conn.cut()
+        self._start_relay(conn, data)
+        return True
+
+    async def _resolve_dial(self, attachment: Attachment,
+                            decision: Decision) -> tuple[Decision, str | None]:
+        assert decision.dial_host is not None
+        try:
+            addresses = await attachment.upstream.resolve(decision.dial_host)
+        except (TimeoutError, OSError, ValueError) as exc:
+            return Decision(False, "gateway.resolve_failed",
+                            f"could not resolve {decision.dial_host}: {exc}"), None
+        for address in addresses:
+            denied = always_denied(ipaddress.ip_address(address), self.host_addresses,
+                                   attachment.policy.allow_private)
+            if denied is None:
+                return decision, address
+        return Decision(False, "gateway.resolved_denied",
+                        f"{decision.dial_host} resolves to no reachable address"), None
+
+    # -- relay ------------------------------------------------------------------------
+
+    def _start_relay(self, conn: _Conn, first: bytes) -> None:
+        def finish() -> None:
+            conn.done += 1
+            if conn.done < 2:
+                return
+            conn.closed = True
+            conn.attachment.conns.discard(conn)
+            for sock in (conn.client, conn.server):
+                sock.close()
+            with contextlib.suppress(RuntimeError):  # the gateway stopped: nothing to tell
+                self._events.submit(conn.attachment.emit, EventKind.NET_CLOSE, conn.summary())
+
+        lock = threading.Lock()
+
+        def done() -> None:
+            with lock:
+                finish()
+
+        try:
+            if first:
+                conn.server.sendall(first)
+                conn.bytes[0] += len(first)
+        except OSError:
+            conn.cut()
+        for src, dst, index in ((conn.client, conn.server, 0), (conn.server, conn.client, 1)):
+            self._relays.submit(_pump, src, dst, conn.bytes, index, done)
+
+    # -- DNS --------------------------------------------------------------------------
+
+    async def answer_dns(self, data: bytes, addr: tuple[str, int],
+                         send: Callable[[bytes, tuple[str, int]], None]) -> None:
+        attachment = self._by_addr.get(addr[0])
+        if attachment is None or attachment.closed:
+            self._stats["unknown_source"] += 1
+            return
+        self._stats["dns_queries"] += 1
+        query = parse_query(data)
+        if query is None:
+            self._stats["malformed"] += 1
+            attachment.emit(
+                EventKind.DNS_QUERY,
+                {"dns.name": "", "dns.type": "", "dns.answer": [], "dns.decision": "deny",
+                 "dns.rcode": "FORMERR", "net.src_ip": addr[0], "net.reason": "malformed query"})
+            return
+        phase = attachment.policy.phases.get(attachment.phase)
+        allowed = (attachment.policy.dns == "allowlist" and phase is not None
+                   and domain_allowed(phase.allow, query.name))
+        score = attachment.meter.score(query.name, query.qtype)
+        reply: bytes
+        rcode = "NXDOMAIN"
+        answers: list[str] = []
+        if allowed:
+            try:
+                reply = await attachment.upstream.exchange(clean_query(query))
+                answers = answers_of(reply)
+                rcode = "NOERROR" if answers else "NODATA"
+            except (TimeoutError, OSError):
+                reply = refusal(query, rcode=2)  # SERVFAIL
+                rcode = "SERVFAIL"
+        else:
+            self._stats["dns_denied"] += 1
+            reply = refusal(query)
+        fields = {"dns.name": query.name, "dns.type": query.qtype, "dns.answer": answers,
+                  "dns.decision": "allow" if allowed else "deny", "dns.rcode": rcode,
+                  "dns.tunnel_score": score, "net.src_ip": addr[0]}
+        verdicts = attachment.emit(EventKind.DNS_QUERY, fields)
+        if allowed and (verdicts is None or any(v.action in _STOP for v in verdicts)):
+            reply, answers = refusal(query), []
+        for answer in answers:
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(answer)
+                attachment.names[answer] = query.name
+        send(reply, addr)
+
+    # -- poller -----------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        last_refresh = last_drops = time.monotonic()
+        while not self._stopped:
+            time.sleep(POLL_INTERVAL)
+            now = time.monotonic()
+            if now - last_refresh > 5:
+                try:
+                    self.host_addresses = _host_addresses()
+                except Exception:  # keep the last known set: it only ever grows stale
+                    log.exception("gateway: could not refresh the host's addresses")
+                last_refresh = now
+            drops_due = now - last_drops >= DROP_POLL_INTERVAL
+            if drops_due:
+                last_drops = now
+            for attachment in self.attachments():
+                if drops_due:
+                    try:
+                        self.poll_drops(attachment)
+                    except Exception as exc:  # noqa: BLE001 - reported as telemetry, not dropped
+                        if not attachment.closed:  # a closing session's namespace may be gone
+                            attachment.emit(EventKind.TELEMETRY, {
+                                "telemetry.sensor": "gateway.drops",
+                                "telemetry.reason": f"cannot read drop counters: {exc}"})
+                for conn in list(attachment.conns):
+                    if not conn.closed and now - conn.last_flow >= FLOW_INTERVAL:
+                        conn.last_flow = now
+                        verdicts = attachment.emit(EventKind.NET_FLOW, conn.summary())
+                        if verdicts is None or any(v.action in _STOP for v in verdicts):
+                            conn.cut()
+
+    def poll_drops(self, attachment: Attachment) -> None:
+        """Turn new firewall drops of one session into ``net.drop`` events."""
+        counters = attachment.link.drop_counters()
+        for name in DROP_COUNTERS:
+            packets, size = counters.get(name, (0, 0))
+            old_packets, old_size = attachment.drops.get(name, (0, 0))
+            if packets > old_packets:
+                attachment.drops[name] = (packets, size)
+                attachment.emit(EventKind.NET_DROP, {
+                    "net.proto": name.removeprefix("drop_"),
+                    "net.packets": packets - old_packets,
+                    "net.bytes_out": size - old_size,
+                    "net.src_ip": attachment.address,
+                    "net.decision": "deny",
+                    "net.rule": f"firewall.{name}",
+                })
+
+
+class _Workers:
+    """Threads for blocking relays: reused when idle (starting a thread costs more than
+    a small request), never capped (a long-lived tunnel must not starve new
+    connections), and gone after a minute of idleness."""
+
+    IDLE = 60.0
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = \
+            queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._queue.put((fn, args))
+        if spawn:
+            threading.Thread(target=self._work, daemon=True, name=self._name).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                fn, args = self._queue.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and self._queue.empty():
+                        self._idle -= 1
+                        return
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("gateway: relay worker failed")
+            with self._lock:
+                self._idle += 1
+
+
+class _DnsProtocol(asyncio.DatagramProtocol):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        task = asyncio.ensure_future(self.gateway.answer_dns(data, addr, self.transport.sendto))
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("gateway: DNS handler failed", exc_info=task.exception())
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
+          done: Callable[[], None]) -> None:
+    """Copy src -> dst in the kernel (splice through a pipe) until EOF or error."""
+    read_end, write_end = os.pipe()
+    try:
+        with contextlib.suppress(OSError):
+            import fcntl
+            fcntl.fcntl(write_end, 1031, _SPLICE_CHUNK)  # F_SETPIPE_SZ
+        while True:
+            moved = os.splice(src.fileno(), write_end, _SPLICE_CHUNK, flags=1)  # MOVE
+            if moved == 0:
+                break
+            counts[index] += moved
+            while moved:
+                moved -= os.splice(read_end, dst.fileno(), moved, flags=1)
+    except OSError:
+        pass  # a reset or a cut: the other direction is shut down below
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+        done()
+
+
+async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int,
+                timeout: float) -> bytes | None:
+    """Up to ``size`` bytes, or None after ``timeout``. Tries the socket first: the
+    client's first bytes have usually arrived by the time we look."""
+    try:
+        return sock.recv(size)
+    except BlockingIOError:
+        pass
+    try:
+        async with asyncio.timeout(timeout):
+            return await loop.sock_recv(sock, size)
+    except TimeoutError:
+        return None
+
+
+def _original_dst(sock: socket.socket) -> tuple[str, int]:
+    raw = sock.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return socket.inet_ntoa(raw[4:8]), port
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the client sees 'connection reset' at once."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _forbidden(decision: Decision) -> bytes:
+    reason = decision.reason.replace("\r", " ").replace("\n", " ")
+    body = f"bastion: connection refused ({decision.rule}): {reason}\n".encode()
+    return (b"HTTP/1.1 403 Forbidden\r\n"
+            b"X-Bastion-Decision: deny\r\n"
+            + f"X-Bastion-Rule: {decision.rule}\r\n".encode()
+            + f"X-Bastion-Reason: {reason}\r\n".encode("latin-1", "replace")
+            + b"Content-Type: text/plain\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def _connect_fields(conn_id: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int,
+                    sniff: Sniff, decision: Decision, upstream: Upstream) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "net.conn_id": conn_id, "net.proto": "tcp", "net.src_ip": src_ip,
+        "net.src_port": src_port, "net.dst_ip": dst_ip, "net.dst_port": dst_port,
+        "net.app": sniff.app, "net.decision": decision.word, "net.rule": decision.rule,
+        "net.reason": decision.reason, "net.upstream": upstream.label,
+    }
+    optional = {"net.sni": sniff.sni, "net.host": sniff.host, "net.method": sniff.method,
+                "net.path": sniff.path, "net.ssh_banner": sniff.ssh_banner,
+                "net.stratum_method": sniff.stratum_method, "net.error": sniff.error,
+                "net.dialled": decision.dial_host}
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    if sniff.alpn:
+        fields["net.alpn"] = list(sniff.alpn)
+    return fields
+
+
+def _host_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    with IPRoute() as ipr:
+        found = set()
+        for addr in ipr.get_addr():
+            value = addr.get_attr("IFA_ADDRESS")
+            if value:
+                with contextlib.suppress(ValueError):
+                    found.add(ipaddress.ip_address(value.split("%")[0]))
+        return frozenset(found)
