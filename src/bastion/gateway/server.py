@@ -188,6 +188,69 @@ class Attachment:
             return None
 
 
+def _pool_size() -> int:
+    try:
+        return max(0, int(os.environ.get("BASTION_NET_POOL", "2")))
+    except ValueError:
+        return 2
+
+
+class _LinkPool:
+    """A few session links (namespace + veth + firewall) built ahead of time.
+
+    Building a link costs ~10-20 ms of netlink and nftables work, most of a session's
+    creation time. Links carry no session state until attached (the gateway maps a
+    source address to its session only in ``attach``) and each is used once, so
+    building them early changes nothing but latency.
+    """
+
+    def __init__(self, gateway: Gateway, size: int) -> None:
+        self._gateway = gateway
+        self._size = size
+        self._ready: list[SessionLink] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._serial = 0
+        if size:
+            threading.Thread(target=self._fill, daemon=True, name="bst-link-pool").start()
+
+    def take(self) -> SessionLink | None:
+        with self._cond:
+            link = self._ready.pop(0) if self._ready else None
+            self._cond.notify()
+            return link
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and len(self._ready) >= self._size:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._serial += 1
+                label = f"pool-{os.getpid()}-{self._serial}"
+            try:
+                link = self._gateway._build_link(label)
+            except Exception:  # noqa: BLE001 - attach() builds synchronously and reports
+                log.warning("gateway: could not pre-build a session link", exc_info=True)
+                with self._cond:
+                    self._cond.wait(1.0)
+                continue
+            with self._cond:
+                if self._closed:
+                    link.close()
+                    return
+                self._ready.append(link)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            ready, self._ready = self._ready, []
+            self._cond.notify_all()
+        for link in ready:
+            link.close()
+
+
 class Gateway:
     """The transparent TCP gateway and DNS resolver of this process."""
 
@@ -240,6 +303,7 @@ class Gateway:
                 raise SandboxUnavailable("the gateway's event loop did not start")
             self._poller = threading.Thread(target=self._poll, daemon=True, name="bst-gw-poll")
             self._poller.start()
+            self._pool = _LinkPool(self, size=_pool_size())
         except BaseException as exc:
             self._teardown()
             if isinstance(exc, OSError):
@@ -249,24 +313,32 @@ class Gateway:
     # -- sessions ---------------------------------------------------------------------
 
     def attach(self, session: Session, upstream: Upstream) -> Attachment:
-        index = self._allocate()
-        link = None
+        link = self._pool.take()
+        if link is None:  # pool empty (burst of creates): build one now
+            link = self._build_link(session.session_id)
         try:
-            try:
-                link = SessionLink(self.slot, index, f"bst-{session.session_id}")
-            except OSError as exc:
-                raise SandboxUnavailable(
-                    f"cannot give session {session.session_id} its network: {exc}") from exc
             attachment = Attachment(self, session, link, upstream)
         except BaseException:
-            if link is not None:
-                link.close()
+            link.close()
             with self._alock:
-                self._used.discard(index)
+                self._used.discard(link.index)
             raise
         with self._alock:
             self._by_addr[link.address] = attachment
         return attachment
+
+    def _build_link(self, label: str) -> SessionLink:
+        index = self._allocate()
+        try:
+            return SessionLink(self.slot, index, f"bst-{label}")
+        except OSError as exc:
+            with self._alock:
+                self._used.discard(index)
+            raise SandboxUnavailable(f"cannot give session {label} its network: {exc}") from exc
+        except BaseException:
+            with self._alock:
+                self._used.discard(index)
+            raise
 
     def detach(self, attachment: Attachment) -> None:
         with self._alock:
@@ -323,6 +395,7 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        self._pool.close()
         for attachment in self.attachments():
             attachment.close()
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -74,4 +74,14 @@ class Policy:
         return self.model.rl
 
     def to_yaml(self) -> str:
-        return self.text or yaml.safe_dump(self.model.model_dump(mode="json"), sort_keys=False)
+        """The policy as written, or a canonical rendering of a built-in one."""
+        if self.text:
+            return self.text
+        rendered = _RENDERED.get(self.hash)
+        if rendered is None:
+            rendered = _RENDERED[self.hash] = yaml.safe_dump(
+                self.model.model_dump(mode="json"), sort_keys=False)
+        return rendered
+
+
+_RENDERED: dict[str, str] = {}  # policy hash -> canonical YAML of built-in policies
