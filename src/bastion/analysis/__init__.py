@@ -12,7 +12,8 @@ returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE`` and
     cmd.argv         list[str]  each simple command's argv joined with spaces (decoded);
                                 wrapped commands appear both with and without the wrapper;
                                 variable assignments appear as NAME=value
-    cmd.text         str        all decoded text: argv, redirections, payloads, code
+    cmd.text         str        the raw command, then all decoded text: argv, redirections,
+                                payloads, code (one line each)
     cmd.redirects    list[str]  "OP TARGET" for every redirection (e.g. ">> ~/.bashrc")
     cmd.payloads     list[str]  text that became code: sh -c / eval strings, decoded
                                 base64/hex, heredocs and pipes into a shell
@@ -51,7 +52,9 @@ FEATURES = (
     "interp_code", "interp_socket", "interp_bind", "interp_exec", "interp_shell",
     "interp_dup2", "interp_hash", "interp_loop", "interp_hash_loop", "interp_file_write",
     "interp_http", "interp_eval", "interp_base64", "interp_socket_exec", "interp_socket_dup",
-    "interp_download_exec",
+    "interp_download_exec", "interp_python", "interp_perl", "interp_ruby", "interp_node",
+    "interp_php", "interp_lua", "interp_awk", "interp_julia", "interp_r", "interp_tcl",
+    "interp_java", "interp_js", "interp_powershell",
     # ssh / netcat semantics
     "ssh_forward_local", "ssh_forward_remote", "ssh_forward_dynamic", "ssh_tun",
     "ssh_stdio_forward", "ssh_jump", "ssh_proxy_command", "ssh_local_command",
@@ -60,9 +63,9 @@ FEATURES = (
     # code written out or typed into a program
     "code_text", "repl_input", "keystroke_shell_escape", "program_shell_escape",
     "sudo_shell_escape", "pipe_to_network", "pipe_to_remote_store", "pipe_to_mail",
-    "file_to_network", "nc_exec_shell", "privileged_shell", "remote_copy_push", "remote_copy_between_hosts",
+    "file_to_network", "nc_exec_shell", "wallet_address", "exec_argv0", "privileged_shell", "remote_copy_push", "remote_copy_between_hosts",
     # limits
-    "parse_error", "depth_limit", "oversize", "too_deep",
+    "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )
 
 __all__ = ["FEATURES", "MAX_DEPTH", "analyze_command"]

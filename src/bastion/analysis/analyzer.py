@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import time
 from typing import Any
 
 import tree_sitter
@@ -27,8 +28,14 @@ from .interp import code_features, embedded_commands, interpreter_code, interpre
 __all__ = ["MAX_DEPTH", "Analyzer", "analyze_command"]
 
 MAX_DEPTH = 4
-MAX_TEXT = 256 * 1024  # total characters analysed per command, all levels together
+MAX_TEXT = 64 * 1024  # total characters analysed per command, all levels together
 MAX_NODES = 20000
+# Wall-clock budget for one command, all levels: tree-sitter's error recovery is
+# super-linear on some pathological inputs, and analysis must never stall a session.
+# Long text is parsed in pieces of at most PARSE_CHUNK characters, cut at line ends,
+# which bounds the worst case of one parse; the deadline stops further pieces.
+TIME_BUDGET = 0.25
+PARSE_CHUNK = 8192
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 _PARSER = tree_sitter.Parser(_LANGUAGE)
@@ -78,7 +85,7 @@ RUNNERS = frozenset({
     "logsave", "chroot", "capsh", "doas", "sudo", "su", "runuser", "setpriv", "exec", "command",
     "builtin", "unbuffer", "watch", "ansible-test", "busybox", "sudoedit", "login", "setarch",
     "linux32", "linux64", "sshpass", "start-stop-daemon", "systemd-run", "unshare", "proot",
-    "catchsegv", "nohup", "parallel", "dbus-run-session", "xvfb-run", "fakeroot"})
+    "catchsegv", "parallel", "dbus-run-session", "xvfb-run", "fakeroot"})
 NET_CLIENTS = frozenset({"nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "socat", "telnet",
                          "openssl", "cryptcat", "sbd", "pwncat", "ssh", "curl", "wget"})
 MAILERS = frozenset({"mail", "mailx", "mutt", "sendmail", "s-nail", "bsd-mailx", "msmtp",
@@ -98,7 +105,7 @@ _SHELL_REF = re.compile(
     r"(?<!-)\bexec\s+(?:/bin/|/usr/bin/|(?:ba|z|da)?sh\b)|\bexec\s*\(|os\.execute|pty\.spawn|\bspawn\b|callCommand|\bshell\s+/|"
     r"\$\(shell\s|\.shell\b|\.system\b|"
     r"--(?:rsh|to)-command|--checkpoint-action|--use-compress-program|"
-    r"execute\s*=|\bexecl?p?\s*\(|pcntl_exec|\brun\(`", re.I)
+    r"execute\s*=|\bexecl?p?\s*\(|pcntl_exec|\brun\(`", re.IGNORECASE)
 _PRIV_SHELL = re.compile(
     r"(?:^|[^\w.-])(?:ba|da|z|k|a|mk)?sh\\?(?:[\"'\],]+\s*\[?\s*[\"']?(?:sh[\"']\s*,\s*[\"'])?|"
     r"\s+(?:--\s+)?(?:-[a-z]+\s+)*)-[a-oq-z]*p[a-z]*\b|--arg=[\"']?-p\b|argv1=-p")
@@ -109,11 +116,14 @@ _REMOTE = re.compile(r"^(?:[\w.${}-]+@)?([\w.${}\[\]:-]+?):{1,2}(?!//)")
 # Text that is source code rather than a shell command (submitted as a "command").
 _SOURCE_CODE = re.compile(r"\s*(?:module\s|import\s|package\s|using\s|#include|<\?php|<%|"
                           r"public\s+class|\(function|require\(|fn\s+main|def\s|class\s)")
+# Monero (95 base58 chars from 4/8) and Bitcoin bech32 wallet shapes, as pool logins.
+_WALLET = re.compile(r"(?:^|[\s=:\"'/.])(?:[48][0-9AB][1-9A-HJ-NP-Za-km-z]{93}|bc1[02-9ac-hj-np-z]{39,59})(?:$|[\s\"'.+])")
 _DECODERS = frozenset({"base64", "base32", "basenc", "xxd", "rev", "openssl", "uudecode"})
 _SKIP_OPERANDS = {"chroot": 1, "taskset": 1, "chrt": 1, "timeout": 1, "flock": 1, "sg": 1}
 _CAPTURE_SPLIT = re.compile(r"\s+")
-_URL = re.compile(r"(?:[a-z][a-z0-9+.-]*://[^\s'\"<>|;&)]+)", re.I)
-_HOSTPORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{2,5}\b", re.I)
+# Bounded repetitions: these run over attacker-controlled text of any length.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,15}://[^\s'\"<>|;&)]{1,2048}", re.IGNORECASE)
+_HOSTPORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,8}):\d{2,5}\b", re.IGNORECASE)
 _BRACE = re.compile(r"^\{?([^{},\s]+(?:,[^{},]*)+)\}?$")
 
 
@@ -135,6 +145,8 @@ class Analyzer:
         self.urls: dict[str, None] = {}
         self.sudo_names: dict[str, None] = {}
         self.exec_names: dict[str, None] = {}
+        self.names_log: list[str] = []  # names in first-seen order (slices stay cheap)
+        self.deadline = time.monotonic() + TIME_BUDGET
         self.shell_payload_written = False
         self.last_ssh_remote = ""
         self.extra_text: list[str] = []
@@ -150,9 +162,11 @@ class Analyzer:
         if self.parse_error or _SOURCE_CODE.match(self.raw):
             self.code_text(self.raw, 0, {})
         self._repl_input()
+        # The raw command leads the text, so one scan of cmd.text sees every substring
+        # of the submitted command as well as everything decoded from it.
         text_parts = [*self.argv, *self.redirects, *self.payloads, *self.interp,
                       *self.extra_text]
-        if self.parse_error:
+        if self.parse_error or self.raw not in text_parts:
             text_parts.insert(0, self.raw)
         text = "\n".join(text_parts)
         if _PRIV_SHELL.search(text):
@@ -178,31 +192,56 @@ class Analyzer:
         }
 
     def _repl_input(self) -> None:
-        """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program."""
-        lines = self.raw.split("\n")
-        if len(lines) < 2:
+        """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program.
+
+        Only the first few lines can start such a session (bounded work on long input).
+        """
+        raw = self.raw
+        if "\n" not in raw:
             return
-        for i, line in enumerate(lines[:-1]):
+        start = 0
+        for _n in range(32):
+            end = raw.find("\n", start)
+            if end < 0:
+                return
+            line = raw[start:end]
+            start = end + 1
             words = line.split()
             if not words:
                 continue
-            if words[0] in ("sudo", "doas") and len(words) > 1:
+            sudo = words[0] in ("sudo", "doas")
+            if sudo and len(words) > 1:
                 words = words[1:]
             prog = _basename(words[0])
-            rest = "\n".join(lines[i + 1:])
-            if interpreter_lang(prog) is not None and len(words) == 1:
+            repl = interpreter_lang(prog) is not None and len(words) == 1
+            if not (repl or sudo):
+                continue
+            rest = raw[start:start + 16384]
+            if repl:
                 self.interp.setdefault(rest[:8192])
                 self.feature("repl_input")
                 for feat in code_features(rest):
                     self.feature(feat)
             if re.search(r"(?m)^\s*!\s*/?\S*sh\b|^\s*!\s*(?:ba|z|da)?sh\b|^\s*:?shell\b", rest):
                 self.feature("keystroke_shell_escape")
-            if line.split()[:1] in (["sudo"], ["doas"]) and prog not in RUNNERS and (
+            if sudo and prog not in RUNNERS and (
                     _SHELL_REF.search(rest) or re.search(r"(?m)(?:^|;)\s*(?:/bin/)?(?:ba|da|z)?sh\b", rest)):
                 self.feature("sudo_shell_escape")
 
     def feature(self, name: str) -> None:
         self.features.setdefault(name)
+
+    def add_name(self, name: str) -> None:
+        if name not in self.names:
+            self.names[name] = None
+            self.names_log.append(name)
+
+    def out_of_time(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.feature("analysis_timeout")
+            self.parse_error = True
+            return True
+        return False
 
     def analyse_text(self, text: str, depth: int, env: dict[str, str] | None = None,
                      why: str | None = None) -> None:
@@ -228,13 +267,35 @@ class Analyzer:
         if not text.strip():
             return
         self.depth = max(self.depth, depth)
-        data = text.encode("utf-8", "surrogatepass")
-        tree = _PARSER.parse(data)
-        root = tree.root_node
-        if root.has_error:
+        walk_env = dict(env or {})
+        for piece in _pieces(text):
+            if len(piece) > PARSE_CHUNK:
+                self.feature("oversize")
+                piece = piece[:PARSE_CHUNK]
+            if self.out_of_time():
+                return
+            data = piece.encode("utf-8", "surrogatepass")
+            root = self._parse(data)
+            if root is None:
+                return
+            if root.has_error:
+                self.parse_error = True
+                self.feature("parse_error")
+            _Walk(self, data, depth, walk_env).visit(root)
+
+    def _parse(self, data: bytes) -> tree_sitter.Node | None:
+        """Parse with the command's deadline; None (and a feature) when it runs out."""
+        deadline = self.deadline
+        try:
+            tree = _PARSER.parse(lambda offset, _point: data[offset:offset + 65536],
+                                 progress_callback=lambda *_: time.monotonic() > deadline)
+        except ValueError:  # cancelled by the progress callback: out of time
+            _PARSER.reset()  # or the next parse would resume this one
+            self.feature("parse_timeout")
             self.parse_error = True
             self.feature("parse_error")
-        _Walk(self, data, depth, dict(env or {})).visit(root)
+            return None
+        return tree.root_node
 
     # ------------------------------------------------------------ simple commands
 
@@ -251,7 +312,7 @@ class Analyzer:
             argv = [*_CAPTURE_SPLIT.split(argv[0].strip()), *argv[1:]]
         self.argv.setdefault(" ".join(argv))
         name = _basename(argv[0])
-        self.names.setdefault(name)
+        self.add_name(name)
         if name in _WRAPPERS or not (
                 (len(argv) > 1 and argv[1] in INERT_ARGS)
                 or (len(argv) == 2 and argv[1] in ("-v", "-V"))
@@ -262,6 +323,8 @@ class Analyzer:
         if name == "busybox" and len(argv) > 1:
             return self.simple(argv[1:], depth, env, stdin, sudo)
         if name in _WRAPPERS:
+            if name == "exec" and "-a" in argv[1:3]:
+                self.feature("exec_argv0")  # exec -a NAME: the process lies about its name
             inner = self._unwrap(name, argv)
             if name in ("sudo", "doas", "pkexec", "runuser"):
                 self.feature("sudo")
@@ -271,7 +334,7 @@ class Analyzer:
                 self.feature("detached")
             if inner:
                 elevating = name in ("sudo", "doas", "pkexec", "runuser")
-                before = set(self.names)
+                before = len(self.names_log)
                 # Only the program sudo runs directly counts as "run under sudo".
                 out = self.simple(inner, depth, env, stdin, elevating)
                 if name in ("sudo", "doas", "pkexec"):
@@ -284,7 +347,7 @@ class Analyzer:
                     if a in ("-c", "--command"):
                         self.analyse_text(argv[i + 1], depth + 1, env, "shell_c")
                     else:
-                        self.names.setdefault(_basename(argv[i + 1]))
+                        self.add_name(_basename(argv[i + 1]))
             return None
         if name in SHELLS:
             return self._shell(argv, depth, env, stdin)
@@ -323,7 +386,7 @@ class Analyzer:
         self._program_escapes(argv[1:], depth, env)
         return None
 
-    _ESCAPE_ARG = re.compile(r"^\s*(?:\.shell|\.system|\\?!|:!|:shell\b|:call\s+system\()\s*(.*)$", re.S)
+    _ESCAPE_ARG = re.compile(r"^\s*(?:\.shell|\.system|\\?!|:!|:shell\b|:call\s+system\()\s*(.*)$", re.DOTALL)
 
     def _program_escapes(self, args: list[str], depth: int, env: dict[str, str]) -> None:
         """Arguments that a program hands to a shell (sqlite3 '.shell', vi -c ':!cmd')."""
@@ -334,7 +397,7 @@ class Analyzer:
                 self.analyse_text(m.group(1).strip().strip("'\")").rstrip(")"), depth + 1, env,
                                   "program_shell_escape")
 
-    def _check_sudo_escape(self, inner: list[str], before: set[str], stdin: str | None) -> None:
+    def _check_sudo_escape(self, inner: list[str], before: int, stdin: str | None) -> None:
         """A shell reached *through* a sudo'd program that is not a plain runner: in its
         arguments, in what it reads on stdin, or in a file an earlier statement wrote."""
         target = _basename(inner[0])
@@ -342,7 +405,7 @@ class Analyzer:
             target = next((_basename(a) for a in inner if "=" not in a), target)
         if target in RUNNERS or target in SHELLS:
             return
-        spawned = [n for n in self.names if n not in before and n in SHELLS]
+        spawned = [n for n in self.names_log[before:] if n in SHELLS]
         if (spawned or _SHELL_REF.search(" ".join(inner[1:]))
                 or (stdin is not None and _SHELL_REF.search(stdin)) or self.shell_payload_written):
             self.feature("sudo_shell_escape")
@@ -364,8 +427,8 @@ class Analyzer:
         if len(operands) < 2:
             return
         last = _REMOTE.match(operands[-1])
-        if not last or re.fullmatch(r"[A-Za-z]", last.group(1)):
-            return
+        if not last or ("@" not in operands[-1] and re.fullmatch(r"[A-Za-z]", last.group(1))):
+            return  # C:\path is a Windows drive, not a host
         host = last.group(1).lower()
         if host in ("localhost", "127.0.0.1", "::1", "[::1]"):
             return
@@ -390,13 +453,11 @@ class Analyzer:
             if a.startswith("-") and len(a) > 1:
                 if name == "env" and a in ("-S", "--split-string") and i + 1 < len(argv):
                     return _CAPTURE_SPLIT.split(argv[i + 1].strip()) + argv[i + 2:]
-                if a in takes or (len(a) == 2 and a in takes):
+                if a in takes:
                     i += 2
                 else:
                     i += 1
                 continue
-            if name == "xargs" and False:  # pragma: no cover - kept for symmetry
-                break
             if skip:
                 skip -= 1
                 i += 1
@@ -491,6 +552,8 @@ class Analyzer:
                     re.fullmatch(r"-[a-zA-Z]*[ec]", a) and not a.startswith("--")):
                 self.feature("nc_exec")
                 prog = argv[i + 1].split()[0] if i + 1 < len(argv) and argv[i + 1].split() else ""
+                if prog:
+                    self.add_name(_basename(prog))
                 if _basename(prog) in SHELLS or interpreter_lang(_basename(prog)) or a == "--lua-exec":
                     self.feature("nc_exec_shell")
             elif re.fullmatch(r"-[a-zA-Z]*l[a-zA-Z]*", a) or a == "--listen":
@@ -624,11 +687,58 @@ class Analyzer:
 
     def _literal_payloads(self, args: list[str], depth: int, env: dict[str, str]) -> None:
         for a in args:
+            if len(a) >= 95 and _WALLET.search(a):
+                self.feature("wallet_address")
             if looks_like_base64(a):
                 decoded = try_base64(a)
                 if decoded and re.search(r"[ /;|]", decoded):
                     self.feature("base64_literal")
                     self.analyse_text(decoded, depth + 1, env, "decoded_payload")
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut at line ends into pieces of at most PARSE_CHUNK characters.
+
+    (A heredoc cut in two is read as commands from the cut on: more names, never fewer.)
+    """
+    if len(text) <= PARSE_CHUNK:
+        return [text]
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(start + PARSE_CHUNK, len(text))
+        if end < len(text):
+            cut = text.rfind("\n", start, end)
+            if cut > start:
+                end = cut + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+class _Flow:
+    """What has flowed into a pipeline so far, kept incrementally (pipelines can be long)."""
+
+    __slots__ = ("count", "decoder", "downloader", "literal", "relay", "text_marks")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.downloader = False
+        self.decoder = False
+        self.literal = True
+        self.relay = True
+        self.text_marks = ""
+
+    def add(self, producer: str, stage_text: str) -> None:
+        if stage_text and "$" in stage_text:
+            self.text_marks = "$"
+        if not producer:
+            return
+        self.count += 1
+        self.downloader = self.downloader or producer in DOWNLOADERS
+        self.decoder = self.decoder or producer in _DECODERS
+        self.literal = self.literal and producer in ("echo", "printf", "yes", "true")
+        self.relay = self.relay and producer in NET_CLIENTS
 
 
 class _Walk:
@@ -652,6 +762,8 @@ class _Walk:
         if an.nodes > MAX_NODES:
             an.feature("oversize")
             return
+        if not an.nodes & 255 and an.out_of_time():
+            return
         t = node.type
         if t == "command":
             self.command(node, [])
@@ -670,7 +782,7 @@ class _Walk:
                 else:
                     words.append(self.word(c))
             an.argv.setdefault(" ".join(words))
-            an.names.setdefault(words[0] if words else "export")
+            an.add_name(words[0] if words else "export")
         elif t in ("command_substitution", "process_substitution"):
             an.feature("command_substitution" if t == "command_substitution"
                        else "process_substitution")
@@ -957,11 +1069,13 @@ class _Walk:
         an = self.an
         stages = [c for c in node.children if c.is_named]
         out: str | None = initial
-        producers = list(producers or [])
+        flow = _Flow()
+        for p in producers or ():
+            flow.add(p, "")
         offset = 1 if producers else 0
         for j, st in enumerate(stages):
             i = j + offset
-            before = len(an.names)
+            before = len(an.names_log)
             if st.type == "command":
                 result = self.command(st, [], out if i else None)
             elif st.type == "redirected_statement":
@@ -969,40 +1083,38 @@ class _Walk:
             else:
                 self.visit(st)
                 result = None
-            names = list(an.names)[before:]
+            names = an.names_log[before:]
             stage_name = self.stage_name(st)
             if i > 0 and stage_name is not None:
                 lang = interpreter_lang(stage_name)
                 if stage_name in SHELLS and not self.has_c_flag(st):
                     an.feature("pipe_to_shell")
-                    if any(p in DOWNLOADERS for p in producers):
+                    if flow.downloader:
                         an.feature("download_to_shell")
-                    if any(p in _DECODERS for p in producers):
+                    if flow.decoder:
                         an.feature("decoded_to_shell")
                 elif lang is not None and lang not in ("awk",) and not self.has_code(st, lang):
                     an.feature("pipe_to_interpreter")
-                    if any(p in DOWNLOADERS for p in producers):
+                    if flow.downloader:
                         an.feature("download_to_shell")
-                    if any(p in _DECODERS for p in producers):
+                    if flow.decoder:
                         an.feature("decoded_to_shell")
-            if i > 0 and stage_name is not None and producers:
-                self.data_sink(st, stage_name, producers, j, stages)
-            producers.extend(names or ([stage_name] if stage_name else []))
+                if flow.count:
+                    self.data_sink(st, stage_name, flow)
+            for p in names or ([stage_name] if stage_name else []):
+                flow.add(p, "")
+            flow.add("", self.text(st) if "$" not in flow.text_marks else "")
             out = result
         return out
 
-    def data_sink(self, st: tree_sitter.Node, sink: str, producers: list[str], j: int,
-                  stages: list[tree_sitter.Node]) -> None:
+    def data_sink(self, st: tree_sitter.Node, sink: str, flow: _Flow) -> None:
         """Local data piped into a network client or mailer (exfiltration shapes).
 
         A producer that only prints literals (``echo GET / | nc host 80``) or a listener
         (``nc -l | nc host``, a relay) is not local data; anything that reads files, runs
         programs or substitutes command output is.
         """
-        earlier = "".join(self.text(s) for s in stages[:j]) if j else ""
-        literal = all(p in ("echo", "printf", "yes", "true") for p in producers) and "$" not in earlier
-        relay = all(p in NET_CLIENTS for p in producers)
-        if literal or relay:
+        if (flow.literal and "$" not in flow.text_marks) or flow.relay:
             return
         text = self.text(st)
         if sink == "ssh":

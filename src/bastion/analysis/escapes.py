@@ -19,7 +19,7 @@ def unescape_bare(text: str) -> str:
     """An unquoted word: backslash-newline vanishes, ``\\x`` is ``x``."""
     if "\\" not in text:
         return text
-    return re.sub(r"\\(\n|.)", lambda m: "" if m.group(1) == "\n" else m.group(1), text, flags=re.S)
+    return re.sub(r"\\(\n|.)", lambda m: "" if m.group(1) == "\n" else m.group(1), text, flags=re.DOTALL)
 
 
 def unescape_double(text: str) -> str:
@@ -103,22 +103,23 @@ _FMT = re.compile(r"%(?:%|[-+ #0]*\d*(?:\.\d+)?([a-zA-Z]))")
 
 
 def printf_format(fmt: str, args: list[str]) -> str:
-    """What ``printf FMT ARGS...`` prints (enough of it to reveal hidden text)."""
+    """What ``printf FMT ARGS...`` prints (enough of it to reveal hidden text).
+
+    Like printf, the format is reused while arguments remain.
+    """
     body = _c_escapes(fmt, octal_needs_zero=False)
     if "%" not in body:
         return body
     out: list[str] = []
-    it = iter(args)
-    rounds = 0
-    while True:
-        used = False
+    pending = list(args)
+    for _round in range(64):
+        state = {"used": False}
 
-        def sub(m: re.Match[str]) -> str:
-            nonlocal used
+        def convert(m: re.Match[str], state: dict[str, bool] = state) -> str:
             if m.group() == "%%":
                 return "%"
-            used = True
-            arg = next(it, "")
+            state["used"] = True
+            arg = pending.pop(0) if pending else ""
             conv = m.group(1)
             if conv == "b":
                 return echo_e(arg)
@@ -126,10 +127,7 @@ def printf_format(fmt: str, args: list[str]) -> str:
                 return arg[:1]
             return arg
 
-        out.append(_FMT.sub(sub, body))
-        rounds += 1
-        remaining = list(it)
-        if not used or not remaining or rounds > 64:
+        out.append(_FMT.sub(convert, body))
+        if not state["used"] or not pending:
             break
-        it = iter(remaining)
     return "".join(out)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from ..events import Action
 from ._base import Section
 
 __all__ = ["DetectorSettings", "RuleOverride", "RulesPolicy"]
@@ -29,10 +30,10 @@ ALL_PACKS = [
 class RuleOverride(Section):
     """Tune one rule without editing its pack."""
 
-    rule: str
+    rule: str = Field(description="rule id, e.g. tunnels.ssh_port_forward (checked at load)")
     enabled: bool | None = None
     severity: Literal["info", "low", "medium", "high", "critical"] | None = None
-    action: str | None = None
+    action: Action | None = None
     exceptions: list[str] = Field(
         default_factory=list, description="extra conditions under which the rule is silent"
     )
@@ -53,7 +54,19 @@ class DetectorSettings(Section):
 
 
 class RulesPolicy(Section):
-    packs: list[str] = Field(default_factory=lambda: list(ALL_PACKS))
+    packs: list[str] = Field(default_factory=lambda: list(ALL_PACKS),
+                             description="built-in packs to load (see ALL_PACKS)")
     files: list[str] = Field(default_factory=list, description="extra rule files")
     overrides: list[RuleOverride] = Field(default_factory=list)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @field_validator("packs")
+    @classmethod
+    def _known_packs(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in ALL_PACKS]
+        if unknown:
+            raise ValueError(f"unknown rule pack(s) {', '.join(unknown)}; built-in packs: "
+                             f"{', '.join(ALL_PACKS)} (own rules go in `files`)")
+        if len(set(value)) != len(value):
+            raise ValueError("a pack is listed twice")
+        return value

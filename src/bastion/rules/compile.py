@@ -34,7 +34,7 @@ __all__ = ["Atom", "Predicate", "compile_node", "guard", "node_fields", "node_ki
 Predicate = Callable[[Event], bool]
 Atom = tuple[str, str, Any]
 
-_ATTRIBUTES = {
+ATTRIBUTE_FIELDS = _ATTRIBUTES = {
     "session.id", "run.id", "episode.id", "call.step", "call.id",
     "proc.pid", "proc.ppid", "proc.ancestry",
 }
@@ -43,7 +43,7 @@ _NUMERIC = {"int", "float"}
 
 def _getter(name: str) -> Callable[[Event], Any]:
     if name == "kind":
-        return lambda ev: ev.kind.value
+        return lambda ev: ev.kind._value_
     if name in _ATTRIBUTES:
         return lambda ev: ev.get(name)
     return lambda ev: ev.fields.get(name)
@@ -76,7 +76,7 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the clearest
+def _cmp(node: Cmp) -> Predicate:
     ftype = field_type(node.field) or "str"
     is_list = ftype == "list"
     get = _getter(node.field)
@@ -123,27 +123,21 @@ def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the
             f"'{op}' needs a string field; {node.field} is {ftype}", node.offset, node.source)
 
     test: Callable[[str], bool]
-    if op == "contains":
-        lits = tuple(vals)
-        test = (lambda s, a=lits[0]: a in s) if len(lits) == 1 else (
-            lambda s: any(a in s for a in lits))
-    elif op == "icontains":
-        lows = tuple(v.lower() for v in vals)
-
-        def test(s: str) -> bool:
-            low = s.lower()
-            return any(a in low for a in lows)
+    if op in ("contains", "icontains"):
+        lits = tuple(v.lower() for v in vals) if op == "icontains" else tuple(vals)
+        fold = op == "icontains"
+        test = _substring_test(lits, fold)
     elif op == "startswith":
         prefixes = tuple(vals)
-        test = lambda s: s.startswith(prefixes)  # noqa: E731
+        test = lambda s: s.startswith(prefixes)
     elif op == "endswith":
         suffixes = tuple(vals)
-        test = lambda s: s.endswith(suffixes)  # noqa: E731
+        test = lambda s: s.endswith(suffixes)
     elif op in ("glob", "regex"):
         compiled: list[re.Pattern[str]] = []
         for v in vals:
             try:
-                compiled.append(re.compile(fnmatch.translate(v) if op == "glob" else v, re.S))
+                compiled.append(re.compile(fnmatch.translate(v) if op == "glob" else v, re.DOTALL))
             except re.error as exc:
                 raise ConditionSyntaxError(
                     f"bad {op} {v!r}: {exc}", node.value_offset, node.source) from None
@@ -161,7 +155,7 @@ def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the
             raise ConditionSyntaxError(f"bad network: {exc}", node.value_offset,
                                        node.source) from None
 
-        def test(s: str) -> bool:  # noqa: F811 - one name per branch
+        def test(s: str) -> bool:
             addr = _ip(s)
             return addr is not None and any(addr in n for n in nets)
     else:  # pragma: no cover - the parser only produces known operators
@@ -172,22 +166,51 @@ def _cmp(node: Cmp) -> Predicate:  # noqa: C901 - one branch per operator is the
     return lambda ev: (v := get(ev)) is not None and test(v)
 
 
+def _substring_test(lits: tuple[str, ...], fold: bool) -> Callable[[str], bool]:
+    """Any of ``lits`` in the string: one automaton pass when there are many."""
+    if len(lits) >= 4:
+        try:
+            import ahocorasick_rs
+        except ImportError:  # pragma: no cover - optional accelerator
+            ahocorasick_rs = None
+        if ahocorasick_rs is not None:
+            ac = ahocorasick_rs.AhoCorasick(list(lits))
+            find = ac.find_matches_as_indexes
+            if fold:
+                return lambda s: bool(find(s.lower()))
+            return lambda s: bool(find(s))
+    if len(lits) == 1:
+        (one,) = lits
+        if fold:
+            return lambda s: one in s.lower()
+        return lambda s: one in s
+    if fold:
+        def folded(s: str) -> bool:
+            low = s.lower()
+            return any(a in low for a in lits)
+        return folded
+    return lambda s: any(a in s for a in lits)
+
+
 def compile_node(node: Node) -> Predicate:
     if isinstance(node, Cmp):
         return _cmp(node)
     if isinstance(node, Not):
         inner = compile_node(node.item)
         return lambda ev: not inner(ev)
-    fns = tuple(compile_node(n) for n in node.items)
-    if isinstance(node, And):
-        if len(fns) == 2:
-            a, b = fns
-            return lambda ev: a(ev) and b(ev)
-        return lambda ev: all(f(ev) for f in fns)
-    if len(fns) == 2:
-        a, b = fns
-        return lambda ev: a(ev) or b(ev)
-    return lambda ev: any(f(ev) for f in fns)
+    fns = [compile_node(n) for n in node.items]
+    return _chain(fns, isinstance(node, And))
+
+
+def _chain(fns: list[Predicate], conjunction: bool) -> Predicate:
+    """Nested two-way closures: cheaper per call than all()/any() over a generator."""
+    if len(fns) == 1:
+        return fns[0]
+    a = fns[0]
+    b = _chain(fns[1:], conjunction)
+    if conjunction:
+        return lambda ev: a(ev) and b(ev)
+    return lambda ev: a(ev) or b(ev)
 
 
 def node_fields(node: Node) -> list[str]:
@@ -293,52 +316,89 @@ def _literal_of_glob(pattern: str) -> str:
     return max(runs, key=len) if runs else ""
 
 
-def guard(node: Node) -> frozenset[Atom] | None:
+def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
+    if node.field == "kind":
+        return None
+    ftype = field_type(node.field) or "str"
+    if node.op in ("=", "in") and ftype in ("str", "list", "ip") and node.values:
+        return frozenset(("eq", node.field, v) for v in node.values)
+    if node.op in ("contains", "icontains", "startswith", "endswith") and node.values:
+        lits = [v.lower() for v in node.values]
+        if all(len(v) >= 2 for v in lits):
+            return frozenset(("sub", node.field, v) for v in lits)
+    if node.op == "regex" and node.values:
+        out: set[Atom] = set()
+        for v in node.values:
+            lits = regex_literals(v)
+            if lits is None:
+                return None
+            out.update(("sub", node.field, x) for x in lits)
+        return frozenset(out)
+    if node.op == "glob" and node.values:
+        lits = [_literal_of_glob(v).lower() for v in node.values]
+        if all(len(v) >= 3 for v in lits):
+            return frozenset(("sub", node.field, v) for v in lits)
+    return None
+
+
+MAX_CLAUSES = 3
+MAX_ALTERNATIVES = 4
+
+Guard = tuple[tuple[frozenset[Atom], ...], ...]
+
+
+def guard(node: Node) -> Guard | None:
+    """A necessary condition for ``node``, in the form the index evaluates cheaply.
+
+    The result is a few *alternatives*; each alternative is a few *clauses*; each clause
+    is a set of atoms. The node can only be true if, for some alternative, every clause
+    has an atom that holds. And multiplies alternatives (clauses accumulate), Or adds
+    them, Not guarantees nothing. Sizes are capped (alternatives merge into one union
+    clause when there would be too many), which only ever makes the guard weaker, never
+    wrong. None means no guard: evaluate the rule on every event of its kinds.
+    """
+    alts = _alternatives(node)
+    if any(not alt for alt in alts):
+        return None
+    return tuple(tuple(sorted(alt, key=_cost)[:MAX_CLAUSES]) for alt in alts)
+
+
+def _collapse(alts: list[list[frozenset[Atom]]]) -> list[list[frozenset[Atom]]]:
+    """Merge alternatives into one: the union of each alternative's best clause."""
+    if any(not alt for alt in alts):
+        return [[]]
+    union: frozenset[Atom] = frozenset()
+    for alt in alts:
+        union |= min(alt, key=_cost)
+    return [[union]]
+
+
+def _alternatives(node: Node) -> list[list[frozenset[Atom]]]:
     if isinstance(node, Cmp):
-        if node.field == "kind":
-            return None
-        ftype = field_type(node.field) or "str"
-        if node.op in ("=", "in") and ftype in ("str", "list", "ip") and node.values:
-            return frozenset(("eq", node.field, v) for v in node.values)
-        if node.op in ("contains", "icontains", "startswith", "endswith") and node.values:
-            lits = [v.lower() for v in node.values]
-            if all(len(v) >= 2 for v in lits):
-                return frozenset(("sub", node.field, v) for v in lits)
-        if node.op == "regex" and node.values:
-            out: set[Atom] = set()
-            for v in node.values:
-                lits = regex_literals(v)
-                if lits is None:
-                    return None
-                out.update(("sub", node.field, x) for x in lits)
-            return frozenset(out)
-        if node.op == "glob" and node.values:
-            lits = [_literal_of_glob(v).lower() for v in node.values]
-            if all(len(v) >= 3 for v in lits):
-                return frozenset(("sub", node.field, v) for v in lits)
-        return None
+        clause = _atom_clause(node)
+        return [[clause]] if clause else [[]]
     if isinstance(node, Not):
-        return None
-    subs = [guard(n) for n in node.items]
+        return [[]]
+    parts = [_alternatives(n) for n in node.items]
     if isinstance(node, Or):
-        if any(s is None for s in subs):
-            return None
-        out: frozenset[Atom] = frozenset()
-        for s in subs:
-            out |= s  # type: ignore[operator]
-        return out
-    best: frozenset[Atom] | None = None
-    for s in subs:
-        if s is None:
-            continue
-        if best is None or _cost(s) < _cost(best):
-            best = s
-    return best
+        out = [alt for p in parts for alt in p]
+        if any(not alt for alt in out):
+            return [[]]
+        return out if len(out) <= MAX_ALTERNATIVES else _collapse(out)
+    size = 1
+    for p in parts:
+        size *= len(p)
+    if size > MAX_ALTERNATIVES:
+        parts = [p if len(p) == 1 else _collapse(p) for p in parts]
+    result: list[list[frozenset[Atom]]] = [[]]
+    for p in parts:
+        result = [r + alt for r in result for alt in p]
+    return [sorted(alt, key=_cost)[:MAX_CLAUSES] for alt in result]
 
 
 def _cost(atoms: frozenset[Atom]) -> float:
     # Fewer atoms and longer literals are more selective; equality beats substring.
     total = 0.0
     for kind, _field, value in atoms:
-        total += 1.0 if kind == "eq" else 2.0 + 8.0 / max(len(str(value)), 1)
+        total += 2.0 if kind == "eq" else 1.0 + 4.0 / max(len(str(value)), 1)
     return total

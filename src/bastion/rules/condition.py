@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Union
 
 __all__ = [
+    "STRING_OPS",
     "And",
     "Cmp",
     "ConditionSyntaxError",
     "Node",
     "Not",
     "Or",
-    "STRING_OPS",
     "parse_condition",
 ]
 
@@ -51,7 +51,7 @@ _TOKEN = re.compile(
       |(?P<op><=|>=|!=|==|=|<|>)
       |(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
       |(?P<word>[^\s(),=<>!"']+)""",
-    re.X | re.S,
+    re.VERBOSE | re.DOTALL,
 )
 
 

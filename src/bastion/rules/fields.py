@@ -44,6 +44,19 @@ _EVERY_KIND_FIELDS = frozenset(
 )
 
 
+# Substring prefilter: a field whose every element appears verbatim in another field is
+# scanned through that one (cmd.text holds each argv, redirect, payload and code string),
+# so one automaton pass covers them all. Only the prefilter uses this; conditions still
+# read the field itself.
+SCAN_VIA: dict[str, str] = {
+    "cmd.argv": "cmd.text",
+    "cmd.redirects": "cmd.text",
+    "cmd.payloads": "cmd.text",
+    "cmd.interp_code": "cmd.text",
+    "cmd.raw": "cmd.text",
+}
+
+
 def known_fields() -> dict[str, tuple[str, str]]:
     return dict(_ALL)
 

@@ -42,7 +42,7 @@ class Rule:
     output: str
     predicate: Predicate
     kinds: frozenset[str]
-    guard: frozenset[Atom] | None
+    guard: tuple[tuple[frozenset[Atom], ...], ...] | None
     fields: tuple[str, ...]
     tags: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -153,19 +153,22 @@ class RuleSet:
     def match(self, event: Event) -> list[RuleMatch]:
         """Every enabled rule whose condition holds for ``event``, in pack order."""
         self._events += 1
-        index = self._index.get(event.kind.value)
+        # ``_value_`` is the plain attribute behind Enum.value (the property is slow).
+        index = self._index.get(event.kind._value_)
         if index is None:
             return []
+        cand = index.candidates(event)
+        if not cand:
+            return []
         rules = index.rules
-        out = [rules[i].to_match(event) for i in index.candidates(event)
-               if rules[i].predicate(event)]
+        out = [rules[i].to_match(event) for i in cand if rules[i].predicate(event)]
         if out:
             self._matches += len(out)
         return out
 
     def matching_rule_ids(self, event: Event) -> list[str]:
         """Like ``match`` without rendering (for tests and bulk evaluation)."""
-        index = self._index.get(event.kind.value)
+        index = self._index.get(event.kind._value_)
         if index is None:
             return []
         rules = index.rules
