@@ -8,6 +8,7 @@ observer learns about a session only through ``register``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .sandbox import CgroupHost, check_prerequisites
+from .sensors import FileSensor, HostSensors, ProcessSensor, ResourceSensor
 from .state import StateDir
 
 if TYPE_CHECKING:
@@ -49,6 +51,24 @@ def _become_subreaper() -> None:
     libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
+_sensors: HostSensors | None = None
+_sensors_lock = threading.Lock()
+
+
+def _process_sensors() -> HostSensors:
+    """The sensors of this process, shared by every Host (every state directory).
+
+    The kernel's process connector reports every fork and exec on the machine to every
+    listening socket, so one socket and one set of sensor threads per process is the
+    cost to pay, however many state directories the process uses.
+    """
+    global _sensors
+    with _sensors_lock:
+        if _sensors is None or _sensors.closed:
+            _sensors = HostSensors(ProcessSensor(), ResourceSensor(), FileSensor())
+        return _sensors
+
+
 class Host:
     _instances: dict[Path, Host] = {}
     _lock = threading.Lock()
@@ -66,6 +86,9 @@ class Host:
         self._observers: list[SessionObserver] = []
         self._sessions: dict[str, Session] = {}
         self._slock = threading.Lock()
+        self.sensors: HostSensors | None = _process_sensors()
+        for observer in self.sensors.observers:
+            self.add_observer(observer)
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike[str] | None = None) -> Host:
@@ -83,11 +106,26 @@ class Host:
     def add_observer(self, observer: SessionObserver) -> None:
         self._observers.append(observer)
 
+    def remove_observer(self, observer: SessionObserver) -> None:
+        self._observers.remove(observer)
+
     def register(self, session: Session) -> None:
+        """Tell every observer about a new session; if one refuses, undo the others
+        (a session is either fully observed or not created)."""
         with self._slock:
             self._sessions[session.session_id] = session
-        for observer in self._observers:
-            observer.register(session)
+        done: list[SessionObserver] = []
+        try:
+            for observer in self._observers:
+                observer.register(session)
+                done.append(observer)
+        except BaseException:
+            for observer in reversed(done):
+                with contextlib.suppress(Exception):
+                    observer.unregister(session)
+            with self._slock:
+                self._sessions.pop(session.session_id, None)
+            raise
 
     def unregister(self, session: Session) -> None:
         for observer in reversed(self._observers):

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import analyze_command
-from .audit import TrailConfig, open_trail
+from .audit import TrailConfig, lease_trail, release_trail
+from .engine.build import build_engine
 from .errors import BastionError, InternalError, SessionBroken, SessionClosed
 from .events import Action, Event, EventKind, Verdict
 from .gateway import NetworkAttachment, attach_network
 from .host import Host
 from .policy import Policy
+from .respond import Responder as DefaultResponder
 from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
 from .sandbox.bwrap import WORKSPACE
@@ -89,7 +91,8 @@ class Responder(Protocol):
 class _Call:
     """Book-keeping for one tool call, alive for as long as any of its processes."""
 
-    __slots__ = ("call_id", "step", "cgroup", "host_pid", "verdicts", "stop_reason", "command")
+    __slots__ = ("call_id", "step", "cgroup", "host_pid", "verdicts", "stop_reason", "command",
+                 "finished")
 
     def __init__(self, call_id: str, step: int | None, command: str) -> None:
         self.call_id = call_id
@@ -99,6 +102,7 @@ class _Call:
         self.host_pid: int | None = None
         self.verdicts: list[Verdict] = []
         self.stop_reason: str | None = None
+        self.finished = False  # its ExecResult was returned; later verdicts are "late"
 
 
 class Session:
@@ -132,12 +136,16 @@ class Session:
         self.episode_id = episode_id or self.session_id
         self.lab = lab
         self.host = host or Host.for_state_dir(state_dir)
+        # The pipeline: the policy's rule packs and detectors decide, the responder
+        # acts, the run's audit trail records. Each can be replaced (tests, benchmarks).
+        self._engine: Engine | None = engine if engine is not None else build_engine(policy)
+        self._owns_responder = responder is None
+        self._responder: Responder = responder or DefaultResponder(policy.response)
         # Appends are queued and group-committed; exec() flushes before a command runs,
         # so nothing the agent does can precede the durable record of what it asked.
-        self._recorder: EventRecorder = recorder or open_trail(
+        self._owns_recorder = recorder is None
+        self._recorder: EventRecorder = recorder or lease_trail(
             self.host.state.root, self.run_id, config=TrailConfig(durable_appends=False))
-        self._engine = engine
-        self._responder = responder
         self._lock = threading.RLock()
         self._calls: dict[str, _Call] = {}
         self._calls_by_cgroup: dict[str, _Call] = {}
@@ -155,6 +163,9 @@ class Session:
         self._setup_dirs()
         try:
             self._network = attach_network(self)
+            cut = getattr(self._network, "cut", None)
+            if self._owns_responder and cut is not None:
+                self._responder.set_cutter(self._network)  # type: ignore[attr-defined]
             self.sandbox = Sandbox(
                 policy.sandbox,
                 name=self.session_id,
@@ -271,14 +282,26 @@ class Session:
         return taken
 
     def _charge(self, verdict: Verdict) -> None:
+        """File a verdict under its call; a verdict on a call whose result was already
+        returned (its background process misbehaved later) goes out with the next one."""
         call = self._calls.get(verdict.call_id or "")
         if call is not None:
             call.verdicts.append(verdict)
-            if verdict.action in (Action.KILL, Action.TERMINATE, Action.QUARANTINE,
-                                  Action.FREEZE, Action.DENY):
+            if call.finished:
+                self._undelivered.append(verdict)
+            elif verdict.action in (Action.KILL, Action.TERMINATE, Action.QUARANTINE,
+                                    Action.FREEZE, Action.DENY):
                 call.stop_reason = call.stop_reason or f"{verdict.rule_id}: {verdict.message}"
         else:
             self._undelivered.append(verdict)
+
+    def _finish(self, call: _Call, late: list[Verdict]) -> list[Verdict]:
+        """Mark the call answered; return every verdict its result must carry."""
+        with self._lock:
+            call.finished = True
+            late = [*late, *self._undelivered]
+            self._undelivered = []
+        return [*late, *call.verdicts]
 
     def _lifecycle(self, state: str, call: _Call | None = None, **fields: Any) -> None:
         self.ingest(self.event(EventKind.LIFECYCLE, call=call, **{"life.state": state}, **fields))
@@ -430,9 +453,9 @@ class Session:
         elif self._ended:
             outcome = Outcome.TERMINATED
             reason = self._ended
-        elif raw.interrupted:
+        elif raw.interrupted or call.stop_reason:
             outcome = Outcome.KILLED
-            reason = raw.interrupted
+            reason = raw.interrupted or call.stop_reason
         elif oom and signal_no == _signal.SIGKILL:
             outcome = Outcome.KILLED
             reason = "killed: the session's memory limit was reached"
@@ -452,7 +475,7 @@ class Session:
             signal=signal_no,
             truncated=raw.truncated,
             reason=reason,
-            verdicts=[*late, *call.verdicts],
+            verdicts=self._finish(call, late),
         )
 
     def _denied(self, call: _Call, refused: list[Verdict], late: list[Verdict]) -> ExecResult:
@@ -481,7 +504,7 @@ class Session:
             call_id=call.call_id,
             step=call.step,
             reason=reason,
-            verdicts=[*late, *call.verdicts],
+            verdicts=self._finish(call, late),
         )
 
     def _check_usable(self) -> None:
@@ -559,13 +582,15 @@ class Session:
         if self._closed:
             return
         try:
+            # observers first, so what they report at the end (the file sensor's
+            # end-of-episode diff) is in the trail before the closing checkpoint
+            with contextlib.suppress(Exception):
+                self.host.unregister(self)
             with contextlib.suppress(BastionError):
                 self._lifecycle("closing")
                 self._flush_audit(checkpoint=True)  # the episode ends on a checkpoint
         finally:
             self._closed = True
-            with contextlib.suppress(Exception):
-                self.host.unregister(self)
             self._cleanup_resources()
 
     def _cleanup_resources(self) -> None:
@@ -573,6 +598,10 @@ class Session:
             self.sandbox.close()
         if self._network is not None:
             self._network.close()
+        if self._owns_responder:
+            self._responder.close()
+        if self._owns_recorder:
+            release_trail(self._recorder)  # type: ignore[arg-type]
         if hasattr(self, "dir"):
             shutil.rmtree(self.dir, ignore_errors=True)  # a configured workspace is kept
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.errors import PolicyError
-from bastion.events import FIELD_CATALOGUE
 from bastion.gateway import _dns_upstream
-from bastion.gateway.fields import FIELD_EXTENSIONS, catalogue
 from bastion.policy import Policy
 
 
@@ -42,6 +40,3 @@ def test_bad_dns_upstream(upstream: str) -> None:
         _load(f"  dns_upstream: '{upstream}'\n")
 
 
-def test_field_extensions_do_not_clash() -> None:
-    assert not set(FIELD_EXTENSIONS) & set(FIELD_CATALOGUE)
-    assert set(catalogue()) >= set(FIELD_CATALOGUE) | set(FIELD_EXTENSIONS)

@@ -208,8 +208,8 @@ def test_stratum_never_reaches_the_pool(lab: Lab, lab_session: Session,
 
 def test_stratum_is_refused_even_where_the_address_is_allowed(
         lab: Lab, make_session: Callable[..., Session]) -> None:
-    policy = {"name": "pool-allowed", "network": {"phases": {"agent": {"allow": [
-        {"cidr": f"{POOL_IP}/32"}]}}}}
+    policy = {"name": "pool-allowed", "rules": {"packs": []},
+              "network": {"phases": {"agent": {"allow": [{"cidr": f"{POOL_IP}/32"}]}}}}
     session = make_session(policy, lab=True)
     session.write_file("/workspace/miner.py", STRATUM_CLIENT)
     before = len(lab.pool_bytes())
@@ -323,7 +323,7 @@ def test_phase_switch_takes_effect(lab: Lab, make_session: Callable[..., Session
 
 
 def test_every_emitted_field_is_catalogued(lab_session: Session) -> None:
-    from bastion.gateway.fields import catalogue
+    from bastion.events import FIELD_CATALOGUE
 
     lab_session.exec("curl -sS -m 3 --cacert /workspace/ca.pem https://allowed.lab.test/; "
                      "curl -sS -m 3 http://203.0.113.81/; getent hosts x.denied.lab.test; "
@@ -331,7 +331,7 @@ def test_every_emitted_field_is_catalogued(lab_session: Session) -> None:
                      "socket.SOCK_DGRAM).sendto(b\"x\", (\"203.0.113.9\", 9))'; true")
     events(lab_session, EventKind.NET_DROP, wait=5)
     events(lab_session, EventKind.NET_CLOSE, wait=3)
-    known = catalogue()
+    known = FIELD_CATALOGUE
     kinds = set()
     for event in lab_session.events:
         if event.kind.value.startswith(("net.", "dns.")):

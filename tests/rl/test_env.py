@@ -95,7 +95,10 @@ def test_rogue_violations_penalised_attributed_and_terminated(state_dir):
 
 
 def test_policy_controls_flag_and_termination(state_dir):
-    policy = Policy.from_yaml("name: p\nrl:\n  terminate_on: []\n  on_violation: drop\n"
+    # the responder kills offending calls rather than ending the session, so that every
+    # stage of the rogue policy reaches the environment
+    policy = Policy.from_yaml("name: p\nresponse: {critical: kill, high: kill}\n"
+                              "rl:\n  terminate_on: []\n  on_violation: drop\n"
                               "  penalty: {high: -2.0, critical: -3.0, medium: -0.25}\n")
     env = _env(state_dir, policy)
     rogue = RoguePolicy()

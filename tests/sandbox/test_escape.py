@@ -21,7 +21,7 @@ from tests.conftest import pid_alive
 
 
 def test_cannot_write_outside_workspace(session: Session) -> None:
-    marker = f"bastion-escape-{secrets.token_hex(4)}"
+    marker = f"escape-probe-{secrets.token_hex(4)}"
     for target in (f"/etc/{marker}", f"/usr/{marker}", f"/work/{marker}", f"/var/{marker}",
                    f"/{marker}"):
         r = session.exec(f"echo pwned > {target}")

@@ -4,8 +4,7 @@ Public entry point::
 
     analyze_command(cmd: str) -> dict[str, Any]
 
-returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE`` and
-``bastion.rules.fields.EXTRA_FIELDS``):
+returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE``):
 
     cmd.raw          str        the command as submitted
     cmd.names        list[str]  every program name it may run, at any decoding level

@@ -21,7 +21,9 @@ from .trail import AuditTrail as AuditTrail
 from .trail import Ticket as Ticket
 from .trail import TrailConfig as TrailConfig
 from .trail import TrailStatistics as TrailStatistics
+from .trail import lease_trail as lease_trail
 from .trail import open_trail as open_trail
+from .trail import release_trail as release_trail
 from .verify import Problem as Problem
 from .verify import RunVerification as RunVerification
 from .verify import verify_run as verify_run
@@ -38,7 +40,9 @@ __all__ = [
     "Ticket",
     "TrailConfig",
     "TrailStatistics",
+    "lease_trail",
     "open_trail",
+    "release_trail",
     "verify_run",
     "verify_state_dir",
 ]

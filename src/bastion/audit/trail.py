@@ -389,7 +389,8 @@ class AuditTrail:
     # -- the writer thread ----------------------------------------------------------
 
     def _due_by_time(self) -> bool:
-        return (self._since_checkpoint > 0 and
+        # a failed trail never checkpoints again: without this the writer would spin
+        return (self._failure is None and self._since_checkpoint > 0 and
                 time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval)
 
     def _run(self) -> None:
@@ -398,7 +399,7 @@ class AuditTrail:
                 while not (self._queue or self._closing or self._force_checkpoint
                            or self._due_by_time()):
                     wait = None
-                    if self._since_checkpoint > 0:
+                    if self._since_checkpoint > 0 and self._failure is None:
                         wait = max(0.0, self._last_checkpoint + self.config.checkpoint_interval
                                    - time.monotonic())
                     self._cond.wait(wait)
@@ -540,6 +541,33 @@ def open_trail(
         if trail is None or trail._closing:
             trail = _TRAILS[key] = AuditTrail(root, run_id, sinks=sinks, config=config)
         return trail
+
+
+_LEASES: dict[int, int] = {}  # id(trail) -> sessions using it
+
+
+def lease_trail(state_dir: str | os.PathLike[str] | None, run_id: str, *,
+                config: TrailConfig | None = None) -> AuditTrail:
+    """``open_trail`` for a session: the trail is closed (final checkpoint, writer
+    thread ended) when the last session that leased it calls ``release_trail``, so a
+    process that runs many runs does not keep a writer per finished run."""
+    trail = open_trail(state_dir, run_id, config=config)
+    with _TRAILS_LOCK:
+        _LEASES[id(trail)] = _LEASES.get(id(trail), 0) + 1
+    return trail
+
+
+def release_trail(trail: AuditTrail) -> None:
+    with _TRAILS_LOCK:
+        left = _LEASES.get(id(trail), 1) - 1
+        if left > 0:
+            _LEASES[id(trail)] = left
+            return
+        _LEASES.pop(id(trail), None)
+        for key, value in list(_TRAILS.items()):
+            if value is trail:
+                del _TRAILS[key]  # the next lease of this run opens a fresh trail
+    trail.close()
 
 
 def _forget(trail: AuditTrail) -> None:

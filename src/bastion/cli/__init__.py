@@ -18,8 +18,11 @@ app = typer.Typer(
 # Order is the order of `bastion --help`.
 _COMMAND_MODULES = [
     "bastion.cli.run",
+    "bastion.cli.check",
+    "bastion.cli.audit",
     "bastion.cli.demo",
     "bastion.cli.cleanup",
+    "bastion.cli.lab",
 ]
 
 for _name in _COMMAND_MODULES:

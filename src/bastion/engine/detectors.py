@@ -5,7 +5,9 @@ Each detector sees only the event kinds it names, keeps its state per session
 reported four times a second yields one verdict, not a stream.
 
 * ``CpuBurnDetector``: a process outside the task's expected workload that burns
-  >= ``cpu_burn_cores`` for >= ``cpu_burn_seconds`` (resource samples, per process).
+  >= ``cpu_burn_cores`` (capped at the session's CPU limit) for >= ``cpu_burn_seconds``
+  (resource samples, per process); CPU *demand* (run + run-queue wait) counts, so a
+  burner on a host too busy to give it a core is still caught.
 * ``GpuDetector``: a process outside the expected workload that uses the GPU.
 * ``ForkStormDetector``: more than ``fork_storm_per_second`` forks in a session in 1 s.
 * ``ConnectionDetector``: outbound connections open for >= ``long_connection_seconds``
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..events import Action, Event, EventKind, Severity
 from ..policy.rules import DetectorSettings
+from ..sensors.burn import burn_threshold, is_burning
 from .finding import Detector, Finding
 
 __all__ = [
@@ -36,14 +39,10 @@ __all__ = [
     "default_detectors",
 ]
 
-# /proc/PID/stat counts CPU in clock ticks (10 ms) and the scheduler adds jitter, so
-# a process pinned at one core measures 0.96..1.04 cores over a 250 ms sample.
-_CPU_TOLERANCE = 0.9
-# Beacon detection: this many connections to one destination at intervals whose
-# coefficient of variation is below _BEACON_MAX_CV, at least _BEACON_MIN_PERIOD apart.
-_BEACON_MIN_CONNECTIONS = 5
-_BEACON_MAX_CV = 0.2
-_BEACON_MIN_PERIOD = 1.0
+
+# Beacon detection (settings in the policy's rules.detectors): beacon_min_connections
+# connections to one destination at intervals whose coefficient of variation is below
+# beacon_max_jitter, at least beacon_min_period seconds apart.
 _FORK_WINDOW_NS = 1_000_000_000
 _FORK_COOLDOWN_NS = 5_000_000_000
 
@@ -81,8 +80,9 @@ class CpuBurnDetector:
     name = "cpu_burn"
     kinds = frozenset({EventKind.RESOURCE, EventKind.EXIT})
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        self._cores = settings.cpu_burn_cores
+    def __init__(self, settings: DetectorSettings, cap_cores: float | None = None) -> None:
+        # a session limited to less CPU than the threshold could otherwise never trip it
+        self._cores = burn_threshold(settings.cpu_burn_cores, cap_cores)
         self._seconds = settings.cpu_burn_seconds
         self._expected = _Expected(settings.expected_processes)
         self._state: dict[tuple[str, int], _Burn] = {}
@@ -102,7 +102,10 @@ class CpuBurnDetector:
             return []
         with self._lock:
             state = self._state.get(key)
-            if cores < self._cores * _CPU_TOLERANCE:
+            # demand (run + run-queue wait) when the sensor has it: on a busy host a
+            # burner gets less than a core but still wants one, and must not escape
+            demand = event.fields.get("res.cpu_demand")
+            if not is_burning(cores, demand, self._cores):
                 if state is not None and not state.fired:
                     del self._state[key]
                 return []
@@ -123,11 +126,12 @@ class CpuBurnDetector:
         return [Finding(
             rule_id="detector.cpu_burn",
             severity=Severity.HIGH,
-            message=(f"process {name} (pid {pid}) burned {cores:.2f} cores for "
-                     f"{burned:.2f}s and is not part of the expected workload"),
+            message=(f"process {name} (pid {pid}) burned {max(cores, demand or 0.0):.2f} cores "
+                     f"for {burned:.2f}s and is not part of the expected workload"),
             categories=("mining", "resource_abuse"),
             mitre=("T1496",),
-            evidence={"res.cpu_cores": cores, "res.burn_seconds": round(burned, 3),
+            evidence={"res.cpu_cores": cores, "res.cpu_demand": demand,
+                      "res.burn_seconds": round(burned, 3),
                       "proc.name": name, "proc.cmdline": event.fields.get("proc.cmdline", "")},
             event_ids=ids,
         )]
@@ -225,6 +229,9 @@ class ConnectionDetector:
 
     def __init__(self, settings: DetectorSettings) -> None:
         self._long = settings.long_connection_seconds
+        self._beacon_n = settings.beacon_min_connections
+        self._beacon_cv = settings.beacon_max_jitter
+        self._beacon_period = settings.beacon_min_period
         self._long_fired: set[tuple[str, str]] = set()
         self._connects: dict[tuple[str, str, int], deque[int]] = {}
         self._beacon_fired: set[tuple[str, str, int]] = set()
@@ -262,13 +269,13 @@ class ConnectionDetector:
                 return []
             times = self._connects.get(key)
             if times is None:
-                times = self._connects[key] = deque(maxlen=_BEACON_MIN_CONNECTIONS)
+                times = self._connects[key] = deque(maxlen=self._beacon_n)
             times.append(event.ts)
-            if len(times) < _BEACON_MIN_CONNECTIONS:
+            if len(times) < self._beacon_n:
                 return []
             gaps = [(b - a) / 1e9 for a, b in zip(times, list(times)[1:])]
             mean = statistics.fmean(gaps)
-            if mean < _BEACON_MIN_PERIOD or statistics.pstdev(gaps) / mean > _BEACON_MAX_CV:
+            if mean < self._beacon_period or statistics.pstdev(gaps) / mean > self._beacon_cv:
                 return []
             self._beacon_fired.add(key)
         return [Finding(
@@ -322,11 +329,13 @@ class TelemetryLossDetector:
         return None
 
 
-def default_detectors(settings: DetectorSettings) -> list[Detector]:
-    """The detectors every engine runs, in evaluation order."""
+def default_detectors(settings: DetectorSettings, *,
+                      cap_cores: float | None = None) -> list[Detector]:
+    """The detectors every engine runs, in evaluation order. ``cap_cores`` is the
+    session's CPU limit (policy ``sandbox.limits.cpus``)."""
     return [
         TelemetryLossDetector(),
-        CpuBurnDetector(settings),
+        CpuBurnDetector(settings, cap_cores),
         GpuDetector(settings),
         ForkStormDetector(settings),
         ConnectionDetector(settings),

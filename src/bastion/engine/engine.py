@@ -7,8 +7,9 @@ severity to, unless the rule or detector overrides it. The responder then record
 what was actually done.
 
 Rules come from a ``RuleSet`` (or a ``RuleSetHolder`` that reloads atomically); the
-engine reads the current set once per event, so a reload never splits an event
-between two rule versions.
+engine takes the holder's ``current`` set once per event and reads both the matches
+and the policy hash from it, so a reload never splits an event between two rule
+versions.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class Engine:
         return self._ruleset
 
     def evaluate(self, event: Event) -> list[Verdict]:
-        matches: list[MatchLike] = self._ruleset.match(event)
+        # one snapshot per event: the matches and the hash must come from the same set
+        ruleset = getattr(self._ruleset, "current", self._ruleset)
+        matches: list[MatchLike] = ruleset.match(event)
         detectors = self._by_kind.get(event.kind)
         if detectors:
             for detector in detectors:
@@ -75,7 +78,7 @@ class Engine:
         self._events += 1  # a racy counter is fine for statistics
         if not matches:
             return []
-        policy_hash = self._ruleset.policy_hash
+        policy_hash = ruleset.policy_hash
         verdicts = [self._verdict(event, m, policy_hash) for m in matches]
         self._verdicts += len(verdicts)
         return verdicts

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
@@ -37,6 +38,7 @@ from pyroute2 import IPRoute
 from ..errors import BastionError, SandboxUnavailable
 from ..events import Action, EventKind, Verdict, new_id
 from ..policy.network import NetworkPolicy
+from ..sensors.sockets import socket_owner
 from .decide import Decision, always_denied, decide, domain_allowed
 from .dnsguard import TunnelMeter, answers_of, clean_query, parse_query, refusal
 from .netns import nft
@@ -140,6 +142,7 @@ class Attachment:
         self.meter = TunnelMeter()
         self.conns: set[_Conn] = set()
         self.drops: dict[str, tuple[int, int]] = {name: (0, 0) for name in DROP_COUNTERS}
+        self.owners: dict[tuple[Any, Any], tuple[int | None, Any]] = {}
         self.closed = False
 
     @property
@@ -180,12 +183,45 @@ class Attachment:
     def emit(self, kind: EventKind, fields: dict[str, Any]) -> list[Verdict] | None:
         """Ingest an event; None if the session could not take it (treat as refused)."""
         try:
-            return self.session.ingest(self.session.event(kind, **fields))
+            pid, call = self._owner(fields)
+            return self.session.ingest(self.session.event(kind, call=call, pid=pid, **fields))
         except BastionError:
             return None
         except Exception:
+            # the session's ingest already failed closed; the connection is refused
             log.exception("gateway: ingest failed for %s", self.session.session_id)
             return None
+
+    def cut(self, conn_id: str) -> bool:
+        """Close one live connection (the responder's ``cut``)."""
+        for conn in list(self.conns):
+            if conn.id == conn_id:
+                conn.fields["net.cut"] = "cut by a verdict"
+                conn.cut()
+                return True
+        return False
+
+    def _owner(self, fields: dict[str, Any]) -> tuple[int | None, Any]:
+        """The process holding the connection's socket, and the tool call it belongs
+        to (by its call cgroup), found once per connection and remembered."""
+        key = (fields.get("net.src_ip"), fields.get("net.src_port"))
+        if key[1] is None:
+            return None, None
+        if key in self.owners:
+            return self.owners[key]
+        sandbox = self.session.sandbox
+        pids = sandbox.cgroup.pids() if sandbox is not None and sandbox.cgroup else []
+        pid = socket_owner(pids, str(key[0]), int(key[1]))
+        call = None
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                    if line.startswith("0::"):
+                        call = self.session.call_for_cgroup(line[3:])
+        if len(self.owners) > 4096:
+            self.owners.clear()
+        self.owners[key] = (pid, call)
+        return pid, call
 
 
 def _pool_size() -> int:

@@ -23,8 +23,12 @@ from . import Lab
 
 __all__ = ["chapter_network"]
 
+# The rule packs are off in this chapter so that each attempt actually reaches the
+# network and the gateway alone is shown refusing it. With the packs on (chapter 3),
+# these commands are refused before they start.
 POLICY = """
 name: demo-network
+rules: {packs: []}
 network:
   initial_phase: agent
   phases:
@@ -50,6 +54,8 @@ STEPS = [
 def chapter_network(console: Console, state_dir: str | None) -> int:
     """Run the chapter; returns 0 when every claim shown held."""
     console.rule("[bold]Chapter 2 — the network: a miner and a reverse tunnel")
+    console.print("Rule packs are switched off for this chapter, so every attempt reaches "
+                  "the gateway: this is the last line of defence on its own.")
     lab = Lab()
     started = not lab.is_up()
     lab.up()

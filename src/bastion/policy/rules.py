@@ -49,7 +49,13 @@ class DetectorSettings(Section):
     )
     gpu_util_percent: float = Field(default=10.0, ge=0)
     long_connection_seconds: float = Field(default=300.0, gt=0)
-    fork_storm_per_second: int = Field(default=200, gt=0)
+    beacon_min_connections: int = Field(
+        default=5, ge=3, description="re-connections to one destination before judging")
+    beacon_max_jitter: float = Field(
+        default=0.2, gt=0, description="max coefficient of variation of the gaps")
+    beacon_min_period: float = Field(default=1.0, gt=0, description="seconds between connects")
+    # a plain shell loop of /bin/true forks ~600/s on a small machine: that is not a storm
+    fork_storm_per_second: int = Field(default=1000, gt=0)
     sample_interval: float = Field(default=0.25, gt=0)
 
 

@@ -23,7 +23,7 @@ def _children(pids: Iterable[int]) -> dict[int, list[int]]:
     for pid in pids:
         stat = read_stat(pid)
         if stat is not None:
-            tree.setdefault(stat[1], []).append(pid)
+            tree.setdefault(stat.ppid, []).append(pid)
     return tree
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import BastionError
 from ..events import Action, Event, EventKind, Verdict
 from ..policy.response import ResponsePolicy
+from ..sensors.procfs import read_cgroup
+from ..sensors.sockets import socket_owner
 from .kill import kill_tree
 from .quarantine import quarantine
 from .webhook import WebhookSender
@@ -30,6 +32,7 @@ __all__ = ["ConnectionCutter", "Responder"]
 
 # Actions that end or stop work in the session: nothing left to do once it has ended.
 _CONTAINING = (Action.KILL, Action.CUT, Action.FREEZE, Action.TERMINATE, Action.QUARANTINE)
+_REFUSABLE = (EventKind.NET_CONNECT, EventKind.DNS_QUERY)
 
 
 class ConnectionCutter(Protocol):
@@ -70,6 +73,8 @@ class Responder:
         asked = verdict.action
         if asked is Action.NONE:
             return verdict, []
+        if verdict.pid is None and verdict.call_id is None and asked in _CONTAINING:
+            verdict = self._attribute(verdict, session)
         taken, detail, ok = self._act(verdict, session, asked)
         events = [self._event(session, verdict, taken, detail, ok)]
         if self._webhook is not None:
@@ -103,15 +108,21 @@ class Responder:
     def _do_deny(self, verdict: Verdict, session: Session) -> tuple[Action, str, bool]:
         if self._is_command(verdict, session):
             return Action.DENY, "command refused before it ran", True
+        event = _event_of(session, verdict.event_ids[-1]) if verdict.event_ids else None
+        if event is not None and event.kind in _REFUSABLE:
+            # the gateway holds the connection / query until the verdict is back and
+            # refuses it on a deny: nothing reached the destination
+            return Action.DENY, f"{event.kind.value} refused by the gateway", True
         # too late to refuse: whatever the event describes is already running
-        return self._do_kill(verdict, session)
+        return self._do_kill(self._attribute(verdict, session)
+                             if verdict.pid is None and verdict.call_id is None else verdict,
+                             session)
 
     def _do_cut(self, verdict: Verdict, session: Session) -> tuple[Action, str, bool]:
         conn_id = verdict.evidence.get("net.conn_id") or self._field(verdict, session,
                                                                      "net.conn_id")
-        if self._cutter is not None and conn_id:
-            if self._cutter.cut(str(conn_id)):
-                return Action.CUT, f"connection {conn_id} closed", True
+        if self._cutter is not None and conn_id and self._cutter.cut(str(conn_id)):
+            return Action.CUT, f"connection {conn_id} closed", True
         # cannot close the connection: stop the process that holds it
         why = "no gateway" if self._cutter is None else f"connection {conn_id!r} not open"
         taken, detail, ok = self._do_kill(verdict, session)
@@ -165,6 +176,24 @@ class Responder:
         refuses to run it, which is the only kill that leaves nothing behind."""
         call = session.calls.get(verdict.call_id or "")
         return call is not None and call.cgroup is None
+
+    def _attribute(self, verdict: Verdict, session: Session) -> Verdict:
+        """A connection verdict without a process (the gateway knows the connection,
+        not who opened it): find the session process whose socket it is, and charge
+        the verdict to that process and its call, so the right thing is stopped and
+        the right call is told."""
+        cgroup = session.sandbox.cgroup if session.sandbox is not None else None
+        ip = self._field(verdict, session, "net.src_ip")
+        port = self._field(verdict, session, "net.src_port")
+        if cgroup is None or session.closed or not ip or not port:
+            return verdict
+        pid = socket_owner(cgroup.pids(), str(ip), int(port))
+        if pid is None:
+            return verdict
+        call = session.call_for_cgroup(read_cgroup(pid) or "")
+        return replace(verdict, pid=pid, call_id=call.call_id if call else None,
+                       step=call.step if call else None,
+                       evidence={**verdict.evidence, "attributed_by": "socket owner"})
 
     @staticmethod
     def _field(verdict: Verdict, session: Session, name: str) -> Any:

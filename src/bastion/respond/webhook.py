@@ -67,6 +67,6 @@ class WebhookSender:
         request = urllib.request.Request(
             self.url, data=body, method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "bastion"})
-        with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:
             if response.status >= 300:
                 raise ValueError(f"HTTP {response.status}")

@@ -1,9 +1,7 @@
 """Which fields rules may name, their types, and which event kinds carry them.
 
-The authoritative list is ``bastion.events.FIELD_CATALOGUE``. ``EXTRA_FIELDS`` holds the
-fields the rule language needs that the catalogue does not list yet; they are merged in
-here so that a typo in a pack is still a load error, never a rule that silently never
-fires. (The lead folds ``EXTRA_FIELDS`` into the catalogue; then this dict empties.)
+The authoritative list is ``bastion.events.FIELD_CATALOGUE``: a field it does not name
+is a load error, so a typo in a pack never becomes a rule that silently never fires.
 
 ``implied_kinds`` maps a field's namespace to the event kinds that carry it: a rule that
 does not say which kinds it applies to is indexed under the kinds its fields imply.
@@ -13,16 +11,9 @@ from __future__ import annotations
 
 from ..events import FIELD_CATALOGUE, EventKind
 
-__all__ = ["EXTRA_FIELDS", "field_type", "implied_kinds", "known_fields"]
+__all__ = ["field_type", "implied_kinds", "known_fields"]
 
-# name -> (type, description); same shape as FIELD_CATALOGUE.
-EXTRA_FIELDS: dict[str, tuple[str, str]] = {
-    "cmd.urls": ("list", "URLs and host:port targets found in the decoded command"),
-    "cmd.sudo_names": ("list", "program names run directly under sudo/doas/pkexec (decoded)"),
-    "cmd.exec_names": ("list", "cmd.names minus bare help/version/completion/status calls"),
-}
-
-_ALL: dict[str, tuple[str, str]] = {**FIELD_CATALOGUE, **EXTRA_FIELDS}
+_ALL: dict[str, tuple[str, str]] = FIELD_CATALOGUE
 
 _NET_KINDS = frozenset({"net.connect", "net.flow", "net.close", "net.drop"})
 _NAMESPACE_KINDS: dict[str, frozenset[str]] = {

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["ProcInfo", "read_cgroup", "read_process", "read_stat"]
+__all__ = ["ProcInfo", "ProcStat", "process_name", "read_cgroup", "read_process", "read_sched_ns", "read_stat"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -54,6 +55,22 @@ class ProcInfo:
         return " ".join(self.args)
 
 
+def process_name(comm: str, exe: str, args: tuple[str, ...] | list[str]) -> str:
+    """The name rules match as ``proc.name``, as Falco defines it: the kernel's comm,
+    which exec sets to the basename of the path that was executed (``python3``,
+    ``nc``, ``miner.sh``; not the symlink target ``python3.11`` or ``nc.openbsd``),
+    extended past comm's 15-character limit when the basename of argv[0] or of the
+    executable starts with it."""
+    if not comm:
+        return (exe.rsplit("/", 1)[-1] if exe else "") or (
+            args[0].rsplit("/", 1)[-1] if args else "")
+    if len(comm) == 15:
+        for candidate in (args[0].rsplit("/", 1)[-1] if args else "", exe.rsplit("/", 1)[-1]):
+            if candidate.startswith(comm):
+                return candidate
+    return comm
+
+
 def read_cgroup(pid: int) -> str | None:
     """The process's cgroup v2 path (the ``0::`` line), or None if it is gone."""
     data = _read(f"/proc/{pid}/cgroup", 4096)
@@ -65,8 +82,16 @@ def read_cgroup(pid: int) -> str | None:
     return None
 
 
-def read_stat(pid: int) -> tuple[str, int, float, int] | None:
-    """(comm, ppid, cpu seconds used, start time in clock ticks since boot)."""
+class ProcStat(NamedTuple):
+    comm: str
+    state: str  # R running or runnable, S sleeping, D disk wait, Z zombie, T stopped, ...
+    ppid: int
+    cpu: float  # seconds of CPU used, all threads, user + system
+    start: int  # start time in clock ticks since boot (tells a recycled pid apart)
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """One read of /proc/PID/stat, or None if the process is gone."""
     data = _read(f"/proc/{pid}/stat", 4096)
     if not data:
         return None
@@ -77,16 +102,34 @@ def read_stat(pid: int) -> tuple[str, int, float, int] | None:
         comm = data[lpar + 1:rpar].decode(errors="replace")
         # fields after comm: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19)
         cpu = (int(rest[11]) + int(rest[12])) / _CLK_TCK
-        return comm, int(rest[1]), cpu, int(rest[19])
+        return ProcStat(comm, rest[0].decode(), int(rest[1]), cpu, int(rest[19]))
     except (ValueError, IndexError):
         return None
 
 
-def read_process(pid: int) -> ProcInfo:
+def read_sched_ns(pid: int) -> int | None:
+    """Nanoseconds all threads of ``pid`` spent running or waiting to run (run-queue
+    wait), from /proc/PID/task/*/schedstat: CPU *demand*, which unlike CPU use does
+    not shrink when the host is too busy to give the process a core."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        data = _read(f"/proc/{pid}/task/{tid}/schedstat", 128)
+        if data:
+            run, wait = data.split()[:2]
+            total += int(run) + int(wait)
+    return total
+
+
+def read_process(pid: int, *, cgroup: bool = True) -> ProcInfo:
     """Everything /proc tells about ``pid``; ``partial`` when some of it was gone.
 
     A zombie (exited, not yet reaped) still has /proc/PID but no exe or cmdline;
-    it counts as partial too.
+    it counts as partial too. ``cgroup=False`` skips the cgroup (the caller knows it:
+    a sandboxed process cannot change cgroups, so a child's is its parent's).
     """
     base = f"/proc/{pid}"
     raw_args = _read(f"{base}/cmdline")
@@ -105,11 +148,10 @@ def read_process(pid: int) -> ProcInfo:
                 uid = int(line.split()[1])
                 break
     cwd = _readlink(f"{base}/cwd") or ""
-    cgroup = read_cgroup(pid)
+    cgroup_path = read_cgroup(pid) if cgroup else None
     args = tuple(a.decode(errors="replace") for a in raw_args.split(b"\0")[:-1]) if raw_args else ()
     if exe and exe.endswith(" (deleted)"):
         exe = exe[: -len(" (deleted)")]
-    partial = not (raw_args and exe and status and cgroup)
-    name = (exe.rsplit("/", 1)[-1] if exe else "") or comm or (
-        args[0].rsplit("/", 1)[-1] if args else "")
-    return ProcInfo(pid, ppid, name, exe or "", args, cwd, uid, comm, cgroup, partial)
+    partial = not (raw_args and exe and status and (cgroup_path or not cgroup))
+    name = process_name(comm, exe or "", args)
+    return ProcInfo(pid, ppid, name, exe or "", args, cwd, uid, comm, cgroup_path, partial)

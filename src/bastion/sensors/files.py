@@ -1,0 +1,355 @@
+"""The file sensor: writes to protected paths and persistence locations.
+
+Two mechanisms, because each misses what the other sees:
+
+* real time: inotify watches on the workspace root, the fixed persistence
+  directories (``persistence.WATCH_DIRS``, added as the agent creates them) and the
+  protected paths; each change there becomes a ``file.write`` event;
+* end of episode: a snapshot of every persistence location and protected file taken
+  at registration is compared with one taken when the session ends (or whenever
+  ``diff`` is called); each difference becomes a ``file.diff`` event. This finds
+  locations deep in the tree (hooks of a nested git repository, a ``.pth`` in a
+  virtualenv) that no watch covers.
+
+inotify does not say who wrote. A real-time event is charged to the session's most
+recent call (``file.attribution = latest_call``); the diff is charged to no call.
+An inotify queue overflow is event loss and is treated like the process sensor's:
+``telemetry.loss``, then the session is frozen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import select
+import stat
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BastionError, InternalError
+from ..events import EventKind
+from . import inotify as ino
+from .persistence import WATCH_DIRS, classify
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["FileSensor", "Snapshot"]
+
+SANDBOX_WORKSPACE = "/workspace"
+_MASK = (ino.IN_CLOSE_WRITE | ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM
+         | ino.IN_MOVED_TO | ino.IN_ATTRIB)
+_HASH_LIMIT = 1024 * 1024
+_MAX_SCAN_ENTRIES = 100_000
+_MAX_PROTECTED_DIRS = 2_000
+
+# (size, mtime_ns, mode, sha256 or "")
+Entry = tuple[int, int, int, str]
+
+
+@dataclass
+class Snapshot:
+    """Persistence locations and protected files: sandbox path -> (class, location, entry)."""
+
+    files: dict[str, tuple[str, str, Entry]] = field(default_factory=dict)
+    complete: bool = True
+
+
+@dataclass
+class _Watched:
+    session: Session
+    root: Path  # host directory
+    sandbox_path: str  # the same directory as the sandbox sees it
+    location: str  # "persistence" or "protected"
+    rel: str  # relative to the workspace for persistence watches
+
+
+def _entry(path: Path, st: os.stat_result) -> Entry:
+    digest = ""
+    if stat.S_ISREG(st.st_mode) and st.st_size <= _HASH_LIMIT:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                h = hashlib.sha256()
+                while chunk := os.read(fd, 1 << 16):
+                    h.update(chunk)
+                digest = h.hexdigest()
+            finally:
+                os.close(fd)
+    return (st.st_size, st.st_mtime_ns, st.st_mode, digest)
+
+
+def _protected_paths(session: Session) -> list[tuple[Path, str]]:
+    """(host path, sandbox path) of each protected entry of the policy, resolved the
+    way the sandbox binds them: relative paths are inside the workspace."""
+    rootfs = os.path.realpath(session.policy.sandbox.rootfs)
+    out = []
+    for raw in session.policy.sandbox.protected:
+        inside = os.path.normpath(raw if raw.startswith("/") else
+                                  os.path.join(SANDBOX_WORKSPACE, raw))
+        if inside == SANDBOX_WORKSPACE or inside.startswith(SANDBOX_WORKSPACE + "/"):
+            host = session.workspace / os.path.relpath(inside, SANDBOX_WORKSPACE)
+        else:
+            host = Path(rootfs) / inside.lstrip("/")
+        out.append((host, inside))
+    return out
+
+
+def take_snapshot(session: Session) -> Snapshot:
+    snap = Snapshot()
+    workspace = session.workspace
+    budget = _MAX_SCAN_ENTRIES
+    for root, dirs, files in os.walk(workspace, followlinks=False):
+        budget -= len(dirs) + len(files)
+        if budget < 0:
+            snap.complete = False
+            break
+        rel_root = os.path.relpath(root, workspace)
+        rel_root = "" if rel_root == "." else rel_root + "/"
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = rel_root + name
+            cls = classify(rel)
+            if cls is None:
+                continue
+            path = Path(root) / name
+            with contextlib.suppress(OSError):
+                snap.files[f"{SANDBOX_WORKSPACE}/{rel}"] = (
+                    cls, "persistence", _entry(path, path.lstat()))
+    for host_path, sandbox_path in _protected_paths(session):
+        if host_path.is_file():
+            with contextlib.suppress(OSError):
+                snap.files[sandbox_path] = ("protected", "protected",
+                                            _entry(host_path, host_path.lstat()))
+            continue
+        for root, _dirs, files in os.walk(host_path, followlinks=False):
+            budget -= len(files)
+            if budget < 0:
+                snap.complete = False
+                break
+            for name in files:
+                path = Path(root) / name
+                rel = os.path.relpath(path, host_path)
+                with contextlib.suppress(OSError):
+                    snap.files[f"{sandbox_path}/{rel}"] = ("protected", "protected",
+                                                           _entry(path, path.lstat()))
+    return snap
+
+
+class FileSensor:
+    """Host-wide observer: one inotify instance and one thread for all sessions."""
+
+    def __init__(self) -> None:
+        self._ino = ino.Inotify()
+        self._lock = threading.Lock()
+        self._handling = threading.Lock()  # held while an inotify event is handled
+        self._watches: dict[int, _Watched] = {}
+        self._baselines: dict[str, Snapshot] = {}
+        self._stop = threading.Event()
+        self._broken: str | None = None
+        self.events = 0
+        self._thread = threading.Thread(target=self._guard, name="bastion-files", daemon=True)
+        self._thread.start()
+
+    # -- observer protocol --------------------------------------------------------------
+
+    def register(self, session: Session) -> None:
+        if self._broken:
+            raise InternalError(f"the file sensor has failed: {self._broken}")
+        with self._lock:
+            self._watch(session, session.workspace, SANDBOX_WORKSPACE, "persistence", "")
+            for rel in sorted(WATCH_DIRS):
+                path = session.workspace / rel
+                if path.is_dir() and not path.is_symlink():
+                    self._watch(session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel)
+            for host_path, sandbox_path in _protected_paths(session):
+                self._watch_tree(session, host_path, sandbox_path)
+        self._baselines[session.session_id] = take_snapshot(session)
+
+    def unregister(self, session: Session) -> None:
+        try:
+            self.diff(session)  # also after a termination: the diff is forensics then
+        finally:
+            with self._lock:
+                for wd in [w for w, v in self._watches.items() if v.session is session]:
+                    del self._watches[wd]
+                    with contextlib.suppress(OSError):
+                        self._ino.remove(wd)
+            with self._handling:
+                pass  # an event in flight for this session is delivered before it goes
+            self._baselines.pop(session.session_id, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self._ino.close()
+
+    # -- the end-of-episode diff --------------------------------------------------------
+
+    def diff(self, session: Session) -> list[dict[str, Any]]:
+        """Compare the persistence locations with the baseline, emit one ``file.diff``
+        event per difference, make the current state the new baseline."""
+        before = self._baselines.get(session.session_id, Snapshot())
+        after = take_snapshot(session)
+        self._baselines[session.session_id] = after
+        changes: list[dict[str, Any]] = []
+        for path in sorted(set(before.files) | set(after.files)):
+            old = before.files.get(path)
+            new = after.files.get(path)
+            if old == new:
+                continue
+            if old is None:
+                op = "create"
+            elif new is None:
+                op = "delete"
+            elif old[2][2] != new[2][2] and old[2][3] == new[2][3]:
+                op = "chmod"
+            else:
+                op = "write"
+            cls, location, entry = new if new is not None else old  # type: ignore[misc]
+            changes.append({
+                "file.path": path, "file.op": op, "file.location": location,
+                "file.class": cls, "file.size": entry[0] if new is not None else -1,
+                "file.sha256": entry[3] if new is not None else ""})
+        if not after.complete:
+            session.ingest(session.event(EventKind.TELEMETRY, **{
+                "telemetry.sensor": "files", "telemetry.gap": True,
+                "telemetry.reason": f"workspace larger than {_MAX_SCAN_ENTRIES} entries: "
+                                    "the episode diff covers only part of it"}))
+        for change in changes:
+            session.ingest(session.event(EventKind.FILE_DIFF, **change))
+        return changes
+
+    # -- real time ----------------------------------------------------------------------
+
+    def _watch(self, session: Session, path: Path, sandbox_path: str, location: str,
+               rel: str) -> None:
+        try:
+            wd = self._ino.add_dir(str(path), _MASK)
+        except OSError:
+            return  # not a directory (any more): nothing to watch
+        self._watches[wd] = _Watched(session, path, sandbox_path, location, rel)
+
+    def _watch_tree(self, session: Session, root: Path, sandbox_root: str) -> None:
+        if not root.is_dir():
+            return
+        for count, (dirpath, _dirs, _files) in enumerate(os.walk(root, followlinks=False)):
+            if count >= _MAX_PROTECTED_DIRS:
+                break
+            rel = os.path.relpath(dirpath, root)
+            sandbox_path = sandbox_root if rel == "." else f"{sandbox_root}/{rel}"
+            self._watch(session, Path(dirpath), sandbox_path, "protected", "")
+
+    def _guard(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self._broken = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                sessions = {id(w.session): w.session for w in self._watches.values()}
+            for session in sessions.values():
+                with contextlib.suppress(Exception):
+                    session.terminate(f"the file sensor failed ({self._broken})")
+            if not isinstance(exc, Exception):
+                raise
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._ino.fd], [], [], 0.2)
+            if not ready:
+                continue
+            with self._handling:
+                for ev in self._ino.read():
+                    self._handle(ev)
+
+    def _handle(self, ev: ino.InotifyEvent) -> None:
+        if ev.mask & ino.IN_Q_OVERFLOW:
+            self._overflow()
+            return
+        found: list[tuple[str, str]] = []  # (workspace-relative path, class) already there
+        with self._lock:
+            watched = self._watches.get(ev.wd)
+            if watched is None or ev.mask & ino.IN_IGNORED:
+                self._watches.pop(ev.wd, None)
+                return
+            session = watched.session
+            if ev.mask & ino.IN_ISDIR and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
+                self._new_dir(watched, ev.name, found)
+        for rel, cls in found:
+            self._emit(session, f"{SANDBOX_WORKSPACE}/{rel}", "create", "persistence", cls)
+        if watched.location == "protected":
+            cls: str | None = "protected"
+        else:
+            cls = classify(f"{watched.rel}/{ev.name}" if watched.rel else ev.name)
+        op = _op(ev.mask)
+        if cls is None or op is None:
+            return
+        self._emit(session, f"{watched.sandbox_path}/{ev.name}", op, watched.location, cls)
+
+    def _emit(self, session: Session, path: str, op: str, location: str, cls: str) -> None:
+        if session.closed:
+            return
+        calls = list(session.calls.values())
+        call = calls[-1] if calls else None
+        self.events += 1
+        with contextlib.suppress(Exception):  # a failing ingest ends that session itself
+            session.ingest(session.event(EventKind.FILE_WRITE, call=call, **{
+                "file.path": path, "file.op": op, "file.location": location,
+                "file.class": cls,
+                "file.attribution": "latest_call" if call is not None else "none"}))
+
+    def _new_dir(self, watched: _Watched, name: str, found: list[tuple[str, str]]) -> None:
+        """Follow a directory the agent just created (lock held). Files it already
+        holds were created before the watch existed: they are returned in ``found``."""
+        path = watched.root / name
+        if path.is_symlink():
+            return
+        if watched.location == "protected":
+            self._watch(watched.session, path, f"{watched.sandbox_path}/{name}", "protected", "")
+            return
+        rel = f"{watched.rel}/{name}" if watched.rel else name
+        if rel not in WATCH_DIRS:
+            return
+        self._watch(watched.session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel)
+        child_watch = _Watched(watched.session, path, f"{SANDBOX_WORKSPACE}/{rel}",
+                               "persistence", rel)
+        with contextlib.suppress(OSError):
+            for child in os.scandir(path):
+                if child.is_dir(follow_symlinks=False):
+                    self._new_dir(child_watch, child.name, found)
+                else:
+                    cls = classify(f"{rel}/{child.name}")
+                    if cls is not None:
+                        found.append((f"{rel}/{child.name}", cls))
+
+    def _overflow(self) -> None:
+        with self._lock:
+            sessions = {id(w.session): w.session for w in self._watches.values()}
+        for session in sessions.values():
+            if session.closed or session.ended:
+                continue
+            with contextlib.suppress(Exception):
+                session.ingest(session.event(EventKind.TELEMETRY, **{
+                    "telemetry.sensor": "files", "telemetry.loss": True,
+                    "telemetry.reason": "inotify queue overflow: file events were dropped"}))
+            if not (session.frozen or session.ended or session.closed):
+                try:
+                    session.freeze()
+                except BastionError:
+                    session.terminate("file events were lost and the session could not be frozen")
+
+
+def _op(mask: int) -> str | None:
+    if mask & ino.IN_CLOSE_WRITE:
+        return "write"
+    if mask & ino.IN_CREATE:
+        return "create"
+    if mask & ino.IN_MOVED_TO:
+        return "rename"
+    if mask & (ino.IN_DELETE | ino.IN_MOVED_FROM):
+        return "delete"
+    if mask & ino.IN_ATTRIB:
+        return "chmod"
+    return None
