@@ -136,3 +136,21 @@ def test_write_file_target_is_visible_to_analysis(session: Session) -> None:
     assert (session.workspace / "dir name" / "it's.txt").read_text() == "content"
     cmd = [e for e in session.events if e.kind.value == "command"][-1]
     assert "dir name/it's.txt" in cmd.get("cmd.text")
+
+
+def test_works_when_the_host_process_holds_many_fds(make_session) -> None:
+    # a trainer with many sessions has fd numbers above 1024; the in-sandbox
+    # supervisor inherits its socket's number and must not use select()
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        s = make_session()
+        assert s.exec("echo ok").stdout == "ok\n"
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,8 @@ class Nft:
 
     def run(self, commands: str, *, json_output: bool = False) -> str:
         """Run an nft script atomically in the calling thread's namespace."""
+        if _lowest_free_fd() >= _FD_SETSIZE_MARGIN:
+            return _run_nft_binary(commands, json_output=json_output)
         lib = self._lib
         with self._lock:
             ctx = lib.nft_ctx_new(0)
@@ -203,6 +206,27 @@ class Nft:
             if counter:
                 out[counter["name"]] = (int(counter["packets"]), int(counter["bytes"]))
         return out
+
+
+# libnftables talks to the kernel through select(2), which aborts the whole process
+# for a descriptor numbered 1024 or more. A process holding many sessions has such
+# numbers, and then the nft binary (a fresh, small fd table) does the same work.
+_FD_SETSIZE_MARGIN = 960
+
+
+def _lowest_free_fd() -> int:
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+def _run_nft_binary(commands: str, *, json_output: bool) -> str:
+    # forked from this thread, the child starts in this thread's network namespace
+    argv = ["nft", *(["-j"] if json_output else []), "-f", "-"]
+    proc = subprocess.run(argv, input=commands, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise OSError(f"nft failed: {proc.stderr.strip() or 'unknown error'}")
+    return proc.stdout
 
 
 _nft: Nft | None = None

@@ -100,15 +100,23 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
         send('{"op":"started","id":%d,"pid":%d}' % (call_id, pid), [pidfd])
         os.close(pidfd)
 
+    # poll, not select: the socket keeps the host's fd number, which is above 1024 when
+    # the host process holds many sessions
+    poller = select.poll()
+    poller.register(control_fd, select.POLLIN)
+    poller.register(sig_r, select.POLLIN)
     while True:
-        ready, _, _ = select.select([sock, sig_r], [], [])
+        try:
+            ready = {fd for fd, _ in poller.poll()}
+        except InterruptedError:
+            continue
         if sig_r in ready:
             try:
                 os.read(sig_r, 4096)
             except BlockingIOError:
                 pass
             reap()
-        if sock not in ready:
+        if control_fd not in ready:
             continue
         fds = array.array("i")
         try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import select
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from ..errors import BastionError, InternalError
 from ..events import EventKind
 from . import inotify as ino
 from .persistence import WATCH_DIRS, classify
+from .wait import wait_readable
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -257,7 +257,7 @@ class FileSensor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._ino.fd], [], [], 0.2)
+            ready = wait_readable(self._ino.fd, 0.2)
             if not ready:
                 continue
             with self._handling:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import socket
 import subprocess
 import threading
@@ -36,6 +35,7 @@ from ..errors import BastionError, InternalError
 from ..events import Event, EventKind
 from . import netlink
 from .procfs import ProcInfo, read_process, read_stat
+from .wait import wait_readable
 
 if TYPE_CHECKING:
     from ..session import Session, _Call
@@ -125,7 +125,7 @@ class ProcessSensor:
         deadline = time.monotonic() + 2.0
         buf = bytearray(8192)
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))
+            ready = wait_readable(self._sock, max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
             try:
@@ -198,7 +198,7 @@ class ProcessSensor:
         buf = bytearray(65536)
         view = memoryview(buf)
         while not self._stop.is_set():
-            ready, _, _ = select.select([sock], [], [], 0.2)
+            ready = wait_readable(sock, 0.2)
             if not ready:
                 continue
             # one message per event: take what is queued (bounded) in one go, so a
