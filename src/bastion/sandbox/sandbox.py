@@ -474,8 +474,19 @@ class Sandbox:
                     os.close(fd)
                 raise SessionBroken(f"sandbox supervisor failed to start the command: {msg!r}")
             pidfd = fds[0]
-            host_pid = _pid_of_pidfd(pidfd)
-            self.cgroup.add_to_call(call_cgroup, host_pid)
+            try:
+                host_pid = _pid_of_pidfd(pidfd)
+                if host_pid <= 0:  # fdinfo says -1 once the process has exited
+                    raise ProcessLookupError(f"pid {msg.get('pid')} inside has exited")
+                self.cgroup.add_to_call(call_cgroup, host_pid)
+            except (OSError, SessionBroken) as exc:
+                # the process died before it could be placed: the sandbox was killed
+                # under us (a verdict, a failing sensor) or the agent killed it
+                for fd in (in_w, out_r, err_r, pidfd):
+                    os.close(fd)
+                raise SessionBroken(
+                    f"the call's process vanished before it started ({self._broken or exc})"
+                ) from exc
             handle = CallHandle(host_pid, int(msg["pid"]), call_cgroup, pidfd)  # type: ignore[arg-type]
             try:
                 if on_started is not None:
