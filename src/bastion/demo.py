@@ -25,8 +25,12 @@ from .session import Session
 
 __all__ = ["run_demo"]
 
+# Chapter 1 shows the sandbox on its own, so its rule packs are off: every attempt
+# reaches the kernel's limits. (With the packs on, the fork bomb is refused before it
+# runs; chapter 3 shows that layer.)
 DEMO_POLICY = """
 name: demo
+rules: {packs: []}
 sandbox:
   limits: {memory: 128MiB, pids: 64, cpus: 1, exec_timeout: 20s, session_timeout: 600s}
 """
@@ -87,7 +91,8 @@ def chapter_containment(console: Console, state_dir: str | None) -> int:
                  state_dir=state_dir) as s:
         console.print(f"session [bold]{s.session_id}[/]: bubblewrap sandbox, own pid/net/"
                       f"mount/user namespaces, host uid {s.host_uid}, cgroup limits "
-                      f"memory 128MiB, 64 pids, 1 CPU")
+                      f"memory 128MiB, 64 pids, 1 CPU; rule packs off for this chapter, so "
+                      f"the sandbox itself is what stops each attempt")
         steps = [
             Step("write a file", "printf 'def add(a, b):\\n    return a + b\\n' > calc.py && ls -l",
                  "The workspace is the agent's own writable tree."),
