@@ -211,7 +211,9 @@ class Attachment:
             return self.owners[key]
         sandbox = self.session.sandbox
         pids = sandbox.cgroup.pids() if sandbox is not None and sandbox.cgroup else []
-        pid = socket_owner(pids, str(key[0]), int(key[1]))
+        # newest calls first: the connecting process is almost always in the latest
+        # call cgroup, so the fd scan stops early instead of walking bwrap and friends
+        pid = socket_owner(pids[::-1], str(key[0]), int(key[1]))
         call = None
         if pid is not None:
             with contextlib.suppress(OSError):
