@@ -1,31 +1,4 @@
-from __future__ import annotations
+"""The responder tests use the sensor tests' fixtures: a host with real sensors and
+sessions wired to a real engine and responder."""
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
-
-from bastion import Session
-from bastion.sensors import HostSensors, install_sensors
-from tests.sensors.monitor import bare_host, monitored_session
-
-
-@pytest.fixture
-def sensors(state_dir: Path) -> Iterator[HostSensors]:
-    installed = install_sensors(bare_host(state_dir))
-    yield installed
-    installed.close()
-
-
-@pytest.fixture
-def monitored(state_dir: Path, sensors: HostSensors) -> Iterator[Callable[..., Session]]:
-    made: list[Session] = []
-
-    def make(policy: object = None, **kwargs: object) -> Session:
-        s = monitored_session(state_dir, policy, **kwargs)  # type: ignore[arg-type]
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+from tests.sensors.conftest import gpu, monitored, sensors  # noqa: F401
