@@ -27,10 +27,7 @@ from typing import Any
 
 from bastion import Policy
 from bastion.rl import BastionEnv, OrdinaryPolicy, RoguePolicy, run_episode
-from bastion.rl.defaults import containment_options
 from bastion.rl.rogue import ScriptedPolicy
-
-OPTIONS: dict[str, Any] = {}  # engine/responder factories, set in main()
 
 
 @dataclass
@@ -79,7 +76,7 @@ def in_process(n: int, state_dir: Path, run_id: str) -> tuple[float, list[float]
 
     def one(i: int) -> None:
         env = BastionEnv(Policy.default(), run_id=run_id, name="bench", state_dir=state_dir,
-                         exec_timeout=20, **OPTIONS)
+                         exec_timeout=20)
         agent = agents[i]
         run_episode(env, agent, episode_id=f"{run_id}-{i}")
         # the last step (submit + grading) ends the loop without a following act()
@@ -118,14 +115,13 @@ def main() -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-rl-", dir="/var/tmp"))
     os.chmod(state_dir, 0o711)
     try:
-        OPTIONS.update(containment_options(Policy.default(), state_dir))
-        engine = "Session default" if not OPTIONS else "bastion.engine.build + Responder"
+        engine = "Session default (all packs, responder, audit trail)"
         print(f"bench_rl: cpus={os.cpu_count()} ray={ray.__version__} "
               f"python={sys.version.split()[0]} engine={engine}")
         t0 = time.perf_counter()
         run = ClusterRun(Policy.default(), run_id="bench-ray", state_dir=state_dir,
                          num_cpus=args.num_cpus,
-                         env_options={"exec_timeout": 20, **OPTIONS}).start()
+                         env_options={"exec_timeout": 20}).start()
         print(f"ray start + node services: {time.perf_counter() - t0:.1f} s "
               f"({len(run.nodes)} node(s), {sum(n.slots for n in run.nodes)} session slots)")
         # warm-up: first sessions pay imports and cgroup set-up in each process

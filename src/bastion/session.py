@@ -24,7 +24,7 @@ import shutil
 import signal as _signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -138,7 +138,7 @@ class Session:
         self.host = host or Host.for_state_dir(state_dir)
         # The pipeline: the policy's rule packs and detectors decide, the responder
         # acts, the run's audit trail records. Each can be replaced (tests, benchmarks).
-        self._engine: Engine | None = engine if engine is not None else build_engine(policy)
+        self._engine: Engine = engine if engine is not None else build_engine(policy)
         self._owns_responder = responder is None
         self._responder: Responder = responder or DefaultResponder(policy.response)
         # Appends are queued and group-committed; exec() flushes before a command runs,
@@ -264,14 +264,10 @@ class Session:
     def _ingest(self, event: Event) -> list[Verdict]:
         self.events.append(event)
         self._recorder.append_event(event)
-        if self._engine is None:
-            return []
         verdicts = self._engine.evaluate(event)
         taken: list[Verdict] = []
         for verdict in verdicts:
-            actions: list[Event] = []
-            if self._responder is not None:
-                verdict, actions = self._responder.respond(verdict, self)
+            verdict, actions = self._responder.respond(verdict, self)
             self.verdicts.append(verdict)
             self._recorder.append_verdict(verdict)
             self._charge(verdict)
@@ -401,8 +397,6 @@ class Session:
         result = self._result(call, raw, oom, late)
         self._lifecycle("call_end", call, **{"proc.exit_code": result.exit_code,
                                              "outcome": result.outcome.value})
-        if result.outcome is Outcome.TERMINATED or self._ended:
-            pass
         return result
 
     def _argv(self, cmd: str | Sequence[str]) -> list[str]:
@@ -558,11 +552,6 @@ class Session:
             return False
         self.sandbox.cgroup.kill_call(call.cgroup)
         return True
-
-    @property
-    def has_engine(self) -> bool:
-        """Whether verdicts are produced (an engine is attached)."""
-        return self._engine is not None
 
     @property
     def ended(self) -> str | None:

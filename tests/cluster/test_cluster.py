@@ -17,7 +17,6 @@ from bastion import Policy
 from bastion.audit import open_trail, verify_state_dir
 from bastion.cluster import ClusterRun, EpisodeSpec, specs_for
 from bastion.rl import OrdinaryPolicy, RoguePolicy
-from bastion.rl.defaults import containment_options
 
 from ..rl import fixtures
 from ..rl.fixtures import pattern_engine
@@ -37,10 +36,6 @@ def cluster_state():
     finally:
         ray.shutdown()
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _default_session_has_engine(state_dir) -> bool:
-    return containment_options(Policy.default(), state_dir) == {}
 
 
 def _check_16(outcomes, collecting):
@@ -127,10 +122,8 @@ def test_16_parallel_episodes_real_rules(cluster_state):
 
 
 def test_16_parallel_episodes_session_defaults(cluster_state):
-    """The same mix with whatever engine ``Session`` uses by default. Until the real
-    engine is the default this proves only attribution and that ordinary episodes are
-    not penalised; with it, every rogue stage must be caught at its step."""
-    real_engine = _default_session_has_engine(cluster_state)
+    """The same mix with ``Session``'s default engine, responder and audit trail:
+    every rogue stage is caught at its step, no ordinary episode is penalised."""
     collecting = Collecting(open_trail(cluster_state, "run-ray-default"))
     with ClusterRun(Policy.default(), run_id="run-ray-default", state_dir=cluster_state,
                     env_options={"exec_timeout": 20}, recorder=collecting) as run:
@@ -141,7 +134,7 @@ def test_16_parallel_episodes_session_defaults(cluster_state):
         assert record.episode_id == outcome.spec.episode_id
         if outcome.spec.labels["policy"] == "ordinary":
             assert record.penalty == 0.0 and not record.violations and record.flag == "keep"
-        elif real_engine:
+        else:
             caught = {v["charged_step"] for v in record.violations}
             assert set(outcome.stage_steps.values()) <= caught, record.violations
             assert all(v["contained"] for v in record.violations)

@@ -12,19 +12,8 @@ from bastion.lab import Lab
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    name = f"bstlt{os.getpid() % 1000000}"
-    previous = os.environ.get("BASTION_LAB")
-    os.environ["BASTION_LAB"] = name  # Session(lab=True) finds the lab by this name
-    instance = Lab(name)
-    try:
-        instance.up()
+    with Lab(f"bstlt{os.getpid() % 1000000}").active() as instance:
         yield instance
-    finally:
-        instance.down()
-        if previous is None:
-            os.environ.pop("BASTION_LAB", None)
-        else:
-            os.environ["BASTION_LAB"] = previous
 
 
 # No rule packs: these tests are about the gateway, so every attack must reach it

@@ -12,11 +12,10 @@ from bastion.rl import demo
 from .fixtures import pattern_engine
 
 
-def test_training_demo_contains_rogues_and_reports(state_dir, monkeypatch):
-    monkeypatch.setattr(demo, "_engine_options",
-                        lambda policy, root: {"engine_factory": pattern_engine})
+def test_training_demo_contains_rogues_and_reports(state_dir):
     console = Console(record=True, width=200)
-    code = demo.run_training_demo(console, state_dir=state_dir, episodes=4, parallel=2)
+    code = demo.run_training_demo(console, state_dir=state_dir, episodes=4, parallel=2,
+                                  engine_factory=pattern_engine)
     text = console.export_text()
     assert code == 0, text
     assert "test.miner" in text and "test.tunnel" in text and "contained" in text
@@ -29,15 +28,14 @@ def test_training_demo_contains_rogues_and_reports(state_dir, monkeypatch):
     assert data["episodes"] == 4 and data["violating_episodes"] == 2
 
 
-def test_training_demo_fails_when_a_rogue_goes_uncaught(state_dir, monkeypatch):
+def test_training_demo_fails_when_a_rogue_goes_uncaught(state_dir):
     class Blind:
         policy_hash = "blind"
 
         def evaluate(self, event):
             return []
 
-    monkeypatch.setattr(demo, "_engine_options",
-                        lambda policy, root: {"engine_factory": lambda p: Blind()})
     console = Console(record=True, width=200)
-    assert demo.run_training_demo(console, state_dir=state_dir, episodes=2, parallel=2) == 1
+    assert demo.run_training_demo(console, state_dir=state_dir, episodes=2, parallel=2,
+                                  engine_factory=lambda p: Blind()) == 1
     assert "containment check failed" in console.export_text()

@@ -53,19 +53,8 @@ POLICY = {
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"bstls{os.getpid() % 1000000}"
-    previous = os.environ.get("BASTION_LAB")
-    os.environ["BASTION_LAB"] = name
-    instance = Lab(name)
-    try:
-        instance.up()
+    with Lab(f"bstls{os.getpid() % 1000000}").active() as instance:
         yield instance
-    finally:
-        instance.down()
-        if previous is None:
-            os.environ.pop("BASTION_LAB", None)
-        else:
-            os.environ["BASTION_LAB"] = previous
 
 
 def test_background_stratum_miner_is_killed_and_charged_to_its_call(lab, state_dir, sensors):

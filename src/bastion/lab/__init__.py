@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,24 @@ class Lab:
                          len(self.pool_bytes()), self.sshd_connections(), processes)
 
     # -- lifecycle --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Lab]:
+        """Bring the lab up (if it is not) and make it the one ``Session(lab=True)``
+        uses (``BASTION_LAB``) for the duration; take down only what this started."""
+        started = not self.is_up()
+        self.up()
+        previous = os.environ.get("BASTION_LAB")
+        os.environ["BASTION_LAB"] = self.name
+        try:
+            yield self
+        finally:
+            if previous is None:
+                os.environ.pop("BASTION_LAB", None)
+            else:
+                os.environ["BASTION_LAB"] = previous
+            if started:
+                self.down()
 
     def up(self) -> Lab:
         """Build the lab (idempotent: a lab that is already up is left as it is)."""

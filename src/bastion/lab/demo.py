@@ -8,7 +8,6 @@ records: the pool's byte count and the real sshd's connection log.
 
 from __future__ import annotations
 
-import os
 import time
 
 from rich.console import Console
@@ -56,13 +55,8 @@ def chapter_network(console: Console, state_dir: str | None) -> int:
     console.rule("[bold]Chapter 2 — the network: a miner and a reverse tunnel")
     console.print("Rule packs are switched off for this chapter, so every attempt reaches "
                   "the gateway: this is the last line of defence on its own.")
-    lab = Lab()
-    started = not lab.is_up()
-    lab.up()
     failures = 0
-    previous = os.environ.get("BASTION_LAB")
-    os.environ["BASTION_LAB"] = lab.name
-    try:
+    with Lab().active() as lab:
         pool_before, sshd_before = len(lab.pool_bytes()), lab.sshd_connections()
         with Session(Policy.from_yaml(POLICY), state_dir=state_dir, lab=True,
                      run_id="demo", episode_id="net-1") as session:
@@ -96,11 +90,4 @@ def chapter_network(console: Console, state_dir: str | None) -> int:
         console.print(f"mining pool received [bold]{pool}[/] bytes; "
                       f"sshd logged [bold]{sshd}[/] connections")
         failures += int(pool != 0) + int(sshd != 0)
-    finally:
-        if previous is None:
-            os.environ.pop("BASTION_LAB", None)
-        else:
-            os.environ["BASTION_LAB"] = previous
-        if started:
-            lab.down()
     return failures

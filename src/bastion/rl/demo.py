@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -27,11 +28,13 @@ from rich.table import Table
 
 from ..policy import Policy
 from ..state import StateDir
-from .defaults import containment_options
 from .env import BastionEnv
 from .records import EpisodeRecord
 from .rogue import OrdinaryPolicy, RoguePolicy, ScriptedPolicy
 from .safety import RunMonitor
+
+if TYPE_CHECKING:
+    from ..session import Engine
 
 __all__ = ["run_training_demo"]
 
@@ -47,10 +50,6 @@ rl:
   breaker_rate: 0.25
   breaker_min_episodes: 4
 """
-
-
-def _engine_options(policy: Policy, state_dir: str | None) -> dict[str, Any]:
-    return containment_options(policy, state_dir)
 
 
 def _drive(env: BastionEnv, agent: ScriptedPolicy, episode_id: str,
@@ -71,14 +70,15 @@ def _drive(env: BastionEnv, agent: ScriptedPolicy, episode_id: str,
 
 
 def run_training_demo(console: Console, *, state_dir: str | Path | None,
-                      episodes: int = 8, parallel: int = 4) -> int:
+                      episodes: int = 8, parallel: int = 4,
+                      engine_factory: Callable[[Policy], Engine] | None = None) -> int:
+    """``engine_factory`` replaces the sessions' default engine (tests)."""
     from ..audit import open_trail
 
     state = StateDir.resolve(state_dir)
     policy = Policy.from_yaml(DEMO_POLICY)
     run_id = f"demo-rl-{secrets.token_hex(3)}"
     trail = open_trail(state.root, run_id)
-    options = _engine_options(policy, str(state.root))
     monitor = RunMonitor(policy.rl, run_id=run_id)
     agents: list[ScriptedPolicy] = [RoguePolicy() if i % 2 == 0 else OrdinaryPolicy()
                                     for i in range(episodes)]
@@ -120,7 +120,8 @@ def run_training_demo(console: Console, *, state_dir: str | Path | None,
                                            f"{b['terminated_by']}")
 
             env = BastionEnv(policy, run_id=run_id, name="demo", max_steps=12,
-                             state_dir=state.root, recorder=trail, exec_timeout=20, **options)
+                             state_dir=state.root, recorder=trail, exec_timeout=20,
+                             engine_factory=engine_factory)
             try:
                 record = _drive(env, agent, episode_id, on_step)
             except Exception as exc:  # noqa: BLE001 (shown, and the demo then fails)
