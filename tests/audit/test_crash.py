@@ -35,7 +35,9 @@ def _run_and_kill(state: Path, run: str, rng: random.Random) -> dict[int, str]:
     try:
         while True:
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
+            # kill at a random point mid-stream, but only once something was
+            # acknowledged: on a loaded machine the first ack can come late
+            if deadline is not None and now >= deadline and acked:
                 break
             ready, _, _ = select.select([fd], [], [], 0.05 if deadline else 10)
             if not ready:
