@@ -1,0 +1,104 @@
+"""What a session needs of its image, in one object: ``open_view`` resolves the
+reference (unpacking on first use), mounts the session's copy-on-write view, and
+says how calls run in it (shell, environment, working directory) and how the
+supervisor starts (the host's Python, see ``runtime.py``).
+
+The session and the sandbox only hold an ``ImageView``; they know nothing of OCI,
+overlays or id mappings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cache_for
+from .cache import Image
+from .overlay import Change, SessionOverlay
+from .runtime import SupervisorRuntime, host_runtime
+
+__all__ = ["ImageView", "image_root_binds", "open_view"]
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class ImageView:
+    image: Image
+    overlay: SessionOverlay
+    root: Path  # the merged tree on the host (the sandbox binds it read-write)
+    runtime: SupervisorRuntime
+    shell: str  # inside path of bash, or sh
+    env: dict[str, str] = field(default_factory=dict)  # the image's ENV, HOME and PATH
+    cwd: str = "/"  # WORKDIR, or the policy's workspace when that is an image path
+
+    def changes(self) -> list[Change]:
+        return self.overlay.changes()
+
+    def close(self) -> None:
+        self.overlay.close()
+
+
+def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_dir: Path,
+              host_uid: int, workspace: str | None = None) -> ImageView:
+    """Resolve ``reference`` and mount its view for one session (undone on failure)."""
+    image = cache_for(Path(state_root)).resolve(reference)
+    runtime = host_runtime()
+    overlay = SessionOverlay(image, session_dir, host_uid)
+    root = overlay.mount()
+    try:
+        shell = "/bin/bash" if _exists(root, "/bin/bash") else "/bin/sh"
+        env = {"PATH": _DEFAULT_PATH, **image.config.env, "HOME": overlay.home}
+        if workspace and workspace.startswith("/") and _exists(root, workspace):
+            cwd = workspace  # `workspace: /testbed`: the agent's tree is in the image
+        else:
+            cwd = image.config.workdir or "/"
+        return ImageView(image, overlay, root, runtime, shell, env, cwd)
+    except BaseException:
+        overlay.close()
+        raise
+
+
+def _exists(root: Path, inside: str) -> bool:
+    """Whether a path exists in the image, resolving symlinks *inside* the image."""
+    current = root
+    parts = [p for p in inside.split("/") if p]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        candidate = current / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                return False
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                current = root
+            continue
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        if not candidate.exists():
+            return False
+        current = candidate
+    return True
+
+
+# top-level trees of an image that a plain rootfs never shows (they would be the host's)
+_IMAGE_OWN = ("root", "home", "var", "mnt", "media", "srv", "opt", "boot")
+
+
+def image_root_binds(root: str) -> list[str]:
+    """bwrap arguments that show an image's own /root, /home, /var (read-write: the
+    session's overlay) where a plain rootfs shows nothing. Masks of the *host's* homes
+    do not apply to them; the policy's protected paths still bind over them."""
+    argv: list[str] = []
+    for name in _IMAGE_OWN:
+        full = os.path.join(root, name)
+        if os.path.islink(full):
+            argv += ["--symlink", os.readlink(full), f"/{name}"]
+        elif os.path.isdir(full):
+            argv += ["--bind", full, f"/{name}"]
+    return argv
