@@ -8,14 +8,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import sysconfig
 import zipfile
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
 _SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
-                "ensurepip", "__pycache__", "distutils", "config-3.11-x86_64-linux-gnu"}
+                "ensurepip", "__pycache__", "site-packages", "dist-packages",
+                "config-3.11-x86_64-linux-gnu", "pydoc.py", "_pydecimal.py"}
+SYSTEM_PYTHON = "/usr/bin/python3.11"  # Debian's; bastion's own may live under /root
 
 
 def run(*argv: str | Path) -> None:
@@ -38,9 +39,9 @@ def busybox_rootfs(root: Path) -> Path:
     return root
 
 
-def _copy_with_libs(root: Path, binary: str) -> None:
+def _copy_with_libs(root: Path, binary: str, *, libs_only: bool = False) -> None:
     out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
-    paths = [binary] + re.findall(r"(/\S+\.so[.\d]*)", out)
+    paths = ([] if libs_only else [binary]) + re.findall(r"(/\S+\.so[.\d]*)", out)
     for p in paths:
         real = os.path.realpath(p)
         for dest in {p, real}:
@@ -59,15 +60,15 @@ def swe_rootfs(root: Path) -> Path:
     for d in ("lib", "lib64"):
         (root / "usr" / d).mkdir(parents=True, exist_ok=True)
         os.symlink(f"usr/{d}", root / d)
-    python = os.path.realpath(sys.executable)
+    python = SYSTEM_PYTHON
     _copy_with_libs(root, python)
     _copy_with_libs(root, "/usr/bin/git")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    stdlib = Path("/usr/lib") / os.path.basename(python)
     dest_std = root / "usr" / "lib" / stdlib.name
     shutil.copytree(stdlib, dest_std, symlinks=True,
                     ignore=lambda d, names: [n for n in names if n in _SKIP_STDLIB])
-    for so in (dest_std / "lib-dynload").glob("*.so"):
-        _copy_with_libs(root, str(so))
+    for so in (stdlib / "lib-dynload").glob("*.so"):
+        _copy_with_libs(root, str(so), libs_only=True)
     os.symlink(os.path.basename(python), root / "usr" / "bin" / "python3")
     # the venv: pip and pytest from our own environment
     venv = root / "opt" / "venv"
@@ -79,7 +80,7 @@ def swe_rootfs(root: Path) -> Path:
     ours = Path(sysconfig.get_paths()["purelib"])
     for entry in ours.iterdir():
         name = entry.name.lower()
-        if name.startswith(("pip", "_pytest", "pytest", "pluggy", "iniconfig", "packaging",
+        if name.startswith(("pip", "_pytest", "pytest", "pluggy", "iniconfig", "packaging", "pygments",
                             "py.py")):
             if entry.is_dir():
                 shutil.copytree(entry, site / entry.name,

@@ -21,6 +21,7 @@ types before either runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -145,7 +146,7 @@ class ImageCache:
             image = self._unpack(ref_text, found)
             self._write_ref(stamp, image)
         with self._mu:
-            self._memo[stamp] = image
+            self._memo[stamp] = dataclasses.replace(image, unpack_seconds=0.0)
         return image
 
     def entries(self) -> list[str]:
