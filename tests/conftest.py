@@ -1,16 +1,47 @@
-"""Shared fixtures. Every test that makes sessions gets its own state directory."""
+"""Shared fixtures. Every test that makes sessions gets its own state directory.
+
+Tests that need root (namespaces, cgroups, bubblewrap, nftables) are marked
+``needs_root`` (module-level ``pytestmark`` or per test) and are skipped, not failed,
+when the suite runs unprivileged. Tests wait for a condition with ``wait_for``, never
+with a bare sleep.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from bastion import Policy, Session
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 5.0, step: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout``
+    passes (its last value is returned, for the assertion to show)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (namespaces, cgroups, bubblewrap)")
+    for item in items:
+        if "needs_root" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

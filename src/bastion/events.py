@@ -348,6 +348,19 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "cmd.urls": ("list", "URLs and host:port targets found in the decoded command"),
     "cmd.sudo_names": ("list", "program names run directly under sudo/doas/pkexec (decoded)"),
     "cmd.exec_names": ("list", "cmd.names minus bare help/version/completion/status calls"),
+    "cmd.args": ("list", "every argument as 'PROGRAM ARG', one token each (decoded); "
+                 "short option clusters also split: 'ssh -fNR' adds 'ssh -R'"),
+    "cmd.run_args": ("list", "cmd.args of programs that act (not of text tools such as "
+                     "echo, grep, cat, sed, whose arguments are data)"),
+    "cmd.subcommands": ("list", "'PROGRAM OP1' and 'PROGRAM OP1 OP2' from the first operands"),
+    "cmd.paths": ("list", "path arguments and redirection sources/targets (./ for relative)"),
+    "cmd.writes": ("list", "paths the command writes: redirections, tee, cp/mv/install/ln "
+                   "targets, sed -i, dd of=, touch, curl -o"),
+    "cmd.deletes": ("list", "paths the command deletes (rm, unlink, shred, mv sources)"),
+    "cmd.modes": ("list", "paths whose mode, owner or attributes the command changes"),
+    "cmd.hosts": ("list", "hosts the command contacts (URLs, ssh/scp/nc destinations)"),
+    "cmd.persists": ("list", "persistence classes planted: a location that runs things "
+                     "written with content that runs code (cron, shell_rc, git_config, ...)"),
     # network events
     "net.dst_ip": ("ip", "destination address as dialled by the sandbox"),
     "net.dst_port": ("int", "destination port"),
@@ -374,6 +387,12 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "net.error": ("str", "malformed first bytes, or why the upstream could not be reached"),
     "net.dialled": ("str", "the name the gateway dialled itself (TLS SNI / HTTP Host)"),
     "net.upstream": ("str", "where allowed traffic went: host, or lab:<name>"),
+    "net.shape": ("str", "traffic shape of a long-lived connection: interactive, bulk, idle"),
+    "net.shape_small_out": ("int", "small (< 256 B) bursts the sandbox sent on the connection"),
+    "net.shape_small_in": ("int", "small (< 256 B) bursts the server sent on the connection"),
+    "net.shape_turns": ("int", "times the direction of traffic changed on the connection"),
+    "net.shape_server_first": ("int", "server bursts after client silence (server-initiated)"),
+    "net.shape_periodic": ("float", "coefficient of variation of gaps between exchanges"),
     # DNS
     "dns.name": ("str", "queried name"),
     "dns.type": ("str", "query type"),
@@ -381,6 +400,10 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "dns.decision": ("str", "allow or deny"),
     "dns.tunnel_score": ("float", "0..1, how much the query looks like DNS tunnelling"),
     "dns.rcode": ("str", "the resolver's answer: NOERROR, NODATA, NXDOMAIN, SERVFAIL, FORMERR"),
+    "dns.rule": ("str", "what decided the query: dns.allowlist, dns.not_allowed, gateway.dns_*"),
+    "dns.parent": ("str", "the parent domain the query's new label bytes are charged to"),
+    "dns.volume": ("int", "bytes of new label text under dns.parent in the last minute"),
+    "dns.held": ("bool", "the query looked suspicious and was judged before it left"),
     # files
     "file.path": ("str", "path as seen inside the sandbox"),
     "file.op": ("str", "create, write, delete, rename, chmod"),
@@ -389,6 +412,9 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "file.size": ("int", "size in bytes after the change (-1 when deleted)"),
     "file.sha256": ("str", "content hash after the change (empty when deleted/large)"),
     "file.attribution": ("str", "how the call was chosen: latest_call or none"),
+    "file.runs_code": ("bool", "a persistence location now holds content that runs code "
+                       "later (judged by bastion.analysis.persistence)"),
+    "file.content": ("str", "text a write_file call writes, when small text (command events)"),
     # resources
     "res.cpu_cores": ("float", "CPU use in cores over the last interval"),
     "res.mem_bytes": ("int", "memory in use"),

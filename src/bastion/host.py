@@ -14,14 +14,11 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+from .contracts import EventSink, SessionObserver, Watched
 from .sandbox import CgroupHost, check_prerequisites
 from .sensors import FileSensor, HostSensors, ProcessSensor, ResourceSensor
 from .state import StateDir
-
-if TYPE_CHECKING:
-    from .session import Session
 
 __all__ = ["Host", "SessionObserver"]
 
@@ -31,14 +28,6 @@ log = logging.getLogger("bastion")
 # that owns anything on the host.
 _UID_BASE = 2_000_000
 _UID_SPAN = 1_000_000
-
-
-class SessionObserver(Protocol):
-    """A host-wide part that follows every session (sensor, gateway, sampler)."""
-
-    def register(self, session: Session) -> None: ...
-
-    def unregister(self, session: Session) -> None: ...
 
 
 def _become_subreaper() -> None:
@@ -84,7 +73,7 @@ class Host:
                         "sessions will run without them", ", ".join(missing), self.cgroups.mode)
         self._uids = itertools.count((os.getpid() * 997) % _UID_SPAN)
         self._observers: list[SessionObserver] = []
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, Watched] = {}
         self._slock = threading.Lock()
         self.sensors: HostSensors | None = _process_sensors()
         for observer in self.sensors.observers:
@@ -109,31 +98,31 @@ class Host:
     def remove_observer(self, observer: SessionObserver) -> None:
         self._observers.remove(observer)
 
-    def register(self, session: Session) -> None:
+    def register(self, view: Watched, sink: EventSink) -> None:
         """Tell every observer about a new session; if one refuses, undo the others
         (a session is either fully observed or not created)."""
         with self._slock:
-            self._sessions[session.session_id] = session
+            self._sessions[view.session_id] = view
         done: list[SessionObserver] = []
         try:
             for observer in self._observers:
-                observer.register(session)
+                observer.register(view, sink)
                 done.append(observer)
         except BaseException:
             for observer in reversed(done):
                 with contextlib.suppress(Exception):
-                    observer.unregister(session)
+                    observer.unregister(view)
             with self._slock:
-                self._sessions.pop(session.session_id, None)
+                self._sessions.pop(view.session_id, None)
             raise
 
-    def unregister(self, session: Session) -> None:
+    def unregister(self, view: Watched) -> None:
         for observer in reversed(self._observers):
-            observer.unregister(session)
+            observer.unregister(view)
         with self._slock:
-            self._sessions.pop(session.session_id, None)
+            self._sessions.pop(view.session_id, None)
 
-    def sessions(self) -> list[Session]:
+    def sessions(self) -> list[Watched]:
         with self._slock:
             return list(self._sessions.values())
 

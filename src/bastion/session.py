@@ -5,18 +5,24 @@ analysed before it runs, run in the session's long-lived sandbox inside its own 
 cgroup (so everything it starts stays charged to it), and answered with an
 ``ExecResult`` carrying the verdicts charged to that call.
 
-Everything the session observes flows one way through ``_ingest``:
+Control flows one way, like data. Observers (sensors, the gateway) hold a read-only
+``Watched`` view of the session and an ``EventSink``; they only submit. Everything
+after an event is produced runs on the session's own serial executor:
 
-    sensor -> Event -> audit -> engine -> Verdict -> responder -> action -> audit
+    submit -> record event -> evaluate -> plan (responder) -> record verdict
+           -> (durable) -> carry out the commands -> record action -> lifecycle
 
-and any failure in that path ends the session (fail closed) rather than letting the
-agent carry on unobserved.
+so the trail reads ``command -> verdict -> action -> lifecycle``, and one slow
+response (a quarantine copying a workspace) never stalls another session or the
+sensor thread that serves them all. Any failure in that path ends the session (fail
+closed) rather than letting the agent carry on unobserved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import secrets
 import shlex
@@ -25,25 +31,54 @@ import signal as _signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .analysis import analyze_command
+from .containment import disk_limit_verdict, supervisor_lost_verdict
 from .audit import TrailConfig, lease_trail, release_trail
+from .contracts import (
+    DESTRUCTIVE,
+    Alert,
+    CallRef,
+    Command,
+    Cut,
+    Evaluator,
+    EventRecorder,
+    Freeze,
+    KillCall,
+    KillSocketOwner,
+    KillTree,
+    Quarantine,
+    Refuse,
+    ResponsePlanner,
+    SessionState,
+    Terminate,
+    make_event,
+)
 from .engine.build import build_engine
 from .errors import BastionError, InternalError, SessionBroken, SessionClosed
 from .events import Action, Event, EventKind, Verdict
+from .executor import SerialExecutor
 from .gateway import NetworkAttachment, attach_network
 from .host import Host
 from .policy import Policy
-from .respond import Responder as DefaultResponder
+from .respond import Responder
+from .respond.kill import kill_tree
+from .respond.quarantine import quarantine
+from .respond.webhook import WebhookSender
 from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
+from .image.view import ImageView, open_view
 from .sandbox.bwrap import WORKSPACE
 from .sandbox.cleanup import owner_record
+from .sensors.procfs import read_cgroup
+from .sensors.sockets import socket_owner
 from .state import check_traversable
 
-__all__ = ["Engine", "EventRecorder", "Responder", "Session"]
+__all__ = ["Session"]
 
 _DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -53,6 +88,15 @@ _DEFAULT_ENV = {
     "USER": "agent",
 }
 
+# Verdict actions that stop the call they are charged to.
+_STOPPING = (Action.KILL, Action.TERMINATE, Action.QUARANTINE, Action.FREEZE, Action.DENY)
+# Commands that do nothing once the session has stopped.
+_CONTAINING = (Action.KILL, Action.CUT, Action.FREEZE, Action.TERMINATE, Action.QUARANTINE)
+# A file written through write_file is recorded verbatim up to this size (if it is text).
+_RECORDED_TEXT = 64 * 1024
+# ... and analysed as a command up to this size (a larger file is judged by its path).
+_ANALYSED_TEXT = 1024 * 1024
+
 
 @functools.lru_cache(maxsize=8)
 def _shell(rootfs: str) -> str:
@@ -60,49 +104,109 @@ def _shell(rootfs: str) -> str:
     return "/bin/bash" if os.path.exists(os.path.join(rootfs, "bin/bash")) else "/bin/sh"
 
 
-class EventRecorder(Protocol):
-    """The audit trail as the session sees it. Raising from any method stops the
-    session: an event that cannot be recorded must not be acted upon."""
-
-    def append_event(self, event: Event) -> object: ...
-
-    def append_verdict(self, verdict: Verdict) -> object: ...
-
-    # Optional, used when present (the audit trail has both):
-    #   append_policy(policy, *, episode_id) -- store the policy text once per hash
-    #   flush(*, checkpoint=False)           -- return once everything so far is durable
-
-
-class Engine(Protocol):
-    """Rules and detectors: Events in, Verdicts out. Never acts."""
-
-    policy_hash: str
-
-    def evaluate(self, event: Event) -> list[Verdict]: ...
-
-
-class Responder(Protocol):
-    """Carries out what a verdict calls for; returns the verdict with the action taken
-    and the ``action`` events it produced. Never detects."""
-
-    def respond(self, verdict: Verdict, session: Session) -> tuple[Verdict, list[Event]]: ...
-
-
 class _Call:
     """Book-keeping for one tool call, alive for as long as any of its processes."""
 
     __slots__ = ("call_id", "step", "cgroup", "host_pid", "verdicts", "stop_reason", "command",
-                 "finished")
+                 "finished", "ref")
 
     def __init__(self, call_id: str, step: int | None, command: str) -> None:
         self.call_id = call_id
         self.step = step
+        self.ref = CallRef(call_id, step)
         self.command = command
         self.cgroup: Path | None = None
         self.host_pid: int | None = None
         self.verdicts: list[Verdict] = []
         self.stop_reason: str | None = None
         self.finished = False  # its ExecResult was returned; later verdicts are "late"
+
+
+class _View:
+    """The session as its observers and its response planner see it (``Watched``):
+    read-only, every call lookup under the session's lock."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    @property
+    def session_id(self) -> str:
+        return self._s.session_id
+
+    @property
+    def run_id(self) -> str:
+        return self._s.run_id
+
+    @property
+    def episode_id(self) -> str:
+        return self._s.episode_id
+
+    @property
+    def policy(self) -> Policy:
+        return self._s.policy
+
+    @property
+    def workspace(self) -> Path:
+        return self._s.workspace
+
+    @property
+    def cgroup(self) -> Any:
+        sandbox = self._s.sandbox
+        return sandbox.cgroup if sandbox is not None else None
+
+    @property
+    def state(self) -> SessionState:
+        s = self._s
+        if s._closed:
+            return SessionState.CLOSED
+        if s._ended:
+            return SessionState.ENDED
+        return SessionState.FROZEN if s.frozen else SessionState.OPEN
+
+    def owns_cgroup(self, cgroup_path: str) -> bool:
+        sid = self._s.session_id
+        return f"/{sid}/" in cgroup_path or cgroup_path.endswith(f"/{sid}")
+
+    def call_for_cgroup(self, cgroup_path: str) -> CallRef | None:
+        if not self.owns_cgroup(cgroup_path):
+            return None  # call cgroups are named call-N in every session
+        name = cgroup_path.rstrip("/").rsplit("/", 1)[-1]
+        with self._s._lock:
+            call = self._s._calls_by_cgroup.get(name)
+        return call.ref if call is not None else None
+
+    def call_by_host_pid(self, pid: int) -> CallRef | None:
+        with self._s._lock:
+            for call in reversed(list(self._s._calls.values())):
+                if call.host_pid == pid:
+                    return call.ref
+        return None
+
+    def latest_call(self) -> CallRef | None:
+        with self._s._lock:
+            return next(reversed(self._s._calls.values())).ref if self._s._calls else None
+
+    def call_pending(self, call_id: str) -> bool:
+        with self._s._lock:
+            call = self._s._calls.get(call_id)
+            return call is not None and call.cgroup is None and not call.finished
+
+
+class _Sink:
+    """The way into the session (``EventSink``): submit queues, contain stops."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def submit(self, event: Event) -> Future[list[Verdict]]:
+        return self._s._executor.submit(self._s._process, event)
+
+    def contain(self, reason: str) -> None:
+        self._s._contain(reason)
 
 
 class Session:
@@ -123,8 +227,9 @@ class Session:
         lab: bool = False,
         host: Host | None = None,
         recorder: EventRecorder | None = None,
-        engine: Engine | None = None,
-        responder: Responder | None = None,
+        engine: Evaluator | None = None,
+        responder: ResponsePlanner | None = None,
+        image: str | os.PathLike[str] | None = None,
     ) -> None:
         if policy is None:
             policy = Policy.default()
@@ -137,35 +242,44 @@ class Session:
         self.lab = lab
         self.host = host or Host.for_state_dir(state_dir)
         # The pipeline: the policy's rule packs and detectors decide, the responder
-        # acts, the run's audit trail records. Each can be replaced (tests, benchmarks).
-        self._engine: Engine = engine if engine is not None else build_engine(policy)
-        self._owns_responder = responder is None
-        self._responder: Responder = responder or DefaultResponder(policy.response)
+        # plans, this session acts, the run's audit trail records. Each of the three
+        # stages can be replaced (tests, benchmarks).
+        self._engine: Evaluator = engine if engine is not None else build_engine(policy)
+        self._planner: ResponsePlanner = responder or Responder(policy.response)
+        self._webhook = WebhookSender(policy.response.webhook) if policy.response.webhook else None
         # Appends are queued and group-committed; exec() flushes before a command runs,
         # so nothing the agent does can precede the durable record of what it asked.
         self._owns_recorder = recorder is None
         self._recorder: EventRecorder = recorder or lease_trail(
             self.host.state.root, self.run_id, config=TrailConfig(durable_appends=False))
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the call tables; never held across pipeline work
         self._calls: dict[str, _Call] = {}
         self._calls_by_cgroup: dict[str, _Call] = {}
         self._undelivered: list[Verdict] = []  # late verdicts, delivered with the next call
         self._closed = False
         self._ended: str | None = None  # why the session refuses further calls
         self._step_counter = 0
+        self._deferred: list[Event] | None = None  # lifecycle events raised while acting
         self.created_at = time.time()
         self._deadline = time.monotonic() + policy.sandbox.limits.session_timeout
         self.frozen = False
         self.sandbox: Sandbox | None = None
+        # the task image this session runs in (argument, else the policy's sandbox.image)
+        self._image_ref = image if image is not None else policy.sandbox.image
+        self.image_view: ImageView | None = None
         self.events: list[Event] = []  # kept in memory for the session's lifetime
         self.verdicts: list[Verdict] = []
         self._network: NetworkAttachment | None = None
-        self._setup_dirs()
+        self._view = _View(self)
+        self._sink = _Sink(self)
+        self._executor = SerialExecutor(f"bastion-pipeline-{self.session_id}")
         try:
-            self._network = attach_network(self)
-            cut = getattr(self._network, "cut", None)
-            if self._owns_responder and cut is not None:
-                self._responder.set_cutter(self._network)  # type: ignore[attr-defined]
+            self._setup_dirs()
+            if self._image_ref is not None:
+                self.image_view = open_view(
+                    self._image_ref, state_root=self.host.state.root, session_dir=self.dir,
+                    host_uid=self.host_uid, workspace=policy.sandbox.workspace)
+            self._network = attach_network(self._view, self._sink, lab=lab)
             self.sandbox = Sandbox(
                 policy.sandbox,
                 name=self.session_id,
@@ -173,12 +287,14 @@ class Session:
                 state_dir=self.host.state.root,
                 cgroup_host=self.host.cgroups,
                 host_uid=self.host_uid,
-                netns=self._network.netns_path if self._network is not None else None,
+                netns=self._network.netns_path,
+                image=self.image_view,
+                on_lost=self._supervisor_lost,
             )
             self.sandbox.start()
-            self.host.register(self)
-            if hasattr(self._recorder, "append_policy"):
-                self._recorder.append_policy(policy, episode_id=self.episode_id)
+            self._recorder.append_policy(policy, episode_id=self.episode_id)
+            self.host.register(self._view, self._sink)
+            # waited for: what the observers reported on registration is in the trail
             self._lifecycle("created", policy=policy.name, policy_hash=policy.hash,
                             unenforced=",".join(self.host.unenforced_limits()))
         except BaseException:
@@ -193,6 +309,8 @@ class Session:
         self.dir.mkdir(mode=0o711)
         (self.dir / "owner").write_text(owner_record())  # lets `bastion cleanup` tell orphans
         configured = self.policy.sandbox.workspace
+        if configured and self._image_ref is not None and configured.startswith("/"):
+            configured = None  # an image path (`workspace: /testbed`), not a host directory
         if configured:
             self.workspace = Path(configured).absolute()
             self.workspace.mkdir(parents=True, exist_ok=True)
@@ -229,37 +347,31 @@ class Session:
         state = "closed" if self._closed else (self._ended or "open")
         return f"<Session {self.session_id} run={self.run_id} episode={self.episode_id} {state}>"
 
-    # -- the pipeline -----------------------------------------------------------------
+    # -- the pipeline (runs on the session's executor) ----------------------------------
 
-    def event(self, kind: EventKind, *, call: _Call | None = None, pid: int | None = None,
-              **fields: Any) -> Event:
+    def event(self, kind: EventKind, *, call: _Call | CallRef | None = None,
+              pid: int | None = None, **fields: Any) -> Event:
         """Build an Event attributed to this session (and to ``call`` if given)."""
-        return Event(
-            kind=kind,
-            session_id=self.session_id,
-            run_id=self.run_id,
-            episode_id=self.episode_id,
-            step=call.step if call else None,
-            call_id=call.call_id if call else None,
-            pid=pid,
-            fields=fields,
-        )
+        ref = call.ref if isinstance(call, _Call) else call
+        return make_event(self._view, kind, call=ref, pid=pid, **fields)
 
     def ingest(self, event: Event) -> list[Verdict]:
-        """Record an event, evaluate it and act on the verdicts. Thread-safe.
+        """Put an event through the pipeline and wait for its verdicts (with the
+        actions taken). Thread-safe; observers use their ``EventSink`` instead, which
+        never waits. If anything in the path fails, the session is terminated and the
+        failure re-raised: bastion never carries on blind."""
+        return self._executor.call(self._process, event)
 
-        Sensors call this. If anything in the path fails, the session is terminated
-        and the failure re-raised: bastion never carries on blind.
-        """
-        with self._lock:
-            try:
-                return self._ingest(event)
-            except BastionError as exc:
-                self._fail_closed(f"{type(exc).__name__}: {exc}")
-                raise
-            except Exception as exc:
-                self._fail_closed(f"internal error while handling {event.kind.value}: {exc!r}")
-                raise
+    def _process(self, event: Event) -> list[Verdict]:
+        assert self._executor.on_thread(), "the pipeline runs on the session's executor only"
+        try:
+            return self._ingest(event)
+        except BastionError as exc:
+            self._fail_closed(f"{type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:
+            self._fail_closed(f"internal error while handling {event.kind.value}: {exc!r}")
+            raise
 
     def _ingest(self, event: Event) -> list[Verdict]:
         self.events.append(event)
@@ -267,29 +379,157 @@ class Session:
         verdicts = self._engine.evaluate(event)
         taken: list[Verdict] = []
         for verdict in verdicts:
-            verdict, actions = self._responder.respond(verdict, self)
-            self.verdicts.append(verdict)
+            commands = self._planner.plan(verdict, event, self._view)
             self._recorder.append_verdict(verdict)
+            if any(isinstance(c, DESTRUCTIVE) for c in commands):
+                self._recorder.flush()  # nothing is done about a verdict not yet durable
+            verdict = self._carry_out(verdict, commands)
+            self.verdicts.append(verdict)
             self._charge(verdict)
-            for action_event in actions:
-                self.events.append(action_event)
-                self._recorder.append_event(action_event)
+            if self._webhook is not None:
+                self._alert(verdict)
             taken.append(verdict)
         return taken
+
+    def _carry_out(self, verdict: Verdict, commands: list[Command]) -> Verdict:
+        """Execute a plan; record one ``action`` event per command, then the lifecycle
+        changes the commands caused. Returns the verdict with the action taken."""
+        outer, self._deferred = self._deferred, []
+        done: list[tuple[Action, str, bool]] = []
+        try:
+            for command in commands:
+                done.append(self._execute(command, verdict))
+        finally:
+            deferred, self._deferred = self._deferred, outer
+        for action, detail, ok in done:
+            event = self.event(EventKind.ACTION, call=self._call_ref(verdict.call_id),
+                               pid=verdict.pid, **{
+                                   "action.name": action.value,
+                                   "action.target": verdict.call_id or (
+                                       str(verdict.pid) if verdict.pid else self.session_id),
+                                   "action.rule": verdict.rule_id,
+                                   "action.verdict": verdict.id,
+                                   "action.ok": ok,
+                                   "action.detail": detail,
+                               })
+            self.events.append(event)
+            self._recorder.append_event(event)
+        for event in deferred:
+            self._ingest(event)
+        if not done:
+            return verdict
+        action, detail, _ok = done[0]
+        if action is verdict.action and not detail:
+            return verdict
+        return replace(verdict, action=action, evidence={**verdict.evidence, "response": detail})
+
+    def _execute(self, command: Command, verdict: Verdict) -> tuple[Action, str, bool]:
+        """Carry out one command; when it cannot be done, its ``otherwise``."""
+        if command.action in _CONTAINING and (self._closed or self._ended):
+            return Action.NONE, f"not carried out: {self._ended or 'session closed'}", False
+        outcome = self._do(command, verdict)
+        if not isinstance(outcome, str):
+            return outcome
+        if command.otherwise is None:
+            return command.action, f"{outcome}; nothing else to do", False
+        action, detail, ok = self._execute(command.otherwise, verdict)
+        return action, f"{command.action.value} impossible ({outcome}); {detail}", ok
+
+    def _do(self, command: Command, verdict: Verdict) -> tuple[Action, str, bool] | str:
+        """One command; a string says why it could not be carried out."""
+        cgroup = self.sandbox.cgroup if self.sandbox is not None else None
+        if isinstance(command, Refuse):
+            return Action.DENY, command.reason, True
+        if isinstance(command, Alert):
+            where = f"sent to {self._webhook.url}" if self._webhook else "recorded (no webhook configured)"
+            return Action.ALERT, where, True
+        if isinstance(command, KillCall):
+            with self._lock:
+                call = self._calls.get(command.call_id)
+            if call is None or call.cgroup is None or cgroup is None:
+                return f"call {command.call_id} has no processes"
+            cgroup.kill_call(call.cgroup)
+            return Action.KILL, f"killed every process of call {command.call_id}", True
+        if isinstance(command, KillTree):
+            if cgroup is None:
+                return "no sandbox"
+            killed = kill_tree(command.pid, cgroup.pids, self._view.owns_cgroup)
+            if killed:
+                return Action.KILL, f"killed pids {killed}", True
+            return Action.KILL, f"pid {command.pid} already gone", True
+        if isinstance(command, KillSocketOwner):
+            pid = socket_owner(cgroup.pids(), command.src_ip, command.src_port) if cgroup else None
+            if pid is None:
+                return f"no session process holds {command.src_ip}:{command.src_port}"
+            owner = self._view.call_for_cgroup(read_cgroup(pid) or "")
+            if owner is not None:
+                return self._do(KillCall(owner.call_id, otherwise=KillTree(pid)), verdict)
+            return self._do(KillTree(pid), verdict)
+        if isinstance(command, Cut):
+            if self._network is None:
+                return "no gateway"
+            if not self._network.cut(command.conn_id):
+                return f"connection {command.conn_id!r} not open"
+            return Action.CUT, f"connection {command.conn_id} closed", True
+        if isinstance(command, Freeze):
+            try:
+                self.freeze()
+            except BastionError as exc:
+                return f"freeze failed ({exc})"
+            return Action.FREEZE, "every process of the session frozen", True
+        if isinstance(command, Terminate):
+            self.terminate(command.reason)
+            return Action.TERMINATE, "session terminated", True
+        if isinstance(command, Quarantine):
+            return self._quarantine(command, verdict)
+        raise InternalError(f"unknown command {command!r}")
+
+    def _quarantine(self, command: Quarantine, verdict: Verdict) -> tuple[Action, str, bool]:
+        with contextlib.suppress(BastionError):
+            self.freeze()  # evidence is taken from a session that stands still
+        cgroup = self.sandbox.cgroup if self.sandbox is not None else None
+        try:
+            dest = quarantine(root=self.host.state.root, session_id=self.session_id,
+                              workspace=self.workspace, pids=cgroup.pids() if cgroup else [],
+                              verdict=verdict.to_dict())
+        except OSError as exc:
+            self.terminate(f"{command.reason} (quarantine failed: {exc})")
+            return Action.TERMINATE, f"quarantine failed ({exc}); session terminated", True
+        self.terminate(f"{command.reason} (quarantined)")
+        return Action.QUARANTINE, f"evidence kept in {dest}; session terminated", True
+
+    def _alert(self, verdict: Verdict) -> None:
+        assert self._webhook is not None
+        if verdict.action is Action.NONE:
+            return
+        payload = {"type": "bastion.verdict", "verdict": verdict.to_dict(),
+                   "session": self.session_id, "run_id": self.run_id,
+                   "episode_id": self.episode_id}
+
+        def failed(message: str) -> None:  # on the webhook's thread: submit only
+            self._sink.submit(self.event(EventKind.TELEMETRY, **{
+                "telemetry.sensor": "webhook", "telemetry.reason": message}))
+
+        self._webhook.send(payload, failed)
+
+    def _call_ref(self, call_id: str | None) -> CallRef | None:
+        with self._lock:
+            call = self._calls.get(call_id or "")
+        return call.ref if call is not None else None
 
     def _charge(self, verdict: Verdict) -> None:
         """File a verdict under its call; a verdict on a call whose result was already
         returned (its background process misbehaved later) goes out with the next one."""
-        call = self._calls.get(verdict.call_id or "")
-        if call is not None:
-            call.verdicts.append(verdict)
-            if call.finished:
+        with self._lock:
+            call = self._calls.get(verdict.call_id or "")
+            if call is not None:
+                call.verdicts.append(verdict)
+                if call.finished:
+                    self._undelivered.append(verdict)
+                elif verdict.action in _STOPPING:
+                    call.stop_reason = call.stop_reason or f"{verdict.rule_id}: {verdict.message}"
+            else:
                 self._undelivered.append(verdict)
-            elif verdict.action in (Action.KILL, Action.TERMINATE, Action.QUARANTINE,
-                                    Action.FREEZE, Action.DENY):
-                call.stop_reason = call.stop_reason or f"{verdict.rule_id}: {verdict.message}"
-        else:
-            self._undelivered.append(verdict)
 
     def _finish(self, call: _Call, late: list[Verdict]) -> list[Verdict]:
         """Mark the call answered; return every verdict its result must carry."""
@@ -297,15 +537,31 @@ class Session:
             call.finished = True
             late = [*late, *self._undelivered]
             self._undelivered = []
-        return [*late, *call.verdicts]
+            return [*late, *call.verdicts]
 
-    def _lifecycle(self, state: str, call: _Call | None = None, **fields: Any) -> None:
-        self.ingest(self.event(EventKind.LIFECYCLE, call=call, **{"life.state": state}, **fields))
+    def _lifecycle(self, state: str, call: _Call | None = None, *, wait: bool = True,
+                   **fields: Any) -> None:
+        """Record a lifecycle change. On the executor while a plan is carried out it
+        is recorded after the plan's actions; elsewhere it is submitted, and waited
+        for unless ``wait`` is False (a sensor thread must never wait)."""
+        event = self.event(EventKind.LIFECYCLE, call=call, **{"life.state": state}, **fields)
+        if self._executor.on_thread():
+            if self._deferred is not None:
+                self._deferred.append(event)
+            else:
+                self._process(event)
+            return
+        future = self._executor.submit(self._process, event)
+        if wait:
+            future.result()
+
+    def _barrier(self) -> None:
+        """Wait until everything submitted so far has been through the pipeline."""
+        with contextlib.suppress(SessionClosed):
+            self._executor.call(lambda: None)
 
     def _flush_audit(self, *, checkpoint: bool = False) -> None:
-        flush = getattr(self._recorder, "flush", None)
-        if flush is not None:
-            flush(checkpoint=checkpoint)
+        self._recorder.flush(checkpoint=checkpoint)
 
     def _fail_closed(self, reason: str) -> None:
         """Stop the agent: kill everything and refuse further calls."""
@@ -314,19 +570,34 @@ class Session:
             with contextlib.suppress(Exception):
                 self.sandbox.kill()
 
-    # -- attribution ------------------------------------------------------------------
+    def _supervisor_lost(self, reason: str) -> None:
+        """The sandbox's supervisor was stopped, killed or went silent (the sandbox
+        is already killed, see sandbox/watch.py): a monitor_tamper verdict, then the
+        session ends. From any thread; never waits."""
+        self._adopt(supervisor_lost_verdict(self._view, reason), wait=False)
+        self._contain(f"monitor_tamper.supervisor_lost: {reason}")
 
-    def call_for_cgroup(self, cgroup_path: str) -> _Call | None:
-        """The call a process belongs to, from its (v2) cgroup path."""
-        name = cgroup_path.rstrip("/").rsplit("/", 1)[-1]
-        return self._calls_by_cgroup.get(name)
+    def _adopt(self, verdict: Verdict, *, wait: bool) -> None:
+        """Record and charge a verdict that bastion's containment reached itself
+        (containment.py) rather than the engine."""
+        def record() -> None:
+            self._recorder.append_verdict(verdict)
+            self.verdicts.append(verdict)
+            self._charge(verdict)
 
-    def owns_cgroup(self, cgroup_path: str) -> bool:
-        return f"/{self.session_id}/" in cgroup_path or cgroup_path.endswith(f"/{self.session_id}")
+        future = self._executor.submit(record)
+        if wait:
+            future.result()
 
-    @property
-    def calls(self) -> Mapping[str, _Call]:
-        return self._calls
+    def _contain(self, reason: str) -> None:
+        """An observer can no longer watch this session: end it now, from whatever
+        thread noticed, and record why without waiting for the pipeline."""
+        if self._closed:
+            return
+        self._ended = self._ended or f"session terminated: {reason}"
+        self._fail_closed(reason)
+        with contextlib.suppress(BastionError):
+            self._lifecycle("terminated", wait=False, reason=reason)
 
     # -- tool calls -------------------------------------------------------------------
 
@@ -348,6 +619,15 @@ class Session:
         counter and ``c<step>``.
         """
         self._check_usable()
+        command = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        return self._run_call(cmd, command, self._analyse(command), step=step, call_id=call_id,
+                              timeout=timeout, stdin=stdin, env=env, cwd=cwd)
+
+    def _run_call(self, cmd: str | Sequence[str], command: str, analysis: dict[str, Any], *,
+                  step: int | None, call_id: str | None, timeout: float | None,
+                  stdin: str | bytes | None, env: Mapping[str, str] | None,
+                  cwd: str | None) -> ExecResult:
+        self._check_usable()
         with self._lock:
             if step is None:
                 step = self._step_counter
@@ -355,7 +635,6 @@ class Session:
             call_id = call_id or f"c{step}"
             if call_id in self._calls:
                 raise ValueError(f"call_id {call_id!r} was already used in this session")
-            command = cmd if isinstance(cmd, str) else shlex.join(cmd)
             call = _Call(call_id, step, command)
             self._calls[call_id] = call
             late = self._undelivered
@@ -363,23 +642,23 @@ class Session:
         argv = self._argv(cmd)
         limit = min(timeout or self.policy.sandbox.limits.exec_timeout,
                     self.policy.sandbox.limits.exec_timeout)
-        self._lifecycle("call_start", call, **{"cmd.raw": command})
-        pre = self.ingest(self.event(EventKind.COMMAND, call=call, **self._analyse(command)))
-        refused = [v for v in pre if v.action in (Action.DENY, Action.TERMINATE,
-                                                  Action.QUARANTINE, Action.KILL,
-                                                  Action.FREEZE)]
+        self._lifecycle("call_start", call, wait=False, **{"cmd.raw": command})
+        # synchronous: a command is judged (and refused) before it runs
+        pre = self.ingest(self.event(EventKind.COMMAND, call=call, **analysis))
+        refused = [v for v in pre if v.action in _STOPPING]
         if refused or self._ended:
             return self._denied(call, refused, late)
 
-        env_full = {**_DEFAULT_ENV, **self.policy.sandbox.env, **(env or {})}
+        image_env = self.image_view.env if self.image_view is not None else {}
+        env_full = {**_DEFAULT_ENV, **image_env, **self.policy.sandbox.env, **(env or {})}
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        oom_before = self.sandbox.cgroup.oom_kills() if self.sandbox and self.sandbox.cgroup else 0
         assert self.sandbox is not None
+        oom_before = self.sandbox.cgroup.oom_kills() if self.sandbox.cgroup else 0
         try:
             raw = self.sandbox.run(
                 argv,
                 env=env_full,
-                cwd=cwd or WORKSPACE,
+                cwd=cwd or (self.image_view.cwd if self.image_view is not None else WORKSPACE),
                 stdin=data,
                 timeout=max(0.001, min(limit, self._deadline - time.monotonic())),
                 on_started=lambda handle: self._started(call, handle),
@@ -389,11 +668,15 @@ class Session:
             if self._ended and self.sandbox.broken_reason in ("killed", "supervisor gone"):
                 # the policy ended the episode while this call ran (terminate, quarantine):
                 # that is an outcome for the agent, not an error for the caller
+                self._barrier()
                 return self._denied(call, [v for v in call.verdicts
                                            if v.action is not Action.NONE], late)
             self._fail_closed(str(exc))
             raise
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
+        for full in self.sandbox.disk_full():
+            self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
+        self._barrier()  # verdicts on what the call did so far are charged before it returns
         result = self._result(call, raw, oom, late)
         self._lifecycle("call_end", call, **{"proc.exit_code": result.exit_code,
                                              "outcome": result.outcome.value})
@@ -401,6 +684,8 @@ class Session:
 
     def _argv(self, cmd: str | Sequence[str]) -> list[str]:
         if isinstance(cmd, str):
+            if self.image_view is not None:
+                return [self.image_view.shell, "-c", cmd]
             return [_shell(self.policy.sandbox.rootfs), "-c", cmd]
         if not cmd:
             raise ValueError("empty command")
@@ -417,9 +702,9 @@ class Session:
 
     def _started(self, call: _Call, handle: CallHandle) -> None:
         """The call's process exists, sits in its cgroup and waits for our go."""
-        call.cgroup = handle.cgroup
-        call.host_pid = handle.host_pid
         with self._lock:
+            call.cgroup = handle.cgroup
+            call.host_pid = handle.host_pid
             self._calls_by_cgroup[handle.cgroup.name] = call
         # Nothing the agent asked for runs before it is durably recorded. The group
         # commit started when the records were queued, so this wait overlaps the fork.
@@ -547,11 +832,17 @@ class Session:
 
     def kill_call(self, call_id: str) -> bool:
         """Kill every process charged to one call (its cgroup), background ones too."""
-        call = self._calls.get(call_id)
+        with self._lock:
+            call = self._calls.get(call_id)
         if call is None or call.cgroup is None or self.sandbox is None or not self.sandbox.cgroup:
             return False
         self.sandbox.cgroup.kill_call(call.cgroup)
         return True
+
+    @property
+    def view(self) -> _View:
+        """The read-only view of this session that its observers get (``Watched``)."""
+        return self._view
 
     @property
     def ended(self) -> str | None:
@@ -574,7 +865,7 @@ class Session:
             # observers first, so what they report at the end (the file sensor's
             # end-of-episode diff) is in the trail before the closing checkpoint
             with contextlib.suppress(Exception):
-                self.host.unregister(self)
+                self.host.unregister(self._view)
             with contextlib.suppress(BastionError):
                 self._lifecycle("closing")
                 self._flush_audit(checkpoint=True)  # the episode ends on a checkpoint
@@ -583,14 +874,17 @@ class Session:
             self._cleanup_resources()
 
     def _cleanup_resources(self) -> None:
+        self._executor.close()  # runs what is queued; later submissions are refused
         if self.sandbox is not None:
             self.sandbox.close()
         if self._network is not None:
             self._network.close()
-        if self._owns_responder:
-            self._responder.close()
+        if self._webhook is not None:
+            self._webhook.close()
         if self._owns_recorder:
             release_trail(self._recorder)  # type: ignore[arg-type]
+        if self.image_view is not None:
+            self.image_view.close()  # unmount before the upper layer goes with self.dir
         if hasattr(self, "dir"):
             shutil.rmtree(self.dir, ignore_errors=True)  # a configured workspace is kept
 
@@ -599,10 +893,35 @@ class Session:
     def write_file(self, path: str, content: str | bytes, *, step: int | None = None,
                    call_id: str | None = None) -> ExecResult:
         """A file-write tool call: runs `cat > path` in the sandbox so it is observed,
-        attributed and checked like any other call."""
-        # the path is part of the command text so command analysis sees the target
-        return self.exec(f"cat > {shlex.quote(path)}", stdin=content, step=step,
-                         call_id=call_id)
+        attributed and checked like any other call.
+
+        The content is judged like a command: it is analysed as the heredoc an agent
+        would type to write it (so an ssh config or a script is visible to the rules),
+        and recorded in the trail (its sha256 always, the text itself when it is small
+        text)."""
+        self._check_usable()
+        data = content.encode() if isinstance(content, str) else content
+        command = f"cat > {shlex.quote(path)}"
+        return self._run_call(command, command, self._analyse_write(path, data), step=step,
+                              call_id=call_id, timeout=None, stdin=data, env=None, cwd=None)
+
+    def _analyse_write(self, path: str, data: bytes) -> dict[str, Any]:
+        fields: dict[str, Any] = {"file.path": path, "file.size": len(data),
+                                  "file.sha256": hashlib.sha256(data).hexdigest()}
+        try:
+            text: str | None = data.decode()
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\0" in text or len(data) > _ANALYSED_TEXT:
+            return {**self._analyse(f"cat > {shlex.quote(path)}"), **fields}
+        if len(data) <= _RECORDED_TEXT:
+            fields["file.content"] = text
+        marker = "BASTION_EOF"
+        while marker in text:
+            marker += "_"
+        body = text if text.endswith("\n") else text + "\n"
+        heredoc = f"cat > {shlex.quote(path)} <<'{marker}'\n{body}{marker}"
+        return {**self._analyse(heredoc), **fields}
 
     def read_file(self, path: str, *, step: int | None = None,
                   call_id: str | None = None) -> ExecResult:

@@ -1,4 +1,3 @@
-"""The responder tests use the sensor tests' fixtures: a host with real sensors and
-sessions wired to a real engine and responder."""
-
-from tests.sensors.conftest import gpu, monitored, sensors  # noqa: F401
+"""The responder's tests need no root: verdicts in, commands out (``FakeWatched``), and
+the response mechanisms on plain files. Carrying the commands out on real sessions is
+tested in tests/session/test_actions.py."""

@@ -6,7 +6,6 @@ import struct
 
 from bastion.sensors import inotify as ino
 from bastion.sensors import netlink
-from bastion.sensors.process import session_id_of
 from bastion.sensors.procfs import read_process, read_stat
 
 
@@ -45,12 +44,6 @@ def test_inotify_parse_events():
     first, second = ino.parse_events(data)
     assert (first.wd, first.mask, first.name) == (3, ino.IN_CLOSE_WRITE, "authorized_keys")
     assert (second.wd, second.mask, second.name) == (4, ino.IN_Q_OVERFLOW, "")
-
-
-def test_session_id_of_cgroup_paths():
-    assert session_id_of("/bastion/s-abc/call-3") == "s-abc"
-    assert session_id_of("/bastion/s-abc/init") == "s-abc"
-    assert session_id_of("/bastion/s-abc") == "s-abc"
 
 
 def test_read_process_of_a_reaped_pid_is_partial():

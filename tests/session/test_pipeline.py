@@ -6,9 +6,8 @@ both sides: what the agent got back and what bastion recorded.
 
 from __future__ import annotations
 
-import time
-
 from bastion import Action, Outcome, Session
+from tests.conftest import wait_for
 
 HASH_LOOP = ("nohup python3 -c 'import hashlib, itertools; "
              "[hashlib.sha256(b\"x\").digest() for _ in itertools.count()]' "
@@ -26,8 +25,8 @@ def test_background_miner_is_killed_and_charged_to_the_call_that_started_it(
     assert all(v.step == 3 for v in burns)
     assert any(v.action in (Action.KILL, Action.TERMINATE) for v in burns)
     # the loop is gone, and it was the c3 call's cgroup that was emptied
-    time.sleep(0.3)
-    assert session.exec("pgrep -f 'hashli[b]' || echo none").stdout.strip() == "none"
+    assert wait_for(lambda: session.exec("pgrep -f 'hashli[b]' || echo none").stdout.strip()
+                    == "none")
 
 
 def test_encoded_reverse_tunnel_is_denied_before_it_runs(session: Session) -> None:

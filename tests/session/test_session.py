@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from bastion import Outcome, Session, SessionBroken
+from tests.conftest import wait_for
 
 
 def test_exec_result_fields(session: Session) -> None:
@@ -46,7 +46,7 @@ def test_background_process_charged_to_its_call(session: Session) -> None:
     assert len(pids) == 1
     cgroup = open(f"/proc/{pids[0]}/cgroup").read().splitlines()
     unified = next(line.split(":", 2)[2] for line in cgroup if line.startswith("0::"))
-    call = session.call_for_cgroup(unified)
+    call = session.view.call_for_cgroup(unified)
     assert call is not None and call.call_id == "c3" and call.step == 3
 
 
@@ -58,16 +58,16 @@ def test_steps_and_call_ids_default_and_must_be_unique(session: Session) -> None
 
 
 def test_freeze_and_thaw(session: Session) -> None:
+    ticks = session.workspace / "ticks"
     session.exec("(while true; do echo x >> ticks; sleep 0.02; done) &")
-    time.sleep(0.2)
+    assert wait_for(lambda: ticks.exists() and ticks.stat().st_size > 0)
     session.freeze()
     assert session.sandbox.cgroup.frozen()
-    size = (session.workspace / "ticks").stat().st_size
-    time.sleep(0.3)
-    assert (session.workspace / "ticks").stat().st_size == size
+    size = ticks.stat().st_size
+    # frozen: the file must not grow over a period the loop would write ~15 times in
+    assert not wait_for(lambda: ticks.stat().st_size != size, timeout=0.3)
     session.thaw()
-    time.sleep(0.3)
-    assert (session.workspace / "ticks").stat().st_size > size
+    assert wait_for(lambda: ticks.stat().st_size > size)
 
 
 def test_kill_ends_the_session(session: Session) -> None:
@@ -83,7 +83,8 @@ def test_kill_call_kills_only_that_calls_processes(session: Session) -> None:
     session.exec("sleep 100 &", call_id="a")
     session.exec("sleep 200 &", call_id="b")
     assert session.kill_call("a")
-    time.sleep(0.2)
+    procs = session._calls["a"].cgroup / "cgroup.procs"
+    assert wait_for(lambda: not procs.read_text().split())
     out = session.exec("pgrep -a sleep").stdout
     assert "sleep 200" in out and "sleep 100" not in out
 
@@ -125,7 +126,8 @@ def test_session_outlives_the_thread_that_created_it(make_session) -> None:
     t = threading.Thread(target=lambda: box.append(make_session()))
     t.start()
     t.join()
-    time.sleep(0.3)
+    # the parent-death signal would land within moments of the thread's exit
+    assert not wait_for(lambda: not box[0].sandbox.alive, timeout=0.3)
     assert box[0].exec("echo alive").stdout == "alive\n"
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from ..errors import SessionBroken
 from ..events import Action, Verdict
 from ..policy import Policy
-from ..session import Engine, EventRecorder, Session
+from ..contracts import Evaluator, EventRecorder
+from ..session import Session
 from .errors import AuditError
 from .reader import Record, episode_records
 
@@ -106,7 +107,7 @@ def replay_episode(
     episode_id: str,
     *,
     policy: Policy | None = None,
-    engine_factory: Callable[[Policy], Engine] | None = None,
+    engine_factory: Callable[[Policy], Evaluator] | None = None,
     recorder: EventRecorder | None = None,
     run_id: str | None = None,
 ) -> ReplayResult:

@@ -30,7 +30,7 @@ from ..errors import BastionError
 from ..policy import Policy
 from ..rl.records import EpisodeRecord
 from ..rl.safety import RunMonitor
-from ..session import EventRecorder
+from ..contracts import EventRecorder
 from .node import EpisodeSpec, NodeService
 from .shipping import deliver
 

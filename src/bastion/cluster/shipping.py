@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..events import Event, Verdict
-from ..session import EventRecorder
+from ..contracts import EventRecorder
 
 __all__ = ["Shipped", "ShippingRecorder", "deliver"]
 
@@ -40,6 +40,13 @@ class ShippingRecorder:
         data = verdict.to_dict()
         with self._lock:
             self._buffer.append(("verdict", data))
+
+    def append_policy(self, policy: Any, *, episode_id: str) -> None:
+        """The policy text is recorded by the run's trail on the driver, not shipped."""
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Nothing to wait for on the node: records are durable once the driver has
+        delivered them to the run's trail."""
 
     def drain(self) -> list[Shipped]:
         with self._lock:

@@ -1,9 +1,10 @@
 """The egress gateway: every byte that leaves a session passes through here.
 
-``attach_network(session)`` is the seam between sessions and the network: it returns a
-``NetworkAttachment`` (the session's network namespace, its phase switch and its
-teardown) or None, in which case the sandbox gets a private namespace with loopback
-only and nothing can leave it at all.
+``attach_network(view, sink, lab=...)`` is the seam between sessions and the network:
+it returns a ``NetworkAttachment`` (the session's network namespace, its phase switch,
+the cut of one live connection and its teardown) or raises: a session never runs with
+an unfiltered network. Like the sensors, the gateway holds the session's read-only view
+and its event sink, never the session.
 
 Every session gets a namespace wired to this process's gateway (``server.Gateway``):
 TCP is classified and decided before anything is dialled, DNS answers only allowed
@@ -14,12 +15,10 @@ not up that is an error, never a silent fallback to the real network.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from ..contracts import EventSink, Watched
 from ..errors import SandboxUnavailable
-
-if TYPE_CHECKING:
-    from ..session import Session
 
 __all__ = ["NetworkAttachment", "attach_network"]
 
@@ -34,18 +33,22 @@ class NetworkAttachment(Protocol):
 
     def set_phase(self, phase: str) -> None: ...
 
+    def cut(self, conn_id: str) -> bool:
+        """Close one live connection; False if it is not open."""
+        ...
+
     def close(self) -> None: ...
 
 
-def attach_network(session: Session) -> NetworkAttachment | None:
-    """Give ``session`` its own namespace behind the gateway; raises SandboxUnavailable
+def attach_network(view: Watched, sink: EventSink, *, lab: bool = False) -> NetworkAttachment:
+    """Give the session its own namespace behind the gateway; raises SandboxUnavailable
     when that cannot be done (fail closed: a session never runs with an unfiltered
-    network)."""
+    network). ``lab`` reaches the simulated internet of ``bastion lab`` instead."""
     from .server import Gateway
     from .upstream import Upstream, system_nameserver
 
-    network = session.policy.network
-    if session.lab:
+    network = view.policy.network
+    if lab:
         from ..lab import Lab
         from ..lab.topology import DNS_IP
 
@@ -55,7 +58,7 @@ def attach_network(session: Session) -> NetworkAttachment | None:
         upstream = Upstream(dns=(DNS_IP, 53), netns=lab.netns_path, label=f"lab:{lab.name}")
     else:
         upstream = Upstream(dns=_dns_upstream(network.dns_upstream) or system_nameserver())
-    return Gateway.get().attach(session, upstream)
+    return Gateway.get().attach(view, sink, upstream)
 
 
 def _dns_upstream(value: str | None) -> tuple[str, int] | None:

@@ -34,7 +34,7 @@ from .rogue import OrdinaryPolicy, RoguePolicy, ScriptedPolicy
 from .safety import RunMonitor
 
 if TYPE_CHECKING:
-    from ..session import Engine
+    from ..contracts import Evaluator
 
 __all__ = ["run_training_demo"]
 
@@ -71,7 +71,7 @@ def _drive(env: BastionEnv, agent: ScriptedPolicy, episode_id: str,
 
 def run_training_demo(console: Console, *, state_dir: str | Path | None,
                       episodes: int = 8, parallel: int = 4,
-                      engine_factory: Callable[[Policy], Engine] | None = None) -> int:
+                      engine_factory: Callable[[Policy], Evaluator] | None = None) -> int:
     """``engine_factory`` replaces the sessions' default engine (tests)."""
     from ..audit import open_trail
 

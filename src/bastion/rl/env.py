@@ -32,7 +32,8 @@ from ..errors import SessionBroken
 from ..events import Action, EventKind, Verdict
 from ..policy import Policy
 from ..results import ExecResult
-from ..session import Engine, EventRecorder, Responder, Session
+from ..contracts import Evaluator, EventRecorder, ResponsePlanner
+from ..session import Session
 from .actions import parse_action, run_tool_call
 from .records import EpisodeRecord, StepRecord
 from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
@@ -60,8 +61,8 @@ class BastionEnv(gymnasium.Env[str, str]):
         max_steps: int = 16,
         state_dir: str | os.PathLike[str] | None = None,
         session_factory: SessionFactory | None = None,
-        engine_factory: Callable[[Policy], Engine] | None = None,
-        responder_factory: Callable[[Policy], Responder] | None = None,
+        engine_factory: Callable[[Policy], Evaluator] | None = None,
+        responder_factory: Callable[[Policy], ResponsePlanner] | None = None,
         recorder: EventRecorder | None = None,
         exec_timeout: float = 60.0,
         max_obs_chars: int = 8192,

@@ -26,16 +26,15 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import BastionError, InternalError
+from ..contracts import EventSink, SessionState, Watched, make_event
+from ..errors import InternalError
 from ..events import EventKind
 from . import inotify as ino
+from .guard import Observed, report_loss, run_guarded, telemetry
 from .persistence import WATCH_DIRS, classify
 from .wait import wait_readable
-
-if TYPE_CHECKING:
-    from ..session import Session
 
 __all__ = ["FileSensor", "Snapshot"]
 
@@ -60,7 +59,7 @@ class Snapshot:
 
 @dataclass
 class _Watched:
-    session: Session
+    session: Observed
     root: Path  # host directory
     sandbox_path: str  # the same directory as the sandbox sees it
     location: str  # "persistence" or "protected"
@@ -82,7 +81,7 @@ def _entry(path: Path, st: os.stat_result) -> Entry:
     return (st.st_size, st.st_mtime_ns, st.st_mode, digest)
 
 
-def _protected_paths(session: Session) -> list[tuple[Path, str]]:
+def _protected_paths(session: Watched) -> list[tuple[Path, str]]:
     """(host path, sandbox path) of each protected entry of the policy, resolved the
     way the sandbox binds them: relative paths are inside the workspace."""
     rootfs = os.path.realpath(session.policy.sandbox.rootfs)
@@ -98,7 +97,7 @@ def _protected_paths(session: Session) -> list[tuple[Path, str]]:
     return out
 
 
-def take_snapshot(session: Session) -> Snapshot:
+def take_snapshot(session: Watched) -> Snapshot:
     snap = Snapshot()
     workspace = session.workspace
     budget = _MAX_SCAN_ENTRIES
@@ -147,33 +146,40 @@ class FileSensor:
         self._handling = threading.Lock()  # held while an inotify event is handled
         self._watches: dict[int, _Watched] = {}
         self._baselines: dict[str, Snapshot] = {}
+        self._sinks: dict[str, EventSink] = {}
         self._stop = threading.Event()
         self._broken: str | None = None
         self.events = 0
-        self._thread = threading.Thread(target=self._guard, name="bastion-files", daemon=True)
+        self._thread = threading.Thread(target=run_guarded, args=(
+            "file", self._run, self._watched, self._set_broken), name="bastion-files",
+            daemon=True)
         self._thread.start()
 
     # -- observer protocol --------------------------------------------------------------
 
-    def register(self, session: Session) -> None:
+    def register(self, view: Watched, sink: EventSink) -> None:
         if self._broken:
             raise InternalError(f"the file sensor has failed: {self._broken}")
+        session = Observed(view, sink)
         with self._lock:
-            self._watch(session, session.workspace, SANDBOX_WORKSPACE, "persistence", "")
+            self._watch(session, view.workspace, SANDBOX_WORKSPACE, "persistence", "")
             for rel in sorted(WATCH_DIRS):
-                path = session.workspace / rel
+                path = view.workspace / rel
                 if path.is_dir() and not path.is_symlink():
                     self._watch(session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel)
-            for host_path, sandbox_path in _protected_paths(session):
+            for host_path, sandbox_path in _protected_paths(view):
                 self._watch_tree(session, host_path, sandbox_path)
-        self._baselines[session.session_id] = take_snapshot(session)
+            self._sinks[view.session_id] = sink
+        self._baselines[view.session_id] = take_snapshot(view)
 
-    def unregister(self, session: Session) -> None:
+    def unregister(self, view: Watched) -> None:
+        session = view
         try:
-            self.diff(session)  # also after a termination: the diff is forensics then
+            self.diff(view)  # also after a termination: the diff is forensics then
         finally:
             with self._lock:
-                for wd in [w for w, v in self._watches.items() if v.session is session]:
+                self._sinks.pop(view.session_id, None)
+                for wd in [w for w, v in self._watches.items() if v.session.view is view]:
                     del self._watches[wd]
                     with contextlib.suppress(OSError):
                         self._ino.remove(wd)
@@ -188,7 +194,7 @@ class FileSensor:
 
     # -- the end-of-episode diff --------------------------------------------------------
 
-    def diff(self, session: Session) -> list[dict[str, Any]]:
+    def diff(self, session: Watched) -> list[dict[str, Any]]:
         """Compare the persistence locations with the baseline, emit one ``file.diff``
         event per difference, make the current state the new baseline."""
         before = self._baselines.get(session.session_id, Snapshot())
@@ -213,18 +219,20 @@ class FileSensor:
                 "file.path": path, "file.op": op, "file.location": location,
                 "file.class": cls, "file.size": entry[0] if new is not None else -1,
                 "file.sha256": entry[3] if new is not None else ""})
+        sink = self._sinks.get(session.session_id)
+        if sink is None:
+            return changes
         if not after.complete:
-            session.ingest(session.event(EventKind.TELEMETRY, **{
-                "telemetry.sensor": "files", "telemetry.gap": True,
-                "telemetry.reason": f"workspace larger than {_MAX_SCAN_ENTRIES} entries: "
-                                    "the episode diff covers only part of it"}))
+            sink.submit(telemetry(session, "files", f"workspace larger than "
+                                  f"{_MAX_SCAN_ENTRIES} entries: the episode diff covers "
+                                  "only part of it", gap=True))
         for change in changes:
-            session.ingest(session.event(EventKind.FILE_DIFF, **change))
+            sink.submit(make_event(session, EventKind.FILE_DIFF, **change))
         return changes
 
     # -- real time ----------------------------------------------------------------------
 
-    def _watch(self, session: Session, path: Path, sandbox_path: str, location: str,
+    def _watch(self, session: Observed, path: Path, sandbox_path: str, location: str,
                rel: str) -> None:
         try:
             wd = self._ino.add_dir(str(path), _MASK)
@@ -232,7 +240,7 @@ class FileSensor:
             return  # not a directory (any more): nothing to watch
         self._watches[wd] = _Watched(session, path, sandbox_path, location, rel)
 
-    def _watch_tree(self, session: Session, root: Path, sandbox_root: str) -> None:
+    def _watch_tree(self, session: Observed, root: Path, sandbox_root: str) -> None:
         if not root.is_dir():
             return
         for count, (dirpath, _dirs, _files) in enumerate(os.walk(root, followlinks=False)):
@@ -242,18 +250,12 @@ class FileSensor:
             sandbox_path = sandbox_root if rel == "." else f"{sandbox_root}/{rel}"
             self._watch(session, Path(dirpath), sandbox_path, "protected", "")
 
-    def _guard(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self._broken = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                sessions = {id(w.session): w.session for w in self._watches.values()}
-            for session in sessions.values():
-                with contextlib.suppress(Exception):
-                    session.terminate(f"the file sensor failed ({self._broken})")
-            if not isinstance(exc, Exception):
-                raise
+    def _watched(self) -> list[Observed]:
+        with self._lock:
+            return list({id(w.session.sink): w.session for w in self._watches.values()}.values())
+
+    def _set_broken(self, reason: str) -> None:
+        self._broken = reason
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -288,17 +290,15 @@ class FileSensor:
             return
         self._emit(session, f"{watched.sandbox_path}/{ev.name}", op, watched.location, cls)
 
-    def _emit(self, session: Session, path: str, op: str, location: str, cls: str) -> None:
-        if session.closed:
+    def _emit(self, session: Observed, path: str, op: str, location: str, cls: str) -> None:
+        view = session.view
+        if view.state is SessionState.CLOSED:
             return
-        calls = list(session.calls.values())
-        call = calls[-1] if calls else None
+        call = view.latest_call()
         self.events += 1
-        with contextlib.suppress(Exception):  # a failing ingest ends that session itself
-            session.ingest(session.event(EventKind.FILE_WRITE, call=call, **{
-                "file.path": path, "file.op": op, "file.location": location,
-                "file.class": cls,
-                "file.attribution": "latest_call" if call is not None else "none"}))
+        session.sink.submit(make_event(view, EventKind.FILE_WRITE, call=call, **{
+            "file.path": path, "file.op": op, "file.location": location, "file.class": cls,
+            "file.attribution": "latest_call" if call is not None else "none"}))
 
     def _new_dir(self, watched: _Watched, name: str, found: list[tuple[str, str]]) -> None:
         """Follow a directory the agent just created (lock held). Files it already
@@ -325,20 +325,8 @@ class FileSensor:
                         found.append((f"{rel}/{child.name}", cls))
 
     def _overflow(self) -> None:
-        with self._lock:
-            sessions = {id(w.session): w.session for w in self._watches.values()}
-        for session in sessions.values():
-            if session.closed or session.ended:
-                continue
-            with contextlib.suppress(Exception):
-                session.ingest(session.event(EventKind.TELEMETRY, **{
-                    "telemetry.sensor": "files", "telemetry.loss": True,
-                    "telemetry.reason": "inotify queue overflow: file events were dropped"}))
-            if not (session.frozen or session.ended or session.closed):
-                try:
-                    session.freeze()
-                except BastionError:
-                    session.terminate("file events were lost and the session could not be frozen")
+        report_loss("files", "inotify queue overflow: file events were dropped",
+                    self._watched())
 
 
 def _op(mask: int) -> str | None:

@@ -5,18 +5,26 @@ kernel's process connector, which reports every fork/exec/exit on the host with 
 pids and a monotonic timestamp, keeps a table of the pids that belong to sessions,
 and turns the events of those pids into ``Event``s enriched from /proc.
 
-Attribution: a process is charged to a session by its cgroup and to a tool call by
-its call cgroup (``<session>/call-N``), which the kernel keeps across fork, double
-fork and setsid. When /proc is already gone, the pid table (filled from fork events:
-a child inherits its parent's session and call) still attributes the event, which is
-then recorded with ``proc.partial = true``. Ancestry comes from the same table.
+Attribution: a process is charged to a session and a tool call by its call cgroup
+(``<session>/call-N``), which the kernel keeps across fork, double fork and setsid,
+and which is read on every exec (a pid may have been recycled since the table saw
+it). Only processes inside a call cgroup are the agent's: bastion's own processes in
+the session (the bwrap launcher chain, the in-sandbox supervisor, in ``init``) are
+tracked for ancestry but never reported, so a launch line is never judged as the
+agent's. When /proc is already gone, the pid table (filled from fork events: a child
+inherits its parent's call) still attributes the event, which is then recorded with
+``proc.partial = true``. Ancestry comes from the same table.
 
-Fail closed: if the kernel drops messages (ENOBUFS: the socket buffer overflowed) or
-the sensor falls more than ``max_lag`` behind the kernel, every session is sent a
-``telemetry`` event with ``telemetry.loss`` (the engine answers with a freezing
-verdict) and is frozen here too if it is not already. If the connector cannot be
-used at all the sensor polls the session cgroups instead, and says so: every event
-carries ``proc.source = poll`` and each session gets a ``telemetry.gap`` event.
+The sensor only reads and submits: it holds each session's read-only view and event
+sink, and the session's own executor evaluates and responds, so the netlink thread
+is never held up by a slow response in one session.
+
+Fail closed (``guard``): if the kernel drops messages (ENOBUFS: the socket buffer
+overflowed) or the sensor falls more than ``max_lag`` behind the kernel, every
+session is sent a ``telemetry`` event with ``telemetry.loss`` (the engine answers
+with a freezing verdict). If the connector cannot be used at all the sensor polls
+the session cgroups instead, and says so: every event carries ``proc.source = poll``
+and each session gets a ``telemetry.gap`` event.
 """
 
 from __future__ import annotations
@@ -27,18 +35,16 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from ..errors import BastionError, InternalError
+from ..contracts import CallRef, EventSink, SessionState, Watched
+from ..errors import InternalError
 from ..events import Event, EventKind
 from . import netlink
+from .guard import Observed, report_loss, run_guarded, telemetry
 from .procfs import ProcInfo, read_process, read_stat
 from .wait import wait_readable
-
-if TYPE_CHECKING:
-    from ..session import Session, _Call
 
 __all__ = ["ProcessSensor"]
 
@@ -52,7 +58,7 @@ class _Proc:
 
     __slots__ = ("call", "cmdline", "image", "name", "ppid", "read_ns", "session")
 
-    def __init__(self, session: Session, call: _Call | None, ppid: int | None, name: str,
+    def __init__(self, session: Observed, call: CallRef | None, ppid: int | None, name: str,
                  cmdline: str) -> None:
         self.session = session
         self.call = call
@@ -61,14 +67,6 @@ class _Proc:
         self.cmdline = cmdline
         self.read_ns = 0  # when /proc was read for the last exec
         self.image: tuple[str, tuple[str, ...]] | None = None  # (exe, argv) it showed
-
-
-def session_id_of(cgroup: str) -> str | None:
-    """``/bastion/<sid>/call-3`` -> ``<sid>`` (also ``.../init`` and the session root)."""
-    parts = cgroup.rstrip("/").split("/")
-    if len(parts) >= 2 and (parts[-1].startswith("call-") or parts[-1] == "init"):
-        return parts[-2]
-    return parts[-1] if parts else None
 
 
 class ProcessSensor:
@@ -84,7 +82,7 @@ class ProcessSensor:
         poll_interval: float = 0.05,
     ) -> None:
         self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, Observed] = {}
         self._table: dict[int, _Proc] = {}
         self._max_lag_ns = int(max_lag * 1e9)
         self._poll_interval = poll_interval
@@ -112,8 +110,9 @@ class ProcessSensor:
                                "shorter-lived processes may be missed")
         self.mode = "netlink" if self._sock is not None else "poll"
         target = self._run_netlink if self._sock is not None else self._run_poll
-        self._thread = threading.Thread(target=self._guard, args=(target,),
-                                        name=f"bastion-proc-{self.mode}", daemon=True)
+        self._thread = threading.Thread(target=run_guarded, args=(
+            "process", target, self._watched, self._set_broken),
+            name=f"bastion-proc-{self.mode}", daemon=True)
         self._thread.start()
 
     def _self_test(self) -> None:
@@ -140,26 +139,25 @@ class ProcessSensor:
 
     # -- observer protocol ----------------------------------------------------------------
 
-    def register(self, session: Session) -> None:
+    def register(self, view: Watched, sink: EventSink) -> None:
         if self._broken:
             raise InternalError(f"the process sensor has failed: {self._broken}")
-        cgroup = session.sandbox.cgroup if session.sandbox is not None else None
+        observed = Observed(view, sink)
+        cgroup = view.cgroup
         with self._lock:
-            self._sessions[session.session_id] = session
+            self._sessions[view.session_id] = observed
             if cgroup is not None:
                 for pid in cgroup.pids():
                     info = read_process(pid)
-                    call = session.call_for_cgroup(info.cgroup) if info.cgroup else None
-                    self._table[pid] = _Proc(session, call, info.ppid, info.name, info.cmdline)
+                    call = view.call_for_cgroup(info.cgroup) if info.cgroup else None
+                    self._table[pid] = _Proc(observed, call, info.ppid, info.name, info.cmdline)
         if self.gap_reason:
-            session.ingest(session.event(EventKind.TELEMETRY, **{
-                "telemetry.sensor": "process", "telemetry.reason": self.gap_reason,
-                "telemetry.gap": True}))
+            sink.submit(telemetry(view, "process", self.gap_reason, gap=True))
 
-    def unregister(self, session: Session) -> None:
+    def unregister(self, view: Watched) -> None:
         with self._lock:
-            self._sessions.pop(session.session_id, None)
-            for pid in [p for p, e in self._table.items() if e.session is session]:
+            self._sessions.pop(view.session_id, None)
+            for pid in [p for p, e in self._table.items() if e.session.view is view]:
                 del self._table[pid]
 
     def close(self) -> None:
@@ -172,25 +170,14 @@ class ProcessSensor:
     def broken(self) -> str | None:
         return self._broken
 
-    def tracked(self, session: Session) -> list[int]:
-        with self._lock:
-            return [p for p, e in self._table.items() if e.session is session]
-
     # -- threads ----------------------------------------------------------------------------
 
-    def _guard(self, target: Callable[[], None]) -> None:
-        """A sensor that dies must not leave sessions running unobserved."""
-        try:
-            target()
-        except BaseException as exc:
-            self._broken = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                sessions = list(self._sessions.values())
-            for session in sessions:
-                with contextlib.suppress(Exception):
-                    session.terminate(f"the process sensor failed ({self._broken})")
-            if not isinstance(exc, Exception):
-                raise
+    def _watched(self) -> list[Observed]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def _set_broken(self, reason: str) -> None:
+        self._broken = reason
 
     def _run_netlink(self) -> None:
         assert self._sock is not None
@@ -224,25 +211,28 @@ class ProcessSensor:
                         for ev in events:
                             self._handle(ev)
             if overrun:
-                self._loss("netlink receive buffer overrun (ENOBUFS): process events "
-                           "were dropped by the kernel", dropped=True)
+                self.losses += 1
+                report_loss("process", "netlink receive buffer overrun (ENOBUFS): process "
+                            "events were dropped by the kernel", self._watched())
+                self._resync()
             elif lag > self._max_lag_ns:
-                self._loss(f"the process sensor fell {lag / 1e6:.0f} ms behind the kernel",
-                           dropped=False)
+                self.losses += 1
+                report_loss("process", f"the process sensor fell {lag / 1e6:.0f} ms behind "
+                            "the kernel", self._watched())
 
     def _run_poll(self) -> None:
         # pid -> (session, call, comm): a changed comm is how an exec shows when polling
-        known: dict[int, tuple[Session, _Call | None, str]] = {}
+        known: dict[int, tuple[Observed, CallRef, str]] = {}
         while not self._stop.wait(self._poll_interval):
-            with self._lock:
-                sessions = list(self._sessions.values())
             seen: set[int] = set()
-            for session in sessions:
-                cgroup = session.sandbox.cgroup if session.sandbox is not None else None
+            for observed in self._watched():
+                cgroup = observed.view.cgroup
                 if cgroup is None:
                     continue
                 for path in _call_dirs(cgroup.unified):
-                    call = session.call_for_cgroup(str(path))
+                    call = observed.view.call_for_cgroup(str(path))
+                    if call is None:
+                        continue  # bastion's own processes (init), or not a call yet
                     for pid in _procs(path):
                         stat = read_stat(pid)
                         if stat is None:
@@ -250,14 +240,14 @@ class ProcessSensor:
                         seen.add(pid)
                         before = known.get(pid)
                         if before is None or before[2] != stat.comm:
-                            known[pid] = (session, call, stat.comm)
+                            known[pid] = (observed, call, stat.comm)
                             with self._lock:
-                                self._poll_exec(session, call, pid)
+                                self._poll_exec(observed, call, pid)
             for pid in [p for p in known if p not in seen]:
-                session, call, _comm = known.pop(pid)
+                observed, call, _comm = known.pop(pid)
                 with self._lock:
                     entry = self._table.pop(pid, None)
-                    self._emit(session, call, EventKind.EXIT, pid,
+                    self._emit(observed, call, EventKind.EXIT, pid,
                                entry.ppid if entry else None, time.monotonic_ns(), {
                                    "proc.name": entry.name if entry else "",
                                    "proc.source": "poll"})
@@ -271,21 +261,23 @@ class ProcessSensor:
                 return  # a new thread, not a process
             parent = self._table.get(ev.ptgid)
             if parent is None:
+                # a new process outside every session (bastion's launcher among them):
+                # whatever the table held under this pid is a process that is gone
+                self._table.pop(ev.tgid, None)
                 return
             self._table[ev.tgid] = _Proc(parent.session, parent.call, ev.ptgid, parent.name,
                                          parent.cmdline)
-            self._emit(parent.session, parent.call, EventKind.FORK, ev.tgid, ev.ptgid, ev.ts, {
-                "proc.name": parent.name, "proc.cmdline": parent.cmdline,
-                "proc.pname": parent.name, "proc.pcmdline": parent.cmdline,
-                "proc.source": "netlink"})
+            if parent.call is not None:
+                self._emit(parent.session, parent.call, EventKind.FORK, ev.tgid, ev.ptgid,
+                           ev.ts, {"proc.name": parent.name, "proc.cmdline": parent.cmdline,
+                                   "proc.pname": parent.name, "proc.pcmdline": parent.cmdline,
+                                   "proc.source": "netlink"})
         elif what == netlink.EXEC:
             entry = self._table.get(ev.tgid)
             if entry is None:
                 return
-            # a process inside a call cannot leave its cgroup: only a process not yet
-            # known to be in a call (the call's first one) needs its cgroup read
             read_ns = time.monotonic_ns()
-            info = read_process(ev.tgid, cgroup=entry.call is None)
+            info = read_process(ev.tgid)
             if (ev.ts <= entry.read_ns and not info.partial
                     and entry.image == (info.exe, info.args)):
                 # /proc is read after the kernel reports an exec; when a process execs
@@ -299,7 +291,7 @@ class ProcessSensor:
             if ev.pid != ev.tgid:
                 return
             entry = self._table.pop(ev.tgid, None)
-            if entry is None:
+            if entry is None or entry.call is None:
                 return
             status = ev.exit_code
             fields: dict[str, Any] = {
@@ -310,17 +302,18 @@ class ProcessSensor:
                        fields)
 
     def _exec(self, entry: _Proc, info: ProcInfo, pid: int, ts: int, source: str) -> None:
-        session = entry.session
-        call = entry.call
+        view = entry.session.view
         if info.cgroup is not None:
-            if not session.owns_cgroup(info.cgroup):
-                return
-            call = session.call_for_cgroup(info.cgroup) or call
-        elif call is None:
-            call = _call_by_host_pid(session, pid)
+            # read on every exec: the pid may belong to a new process by now, and only a
+            # process in one of this session's call cgroups is the agent's
+            call = view.call_for_cgroup(info.cgroup)
+        else:  # gone before its cgroup could be read: what the table knows
+            call = entry.call or view.call_by_host_pid(pid)
         entry.call = call
         entry.name = info.name  # empty when /proc was gone: the parent's name would lie
         entry.cmdline = info.cmdline
+        if call is None:
+            return  # bastion's own (launcher, supervisor), or not in this session at all
         parent = self._table.get(entry.ppid) if entry.ppid else None
         fields: dict[str, Any] = {
             "proc.name": info.name,
@@ -336,11 +329,11 @@ class ProcessSensor:
         }
         if info.uid is not None:
             fields["proc.uid"] = info.uid
-        self._emit(session, call, EventKind.EXEC, pid, entry.ppid, ts, fields)
+        self._emit(entry.session, call, EventKind.EXEC, pid, entry.ppid, ts, fields)
 
-    def _poll_exec(self, session: Session, call: _Call | None, pid: int) -> None:
+    def _poll_exec(self, observed: Observed, call: CallRef, pid: int) -> None:
         info = read_process(pid)
-        entry = _Proc(session, call, info.ppid, info.name, info.cmdline)
+        entry = _Proc(observed, call, info.ppid, info.name, info.cmdline)
         self._table[pid] = entry
         self._exec(entry, info, pid, time.monotonic_ns(), "poll")
 
@@ -356,74 +349,41 @@ class ProcessSensor:
             ppid = entry.ppid
         return tuple(pids), names
 
-    def _emit(self, session: Session, call: _Call | None, kind: EventKind, pid: int,
+    def _emit(self, observed: Observed, call: CallRef, kind: EventKind, pid: int,
               ppid: int | None, ts: int, fields: dict[str, Any]) -> None:
+        view = observed.view
+        if view.state is SessionState.CLOSED:
+            return  # closing: the session's record is being finalised
         ancestry, names = self._ancestry(ppid)
         fields["proc.anames"] = names
-        event = Event(kind=kind, session_id=session.session_id, run_id=session.run_id,
-                      episode_id=session.episode_id,
-                      step=call.step if call is not None else None,
-                      call_id=call.call_id if call is not None else None,
+        event = Event(kind=kind, session_id=view.session_id, run_id=view.run_id,
+                      episode_id=view.episode_id, step=call.step, call_id=call.call_id,
                       pid=pid, ppid=ppid, ancestry=ancestry, fields=fields, ts=ts)
-        if session.closed:
-            return  # closing: the session's record is being finalised
         self.events += 1
-        try:
-            session.ingest(event)
-        except Exception:  # noqa: BLE001 - ingest terminated that session already
-            if not session.ended:
-                session.terminate("the process sensor could not deliver an event")
+        observed.sink.submit(event)  # the session's executor evaluates and responds
 
     # -- fail closed ---------------------------------------------------------------------------
 
-    def _loss(self, reason: str, *, dropped: bool) -> None:
-        """Freeze every session not already stopped; after dropped messages, also
-        bring the pid table back in line with the cgroups."""
-        self.losses += 1
-        with self._lock:
-            sessions = list(self._sessions.values())
-        for session in sessions:
-            if session.closed or session.ended or session.frozen:
-                continue
-            with contextlib.suppress(Exception):  # a failing ingest ends the session itself
-                session.ingest(session.event(EventKind.TELEMETRY, **{
-                    "telemetry.sensor": "process", "telemetry.reason": reason,
-                    "telemetry.loss": True}))
-            if not (session.frozen or session.ended or session.closed):
-                try:
-                    session.freeze()
-                except BastionError:
-                    session.terminate(f"events were lost and the session could not be frozen: "
-                                      f"{reason}")
-        if dropped:
-            self._resync(sessions)
-
-    def _resync(self, sessions: list[Session]) -> None:
+    def _resync(self) -> None:
         """After lost messages the table is stale both ways: pids forked meanwhile are
         unknown (add them), and pids whose exit was lost may be reused by host
         processes (drop every pid no session cgroup holds)."""
         with self._lock:
             alive: set[int] = set()
-            for session in sessions:
-                cgroup = session.sandbox.cgroup if session.sandbox is not None else None
-                if cgroup is None or session.closed:
+            for observed in self._sessions.values():
+                cgroup = observed.view.cgroup
+                if cgroup is None or observed.view.state is SessionState.CLOSED:
                     continue
                 for pid in cgroup.pids():
                     alive.add(pid)
                     if pid not in self._table:
                         info = read_process(pid)
-                        call = session.call_for_cgroup(info.cgroup) if info.cgroup else None
-                        self._table[pid] = _Proc(session, call, info.ppid, info.name,
+                        call = (observed.view.call_for_cgroup(info.cgroup) if info.cgroup
+                                else None)
+                        self._table[pid] = _Proc(observed, call, info.ppid, info.name,
                                                  info.cmdline)
             for pid in [p for p in self._table if p not in alive]:
                 del self._table[pid]
-
-
-def _call_by_host_pid(session: Session, pid: int) -> _Call | None:
-    for call in session.calls.values():
-        if call.host_pid == pid:
-            return call
-    return None
 
 
 def _call_dirs(unified: Path) -> list[Path]:
