@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from bastion.engine.detectors import (
+    ComputeDetector,
     ConnectionDetector,
-    CpuBurnDetector,
     ForkStormDetector,
     GpuDetector,
+    MiningEvidence,
+    ResourceLimitDetector,
     TelemetryLossDetector,
 )
 from bastion.events import Action, Event, EventKind, Severity
@@ -16,74 +18,163 @@ SETTINGS = DetectorSettings(expected_processes=["pytest", "gcc*"], fork_storm_pe
                             long_connection_seconds=60)
 
 
-def _sample(cores: float, name: str = "x", pid: int = 9, session: str = "s", interval=0.25):
+def _call(used: float, bg: float = 0.0, call: str = "c3", session: str = "s", t: float = 0.0,
+          returned: bool = False) -> Event:
+    """A per-call compute sample: core-seconds used (and by background processes)."""
+    return Event(EventKind.RESOURCE, session_id=session, call_id=call, step=3,
+                 ts=int((1000 + t) * 1e9), fields={
+                     "res.scope": "call", "res.cpu_seconds": used, "res.bg_cpu_seconds": bg,
+                     "res.interval": 0.25, "call.returned": returned,
+                     "res.bg_pids": [9] if bg else [], "res.bg_names": "x" if bg else ""})
+
+
+BUDGETS = DetectorSettings(background_cpu_seconds=1.5, background_window=60,
+                           cpu_budget_seconds=30, cpu_budget_window=60,
+                           evidence_cpu_seconds=1.0)
+
+
+def _feed(d, samples):
+    return [d.observe(e) for e in samples]
+
+
+def test_foreground_work_within_the_call_is_never_judged():
+    d = ComputeDetector(DetectorSettings())  # default budgets
+    # a 60 s job keeping both cores busy in the call's foreground
+    found = _feed(d, [_call(0.5, t=i * 0.25) for i in range(240)])
+    assert not any(found)
+
+
+def test_background_compute_fires_once_on_the_budget():
+    d = ComputeDetector(BUDGETS)
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(10)])
+    assert [bool(f) for f in found] == [False] * 5 + [True] + [False] * 4
+    f = found[5][0]
+    assert f.rule_id == "detector.background_compute" and f.severity is Severity.HIGH
+    assert "mining" in f.categories and f.evidence["session_background"] == 1.5
+
+
+def test_a_throttled_miner_split_over_two_calls_is_summed():
+    d = ComputeDetector(BUDGETS)
+    found = []
+    # two calls, each 0.85 duty x 0.5 core: neither alone reaches the budget quickly
+    for i in range(12):
+        found += [(c, d.observe(_call(0.106, bg=0.106, call=c, t=i * 0.25)))
+                  for c in ("c1", "c2")]
+    fired = {c for c, f in found if f}
+    assert fired == {"c1", "c2"}  # both contributors are contained
+    assert all(f[0].rule_id == "detector.background_compute" for _, f in found if f)
+
+
+def test_background_compute_below_budget_in_a_window_is_tolerated():
+    d = ComputeDetector(BUDGETS)
+    # a dev server answering a request now and then: 0.1 core-s every 10 s
+    assert not any(_feed(d, [_call(0.1, bg=0.1, t=i * 10.0) for i in range(30)]))
+
+
+def test_session_budget_catches_foreground_compute_over_the_window():
+    d = ComputeDetector(BUDGETS)
+    found = _feed(d, [_call(0.5, t=i * 0.25) for i in range(70)])
+    hits = [f for f in found if f]
+    assert len(hits) == 1 and hits[0][0].rule_id == "detector.compute_budget"
+    assert found.index(hits[0]) == 59  # 60 x 0.5 = 30 core-seconds
+
+
+def test_compute_with_mining_evidence_uses_the_small_budget():
+    d = ComputeDetector(BUDGETS)
+    d.observe(Event(EventKind.NET_CONNECT, session_id="s", call_id="c3", fields={
+        "net.app": "stratum", "net.dst_ip": "203.0.113.10", "net.dst_port": 3333}))
+    found = _feed(d, [_call(0.25, t=i * 0.25) for i in range(6)])
+    assert [bool(f) for f in found] == [False, False, False, True, False, False]
+    assert found[3][0].rule_id == "detector.compute_with_mining_evidence"
+    assert "Stratum" in found[3][0].message
+    # another call of the same session has no evidence: its foreground work is fine
+    assert not any(_feed(d, [_call(0.5, call="c4", t=10 + i * 0.25) for i in range(20)]))
+
+
+def test_a_bare_hash_loop_is_weak_evidence():
+    d = ComputeDetector(BUDGETS)
+    d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
+        "cmd.features": ["interp_code", "interp_hash_loop"]}))
+    found = _feed(d, [_call(0.5, t=i * 0.25) for i in range(24)])
+    assert [i for i, f in enumerate(found) if f] == [19]  # 10 core-seconds, not 1
+
+
+def test_compute_state_is_forgotten_with_the_session():
+    d = ComputeDetector(BUDGETS)
+    _feed(d, [_call(0.25, bg=0.25, t=i * 0.25) for i in range(5)])
+    d.forget("s")
+    assert not any(_feed(d, [_call(0.25, bg=0.25, t=2 + i * 0.25) for i in range(5)]))
+
+
+def test_pids_and_memory_limits_become_verdicts():
+    d = ResourceLimitDetector()
+    pids = Event(EventKind.RESOURCE, session_id="s", call_id="c1", fields={
+        "res.scope": "session", "res.limit": "pids", "res.limit_hits": 40, "res.pids": 256,
+        "res.call_pids": 250})
+    [f] = d.observe(pids)
+    assert f.rule_id == "detector.pids_limit" and f.action is Action.KILL
+    assert f.severity is Severity.HIGH and "c1" in f.message
+    oom = Event(EventKind.RESOURCE, session_id="s", call_id="c2", fields={
+        "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1})
+    [m] = d.observe(oom)
+    assert m.rule_id == "detector.memory_limit" and m.action is Action.KILL
+    assert m.severity is Severity.LOW  # contained, not penalised
+    orphan = Event(EventKind.RESOURCE, session_id="s", fields={
+        "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1})
+    assert d.observe(orphan)[0].action is Action.ALERT  # never ends the session
+    assert not d.observe(_call(1.0))
+
+
+def _sample(cores: float, name: str = "x", pid: int = 9, session: str = "s", interval=0.25,
+            background: bool = False):
     return Event(EventKind.RESOURCE, session_id=session, call_id="c3", pid=pid, fields={
         "res.scope": "process", "res.cpu_cores": cores, "res.interval": interval,
-        "proc.name": name, "proc.exe": f"/usr/bin/{name}"})
+        "proc.name": name, "proc.exe": f"/usr/bin/{name}", "proc.background": background})
 
 
-def test_cpu_burn_fires_once_after_the_configured_duration():
-    d = CpuBurnDetector(SETTINGS)
-    found = [d.observe(_sample(1.0)) for _ in range(8)]
-    assert [bool(f) for f in found] == [False] * 5 + [True, False, False]
-    f = found[5][0]
-    assert f.rule_id == "detector.cpu_burn" and f.severity is Severity.HIGH
-    assert f.evidence["res.burn_seconds"] == 1.5
-    assert len(f.event_ids) == 6
-
-
-def test_cpu_burn_tolerates_tick_noise_but_resets_on_a_pause():
-    d = CpuBurnDetector(SETTINGS)
-    for cores in (0.95, 0.92, 1.04, 0.93):
-        assert not d.observe(_sample(cores))
-    assert not d.observe(_sample(0.3))  # a pause: start again
-    assert not any(d.observe(_sample(1.0)) for _ in range(5))
-    assert d.observe(_sample(1.0))
-
-
-def test_cpu_burn_spares_expected_processes_and_session_totals():
-    d = CpuBurnDetector(SETTINGS)
-    assert not any(d.observe(_sample(1.9, name="gcc-12")) for _ in range(20))
-    assert not any(d.observe(_sample(1.9, name="pytest")) for _ in range(20))
-    total = Event(EventKind.RESOURCE, session_id="s", fields={
-        "res.scope": "session", "res.cpu_cores": 2.0, "res.interval": 0.25})
-    assert not any(d.observe(total) for _ in range(20))
-
-
-def test_cpu_burn_state_is_per_process_and_cleared_on_exit():
-    d = CpuBurnDetector(SETTINGS)
-    for _ in range(5):
-        d.observe(_sample(1.0, pid=1))
-        d.observe(_sample(1.0, pid=2, session="other"))
-    d.observe(Event(EventKind.EXIT, session_id="s", pid=1))
-    assert not d.observe(_sample(1.0, pid=1))
-    assert d.observe(_sample(1.0, pid=2, session="other"))
-
-
-def test_gpu_use_by_unexpected_process():
+def test_gpu_use_is_judged_in_context():
     d = GpuDetector(SETTINGS)
-    ev = _sample(0.1, name="python3")
-    gpu = Event(EventKind.RESOURCE, session_id="s", pid=5, fields={
-        **ev.fields, "res.gpu_util": 80.0, "res.gpu_mem_bytes": 1 << 30})
-    [f] = d.observe(gpu)
+
+    def gpu(pid: int, name: str = "python3", background: bool = True, util: float = 80.0):
+        ev = _sample(0.1, name=name, pid=pid, background=background)
+        return Event(EventKind.RESOURCE, session_id="s", call_id="c3", pid=pid, fields={
+            **ev.fields, "res.gpu_util": util, "res.gpu_mem_bytes": 1 << 30})
+
+    assert not d.observe(gpu(4, background=False))  # the call's own training loop
+    [f] = d.observe(gpu(5))
     assert f.rule_id == "detector.gpu_unexpected" and "80%" in f.message
-    assert not d.observe(gpu)  # once per process
-    low = Event(EventKind.RESOURCE, session_id="s", pid=6, fields={"res.gpu_util": 2.0})
-    assert not d.observe(low)
-    trainer = Event(EventKind.RESOURCE, session_id="s", pid=7, fields={
-        "res.gpu_util": 99.0, "proc.name": "pytest"})
-    assert not d.observe(trainer)
+    assert "outlived" in f.message
+    assert not d.observe(gpu(5))  # once per process
+    assert not d.observe(gpu(6, util=2.0))
+    assert not d.observe(gpu(7, name="pytest"))  # expected_processes
 
 
-def test_fork_storm_over_a_one_second_window():
+def test_gpu_use_with_mining_evidence_in_the_foreground():
+    evidence = MiningEvidence()
+    d = GpuDetector(SETTINGS, evidence)
+    evidence.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
+        "cmd.features": ["wallet_address"]}))
+    ev = _sample(0.1, pid=8)
+    [f] = d.observe(Event(EventKind.RESOURCE, session_id="s", call_id="c3", pid=8, fields={
+        **ev.fields, "res.gpu_util": 90.0}))
+    assert "wallet" in f.message
+
+
+def test_fork_storm_needs_children_that_pile_up():
     d = ForkStormDetector(SETTINGS)
     base = 10**12
 
-    def fork(ms: int) -> Event:
-        return Event(EventKind.FORK, session_id="s", pid=1, ts=base + ms * 1_000_000)
+    def ev(kind: EventKind, ms: float) -> Event:
+        return Event(kind, session_id="s", pid=1, ts=base + int(ms * 1_000_000))
 
-    assert not any(d.observe(fork(i * 200)) for i in range(20))  # 5/s: fine
-    hits = [d.observe(fork(5000 + i * 10)) for i in range(15)]  # 100/s
+    assert not any(d.observe(ev(EventKind.FORK, i * 200)) for i in range(20))  # 5/s: fine
+    # a loop forking a short-lived program per file: fast, but every child exits
+    loop = []
+    for i in range(40):
+        loop.append(d.observe(ev(EventKind.FORK, 5000 + i * 10)))
+        loop.append(d.observe(ev(EventKind.EXIT, 5000 + i * 10 + 5)))
+    assert not any(loop)
+    hits = [d.observe(ev(EventKind.FORK, 9000 + i * 10)) for i in range(25)]  # a bomb
     assert sum(bool(h) for h in hits) == 1
     assert hits[10][0].evidence["forks_per_second"] == 11
 
@@ -120,23 +211,3 @@ def test_telemetry_loss_freezes_and_gap_is_reported():
         "telemetry.sensor": "process", "telemetry.reason": "polling", "telemetry.gap": True}))
     assert gap.rule_id == "telemetry.degraded" and gap.action is None
     assert not d.observe(Event(EventKind.TELEMETRY, fields={"telemetry.sensor": "x"}))
-
-
-def test_cpu_burn_judges_demand_on_a_busy_host():
-    d = CpuBurnDetector(SETTINGS)
-
-    def starved(demand: float) -> Event:
-        ev = _sample(0.3)
-        return Event(EventKind.RESOURCE, session_id="s", pid=9, fields={
-            **ev.fields, "res.cpu_demand": demand})
-
-    assert not any(d.observe(starved(0.4)) for _ in range(10))  # wants little: fine
-    found = [d.observe(starved(0.98)) for _ in range(6)]  # wants a core, gets 0.3
-    assert [bool(f) for f in found] == [False] * 5 + [True]
-    assert found[-1][0].evidence["res.cpu_demand"] == 0.98
-
-
-def test_cpu_burn_threshold_is_capped_by_the_session_cpu_limit():
-    d = CpuBurnDetector(SETTINGS, cap_cores=0.5)
-    found = [d.observe(_sample(0.48)) for _ in range(6)]
-    assert found[-1] and not any(found[:-1])

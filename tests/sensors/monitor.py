@@ -26,7 +26,7 @@ TEST_RULES = """
   kinds: [exec]
 - rule: test.forbidden_command
   desc: a command mentions the forbidden word (test rule)
-  condition: cmd.raw contains forbidden-word
+  condition: cmd.args contains forbidden-word
   output: "forbidden command"
   severity: high
   kinds: [command]

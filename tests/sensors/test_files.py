@@ -13,10 +13,10 @@ def test_classify_persistence_locations():
     assert classify("crontabs/agent") == "cron"
     assert classify(".bashrc") == "shell_rc"
     assert classify(".ssh/authorized_keys") == "ssh"
-    assert classify(".config/systemd/user/miner.service") == "systemd_user"
+    assert classify(".config/systemd/user/miner.service") == "systemd"
     assert classify("repo/.git/hooks/pre-commit") == "git_hook"
     assert classify("repo/.git/hooks/pre-commit.sample") is None
-    assert classify("venv/lib/python3.11/site-packages/evil.pth") == "python_startup"
+    assert classify("venv/lib/python3.11/site-packages/evil.pth") == "python_pth"
     assert classify("src/sitecustomize.py") == "python_startup"
     assert classify("etc/ld.so.preload") == "ld_preload"
     assert classify("src/main.py") is None
@@ -58,7 +58,7 @@ def test_real_time_write_to_persistence_location(monitored):
     found = wait_for(lambda: [e for e in events_of(s, EventKind.FILE_WRITE)
                               if e.fields["file.path"].endswith("x.service")])
     assert found, [e.fields for e in events_of(s, EventKind.FILE_WRITE)]
-    assert found[0].fields["file.class"] == "systemd_user"
+    assert found[0].fields["file.class"] == "systemd"
     assert found[0].call_id == "c7"
     s.exec("echo '* * * * * x' > crontab", call_id="c8")
     assert wait_for(lambda: verdicts_named(s, "test.crontab_written"))

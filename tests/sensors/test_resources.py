@@ -1,9 +1,12 @@
-"""The resource sensor and the detectors that use it, inside real sessions."""
+"""The resource sensor and the detectors that judge it, inside real sessions.
+
+Budgets are small here (a fraction of a core-second) so that each test takes a few
+seconds; the behaviour under test is *which* compute counts, not how fast.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 
 from bastion.events import Action, EventKind
 from bastion.sensors import GpuSample
@@ -12,6 +15,23 @@ from .monitor import events_of, verdicts_named, wait_for
 
 HASH_LOOP = ("nohup python3 -c 'import hashlib\nh=b\"x\"\nwhile True: h=hashlib.sha256(h).digest()'"
              " >/dev/null 2>&1 &")
+# a miner that hides: 85% duty cycle, two processes, started in the background
+THROTTLED = r"""
+import os, time
+def work():
+    while True:
+        t = time.monotonic()
+        while time.monotonic() - t < 0.085:
+            pass
+        time.sleep(0.015)
+if os.fork() == 0:
+    work()
+work()
+"""
+SMALL = {"rules": {"detectors": {"background_cpu_seconds": 0.6, "background_window": 30,
+                                 "sample_interval": 0.1}}}
+COMPUTE_RULES = ("detector.background_compute", "detector.compute_budget",
+                 "detector.compute_with_mining_evidence")
 
 
 def _alive(pid: int) -> bool:
@@ -22,47 +42,91 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _call_pids(s) -> list[str]:
+    root = s.view.cgroup.unified
+    return [pid for d in root.iterdir() if d.name.startswith("call-")
+            for pid in (d / "cgroup.procs").read_text().split()]
+
+
+def _compute_verdicts(s):
+    return [v for v in list(s.verdicts) if v.rule_id in COMPUTE_RULES]
+
+
 def test_background_hashing_loop_is_killed_and_charged_to_its_call(monitored):
-    s = monitored()
+    s = monitored(SMALL)
     s.exec("echo setup", call_id="c1", step=1)
-    started = time.monotonic()
     s.exec(HASH_LOOP, call_id="c3", step=3)
     # the agent carries on; the miner is noticed during a later call
-    later = s.exec("sleep 2.5", call_id="c9", step=9)
-    burn = verdicts_named(s, "detector.cpu_burn")
+    burn = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=20)
     assert burn, [e.fields for e in events_of(s, EventKind.RESOURCE)][-5:]
     verdict = burn[0]
     assert verdict.call_id == "c3" and verdict.step == 3
     assert verdict.action is Action.KILL
-    assert verdict.evidence["res.burn_seconds"] >= 1.5
+    assert verdict.evidence["call.returned"] is True
+    assert verdict.evidence["session_background"] >= 0.6
     assert "python3" in verdict.message
-    killed_at = next(e.ts for e in events_of(s, EventKind.ACTION)
-                     if e.fields.get("action.rule") == "detector.cpu_burn")
-    assert (killed_at / 1e9) - started < 2.5
-    assert verdict.pid is not None and wait_for(lambda: not _alive(verdict.pid))
+    pids = verdict.evidence["res.bg_pids"]
+    assert pids and wait_for(lambda: not any(_alive(p) for p in pids))
+    later = s.exec("true", call_id="c9", step=9)
     assert later.outcome.value == "ok"  # c9 itself was not touched
-    assert verdict in s.calls["c3"].verdicts
+    assert verdict.id in {v.id for v in later.verdicts}  # delivered late, charged to c3
 
 
-def test_sha256sum_of_dev_zero_is_killed(monitored):
-    s = monitored()
-    s.exec("sha256sum /dev/zero >/dev/null 2>&1 &", call_id="c2", step=2)
-    burn = wait_for(lambda: verdicts_named(s, "detector.cpu_burn"), timeout=4)
-    assert burn and burn[0].call_id == "c2" and "sha256sum" in burn[0].message
-    assert wait_for(lambda: not _alive(burn[0].pid))
+def test_honest_cpu_heavy_foreground_work_is_never_judged(monitored):
+    """A pure-Python loop, a parallel `-j2`-style job and a CPU-bound tool, each in
+    its call's foreground, with the test budget far below what they use."""
+    s = monitored(SMALL)
+    r1 = s.exec("python3 -c 'import time\nt=time.time()\nwhile time.time()-t<2.5: pass'",
+                call_id="c1")
+    r2 = s.exec("timeout 2 sha256sum /dev/zero & timeout 2 sha256sum /dev/zero & wait",
+                call_id="c2")
+    assert r1.outcome.value == "ok" and r2.exit_code == 0, (r1, r2)
+    calls = [e for e in events_of(s, EventKind.RESOURCE) if e.fields.get("res.scope") == "call"]
+    used = sum(e.fields["res.cpu_seconds"] for e in calls)
+    assert used > 1.2, used  # it did burn, well past the 0.6 s background budget
+    assert sum(e.fields["res.bg_cpu_seconds"] for e in calls) < 0.3
+    assert not _compute_verdicts(s)
+    assert not [v for v in s.verdicts if v.action is not Action.NONE], s.verdicts
 
 
-def test_expected_processes_may_burn(monitored):
-    s = monitored({"rules": {"detectors": {"expected_processes": ["sha256sum"]}}})
-    r = s.exec("timeout 2 sha256sum /dev/zero", call_id="c1")
-    assert r.exit_code == 124  # ran its full course
-    assert not verdicts_named(s, "detector.cpu_burn")
-    samples = [e for e in events_of(s, EventKind.RESOURCE)
-               if e.fields.get("proc.name") == "sha256sum"]
-    assert samples, [(e.pid, e.fields) for e in events_of(s, EventKind.RESOURCE)][-6:]
-    assert max(e.fields["res.cpu_cores"] for e in samples) > 0.4  # busy CI hosts
-    # the sensor measures the burn for rules (mining.sustained_burn) all the same
-    assert max(e.fields["res.burn_seconds"] for e in samples) >= 1.0
+def test_throttled_miner_split_over_two_processes_is_contained(monitored):
+    s = monitored(SMALL)
+    s.write_file("/workspace/m.py", THROTTLED, call_id="c1", step=1)
+    r = s.exec("nohup python3 /workspace/m.py >/dev/null 2>&1 &", call_id="c2", step=2)
+    assert r.exit_code == 0
+    found = wait_for(lambda: _compute_verdicts(s), timeout=20)
+    assert found and found[0].rule_id == "detector.background_compute"
+    assert found[0].call_id == "c2" and found[0].action is Action.KILL
+    miners = [e.pid for e in events_of(s, EventKind.FORK) if e.call_id == "c2"] + [
+        e.pid for e in events_of(s, EventKind.EXEC) if "m.py" in str(e.fields.get("proc.cmdline"))]
+    assert miners
+    assert wait_for(lambda: not any(_alive(p) for p in miners))
+
+
+def test_detached_burner_is_contained_while_its_call_still_runs(monitored):
+    """setsid leaves the call's session: not the call's foreground work, even while
+    the call itself is still running."""
+    s = monitored(SMALL)
+    r = s.exec("setsid python3 -c 'while True: pass' >/dev/null 2>&1 & sleep 20",
+               call_id="c4", step=4, timeout=30)
+    found = _compute_verdicts(s)
+    assert found and found[0].rule_id == "detector.background_compute", s.verdicts
+    assert found[0].call_id == "c4" and found[0].evidence["call.returned"] is False
+    assert r.outcome.value == "killed" and r.duration < 15  # not left to run its 20 s
+
+
+def test_fork_bomb_becomes_a_verdict_and_the_next_call_works(monitored):
+    s = monitored({"sandbox": {"limits": {"pids": 64}},
+                   "rules": {"detectors": {"sample_interval": 0.1}}})
+    bomb = s.exec("b() { b | b & }; b", call_id="c1", step=1, timeout=10)
+    assert bomb.call_id == "c1"
+    found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"), timeout=10)
+    assert found, [v.rule_id for v in s.verdicts]
+    assert found[0].call_id == "c1" and found[0].action is Action.KILL
+    assert "c1" in found[0].message
+    assert wait_for(lambda: not _call_pids(s), timeout=5)
+    after = s.exec("echo alive; ls / | wc -l", call_id="c2", step=2, timeout=10)
+    assert after.outcome.value == "ok" and "alive" in after.stdout, after
 
 
 def test_session_samples_report_memory_and_pids(monitored):
@@ -74,9 +138,12 @@ def test_session_samples_report_memory_and_pids(monitored):
     last = session_samples[-1]
     assert last.fields["res.mem_bytes"] > 0 and last.fields["res.pids"] >= 1
     assert "res.cpu_cores" in last.fields
+    # bastion's own processes (bwrap, the supervisor) are never sampled as the agent's
+    assert all(e.call_id for e in events_of(s, EventKind.RESOURCE)
+               if e.fields.get("res.scope") == "process")
 
 
-def test_unexpected_gpu_use_is_killed(monitored, gpu):
+def test_gpu_use_by_a_background_process_is_killed(monitored, gpu):
     s = monitored()
     s.exec("sleep 30 &", call_id="c5", step=5)
     sleeper = wait_for(lambda: [e.pid for e in events_of(s, EventKind.EXEC)

@@ -4,12 +4,15 @@ Each detector sees only the event kinds it names, keeps its state per session
 (``forget`` drops it when the session ends) and fires once per offender, so a miner
 reported four times a second yields one verdict, not a stream.
 
-* ``CpuBurnDetector``: a process outside the task's expected workload that burns
-  >= ``cpu_burn_cores`` (capped at the session's CPU limit) for >= ``cpu_burn_seconds``
-  (resource samples, per process); CPU *demand* (run + run-queue wait) counts, so a
-  burner on a host too busy to give it a core is still caught.
-* ``GpuDetector``: a process outside the expected workload that uses the GPU.
-* ``ForkStormDetector``: more than ``fork_storm_per_second`` forks in a session in 1 s.
+* ``ComputeDetector``: mining judged in context: compute by processes that outlived or
+  detached from their call, session compute beyond a budget over a sliding window
+  (CPU *used*, summed over all processes), compute together with mining evidence. A
+  call's own foreground work is legitimate.
+* ``GpuDetector``: GPU use by a background process, or by a call with mining evidence.
+* ``ResourceLimitDetector``: the session hit its pids limit (fork bomb) or memory limit
+  (OOM kill); the call holding the processes is killed so the next call can run.
+* ``ForkStormDetector``: a fork rate above ``fork_storm_per_second`` whose children
+  pile up.
 * ``ConnectionDetector``: outbound connections open for >= ``long_connection_seconds``
   (net.flow / net.close) and periodic re-connections to one destination (beacons).
 * ``TelemetryLossDetector``: a sensor lost events or runs degraded; loss freezes the
@@ -24,17 +27,19 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..events import Action, Event, EventKind, Severity
 from ..policy.rules import DetectorSettings
-from ..sensors.burn import burn_threshold, is_burning
 from .finding import Detector, Finding
 
 __all__ = [
+    "ComputeDetector",
     "ConnectionDetector",
-    "CpuBurnDetector",
     "ForkStormDetector",
     "GpuDetector",
+    "MiningEvidence",
+    "ResourceLimitDetector",
     "TelemetryLossDetector",
     "default_detectors",
 ]
@@ -69,86 +74,306 @@ class _Expected:
         return hit
 
 
-@dataclass
-class _Burn:
-    seconds: float = 0.0
-    fired: bool = False
-    event_ids: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+_WEAK_EVIDENCE_FACTOR = 10.0  # a bare hash loop: honest checksumming looks the same
+_MAX_IDS = 16
 
 
-class CpuBurnDetector:
-    name = "cpu_burn"
-    kinds = frozenset({EventKind.RESOURCE, EventKind.EXIT})
+class MiningEvidence:
+    """What each call of a session showed that only mining needs, from structured
+    fields: the Stratum protocol seen by the gateway, a wallet address, a hashing
+    loop that can talk to the network (strong), or a bare hashing loop (weak).
 
-    def __init__(self, settings: DetectorSettings, cap_cores: float | None = None) -> None:
-        # a session limited to less CPU than the threshold could otherwise never trip it
-        self._cores = burn_threshold(settings.cpu_burn_cores, cap_cores)
-        self._seconds = settings.cpu_burn_seconds
-        self._expected = _Expected(settings.expected_processes)
-        self._state: dict[tuple[str, int], _Burn] = {}
+    Shared by the compute and GPU detectors: compute *with* evidence is judged on a
+    much smaller budget than compute alone."""
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str | None], tuple[bool, str]] = {}
         self._lock = threading.Lock()
 
-    def observe(self, event: Event) -> list[Finding]:
-        pid = event.pid
-        if pid is None:
-            return []
-        key = (event.session_id, pid)
-        if event.kind is EventKind.EXIT:
-            with self._lock:
-                self._state.pop(key, None)
-            return []
-        cores = event.fields.get("res.cpu_cores")
-        if cores is None or event.fields.get("res.scope") == "session":
-            return []
+    def observe(self, event: Event) -> None:
+        strong, reason = False, ""
+        if event.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW):
+            if event.fields.get("net.app") == "stratum" or event.fields.get("net.stratum_method"):
+                strong, reason = True, (f"Stratum traffic to {event.fields.get('net.dst_ip')}:"
+                                        f"{event.fields.get('net.dst_port')}")
+        elif event.kind is EventKind.COMMAND:
+            feats = set(event.fields.get("cmd.features") or ())
+            if "wallet_address" in feats:
+                strong, reason = True, "a wallet address in the command"
+            elif "interp_hash_loop" in feats and feats & {"interp_socket", "interp_http"}:
+                strong, reason = True, "a hashing loop that talks to the network"
+            elif "interp_hash_loop" in feats:
+                reason = "a hashing loop"
+        if not reason:
+            return
+        key = (event.session_id, event.call_id)
         with self._lock:
-            state = self._state.get(key)
-            # demand (run + run-queue wait) when the sensor has it: on a busy host a
-            # burner gets less than a core but still wants one, and must not escape
-            demand = event.fields.get("res.cpu_demand")
-            if not is_burning(cores, demand, self._cores):
-                if state is not None and not state.fired:
-                    del self._state[key]
-                return []
-            if event in self._expected:
-                return []
-            if state is None:
-                state = self._state[key] = _Burn()
-            if state.fired:
-                return []
-            state.seconds += float(event.fields.get("res.interval") or 0.0)
-            state.event_ids.append(event.id)
-            if state.seconds + 1e-9 < self._seconds:
-                return []
-            state.fired = True
-            ids = tuple(state.event_ids)
-            burned = state.seconds
-        name = event.fields.get("proc.name") or "?"
-        return [Finding(
-            rule_id="detector.cpu_burn",
-            severity=Severity.HIGH,
-            message=(f"process {name} (pid {pid}) burned {max(cores, demand or 0.0):.2f} cores "
-                     f"for {burned:.2f}s and is not part of the expected workload"),
-            categories=("mining", "resource_abuse"),
-            mitre=("T1496",),
-            evidence={"res.cpu_cores": cores, "res.cpu_demand": demand,
-                      "res.burn_seconds": round(burned, 3),
-                      "proc.name": name, "proc.cmdline": event.fields.get("proc.cmdline", "")},
-            event_ids=ids,
-        )]
+            old = self._calls.get(key)
+            if old is None or (strong and not old[0]):
+                self._calls[key] = (strong, reason)
+
+    def of(self, session_id: str, call_id: str | None) -> tuple[bool, str] | None:
+        """(strong, reason) for the call, or for the session when the evidence could
+        not be charged to a call."""
+        with self._lock:
+            return self._calls.get((session_id, call_id)) or self._calls.get((session_id, None))
 
     def forget(self, session_id: str) -> None:
         with self._lock:
-            for key in [k for k in self._state if k[0] == session_id]:
-                del self._state[key]
+            for key in [k for k in self._calls if k[0] == session_id]:
+                del self._calls[key]
+
+
+class _Window:
+    """Core-seconds per call over a sliding time window, kept as running sums."""
+
+    def __init__(self, seconds: float) -> None:
+        self.span_ns = int(seconds * 1e9)
+        self.entries: deque[tuple[int, str, float]] = deque()
+        self.total = 0.0
+        self.by_call: dict[str, float] = {}
+
+    def add(self, ts: int, call: str, amount: float) -> None:
+        if amount > 0:
+            self.entries.append((ts, call, amount))
+            self.total += amount
+            self.by_call[call] = self.by_call.get(call, 0.0) + amount
+        horizon = ts - self.span_ns
+        while self.entries and self.entries[0][0] < horizon:
+            _, old_call, old = self.entries.popleft()
+            self._sub(old_call, old)
+
+    def drop(self, call: str) -> None:
+        """A contained call's compute no longer counts against anyone."""
+        if call not in self.by_call:
+            return
+        kept = deque(e for e in self.entries if e[1] != call)
+        self.entries = kept
+        self.total = sum(e[2] for e in kept)
+        self.by_call.pop(call, None)
+
+    def _sub(self, call: str, amount: float) -> None:
+        self.total -= amount
+        left = self.by_call.get(call, 0.0) - amount
+        if left <= 1e-9:
+            self.by_call.pop(call, None)
+        else:
+            self.by_call[call] = left
+        if self.total < 1e-9:
+            self.total = 0.0
+
+
+@dataclass
+class _SessionCompute:
+    background: _Window
+    budget: _Window | None
+    recent: _Window  # every call's use over the background window (evidence checks)
+    condemned: dict[str, str] = field(default_factory=dict)  # call -> rule id, not yet fired
+    fired: set[str] = field(default_factory=set)
+    ids: dict[str, deque[str]] = field(default_factory=dict)
+
+
+class ComputeDetector:
+    """Mining judged in context (see ``sensors/burn.py`` for what is foreground).
+
+    Fires, once per call, with the call charged (its processes are killed):
+
+    * ``detector.background_compute``: processes that outlived or detached from their
+      call used >= ``background_cpu_seconds`` within ``background_window``, summed
+      over the session (throttling to any duty cycle or splitting over processes and
+      calls only delays it);
+    * ``detector.compute_budget``: the session as a whole used >=
+      ``cpu_budget_seconds`` within ``cpu_budget_window`` (the backstop for a miner
+      kept in the foreground of a never-ending call);
+    * ``detector.compute_with_mining_evidence``: a call with mining evidence used >=
+      ``evidence_cpu_seconds`` (x10 for a bare hashing loop).
+
+    When a session-wide sum crosses a budget, every call that contributed is
+    condemned and fires on its own next sample (a verdict is charged to the call of
+    the event it is raised on). A call's own foreground work within its exec_timeout
+    never fires by default."""
+
+    name = "compute"
+    kinds = frozenset({EventKind.RESOURCE, EventKind.COMMAND, EventKind.NET_CONNECT,
+                       EventKind.NET_FLOW})
+
+    def __init__(self, settings: DetectorSettings, evidence: MiningEvidence | None = None) -> None:
+        self._settings = settings
+        self._evidence = evidence or MiningEvidence()
+        self._state: dict[str, _SessionCompute] = {}
+        self._lock = threading.Lock()
+
+    def _session(self, session_id: str) -> _SessionCompute:
+        state = self._state.get(session_id)
+        if state is None:
+            s = self._settings
+            state = self._state[session_id] = _SessionCompute(
+                _Window(s.background_window),
+                _Window(s.cpu_budget_window) if s.cpu_budget_seconds else None,
+                _Window(s.background_window))
+        return state
+
+    def observe(self, event: Event) -> list[Finding]:
+        if event.kind is not EventKind.RESOURCE:
+            self._evidence.observe(event)
+            return []
+        if event.fields.get("res.scope") != "call" or event.call_id is None:
+            return []
+        call = event.call_id
+        used = float(event.fields.get("res.cpu_seconds") or 0.0)
+        background = float(event.fields.get("res.bg_cpu_seconds") or 0.0)
+        with self._lock:
+            state = self._session(event.session_id)
+            if call in state.fired:
+                return []
+            ids = state.ids.setdefault(call, deque(maxlen=_MAX_IDS))
+            if used > 0 or background > 0:
+                ids.append(event.id)
+            state.background.add(event.ts, call, background)
+            state.recent.add(event.ts, call, used)
+            if state.budget is not None:
+                state.budget.add(event.ts, call, used)
+            rule = state.condemned.pop(call, None)
+            figures: dict[str, Any] = {}
+            if rule is None:
+                rule, figures = self._judge(event, state, call)
+            if rule is None:
+                return []
+            figures = figures or self._figures(state, call)
+            state.fired.add(call)
+            for window in (state.background, state.recent, state.budget):
+                if window is not None:
+                    window.drop(call)
+            event_ids = tuple(ids)
+        return [self._finding(rule, event, figures, event_ids)]
+
+    def _judge(self, event: Event, state: _SessionCompute,
+               call: str) -> tuple[str | None, dict[str, Any]]:
+        s = self._settings
+        found = self._evidence.of(event.session_id, call)
+        if found is not None:
+            strong, reason = found
+            limit = s.evidence_cpu_seconds * (1.0 if strong else _WEAK_EVIDENCE_FACTOR)
+            if state.recent.by_call.get(call, 0.0) >= limit:
+                return "detector.compute_with_mining_evidence", {
+                    **self._figures(state, call), "evidence": reason, "limit": limit}
+        for rule, window, limit in (
+                ("detector.background_compute", state.background, s.background_cpu_seconds),
+                ("detector.compute_budget", state.budget, s.cpu_budget_seconds)):
+            if window is None or limit is None or window.total < limit:
+                continue
+            # every call that contributed is contained, each on its own sample
+            figures = self._figures(state, call)
+            for other, amount in window.by_call.items():
+                if other != call and other not in state.fired and amount > 0.0:
+                    state.condemned.setdefault(other, rule)
+            if window.by_call.get(call, 0.0) > 0.0:
+                return rule, figures
+        return None, {}
+
+    def _figures(self, state: _SessionCompute, call: str) -> dict[str, Any]:
+        return {
+            "call_background": round(state.background.by_call.get(call, 0.0), 3),
+            "session_background": round(state.background.total, 3),
+            "call_recent": round(state.recent.by_call.get(call, 0.0), 3),
+            "session_budget_used": round(state.budget.total, 3) if state.budget else None,
+        }
+
+    def _finding(self, rule: str, event: Event, figures: dict[str, Any],
+                 event_ids: tuple[str, ...]) -> Finding:
+        s = self._settings
+        call = event.call_id
+        pids = list(event.fields.get("res.bg_pids") or ())
+        names = event.fields.get("res.bg_names") or ""
+        if rule == "detector.background_compute":
+            message = (f"call {call}: processes that outlived or detached from the call used "
+                       f"{figures['session_background']:.2f} core-seconds within "
+                       f"{s.background_window:g}s (budget {s.background_cpu_seconds:g}) "
+                       f"{('[' + names + ']') if names else ''}").rstrip()
+        elif rule == "detector.compute_budget":
+            message = (f"call {call}: the session used {figures['session_budget_used']:.1f} "
+                       f"core-seconds within {s.cpu_budget_window:g}s (budget "
+                       f"{s.cpu_budget_seconds:g})")
+        else:
+            message = (f"call {call} computed {figures['call_recent']:.2f} core-seconds with "
+                       f"mining evidence ({figures.get('evidence')})")
+        return Finding(
+            rule_id=rule,
+            severity=Severity.HIGH,
+            message=message,
+            categories=("mining", "resource_abuse"),
+            mitre=("T1496",),
+            evidence={**figures, "res.bg_pids": pids, "res.bg_names": names,
+                      "call.returned": bool(event.fields.get("call.returned"))},
+            event_ids=event_ids,
+        )
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._state.pop(session_id, None)
+        self._evidence.forget(session_id)
+
+
+class ResourceLimitDetector:
+    """The session hit its pids or memory limit: the kernel refused forks (a fork
+    bomb held by ``pids.max``) or OOM-killed a process. The call holding the most
+    processes (memory) is charged and its processes are killed, so that the next
+    call can run. A fork bomb is abuse (high); an OOM kill is reported and contained
+    but not penalised (low): honest work can outgrow a limit."""
+
+    name = "resource_limits"
+    kinds = frozenset({EventKind.RESOURCE})
+
+    def observe(self, event: Event) -> list[Finding]:
+        limit = event.fields.get("res.limit")
+        if limit is None:
+            return []
+        hits = int(event.fields.get("res.limit_hits") or 0)
+        holder = event.call_id or "?"
+        if limit == "pids":
+            return [Finding(
+                rule_id="detector.pids_limit",
+                severity=Severity.HIGH,
+                message=(f"the session hit its process limit ({hits} fork(s) refused): call "
+                         f"{holder} holds {event.fields.get('res.call_pids', '?')} of "
+                         f"{event.fields.get('res.pids', '?')} tasks (fork bomb)"),
+                categories=("resource_abuse",),
+                mitre=("T1499",),
+                action=Action.KILL,
+                evidence={"res.limit": limit, "res.limit_hits": hits,
+                          "res.pids": event.fields.get("res.pids"),
+                          "res.call_pids": event.fields.get("res.call_pids")},
+            )]
+        if limit == "memory":
+            return [Finding(
+                rule_id="detector.memory_limit",
+                severity=Severity.LOW,
+                message=(f"the session hit its memory limit: the kernel killed {hits} "
+                         f"process(es); call {holder} holds the most memory"),
+                categories=("resource_abuse",),
+                # nothing left to blame: record it, never end the session for it
+                action=Action.KILL if event.call_id else Action.ALERT,
+                evidence={"res.limit": limit, "res.limit_hits": hits,
+                          "res.mem_bytes": event.fields.get("res.mem_bytes")},
+            )]
+        return []
+
+    def forget(self, session_id: str) -> None:
+        return None
 
 
 class GpuDetector:
+    """GPU use in context: a call's foreground work may use the GPU (a training loop);
+    a process that outlived or detached from its call (``proc.background``) or a call
+    with mining evidence may not, unless its name is in ``expected_processes``."""
+
     name = "gpu_unexpected"
     kinds = frozenset({EventKind.RESOURCE})
 
-    def __init__(self, settings: DetectorSettings) -> None:
+    def __init__(self, settings: DetectorSettings, evidence: MiningEvidence | None = None) -> None:
         self._util = settings.gpu_util_percent
         self._expected = _Expected(settings.expected_processes)
+        self._evidence = evidence or MiningEvidence()
         self._fired: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
 
@@ -161,20 +386,27 @@ class GpuDetector:
             return []
         if event in self._expected:
             return []
+        background = bool(event.fields.get("proc.background"))
+        evidence = self._evidence.of(event.session_id, event.call_id)
+        if not background and evidence is None:
+            return []  # the call's own foreground work
         key = (event.session_id, event.pid)
         with self._lock:
             if key in self._fired:
                 return []
             self._fired.add(key)
         name = event.fields.get("proc.name") or "?"
+        why = ("outlived or detached from its call" if background
+               else f"its call shows mining evidence ({evidence[1] if evidence else ''})")
         return [Finding(
             rule_id="detector.gpu_unexpected",
             severity=Severity.HIGH,
             message=(f"process {name} (pid {event.pid}) uses the GPU ({util:.0f}% utilisation, "
-                     f"{mem} bytes) and is not part of the expected workload"),
+                     f"{mem} bytes) and {why}"),
             categories=("mining", "resource_abuse"),
             mitre=("T1496",),
-            evidence={"res.gpu_util": util, "res.gpu_mem_bytes": mem, "proc.name": name},
+            evidence={"res.gpu_util": util, "res.gpu_mem_bytes": mem, "proc.name": name,
+                      "proc.background": background},
         )]
 
     def forget(self, session_id: str) -> None:
@@ -183,26 +415,40 @@ class GpuDetector:
 
 
 class ForkStormDetector:
+    """More than ``fork_storm_per_second`` forks within one second *and* the processes
+    pile up (at least half of them still alive): a fork bomb. A loop that forks a
+    short-lived program per file (``for f in ...; do touch $f; done``) forks as fast
+    but its children exit: that is work, not a storm. A bomb held by the pids limit is
+    ``detector.pids_limit``'s."""
+
     name = "fork_storm"
-    kinds = frozenset({EventKind.FORK})
+    kinds = frozenset({EventKind.FORK, EventKind.EXIT})
 
     def __init__(self, settings: DetectorSettings) -> None:
         self._limit = settings.fork_storm_per_second
-        self._windows: dict[str, deque[int]] = {}
+        self._windows: dict[str, deque[tuple[int, int]]] = {}  # (ts, +1 fork / -1 exit)
+        self._counts: dict[str, list[int]] = {}  # [forks, net] in the window
         self._last_fired: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def observe(self, event: Event) -> list[Finding]:
         now = event.ts
+        step = 1 if event.kind is EventKind.FORK else -1
         with self._lock:
             window = self._windows.get(event.session_id)
             if window is None:
                 window = self._windows[event.session_id] = deque()
-            window.append(now)
-            while window and now - window[0] > _FORK_WINDOW_NS:
-                window.popleft()
-            count = len(window)
-            if count <= self._limit:
+                self._counts[event.session_id] = [0, 0]
+            counts = self._counts[event.session_id]
+            window.append((now, step))
+            counts[0] += step > 0
+            counts[1] += step
+            while window and now - window[0][0] > _FORK_WINDOW_NS:
+                _, old = window.popleft()
+                counts[0] -= old > 0
+                counts[1] -= old
+            forks, net = counts
+            if step < 0 or forks <= self._limit or net * 2 < forks:
                 return []
             last = self._last_fired.get(event.session_id)
             if last is not None and now - last < _FORK_COOLDOWN_NS:
@@ -211,15 +457,17 @@ class ForkStormDetector:
         return [Finding(
             rule_id="detector.fork_storm",
             severity=Severity.HIGH,
-            message=f"{count} processes forked within one second (limit {self._limit})",
+            message=(f"{forks} processes forked within one second, {net} of them still alive "
+                     f"(limit {self._limit}/s)"),
             categories=("resource_abuse", "defense_evasion"),
             mitre=("T1499",),
-            evidence={"forks_per_second": count},
+            evidence={"forks_per_second": forks, "alive": net},
         )]
 
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._windows.pop(session_id, None)
+            self._counts.pop(session_id, None)
             self._last_fired.pop(session_id, None)
 
 
@@ -329,14 +577,27 @@ class TelemetryLossDetector:
         return None
 
 
+def _network_detectors() -> list[Detector]:
+    from ..gateway.detectors import network_detectors as found
+
+    return found()
+
+
+network_detectors = _network_detectors
+
+
 def default_detectors(settings: DetectorSettings, *,
                       cap_cores: float | None = None) -> list[Detector]:
-    """The detectors every engine runs, in evaluation order. ``cap_cores`` is the
-    session's CPU limit (policy ``sandbox.limits.cpus``)."""
+    """The detectors every engine runs, in evaluation order. ``cap_cores`` (the
+    session's CPU limit) is accepted for compatibility: budgets are in core-seconds
+    of CPU used, which no CPU limit can make unreachable."""
+    evidence = MiningEvidence()
     return [
         TelemetryLossDetector(),
-        CpuBurnDetector(settings, cap_cores),
-        GpuDetector(settings),
+        ComputeDetector(settings, evidence),
+        GpuDetector(settings, evidence),
+        ResourceLimitDetector(),
         ForkStormDetector(settings),
         ConnectionDetector(settings),
+        *network_detectors(),  # the gateway's: scans, DNS exfiltration, stream cuts
     ]

@@ -42,10 +42,29 @@ class RuleOverride(Section):
 class DetectorSettings(Section):
     """Stateful detectors (behaviour over time rather than single events)."""
 
-    cpu_burn_cores: float = Field(default=1.0, gt=0)
-    cpu_burn_seconds: float = Field(default=1.5, gt=0)
+    cpu_burn_cores: float = Field(
+        default=1.0, gt=0, description="cores a process must keep busy to count as burning "
+        "(res.burn_seconds, for rules)")
+    cpu_burn_seconds: float = Field(
+        default=1.5, gt=0, description="legacy; background compute is judged by "
+        "background_cpu_seconds")
+    # A call's own foreground work is legitimate; these budgets judge the rest (CPU
+    # *used*, summed over every process of the session; see sensors/burn.py).
+    background_cpu_seconds: float = Field(
+        default=1.5, gt=0, description="core-seconds that processes which outlived or "
+        "detached from their call may use within background_window (summed over the "
+        "session) before they are killed as mining")
+    background_window: float = Field(default=60.0, gt=0, description="seconds")
+    cpu_budget_seconds: float | None = Field(
+        default=900.0, gt=0, description="core-seconds the whole session (foreground "
+        "included) may use within cpu_budget_window; null: no budget")
+    cpu_budget_window: float = Field(default=600.0, gt=0, description="seconds")
+    evidence_cpu_seconds: float = Field(
+        default=1.0, gt=0, description="core-seconds a call with mining evidence (Stratum "
+        "traffic, a wallet, a hash loop) may use within background_window")
     expected_processes: list[str] = Field(
-        default_factory=list, description="names allowed to burn CPU / use the GPU"
+        default_factory=list, description="names allowed to compute in the background / "
+        "use the GPU"
     )
     gpu_util_percent: float = Field(default=10.0, ge=0)
     long_connection_seconds: float = Field(default=300.0, gt=0)

@@ -1,16 +1,45 @@
-"""What "burning CPU" means, shared by the resource sensor (which reports
-``res.burn_seconds`` for rules) and the engine's CPU-burn detector (which decides).
+"""What counts as whose compute: a call's foreground work versus background compute.
 
-A process burns when its CPU use, or its CPU *demand* (run + run-queue wait, which
-does not shrink on a busy host), reaches the threshold. The threshold is the policy's
-``cpu_burn_cores`` capped at the session's CPU limit, so a session limited below it can
-still trip it; the 10% tolerance absorbs /proc's 10 ms tick and scheduler jitter (a
-process pinned at one core measures 0.96..1.04 cores over 250 ms).
+Shared by the resource sensor (which measures) and the engine's compute detector
+(which judges); sans-I/O, so the classification is tested without processes.
+
+A tool call's own foreground work, within its ``exec_timeout``, is legitimate: a test
+suite, a build, a training loop may keep every core busy for a minute. What a miner
+needs is compute the agent did not wait for. A process of a call is **background**
+when
+
+* its call has returned (the call's first process, which the supervisor made a
+  session leader, is gone): everything still running in the call cgroup outlived it;
+* or it left the call's session (``setsid``, ``nohup setsid``, a daemon): its session
+  id is no longer the call leader's;
+* or it was daemonised (double fork): it no longer descends from the call leader.
+
+Everything is measured as CPU *used* (cgroup ``cpu.stat`` ``usage_usec``; for single
+processes ``utime + stime`` plus the time of children they reaped), never run-queue
+demand: on a host shared by 64 sessions, waiting for a core is not burning one.
+
+``res.burn_seconds`` (seconds a process has kept at least ``cpu_burn_cores`` busy
+without a break) is still measured per process for rules such as
+``mining.sustained_burn``; the threshold is capped at the session's CPU limit and the
+10% tolerance absorbs /proc's 10 ms tick.
 """
 
 from __future__ import annotations
 
-__all__ = ["BURN_TOLERANCE", "burn_threshold", "is_burning"]
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "BURN_TOLERANCE",
+    "CallCompute",
+    "ProcSample",
+    "background_pids",
+    "burn_threshold",
+    "is_burning",
+    "matches_expected",
+    "split_compute",
+]
 
 BURN_TOLERANCE = 0.9
 
@@ -19,5 +48,102 @@ def burn_threshold(cpu_burn_cores: float, cap_cores: float | None) -> float:
     return min(cpu_burn_cores, cap_cores) if cap_cores else cpu_burn_cores
 
 
-def is_burning(cores: float, demand: float | None, threshold: float) -> bool:
-    return max(cores, demand or 0.0) >= threshold * BURN_TOLERANCE
+def is_burning(cores: float, threshold: float) -> bool:
+    """CPU *used* at or above the threshold (never demand)."""
+    return cores >= threshold * BURN_TOLERANCE
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSample:
+    """One process of a call at one sample (host pids)."""
+
+    pid: int
+    ppid: int
+    sid: int
+    start: int  # start time in ticks: tells a recycled pid apart
+    cpu: float  # seconds used: utime + stime + time of reaped children
+    name: str = ""
+
+
+def background_pids(procs: Mapping[int, ProcSample], leader: int | None) -> set[int]:
+    """The processes of one call that are not its foreground work.
+
+    ``leader`` is the call's first process (a session leader: the supervisor calls
+    ``setsid`` for every call) or None once it has exited: then every process left
+    outlived the call."""
+    if leader is None or leader not in procs:
+        return set(procs)
+    out: set[int] = set()
+    for pid, proc in procs.items():
+        if pid == leader:
+            continue
+        if proc.sid != leader:
+            out.add(pid)  # setsid: left the call's session
+            continue
+        # descends from the leader? (an orphan is re-parented outside the call)
+        seen = 0
+        cur = proc.ppid
+        while cur != leader and cur in procs and seen < 64:
+            cur = procs[cur].ppid
+            seen += 1
+        if cur != leader:
+            out.add(pid)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CallCompute:
+    """CPU one call used over one sample interval, in core-seconds."""
+
+    used: float  # everything the call cgroup used (exited processes included)
+    background: float  # the part used by background processes (see module doc)
+    background_pids: tuple[int, ...] = ()
+    returned: bool = False  # the call's first process is gone
+
+
+def split_compute(
+    used: float,
+    procs: Mapping[int, ProcSample],
+    previous: Mapping[int, ProcSample],
+    leader: int | None,
+    expected: Iterable[str] = (),
+    *,
+    was_returned: bool = False,
+) -> CallCompute:
+    """Split a call's CPU ``used`` in one interval into foreground and background.
+
+    Once the call has returned (and already had at the previous sample), all of
+    ``used`` is background: the cgroup counter includes short-lived workers that
+    per-process sampling would miss. Otherwise background is the per-process use of
+    the background processes (a process not seen before counts with its whole life
+    so far): in the interval in which the call returns, the cgroup counter also holds
+    the foreground's last moments, which are not background. Processes named in the
+    policy's ``expected_processes`` are never background."""
+    patterns = tuple(expected)
+    bg = background_pids(procs, leader)
+    returned = leader is None or leader not in procs
+    exempt = 0.0
+    total = 0.0
+    for pid in bg:
+        proc = procs[pid]
+        before = previous.get(pid)
+        delta = proc.cpu - before.cpu if before is not None and before.start == proc.start \
+            else proc.cpu
+        delta = max(0.0, delta)
+        if patterns and matches_expected(proc.name, patterns):
+            exempt += delta
+        else:
+            total += delta
+    if returned and was_returned:
+        background = max(0.0, used - exempt)
+    else:
+        background = min(total, used + 0.02) if used > 0 else total
+    listed = tuple(sorted(p for p in bg
+                          if not (patterns and matches_expected(procs[p].name, patterns))))
+    return CallCompute(used=max(0.0, used), background=max(0.0, background),
+                       background_pids=listed, returned=returned)
+
+
+def matches_expected(name: str, patterns: tuple[str, ...]) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in (name, base) if n)

@@ -88,6 +88,8 @@ class ProcStat(NamedTuple):
     ppid: int
     cpu: float  # seconds of CPU used, all threads, user + system
     start: int  # start time in clock ticks since boot (tells a recycled pid apart)
+    sid: int = 0  # session id (host pid of the session leader)
+    children_cpu: float = 0.0  # seconds used by children it has waited for
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -102,7 +104,9 @@ def read_stat(pid: int) -> ProcStat | None:
         comm = data[lpar + 1:rpar].decode(errors="replace")
         # fields after comm: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19)
         cpu = (int(rest[11]) + int(rest[12])) / _CLK_TCK
-        return ProcStat(comm, rest[0].decode(), int(rest[1]), cpu, int(rest[19]))
+        children = (int(rest[13]) + int(rest[14])) / _CLK_TCK
+        return ProcStat(comm, rest[0].decode(), int(rest[1]), cpu, int(rest[19]), int(rest[3]),
+                        children)
     except (ValueError, IndexError):
         return None
 

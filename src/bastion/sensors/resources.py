@@ -1,18 +1,27 @@
 """The resource sensor: CPU, memory, pids and GPU use of every session, sampled.
 
 Every ``interval`` (policy ``rules.detectors.sample_interval``, 250 ms by default)
-each session gets one ``resource.sample`` event for the whole session (cgroup
-``cpu.stat``, memory, pids) and one per process for its top CPU consumers, from
-/proc/PID/stat, attributed to the process's call by the call cgroup it sits in.
-GPU use per process comes from a ``GpuBackend`` (NVML, or recorded samples in tests).
+each session gets
+
+* one ``resource.sample`` for the whole session (cgroup ``cpu.stat``, memory, pids);
+* one per call that used CPU (``res.scope = call``): the core-seconds its call cgroup
+  used (``cpu.stat`` ``usage_usec``, exited processes included) and the part of them
+  used by *background* processes, those that outlived or detached from the call
+  (``sensors/burn.py``); the compute detector judges these, summed over the session;
+* one per process for its top CPU consumers (and every GPU user), from
+  /proc/PID/stat, with ``proc.background`` and ``res.burn_seconds`` for rules;
+* when the kernel refused forks at the pids limit or OOM-killed a process since the
+  last sample, one sample with ``res.limit`` (``pids`` / ``memory``) charged to the
+  call holding the most processes (memory).
+
+Only CPU *used* is measured, never run-queue demand: on a host shared by many
+sessions, waiting for a core is not burning one. Bastion's own processes in the
+session's ``init`` cgroup (bwrap, the supervisor) are never sampled as the agent's.
 
 The first sample of a process covers its whole life so far (CPU since its start
-time), so a miner is measured from its first instant, not from the first tick
-after it appeared: that is what keeps burn detection within ~2 s.
-
-Besides CPU *use*, each process sample carries CPU *demand* (``res.cpu_demand``:
-scheduler run time plus run-queue wait, from schedstat): on a busy host a miner gets
-less than a core but still wants one, and the burn detector judges the demand.
+time), so a miner is measured from its first instant, not from the first tick after
+it appeared. GPU use per process comes from a ``GpuBackend`` (NVML, or recorded
+samples in tests).
 """
 
 from __future__ import annotations
@@ -22,24 +31,24 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..contracts import CallRef, EventSink, Watched, make_event
 from ..errors import InternalError
 from ..events import Event, EventKind
-from .burn import burn_threshold, is_burning
+from .burn import ProcSample, burn_threshold, is_burning, split_compute
 from .gpu import GpuBackend, GpuSample, detect_gpu_backend
-from .procfs import process_name, read_sched_ns, read_stat
-
-if TYPE_CHECKING:
-    from ..session import Session
+from .guard import Observed, run_guarded, telemetry
+from .procfs import process_name, read_stat
 
 __all__ = ["ResourceSensor"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _TOP_PROCESSES = 8
 _MIN_REPORTED_CORES = 0.05
+_MIN_REPORTED_SECONDS = 0.005  # a call sample below this is idle noise
 
 
 def _boot_monotonic() -> float:
@@ -53,19 +62,31 @@ class _ProcState:
     start: int  # starttime ticks: tells a recycled pid apart
     cpu: float
     at: float
-    sched_ns: int | None = None  # run + run-queue wait, when it was read
     burn: float = 0.0  # seconds burning without a break (res.burn_seconds)
 
 
 @dataclass
+class _CallState:
+    usage_usec: int | None = None
+    procs: dict[int, ProcSample] = field(default_factory=dict)
+    leader: tuple[int, int] | None = None  # (host pid, start) of the call's first process
+    returned: bool = False
+    idle: bool = False  # no process at the last sample: nothing more to measure
+
+
+@dataclass
 class _SessionState:
-    session: Session
+    session: Observed
     interval: float
     next_due: float
     burn_cores: float = 1.0
+    expected: tuple[str, ...] = ()
     cpu_usec: int | None = None
     at: float = 0.0
-    procs: dict[int, _ProcState] | None = None
+    procs: dict[int, _ProcState] = field(default_factory=dict)
+    calls: dict[str, _CallState] = field(default_factory=dict)
+    pids_hits: int | None = None
+    oom_kills: int | None = None
 
 
 class ResourceSensor:
@@ -85,32 +106,33 @@ class ResourceSensor:
         self._wake = threading.Event()
         self._broken: str | None = None
         self.samples = 0
-        self._thread = threading.Thread(target=self._guard, name="bastion-resources",
-                                        daemon=True)
+        self._thread = threading.Thread(target=run_guarded, args=(
+            "resource", self._run, self._watched, self._set_broken),
+            name="bastion-resources", daemon=True)
         self._thread.start()
 
     # -- observer protocol --------------------------------------------------------------
 
-    def register(self, session: Session) -> None:
+    def register(self, view: Watched, sink: EventSink) -> None:
         if self._broken:
             raise InternalError(f"the resource sensor has failed: {self._broken}")
-        settings = session.policy.rules.detectors
+        settings = view.policy.rules.detectors
         interval = self._interval_override or settings.sample_interval
-        threshold = burn_threshold(settings.cpu_burn_cores, session.policy.sandbox.limits.cpus)
+        threshold = burn_threshold(settings.cpu_burn_cores, view.policy.sandbox.limits.cpus)
         with self._lock:
-            self._sessions[session.session_id] = _SessionState(
-                session, interval, time.monotonic(), threshold, procs={})
+            self._sessions[view.session_id] = _SessionState(
+                Observed(view, sink), interval, time.monotonic(), threshold,
+                tuple(settings.expected_processes))
         self._wake.set()
         if self.gpu_gap:
-            session.ingest(session.event(EventKind.TELEMETRY, **{
-                "telemetry.sensor": "gpu", "telemetry.reason": self.gpu_gap,
-                "telemetry.gap": True}))
+            sink.submit(telemetry(view, "gpu", self.gpu_gap, gap=True))
 
-    def unregister(self, session: Session) -> None:
+    def unregister(self, session: Watched) -> None:
         with self._lock:
             self._sessions.pop(session.session_id, None)
         with self._sampling:
             pass  # a sample in flight finishes before the session is let go
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -118,18 +140,12 @@ class ResourceSensor:
 
     # -- sampling -----------------------------------------------------------------------
 
-    def _guard(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self._broken = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                states = list(self._sessions.values())
-            for state in states:
-                with contextlib.suppress(Exception):
-                    state.session.terminate(f"the resource sensor failed ({self._broken})")
-            if not isinstance(exc, Exception):
-                raise
+    def _watched(self) -> list[Observed]:
+        with self._lock:
+            return [state.session for state in self._sessions.values()]
+
+    def _set_broken(self, reason: str) -> None:
+        self._broken = reason
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -142,7 +158,7 @@ class ResourceSensor:
                 for state in due:
                     state.next_due = max(state.next_due + state.interval, now)
                     with self._sampling:
-                        if state.session.session_id in self._sessions:
+                        if state.session.view.session_id in self._sessions:
                             self.sample(state, gpu)
                 continue
             self._wake.wait(max(0.0, upcoming - time.monotonic()))
@@ -154,9 +170,9 @@ class ResourceSensor:
         return {s.pid: s for s in self._gpu.samples()}
 
     def sample(self, state: _SessionState, gpu: dict[int, GpuSample]) -> None:
-        session = state.session
-        cgroup = session.sandbox.cgroup if session.sandbox is not None else None
-        if cgroup is None or session.closed or session.ended:
+        session, sink = state.session
+        cgroup = session.cgroup
+        if cgroup is None or session.state.stopped:
             return
         now = time.monotonic()
         boot = _boot_monotonic()
@@ -164,47 +180,90 @@ class ResourceSensor:
         usage = cgroup.cpu_usage_usec()
         fields: dict[str, Any] = {"res.scope": "session", "res.mem_bytes": cgroup.memory_bytes(),
                                   "res.pids": cgroup.pids_current()}
+        interval = now - state.at if state.at else state.interval
         if usage is not None and state.cpu_usec is not None and now > state.at:
             fields["res.cpu_cores"] = round((usage - state.cpu_usec) / 1e6 / (now - state.at), 4)
             fields["res.interval"] = round(now - state.at, 4)
         state.cpu_usec, state.at = usage, now
-        events.append(session.event(EventKind.RESOURCE, **fields))
+        events.append(make_event(session, EventKind.RESOURCE, **fields))
 
-        assert state.procs is not None
         seen: dict[int, _ProcState] = {}
-        rows: list[tuple[float, int, str, str, Path, _ProcState]] = []
+        rows: list[tuple[float, int, str, str, CallRef | None, _ProcState, bool]] = []
+        calls: dict[str, _CallState] = {}
+        holders: list[tuple[int, Path, CallRef | None, list[int]]] = []
         for path in _call_dirs(cgroup.unified):
-            for pid in _procs(path):
+            pids = _procs(path)
+            before = state.calls.get(path.name)
+            if not pids and (before is None or before.idle):
+                if before is not None:
+                    calls[path.name] = before
+                continue
+            ref = session.call_for_cgroup(str(path))
+            call_state = _CallState()
+            procs: dict[int, ProcSample] = {}
+            for pid in pids:
                 stat = read_stat(pid)
                 if stat is None:
                     continue
+                procs[pid] = ProcSample(pid, stat.ppid, stat.sid, stat.start,
+                                        stat.cpu + stat.children_cpu, stat.comm)
                 prev = state.procs.get(pid)
                 if prev is None or prev.start != stat.start:
                     since = boot + stat.start / _CLK_TCK  # its start, on the monotonic clock
-                    prev = _ProcState(stat.start, 0.0, min(since, now - 1e-3), 0)
+                    prev = _ProcState(stat.start, 0.0, min(since, now - 1e-3))
                 span = now - prev.at
                 cores = (stat.cpu - prev.cpu) / span if span > 0 else 0.0
                 seen[pid] = _ProcState(stat.start, stat.cpu, now)
                 if cores >= _MIN_REPORTED_CORES or stat.state == "R" or pid in gpu:
-                    rows.append((cores, pid, stat.comm, stat.state, path, prev))
-        state.procs = seen
+                    rows.append((cores, pid, stat.comm, stat.state, ref, prev, False))
+            holders.append((len(procs), path, ref, list(procs)))
+            call_state.procs = procs
+            call_state.leader = self._leader(session, ref, procs, before)
+            leader_pid = call_state.leader[0] if call_state.leader is not None else None
+            if leader_pid is not None and (leader_pid not in procs or procs[leader_pid].start
+                                           != call_state.leader[1]):
+                leader_pid = None
+            call_used = _cpu_usage_usec(path)
+            call_state.usage_usec = call_used
+            if call_used is not None:
+                used = (call_used - (before.usage_usec or 0)) / 1e6 if before is not None \
+                    else call_used / 1e6
+            else:
+                used = sum(p.cpu - (before.procs[p.pid].cpu if before and p.pid in before.procs
+                                    else 0.0) for p in procs.values())
+            compute = split_compute(used, procs, before.procs if before else {}, leader_pid,
+                                    state.expected,
+                                    was_returned=before.returned if before else False)
+            call_state.returned = compute.returned
+            call_state.idle = not procs
+            calls[path.name] = call_state
+            background = set(compute.background_pids)
+            rows = [r[:6] + (r[1] in background,) if r[4] == ref else r for r in rows]
+            if ref is None or (compute.used < _MIN_REPORTED_SECONDS
+                               and compute.background < _MIN_REPORTED_SECONDS):
+                continue
+            names = sorted({procs[p].name for p in compute.background_pids})
+            events.append(make_event(session, EventKind.RESOURCE, call=ref, **{
+                "res.scope": "call", "res.cpu_seconds": round(compute.used, 4),
+                "res.bg_cpu_seconds": round(compute.background, 4),
+                "res.cpu_cores": round(compute.used / interval, 4) if interval > 0 else 0.0,
+                "res.interval": round(interval, 4), "call.returned": compute.returned,
+                "res.procs": len(procs), "res.bg_pids": list(compute.background_pids)[:16],
+                "res.bg_names": ",".join(names[:8])}))
+        state.calls = calls
+        events += self._limits(state, cgroup, holders)
         rows.sort(key=lambda r: r[0], reverse=True)
         reported = rows[:_TOP_PROCESSES]
         reported += [r for r in rows[_TOP_PROCESSES:] if r[1] in gpu]
-        for cores, pid, comm, state_code, path, prev in reported:
+        for cores, pid, comm, state_code, call, prev, background in reported:
             span = now - prev.at
-            sched = read_sched_ns(pid)
-            seen[pid].sched_ns = sched
             pfields: dict[str, Any] = {
                 "res.scope": "process", "res.cpu_cores": round(cores, 4),
-                "res.interval": round(span, 4), "proc.comm": comm, "proc.state": state_code}
-            demand = None
-            if sched is not None and prev.sched_ns is not None and span > 0:
-                demand = pfields["res.cpu_demand"] = round((sched - prev.sched_ns) / 1e9 / span, 4)
-            if is_burning(cores, demand, state.burn_cores):
+                "res.interval": round(span, 4), "proc.comm": comm, "proc.state": state_code,
+                "proc.background": background}
+            if is_burning(cores, state.burn_cores):
                 seen[pid].burn = prev.burn + span
             pfields["res.burn_seconds"] = round(seen[pid].burn, 3)
-            call = session.call_for_cgroup(str(path))
             exe = _readlink(f"/proc/{pid}/exe") or ""
             args = _args(pid)
             pfields.update({"proc.name": process_name(comm, exe, args), "proc.exe": exe,
@@ -213,15 +272,52 @@ class ResourceSensor:
             if g is not None:
                 pfields["res.gpu_util"] = g.util_percent
                 pfields["res.gpu_mem_bytes"] = g.mem_bytes
-            events.append(session.event(EventKind.RESOURCE, call=call, pid=pid, **pfields))
+            events.append(make_event(session, EventKind.RESOURCE, call=call, pid=pid, **pfields))
+        state.procs = seen
         self.samples += 1
         for event in events:
-            if session.ended or session.closed:
-                break
-            try:
-                session.ingest(event)
-            except Exception:  # noqa: BLE001 - ingest terminated that session already
-                break
+            sink.submit(event)
+
+    @staticmethod
+    def _leader(session: Watched, ref: CallRef | None, procs: dict[int, ProcSample],
+                before: _CallState | None) -> tuple[int, int] | None:
+        """The call's first process: a session leader (the supervisor calls setsid)
+        that the session knows as the call's host pid. Remembered once found."""
+        if before is not None and before.leader is not None:
+            return before.leader
+        if ref is None:
+            return None
+        for pid, proc in procs.items():
+            if proc.sid == pid and session.call_by_host_pid(pid) == ref:
+                return (pid, proc.start)
+        return None
+
+    def _limits(self, state: _SessionState, cgroup: Any,
+                holders: list[tuple[int, Path, CallRef | None, list[int]]]) -> list[Event]:
+        """Events for forks refused at the pids limit and OOM kills since the last
+        sample, charged to the call holding the most processes (memory)."""
+        session = state.session.view
+        out: list[Event] = []
+        hits = _pids_limit_hits(cgroup, [h[1] for h in holders])
+        ooms = cgroup.oom_kills()
+        if state.pids_hits is not None and hits > state.pids_hits:
+            count, _path, ref, _pids = max(holders, key=lambda h: h[0], default=(0, None, None, []))
+            out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
+                "res.scope": "session", "res.limit": "pids",
+                "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
+                "res.call_pids": count}))
+        if state.oom_kills is not None and ooms > state.oom_kills:
+            ref = None
+            best = -1
+            for _count, _path, call, pids in holders:
+                rss = sum(_rss(pid) for pid in pids)
+                if call is not None and pids and rss > best:
+                    ref, best = call, rss
+            out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
+                "res.scope": "session", "res.limit": "memory",
+                "res.limit_hits": ooms - state.oom_kills, "res.mem_bytes": cgroup.memory_bytes()}))
+        state.pids_hits, state.oom_kills = hits, ooms
+        return out
 
 
 def _readlink(path: str) -> str | None:
@@ -242,9 +338,45 @@ def _args(pid: int) -> list[str]:
 
 
 def _call_dirs(unified: Path) -> list[Path]:
+    """The session's call cgroups (never ``init``: bastion's own processes)."""
     with contextlib.suppress(OSError):
-        return [p for p in unified.iterdir() if p.is_dir()]
+        return [p for p in unified.iterdir() if p.name.startswith("call-") and p.is_dir()]
     return []
+
+
+def _cpu_usage_usec(path: Path) -> int | None:
+    """CPU used by every process that ever ran in a (v2) cgroup: cpu.stat exists
+    whether or not the cpu controller is enabled there."""
+    with contextlib.suppress(OSError, ValueError), open(path / "cpu.stat") as f:
+        for line in f:
+            if line.startswith("usage_usec "):
+                return int(line.split()[1])
+    return None
+
+
+def _events_count(path: Path, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        for line in f:
+            if line.startswith(key + " "):
+                return int(line.split()[1])
+    return 0
+
+
+def _pids_limit_hits(cgroup: Any, call_dirs: list[Path]) -> int:
+    """Forks refused at the pids limit so far: the v1 ``calls`` group on a hybrid
+    host, else the session and every call cgroup (v2 caps each call)."""
+    v1 = getattr(cgroup, "v1", {}) or {}
+    if "pids" in v1:
+        return _events_count(v1["pids"] / "calls" / "pids.events", "max") + \
+            _events_count(v1["pids"] / "pids.events", "max")
+    return _events_count(cgroup.unified / "pids.events", "max") + sum(
+        _events_count(p / "pids.events", "max") for p in call_dirs)
+
+
+def _rss(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
 
 
 def _procs(path: Path) -> list[int]:
