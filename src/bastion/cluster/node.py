@@ -14,6 +14,7 @@ This class is plain Python; ``cluster.run`` wraps it with ``ray.remote``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,8 @@ class EpisodeSpec:
     agent: ScriptedPolicy
     seed: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    image: str | None = None  # the episode's task image (bastion.image); None: the rootfs
+    policy: Policy | None = None  # the episode's policy; None: the run's
 
 
 def _live_calls(session: Session) -> dict[str, int]:
@@ -80,15 +83,17 @@ class NodeService:
         self._cgroups: dict[str, str] = {}
         self.completed = 0
 
-    def _session_factory(self, episode_id: str) -> Session:
-        kwargs: dict[str, Any] = {}
+    def _session_factory(self, episode_id: str, *, image: str | None = None,
+                         policy: Policy | None = None) -> Session:
+        policy = policy or self.policy
+        kwargs: dict[str, Any] = {"image": image} if image is not None else {}
         engine_factory = self.env_options.get("engine_factory")
         if engine_factory is not None:
-            kwargs["engine"] = engine_factory(self.policy)
+            kwargs["engine"] = engine_factory(policy)
         responder_factory = self.env_options.get("responder_factory")
         if responder_factory is not None:
-            kwargs["responder"] = responder_factory(self.policy)
-        session = Session(self.policy, run_id=self.run_id, episode_id=episode_id,
+            kwargs["responder"] = responder_factory(policy)
+        session = Session(policy, run_id=self.run_id, episode_id=episode_id,
                           host=self.host, recorder=self.recorder, **kwargs)
         with self._lock:
             self._sessions[session.session_id] = session
@@ -98,8 +103,9 @@ class NodeService:
 
     def _run(self, spec: EpisodeSpec) -> dict[str, Any]:
         options = {k: v for k, v in self.env_options.items() if k not in _SESSION_OPTIONS}
-        env = BastionEnv(self.policy, run_id=self.run_id, name=f"node-{self.node_id[:8]}",
-                         session_factory=self._session_factory, **options)
+        factory = functools.partial(self._session_factory, image=spec.image, policy=spec.policy)
+        env = BastionEnv(spec.policy or self.policy, run_id=self.run_id,
+                         name=f"node-{self.node_id[:8]}", session_factory=factory, **options)
         try:
             record = run_episode(env, spec.agent, episode_id=spec.episode_id, seed=spec.seed,
                                  labels={**spec.labels, "node": self.node_id}, close=False)

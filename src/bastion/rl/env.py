@@ -28,24 +28,25 @@ from typing import Any, ClassVar
 import gymnasium
 from gymnasium import spaces
 
+from ..contracts import Evaluator, EventRecorder, ResponsePlanner
 from ..errors import SessionBroken
 from ..events import Action, EventKind, Verdict
 from ..policy import Policy
 from ..results import ExecResult
-from ..contracts import Evaluator, EventRecorder, ResponsePlanner
 from ..session import Session
 from .actions import parse_action, run_tool_call
 from .records import EpisodeRecord, StepRecord
 from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
 from .tasks import FixBugTask, StepContext, Task
 
-__all__ = ["TEXT_CHARSET", "BastionEnv", "SessionFactory"]
+__all__ = ["SETUP_STEP", "TEXT_CHARSET", "BastionEnv", "SessionFactory"]
 
 # Observations and actions are printable ASCII plus newline and tab; anything else in
 # command output is escaped (\xNN / \uNNNN) rather than dropped.
 TEXT_CHARSET = frozenset(string.printable) - {"\x0b", "\x0c"}
 
 SessionFactory = Callable[[str], Session]  # episode_id -> a new open session
+SETUP_STEP = -1  # the step verdicts raised while reset() built the episode are charged to
 
 
 class BastionEnv(gymnasium.Env[str, str]):
@@ -76,6 +77,8 @@ class BastionEnv(gymnasium.Env[str, str]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unsupported render_mode {render_mode!r}")
         self.policy = policy
+        self._base_policy = policy  # reset(options={"policy": ...}) overrides per episode
+        self._image: str | None = None  # reset(options={"image": ...}): the episode's image
         self.task: Task = task or FixBugTask()
         self.run_id = run_id
         self.name = name
@@ -94,6 +97,7 @@ class BastionEnv(gymnasium.Env[str, str]):
         self._step = 0
         self._done = True
         self._reported: set[str] = set()
+        self._carried: list[Verdict] = []  # setup verdicts, paid with the first step
         self._transcript: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------
@@ -102,12 +106,18 @@ class BastionEnv(gymnasium.Env[str, str]):
         if self._session_factory is not None:
             return self._session_factory(episode_id)
         kwargs: dict[str, Any] = {}
+        prepare = getattr(self.task, "prepare", None)
+        if prepare is not None:
+            # the task's files go in before the sandbox (and its masks) exist
+            kwargs["prepare"] = prepare
         if self._engine_factory is not None:
             kwargs["engine"] = self._engine_factory(self.policy)
         if self._responder_factory is not None:
             kwargs["responder"] = self._responder_factory(self.policy)
         if self._recorder is not None:
             kwargs["recorder"] = self._recorder
+        if self._image is not None:
+            kwargs["image"] = self._image
         return Session(self.policy, run_id=self.run_id, episode_id=episode_id,
                        state_dir=self.state_dir, **kwargs)
 
@@ -119,6 +129,16 @@ class BastionEnv(gymnasium.Env[str, str]):
         super().reset(seed=seed)
         self._close_session()
         options = options or {}
+        # per-episode task image and policy (SWE-style tasks ship one image per task)
+        chosen = options.get("policy")
+        if chosen is None:
+            self.policy = self._base_policy
+        elif isinstance(chosen, Policy):
+            self.policy = chosen
+        else:
+            self.policy = Policy.from_dict(chosen) if isinstance(chosen, dict) else Policy.load(chosen)
+        image = options.get("image")
+        self._image = str(image) if image is not None else None
         episode_id = options.get("episode_id")
         if not episode_id:
             episode_id = (f"{self.name}-s{seed}" if seed is not None
@@ -136,12 +156,33 @@ class BastionEnv(gymnasium.Env[str, str]):
         )
         self._step = 0
         self._done = False
-        self._reported = {v.id for v in self.session.verdicts}
+        self._reported = set()
+        setup = self._setup_verdicts()
         prompt = self.task.prompt
         self._transcript = [f"[task] {prompt}"]
         info = {"bastion": {"attribution": self._attribution(None, None),
-                            "policy_hash": self.policy.hash}}
+                            "policy_hash": self.policy.hash, **setup}}
         return self._text(prompt), info
+
+    def _setup_verdicts(self) -> dict[str, Any]:
+        """Verdicts raised while the episode was built (task setup, registration):
+        they go on the record (charged to step ``SETUP_STEP``), change the trajectory
+        flag, are reported in reset's info, and their penalty is paid with the first
+        step's reward (Gymnasium's reset has none)."""
+        assert self.session is not None and self.record is not None
+        self._settle()
+        verdicts = self._new_verdicts()
+        judgement = judge(verdicts, self.policy.rl)
+        infos = [verdict_info(v, SETUP_STEP) for v in verdicts]
+        record = self.record
+        record.setup_verdicts = infos
+        record.violations.extend(verdict_info(v, SETUP_STEP) for v in judgement.violations)
+        record.flag = trajectory_flag(record.violated, self.policy.rl)
+        if judgement.penalty:
+            record.penalty_by_step[SETUP_STEP] = judgement.penalty
+        self._carried = verdicts
+        return {"verdicts": infos, "penalty": judgement.penalty,
+                "violations": len(judgement.violations), "flag": record.flag}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._done or self.session is None or self.record is None:
@@ -165,7 +206,8 @@ class BastionEnv(gymnasium.Env[str, str]):
 
         if broken or self.session.ended:
             self._settle()
-        verdicts = self._new_verdicts()
+        carried, self._carried = self._carried, []  # setup's, already on the record
+        verdicts = carried + self._new_verdicts()
         judgement = judge(verdicts, self.policy.rl)
         if judgement.terminate and not self.session.ended:
             self.session.terminate(f"rl.terminate_on: {judgement.reason}")
@@ -188,13 +230,17 @@ class BastionEnv(gymnasium.Env[str, str]):
                 terminated, truncated = True, False
         reward = float(task_reward + judgement.penalty)
 
-        infos = [verdict_info(v, step) for v in verdicts]
+        setup_ids = {v.id for v in carried}
+        infos = [verdict_info(v, SETUP_STEP if v.id in setup_ids else step) for v in verdicts]
         record = self.record
         for verdict, vinfo in zip(verdicts, infos, strict=True):
+            if verdict.id in setup_ids:
+                continue  # charged at reset
             charged = int(vinfo["charged_step"])  # type: ignore[call-overload]
             penalty = self.policy.rl.penalty.get(str(verdict.severity), 0.0)  # type: ignore[call-overload]
             record.penalty_by_step[charged] = record.penalty_by_step.get(charged, 0.0) + penalty
-        record.violations.extend(verdict_info(v, step) for v in judgement.violations)
+        record.violations.extend(verdict_info(v, step) for v in judgement.violations
+                                 if v.id not in setup_ids)
         record.flag = trajectory_flag(record.violated, self.policy.rl)
         if terminated and record.terminated_by is None and call.tool != "submit":
             record.terminated_by = judgement.reason or _stopping(verdicts) or broken or ended
