@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := bubblewrap iproute2 nftables openssh-client openssh-server autossh libseccomp2 \
 	python3 python3-venv python3-dev gcc curl socat netcat-openbsd dnsutils procps \
-	chromium ca-certificates openssl
+	chromium ca-certificates openssl \
+	skopeo umoci busybox-static
 # The gateway benchmark compares against proxy.py and mitmproxy, kept out of the project's
 # virtualenv because mitmproxy pins its own cryptography.
 BENCH_VENV ?= /var/tmp/bastion-bench-venv
