@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..image.overlay import remove_orphan_mount
 from ..state import StateDir
 from .cgroups import _ROOT, CgroupHost, SessionCgroup
 
@@ -88,4 +89,6 @@ def remove_leftovers(state: StateDir, cgroups: CgroupHost, leftovers: list[Lefto
                                _v1_dirs(item.session_id))
             cg.remove()
         if item.directory:
+            # a dead image session's overlay is still mounted there: detach it first
+            remove_orphan_mount(state.sessions / item.session_id)
             shutil.rmtree(state.sessions / item.session_id, ignore_errors=True)
