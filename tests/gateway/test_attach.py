@@ -85,22 +85,22 @@ def test_lab_session_requires_a_running_lab(state_dir: Path, monkeypatch: pytest
     with pytest.raises(SandboxUnavailable, match="not up"):
         Session(state_dir=state_dir, lab=True)
     after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    assert after <= before
+    # links pre-built by any gateway's pool (other processes' too) come and go meanwhile
+    assert {n for n in after - before if not n.startswith("bst-pool-")} == set()
 
 
-def test_network_attach_is_cheap(make_session: Callable[..., Session]) -> None:
-    """Namespace + veth + firewall per session: a few milliseconds (p50 of 10)."""
+def test_links_are_built_and_removed_repeatedly(make_session: Callable[..., Session]) -> None:
+    """Namespace + veth + firewall per session, built and removed ten times in a row
+    (its cost is a benchmark figure: benchmarks/bench_gateway.py)."""
     from bastion.gateway.plumbing import SessionLink
 
     gateway = Gateway.get()
-    times = []
     for i in range(10):
-        start = time.perf_counter()
         link = SessionLink(gateway.slot, 900 + i, f"bst-attach-cost-{os.getpid()}-{i}")
-        times.append(time.perf_counter() - start)
+        assert Path(link.netns_path).exists()
+        assert link.dropped() == []
         link.close()
         assert not Path(link.netns_path).exists()
-    assert sorted(times)[5] < 0.05
 
 
 def test_sessions_cannot_reach_each_other(make_session: Callable[..., Session]) -> None:

@@ -8,7 +8,16 @@ from dnslib import QTYPE, RCODE, RR, TXT, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.gateway.dnsguard import TunnelMeter, answers_of, clean_query, parse_query, refusal
+from bastion.gateway.dnsguard import (
+    ExfilMeter,
+    TunnelMeter,
+    answers_of,
+    clean_query,
+    parent_of,
+    parse_query,
+    refusal,
+    restore,
+)
 
 
 def test_parse_and_refuse() -> None:
@@ -68,7 +77,53 @@ def test_only_the_question_is_forwarded() -> None:
     query = parse_query(record.pack())
     assert query is not None
     forwarded = DNSRecord.parse(clean_query(query))
-    assert forwarded.header.id == record.header.id
     assert [str(q.qname) for q in forwarded.questions] == ["allowed.lab.test."]
     assert forwarded.ar == [] and forwarded.rr == [] and forwarded.auth == []
     assert b"smuggled" not in clean_query(query)
+
+
+def test_forwarded_query_carries_no_case_and_no_id() -> None:
+    record = DNSRecord.question("AlLoWeD.lab.TEST", "A")
+    query = parse_query(record.pack())
+    assert query is not None
+    ids = {DNSRecord.parse(clean_query(query)).header.id for _ in range(20)}
+    assert len(ids) > 10  # fresh every time, whatever the sandbox chose
+    assert str(DNSRecord.parse(clean_query(query)).q.qname) == "allowed.lab.test."
+    upstream = DNSRecord.parse(clean_query(query, query_id=7)).reply()
+    upstream.add_answer(*RR.fromZone("allowed.lab.test. 60 A 203.0.113.80"))
+    back = DNSRecord.parse(restore(upstream.pack(), query))
+    assert back.header.id == record.header.id
+    assert str(back.q.qname) == "AlLoWeD.lab.TEST."
+    assert [str(rr.rdata) for rr in back.rr] == ["203.0.113.80"]
+
+
+def test_parent_of_charges_the_allowed_wildcard() -> None:
+    assert parent_of("ab12.cd34.allowed.lab.test", ["*.allowed.lab.test"]) == (
+        "allowed.lab.test", "ab12.cd34")
+    assert parent_of("files.pythonhosted.org") == ("pythonhosted.org", "files")
+    assert parent_of("pypi.org") == ("pypi.org", "")
+
+
+def test_exfil_volume_grows_with_new_labels_only() -> None:
+    meter = ExfilMeter(budget=512)
+    assert meter.charge("pypi.org", "", now=0) == 0
+    for _ in range(100):  # the same names again and again: retries, no information
+        meter.charge("pythonhosted.org", "files", now=1)
+    assert meter.volume("pythonhosted.org", now=1) == 5
+    sent = 0
+    for i in range(200):
+        label = secrets.token_hex(12)  # 24 hex chars, under any "long label" threshold
+        over, _ = meter.exceeds("allowed.lab.test", label, now=2 + i / 100)
+        if over:
+            break
+        meter.charge("allowed.lab.test", label, now=2 + i / 100)
+        sent += len(label)
+    assert 400 < sent <= 512
+    # decimal labels count the same
+    other = ExfilMeter(budget=512)
+    digits = [str(secrets.randbelow(10**40)).zfill(40) for _ in range(20)]
+    over = [other.exceeds("x.test", d, now=0)[0] or other.charge("x.test", d, now=0) > 512
+            for d in digits]
+    assert any(over)
+    # the window forgets
+    assert meter.volume("allowed.lab.test", now=1000) == 0

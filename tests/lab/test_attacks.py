@@ -305,8 +305,12 @@ attempt("ipv6", v6); attempt("udp", udp); attempt("raw", raw); attempt("packet",
     assert ping.exit_code != 0
     drops = events(lab_session, EventKind.NET_DROP, wait=5,
                    predicate=lambda e: e.get("net.proto") == "udp")
-    assert drops and drops[0].get("net.packets") >= 1  # sendto fails with EPERM at once
-    assert drops[0].session_id == lab_session.session_id
+    by_counter = [d for d in drops if d.get("net.packets")]
+    named = [d for d in drops if d.get("net.dst_ip") == POOL_IP]
+    assert by_counter and by_counter[0].get("net.packets") >= 1  # sendto: EPERM at once
+    # and each drop names where the probe went
+    assert named and named[0].get("net.dst_port") == 3333
+    assert all(d.session_id == lab_session.session_id for d in drops)
     assert lab.counters()["pool"] == counted
 
 

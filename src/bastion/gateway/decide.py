@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..policy.network import AllowEntry, NetworkPolicy
 from .sniff import Sniff
 
-__all__ = ["Decision", "always_denied", "decide", "domain_allowed", "match_domain"]
+__all__ = ["Decision", "always_denied", "decide", "domain_allowed", "match_domain",
+           "reachable", "silent_allowed"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -104,9 +105,7 @@ def decide(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, sniff:
     name = sniff.name
     for index, entry in enumerate(entries.allow):
         rule = f"allow[{phase}][{index}]"
-        if entry.port is not None and entry.port != dst_port:
-            continue
-        if entry.protocol not in ("any", "tcp") and entry.protocol != sniff.app:
+        if not entry.allows(sniff.app, dst_port):
             continue
         if entry.domain is not None:
             if name is not None:
@@ -123,3 +122,49 @@ def decide(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, sniff:
     target = f"{name} ({dst_ip}:{dst_port})" if name else f"{dst_ip}:{dst_port}"
     return Decision(False, "gateway.default_deny",
                     f"{target} ({sniff.app}) is not on the {phase!r} allow list")
+
+
+def reachable(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, *,
+              host_addresses: Collection[IPAddress] = (),
+              resolved_name: str | None = None) -> Decision | None:
+    """A refusal that holds whatever the client would send (the address is never
+    reachable, or no entry of the phase allows anything on this address and port), or
+    None if the first bytes must be read to decide. Lets the gateway record a probe at
+    once, before (and whether or not) the client says anything."""
+    try:
+        ip = ipaddress.ip_address(dst_ip)
+    except ValueError:
+        return Decision(False, "gateway.bad_address", f"not an address: {dst_ip!r}")
+    denied = always_denied(ip, host_addresses, policy.allow_private)
+    if denied:
+        return Decision(False, denied, f"{dst_ip} is never reachable from a session")
+    entries = policy.phases.get(phase)
+    if entries is None:
+        return Decision(False, "gateway.unknown_phase", f"no network phase {phase!r}")
+    for entry in entries.allow:
+        ports = entry.ports()
+        if ports is not None and dst_port not in ports:
+            continue
+        if entry.cidr is not None:
+            network = ipaddress.ip_network(entry.cidr, strict=False)
+            if ip.version == network.version and ip in network:
+                return None
+        elif entry.domain is not None:
+            if entry.protocol in (None, "tls", "http"):
+                return None  # the name comes in the first bytes (SNI / Host)
+            if resolved_name is not None and match_domain(entry.domain, resolved_name):
+                return None
+    return Decision(False, "gateway.default_deny",
+                    f"{dst_ip}:{dst_port} is not on the {phase!r} allow list")
+
+
+def silent_allowed(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, *,
+                   resolved_name: str | None = None) -> bool:
+    """Whether a client that has said nothing may be carried anyway: only an entry
+    that allows any protocol (``tcp``/``any``) on this destination says so."""
+    entries = policy.phases.get(phase)
+    if entries is None:
+        return False
+    silent = Sniff("unknown")
+    decision = decide(policy, phase, dst_ip, dst_port, silent, resolved_name=resolved_name)
+    return decision.allow and entries is not None

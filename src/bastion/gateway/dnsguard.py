@@ -1,22 +1,31 @@
 """DNS control without sockets: parse a query, decide it, build refusals, score tunnelling.
 
-The resolver (``resolver.py``) does the I/O; everything that looks at the bytes lives
-here so that malformed packets are tested without a network. A name is answered only if
-a domain entry of the session's current phase names it; anything else gets NXDOMAIN,
-so a sandbox cannot even learn the addresses of hosts it may not reach.
+The gateway's resolver does the I/O; everything that looks at the bytes lives here so
+that malformed packets are tested without a network. A name is answered only if a
+domain entry of the session's current phase names it; anything else gets NXDOMAIN, so a
+sandbox cannot even learn the addresses of hosts it may not reach.
+
+What leaves for an allowed name is rebuilt, not forwarded: the question alone, the name
+in lower case, a fresh query id (so neither letter case nor the id carries bits), and
+only the query types the policy allows. Exfiltration is scored by *information
+volume*: the bytes of new label text a session sends under one parent domain within a
+minute (``ExfilMeter``); past the policy's budget a lookup is refused before it leaves.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.dns import DNSError
 
-__all__ = ["Query", "TunnelMeter", "answers_of", "clean_query", "parse_query", "refusal"]
+__all__ = ["ExfilMeter", "Query", "TunnelMeter", "answers_of", "clean_query", "parent_of",
+           "parse_query", "refusal", "restore"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +54,27 @@ def parse_query(data: bytes) -> Query | None:
     return Query(record, name, str(qtype))
 
 
-def clean_query(query: Query) -> bytes:
+def clean_query(query: Query, query_id: int | None = None) -> bytes:
     """The question alone, rebuilt: what is forwarded upstream for an allowed name, so
     nothing else the sandbox packed into the packet (extra sections, EDNS options,
-    flags) ever leaves."""
+    flags, letter case, its query id) ever leaves. Class IN only."""
     question = query.record.q
-    return DNSRecord(DNSHeader(id=query.record.header.id, rd=1),
-                     q=DNSQuestion(question.qname, question.qtype, question.qclass)).pack()
+    fresh = secrets.randbelow(65536) if query_id is None else query_id
+    return DNSRecord(DNSHeader(id=fresh, rd=1),
+                     q=DNSQuestion(query.name + ".", question.qtype, 1)).pack()
+
+
+def restore(reply: bytes, query: Query) -> bytes:
+    """The upstream ``reply`` re-addressed to the sandbox's ``query``: its id and its
+    question as the sandbox spelled it (resolvers that randomise letter case check)."""
+    try:
+        record = DNSRecord.parse(reply)
+    except Exception:  # noqa: BLE001 - an unparsable reply is a failure, not an answer
+        return refusal(query, rcode=RCODE.SERVFAIL)
+    record.header.id = query.record.header.id
+    record.questions = [query.record.q]
+    record.ar = []  # no EDNS or extra records from upstream to the sandbox either
+    return record.pack()
 
 
 def refusal(query: Query, rcode: int = RCODE.NXDOMAIN) -> bytes:
@@ -116,3 +139,77 @@ class TunnelMeter:
         elif txt > 5:
             score += 0.1
         return round(min(score, 1.0), 3)
+
+
+def parent_of(name: str, wildcards: Iterable[str] = ()) -> tuple[str, str]:
+    """(parent domain, the labels below it) for exfiltration accounting: the base of the
+    longest allow-list wildcard (``*.X``) that covers ``name``, else its last two labels.
+    Data smuggled under an allowed wildcard is charged to that wildcard."""
+    best = ""
+    for pattern in wildcards:
+        base = pattern[2:] if pattern.startswith("*.") else None
+        if base and name.endswith("." + base) and len(base) > len(best):
+            best = base
+    if not best:
+        labels = name.split(".")
+        best = ".".join(labels[-2:]) if len(labels) > 2 else name
+    sub = name[:-len(best)].rstrip(".") if name != best else ""
+    return best, sub
+
+
+class ExfilMeter:
+    """Bytes of new label text per parent domain in a sliding window.
+
+    A name's labels below its parent count once per window, by length: ``a1b2...``
+    looked up again costs nothing (retries, caches), every new label costs its bytes.
+    Honest work resolves a handful of names per domain; a tunnel must keep sending new
+    labels to move data, so its volume grows with what it moves whatever the encoding
+    (hex, decimal, base32) or label length."""
+
+    WINDOW = 60.0
+
+    def __init__(self, budget: int = 512) -> None:
+        self.budget = budget
+        self._seen: dict[str, dict[str, float]] = {}  # parent -> label text -> time
+        self._volume: dict[str, deque[tuple[float, int]]] = {}
+
+    def volume(self, parent: str, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        window = self._volume.get(parent)
+        if not window:
+            return 0
+        while window and now - window[0][0] > self.WINDOW:
+            window.popleft()
+        return sum(size for _, size in window)
+
+    def cost(self, parent: str, sub: str, now: float | None = None) -> int:
+        """Bytes ``sub`` would add under ``parent`` (0 if seen within the window)."""
+        now = time.monotonic() if now is None else now
+        if not sub:
+            return 0
+        seen = self._seen.get(parent, {})
+        fresh = [label for label in sub.split(".")
+                 if label and now - seen.get(label, -1e18) > self.WINDOW]
+        return sum(len(label) for label in dict.fromkeys(fresh))
+
+    def charge(self, parent: str, sub: str, now: float | None = None) -> int:
+        """Record a lookup that leaves; returns the parent's volume afterwards."""
+        now = time.monotonic() if now is None else now
+        size = self.cost(parent, sub, now)
+        if size:
+            seen = self._seen.setdefault(parent, {})
+            for label in sub.split("."):
+                if label:
+                    seen[label] = now
+            if len(seen) > 4096:  # forget the oldest half: memory stays bounded
+                for label, _ in sorted(seen.items(), key=lambda kv: kv[1])[:2048]:
+                    del seen[label]
+            self._volume.setdefault(parent, deque()).append((now, size))
+        return self.volume(parent, now)
+
+    def exceeds(self, parent: str, sub: str, now: float | None = None) -> tuple[bool, int]:
+        """Whether looking ``sub`` up under ``parent`` would pass the budget, and the
+        volume it would bring the parent to."""
+        now = time.monotonic() if now is None else now
+        after = self.volume(parent, now) + self.cost(parent, sub, now)
+        return after > self.budget, after

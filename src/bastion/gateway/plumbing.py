@@ -19,7 +19,9 @@ Firewall, in two places, both loaded as one atomic nft batch:
   from a veth is dropped, and nothing from a veth is ever forwarded;
 * session table ``inet bst``: loopback is free; TCP over IPv4 and UDP/53 leave; every
   other packet (other UDP, ICMP, IPv6, anything else) is dropped and counted in named
-  counters that the gateway turns into ``net.drop`` events.
+  counters, and each distinct IPv4 destination of a dropped packet (address, protocol,
+  ports) is remembered in a dynamic set for five minutes, so that the gateway's
+  ``net.drop`` events say *where* a probe went.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import fcntl
 import ipaddress
 import itertools
+import json
 import os
 import threading
 import time
@@ -195,6 +198,10 @@ table ip {slot.table} {{
 def session_table() -> str:
     return """
 table inet bst {
+  set dropped {
+    type ipv4_addr . inet_proto . inet_service . inet_service
+    flags dynamic, timeout; timeout 5m; size 4096
+  }
   counter drop_udp { }
   counter drop_icmp { }
   counter drop_ip6 { }
@@ -205,8 +212,9 @@ table inet bst {
     meta nfproto ipv6 counter name "drop_ip6" drop
     meta l4proto tcp accept
     udp dport 53 accept
-    meta l4proto udp counter name "drop_udp" drop
-    meta l4proto icmp counter name "drop_icmp" drop
+    meta l4proto udp update @dropped { ip daddr . meta l4proto . udp dport . udp sport } counter name "drop_udp" drop
+    meta l4proto icmp update @dropped { ip daddr . meta l4proto . 0 . 0 } counter name "drop_icmp" drop
+    meta nfproto ipv4 update @dropped { ip daddr . meta l4proto . 0 . 0 } counter name "drop_other" drop
     counter name "drop_other" drop
   }
   chain input {
@@ -266,6 +274,23 @@ class SessionLink:
     def drop_counters(self) -> dict[str, tuple[int, int]]:
         with inside(self.netns_path):
             return nft().counters("inet", "bst")
+
+    def dropped(self) -> list[tuple[str, str, int, int]]:
+        """Destinations of dropped packets in the last five minutes:
+        (address, protocol, destination port, source port); ports are 0 where the
+        protocol has none."""
+        with inside(self.netns_path):
+            text = nft().run("list set inet bst dropped", json_output=True)
+        out: list[tuple[str, str, int, int]] = []
+        for item in json.loads(text or "{}").get("nftables", []):
+            for elem in (item.get("set") or {}).get("elem", []):
+                value = elem.get("elem", elem).get("val", elem) if isinstance(elem, dict) else elem
+                concat = value.get("concat") if isinstance(value, dict) else None
+                if isinstance(concat, list) and len(concat) == 4:
+                    with contextlib.suppress(TypeError, ValueError):
+                        out.append((str(concat[0]), str(concat[1]), int(concat[2]),
+                                    int(concat[3])))
+        return out
 
     def close(self) -> None:
         """Remove the namespace; the kernel then destroys both veth ends (and the host

@@ -10,8 +10,13 @@ allowed — dialled upstream and relayed with ``splice(2)`` in a pair of threads
 A poller thread turns each session's firewall drop counters into ``net.drop`` events and
 reports long-lived connections as ``net.flow`` events.
 
-Fail closed: an event that cannot be recorded (``ingest`` raised, the session is being
-terminated) refuses the connection; a parse error denies it; nothing here ever lets a
+The gateway holds each session's read-only view and its event sink, never the session:
+it submits events and awaits the verdicts on the ones it must decide (a connection, a
+DNS answer); the session's own executor records, evaluates and responds, never this
+loop.
+
+Fail closed: an event that cannot be recorded (the sink's future failed, the session is
+being terminated) refuses the connection; a parse error denies it; nothing here ever lets a
 connection through because something went wrong.
 """
 
@@ -29,19 +34,29 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyroute2 import IPRoute
 
+from ..contracts import EventSink, Watched, make_event
 from ..errors import BastionError, SandboxUnavailable
 from ..events import Action, EventKind, Verdict, new_id
 from ..policy.network import NetworkPolicy
-from ..sensors.sockets import socket_owner
-from .decide import Decision, always_denied, decide, domain_allowed
-from .dnsguard import TunnelMeter, answers_of, clean_query, parse_query, refusal
+from .decide import Decision, always_denied, decide, domain_allowed, reachable, silent_allowed
+from .dnsguard import (
+    ExfilMeter,
+    TunnelMeter,
+    answers_of,
+    clean_query,
+    parent_of,
+    parse_query,
+    refusal,
+    restore,
+)
 from .netns import nft
+from .owner import Owners
 from .plumbing import (
     DROP_COUNTERS,
     GATEWAY_IP,
@@ -53,17 +68,18 @@ from .plumbing import (
     ensure_gateway_interface,
     host_table,
 )
+from .shape import Shape
 from .sniff import MAX_PEEK, Sniff, classify
+from .stream import Finding, Inspector, scan
 from .upstream import Upstream
-
-if TYPE_CHECKING:
-    from ..session import Session
 
 __all__ = ["Attachment", "Gateway", "GatewayStatistics"]
 
 log = logging.getLogger(__name__)
 
-PEEK_TIMEOUT = 0.5  # how long a silent client gets before it is called "unknown"
+PEEK_TIMEOUT = 0.5  # how long a client gets to say enough to be classified
+PROBE_PEEK = 0.2  # how long a connection to a refused destination is read (for the record)
+HOLD_TIMEOUT = 30.0  # how long a silent client is held, waiting for its first byte
 FLOW_INTERVAL = 10.0  # seconds between net.flow reports of a live connection
 POLL_INTERVAL = 0.5  # seconds between poller rounds (flow reports)
 DROP_POLL_INTERVAL = 2.0  # seconds between reads of each session's drop counters
@@ -71,6 +87,8 @@ _SO_ORIGINAL_DST = 80
 _STOP = {Action.DENY, Action.CUT, Action.KILL, Action.FREEZE, Action.TERMINATE,
          Action.QUARANTINE}
 _SPLICE_CHUNK = 1 << 20
+_RCODES = {"NXDOMAIN": 3, "REFUSED": 5, "SERVFAIL": 2}
+_INSPECT_CHUNK = 256 * 1024
 
 
 class GatewayStatistics:
@@ -91,12 +109,15 @@ class _Conn:
         "bytes",
         "client",
         "closed",
+        "dialled",
         "done",
         "dst",
         "fields",
         "id",
         "last_flow",
         "server",
+        "shape",
+        "shape_reported",
         "sniff",
         "started",
     )
@@ -116,6 +137,9 @@ class _Conn:
         self.last_flow = self.started
         self.done = 0
         self.closed = False
+        self.dialled: str | None = None
+        self.shape = Shape()
+        self.shape_reported = False
 
     def cut(self) -> None:
         for sock in (self.client, self.server):
@@ -123,27 +147,51 @@ class _Conn:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def summary(self) -> dict[str, Any]:
-        return {**self.fields, "net.bytes_out": self.bytes[0], "net.bytes_in": self.bytes[1],
+        return {**self.fields, **self.shape.fields(), "net.bytes_out": self.bytes[0],
+                "net.bytes_in": self.bytes[1],
                 "net.duration": round(time.monotonic() - self.started, 6)}
+
+    def burst(self, index: int, size: int) -> None:
+        """One relayed burst: shape bookkeeping, and an immediate report (judged like
+        any flow, cut on a stopping verdict) once it shows SSH framing."""
+        shape = self.shape
+        shape.note(index, size)
+        if (not self.shape_reported and size < 256 and min(shape.small) >= 8
+                and self.sniff.app != "ssh" and shape.verdict() == "ssh"):
+            self.shape_reported = True
+            _cut_on_stop(self.attachment, self)
 
 
 class Attachment:
     """A session's link to the gateway (the ``NetworkAttachment`` of the session)."""
 
-    def __init__(self, gateway: Gateway, session: Session, link: SessionLink,
+    def __init__(self, gateway: Gateway, view: Watched, sink: EventSink, link: SessionLink,
                  upstream: Upstream) -> None:
         self.gateway = gateway
-        self.session = session
+        self.view = view
+        self.sink = sink
         self.link = link
         self.upstream = upstream
-        self.policy: NetworkPolicy = session.policy.network
+        self.policy: NetworkPolicy = view.policy.network
         self.phase = self.policy.initial_phase
         self.names: dict[str, str] = {}  # address -> allowed name this session resolved
         self.meter = TunnelMeter()
+        self.exfil = ExfilMeter(self.policy.dns_exfil_budget)
         self.conns: set[_Conn] = set()
         self.drops: dict[str, tuple[int, int]] = {name: (0, 0) for name in DROP_COUNTERS}
-        self.owners: dict[tuple[Any, Any], tuple[int | None, Any]] = {}
+        self.dropped: set[tuple[str, str, int, int]] = set()  # destinations already reported
+        self.pending: dict[int, dict[str, Any]] = {}  # undecided connections, by socket fd
+        self.owners = Owners(link.netns_path, self._cgroup_root, view.call_for_cgroup,
+                             getattr(view, "latest_call", None))
         self.closed = False
+
+    def _cgroup_root(self) -> Path | None:
+        cgroup = self.view.cgroup
+        return cgroup.unified if cgroup is not None else None
+
+    def wildcards(self) -> list[str]:
+        phase = self.policy.phases.get(self.phase)
+        return [e.domain for e in phase.allow if e.domain] if phase is not None else []
 
     @property
     def netns_path(self) -> str:
@@ -172,24 +220,45 @@ class Attachment:
             return
         self.closed = True
         self.gateway.detach(self)
+        # connections still being classified are recorded now, as refused: a probe made
+        # just before the session closes must not vanish from the trail
+        for fields in list(self.pending.values()):
+            self.emit(EventKind.NET_CONNECT, fields)
+        self.pending.clear()
         for conn in list(self.conns):
             conn.cut()
         with contextlib.suppress(Exception):
             self.gateway.poll_drops(self)
+        self.owners.close()
         self.link.close()
 
     # -- events -----------------------------------------------------------------------
 
-    def emit(self, kind: EventKind, fields: dict[str, Any]) -> list[Verdict] | None:
-        """Ingest an event; None if the session could not take it (treat as refused)."""
+    def submit(self, kind: EventKind, fields: dict[str, Any]) -> Future[list[Verdict]]:
+        """Hand an event to the session (charged to the process holding the socket);
+        never waits for the pipeline. Not for the event loop: the owner lookup reads
+        /proc."""
+        pid, call = self._owner(fields)
+        return self.sink.submit(make_event(self.view, kind, call=call, pid=pid, **fields))
+
+    def emit(self, kind: EventKind, fields: dict[str, Any]) -> None:
+        """Report an event whose verdicts nobody waits for (close, drop, telemetry)."""
         try:
-            pid, call = self._owner(fields)
-            return self.session.ingest(self.session.event(kind, call=call, pid=pid, **fields))
+            self.submit(kind, fields)
+        except Exception:  # noqa: BLE001 - /proc raced the process: reported unattributed
+            self.sink.submit(make_event(self.view, kind, **fields))
+
+    async def decide(self, kind: EventKind, fields: dict[str, Any]) -> list[Verdict] | None:
+        """The verdicts on an event the gateway must act on, awaited on the loop; None
+        if the session could not take it (treat as refused)."""
+        try:
+            future = await asyncio.to_thread(self.submit, kind, fields)
+            return await asyncio.wrap_future(future)
         except BastionError:
             return None
         except Exception:
-            # the session's ingest already failed closed; the connection is refused
-            log.exception("gateway: ingest failed for %s", self.session.session_id)
+            # the session's pipeline already failed closed; the connection is refused
+            log.exception("gateway: event failed for %s", self.view.session_id)
             return None
 
     def cut(self, conn_id: str) -> bool:
@@ -203,27 +272,9 @@ class Attachment:
 
     def _owner(self, fields: dict[str, Any]) -> tuple[int | None, Any]:
         """The process holding the connection's socket, and the tool call it belongs
-        to (by its call cgroup), found once per connection and remembered."""
-        key = (fields.get("net.src_ip"), fields.get("net.src_port"))
-        if key[1] is None:
-            return None, None
-        if key in self.owners:
-            return self.owners[key]
-        sandbox = self.session.sandbox
-        pids = sandbox.cgroup.pids() if sandbox is not None and sandbox.cgroup else []
-        # newest calls first: the connecting process is almost always in the latest
-        # call cgroup, so the fd scan stops early instead of walking bwrap and friends
-        pid = socket_owner(pids[::-1], str(key[0]), int(key[1]))
-        call = None
-        if pid is not None:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-                    if line.startswith("0::"):
-                        call = self.session.call_for_cgroup(line[3:])
-        if len(self.owners) > 4096:
-            self.owners.clear()
-        self.owners[key] = (pid, call)
-        return pid, call
+        to: one sock_diag request (the socket's cgroup names the call), remembered per
+        connection. Works for every address family, v4-mapped IPv6 included."""
+        return self.owners.lookup(fields)
 
 
 def _pool_size() -> int:
@@ -350,12 +401,12 @@ class Gateway:
 
     # -- sessions ---------------------------------------------------------------------
 
-    def attach(self, session: Session, upstream: Upstream) -> Attachment:
+    def attach(self, view: Watched, sink: EventSink, upstream: Upstream) -> Attachment:
         link = self._pool.take()
         if link is None:  # pool empty (burst of creates): build one now
-            link = self._build_link(session.session_id)
+            link = self._build_link(view.session_id)
         try:
-            attachment = Attachment(self, session, link, upstream)
+            attachment = Attachment(self, view, sink, link, upstream)
         except BaseException:
             link.close()
             with self._alock:
@@ -475,38 +526,48 @@ class Gateway:
             self._stats["unknown_source"] += 1
             return False
         dst_ip, dst_port = _original_dst(sock)
-        data = b""
-        sniff: Sniff | None = None
-        deadline = time.monotonic() + PEEK_TIMEOUT
-        while sniff is None:
-            remaining = deadline - time.monotonic()
-            chunk = b""
-            if remaining > 0:
-                try:
-                    got = await _recv(loop, sock, MAX_PEEK - len(data), remaining)
-                except OSError:
-                    return False
-                if got is None:
-                    remaining = 0
-                else:
-                    chunk = got
-            final = remaining <= 0 or not chunk or len(data) + len(chunk) >= MAX_PEEK
-            data += chunk
-            sniff = classify(data, final=final)
+        resolved = attachment.names.get(dst_ip)
+        conn_id = new_id("conn")
+        # a destination nothing could make reachable is refused whatever comes: it is
+        # recorded even if the client never speaks and the session closes at once
+        refused = reachable(attachment.policy, attachment.phase, dst_ip, dst_port,
+                            host_addresses=self.host_addresses, resolved_name=resolved)
+        key = sock.fileno()
+        attachment.pending[key] = _connect_fields(
+            conn_id, src_ip, src_port, dst_ip, dst_port, Sniff("unknown", error="no data"),
+            refused or Decision(False, "gateway.session_closed",
+                                "the session closed before the client was classified"),
+            attachment.upstream)
+        try:
+            data, sniff = await self._peek(attachment, sock, dst_ip, dst_port, resolved,
+                                           probe=refused is not None)
+        finally:
+            recorded = attachment.pending.pop(key, None) is None
+        if recorded:  # the session closed meanwhile and already recorded it
+            return False
         if sniff.error:
             self._stats["malformed"] += 1
-        decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
-                          host_addresses=self.host_addresses,
-                          resolved_name=attachment.names.get(dst_ip))
+        if refused is not None:
+            # denied whatever it said; what it said names the rule where it is telling
+            # (a miner, a proxy handshake)
+            decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
+                              host_addresses=self.host_addresses, resolved_name=resolved)
+            if decision.allow or decision.rule == "gateway.default_deny":
+                decision = refused
+        elif sniff.app == "silent":
+            decision = Decision(False, "gateway.silent_client",
+                                f"the client sent nothing for {HOLD_TIMEOUT:.0f}s and "
+                                "no entry allows 'protocol: any' here")
+        else:
+            decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
+                              host_addresses=self.host_addresses, resolved_name=resolved)
         dial_ip = decision.dial_ip
         if decision.allow and decision.dial_host is not None:
             decision, dial_ip = await self._resolve_dial(attachment, decision)
-        conn_id = new_id("conn")
         fields = _connect_fields(conn_id, src_ip, src_port, dst_ip, dst_port, sniff, decision,
                                  attachment.upstream)
-        # inline: the pipeline (audit append + rule evaluation) is microseconds, far less
-        # than a hop to another thread and back
-        verdicts = attachment.emit(EventKind.NET_CONNECT, fields)
+        # decided on the session's executor; this loop only awaits the verdicts
+        verdicts = await attachment.decide(EventKind.NET_CONNECT, fields)
         if decision.allow and (verdicts is None or any(v.action in _STOP for v in verdicts)):
             decision = Decision(False, "gateway.verdict",
                                 "refused by a rule" if verdicts else "the session is ending")
@@ -530,15 +591,74 @@ class Gateway:
         sock.setblocking(True)
         upstream.setblocking(True)
         conn = _Conn(conn_id, attachment, sock, upstream, fields, sniff, (dst_ip, dst_port))
+        conn.dialled = decision.dial_host
         attachment.conns.add(conn)
         if attachment.closed:
             conn.cut()
         self._start_relay(conn, data)
         return True
 
+    async def _peek(self, attachment: Attachment, sock: socket.socket, dst_ip: str,
+                    dst_port: int, resolved: str | None, *, probe: bool) -> tuple[bytes, Sniff]:
+        """Read until the first bytes classify the connection. A client that says
+        nothing is *held* (it might be waiting out the classifier) until it speaks or
+        ``HOLD_TIMEOUT`` passes (then ``app="silent"``), unless an entry allows any
+        protocol to this destination. A probe (refused whatever it says) is read only
+        briefly, for the record. Whatever was read is also scanned for miners, SSH and
+        proxy handshakes anywhere in it, not only at its start."""
+        loop = self._loop
+        data = b""
+        sniff: Sniff | None = None
+        start = time.monotonic()
+        deadline = start + (PROBE_PEEK if probe else PEEK_TIMEOUT)
+        while sniff is None:
+            remaining = deadline - time.monotonic()
+            chunk = b""
+            if remaining > 0:
+                try:
+                    got = await _recv(loop, sock, MAX_PEEK - len(data), remaining)
+                except OSError:  # reset by the client: decide on what it sent
+                    got = b""
+                if got is None:
+                    remaining = 0
+                else:
+                    chunk = got
+            if remaining <= 0 and not data and not probe:
+                if silent_allowed(attachment.policy, attachment.phase, dst_ip, dst_port,
+                                  resolved_name=resolved):
+                    return data, Sniff("unknown", error="no data")
+                if attachment.closed:
+                    return data, Sniff("silent")
+                hold = start + HOLD_TIMEOUT - time.monotonic()
+                try:
+                    got = await _recv(loop, sock, MAX_PEEK, hold) if hold > 0 else None
+                except OSError:
+                    got = b""
+                if got is None:
+                    return data, Sniff("silent")
+                # it spoke at last: classify it like any other client from here on
+                deadline = time.monotonic() + PEEK_TIMEOUT
+                chunk, remaining = got, deadline - time.monotonic()
+            final = remaining <= 0 or not chunk or len(data) + len(chunk) >= MAX_PEEK
+            data += chunk
+            sniff = classify(data, final=final)
+        if sniff.app != "tls" and data:
+            found = scan(data)
+            if found is not None:
+                sniff = _sniff_of(found, sniff)
+        return data, sniff
+
     async def _resolve_dial(self, attachment: Attachment,
                             decision: Decision) -> tuple[Decision, str | None]:
         assert decision.dial_host is not None
+        parent, sub = parent_of(decision.dial_host, attachment.wildcards())
+        over, volume = attachment.exfil.exceeds(parent, sub)
+        if over:
+            return Decision(False, "gateway.dns_exfil",
+                            f"{decision.dial_host}: {volume} bytes of new names under "
+                            f"{parent} within a minute (budget "
+                            f"{attachment.exfil.budget})"), None
+        attachment.exfil.charge(parent, sub)
         try:
             addresses = await attachment.upstream.resolve(decision.dial_host)
         except (TimeoutError, OSError, ValueError) as exc:
@@ -572,14 +692,61 @@ class Gateway:
             with lock:
                 finish()
 
+        app = conn.sniff.app
+        # sandbox -> server: every byte of a clear-text stream is inspected before it is
+        # forwarded; server -> sandbox: spliced for TLS and HTTP (what a server answers
+        # cannot make an allowed request forbidden), inspected for everything else in
+        # clear; TLS and (explicitly allowed) SSH are encrypted: their shape is watched
+        outbound: Inspector | None = None
+        if app not in ("tls", "ssh"):  # encrypted: its shape is watched instead
+            outbound = Inspector(http=app == "http", judge=self._judge(conn))
+        inbound = Inspector() if app not in ("tls", "http", "ssh") else None
+
+        def stop(found: Finding) -> None:
+            conn.fields.update(found.fields)
+            report = {**conn.summary(), **found.fields, "net.app": found.app,
+                      "net.decision": "deny", "net.rule": found.rule,
+                      "net.reason": found.reason, "net.cut": f"{found.rule}: {found.reason}"}
+            conn.fields["net.cut"] = report["net.cut"]
+            conn.cut()
+            with contextlib.suppress(Exception):
+                conn.attachment.emit(EventKind.NET_FLOW, report)
+
         try:
             if first:
-                conn.server.sendall(first)
-                conn.bytes[0] += len(first)
+                found = outbound.feed(first) if outbound is not None else None
+                if found is not None:
+                    stop(found)
+                else:
+                    conn.server.sendall(first)
+                    conn.bytes[0] += len(first)
         except OSError:
             conn.cut()
-        for src, dst, index in ((conn.client, conn.server, 0), (conn.server, conn.client, 1)):
-            self._relays.submit(_pump, src, dst, conn.bytes, index, done)
+        for src, dst, index, inspector in ((conn.client, conn.server, 0, outbound),
+                                           (conn.server, conn.client, 1, inbound)):
+            if inspector is None:
+                self._relays.submit(_pump, src, dst, conn.bytes, index, done, conn.burst)
+            else:
+                self._relays.submit(_inspect_pump, src, dst, conn.bytes, index, inspector,
+                                    stop, done, conn.burst)
+
+    def _judge(self, conn: _Conn) -> Callable[[Sniff], Finding | None]:
+        """Each later request of a kept-alive HTTP connection, decided like a first one
+        and bound to the name the gateway dialled."""
+        def judge(sniff: Sniff) -> Finding | None:
+            attachment = conn.attachment
+            again = decide(attachment.policy, attachment.phase, conn.dst[0], conn.dst[1],
+                           sniff, host_addresses=self.host_addresses,
+                           resolved_name=attachment.names.get(conn.dst[0]))
+            extra = {"net.host": sniff.host or "", "net.path": (sniff.path or "")[:255]}
+            if not again.allow:
+                return Finding("http", again.rule, f"kept-alive request: {again.reason}", extra)
+            if conn.dialled is not None and sniff.host != conn.dialled:
+                return Finding("http", "gateway.host_changed",
+                               f"request for {sniff.host} on a connection dialled to "
+                               f"{conn.dialled}", extra)
+            return None
+        return judge
 
     # -- DNS --------------------------------------------------------------------------
 
@@ -598,30 +765,54 @@ class Gateway:
                 {"dns.name": "", "dns.type": "", "dns.answer": [], "dns.decision": "deny",
                  "dns.rcode": "FORMERR", "net.src_ip": addr[0], "net.reason": "malformed query"})
             return
-        phase = attachment.policy.phases.get(attachment.phase)
-        allowed = (attachment.policy.dns == "allowlist" and phase is not None
+        policy = attachment.policy
+        phase = policy.phases.get(attachment.phase)
+        allowed = (policy.dns == "allowlist" and phase is not None
                    and domain_allowed(phase.allow, query.name))
-        score = attachment.meter.score(query.name, query.qtype)
-        reply: bytes
+        parent, sub = parent_of(query.name, attachment.wildcards())
+        over, volume = attachment.exfil.exceeds(parent, sub)
+        score = max(attachment.meter.score(query.name, query.qtype),
+                    round(min(1.0, volume / attachment.exfil.budget), 3))
+        rule = "dns.allowlist" if allowed else "dns.not_allowed"
         rcode = "NXDOMAIN"
-        answers: list[str] = []
-        if allowed:
-            try:
-                reply = await attachment.upstream.exchange(clean_query(query))
-                answers = answers_of(reply)
-                rcode = "NOERROR" if answers else "NODATA"
-            except (TimeoutError, OSError):
-                reply = refusal(query, rcode=2)  # SERVFAIL
-                rcode = "SERVFAIL"
-        else:
+        if allowed and query.qtype not in policy.allowed_qtypes():
+            allowed, rule, rcode = False, "gateway.dns_qtype", "REFUSED"
+        elif allowed and over:
+            allowed, rule, rcode = False, "gateway.dns_exfil", "REFUSED"
+        fields: dict[str, Any] = {
+            "dns.name": query.name, "dns.type": query.qtype, "dns.answer": [],
+            "dns.decision": "allow" if allowed else "deny", "dns.rcode": rcode,
+            "dns.rule": rule, "dns.tunnel_score": score, "dns.parent": parent,
+            "dns.volume": volume, "net.proto": "udp", "net.src_ip": addr[0],
+            "net.src_port": addr[1]}
+        if not allowed:
             self._stats["dns_denied"] += 1
-            reply = refusal(query)
-        fields = {"dns.name": query.name, "dns.type": query.qtype, "dns.answer": answers,
-                  "dns.decision": "allow" if allowed else "deny", "dns.rcode": rcode,
-                  "dns.tunnel_score": score, "net.src_ip": addr[0]}
-        verdicts = attachment.emit(EventKind.DNS_QUERY, fields)
-        if allowed and (verdicts is None or any(v.action in _STOP for v in verdicts)):
-            reply, answers = refusal(query), []
+            # refused here: nothing leaves, and nobody waits for the verdicts
+            await asyncio.to_thread(attachment.emit, EventKind.DNS_QUERY, fields)
+            send(refusal(query, rcode=_RCODES[rcode]), addr)
+            return
+        # suspicious: held, recorded and judged before anything leaves
+        held = score >= 0.5 or volume * 2 > attachment.exfil.budget
+        if held:
+            fields["dns.held"] = True
+            verdicts = await attachment.decide(EventKind.DNS_QUERY, fields)
+            if verdicts is None or any(v.action in _STOP for v in verdicts):
+                send(refusal(query, rcode=5), addr)
+                return
+        attachment.exfil.charge(parent, sub)
+        answers: list[str] = []
+        try:
+            reply = restore(await attachment.upstream.exchange(clean_query(query)), query)
+            answers = answers_of(reply)
+            fields["dns.rcode"] = "NOERROR" if answers else "NODATA"
+        except (TimeoutError, OSError):
+            reply = refusal(query, rcode=2)  # SERVFAIL
+            fields["dns.rcode"] = "SERVFAIL"
+        fields["dns.answer"] = answers
+        if not held:
+            verdicts = await attachment.decide(EventKind.DNS_QUERY, fields)
+            if verdicts is None or any(v.action in _STOP for v in verdicts):
+                reply, answers = refusal(query), []
         for answer in answers:
             with contextlib.suppress(ValueError):
                 ipaddress.ip_address(answer)
@@ -656,26 +847,45 @@ class Gateway:
                 for conn in list(attachment.conns):
                     if not conn.closed and now - conn.last_flow >= FLOW_INTERVAL:
                         conn.last_flow = now
-                        verdicts = attachment.emit(EventKind.NET_FLOW, conn.summary())
-                        if verdicts is None or any(v.action in _STOP for v in verdicts):
-                            conn.cut()
+                        _cut_on_stop(attachment, conn)
 
     def poll_drops(self, attachment: Attachment) -> None:
-        """Turn new firewall drops of one session into ``net.drop`` events."""
+        """Turn new firewall drops of one session into ``net.drop`` events: one per new
+        destination (address, protocol, port: what a probe went for), charged to the
+        socket's owner while it exists, else to the session's latest call; and one per
+        counter that grew, with packet and byte counts (IPv6 drops and a full set are
+        seen only there)."""
         counters = attachment.link.drop_counters()
+        grown = {}
         for name in DROP_COUNTERS:
             packets, size = counters.get(name, (0, 0))
             old_packets, old_size = attachment.drops.get(name, (0, 0))
             if packets > old_packets:
                 attachment.drops[name] = (packets, size)
-                attachment.emit(EventKind.NET_DROP, {
-                    "net.proto": name.removeprefix("drop_"),
-                    "net.packets": packets - old_packets,
-                    "net.bytes_out": size - old_size,
-                    "net.src_ip": attachment.address,
-                    "net.decision": "deny",
-                    "net.rule": f"firewall.{name}",
-                })
+                grown[name] = (packets - old_packets, size - old_size)
+        if not grown:
+            return
+        for dst_ip, proto, dst_port, src_port in attachment.link.dropped():
+            if (dst_ip, proto, dst_port, src_port) in attachment.dropped:
+                continue
+            attachment.dropped.add((dst_ip, proto, dst_port, src_port))
+            fields: dict[str, Any] = {
+                "net.proto": proto, "net.dst_ip": dst_ip, "net.src_ip": attachment.address,
+                "net.decision": "deny", "net.rule": f"firewall.drop_{proto}"
+                if f"drop_{proto}" in DROP_COUNTERS else "firewall.drop_other"}
+            if dst_port or src_port:
+                fields["net.dst_port"] = dst_port
+                fields["net.src_port"] = src_port
+            attachment.emit(EventKind.NET_DROP, fields)
+        for name, (packets, size) in grown.items():
+            attachment.emit(EventKind.NET_DROP, {
+                "net.proto": name.removeprefix("drop_"),
+                "net.packets": packets,
+                "net.bytes_out": size,
+                "net.src_ip": attachment.address,
+                "net.decision": "deny",
+                "net.rule": f"firewall.{name}",
+            })
 
 
 class _Workers:
@@ -741,8 +951,31 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 # -- helpers --------------------------------------------------------------------------
 
 
+def _sniff_of(found: Finding, first: Sniff) -> Sniff:
+    """The classification a stream finding overrides the first-bytes one with."""
+    return Sniff(found.app, host=found.fields.get("net.host", first.host),
+                 method=found.fields.get("net.method", first.method),
+                 path=found.fields.get("net.path", first.path),
+                 ssh_banner=found.fields.get("net.ssh_banner"),
+                 stratum_method=found.fields.get("net.stratum_method"),
+                 error=f"{first.app} at first: {found.reason}")
+
+
+def _cut_on_stop(attachment: Attachment, conn: _Conn) -> None:
+    """Report a live connection; cut it if its verdicts say stop (or the session could
+    not take the report). The poller never waits for a session's pipeline."""
+    def check(future: Future[list[Verdict]]) -> None:
+        if future.exception() is not None or any(v.action in _STOP for v in future.result()):
+            conn.cut()
+
+    try:
+        attachment.submit(EventKind.NET_FLOW, conn.summary()).add_done_callback(check)
+    except Exception:  # noqa: BLE001 - cannot even report it: fail closed
+        conn.cut()
+
+
 def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
-          done: Callable[[], None]) -> None:
+          done: Callable[[], None], burst: Callable[[int, int], None] | None = None) -> None:
     """Copy src -> dst in the kernel (splice through a pipe) until EOF or error."""
     read_end, write_end = os.pipe()
     try:
@@ -754,6 +987,8 @@ def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
             if moved == 0:
                 break
             counts[index] += moved
+            if burst is not None:
+                burst(index, moved)
             while moved:
                 moved -= os.splice(read_end, dst.fileno(), moved, flags=1)
     except OSError:
@@ -761,6 +996,36 @@ def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
     finally:
         os.close(read_end)
         os.close(write_end)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+        done()
+
+
+def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
+                  inspector: Inspector, stop: Callable[[Finding], None],
+                  done: Callable[[], None],
+                  burst: Callable[[int, int], None] | None = None) -> None:
+    """Copy src -> dst through user space, each chunk inspected before it is sent; the
+    chunk that shows a forbidden protocol is not sent and the connection is cut."""
+    buf = bytearray(_INSPECT_CHUNK)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = src.recv_into(buf)
+            if n == 0:
+                break
+            found = inspector.feed(bytes(view[:n]))
+            if found is not None:
+                stop(found)
+                break
+            dst.sendall(view[:n])
+            counts[index] += n
+            if burst is not None:
+                burst(index, n)
+    except OSError:
+        pass  # a reset or a cut: the other direction is shut down below
+    finally:
+        view.release()
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
         done()

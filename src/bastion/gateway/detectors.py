@@ -1,0 +1,273 @@
+"""Stateful detectors over the gateway's events: what no single connection shows.
+
+The gateway decides connections and DNS answers itself (policy enforcement); these
+detectors turn the patterns across its events into verdicts the engine charges to a
+call, whatever rule packs the policy loads:
+
+* ``ReconDetector`` — ``recon.network_scan``: many distinct refused destinations
+  (address, port) in a short window: denied connects, no-data connects, firewall drops.
+  One verdict per sweep, charged to the call whose probe crossed the threshold.
+* ``DnsExfilDetector`` — ``tunnels.dns_exfil``: the gateway refused lookups (or SNI/Host
+  names) because new label bytes under one parent passed the budget: data was being
+  moved through names. One verdict per parent domain.
+* ``StreamCutDetector`` — ``gateway.stream_cut``: a relayed connection was cut mid-stream
+  for carrying a miner, an SSH exchange, a proxy handshake or a refused kept-alive
+  request.
+* ``ShapeDetector`` — ``tunnels.ssh_in_tls``: a TLS (or other non-SSH) connection whose
+  bursts carry SSH's packet framing — an SSH session tunnelled through an allowed
+  channel. High: the default response kills the call, and the gateway cuts the
+  connection on a stopping verdict.
+* ``BeaconDetector`` — ``detector.beacon_jitter``: connections to one destination at a
+  regular period even under jitter (median-based, so random delays of ±50% do not
+  hide it).
+
+Thresholds are module constants; each detector fires once per offender, keeps state
+per session and forgets it when the session ends.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+from typing import Any
+
+from ..engine.finding import Finding
+from ..events import Event, EventKind, Severity
+
+__all__ = ["BeaconDetector", "DnsExfilDetector", "ReconDetector", "ShapeDetector",
+           "StreamCutDetector", "network_detectors"]
+
+RECON_DISTINCT = 20  # distinct refused destinations ...
+RECON_WINDOW_NS = 60 * 1_000_000_000  # ... within a minute
+RECON_REARM_NS = 600 * 1_000_000_000  # a new sweep verdict no sooner than this
+# refusals that say "this destination is not reachable", i.e. what a probe gets
+_PROBE_RULES = ("gateway.default_deny", "gateway.private", "gateway.metadata",
+                "gateway.loopback", "gateway.link_local", "gateway.reserved",
+                "gateway.host_address", "gateway.silent_client", "gateway.session_closed",
+                "firewall.")
+_STREAM_RULES = {"gateway.miner_protocol": Severity.HIGH,
+                 "gateway.ssh_in_stream": Severity.HIGH,
+                 "gateway.proxy_protocol": Severity.HIGH}
+BEACON_MIN = 12  # connections
+BEACON_MIN_PERIOD = 2.0  # seconds
+BEACON_MAX_SPREAD = 0.35  # median absolute deviation of the gaps / their median
+SHAPE_MIN_SMALL = 40  # small bursts each way before a connection can look interactive
+SHAPE_MIN_TURNS = 40
+
+
+class ReconDetector:
+    name = "recon_scan"
+    kinds = frozenset({EventKind.NET_CONNECT, EventKind.NET_DROP})
+
+    def __init__(self) -> None:
+        self._seen: dict[str, deque[tuple[int, tuple[str, Any]]]] = {}
+        self._fired: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        if fields.get("net.decision") != "deny":
+            return []
+        ip = fields.get("net.dst_ip")
+        rule = str(fields.get("net.rule") or "")
+        if ip is None or not rule.startswith(_PROBE_RULES):
+            return []
+        target = (str(ip), fields.get("net.dst_port"))
+        now = event.ts
+        with self._lock:
+            last = self._fired.get(event.session_id)
+            if last is not None and now - last < RECON_REARM_NS:
+                return []
+            window = self._seen.setdefault(event.session_id, deque())
+            window.append((now, target))
+            while window and now - window[0][0] > RECON_WINDOW_NS:
+                window.popleft()
+            distinct = {t for _, t in window}
+            if len(distinct) < RECON_DISTINCT:
+                return []
+            self._fired[event.session_id] = now
+            window.clear()
+        hosts = sorted({t[0] for t in distinct})
+        ports = sorted({t[1] for t in distinct if t[1] is not None})
+        return [Finding(
+            rule_id="recon.network_scan",
+            severity=Severity.HIGH,
+            message=(f"{len(distinct)} distinct refused destinations within "
+                     f"{RECON_WINDOW_NS // 1_000_000_000}s ({len(hosts)} hosts, "
+                     f"{len(ports)} ports): a network sweep"),
+            categories=("recon",),
+            mitre=("T1046", "T1018"),
+            evidence={"destinations": len(distinct), "hosts": hosts[:20],
+                      "ports": ports[:20]},
+        )]
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._seen.pop(session_id, None)
+            self._fired.pop(session_id, None)
+
+
+class DnsExfilDetector:
+    name = "dns_exfil"
+    kinds = frozenset({EventKind.DNS_QUERY, EventKind.NET_CONNECT})
+
+    def __init__(self) -> None:
+        self._fired: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        if event.kind is EventKind.DNS_QUERY:
+            if fields.get("dns.rule") != "gateway.dns_exfil":
+                return []
+            parent = str(fields.get("dns.parent") or "")
+            name = str(fields.get("dns.name") or "")
+        else:
+            if fields.get("net.rule") != "gateway.dns_exfil":
+                return []
+            name = str(fields.get("net.sni") or fields.get("net.host") or "")
+            parent = name.split(".", 1)[-1]
+        with self._lock:
+            if (event.session_id, parent) in self._fired:
+                return []
+            self._fired.add((event.session_id, parent))
+        return [Finding(
+            rule_id="tunnels.dns_exfil",
+            severity=Severity.HIGH,
+            message=(f"data moved through DNS names under {parent}: "
+                     f"{fields.get('dns.volume', '?')} bytes of new labels within a minute; "
+                     "further lookups refused"),
+            categories=("exfiltration", "tunnel"),
+            mitre=("T1048.003", "T1071.004"),
+            evidence={"parent": parent, "name": name[:255],
+                      "volume": fields.get("dns.volume")},
+        )]
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._fired = {k for k in self._fired if k[0] != session_id}
+
+
+class StreamCutDetector:
+    name = "stream_cut"
+    kinds = frozenset({EventKind.NET_FLOW})
+
+    def observe(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        rule = fields.get("net.rule")
+        if fields.get("net.decision") != "deny" or not fields.get("net.cut"):
+            return []
+        severity = _STREAM_RULES.get(str(rule), Severity.MEDIUM)
+        app = fields.get("net.app")
+        category = {"stratum": "mining", "ssh": "tunnel", "http-connect": "tunnel"}.get(
+            str(app), "policy")
+        return [Finding(
+            rule_id="gateway.stream_cut",
+            severity=severity,
+            message=(f"connection to {fields.get('net.dst_ip')}:{fields.get('net.dst_port')} "
+                     f"cut mid-stream: {fields.get('net.reason')}"),
+            categories=(category,),
+            mitre=("T1496",) if app == "stratum" else ("T1572",),
+            evidence={"net.app": app, "net.rule": rule, "net.conn_id":
+                      fields.get("net.conn_id")},
+        )]
+
+    def forget(self, session_id: str) -> None:
+        return None
+
+
+class ShapeDetector:
+    """SSH framing inside an allowed TLS (or other) channel. The weaker "interactive"
+    shape (small bursts both ways) is only reported on the flow: websocket and chat
+    clients have it too, and a false kill is as bad as a miss."""
+
+    name = "traffic_shape"
+    kinds = frozenset({EventKind.NET_FLOW, EventKind.NET_CLOSE})
+
+    def __init__(self) -> None:
+        self._fired: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        if fields.get("net.shape") != "ssh" or fields.get("net.app") == "ssh":
+            return []
+        key = (event.session_id, str(fields.get("net.conn_id")))
+        with self._lock:
+            if key in self._fired:
+                return []
+            self._fired.add(key)
+        where = fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip")
+        return [Finding(
+            rule_id="tunnels.ssh_in_tls",
+            severity=Severity.HIGH,
+            message=(f"{fields.get('net.app')} connection to {where}:{fields.get('net.dst_port')} "
+                     f"carries SSH-framed packets ({fields.get('net.shape_small_out')} small "
+                     f"bursts out, {fields.get('net.shape_small_in')} in): an SSH session "
+                     "tunnelled through an allowed channel"),
+            categories=("tunnel", "command_and_control"),
+            mitre=("T1572",),
+            evidence={k: fields.get(k) for k in ("net.conn_id", "net.shape_small_out",
+                                                 "net.shape_small_in", "net.shape_turns",
+                                                 "net.shape_server_first")},
+        )]
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._fired = {k for k in self._fired if k[0] != session_id}
+
+
+class BeaconDetector:
+    name = "beacon_jitter"
+    kinds = frozenset({EventKind.NET_CONNECT})
+
+    def __init__(self) -> None:
+        self._times: dict[tuple[str, str], deque[int]] = {}
+        self._fired: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        if fields.get("net.decision") != "allow":
+            return []
+        target = str(fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip"))
+        target += f":{fields.get('net.dst_port')}"
+        key = (event.session_id, target)
+        with self._lock:
+            if key in self._fired:
+                return []
+            times = self._times.setdefault(key, deque(maxlen=BEACON_MIN * 2))
+            times.append(event.ts)
+            if len(times) < BEACON_MIN:
+                return []
+            gaps = [(b - a) / 1e9 for a, b in zip(times, list(times)[1:])]
+            median = statistics.median(gaps)
+            if median < BEACON_MIN_PERIOD:
+                return []
+            spread = statistics.median(abs(g - median) for g in gaps) / median
+            if spread > BEACON_MAX_SPREAD:
+                return []
+            self._fired.add(key)
+        return [Finding(
+            rule_id="detector.beacon_jitter",
+            severity=Severity.MEDIUM,
+            message=(f"connections to {target} every {median:.1f}s (spread {spread:.2f}) "
+                     f"over {len(gaps) + 1} connections: a beacon"),
+            categories=("command_and_control",),
+            mitre=("T1071", "T1029"),
+            evidence={"destination": target, "period_seconds": round(median, 3),
+                      "spread": round(spread, 3)},
+        )]
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._fired = {k for k in self._fired if k[0] != session_id}
+            for key in [k for k in self._times if k[0] == session_id]:
+                del self._times[key]
+
+
+def network_detectors() -> list[Any]:
+    """The gateway's detectors, for ``engine.detectors.default_detectors``."""
+    return [ReconDetector(), DnsExfilDetector(), StreamCutDetector(), ShapeDetector(),
+            BeaconDetector()]

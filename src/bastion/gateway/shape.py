@@ -1,0 +1,92 @@
+"""Traffic shape of a relayed connection: what encrypted traffic still shows.
+
+Inside TLS the gateway cannot read the bytes, but it sees each burst the relay moves:
+its direction, size and time. That is enough to tell an SSH session (or any tunnel of
+one) riding an allowed TLS channel from web traffic:
+
+* SSH packets have a fixed framing: a 4-byte length, a payload padded to the cipher's
+  block (8 or 16 bytes) and a 16-byte tag, so packets of *many different sizes* all
+  have the same size modulo 4; wrapped one packet per TLS record (``openssl
+  s_client``, ``socat``, ``stunnel``) that stays true with a constant TLS overhead
+  added. Web traffic (HTTP/1, websocket messages) has sizes spread over all residues,
+  and repeated fixed-size messages (pings) are few distinct sizes.
+* An SSH session is a dialogue of small bursts in both directions, and the server
+  speaks on its own (its banner, echoes, prompts) — HTTPS servers answer requests.
+
+``Shape.note`` is called by the relay threads for every burst (a few integer updates;
+nothing is stored per burst). ``verdict`` says ``ssh`` when the framing signature is
+unmistakable (the gateway cuts), ``interactive`` for the weaker dialogue pattern (an
+alert), else None.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["Shape"]
+
+SMALL = 256  # bytes: a burst this small is "interactive-sized"
+SERVER_FIRST_GAP = 0.5  # seconds of silence after which a server burst is unprompted
+SSH_MIN_BURSTS = 8  # small bursts each way before the framing signature counts
+SSH_RESIDUE_SHARE = 0.85  # share of small bursts on one residue mod 4, each way
+SSH_DISTINCT_SIZES = 4  # different small burst sizes each way
+INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
+
+
+class Shape:
+    """Burst statistics of one connection; updated from two threads without locks
+    (counts may be off by one under a race, which no threshold here cares about)."""
+
+    __slots__ = ("_dir", "_last", "first_in_before_out", "residues", "server_first", "sizes",
+                 "small", "turns")
+
+    def __init__(self) -> None:
+        self.small = [0, 0]  # out (sandbox -> server), in
+        self.residues = [[0] * 4, [0] * 4]
+        self.sizes: list[set[int]] = [set(), set()]
+        self.turns = 0
+        self.server_first = 0
+        self.first_in_before_out = False
+        self._dir = -1
+        self._last = [0.0, 0.0]
+
+    def note(self, index: int, size: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if size < SMALL:
+            self.small[index] += 1
+            self.residues[index][size & 3] += 1
+            if len(self.sizes[index]) < 16:
+                self.sizes[index].add(size)
+        if self._dir != index:
+            if self._dir == -1 and index == 1:
+                self.first_in_before_out = True
+            self.turns += 1
+            self._dir = index
+        if index == 1 and now - self._last[0] > SERVER_FIRST_GAP \
+                and now - self._last[1] > SERVER_FIRST_GAP:
+            self.server_first += 1
+        self._last[index] = now
+
+    def _framed(self, index: int) -> bool:
+        small = self.small[index]
+        return (small >= SSH_MIN_BURSTS and len(self.sizes[index]) >= SSH_DISTINCT_SIZES
+                and max(self.residues[index]) >= SSH_RESIDUE_SHARE * small)
+
+    def verdict(self) -> str | None:
+        if self._framed(0) and self._framed(1) and self.turns >= 2 * SSH_MIN_BURSTS:
+            return "ssh"
+        if (min(self.small) >= INTERACTIVE_MIN and self.turns >= INTERACTIVE_MIN
+                and self.server_first >= 3):
+            return "interactive"
+        return None
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"net.shape_small_out": self.small[0],
+                               "net.shape_small_in": self.small[1],
+                               "net.shape_turns": self.turns,
+                               "net.shape_server_first": self.server_first}
+        shape = self.verdict()
+        if shape is not None:
+            out["net.shape"] = shape
+        return out

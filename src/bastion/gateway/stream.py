@@ -1,0 +1,310 @@
+"""Whole-stream inspection of a relayed connection, sans I/O.
+
+The first-bytes classifier (``sniff.classify``) names a connection so the gateway can
+decide it; an agent that wants through only has to make those first bytes look
+harmless (a space, a JSON-RPC ``ping``, an HTTP POST, a kept-alive second request).
+So every chunk of a non-TLS connection is fed to an ``Inspector`` *before* it is
+forwarded, for the connection's whole life, and the first chunk that carries a
+forbidden protocol is never sent: the relay cuts the connection instead.
+
+What is looked for, anywhere in the stream:
+
+* miner JSON-RPC (Stratum, xmrig/ethminer ``login``/``submit``/``eth_*``): the
+  ``"method"`` key is found wherever it sits in the object, in any letter case, with
+  any whitespace, after ``\\uXXXX`` escapes are undone, inside HTTP bodies and inside
+  (unmasked) websocket frames;
+* an SSH version exchange (``SSH-2.0-`` at the start of a line);
+* proxy handshakes: ``CONNECT host:port HTTP/1.x`` request lines;
+* in an HTTP stream, every request of a kept-alive connection, one by one: its head is
+  classified like a first request and judged by the caller (``judge``), so a second
+  request for another Host, or an absolute-form proxy request, is refused on its own.
+
+Everything here is a pure function of the bytes fed so far; malformed input never
+raises. Chunks are scanned with a short overlap so a keyword split across two reads is
+still seen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .sniff import Sniff, classify
+
+__all__ = ["Finding", "Inspector", "scan"]
+
+_OVERLAP = 512  # bytes of the previous chunk scanned again with the next one
+_MAX_HEAD = 64 * 1024  # an HTTP request head larger than this is refused
+
+# strong: only miners say these; weak: generic names that xmrig-style pools use, which
+# count only beside a miner-shaped parameter in the same message
+_STRONG = (rb"mining\.[a-z_.]{3,40}|eth_submitlogin|eth_getwork|eth_submitwork|"
+           rb"eth_submithashrate|mining_subscribe")
+_WEAK = rb"login|submit|getjob|keepalived"
+_METHOD = re.compile(rb'"method"\s*:\s*"(' + _STRONG + rb"|" + _WEAK + rb')"')
+_WEAK_SET = {b"login", b"submit", b"getjob", b"keepalived"}
+_MINER_PARAM = re.compile(rb'"(agent|job_id|nonce|rigid|pass|worker|blob)"\s*:')
+_ESCAPE = re.compile(rb"\\u00([0-7][0-9a-f])")
+_SSH = re.compile(rb"(?:^|[\r\n])SSH-[12]\.[0-9]{1,2}-[\x21-\x7e]{1,200}")
+_CONNECT = re.compile(rb"(?:^|\n)\s*connect\s+\[?[a-z0-9_.:-]{1,255}\]?:[0-9]{1,5}\s+http/",
+                      re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A forbidden protocol seen mid-stream: the connection must be cut."""
+
+    app: str  # stratum, ssh, http-connect, http (a refused kept-alive request)
+    rule: str  # gateway.miner_protocol, gateway.proxy_protocol, ...
+    reason: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def scan(data: bytes) -> Finding | None:
+    """The protocol checks that hold for any bytes, wherever they appear."""
+    lowered = data.lower()
+    if b"\\u00" in lowered:
+        lowered = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), lowered)
+    if b'"method"' in lowered:
+        for match in _METHOD.finditer(lowered):
+            method = match.group(1)
+            if method in _WEAK_SET:
+                near = lowered[max(0, match.start() - 400):match.end() + 400]
+                if not _MINER_PARAM.search(near):
+                    continue
+            return Finding("stratum", "gateway.miner_protocol",
+                           f"miner JSON-RPC method {method.decode()!r} in the stream",
+                           {"net.stratum_method": method.decode()[:64]})
+    if b"ssh-" in lowered:
+        ssh = _SSH.search(data)
+        if ssh:
+            banner = ssh.group(0).strip().decode("ascii", "replace")
+            return Finding("ssh", "gateway.ssh_in_stream",
+                           "an SSH version exchange inside another protocol",
+                           {"net.ssh_banner": banner[:255]})
+    if b"connect" in lowered:
+        connect = _CONNECT.search(data)
+        if connect:
+            return Finding("http-connect", "gateway.proxy_protocol",
+                           "a CONNECT proxy request in the stream",
+                           {"net.path": connect.group(0).strip().decode("latin-1")[:255]})
+    return None
+
+
+class Inspector:
+    """One direction of one connection. ``feed(chunk)`` returns a ``Finding`` as soon as
+    the stream so far shows a forbidden protocol (the chunk must then not be
+    forwarded), else None.
+
+    ``http=True`` tracks HTTP/1.x request framing (Content-Length, chunked bodies,
+    websocket upgrades) and passes each request head to ``judge``, which returns a
+    refusal reason (a Finding) or None.
+    """
+
+    def __init__(self, *, http: bool = False,
+                 judge: Callable[[Sniff], Finding | None] | None = None) -> None:
+        self._http = http
+        self._judge = judge
+        self._tail = b""
+        self._state = "head" if http else "raw"
+        self._head = b""
+        self._body_left = 0  # bytes of the current Content-Length body still to come
+        self._chunk = b""  # partial chunked-encoding size line
+        self._ws = b""  # partial websocket frame header
+        self._ws_left = 0
+        self._ws_mask = b""
+        self._ws_pos = 0
+        self._ws_text = b""  # unmasked payload awaiting a scan
+        self.requests = 0
+
+    def feed(self, data: bytes) -> Finding | None:
+        if not data:
+            return None
+        window = self._tail + data
+        self._tail = window[-_OVERLAP:]
+        if self._state == "ws" or (self._http and self._state != "raw"):
+            return self._framed(data, window)
+        return scan(window)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _framed(self, data: bytes, window: bytes) -> Finding | None:
+        if self._state != "ws":
+            found = scan(window)  # bodies and heads alike
+            if found:
+                return found
+        pos = 0
+        while pos < len(data):
+            if self._state == "head":
+                before = len(self._head)
+                self._head += data[pos:]
+                end = self._head.find(b"\r\n\r\n")
+                size = 4
+                if end < 0:
+                    end, size = self._head.find(b"\n\n"), 2
+                if end < 0:
+                    if len(self._head) > _MAX_HEAD:
+                        return Finding("http", "gateway.malformed", "HTTP request head too large")
+                    return None
+                head = self._head[:end + size]
+                self._head = b""
+                pos += len(head) - before
+                found = self._request(head)
+                if found:
+                    return found
+            elif self._state == "body":
+                take = min(self._body_left, len(data) - pos)
+                self._body_left -= take
+                pos += take
+                if self._body_left == 0:
+                    self._state = "head"
+            elif self._state == "chunked":
+                pos = self._chunked(data, pos)
+                if pos < 0:
+                    return Finding("http", "gateway.malformed", "bad chunked encoding")
+            elif self._state == "ws":
+                return self._frames(data[pos:])
+            else:  # raw: after an upgrade we cannot frame (h2c and friends): scan only
+                return scan(window)
+        return None
+
+    def _request(self, head: bytes) -> Finding | None:
+        self.requests += 1
+        sniff = classify(head, final=True)
+        if sniff is None or sniff.app not in ("http", "http-connect"):
+            return Finding("http", "gateway.malformed",
+                           "the stream stopped being HTTP/1.x requests")
+        if sniff.app == "http-connect":
+            return Finding("http-connect", "gateway.proxy_protocol",
+                           f"CONNECT {sniff.host}:{sniff.port} inside an HTTP connection",
+                           {"net.host": sniff.host or "", "net.method": "CONNECT"})
+        if self._judge is not None and self.requests > 1:
+            found = self._judge(sniff)
+            if found:
+                return found
+        headers = _headers(head)
+        if b"websocket" in headers.get(b"upgrade", b"").lower():
+            self._state = "ws"
+            return None
+        if headers.get(b"upgrade"):
+            self._state = "raw"
+            return None
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            self._state = "chunked"
+            self._chunk = b""
+            self._body_left = 0
+            return None
+        try:
+            length = int(headers.get(b"content-length", b"0").strip() or b"0")
+        except ValueError:
+            return Finding("http", "gateway.malformed", "bad Content-Length")
+        if length < 0:
+            return Finding("http", "gateway.malformed", "bad Content-Length")
+        self._body_left = length
+        self._state = "body" if length else "head"
+        return None
+
+    def _chunked(self, data: bytes, pos: int) -> int:
+        """Advance through chunked framing; -1 on a framing error."""
+        while pos < len(data):
+            if self._body_left > 0:
+                take = min(self._body_left, len(data) - pos)
+                self._body_left -= take
+                pos += take
+                continue
+            self._chunk += data[pos:pos + 1]
+            pos += 1
+            if not self._chunk.endswith(b"\n"):
+                if len(self._chunk) > 4096:
+                    return -1
+                continue
+            line = self._chunk.strip()
+            self._chunk = b""
+            if self._body_left == -2:  # trailers until an empty line
+                if line == b"":
+                    self._body_left = 0
+                    self._state = "head"
+                    return pos
+                continue
+            if line == b"":
+                continue
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                return -1
+            if size == 0:
+                self._body_left = -2
+            else:
+                self._body_left = size
+                # after the data: CRLF, handled by the empty-line skip above
+        return pos
+
+    # -- websocket (client frames are masked: unmask before scanning) -----------------
+
+    def _frames(self, data: bytes) -> Finding | None:
+        pos = 0
+        while pos < len(data):
+            if self._ws_left == 0:
+                self._ws += data[pos:pos + 1]
+                pos += 1
+                header = _ws_header(self._ws)
+                if header is None:
+                    continue
+                _size, length, mask = header
+                self._ws = b""
+                self._ws_left, self._ws_mask, self._ws_pos = length, mask, 0
+                continue
+            take = min(self._ws_left, len(data) - pos)
+            payload = data[pos:pos + take]
+            if self._ws_mask:
+                payload = _unmask(payload, self._ws_mask, self._ws_pos)
+            self._ws_pos += take
+            self._ws_left -= take
+            pos += take
+            self._ws_text = (self._ws_text + payload)[-(_OVERLAP * 8):]
+            found = scan(self._ws_text)
+            if found:
+                return found
+        return None
+
+
+def _ws_header(buf: bytes) -> tuple[int, int, bytes] | None:
+    """(header size, payload length, mask key) of a websocket frame header, or None
+    while incomplete."""
+    if len(buf) < 2:
+        return None
+    masked = buf[1] & 0x80
+    length = buf[1] & 0x7F
+    size = 2
+    if length == 126:
+        if len(buf) < 4:
+            return None
+        length = int.from_bytes(buf[2:4], "big")
+        size = 4
+    elif length == 127:
+        if len(buf) < 10:
+            return None
+        length = int.from_bytes(buf[2:10], "big")
+        size = 10
+    if masked:
+        if len(buf) < size + 4:
+            return None
+        return size + 4, length, bytes(buf[size:size + 4])
+    return size, length, b""
+
+
+def _unmask(payload: bytes, key: bytes, offset: int) -> bytes:
+    rotated = key[offset % 4:] + key[:offset % 4]
+    n = len(payload)
+    mask = (rotated * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+
+
+def _headers(head: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for line in head.replace(b"\r\n", b"\n").split(b"\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out

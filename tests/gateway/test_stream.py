@@ -1,0 +1,142 @@
+"""Whole-stream inspection, byte by byte: a miner, SSH or a proxy handshake is found
+wherever it sits in the stream, however it is dressed, and honest traffic never is."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bastion.gateway.sniff import Sniff
+from bastion.gateway.stream import Finding, Inspector, scan
+
+SUBSCRIBE = {"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5.1"]}
+
+
+def ws_frame(payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+    n = len(payload)
+    head = bytes([0x81])
+    if n < 126:
+        head += bytes([0x80 | n])
+    else:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def feed_all(inspector: Inspector, data: bytes, step: int) -> Finding | None:
+    for i in range(0, len(data), step):
+        found = inspector.feed(data[i:i + step])
+        if found:
+            return found
+    return None
+
+
+STRATUM_VARIANTS = {
+    "leading-space": b" " + json.dumps(SUBSCRIBE).encode() + b"\n",
+    "leading-crlf": b"\r\n" + json.dumps(SUBSCRIBE).encode() + b"\n",
+    "case": b'{"id":1,"method":"Mining.Subscribe","params":[]}\n',
+    "spaces": b'{ "id" : 1 , "method" :  "mining.authorize" , "params":["w","x"]}\n',
+    "params-first": b'{"params":["w","x"],"id":2,"method":"mining.authorize"}\n',
+    "ping-first": b'{"id":0,"method":"ping","params":[]}\n'
+                  + json.dumps(SUBSCRIBE).encode() + b"\n",
+    "escaped": b'{"id":1,"method":"mining\\u002esubscribe","params":[]}\n',
+    "xmrig-login": json.dumps({"id": 1, "jsonrpc": "2.0", "method": "login", "params": {
+        "login": "WALLET", "pass": "x", "agent": "XMRig/6.21"}}).encode() + b"\n",
+    "eth": b'{"id":1,"method":"eth_submitLogin","params":["0xabc"]}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRATUM_VARIANTS))
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_stratum_found_however_dressed(name: str, step: int) -> None:
+    found = feed_all(Inspector(), STRATUM_VARIANTS[name], step)
+    assert found is not None and found.app == "stratum", name
+    assert found.rule == "gateway.miner_protocol"
+
+
+def test_stratum_inside_http_post_body_of_a_kept_alive_stream() -> None:
+    body = json.dumps(SUBSCRIBE).encode()
+    first = b"GET / HTTP/1.1\r\nHost: allowed.lab.test\r\n\r\n"
+    post = (b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Type: "
+            b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    for step in (1, 5, 10_000):
+        found = feed_all(Inspector(http=True), first + post, step)
+        assert found is not None and found.app == "stratum"
+
+
+def test_stratum_inside_a_masked_websocket() -> None:
+    upgrade = (b"GET /ws HTTP/1.1\r\nHost: allowed.lab.test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: x\r\n\r\n")
+    hello = ws_frame(b'{"op":"hello"}')
+    miner = ws_frame(json.dumps(SUBSCRIBE).encode())
+    # masked, the method name is not in the bytes at all
+    assert b"mining" not in miner and scan(miner) is None
+    for step in (1, 3, 4096):
+        found = feed_all(Inspector(http=True), upgrade + hello + miner, step)
+        assert found is not None and found.app == "stratum", step
+
+
+def test_honest_websocket_chat_passes() -> None:
+    upgrade = (b"GET /ws HTTP/1.1\r\nHost: allowed.lab.test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\n\r\n")
+    frames = b"".join(ws_frame(json.dumps({"method": "chat.send", "text": f"hi {i}"}).encode())
+                      for i in range(50))
+    assert feed_all(Inspector(http=True), upgrade + frames, 13) is None
+
+
+def test_ssh_and_connect_anywhere() -> None:
+    found = feed_all(Inspector(), b"\r\n  \nSSH-2.0-OpenSSH_9.2p1 Debian\r\n", 2)
+    assert found is not None and found.app == "ssh"
+    assert found.fields["net.ssh_banner"].startswith("SSH-2.0-")
+    found = feed_all(Inspector(), b"hello\nCONNECT pool.lab.test:3333 HTTP/1.1\r\n\r\n", 3)
+    assert found is not None and found.rule == "gateway.proxy_protocol"
+    req = (b"GET / HTTP/1.1\r\nHost: allowed.lab.test\r\n\r\n"
+           b"CONNECT 203.0.113.33:3333 HTTP/1.1\r\nHost: x\r\n\r\n")
+    found = feed_all(Inspector(http=True), req, 1)
+    assert found is not None and found.app == "http-connect"
+
+
+def test_kept_alive_requests_are_judged_one_by_one() -> None:
+    seen: list[str | None] = []
+
+    def judge(sniff: Sniff) -> Finding | None:
+        seen.append(sniff.host)
+        if sniff.host != "allowed.lab.test":
+            return Finding("http", "gateway.default_deny", f"{sniff.host} not allowed")
+        return None
+
+    one = b"GET /a HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: 3\r\n\r\nabc"
+    two = b"GET /b HTTP/1.1\r\nHost: allowed.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n" \
+          b"3\r\nxyz\r\n0\r\n\r\n"
+    three = b"GET http://denied.lab.test/ HTTP/1.1\r\nHost: denied.lab.test\r\n\r\n"
+    inspector = Inspector(http=True, judge=judge)
+    assert feed_all(inspector, one + two, 2) is None
+    found = feed_all(inspector, three, 2)
+    assert found is not None and found.rule == "gateway.default_deny"
+    assert seen == ["allowed.lab.test", "denied.lab.test"]  # the first was decided at connect
+    assert inspector.requests == 3
+
+
+@pytest.mark.parametrize("data", [
+    b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"rootUri":null}}\n',
+    b'{"method":"login","params":{"user":"alice","password_hash":"x"}}\n',
+    b"POST /simple/ HTTP/1.1\r\nHost: pypi.org\r\nContent-Length: 20\r\n\r\n"
+    b'{"method": "submit"}',
+    b"GET /ssh-keys/SSH-2.0.txt HTTP/1.1\r\nHost: allowed.lab.test\r\n\r\n",
+    b"connect to the database and run the query\n",
+])
+def test_honest_bytes_pass(data: bytes) -> None:
+    http = data.startswith((b"GET", b"POST"))
+    for step in (1, 4096):
+        assert feed_all(Inspector(http=http), data, step) is None, data
+
+
+def test_random_bytes_never_raise_and_rarely_match() -> None:
+    rng = os.urandom(1 << 20)
+    inspector = Inspector()
+    assert feed_all(inspector, rng, 65536) is None
+    http = Inspector(http=True)
+    for i in range(0, 4096, 17):
+        http.feed(rng[i:i + 17])  # garbage: a malformed finding or None, never an exception
