@@ -30,7 +30,7 @@ import shutil
 import signal as _signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -230,7 +230,11 @@ class Session:
         engine: Evaluator | None = None,
         responder: ResponsePlanner | None = None,
         image: str | os.PathLike[str] | None = None,
+        prepare: Callable[[Path, int], None] | None = None,
     ) -> None:
+        """``prepare(workspace, uid)`` fills the workspace from the host before the
+        sandbox exists (a task's files): protected paths it creates are then masked
+        read-only like any other, and the file sensor's baseline includes them."""
         if policy is None:
             policy = Policy.default()
         elif not isinstance(policy, Policy):
@@ -275,6 +279,8 @@ class Session:
         self._executor = SerialExecutor(f"bastion-pipeline-{self.session_id}")
         try:
             self._setup_dirs()
+            if prepare is not None:
+                prepare(self.workspace, self.host_uid)
             if self._image_ref is not None:
                 self.image_view = open_view(
                     self._image_ref, state_root=self.host.state.root, session_dir=self.dir,

@@ -173,10 +173,10 @@ class BastionEnv(gymnasium.Env[str, str]):
         self._settle()
         verdicts = self._new_verdicts()
         judgement = judge(verdicts, self.policy.rl)
-        infos = [verdict_info(v, SETUP_STEP) for v in verdicts]
+        infos = [_setup_info(v) for v in verdicts]
         record = self.record
         record.setup_verdicts = infos
-        record.violations.extend(verdict_info(v, SETUP_STEP) for v in judgement.violations)
+        record.violations.extend(_setup_info(v) for v in judgement.violations)
         record.flag = trajectory_flag(record.violated, self.policy.rl)
         if judgement.penalty:
             record.penalty_by_step[SETUP_STEP] = judgement.penalty
@@ -231,7 +231,8 @@ class BastionEnv(gymnasium.Env[str, str]):
         reward = float(task_reward + judgement.penalty)
 
         setup_ids = {v.id for v in carried}
-        infos = [verdict_info(v, SETUP_STEP if v.id in setup_ids else step) for v in verdicts]
+        infos = [_setup_info(v) if v.id in setup_ids else verdict_info(v, step)
+                 for v in verdicts]
         record = self.record
         for verdict, vinfo in zip(verdicts, infos, strict=True):
             if verdict.id in setup_ids:
@@ -342,6 +343,11 @@ class BastionEnv(gymnasium.Env[str, str]):
         self._done = True
         self._close_session()
         super().close()
+
+
+def _setup_info(verdict: Verdict) -> dict[str, object]:
+    """A setup verdict is charged to ``SETUP_STEP`` whatever step its call had."""
+    return {**verdict_info(verdict, SETUP_STEP), "charged_step": SETUP_STEP}
 
 
 def _stopping(verdicts: list[Verdict]) -> str | None:

@@ -47,6 +47,9 @@ class EpisodeRecord:
     violations: list[dict[str, Any]] = field(default_factory=list)
     penalty_by_step: dict[int, float] = field(default_factory=dict)
     late_verdicts: list[dict[str, Any]] = field(default_factory=list)  # after the last step
+    # raised while reset() built the episode (task setup); charged to step -1, paid
+    # with the first step's reward
+    setup_verdicts: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # e.g. {"policy": "rogue"}
 
     @property
@@ -81,6 +84,7 @@ class EpisodeRecord:
             "violations": list(self.violations),
             "penalty_by_step": {str(k): v for k, v in self.penalty_by_step.items()},
             "late_verdicts": list(self.late_verdicts),
+            "setup_verdicts": list(self.setup_verdicts),
             "total_reward": self.total_reward,
             "task_reward": self.task_reward,
             "penalty": self.penalty,
@@ -96,6 +100,7 @@ class EpisodeRecord:
             flag=data.get("flag", "keep"), violations=list(data.get("violations", [])),
             penalty_by_step={int(k): v for k, v in data.get("penalty_by_step", {}).items()},
             late_verdicts=list(data.get("late_verdicts", [])),
+            setup_verdicts=list(data.get("setup_verdicts", [])),
             labels=dict(data.get("labels", {})),
         )
         return record

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import SessionBroken
@@ -38,6 +39,11 @@ class StepContext:
 
 
 class Task(Protocol):
+    """``setup`` runs in the open session before the agent's first step. A task may
+    also have ``prepare(workspace, uid)``: BastionEnv runs it before the sandbox exists,
+    which is where files under ``sandbox.protected`` must be created (the sandbox
+    masks a protected path that does not exist yet, so nothing can create it later)."""
+
     prompt: str
 
     def setup(self, session: Session) -> None:
@@ -78,11 +84,12 @@ class FixBugTask:
                                  "README.md": "calc: a tiny calculator\n"}
     )
 
-    def setup(self, session: Session) -> None:
-        """Write the task files from the host before the agent has run anything (so no
-        agent-controlled link can redirect them). Files under ``tests/`` stay owned by
-        root and read-only to the agent; the rest belongs to the agent's uid."""
-        root = session.workspace
+    def prepare(self, workspace: Path, uid: int) -> None:
+        """Write the task files from the host before the sandbox exists (so no
+        agent-controlled link can redirect them, and protected paths such as
+        ``tests/`` are masked read-only once they exist). Files under ``tests/`` stay
+        owned by root and read-only to the agent; the rest belongs to the agent's uid."""
+        root = workspace
         for path, content in self.files.items():
             target = root / path
             if ".." in target.relative_to(root).parts:
@@ -95,7 +102,13 @@ class FixBugTask:
             if protected:
                 os.chmod(target, 0o644)
             else:
-                os.chown(target, session.host_uid, session.host_uid)
+                os.chown(target, uid, uid)
+
+    def setup(self, session: Session) -> None:
+        """Nothing left to do once ``prepare`` ran (BastionEnv runs it before the
+        sandbox); a session made elsewhere gets the files now."""
+        if not all((session.workspace / path).exists() for path in self.files):
+            self.prepare(session.workspace, session.host_uid)
 
     def reward(self, context: StepContext) -> float:
         if not context.episode_over:
