@@ -25,6 +25,10 @@ ALWAYS_HIDDEN = (
     "/etc/shadow",
     "/etc/gshadow",
     "/sys/fs/bpf",
+    "/etc/ssl/private",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/security/opasswd",
 )
 
 
@@ -32,12 +36,27 @@ class Limits(Section):
     memory: Size = Field(default=2 * 1024**3, description="memory limit (e.g. 4GiB)")
     pids: int = Field(default=256, gt=0, description="maximum number of tasks")
     cpus: float = Field(default=2.0, gt=0, description="CPU quota in cores")
+    disk: Size = Field(
+        default=1024**3, gt=0,
+        description="bytes the session may store in each of its writable filesystems "
+                    "(the workspace bastion creates, and /tmp + /var/tmp + /dev/shm); "
+                    "memory-backed, so it counts against the memory limit as well",
+    )
+    inodes: int = Field(default=262_144, gt=0,
+                        description="files and directories per writable filesystem")
     exec_timeout: Duration = Field(default=600.0, description="per-call wall-clock limit")
     session_timeout: Duration = Field(default=3600.0, description="whole-session limit")
 
 
 class SandboxPolicy(Section):
     rootfs: str = Field(default="/", description="read-only root filesystem")
+    image: str | None = Field(
+        default=None,
+        description="container image the session runs in, instead of rootfs: an OCI "
+                    "layout directory (DIR[:TAG]), a `docker save` or OCI archive, or a "
+                    "skopeo local transport; seen through a per-session copy-on-write "
+                    "overlay (see bastion.image)",
+    )
     workspace: str | None = Field(
         default=None,
         description="read-write working tree; a fresh temporary directory when unset",

@@ -2,9 +2,18 @@
 
 Each session gets one cgroup *tree*:
 
-    <session>/            limits (memory, pids, cpu) live here on v2
+    <session>/            limits + a reserve for the supervisor (v2)
     <session>/init        bwrap and the in-sandbox supervisor
-    <session>/call-<n>    the processes of one tool call, and everything they fork
+    <session>/call-<n>    the processes of one tool call, and everything they fork;
+                          on v2 each call is capped at the policy's limits as well
+
+The supervisor must outlive whatever the agent does to its own calls (an OOM, a fork
+bomb): the calls' memory and pids are accounted apart from it, or with a reserve
+above the calls' limit. On v2 the session's limit is the policy's plus
+``SUPERVISOR_RESERVE`` and each call is capped at the policy's limit. On a hybrid host
+the v1 limit hierarchies have one more level, ``<session>/init`` (the supervisor, with
+a small cap of its own) beside ``<session>/calls`` (every call, capped at the policy's
+limits), so no amount of the agent's memory or tasks is charged to the supervisor.
 
 Per-call child cgroups are how bastion attributes processes to the call that caused
 them: cgroup membership is inherited across fork, double fork and setsid, and a
@@ -34,6 +43,10 @@ __all__ = ["CgroupHost", "SessionCgroup"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _V1_LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+# What bastion's own in-sandbox processes (bwrap's pid 1 and the supervisor) may use,
+# apart from the agent's calls.
+SUPERVISOR_RESERVE_MEMORY = 64 * 1024 * 1024
+SUPERVISOR_RESERVE_PIDS = 32
 
 
 def _is_cgroup2(path: Path) -> bool:
@@ -64,13 +77,18 @@ class CgroupHost:
 
     @classmethod
     def detect(cls, prefix: str = "bastion") -> CgroupHost:
+        """``prefix`` may have several parts (``bastion/sd-1a2b``): one cgroup root per
+        state directory, so that `bastion cleanup` of one state directory can never
+        see, let alone kill, the sessions of another."""
         if _is_cgroup2(_ROOT):
             controllers = set((_ROOT / "cgroup.controllers").read_text().split())
-            base = _ROOT / prefix
-            _mkdir(base)
             wanted = [c for c in ("memory", "pids", "cpu") if c in controllers]
             _enable_controllers(_ROOT, wanted)
-            _enable_controllers(base, wanted)
+            base = _ROOT
+            for part in prefix.split("/"):
+                base = base / part
+                _mkdir(base)
+                _enable_controllers(base, wanted)
             have = set((base / "cgroup.subtree_control").read_text().split())
             return cls("v2", base, {}, frozenset(c for c in wanted if c in have))
         unified = _ROOT / "unified"
@@ -79,17 +97,14 @@ class CgroupHost:
                 "bastion needs cgroup v2 (or a hybrid host with /sys/fs/cgroup/unified) to "
                 "kill and freeze sessions; boot with systemd.unified_cgroup_hierarchy=1"
             )
-        base = unified / prefix
-        _mkdir(base)
+        base = _mkdirs(unified, prefix)
         v1: dict[str, Path] = {}
         for controller in _V1_LIMIT_CONTROLLERS:
             mount = _ROOT / controller
             if (mount / "cgroup.procs").exists():
                 # nest under our own cgroup so that whoever contains us contains sessions
                 own = _own_v1_path(controller).lstrip("/")
-                ctrl_base = mount / own / prefix
-                _mkdir(ctrl_base)
-                v1[controller] = ctrl_base
+                v1[controller] = _mkdirs(mount / own if own else mount, prefix)
         return cls("hybrid", base, v1, frozenset(v1))
 
     def unenforced(self, wanted: tuple[str, ...] = ("memory", "pids", "cpu")) -> list[str]:
@@ -105,6 +120,13 @@ class CgroupHost:
             with contextlib.suppress(OSError):
                 names.update(p.name for p in base.iterdir() if p.is_dir())
         return sorted(names)
+
+
+def _mkdirs(base: Path, prefix: str) -> Path:
+    for part in prefix.split("/"):
+        base = base / part
+        _mkdir(base)
+    return base
 
 
 def _mkdir(path: Path) -> None:
@@ -142,6 +164,7 @@ class SessionCgroup:
     unified: Path
     v1: dict[str, Path]
     _calls: int = 0
+    _call_limits: tuple[int, int] | None = None  # v2: (memory, pids) of each call
 
     @classmethod
     def create(cls, host: CgroupHost, name: str) -> SessionCgroup:
@@ -152,35 +175,43 @@ class SessionCgroup:
         for controller, base in host.v1.items():
             path = base / name
             path.mkdir()
+            (path / "init").mkdir()
+            (path / "calls").mkdir()
             v1[controller] = path
         return cls(host, name, unified, v1)
 
     # -- limits ---------------------------------------------------------------------
 
     def set_limits(self, *, memory: int, pids: int, cpus: float) -> None:
+        """The policy's limits apply to the agent's calls; the supervisor keeps a
+        reserve of its own on top (see the module docstring)."""
         period = 100_000
         quota = max(1000, int(cpus * period))
         if self.host.mode == "v2":
             if "memory" in self.host.available:
-                _write(self.unified / "memory.max", str(memory))
+                _write(self.unified / "memory.max", str(memory + SUPERVISOR_RESERVE_MEMORY))
                 with contextlib.suppress(OSError):
                     _write(self.unified / "memory.swap.max", "0")
             if "pids" in self.host.available:
-                _write(self.unified / "pids.max", str(pids))
+                _write(self.unified / "pids.max", str(pids + SUPERVISOR_RESERVE_PIDS))
             if "cpu" in self.host.available:
                 _write(self.unified / "cpu.max", f"{quota} {period}")
+            self._call_limits = (memory, pids)
             return
         if "memory" in self.v1:
-            _write(self.v1["memory"] / "memory.limit_in_bytes", str(memory))
+            calls, init = self.v1["memory"] / "calls", self.v1["memory"] / "init"
+            _write(calls / "memory.limit_in_bytes", str(memory))
             with contextlib.suppress(OSError):
-                _write(self.v1["memory"] / "memory.memsw.limit_in_bytes", str(memory))
+                _write(calls / "memory.memsw.limit_in_bytes", str(memory))
             with contextlib.suppress(OSError):
-                _write(self.v1["memory"] / "memory.swappiness", "0")
+                _write(calls / "memory.swappiness", "0")
+            _write(init / "memory.limit_in_bytes", str(SUPERVISOR_RESERVE_MEMORY))
         if "pids" in self.v1:
-            _write(self.v1["pids"] / "pids.max", str(pids))
+            _write(self.v1["pids"] / "calls" / "pids.max", str(pids))
+            _write(self.v1["pids"] / "init" / "pids.max", str(SUPERVISOR_RESERVE_PIDS))
         if "cpu" in self.v1:
-            _write(self.v1["cpu"] / "cpu.cfs_period_us", str(period))
-            _write(self.v1["cpu"] / "cpu.cfs_quota_us", str(quota))
+            _write(self.v1["cpu"] / "calls" / "cpu.cfs_period_us", str(period))
+            _write(self.v1["cpu"] / "calls" / "cpu.cfs_quota_us", str(quota))
 
     # -- membership -----------------------------------------------------------------
 
@@ -194,17 +225,27 @@ class SessionCgroup:
         """
         if limited:
             for path in self.v1.values():
-                _write(path / "cgroup.procs", str(pid))
+                _write(path / "init" / "cgroup.procs", str(pid))
         _write(self.unified / "init" / "cgroup.procs", str(pid))
 
     def new_call(self) -> Path:
         self._calls += 1
         path = self.unified / f"call-{self._calls}"
         path.mkdir()
+        if self._call_limits is not None:
+            memory, pids = self._call_limits
+            if "memory" in self.host.available:
+                _write(path / "memory.max", str(memory))
+            if "pids" in self.host.available:
+                _write(path / "pids.max", str(pids))
         return path
 
     def add_to_call(self, call_cgroup: Path, pid: int) -> None:
-        # v1 membership is inherited from the supervisor already
+        """Move a call's first process (forked by the supervisor, so still charged to
+        it) into the call's cgroups before it runs anything: from here on everything
+        it and its descendants use is the agent's, not the supervisor's."""
+        for path in self.v1.values():
+            _write(path / "calls" / "cgroup.procs", str(pid))
         _write(call_cgroup / "cgroup.procs", str(pid))
 
     def pids(self) -> list[int]:
@@ -272,27 +313,40 @@ class SessionCgroup:
     def memory_bytes(self) -> int | None:
         candidates = [self.unified / "memory.current"]
         if "memory" in self.v1:
-            candidates.insert(0, self.v1["memory"] / "memory.usage_in_bytes")
+            candidates.insert(0, self.v1["memory"] / "calls" / "memory.usage_in_bytes")
         for path in candidates:
             with contextlib.suppress(OSError, ValueError):
                 return int(path.read_text())
         return None
 
     def oom_kills(self) -> int:
+        """OOM kills among the agent's calls (the supervisor's cgroup is apart)."""
         if "memory" in self.v1:
             with contextlib.suppress(OSError):
-                for line in (self.v1["memory"] / "memory.oom_control").read_text().splitlines():
+                text = (self.v1["memory"] / "calls" / "memory.oom_control").read_text()
+                for line in text.splitlines():
                     if line.startswith("oom_kill "):
                         return int(line.split()[1])
             return 0
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # hierarchical: every call's kills
             for line in (self.unified / "memory.events").read_text().splitlines():
                 if line.startswith("oom_kill "):
                     return int(line.split()[1])
         return 0
 
+    def supervisor_oom_kills(self) -> int:
+        """OOM kills in bastion's own part of the sandbox (bwrap, the supervisor)."""
+        path = (self.v1["memory"] / "init" / "memory.oom_control") if "memory" in self.v1 \
+            else (self.unified / "init" / "memory.events")
+        with contextlib.suppress(OSError, ValueError):
+            for line in path.read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        return 0
+
     def pids_current(self) -> int | None:
-        path = (self.v1["pids"] / "pids.current") if "pids" in self.v1 else (self.unified / "pids.current")
+        path = (self.v1["pids"] / "calls" / "pids.current") if "pids" in self.v1 \
+            else (self.unified / "pids.current")
         with contextlib.suppress(OSError, ValueError):
             return int(path.read_text())
         return None
@@ -315,6 +369,8 @@ class SessionCgroup:
         for path in sorted(self._all_unified(), key=lambda p: len(p.parts), reverse=True):
             _rmdir_retry(path)
         for path in self.v1.values():
+            for sub in ("calls", "init"):
+                _rmdir_retry(path / sub)
             _rmdir_retry(path)
 
 

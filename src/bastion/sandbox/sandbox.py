@@ -14,6 +14,7 @@ import json
 import marshal
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,10 +27,12 @@ from pathlib import Path
 
 from ..errors import SandboxUnavailable, SessionBroken
 from ..policy.sandbox import SandboxPolicy
-from . import supervisor
-from .bwrap import BwrapSpec, build_argv
+from . import scratch, supervisor
+from ..image.view import ImageView
+from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
 from .seccomp import compiled_filter
+from .watch import SupervisorLost, supervisor_problem, watcher
 
 __all__ = ["CallHandle", "RawResult", "Sandbox"]
 
@@ -40,6 +43,7 @@ _BOOTSTRAP = ("import os,sys;fd=int(sys.argv[2]);b=b''\n"
               "os.close(fd);exec(compile(b,'bastion-supervisor','exec'))")
 _MAX_OUTPUT = 8 * 1024 * 1024  # per stream; the rest is counted and dropped
 _START_TIMEOUT = 10.0
+_REPLY_SLICE = 0.1  # while waiting for a reply, look at the supervisor this often
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,23 @@ def _orphan_drain() -> _OrphanDrain:
         return _drain
 
 
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a (small, host-written) tree keeping owners and modes; links stay links."""
+    for entry in os.scandir(src):
+        target = dst / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            target.mkdir()
+            _copy_tree(Path(entry.path), target)
+        else:
+            shutil.copy2(entry.path, target)
+        st = entry.stat(follow_symlinks=False)
+        os.lchown(target, st.st_uid, st.st_gid)
+        if not entry.is_symlink():
+            os.chmod(target, st.st_mode & 0o7777)
+
+
 class Sandbox:
     """A running sandbox: bwrap + supervisor inside a session cgroup tree."""
 
@@ -193,13 +214,19 @@ class Sandbox:
         host_uid: int,
         python: str = "/usr/bin/python3",
         netns: str | None = None,
+        on_lost: Callable[[str], None] | None = None,
+        image: ImageView | None = None,
     ) -> None:
+        """``on_lost(reason)`` is called once if the supervisor is stopped, killed or
+        stops answering (from the watch thread or the calling thread), after the
+        sandbox was killed: the session records a ``monitor_tamper`` verdict."""
         self.policy = policy
         self.name = name
         self.workspace = workspace
         self.state_dir = state_dir
         self.host_uid = host_uid
         self._python = python
+        self.image = image  # an image session: root is the image's overlay (bastion.image)
         self._netns = netns  # path of a prepared network namespace, or None for a private one
         self._cgroup_host = cgroup_host
         self.cgroup: SessionCgroup | None = None
@@ -209,12 +236,21 @@ class Sandbox:
         self._next_id = 0
         self._broken: str | None = None
         self.init_pids: tuple[int, ...] = ()
+        self._lost_lock = threading.RLock()
+        self._on_lost = on_lost
+        self.lost: str | None = None  # why the supervisor was lost, if it was
+        self.supervisor_pid: int | None = None  # host pid of the in-sandbox supervisor
+        self._sup_pidfd = -1
+        self._mounts: list[Path] = []  # size-limited filesystems mounted for this sandbox
+        self._full: set[Path] = set()  # of those, the ones found full at the last look
+        self.disk_limit: int | None = None  # bytes the session's files may take
+        self.unenforced: list[str] = []  # limits this sandbox cannot apply (and says so)
 
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
         rootfs = self.policy.rootfs
-        if not os.path.exists(os.path.join(rootfs, self._python.lstrip("/"))):
+        if self.image is None and not os.path.exists(os.path.join(rootfs, self._python.lstrip("/"))):
             raise SandboxUnavailable(
                 f"the sandbox root {rootfs!r} has no {self._python}; bastion's in-sandbox "
                 "supervisor needs it (apt-get install python3-minimal)"
@@ -222,6 +258,11 @@ class Sandbox:
         self.cgroup = self._cgroup_host.create_session(self.name)
         limits = self.policy.limits
         self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+        try:
+            scratch_dir = self._mount_scratch()
+        except OSError as exc:
+            self._teardown()
+            raise SandboxUnavailable(f"cannot set up the session's disk limits: {exc}") from exc
 
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
@@ -240,11 +281,19 @@ class Sandbox:
             block_fd=block_r,
             seccomp_fd=sec_r,
             own_netns=self._netns is None,
+            scratch=scratch_dir,
+            tmp_size=limits.disk,
+            image_root=self.image is not None,
+            ro_binds=self.image.runtime.binds if self.image is not None else (),
         )
-        command = [self._python, "-I", "-S", "-c", _BOOTSTRAP, str(child_sock.fileno()),
+        # in an image the supervisor runs on the host's Python (images may have none)
+        python = list(self.image.runtime.command) if self.image is not None else [self._python]
+        view = (self.policy if self.image is None
+                else self.policy.model_copy(update={"rootfs": str(self.image.root)}))
+        command = [*python, "-I", "-S", "-c", _BOOTSTRAP, str(child_sock.fileno()),
                    str(src_r)]
         try:
-            argv = build_argv(self.policy, spec, command)
+            argv, args_fd = args_via_fd(build_argv(view, spec, command))
         except BaseException:
             for fd in (info_r, info_w, block_r, block_w, sec_r, err_r, err_w, src_r):
                 os.close(fd)
@@ -268,7 +317,7 @@ class Sandbox:
         try:
             self._proc = _spawn(
                 argv,
-                pass_fds=(child_sock.fileno(), info_w, block_r, sec_r, src_r),
+                pass_fds=(child_sock.fileno(), info_w, block_r, sec_r, src_r, args_fd),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err_w,
@@ -280,7 +329,7 @@ class Sandbox:
             os.close(err_r)
             raise SandboxUnavailable(f"cannot launch bubblewrap: {exc}") from exc
         finally:
-            for fd in (info_w, block_r, sec_r, err_w, src_r):
+            for fd in (info_w, block_r, sec_r, err_w, src_r, args_fd):
                 os.close(fd)
             child_sock.close()
         try:
@@ -295,6 +344,7 @@ class Sandbox:
             reply, _ = self._recv(timeout=_START_TIMEOUT)
             if reply.get("op") != "pong":
                 raise SandboxUnavailable(f"sandbox supervisor answered {reply!r}")
+            self._watch_supervisor()
         except (SandboxUnavailable, SessionBroken, OSError, ValueError, KeyError) as exc:
             detail = self._stderr(err_r)
             self._teardown()
@@ -305,6 +355,102 @@ class Sandbox:
             os.close(info_r)
             os.close(block_w)
             os.close(err_r)
+
+    def _mount_scratch(self) -> Path | None:
+        """One size-limited filesystem for /tmp, /var/tmp, /dev/shm and a workspace
+        bastion created itself (see scratch.py). Returns the directory to bind."""
+        limits = self.policy.limits
+        session_dir = self.state_dir / "sessions" / self.name
+        if not session_dir.is_dir():
+            self.unenforced.append("disk")
+            return None  # no session directory to hold the mount: bwrap's --size tmpfs
+        target = session_dir / "scratch"
+        target.mkdir(mode=0o711, exist_ok=True)
+        self.disk_limit = scratch.effective_size(limits.disk, limits.memory)
+        scratch.mount_tmpfs(target, size=self.disk_limit, inodes=limits.inodes, uid=0,
+                            mode=0o711)
+        self._mounts.append(target)
+        subdirs = [*scratch.SCRATCH_DIRS]
+        own_workspace = self.workspace.parent == session_dir
+        if own_workspace:
+            subdirs.append("workspace")
+        for sub in subdirs:
+            (target / sub).mkdir(mode=0o700)
+            os.chown(target / sub, self.host_uid, self.host_uid)
+        if own_workspace:
+            # bastion's own workspace moves onto the limited tmpfs, with what a task's
+            # prepare step already wrote there (owners and modes kept)
+            _copy_tree(self.workspace, target / "workspace")
+            scratch.bind(target / "workspace", self.workspace)
+            self._mounts.append(self.workspace)
+        else:
+            self.unenforced.append("disk(workspace)")
+        return target
+
+    def disk_full(self) -> list[str]:
+        """The writable filesystems that reached ``limits.disk`` or ``limits.inodes``
+        since the last look (what the agent saw as ENOSPC), described for a verdict.
+        A filesystem is reported again only after it had room once more."""
+        found = []
+        for path in self._mounts[:1]:  # the tmpfs (the workspace is a bind of part of it)
+            was_full = path in self._full
+            self._full.discard(path)
+            use = scratch.usage(path)
+            if use is None:
+                continue
+            used, total, inodes_used, inodes_total = use
+            where = "the session's files (workspace, /tmp, /var/tmp, /dev/shm)"
+            if total and total - used < 64 * 1024:
+                what = f"{where} reached the disk limit ({total} bytes)"
+            elif inodes_total and inodes_used >= inodes_total - 1:
+                what = f"{where} reached the inode limit ({inodes_total} files)"
+            else:
+                continue
+            self._full.add(path)
+            if not was_full:
+                found.append(what)
+        return found
+
+    def _watch_supervisor(self) -> None:
+        """Find the supervisor's host pid (the one process of the init cgroup besides
+        bwrap's two), take a pidfd on it, and hand it to the watch thread."""
+        assert self.cgroup is not None
+        init = self.cgroup.unified / "init" / "cgroup.procs"
+        others = [int(p) for p in init.read_text().split() if int(p) not in self.init_pids]
+        if len(others) != 1:
+            raise SandboxUnavailable(f"cannot tell the supervisor among {others}")
+        self.supervisor_pid = others[0]
+        self._sup_pidfd = os.pidfd_open(self.supervisor_pid)
+        watcher().add(self.supervisor_pid, self._sup_pidfd, self._supervisor_lost)
+
+    def _supervisor_lost(self, reason: str) -> None:
+        """The supervisor cannot serve the session: kill the sandbox, then tell the
+        session (once). A sandbox already killed or closed by bastion is not news."""
+        # held while the session is told, so that whoever sees ``lost`` set (the
+        # calling thread, about to raise) knows the session has recorded it
+        with self._lost_lock:
+            if self._broken is not None or self.lost is not None:
+                return
+            self.lost = reason
+            self._broken = f"supervisor lost: {reason}"
+            if self.cgroup is not None:
+                self.cgroup.kill()
+            if self._on_lost is not None:
+                self._on_lost(reason)
+
+    def _check_supervisor(self) -> None:
+        """Raise SupervisorLost if the supervisor is stopped or gone."""
+        if self._sup_pidfd < 0 or self.supervisor_pid is None:
+            return
+        problem = supervisor_problem(self.supervisor_pid, self._sup_pidfd)
+        if problem is not None:
+            self._supervisor_lost(problem)
+        with self._lost_lock:  # the session has been told (see _supervisor_lost)
+            lost = self.lost
+        if lost is not None:
+            raise SupervisorLost(lost)
+        if problem is not None:
+            raise SessionBroken(f"the sandbox is unusable: {self._broken}")
 
     def _read_info(self, fd: int) -> dict[str, object]:
         sel = selectors.DefaultSelector()
@@ -357,6 +503,10 @@ class Sandbox:
         self._teardown()
 
     def _teardown(self) -> None:
+        if self._sup_pidfd >= 0:
+            watcher().remove(self._sup_pidfd)
+            os.close(self._sup_pidfd)
+            self._sup_pidfd = -1
         members: list[int] = []
         if self.cgroup is not None:
             members = self.cgroup.pids()
@@ -372,6 +522,8 @@ class Sandbox:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        while self._mounts:
+            scratch.unmount(self._mounts.pop())
 
     # -- protocol ---------------------------------------------------------------------
 
@@ -398,15 +550,51 @@ class Sandbox:
         except TimeoutError:
             raise
         except OSError as exc:
-            self._broken = self._broken or "supervisor gone"
+            self._lose_connection()
             raise SessionBroken(f"the sandbox's supervisor is gone ({exc.strerror})") from exc
         if not data:
-            self._broken = self._broken or "supervisor gone"
+            self._lose_connection()
+            with self._lost_lock:
+                lost = self.lost
+            if lost is not None:
+                raise SupervisorLost(lost)
             raise SessionBroken("the sandbox's supervisor exited (the sandbox was killed?)")
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
         return json.loads(data), list(fds)
+
+    def _lose_connection(self) -> None:
+        """The control socket broke. Bastion did not kill the sandbox (then _broken
+        would say so): the supervisor was killed under it."""
+        if self._broken is None and self._sup_pidfd >= 0:
+            self._supervisor_lost("the sandbox's supervisor was killed")
+        self._broken = self._broken or "supervisor gone"
+
+    def _reply(self, call_id: int) -> tuple[dict[str, object], list[int]]:
+        """Wait for the supervisor's reply to request ``call_id``. The supervisor is
+        looked at while waiting, so a stopped one ends the session in ~0.1 s rather
+        than a timeout; a reply to any other request breaks the session (the agent
+        cannot make bastion act on a message meant for another call)."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            self._check_supervisor()
+            try:
+                msg, fds = self._recv(timeout=_REPLY_SLICE)
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    continue
+                self._supervisor_lost(
+                    f"the sandbox's supervisor did not answer within {_START_TIMEOUT:.0f}s")
+                raise SupervisorLost(self.lost or "supervisor unresponsive") from None
+            if msg.get("id") != call_id:
+                for fd in fds:
+                    os.close(fd)
+                self._broken = self._broken or "protocol error"
+                raise SessionBroken(
+                    f"the sandbox's supervisor answered request {msg.get('id')!r} while "
+                    f"bastion waited for {call_id}: {msg!r}")
+            return msg, fds
 
     # -- running commands -------------------------------------------------------------
 
@@ -427,10 +615,15 @@ class Sandbox:
         before it executes anything; ``should_stop`` is polled while it runs and may
         return a reason to kill it (a verdict, a session deadline).
         """
+        with self._lost_lock:
+            lost = self.lost
+        if lost is not None:
+            raise SupervisorLost(lost)
         if self._broken:
             raise SessionBroken(f"the sandbox is unusable: {self._broken}")
         assert self.cgroup is not None
         with self._lock:
+            self._check_supervisor()
             self._next_id += 1
             call_id = self._next_id
             call_cgroup = self.cgroup.new_call()
@@ -439,14 +632,22 @@ class Sandbox:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             start = time.monotonic()
             try:
+                # bytes: an argument that is not valid UTF-8 (surrogateescape'd by the
+                # caller) reaches the kernel as the bytes it stands for
                 self._send(
-                    {"op": "exec", "id": call_id, "argv": argv, "env": dict(env), "cwd": cwd},
+                    {"op": "exec", "id": call_id, "argv": [os.fsencode(a) for a in argv],
+                     "env": dict(env), "cwd": cwd},
                     (in_r, out_w, err_w),
                 )
             finally:
                 for fd in (in_r, out_w, err_w):
                     os.close(fd)
-            msg, fds = self._recv(timeout=_START_TIMEOUT)
+            try:
+                msg, fds = self._reply(call_id)
+            except BaseException:
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+                raise
             if msg.get("op") != "started" or len(fds) != 1:
                 for fd in (in_w, out_r, err_r, *fds):
                     os.close(fd)
@@ -507,9 +708,13 @@ class Sandbox:
         interrupted: str | None = None
         deadline = start + timeout
         kill_sent = False
+        next_look = start
         try:
             while status is None:
                 now = time.monotonic()
+                if now >= next_look:
+                    self._check_supervisor()
+                    next_look = now + _REPLY_SLICE
                 if not kill_sent:
                     reason = should_stop() if should_stop is not None else None
                     if now >= deadline or reason:
@@ -519,15 +724,20 @@ class Sandbox:
                         kill_sent = True
                         deadline = now + 5.0  # the supervisor must report within this
                 elif now >= deadline:
-                    self._broken = self._broken or "supervisor unresponsive"
-                    raise SessionBroken("the sandbox's supervisor stopped responding")
+                    self._supervisor_lost("the sandbox's supervisor stopped responding")
+                    raise SupervisorLost(self.lost or "supervisor unresponsive")
                 wait = min(max(deadline - now, 0.0), 0.05)
                 for key, _ in sel.select(wait):
                     if key.fileobj is self._sock:
                         msg, extra = self._recv(timeout=0)
                         for fd in extra:
                             os.close(fd)
-                        if msg.get("op") == "exited" and msg.get("id") == call_id:
+                        if msg.get("id") != call_id:
+                            self._broken = self._broken or "protocol error"
+                            raise SessionBroken(
+                                f"the sandbox's supervisor answered request {msg.get('id')!r} "
+                                f"during call {call_id}: {msg!r}")
+                        if msg.get("op") == "exited":
                             status = int(msg["status"])  # type: ignore[arg-type]
                     elif key.fd == in_w:
                         try:

@@ -1,15 +1,24 @@
 """The supervisor: the one long-lived process bastion runs *inside* each sandbox.
 
-It is untrusted by design (the agent can kill it; then the session is broken and
-closed): it only forks the commands the host asks for and reports their exit status.
-Everything that matters for security (attribution, cgroup placement, timeouts,
-killing) is done from outside by the host, which holds a pidfd for every command.
+It is untrusted by design: it only forks the commands the host asks for and reports
+their exit status. Everything that matters for security (attribution, cgroup
+placement, timeouts, killing) is done from outside by the host, which holds a pidfd
+for every command. What the agent can still do to it, the host watches for:
+
+- it makes itself non-dumpable first thing, so that the agent's processes (same uid,
+  no capabilities) cannot open its ``/proc/<pid>/mem``, ``fd/`` or ``environ`` and
+  write into its heap; a supervisor that cannot do so refuses to start;
+- its memory and tasks are accounted apart from the calls' (see ``cgroups.py``), so an
+  agent's OOM or fork bomb cannot take it down;
+- signals from the agent (SIGSTOP, SIGKILL) cannot be prevented under one uid, so the
+  host watches it (``watch.py``): a stopped, killed or unresponsive supervisor ends the
+  session with a ``monitor_tamper`` verdict.
 
 Protocol, over a SOCK_SEQPACKET socket whose fd number is argv[1], one message per
 packet. Host to supervisor: ``marshal``-encoded dicts (the supervisor trusts the host).
 Supervisor to host: JSON text (the host never unmarshals what the sandbox wrote).
 
-    host -> sup   {"op": "exec", "id": N, "argv": [...], "env": {...}, "cwd": "..."}
+    host -> sup   {"op": "exec", "id": N, "argv": [b"..."], "env": {...}, "cwd": "..."}
                   + SCM_RIGHTS [stdin, stdout, stderr]
     sup  -> host  {"op": "started", "id": N, "pid": <pid inside>}  + SCM_RIGHTS [pidfd]
     host -> sup   {"op": "go", "id": N}          (after moving the pid to its cgroup)
@@ -32,6 +41,21 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
     import os
     import select
     import sys
+
+    import _ctypes
+
+    class _Int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class _Fn(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+        _restype_ = _Int
+
+    # _ctypes rather than ctypes: 0.7 ms instead of 4.5 ms of every session's start
+    prctl = _Fn(_ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl"))
+    pr_set_dumpable, pr_get_dumpable = 4, 3
+    if prctl(pr_set_dumpable, 0, 0, 0, 0) != 0 or prctl(pr_get_dumpable, 0, 0, 0, 0) != 0:
+        raise SystemExit("bastion supervisor: cannot make itself non-dumpable")
 
     control_fd = int(sys.argv[1])
     sock = _socket.socket(fileno=control_fd)
