@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "bastion.cli.demo",
     "bastion.cli.cleanup",
     "bastion.cli.lab",
+    "bastion.cli.serve",
 ]
 
 for _name in _COMMAND_MODULES:
