@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion import Policy, Session
+from bastion.events import EventKind
 from bastion.image import cache_for
 
 SWE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
@@ -63,6 +64,13 @@ def test_swe_task_in_image(image_session: Callable[..., Session], swe_layout: Pa
     assert rest and all(p.startswith(f"{site}/tinydep-1.0.dist-info/") for p in rest), rest
     assert [v for v in s.verdicts if v.action.value != "none"] == []
     s.close()
+    # the episode-end diff went through the pipeline as file.diff events, one per path
+    diffs = {e.get("file.path"): e for e in s.events
+             if e.kind is EventKind.FILE_DIFF and e.get("file.location") == "image"}
+    assert {p for p, e in diffs.items() if e.get("file.size", -1) > 0} >= expected
+    assert diffs["/testbed/pkg/__init__.py"].get("file.op") == "write"
+    assert diffs["/root/.gitconfig"].get("file.op") == "create"
+    assert [v for v in s.verdicts if v.action.value != "none"] == []
 
     cached = cache_for(s.host.state.root).resolve(f"{swe_layout}:task1").rootfs
     assert "a - b" in (cached / "testbed/pkg/__init__.py").read_text()  # cache untouched
@@ -99,10 +107,13 @@ def test_layout_session_and_host_isolation(image_session: Callable[..., Session]
     seen = set(ok(s, "ls -A /root").split())
     assert not (seen & host_root)
     assert s.exec(f"ls {s.host.state.root}").exit_code != 0
-    r = s.exec("echo x > /.bastion/usr/bin/python3")
-    assert r.exit_code != 0
     r = s.exec("cat /proc/1/cmdline | tr '\\0' ' '")
     assert str(s.host.state.root) not in r.stdout
+    # last: overwriting the supervisor's interpreter fails (read-only bind), and the
+    # rules may also call it tampering and end the session
+    r = s.exec("touch /.bastion/usr/bin/python3 /.bastion/new")
+    assert r.exit_code != 0
+    assert "python3" in (r.stderr + (r.reason or ""))
 
 
 def test_protected_path_holds_in_image(image_session: Callable[..., Session],
@@ -118,3 +129,12 @@ def test_protected_path_holds_in_image(image_session: Callable[..., Session],
     assert any(v.rule_id.startswith("reward_integrity") for v in s.verdicts)
     assert s.image_view.changes() == []
     assert "assert add(2, 3) == 5" in (s.image_view.root / "testbed/tests/test_add.py").read_text()
+
+
+def test_disk_limit_applies_to_the_upper_layer(image_session: Callable[..., Session],
+                                               busybox_layout: Path) -> None:
+    """What a session writes into its image is held to `limits.disk`, like /tmp."""
+    s = image_session(f"{busybox_layout}:v1", {"sandbox": {"limits": {"disk": "8MiB"}}})
+    r = s.exec("dd if=/dev/zero of=/opt/big bs=1M count=20")
+    assert r.exit_code != 0 and "No space left" in r.stderr
+    ok(s, "rm -f /opt/big && echo fine > /opt/small && cat /opt/small")

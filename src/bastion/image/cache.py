@@ -124,7 +124,8 @@ class ImageCache:
         self.root = root
         self._mu = threading.Lock()
         self._memo: dict[str, Image] = {}
-        for sub in ("", "imports", "rootfs", "refs", "locks"):
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("imports", "rootfs", "refs", "locks"):
             (root / sub).mkdir(exist_ok=True)
         os.chmod(root, 0o700)
 

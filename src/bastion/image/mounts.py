@@ -29,7 +29,8 @@ from pathlib import Path
 
 from ..errors import SandboxUnavailable
 
-__all__ = ["idmapped_tree", "is_mountpoint", "mount_overlay", "unmount", "userns_fd"]
+__all__ = ["idmapped_tree", "is_mountpoint", "mount_overlay", "mount_tmpfs", "unmount",
+           "userns_fd"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -146,6 +147,28 @@ def mount_overlay(lower_fd: int, upper: Path, work: Path, target: Path) -> None:
                                  value.encode(), 0), f"overlay option {key}")
         _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0),
                "overlay create")
+        mfd = _check(_libc.syscall(_SYS_FSMOUNT, fsfd, 1,
+                                   _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV), "fsmount")
+    finally:
+        os.close(fsfd)
+    try:
+        _check(_libc.syscall(_SYS_MOVE_MOUNT, mfd, b"", _AT_FDCWD, os.fsencode(target),
+                             _MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
+    finally:
+        os.close(mfd)
+
+
+def mount_tmpfs(target: Path, *, size: int, inodes: int) -> None:
+    """Mount a size- and inode-limited tmpfs (root's, 0711, nosuid, nodev) at ``target``:
+    the session's upper layer lives there, so the kernel enforces its disk limit."""
+    fsfd = _check(_libc.syscall(_SYS_FSOPEN, b"tmpfs", 1), "fsopen(tmpfs)")
+    try:
+        for key, value in (("size", str(max(size, 4096))), ("nr_inodes", str(max(inodes, 16))),
+                           ("mode", "711")):
+            _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_SET_STRING, key.encode(),
+                                 value.encode(), 0), f"tmpfs option {key}")
+        _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0),
+               "tmpfs create")
         mfd = _check(_libc.syscall(_SYS_FSMOUNT, fsfd, 1,
                                    _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV), "fsmount")
     finally:

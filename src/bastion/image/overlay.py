@@ -1,8 +1,13 @@
 """One session's copy-on-write view of an image, and what the session changed in it.
 
-    <session dir>/image/upper   the session's writes (owned by its uid)
-    <session dir>/image/work    overlayfs scratch (root only)
-    <session dir>/image/root    the merged tree the sandbox binds
+    <session dir>/image/layer         a tmpfs of the session's disk limit, holding
+    <session dir>/image/layer/upper   the session's writes (owned by its uid)
+    <session dir>/image/layer/work    overlayfs scratch (root only)
+    <session dir>/image/root          the merged tree the sandbox binds
+
+The upper layer sits on a size- and inode-limited tmpfs (like the workspace and /tmp,
+see sandbox/scratch.py): the kernel refuses writes past the disk limit with ENOSPC,
+the pages count against the session's memory, and the host's disk holds none of it.
 
 The upper layer *is* the episode's diff: every file the agent created or modified is
 there, every deletion is a whiteout (a 0:0 character device) and every replaced
@@ -19,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Image
-from .mounts import idmapped_tree, is_mountpoint, mount_overlay, unmount, userns_fd
+from .mounts import (idmapped_tree, is_mountpoint, mount_overlay, mount_tmpfs, unmount,
+                     userns_fd)
 
 __all__ = ["Change", "SessionOverlay", "image_user"]
 
@@ -61,19 +67,26 @@ def image_user(image: Image) -> tuple[int, int, str]:
 class SessionOverlay:
     """The mounted, writable view of an image for one session."""
 
-    def __init__(self, image: Image, session_dir: Path, host_uid: int) -> None:
+    def __init__(self, image: Image, session_dir: Path, host_uid: int, *,
+                 disk: int | None = None, inodes: int = 262_144) -> None:
         self.image = image
         self.dir = session_dir / "image"
-        self.upper = self.dir / "upper"
-        self.work = self.dir / "work"
+        self.layer = self.dir / "layer"
+        self.upper = self.layer / "upper"
+        self.work = self.layer / "work"
         self.root = self.dir / "root"
         self.host_uid = host_uid
+        self.disk = disk  # bytes the upper layer may hold; None: no limit (host disk)
+        self.inodes = inodes
         self.uid, self.gid, self.home = image_user(image)
         self._mounted = False
 
     def mount(self) -> Path:
         """Mount the view; returns the merged root the sandbox binds."""
         self.dir.mkdir(mode=0o711)
+        self.layer.mkdir(mode=0o711)
+        if self.disk is not None:
+            mount_tmpfs(self.layer, size=self.disk, inodes=self.inodes)
         self.upper.mkdir(mode=0o755)
         self.work.mkdir(mode=0o700)
         self.root.mkdir(mode=0o755)
@@ -82,19 +95,24 @@ class SessionOverlay:
         st = os.stat(self.image.rootfs)
         os.chmod(self.upper, stat.S_IMODE(st.st_mode))
         os.chown(self.upper, self.host_uid, self.host_uid)
+        self._mounted = True  # from here on, close() has something to undo
         ns = userns_fd(self.uid, self.host_uid)
         lower = idmapped_tree(self.image.rootfs, ns)
         try:
             mount_overlay(lower, self.upper, self.work, self.root)
+        except BaseException:
+            self.close()
+            raise
         finally:
             os.close(lower)
-        self._mounted = True
         return self.root
 
     def close(self) -> None:
-        """Unmount. The upper layer stays until the session directory is removed."""
-        if self._mounted or is_mountpoint(self.root):
-            unmount(self.root)
+        """Unmount the view, then the upper layer's tmpfs (its content goes with it)."""
+        if self._mounted:
+            for target in (self.root, self.layer):
+                if is_mountpoint(target):
+                    unmount(target)
             self._mounted = False
 
     def changes(self) -> list[Change]:
@@ -123,6 +141,6 @@ class SessionOverlay:
 
 def remove_orphan_mount(session_dir: Path) -> None:
     """Detach a dead session's image view so its directory can be removed."""
-    root = session_dir / "image" / "root"
-    if is_mountpoint(root):
-        unmount(root)
+    for target in (session_dir / "image" / "root", session_dir / "image" / "layer"):
+        if is_mountpoint(target):
+            unmount(target)

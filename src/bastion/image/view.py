@@ -9,7 +9,9 @@ overlays or id mappings.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,16 +38,60 @@ class ImageView:
     def changes(self) -> list[Change]:
         return self.overlay.changes()
 
+    def diff_fields(self) -> list[dict[str, object]]:
+        """The episode-end diff as ``file.diff`` event fields, one per changed path
+        (directories that only hold changed files are left out: their files say it)."""
+        out: list[dict[str, object]] = []
+        for change in self.overlay.changes():
+            upper = self.overlay.upper / change.path.lstrip("/")
+            size, digest = -1, ""
+            if change.kind != "deleted":
+                try:
+                    st = os.lstat(upper)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if change.kind == "modified":
+                        continue  # an opaque directory: its new content is listed
+                    size = 0
+                elif stat.S_ISREG(st.st_mode):
+                    size = st.st_size
+                    if size <= _HASH_LIMIT:
+                        digest = _sha256(upper)
+            out.append({"file.path": change.path,
+                        "file.op": {"added": "create", "modified": "write",
+                                    "deleted": "delete"}[change.kind],
+                        "file.location": "image", "file.class": "", "file.size": size,
+                        "file.sha256": digest})
+        return out
+
     def close(self) -> None:
         self.overlay.close()
 
 
+_HASH_LIMIT = 8 * 1024 * 1024
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_dir: Path,
-              host_uid: int, workspace: str | None = None) -> ImageView:
-    """Resolve ``reference`` and mount its view for one session (undone on failure)."""
+              host_uid: int, workspace: str | None = None, disk: int | None = None,
+              inodes: int = 262_144) -> ImageView:
+    """Resolve ``reference`` and mount its view for one session (undone on failure).
+    ``disk``/``inodes`` limit what the session may write into the image."""
     image = cache_for(Path(state_root)).resolve(reference)
     runtime = host_runtime()
-    overlay = SessionOverlay(image, session_dir, host_uid)
+    overlay = SessionOverlay(image, session_dir, host_uid, disk=disk, inodes=inodes)
     root = overlay.mount()
     try:
         shell = "/bin/bash" if _exists(root, "/bin/bash") else "/bin/sh"
