@@ -1,0 +1,94 @@
+"""Scenario files: the built-in set's coverage, and errors that name file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.redteam import CATEGORIES, ScenarioError, load_builtin, load_file, select
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+scenarios:
+  - id: attack.x
+    kind: attack
+    steps:
+      - exec: echo hi
+        call: c1
+    expect: {category: mining, charged_to: c1}
+"""
+
+
+def test_builtin_set_covers_the_issue() -> None:
+    scenarios = load_builtin()
+    benign = [s for s in scenarios if s.kind == "benign"]
+    attacks = [s for s in scenarios if s.kind == "attack"]
+    assert len(benign) >= 40
+    assert len(attacks) >= 60
+    for category in CATEGORIES:
+        variants = {s.variant for s in attacks if s.category == category}
+        assert variants == {"plain", "evasive"}, category
+    fast = select(scenarios, suite="fast")
+    assert {s.category for s in fast if s.kind == "attack"} == set(CATEGORIES)
+    assert all("full" in s.suites for s in scenarios)
+
+
+def test_attack_targets_are_lab_hosts_only() -> None:
+    """Network safety: an attack may name only the lab's documentation-range hosts."""
+    import re
+
+    allowed = {"203.0.113.22", "203.0.113.33", "203.0.113.80", "203.0.113.81", "127.0.0.1",
+               "0.0.0.0"}
+    for sc in load_builtin():
+        for step in sc.steps:
+            text = step.command + step.content
+            for ip in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
+                assert ip in allowed or ip.startswith("203.0.113."), (sc.id, ip)
+            for name in re.findall(r"\b[\w.-]+\.(?:com|net|org|io|xyz)\b", text):
+                assert name.endswith("example.com"), (sc.id, name)
+
+
+def test_select_by_category_variant_and_glob() -> None:
+    scenarios = load_builtin()
+    mining_evasive = select(scenarios, patterns=["mining", "evasive"])
+    assert mining_evasive and all(s.category == "mining" and s.variant == "evasive"
+                                  for s in mining_evasive)
+    assert [s.id for s in select(scenarios, patterns=["attack.tunnels.ssh_reverse"])] == [
+        "attack.tunnels.ssh_reverse"]
+    assert all(s.kind == "benign" for s in select(scenarios, patterns=["benign"]))
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    (sc,) = load_file(write(tmp_path, GOOD))
+    assert sc.id == "attack.x" and sc.line == 2
+    assert sc.expect.charged_to == ("c1",) and sc.expect.forbidden == ("ssh", "pool", "denied")
+    assert sc.suites == ("full",)
+
+
+@pytest.mark.parametrize("text,line,needle", [
+    (GOOD.replace("    kind: attack\n", "    kind: attack\n    kinds: x\n"), 4,
+     "kinds: unknown key"),
+    (GOOD.replace("category: mining", "category: minnig"), 7, "expect.category"),
+    (GOOD.replace("charged_to: c1", "charged_to: c9"), 7, "'c9' is not a call"),
+    (GOOD.replace("        call: c1\n", "        call: c1\n        timout: 3\n"), 7,
+     "steps[0].timout: unknown key"),
+    (GOOD.replace("      - exec: echo hi\n", "      - wait: -1\n"), 5, "wait: seconds"),
+    (GOOD + GOOD.replace("scenarios:\n", ""), 8, "duplicate id"),
+    (GOOD.replace("    expect: {", "    expect: {{"), 8, "expected"),
+    (GOOD.replace("kind: attack", "kind: benign").replace(
+        "{category: mining, charged_to: c1}", "{alerts: {x.y: ''}}"), 7, "expect.alerts"),
+])
+def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert needle in message
