@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "bastion.cli.cleanup",
     "bastion.cli.lab",
     "bastion.cli.serve",
+    "bastion.cli.redteam",
 ]
 
 for _name in _COMMAND_MODULES:
