@@ -98,3 +98,37 @@ def test_protected_paths_are_baselined_and_diffed(state_dir, sensors):
     finally:
         s.close()
         shutil.rmtree(grader, ignore_errors=True)
+
+
+def test_a_background_writer_is_charged_to_its_own_call(monitored, sensors):
+    """Call c1 leaves a process behind that writes a crontab while the innocent call
+    c2 runs: the event, the verdict and the kill land on c1; c2 runs to its end."""
+    if not sensors.files.attributes_writers:
+        import pytest
+        pytest.skip("fanotify is unavailable here: writes are charged to the latest call")
+    s = monitored({"response": {"medium": "kill"}})
+    r1 = s.exec("(sleep 1; echo '* * * * * x' > ~/.crontab; sleep 30) >/dev/null 2>&1 &",
+                call_id="c1", step=1)
+    assert r1.exit_code == 0
+    r2 = s.exec("sleep 4; echo innocent", call_id="c2", step=2, timeout=20)
+    assert r2.outcome.value == "ok" and "innocent" in r2.stdout, r2
+    writes = [e for e in events_of(s, EventKind.FILE_WRITE)
+              if e.fields["file.path"] == "/workspace/.crontab"]
+    assert writes and {e.call_id for e in writes} == {"c1"}, [(e.call_id, e.fields)
+                                                             for e in writes]
+    assert writes[0].fields["file.attribution"] == "writer" and writes[0].pid
+    [verdict] = [v for v in verdicts_named(s, "test.crontab_written")
+                 if v.evidence.get("file.path", "/workspace/.crontab") == "/workspace/.crontab"
+                 and v.call_id is not None][:1]
+    assert verdict.call_id == "c1" and verdict.step == 1
+    assert verdict.id in {v.id for v in r2.verdicts}  # delivered late, with c2's result
+    assert verdict.action.value == "kill"
+
+
+def test_writes_by_bastion_itself_are_not_the_agents(monitored):
+    s = monitored()
+    s.exec("true", call_id="c1")
+    (s.workspace / ".bashrc").write_text("export HOST_WROTE=1\n")  # the host, not the agent
+    s.exec("sleep 0.3", call_id="c2")
+    assert not [e for e in events_of(s, EventKind.FILE_WRITE)
+                if e.fields["file.path"] == "/workspace/.bashrc"]

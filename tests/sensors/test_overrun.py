@@ -23,7 +23,9 @@ def test_netlink_overrun_freezes_the_session(state_dir):
         loss = wait_for(lambda: verdicts_named(s, "telemetry.loss"))
         assert loss, [e.fields for e in events_of(s, EventKind.TELEMETRY)]
         assert loss[0].action is Action.FREEZE
-        assert "ENOBUFS" in loss[0].message
+        # on a loaded host the sensor may also notice it fell behind before the kernel
+        # reports the overrun: both are loss, and both freeze
+        assert "ENOBUFS" in loss[0].message or "behind" in loss[0].message
         assert wait_for(lambda: s.frozen)
         assert s.sandbox is not None and s.sandbox.cgroup is not None
         assert s.sandbox.cgroup.frozen()

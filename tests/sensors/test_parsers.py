@@ -96,3 +96,28 @@ def test_socket_owner_finds_the_process_holding_a_connection():
     finally:
         for sock in (client, peer, server):
             sock.close()
+
+
+def _fan_event(mask: int, pid: int, handle: bytes, name: bytes, info_type: int = 2) -> bytes:
+    fid = struct.pack("=ii", 7, 9) + struct.pack("=Ii", len(handle), 1) + handle + name + b"\0"
+    fid += b"\0" * (-(len(fid) + 4) % 8)
+    info = struct.pack("=BBH", info_type, 0, 4 + len(fid)) + fid
+    return struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, pid) + info
+
+
+def test_fanotify_parse_events_names_the_writer_and_the_directory():
+    from bastion.sensors.fanotify import FAN_DELETE_SELF, FAN_Q_OVERFLOW, _key, parse_events
+
+    dirs = {_key(1, b"HANDLE01"): 5}
+    data = (_fan_event(ino.IN_CLOSE_WRITE | 0x08000000, 4242, b"HANDLE01", b".bashrc")
+            + _fan_event(ino.IN_CREATE | ino.IN_ISDIR, 4243, b"HANDLE01", b"hooks")
+            + _fan_event(ino.IN_CLOSE_WRITE, 1, b"OTHERDIR", b"x")  # not ours: skipped
+            + _fan_event(FAN_DELETE_SELF, 4244, b"HANDLE01", b".", info_type=2)
+            + struct.pack("=IBBHQii", 24, 3, 0, 24, FAN_Q_OVERFLOW, -1, 0))
+    events = parse_events(data, dirs)
+    assert [(e.wd, e.name, e.pid) for e in events[:3]] == [
+        (5, ".bashrc", 4242), (5, "hooks", 4243), (5, "", 4244)]
+    assert events[0].mask == ino.IN_CLOSE_WRITE  # FAN_EVENT_ON_CHILD is not a change
+    assert events[1].mask & ino.IN_ISDIR and events[1].mask & ino.IN_CREATE
+    assert events[2].mask & ino.IN_IGNORED
+    assert events[3].mask & ino.IN_Q_OVERFLOW

@@ -324,10 +324,20 @@ class ResourceLimitDetector:
     name = "resource_limits"
     kinds = frozenset({EventKind.RESOURCE})
 
+    def __init__(self) -> None:
+        self._fired: set[tuple[str, str, str]] = set()  # (session, call, limit): once
+        self._lock = threading.Lock()
+
     def observe(self, event: Event) -> list[Finding]:
         limit = event.fields.get("res.limit")
         if limit is None:
             return []
+        if event.call_id is not None:
+            key = (event.session_id, event.call_id, str(limit))
+            with self._lock:
+                if key in self._fired:
+                    return []
+                self._fired.add(key)
         hits = int(event.fields.get("res.limit_hits") or 0)
         holder = event.call_id or "?"
         if limit == "pids":
@@ -359,7 +369,8 @@ class ResourceLimitDetector:
         return []
 
     def forget(self, session_id: str) -> None:
-        return None
+        with self._lock:
+            self._fired = {k for k in self._fired if k[0] != session_id}
 
 
 class GpuDetector:

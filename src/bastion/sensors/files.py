@@ -2,26 +2,34 @@
 
 Two mechanisms, because each misses what the other sees:
 
-* real time: inotify watches on the workspace root, the fixed persistence
-  directories (``persistence.WATCH_DIRS``, added as the agent creates them) and the
-  protected paths; each change there becomes a ``file.write`` event;
+* real time: fanotify marks (inotify watches where fanotify is unavailable) on the
+  workspace root, the fixed persistence directories (``persistence.WATCH_DIRS``,
+  added as the agent creates them) and the protected paths; each change there
+  becomes a ``file.write`` event;
 * end of episode: a snapshot of every persistence location and protected file taken
   at registration is compared with one taken when the session ends (or whenever
   ``diff`` is called); each difference becomes a ``file.diff`` event. This finds
   locations deep in the tree (hooks of a nested git repository, a ``.pth`` in a
   virtualenv) that no watch covers.
 
-inotify does not say who wrote. A real-time event is charged to the session's most
-recent call (``file.attribution = latest_call``); the diff is charged to no call.
-An inotify queue overflow is event loss and is treated like the process sensor's:
-``telemetry.loss``, then the session is frozen.
+A real-time event is charged to the *writer's* call, like a process event: fanotify
+reports the writer's pid, whose call cgroup names the call (``file.attribution =
+writer``), so a background process of call c1 writing ``.bashrc`` during c2 is
+charged to c1. A writer outside the session (bastion itself, the host) is not the
+agent: its writes are not reported. Where the writer cannot be known (inotify, or a
+writer that exited before it could be looked up) the event is charged to the
+session's most recent call (``file.attribution = latest_call``); the diff is charged
+to no call. A queue overflow is event loss and is treated like the process
+sensor's: ``telemetry.loss``, then the session is frozen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import select
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -32,9 +40,10 @@ from ..contracts import EventSink, SessionState, Watched, make_event
 from ..errors import InternalError
 from ..events import EventKind
 from . import inotify as ino
+from .fanotify import Fanotify
 from .guard import Observed, report_loss, run_guarded, telemetry
 from .persistence import WATCH_DIRS, classify
-from .wait import wait_readable
+from .procfs import read_cgroup
 
 __all__ = ["FileSensor", "Snapshot"]
 
@@ -138,13 +147,20 @@ def take_snapshot(session: Watched) -> Snapshot:
 
 
 class FileSensor:
-    """Host-wide observer: one inotify instance and one thread for all sessions."""
+    """Host-wide observer: one fanotify group (and one inotify instance for what
+    fanotify cannot mark) and one thread for all sessions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fanotify: bool = True) -> None:
+        self._fan: Fanotify | None = None
+        if fanotify:
+            with contextlib.suppress(OSError):  # no CAP_SYS_ADMIN, or an old kernel
+                self._fan = Fanotify()
         self._ino = ino.Inotify()
         self._lock = threading.Lock()
-        self._handling = threading.Lock()  # held while an inotify event is handled
-        self._watches: dict[int, _Watched] = {}
+        self._handling = threading.Lock()  # held while a file event is handled
+        # (backend, id) -> what is watched there; a directory several sessions protect
+        # (a shared /grader) has one entry per session
+        self._watches: dict[tuple[str, int], list[_Watched]] = {}
         self._baselines: dict[str, Snapshot] = {}
         self._sinks: dict[str, EventSink] = {}
         self._stop = threading.Event()
@@ -179,10 +195,14 @@ class FileSensor:
         finally:
             with self._lock:
                 self._sinks.pop(view.session_id, None)
-                for wd in [w for w, v in self._watches.items() if v.session.view is view]:
-                    del self._watches[wd]
+                for key, entries in list(self._watches.items()):
+                    kept = [w for w in entries if w.session.view is not view]
+                    if kept:
+                        self._watches[key] = kept
+                        continue
+                    del self._watches[key]
                     with contextlib.suppress(OSError):
-                        self._ino.remove(wd)
+                        self._backend(key[0]).remove(key[1])
             with self._handling:
                 pass  # an event in flight for this session is delivered before it goes
             self._baselines.pop(session.session_id, None)
@@ -191,6 +211,16 @@ class FileSensor:
         self._stop.set()
         self._thread.join(timeout=2.0)
         self._ino.close()
+        if self._fan is not None:
+            self._fan.close()
+
+    @property
+    def attributes_writers(self) -> bool:
+        """True when file events are charged to the writer's call (fanotify)."""
+        return self._fan is not None
+
+    def _backend(self, name: str) -> Any:
+        return self._fan if name == "fan" else self._ino
 
     # -- the end-of-episode diff --------------------------------------------------------
 
@@ -234,11 +264,21 @@ class FileSensor:
 
     def _watch(self, session: Observed, path: Path, sandbox_path: str, location: str,
                rel: str) -> None:
-        try:
-            wd = self._ino.add_dir(str(path), _MASK)
-        except OSError:
-            return  # not a directory (any more): nothing to watch
-        self._watches[wd] = _Watched(session, path, sandbox_path, location, rel)
+        key: tuple[str, int] | None = None
+        if self._fan is not None:
+            try:
+                key = ("fan", self._fan.add_dir(str(path), _MASK))
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return  # not a directory (any more): nothing to watch
+                key = None  # a filesystem fanotify cannot mark: inotify watches it
+        if key is None:
+            try:
+                key = ("ino", self._ino.add_dir(str(path), _MASK))
+            except OSError:
+                return  # not a directory (any more): nothing to watch
+        entries = [w for w in self._watches.get(key, []) if w.session.view is not session.view]
+        self._watches[key] = [*entries, _Watched(session, path, sandbox_path, location, rel)]
 
     def _watch_tree(self, session: Observed, root: Path, sandbox_root: str) -> None:
         if not root.is_dir():
@@ -252,35 +292,49 @@ class FileSensor:
 
     def _watched(self) -> list[Observed]:
         with self._lock:
-            return list({id(w.session.sink): w.session for w in self._watches.values()}.values())
+            return list({id(w.session.sink): w.session for entries in self._watches.values()
+                         for w in entries}.values())
 
     def _set_broken(self, reason: str) -> None:
         self._broken = reason
 
     def _run(self) -> None:
+        poller = select.poll()
+        backends = [("ino", self._ino)] + ([("fan", self._fan)] if self._fan else [])
+        for _name, backend in backends:
+            poller.register(backend.fd, select.POLLIN)
         while not self._stop.is_set():
-            ready = wait_readable(self._ino.fd, 0.2)
-            if not ready:
+            try:
+                ready = {fd for fd, _ in poller.poll(200)}
+            except InterruptedError:
                 continue
-            with self._handling:
-                for ev in self._ino.read():
-                    self._handle(ev)
+            for name, backend in backends:
+                if backend.fd not in ready:
+                    continue
+                with self._handling:
+                    for ev in backend.read():
+                        self._handle(name, ev)
 
-    def _handle(self, ev: ino.InotifyEvent) -> None:
+    def _handle(self, backend: str, ev: ino.InotifyEvent) -> None:
         if ev.mask & ino.IN_Q_OVERFLOW:
             self._overflow()
             return
         found: list[tuple[str, str]] = []  # (workspace-relative path, class) already there
+        writer = _Writer.of(ev.pid)
         with self._lock:
-            watched = self._watches.get(ev.wd)
-            if watched is None or ev.mask & ino.IN_IGNORED:
-                self._watches.pop(ev.wd, None)
+            entries = self._watches.get((backend, ev.wd))
+            if not entries or ev.mask & ino.IN_IGNORED:
+                self._watches.pop((backend, ev.wd), None)
                 return
+            watched = writer.pick(entries)
+            if watched is None:
+                return  # bastion or the host wrote in a workspace: not the agent
             session = watched.session
             if ev.mask & ino.IN_ISDIR and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
                 self._new_dir(watched, ev.name, found)
         for rel, cls in found:
-            self._emit(session, f"{SANDBOX_WORKSPACE}/{rel}", "create", "persistence", cls)
+            self._emit(session, f"{SANDBOX_WORKSPACE}/{rel}", "create", "persistence", cls,
+                       writer)
         if watched.location == "protected":
             cls: str | None = "protected"
         else:
@@ -288,17 +342,28 @@ class FileSensor:
         op = _op(ev.mask)
         if cls is None or op is None:
             return
-        self._emit(session, f"{watched.sandbox_path}/{ev.name}", op, watched.location, cls)
+        self._emit(session, f"{watched.sandbox_path}/{ev.name}", op, watched.location, cls,
+                   writer)
 
-    def _emit(self, session: Observed, path: str, op: str, location: str, cls: str) -> None:
+    def _emit(self, session: Observed, path: str, op: str, location: str, cls: str,
+              writer: _Writer) -> None:
         view = session.view
         if view.state is SessionState.CLOSED:
             return
-        call = view.latest_call()
+        fields: dict[str, Any] = {"file.path": path, "file.op": op, "file.location": location,
+                                  "file.class": cls}
+        if writer.outside:
+            call = None
+            fields["file.attribution"] = "outside"
+        elif writer.cgroup is not None:
+            call = view.call_for_cgroup(writer.cgroup)
+            fields["file.attribution"] = "writer" if call is not None else "none"
+        else:
+            call = view.latest_call()
+            fields["file.attribution"] = "latest_call" if call is not None else "none"
         self.events += 1
-        session.sink.submit(make_event(view, EventKind.FILE_WRITE, call=call, **{
-            "file.path": path, "file.op": op, "file.location": location, "file.class": cls,
-            "file.attribution": "latest_call" if call is not None else "none"}))
+        session.sink.submit(make_event(view, EventKind.FILE_WRITE, call=call,
+                                       pid=writer.pid if call is not None else None, **fields))
 
     def _new_dir(self, watched: _Watched, name: str, found: list[tuple[str, str]]) -> None:
         """Follow a directory the agent just created (lock held). Files it already
@@ -327,6 +392,38 @@ class FileSensor:
     def _overflow(self) -> None:
         report_loss("files", "inotify queue overflow: file events were dropped",
                     self._watched())
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """The process that made a change, as far as it can be known: its pid (fanotify)
+    and its cgroup (read at once: it may exit any moment)."""
+
+    pid: int | None
+    cgroup: str | None
+
+    @classmethod
+    def of(cls, pid: int | None) -> _Writer:
+        return cls(pid, read_cgroup(pid) if pid else None)
+
+    @property
+    def outside(self) -> bool:
+        """A known writer that is none of the agent's calls (bastion, the host)."""
+        return self.cgroup is not None and "/call-" not in self.cgroup
+
+    def pick(self, entries: list[_Watched]) -> _Watched | None:
+        """The watch of the session the writer belongs to. A writer outside every
+        session is not the agent: its writes in a workspace are not reported (None),
+        while a protected path changed from outside is (tampering with the grader
+        from outside is still tampering), charged to no call."""
+        if self.cgroup is None:
+            return entries[-1]  # unknown writer: the (usually only) session watching
+        for watched in entries:
+            if watched.session.view.owns_cgroup(self.cgroup) and not self.outside:
+                return watched
+        if self.outside and entries[-1].location == "protected":
+            return entries[-1]
+        return None
 
 
 def _op(mask: int) -> str | None:

@@ -50,9 +50,13 @@ _HEADER = struct.Struct("=iIII")  # wd, mask, cookie, len
 
 @dataclass(frozen=True, slots=True)
 class InotifyEvent:
+    """One change in a watched directory. ``pid`` is the writer (host pid) when the
+    backend can tell (fanotify); inotify cannot."""
+
     wd: int
     mask: int
     name: str
+    pid: int | None = None
 
 
 def parse_events(data: bytes) -> list[InotifyEvent]:

@@ -301,11 +301,17 @@ class ResourceSensor:
         hits = _pids_limit_hits(cgroup, [h[1] for h in holders])
         ooms = cgroup.oom_kills()
         if state.pids_hits is not None and hits > state.pids_hits:
-            count, _path, ref, _pids = max(holders, key=lambda h: h[0], default=(0, None, None, []))
-            out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
-                "res.scope": "session", "res.limit": "pids",
-                "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
-                "res.call_pids": count}))
+            # the call holding the most tasks (threads count against pids.max too); a
+            # call holding few is not the one that hit the limit (forks refused just
+            # before the bomb was killed show up a sample later)
+            tasks = [(_tasks(path), ref) for _count, path, ref, _pids in holders]
+            count, ref = max(tasks, key=lambda t: t[0], default=(0, None))
+            limit = session.policy.sandbox.limits.pids
+            if ref is not None and count * 4 >= limit:
+                out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
+                    "res.scope": "session", "res.limit": "pids",
+                    "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
+                    "res.call_pids": count}))
         if state.oom_kills is not None and ooms > state.oom_kills:
             ref = None
             best = -1
@@ -371,6 +377,12 @@ def _pids_limit_hits(cgroup: Any, call_dirs: list[Path]) -> int:
             _events_count(v1["pids"] / "pids.events", "max")
     return _events_count(cgroup.unified / "pids.events", "max") + sum(
         _events_count(p / "pids.events", "max") for p in call_dirs)
+
+
+def _tasks(path: Path) -> int:
+    with contextlib.suppress(OSError), open(path / "cgroup.threads") as f:
+        return sum(1 for _ in f)
+    return 0
 
 
 def _rss(pid: int) -> int:

@@ -1,0 +1,48 @@
+"""Which compute is whose: the call's foreground work or background (sans-I/O)."""
+
+from __future__ import annotations
+
+from bastion.sensors.burn import ProcSample, background_pids, split_compute
+
+LEADER = 100
+
+
+def _p(pid: int, ppid: int, sid: int = LEADER, cpu: float = 0.0, name: str = "x") -> ProcSample:
+    return ProcSample(pid, ppid, sid, start=1, cpu=cpu, name=name)
+
+
+def test_children_of_the_running_call_are_foreground():
+    procs = {p.pid: p for p in (_p(LEADER, 1), _p(101, LEADER), _p(102, 101))}
+    assert background_pids(procs, LEADER) == set()
+
+
+def test_setsid_and_orphans_are_background_while_the_call_runs():
+    procs = {p.pid: p for p in (_p(LEADER, 1), _p(101, LEADER), _p(103, LEADER, sid=103),
+                                _p(104, 1))}  # 104: daemonised, re-parented to init
+    assert background_pids(procs, LEADER) == {103, 104}
+
+
+def test_everything_left_after_the_call_returned_is_background():
+    procs = {p.pid: p for p in (_p(101, 1), _p(102, 101))}
+    assert background_pids(procs, None) == {101, 102}
+
+
+def test_split_counts_the_cgroup_total_once_the_call_is_gone():
+    before = {101: _p(101, 1, cpu=1.0)}
+    now = {101: _p(101, 1, cpu=1.2)}
+    # short-lived workers that exited between samples are only in the cgroup total
+    c = split_compute(0.5, now, before, None, was_returned=True)
+    assert c.returned and c.background == 0.5 and c.background_pids == (101,)
+    # in the interval the call returns, its foreground's last moments are not background
+    c = split_compute(0.5, now, before, None, was_returned=False)
+    assert abs(c.background - 0.2) < 1e-9
+
+
+def test_split_while_running_and_expected_processes():
+    before = {LEADER: _p(LEADER, 1, cpu=1.0), 103: _p(103, LEADER, sid=103, cpu=0.0)}
+    now = {LEADER: _p(LEADER, 1, cpu=1.5), 103: _p(103, LEADER, sid=103, cpu=0.25),
+           105: _p(105, 1, cpu=0.1, name="ray-worker")}
+    c = split_compute(0.85, now, before, LEADER)
+    assert not c.returned and abs(c.background - 0.35) < 1e-9
+    c = split_compute(0.85, now, before, LEADER, expected=("ray-*",))
+    assert abs(c.background - 0.25) < 1e-9 and c.background_pids == (103,)
