@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))
 from _common import bench_state_dir, emit, summary_ms  # noqa: E402
 
 from bastion import Session  # noqa: E402
 from bastion.image import ImageCache  # noqa: E402
-from tests.image import builders  # noqa: E402
+from bastion.image import sample as builders  # noqa: E402
 
 
 def meminfo_available() -> int:

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .events import Verdict
+from .image.demo import chapter_image
 from .lab.demo import chapter_network
 from .policy import Policy
 from .results import ExecResult
@@ -142,6 +143,7 @@ CHAPTERS: list[Callable[[Console, str | None], int]] = [
     chapter_containment,
     chapter_network,
     chapter_training,
+    chapter_image,
 ]
 
 

@@ -12,7 +12,9 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-BUSYBOX = "/bin/busybox"
+from bastion.image.sample import (BUSYBOX, busybox_rootfs, docker_archive,  # noqa: F401
+                                  oci_layout)
+
 _SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
                 "ensurepip", "__pycache__", "site-packages", "dist-packages",
                 "config-3.11-x86_64-linux-gnu", "pydoc.py", "_pydecimal.py"}
@@ -21,22 +23,6 @@ SYSTEM_PYTHON = "/usr/bin/python3.11"  # Debian's; bastion's own may live under 
 
 def run(*argv: str | Path) -> None:
     subprocess.run([str(a) for a in argv], check=True, capture_output=True)
-
-
-def busybox_rootfs(root: Path) -> Path:
-    """A root filesystem with busybox (sh, ls, cat, ...) and nothing else: no python."""
-    (root / "bin").mkdir(parents=True)
-    for d in ("etc", "root", "tmp", "var/tmp", "usr/bin", "opt"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    names = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
-                           check=True).stdout.split()
-    for name in names:
-        if name != "busybox" and not (root / "bin" / name).exists():
-            os.symlink("busybox", root / "bin" / name)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    return root
 
 
 def _copy_with_libs(root: Path, binary: str, *, libs_only: bool = False) -> None:
@@ -119,29 +105,3 @@ def make_wheel(dest_dir: Path, name: str = "tinydep", version: str = "1.0") -> P
         for arc, text in files.items():
             zf.writestr(arc, text)
     return path
-
-
-def oci_layout(layout: Path, tag: str, layers: list[Path], *, workdir: str = "",
-               env: list[str] = ()) -> Path:
-    """An OCI image layout with one layer per rootfs directory, in order."""
-    if not (layout / "oci-layout").exists():
-        run("umoci", "init", "--layout", layout)
-    run("umoci", "new", "--image", f"{layout}:{tag}")
-    for tree in layers:
-        run("umoci", "insert", "--image", f"{layout}:{tag}", tree, "/")
-    config = ["umoci", "config", "--image", f"{layout}:{tag}"]
-    if workdir:
-        config += ["--config.workingdir", workdir]
-    for item in env:
-        config += ["--config.env", item]
-    if len(config) > 4:
-        run(*config)
-    run("umoci", "gc", "--layout", layout)
-    return layout
-
-
-def docker_archive(layout: Path, tag: str, archive: Path) -> Path:
-    """The same image as `docker save` writes it."""
-    run("skopeo", "--insecure-policy", "copy", "--quiet", f"oci:{layout}:{tag}",
-        f"docker-archive:{archive}:bastion-test/{tag}:latest")
-    return archive
