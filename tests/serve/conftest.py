@@ -3,6 +3,7 @@ of the test process, over a test state directory."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -67,7 +68,7 @@ def start_server(state_dir: Path, *, control: SessionControl | None = None,
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           lifespan="on"))
+                                           lifespan="on", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -81,7 +82,8 @@ def start_server(state_dir: Path, *, control: SessionControl | None = None,
     def stop() -> None:
         if result._client is not None:
             result._client.close()
-        server.should_exit = True
+        # what uvicorn does on SIGINT; sse-starlette hooks it to end open streams
+        server.handle_exit(signal.SIGINT, None)
         thread.join(timeout=15)
         sock.close()
 

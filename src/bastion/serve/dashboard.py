@@ -74,6 +74,7 @@ border-radius:4px;font-size:13px}
 a{color:#1e56b3}
 iframe{width:100%;border:0;min-height:300px;background:#fff;border-radius:8px}
 .legend span{margin-right:10px;font-size:12px}
+.breaker h3{font-size:13px;margin:0 0 4px} .breaker p{font-size:13px;margin:0 0 8px}
 .dot{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}
 """
 
