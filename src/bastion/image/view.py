@@ -15,12 +15,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SandboxUnavailable
 from . import cache_for
 from .cache import Image
 from .overlay import Change, SessionOverlay
 from .runtime import SupervisorRuntime, host_runtime
 
-__all__ = ["ImageView", "image_root_binds", "open_view"]
+__all__ = ["ImageView", "image_root_binds", "open_view", "policy_mounts"]
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -147,4 +148,34 @@ def image_root_binds(root: str) -> list[str]:
             argv += ["--symlink", os.readlink(full), f"/{name}"]
         elif os.path.isdir(full):
             argv += ["--bind", full, f"/{name}"]
+    return argv
+
+
+def policy_mounts(policy: object, state_dir: Path) -> list[str]:
+    """bwrap arguments for ``sandbox.mounts`` (see policy/mounts.py). A source inside
+    bastion's state directory (or containing it) is refused: the state directory is
+    masked in every session, whatever the policy says. Protected paths win: a mount at
+    or below one is read-only, and one inside an rw mount is bound read-only over it."""
+    argv: list[str] = []
+    state = os.path.realpath(state_dir)
+    protected = [os.path.normpath(p) for p in getattr(policy, "protected", ())
+                 if p.startswith("/")]
+    for mount in getattr(policy, "mounts", ()):
+        source = os.path.realpath(mount.source)
+        if not os.path.isdir(source) and not os.path.isfile(source):
+            raise SandboxUnavailable(f"sandbox.mounts: source {mount.source} does not exist")
+        if (source == state or source.startswith(state + "/") or state.startswith(source + "/")
+                or source == "/"):
+            raise SandboxUnavailable(f"sandbox.mounts: {mount.source} would show bastion's "
+                                     "state directory to the session")
+        guarded = [p for p in protected if p != "" and
+                   (mount.target == p or mount.target.startswith(p + "/"))]
+        writable = mount.mode == "rw" and not guarded  # protected paths win over rw
+        argv += ["--bind" if writable else "--ro-bind", source, mount.target]
+        if writable:
+            for path in protected:  # a protected path inside an rw mount stays read-only
+                if path.startswith(mount.target + "/"):
+                    below = os.path.join(source, os.path.relpath(path, mount.target))
+                    if os.path.lexists(below):
+                        argv += ["--ro-bind", below, path]
     return argv
