@@ -52,7 +52,7 @@ class SSEFollower:
                         continue
                     else:
                         name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
+                        value = value.removeprefix(" ")
                         if name == "event":
                             event = value
                         elif name == "data":
