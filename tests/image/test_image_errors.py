@@ -112,3 +112,23 @@ def test_unpacked_once_per_layer_stack(tmp_path: Path, busybox_layout: Path,
     assert len(cache.entries()) in (1, 2)  # skopeo may recompress: same or new key
     fresh = ImageCache(tmp_path / "images")  # another process: the ref files are reused
     assert fresh.resolve(f"{busybox_layout}:v1").unpack_seconds == 0
+
+
+def test_protected_path_through_an_image_symlink_is_refused(
+        tmp_path: Path, busybox_layout: Path) -> None:
+    """bwrap resolves a bind's source on the host: a protected path that is a symlink in
+    the image (here to the host's /etc) must not turn into a bind of a host path."""
+    from bastion.image import sample
+    from bastion.image.view import open_view
+
+    trap = tmp_path / "trap"
+    (trap / "testbed").mkdir(parents=True)
+    (trap / "testbed" / "tests").symlink_to("/etc")
+    layout = tmp_path / "trapped"
+    import shutil
+
+    shutil.copytree(busybox_layout, layout)
+    sample._run("umoci", "insert", "--image", f"{layout}:v1", trap, "/")
+    with pytest.raises(ImageUnsupported, match="goes through a symlink"):
+        open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
+                  host_uid=2_999_999, protected=["/testbed/tests"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import SandboxUnavailable
 from . import cache_for
 from .cache import Image
+from .errors import ImageUnsupported
 from .overlay import Change, SessionOverlay
 from .runtime import SupervisorRuntime, host_runtime
 
@@ -87,10 +88,12 @@ def _sha256(path: Path) -> str:
 
 def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_dir: Path,
               host_uid: int, workspace: str | None = None, disk: int | None = None,
-              inodes: int = 262_144) -> ImageView:
+              inodes: int = 262_144, protected: tuple[str, ...] | list[str] = ()) -> ImageView:
     """Resolve ``reference`` and mount its view for one session (undone on failure).
     ``disk``/``inodes`` limit what the session may write into the image."""
     image = cache_for(Path(state_root)).resolve(reference)
+    for path in protected:
+        _check_no_symlink(image, path)
     runtime = host_runtime()
     overlay = SessionOverlay(image, session_dir, host_uid, disk=disk, inodes=inodes)
     root = overlay.mount()
@@ -105,6 +108,23 @@ def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_di
     except BaseException:
         overlay.close()
         raise
+
+
+def _check_no_symlink(image: Image, inside: str) -> None:
+    """A protected path is bound by its host path, and a symlink there would be resolved
+    on the *host*: refuse an image whose protected path goes through one."""
+    if not inside.startswith("/"):
+        return  # relative: inside /workspace, a host directory bastion made
+    current = image.rootfs
+    for part in [p for p in inside.split("/") if p]:
+        current = current / part
+        if current.is_symlink():
+            raise ImageUnsupported(
+                f"image {image.reference}: protected path {inside} goes through a symlink "
+                f"({'/' + str(current.relative_to(image.rootfs))} -> {os.readlink(current)}); "
+                "protect the real path instead")
+        if not current.exists():
+            return
 
 
 def _exists(root: Path, inside: str) -> bool:
