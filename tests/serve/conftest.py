@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sse_starlette.sse import AppStatus
 
 from bastion.serve import ServeConfig, TokenStore, create_app
 from bastion.serve.actions import SessionControl
@@ -82,10 +83,13 @@ def start_server(state_dir: Path, *, control: SessionControl | None = None,
     def stop() -> None:
         if result._client is not None:
             result._client.close()
-        # what uvicorn does on SIGINT; sse-starlette hooks it to end open streams
+        # what uvicorn does on SIGINT; sse-starlette hooks it to end open streams, through
+        # a process-wide flag that nothing resets (one server per process is its model):
+        # reset it, or every later server of this test process ends its streams at once
         server.handle_exit(signal.SIGINT, None)
         thread.join(timeout=15)
         sock.close()
+        AppStatus.should_exit = False
 
     return result, stop
 

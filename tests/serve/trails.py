@@ -84,15 +84,18 @@ def write_episode(trail: AuditTrail, run: str, episode: str, session: str, *,
     trail.flush()
 
 
-def open_test_trail(state_dir: Path, run: str) -> AuditTrail:
-    return AuditTrail(state_dir, run, config=TrailConfig(checkpoint_interval=3600))
+def open_test_trail(state_dir: Path, run: str, *, durable: bool = True) -> AuditTrail:
+    """``durable=False``: appends return once queued and one ``flush`` makes the batch
+    durable (one fsync instead of one per record; what sessions do)."""
+    return AuditTrail(state_dir, run, config=TrailConfig(checkpoint_interval=3600,
+                                                         durable_appends=durable))
 
 
 def build_two_runs(state_dir: Path) -> None:
     """run-a: ep-1 (closed), ep-2 (live); run-b: ep-9 (closed)."""
     os.makedirs(state_dir / "sessions", exist_ok=True)
-    with open_test_trail(state_dir, "run-a") as trail:
+    with open_test_trail(state_dir, "run-a", durable=False) as trail:
         write_episode(trail, "run-a", "ep-1", "s-1")
         write_episode(trail, "run-a", "ep-2", "s-2", close=False, live_dir=state_dir)
-    with open_test_trail(state_dir, "run-b") as trail:
+    with open_test_trail(state_dir, "run-b", durable=False) as trail:
         write_episode(trail, "run-b", "ep-9", "s-9", steps=3)
