@@ -151,7 +151,7 @@ def test_property_based_requests_never_get_a_5xx(server: Server) -> None:
     client = httpx.Client(base_url=server.url, timeout=10,
                           headers={"Authorization": f"Bearer {server.reader}"})
 
-    @settings(max_examples=60, deadline=None, derandomize=True,
+    @settings(max_examples=40, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def check(data: st.DataObject) -> None:
@@ -174,7 +174,7 @@ def test_property_based_requests_never_get_a_5xx(server: Server) -> None:
             "reason": st.one_of(st.text(max_size=600), st.none()),
             "phase": st.one_of(st.none(), st.text(max_size=20))})
 
-        @settings(max_examples=20, deadline=None, derandomize=True,
+        @settings(max_examples=12, deadline=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(body, st.sampled_from(["ep-1", "ep-9", "nope", "%00"]))
         def post(payload: dict[str, Any], episode: str) -> None:
