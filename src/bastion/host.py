@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .contracts import EventSink, SessionObserver, Watched
 from .sandbox import CgroupHost, check_prerequisites
+from .sandbox.cleanup import cgroup_prefix
 from .sensors import FileSensor, HostSensors, ProcessSensor, ResourceSensor
 from .state import StateDir
 
@@ -65,7 +66,8 @@ class Host:
     def __init__(self, state: StateDir) -> None:
         _become_subreaper()
         self.state = state
-        self.cgroups = CgroupHost.detect()
+        # one cgroup root per state directory: `bastion cleanup` of one never sees another's
+        self.cgroups = CgroupHost.detect(cgroup_prefix(state.root))
         missing = self.cgroups.unenforced()
         if missing:
             # say it once, loudly: a policy limit that is not enforced must not look enforced

@@ -91,6 +91,12 @@ class _Acknowledged:
         assert seq is not None
         self.acked[seq] = verdict.id
 
+    def append_policy(self, policy: object, *, episode_id: str) -> None:
+        self.trail.append_policy(policy, episode_id=episode_id)
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        self.trail.flush(checkpoint=checkpoint)
+
 
 def test_session_stops_when_its_audit_fails(small_fs: Path) -> None:
     workspace = Path(tempfile.mkdtemp(prefix="bastion-ws-", dir="/var/tmp"))

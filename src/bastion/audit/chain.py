@@ -20,6 +20,7 @@ chain to its run and signing key, so a chain cannot be transplanted to another r
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "genesis_head",
     "leaf_hash",
     "next_head",
+    "raw_bytes_of",
 ]
 
 FORMAT = "bastion-audit/1"
@@ -45,13 +47,65 @@ _SEQ_RE = re.compile(rb'^\{"seq":(\d{1,19})[,}]')
 
 
 def encode_rest(record: Mapping[str, Any]) -> bytes:
-    """Canonical JSON of a record without its ``seq`` (what producers can do early)."""
+    """Canonical JSON of a record without its ``seq`` (what producers can do early).
+
+    Text that is not valid Unicode (a command given as bytes that are not UTF-8,
+    decoded with ``surrogateescape``) cannot be JSON: each such string is stored as
+    its readable form (undecodable bytes written ``\\xNN``) and its exact bytes are
+    kept beside it, base64, under the top-level key ``raw_bytes`` (JSON pointer ->
+    bytes), so the record is faithful and ``raw_bytes_of`` gives the original back.
+    """
     if "seq" in record:
         raise ValueError("the writer assigns seq")
     try:
         return orjson.dumps(record, option=_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        raise ValueError(str(exc)) from exc
+        raw: dict[str, str] = {}
+        clean = _escape_undecodable(record, "", raw)
+        if not raw:
+            raise ValueError(str(exc)) from exc
+        try:
+            return orjson.dumps({**clean, "raw_bytes": raw}, option=_OPTIONS)
+        except orjson.JSONEncodeError as exc2:
+            raise ValueError(str(exc2)) from exc2
+
+
+def _escape_undecodable(value: Any, pointer: str, raw: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            data = value.encode("utf-8", "surrogateescape") if _escapable(value) \
+                else value.encode("utf-8", "surrogatepass")
+            raw[pointer or "/"] = base64.b64encode(data).decode()
+            return data.decode("utf-8", "backslashreplace")
+    if isinstance(value, Mapping):
+        return {k: _escape_undecodable(v, f"{pointer}/{_token(k)}", raw)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_undecodable(v, f"{pointer}/{i}", raw) for i, v in enumerate(value)]
+    return value
+
+
+def _escapable(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _token(key: object) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def raw_bytes_of(record: Mapping[str, Any], pointer: str) -> bytes | None:
+    """The exact bytes of a string the encoder had to escape (see ``encode_rest``)."""
+    raw = record.get("raw_bytes")
+    if not isinstance(raw, Mapping) or pointer not in raw:
+        return None
+    return base64.b64decode(raw[pointer])
 
 
 def encode_body(seq: int, rest: bytes) -> bytes:

@@ -10,8 +10,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from ..calls import check_call
 from ..session import Session
-from .common import PolicyOption, StateDirOption, load_policy, user_errors
+from .common import PolicyOption, StateDirOption, fail, load_policy, user_errors
 
 __all__ = ["register"]
 
@@ -35,9 +36,13 @@ def run(
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
     state_dir: Optional[str] = StateDirOption,
 ) -> None:
+    try:  # before a session exists: a bad --timeout is the caller's mistake, said at once
+        cmd = check_call(command[0] if len(command) == 1 else command, step=0, call_id="c0",
+                         timeout=timeout)
+    except (TypeError, ValueError) as exc:
+        raise fail(str(exc).replace("timeout must", "--timeout must")) from None
     with user_errors():
         pol = load_policy(policy)
-        cmd = command[0] if len(command) == 1 else command
         with Session(pol, state_dir=state_dir, lab=lab) as session:
             result = session.exec(cmd, step=0, call_id="c0", timeout=timeout,
                                   stdin=None if sys.stdin.isatty() else sys.stdin.buffer.read())

@@ -1,14 +1,20 @@
-"""Find and remove what dead bastion processes left behind: session cgroups and
-session directories whose owning process is gone.
+"""Find and remove what dead bastion processes left behind: session cgroups, the
+session's size-limited filesystems and session directories whose owning process is
+gone.
 
 A session records its owner's pid (and that pid's start time, so a recycled pid is not
 mistaken for the owner) in ``<state>/sessions/<id>/owner``. Anything without a live
 owner is killed and removed; sessions of live bastion processes are never touched.
+
+Each state directory has a cgroup root of its own (``cgroup_prefix``): the owner
+files of a state directory can only vouch for the sessions of that state directory,
+so cleanup never even looks at another one's cgroups, let alone kills them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,9 +22,16 @@ from pathlib import Path
 
 from ..image.overlay import remove_orphan_mount
 from ..state import StateDir
+from . import scratch
 from .cgroups import _ROOT, CgroupHost, SessionCgroup
 
-__all__ = ["Leftover", "find_leftovers", "owner_record", "remove_leftovers"]
+__all__ = ["Leftover", "cgroup_prefix", "find_leftovers", "owner_record", "remove_leftovers"]
+
+
+def cgroup_prefix(state_root: os.PathLike[str] | str) -> str:
+    """The cgroup root of one state directory, below bastion's: ``bastion/sd-<hash>``."""
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(state_root))).hexdigest()[:12]
+    return f"bastion/sd-{digest}"
 
 
 def _start_time(pid: int) -> str | None:
@@ -66,29 +79,35 @@ def find_leftovers(state: StateDir, cgroups: CgroupHost) -> list[Leftover]:
     return found
 
 
-def _v1_dirs(name: str) -> dict[str, Path]:
-    """A session's v1 cgroups may sit under any process's cgroup: search for them."""
+def _v1_dirs(cgroups: CgroupHost, name: str) -> dict[str, Path]:
+    """A session's v1 cgroups may sit under any process's cgroup: search for them,
+    below this state directory's prefix only."""
+    tail = "/" + "/".join(cgroups.unified.parts[-2:])  # /bastion/sd-<hash>
     found: dict[str, Path] = {}
     for controller in ("memory", "pids", "cpu"):
         mount = _ROOT / controller
         if not mount.is_dir():
             continue
         for dirpath, dirnames, _ in os.walk(mount):
-            if os.path.basename(dirpath) == "bastion" and name in dirnames:
+            if dirpath.endswith(tail) and name in dirnames:
                 found[controller] = Path(dirpath) / name
                 break
-            if dirpath.count("/") - str(mount).count("/") > 6:
+            if dirpath.count("/") - str(mount).count("/") > 8:
                 dirnames[:] = []
     return found
 
 
 def remove_leftovers(state: StateDir, cgroups: CgroupHost, leftovers: list[Leftover]) -> None:
     for item in leftovers:
-        if item.cgroup or _v1_dirs(item.session_id):
-            cg = SessionCgroup(cgroups, item.session_id, cgroups.unified / item.session_id,
-                               _v1_dirs(item.session_id))
+        v1 = _v1_dirs(cgroups, item.session_id)
+        if item.cgroup or v1:
+            cg = SessionCgroup(cgroups, item.session_id, cgroups.unified / item.session_id, v1)
             cg.remove()
         if item.directory:
+            # the session's size-limited filesystems first, or rmtree would empty them
+            # and leave the mounts behind
+            for mount in scratch.mounts_below(state.sessions / item.session_id):
+                scratch.unmount(mount)
             # a dead image session's overlay is still mounted there: detach it first
             remove_orphan_mount(state.sessions / item.session_id)
             shutil.rmtree(state.sessions / item.session_id, ignore_errors=True)
