@@ -19,6 +19,7 @@ seed and actions give the same transitions, as Gymnasium's checker requires.
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import string
@@ -30,7 +31,7 @@ from gymnasium import spaces
 
 from ..contracts import Evaluator, EventRecorder, ResponsePlanner
 from ..errors import SessionBroken
-from ..events import Action, EventKind, Verdict
+from ..events import Action, Verdict
 from ..policy import Policy
 from ..results import ExecResult
 from ..session import Session
@@ -45,7 +46,9 @@ __all__ = ["SETUP_STEP", "TEXT_CHARSET", "BastionEnv", "SessionFactory"]
 # command output is escaped (\xNN / \uNNNN) rather than dropped.
 TEXT_CHARSET = frozenset(string.printable) - {"\x0b", "\x0c"}
 
-SessionFactory = Callable[[str], Session]  # episode_id -> a new open session
+# episode_id -> a new open session; a factory that takes a ``prepare`` keyword gets the
+# task's prepare step to pass on to Session (see Task)
+SessionFactory = Callable[..., Session]
 SETUP_STEP = -1  # the step verdicts raised while reset() built the episode are charged to
 
 
@@ -103,13 +106,16 @@ class BastionEnv(gymnasium.Env[str, str]):
     # -- lifecycle --------------------------------------------------------------------
 
     def _new_session(self, episode_id: str) -> Session:
-        if self._session_factory is not None:
-            return self._session_factory(episode_id)
         kwargs: dict[str, Any] = {}
         prepare = getattr(self.task, "prepare", None)
         if prepare is not None:
             # the task's files go in before the sandbox (and its masks) exist
             kwargs["prepare"] = prepare
+        if self._session_factory is not None:
+            factory = self._session_factory
+            if prepare is not None and "prepare" in inspect.signature(factory).parameters:
+                return factory(episode_id, prepare=prepare)  # type: ignore[call-arg]
+            return factory(episode_id)
         if self._engine_factory is not None:
             kwargs["engine"] = self._engine_factory(self.policy)
         if self._responder_factory is not None:
@@ -276,13 +282,10 @@ class BastionEnv(gymnasium.Env[str, str]):
         return self._text(observation), reward, terminated, truncated, info
 
     def _settle(self) -> None:
-        """Wait until verdicts being handled right now are recorded: ``ingest`` is
-        serialised per session, so once our own event is through, every verdict whose
-        handling had started (e.g. the one whose response killed the sandbox) is in
-        ``session.verdicts``."""
+        """Wait until verdicts being handled right now are recorded (e.g. the one whose
+        response killed the sandbox is in ``session.verdicts``)."""
         assert self.session is not None
-        self.session.ingest(self.session.event(EventKind.LIFECYCLE,
-                                               **{"life.state": "rl_step_settled"}))
+        self.session.settle()
 
     def _collect_after_close(self) -> None:
         """Verdicts that arrived after the last step (a sensor that lagged behind): they
