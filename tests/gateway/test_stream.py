@@ -140,3 +140,12 @@ def test_random_bytes_never_raise_and_rarely_match() -> None:
     http = Inspector(http=True)
     for i in range(0, 4096, 17):
         http.feed(rng[i:i + 17])  # garbage: a malformed finding or None, never an exception
+
+
+def test_a_silent_start_is_classified_when_it_speaks() -> None:
+    found = Inspector(classify_first=True).feed(b"\x05\x01\x00")
+    assert found is not None and found.rule == "gateway.proxy_protocol"
+    found = feed_all(Inspector(classify_first=True),
+                     b"CONNECT 203.0.113.33:3333 HTTP/1.1\r\n\r\n", 4)
+    assert found is not None and found.app == "http-connect"
+    assert feed_all(Inspector(classify_first=True), b"\x00\x01binary protocol", 3) is None

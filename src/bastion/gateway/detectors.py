@@ -158,6 +158,8 @@ class StreamCutDetector:
         rule = fields.get("net.rule")
         if fields.get("net.decision") != "deny" or not fields.get("net.cut"):
             return []
+        if rule == "gateway.ssh_in_tls":
+            return []  # the shape detector's verdict (tunnels.ssh_in_tls) says it
         severity = _STREAM_RULES.get(str(rule), Severity.MEDIUM)
         app = fields.get("net.app")
         category = {"stratum": "mining", "ssh": "tunnel", "http-connect": "tunnel"}.get(

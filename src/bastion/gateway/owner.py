@@ -159,14 +159,25 @@ def _parse(msg: bytes) -> SocketInfo | None:
 def pid_holding(pids: list[int], inode: int) -> int | None:
     """The first of ``pids`` with an fd on socket ``inode`` (a short list: the processes
     of one call cgroup, newest first)."""
-    wanted = f"socket:[{inode}]"
+    return socket_inodes(pids, stop=inode).get(inode)
+
+
+def socket_inodes(pids: list[int], stop: int | None = None) -> dict[int, int]:
+    """socket inode -> pid for the open sockets of ``pids`` (stops early once ``stop``
+    is found). One pass serves every socket of a process: a scanner opening 200
+    sockets costs one scan, not 200."""
+    found: dict[int, int] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
-                        return pid
-    return None
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inode = int(target[8:-1])
+                        found.setdefault(inode, pid)
+        if stop is not None and stop in found:
+            break
+    return found
 
 
 class Owners:
@@ -189,6 +200,7 @@ class Owners:
         self._diag: DiagSocket | None = None
         self._lock = threading.Lock()
         self._by_ino: dict[int, Path] = {}
+        self._inode_pid: dict[int, int] = {}
         self._cache: dict[tuple[Any, ...], tuple[int | None, Any]] = {}
 
     def close(self) -> None:
@@ -224,9 +236,9 @@ class Owners:
                 info = diag.tcp(str(src_ip), int(src_port), str(dst_ip), int(dst_port))
             else:
                 info = None
-        found: tuple[int | None, Any] = (None, None)
-        if info is not None:
-            found = self._resolve(info)
+            found: tuple[int | None, Any] = (None, None)
+            if info is not None:
+                found = self._resolve(info)
         if found[1] is None and self._fallback is not None:
             found = (found[0], self._fallback())
         if not udp:  # a UDP port is reused by the next socket: never cached
@@ -240,10 +252,17 @@ class Owners:
         if path is None:
             return None, None
         call = self._call_for_cgroup(str(path))
-        pids: list[int] = []
-        with contextlib.suppress(OSError, ValueError):
-            pids = [int(x) for x in (path / "cgroup.procs").read_text().split()]
-        return pid_holding(pids[::-1], info.inode), call
+        pid = self._inode_pid.get(info.inode)
+        if pid is None:
+            pids: list[int] = []
+            with contextlib.suppress(OSError, ValueError):
+                pids = [int(x) for x in (path / "cgroup.procs").read_text().split()]
+            fresh = socket_inodes(pids[::-1])
+            if len(self._inode_pid) > 65536:
+                self._inode_pid.clear()
+            self._inode_pid.update(fresh)
+            pid = fresh.get(info.inode)
+        return pid, call
 
     def _cgroup_path(self, cgroup_id: int) -> Path | None:
         path = self._by_ino.get(cgroup_id)

@@ -115,6 +115,7 @@ class _Conn:
         "fields",
         "id",
         "last_flow",
+        "allowed_protocol",
         "server",
         "shape",
         "shape_reported",
@@ -138,7 +139,9 @@ class _Conn:
         self.done = 0
         self.closed = False
         self.dialled: str | None = None
-        self.shape = Shape()
+        self.allowed_protocol: str | None = None  # of the allow entry that let it through
+        # a TLS connection's first flights are its handshake, not what it carries
+        self.shape = Shape(skip=2 if sniff.app == "tls" else 0)
         self.shape_reported = False
 
     def cut(self) -> None:
@@ -152,14 +155,28 @@ class _Conn:
                 "net.duration": round(time.monotonic() - self.started, 6)}
 
     def burst(self, index: int, size: int) -> None:
-        """One relayed burst: shape bookkeeping, and an immediate report (judged like
-        any flow, cut on a stopping verdict) once it shows SSH framing."""
+        """One relayed burst: shape bookkeeping; once it shows SSH framing inside a
+        channel not allowed to carry SSH, the connection is cut at once (the shell must
+        not come up while a verdict is on its way) and reported. A client that offered
+        HTTP/2 is only watched (h2 control frames have fixed sizes too); one that
+        offered other ALPN protocols is reported, and its verdict decides."""
         shape = self.shape
         shape.note(index, size)
-        if (not self.shape_reported and size < 256 and min(shape.small) >= 8
-                and self.sniff.app != "ssh" and shape.verdict() == "ssh"):
-            self.shape_reported = True
-            _cut_on_stop(self.attachment, self)
+        if (self.shape_reported or size >= 256 or min(shape.small) < 5
+                or self.sniff.app == "ssh" or "h2" in self.sniff.alpn
+                or shape.verdict() != "ssh"):
+            return
+        self.shape_reported = True
+        if not self.sniff.alpn and self.allowed_protocol not in ("any", "tcp"):
+            reason = "SSH packet framing inside a channel allowed for TLS only"
+            report = {**self.summary(), "net.decision": "deny", "net.rule": "gateway.ssh_in_tls",
+                      "net.reason": reason, "net.cut": f"gateway.ssh_in_tls: {reason}"}
+            self.fields["net.cut"] = report["net.cut"]
+            self.cut()
+            with contextlib.suppress(Exception):
+                self.attachment.emit(EventKind.NET_FLOW, report)
+            return
+        _cut_on_stop(self.attachment, self)
 
 
 class Attachment:
@@ -215,16 +232,21 @@ class Attachment:
                 conn.fields["net.cut"] = f"phase {phase}: {again.rule}"
                 conn.cut()
 
+    def record_pending(self) -> None:
+        """Record connections still being classified, as refused (the session calls
+        this as it starts closing, while it still takes events): a probe made just
+        before the session ends must not vanish from the trail."""
+        while self.pending:
+            with contextlib.suppress(KeyError):
+                _, fields = self.pending.popitem()
+                self.emit(EventKind.NET_CONNECT, fields)
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self.gateway.detach(self)
-        # connections still being classified are recorded now, as refused: a probe made
-        # just before the session closes must not vanish from the trail
-        for fields in list(self.pending.values()):
-            self.emit(EventKind.NET_CONNECT, fields)
-        self.pending.clear()
+        self.record_pending()
         for conn in list(self.conns):
             conn.cut()
         with contextlib.suppress(Exception):
@@ -533,6 +555,13 @@ class Gateway:
         refused = reachable(attachment.policy, attachment.phase, dst_ip, dst_port,
                             host_addresses=self.host_addresses, resolved_name=resolved)
         key = sock.fileno()
+        # who holds the socket is asked at once, while its process surely still exists
+        # (a probe's process may be gone by the time the peek ends); remembered per
+        # connection, so the event submitted later finds it
+        owner = asyncio.ensure_future(asyncio.to_thread(attachment.owners.lookup, {
+            "net.src_ip": src_ip, "net.src_port": src_port, "net.dst_ip": dst_ip,
+            "net.dst_port": dst_port}))
+        owner.add_done_callback(_ignore_failure)
         attachment.pending[key] = _connect_fields(
             conn_id, src_ip, src_port, dst_ip, dst_port, Sniff("unknown", error="no data"),
             refused or Decision(False, "gateway.session_closed",
@@ -592,6 +621,7 @@ class Gateway:
         upstream.setblocking(True)
         conn = _Conn(conn_id, attachment, sock, upstream, fields, sniff, (dst_ip, dst_port))
         conn.dialled = decision.dial_host
+        conn.allowed_protocol = _entry_protocol(attachment.policy, decision.rule)
         attachment.conns.add(conn)
         if attachment.closed:
             conn.cut()
@@ -699,7 +729,8 @@ class Gateway:
         # clear; TLS and (explicitly allowed) SSH are encrypted: their shape is watched
         outbound: Inspector | None = None
         if app not in ("tls", "ssh"):  # encrypted: its shape is watched instead
-            outbound = Inspector(http=app == "http", judge=self._judge(conn))
+            outbound = Inspector(http=app == "http", judge=self._judge(conn),
+                                 classify_first=not first)
         inbound = Inspector() if app not in ("tls", "http", "ssh") else None
 
         def stop(found: Finding) -> None:
@@ -943,12 +974,27 @@ class _DnsProtocol(asyncio.DatagramProtocol):
         task.add_done_callback(_log_failure)
 
 
+def _ignore_failure(task: asyncio.Future[Any]) -> None:
+    """A prefetch whose answer is only a cache fill: failing is asked again later."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("gateway: DNS handler failed", exc_info=task.exception())
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _entry_protocol(policy: NetworkPolicy, rule: str) -> str | None:
+    """The protocol an ``allow[phase][index]`` rule's entry names (None: the default)."""
+    phase, _, index = rule.removeprefix("allow[").rstrip("]").partition("][")
+    entries = policy.phases.get(phase)
+    if entries is None or not index.isdigit() or int(index) >= len(entries.allow):
+        return None
+    return entries.allow[int(index)].protocol
 
 
 def _sniff_of(found: Finding, first: Sniff) -> Sniff:

@@ -28,9 +28,9 @@ __all__ = ["Shape"]
 
 SMALL = 256  # bytes: a burst this small is "interactive-sized"
 SERVER_FIRST_GAP = 0.5  # seconds of silence after which a server burst is unprompted
-SSH_MIN_BURSTS = 8  # small bursts each way before the framing signature counts
-SSH_RESIDUE_SHARE = 0.85  # share of small bursts on one residue mod 4, each way
-SSH_DISTINCT_SIZES = 4  # different small burst sizes each way
+SSH_MIN_BURSTS = 5  # small bursts each way before the framing signature counts
+SSH_RESIDUE_SHARE = 0.8  # share of small bursts on one residue mod 4, each way
+SSH_DISTINCT_SIZES = 3  # different small burst sizes each way
 INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
 
 
@@ -38,10 +38,12 @@ class Shape:
     """Burst statistics of one connection; updated from two threads without locks
     (counts may be off by one under a race, which no threshold here cares about)."""
 
-    __slots__ = ("_dir", "_last", "first_in_before_out", "residues", "server_first", "sizes",
-                 "small", "turns")
+    __slots__ = ("_dir", "_last", "_skip", "first_in_before_out", "residues", "server_first",
+                 "sizes", "small", "turns")
 
-    def __init__(self) -> None:
+    def __init__(self, skip: int = 0) -> None:
+        """``skip``: bursts of each direction not counted (a TLS handshake's flights)."""
+        self._skip = [skip, skip]
         self.small = [0, 0]  # out (sandbox -> server), in
         self.residues = [[0] * 4, [0] * 4]
         self.sizes: list[set[int]] = [set(), set()]
@@ -53,6 +55,9 @@ class Shape:
 
     def note(self, index: int, size: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self._skip[index]:
+            self._skip[index] -= 1
+            return
         if size < SMALL:
             self.small[index] += 1
             self.residues[index][size & 3] += 1

@@ -47,6 +47,10 @@ _WEAK_SET = {b"login", b"submit", b"getjob", b"keepalived"}
 _MINER_PARAM = re.compile(rb'"(agent|job_id|nonce|rigid|pass|worker|blob)"\s*:')
 _ESCAPE = re.compile(rb"\\u00([0-7][0-9a-f])")
 _SSH = re.compile(rb"(?:^|[\r\n])SSH-[12]\.[0-9]{1,2}-[\x21-\x7e]{1,200}")
+_NEVER_FIRST = {"socks4": ("gateway.proxy_protocol", "a SOCKS4 handshake"),
+                "socks5": ("gateway.proxy_protocol", "a SOCKS5 handshake"),
+                "http-connect": ("gateway.proxy_protocol", "a CONNECT request"),
+                "stratum": ("gateway.miner_protocol", "a miner's JSON-RPC")}
 _CONNECT = re.compile(rb"(?:^|\n)\s*connect\s+\[?[a-z0-9_.:-]{1,255}\]?:[0-9]{1,5}\s+http/",
                       re.IGNORECASE)
 
@@ -103,9 +107,13 @@ class Inspector:
     """
 
     def __init__(self, *, http: bool = False,
-                 judge: Callable[[Sniff], Finding | None] | None = None) -> None:
+                 judge: Callable[[Sniff], Finding | None] | None = None,
+                 classify_first: bool = False) -> None:
         self._http = http
         self._judge = judge
+        # a connection allowed before it said anything: its first bytes are classified
+        # here, and a proxy handshake or miner among them refused like at connect time
+        self._first: bytes | None = b"" if classify_first else None
         self._tail = b""
         self._state = "head" if http else "raw"
         self._head = b""
@@ -121,6 +129,15 @@ class Inspector:
     def feed(self, data: bytes) -> Finding | None:
         if not data:
             return None
+        if self._first is not None:
+            self._first += data
+            sniff = classify(self._first, final=len(self._first) >= 512)
+            if sniff is not None:
+                self._first = None
+                if sniff.app in _NEVER_FIRST:
+                    rule, what = _NEVER_FIRST[sniff.app]
+                    return Finding(sniff.app, rule, f"{what} after a silent start",
+                                   {"net.host": sniff.host or ""} if sniff.host else {})
         window = self._tail + data
         self._tail = window[-_OVERLAP:]
         if self._state == "ws" or (self._http and self._state != "raw"):

