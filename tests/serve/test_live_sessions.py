@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion import Session
-from bastion.errors import SessionBroken
 from bastion.audit import verify_state_dir
 from bastion.audit.reader import open_logs
+from bastion.errors import SessionBroken
 from bastion.serve import LocalSessions
 from tests.conftest import wait_for
 
