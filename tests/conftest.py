@@ -35,7 +35,15 @@ def wait_for(predicate: Callable[[], T], timeout: float = 5.0, step: float = 0.0
     return predicate()
 
 
+# A test that makes sessions (through these fixtures) needs root whether it says so
+# or not: it is marked here, so `-m "not needs_root"` selects the pure tests.
+_ROOT_FIXTURES = frozenset({"state_dir", "make_session", "session", "lab"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _ROOT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_root)
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="needs root (namespaces, cgroups, bubblewrap)")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "ATTRIBUTE_FIELDS",
+    "FIELD_CATALOGUE",
     "Action",
-    "Attribution",
     "Event",
     "EventKind",
-    "FIELD_CATALOGUE",
     "Severity",
     "Verdict",
     "new_id",
@@ -105,17 +105,6 @@ def new_id(prefix: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
-    """Who an event or verdict is charged to."""
-
-    run_id: str = ""
-    episode_id: str = ""
-    session_id: str = ""
-    step: int | None = None
-    call_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Event:
     """One observation. Immutable: stages add information by creating a new Event.
 
@@ -142,25 +131,10 @@ class Event:
         value = self.fields.get(name, _MISSING)
         if value is not _MISSING:
             return value
-        attr = _ATTRIBUTE_FIELDS.get(name)
+        attr = ATTRIBUTE_FIELDS.get(name)
         if attr is not None:
             return getattr(self, attr)
         return default
-
-    @property
-    def attribution(self) -> Attribution:
-        return Attribution(self.run_id, self.episode_id, self.session_id, self.step, self.call_id)
-
-    def attributed(self, attribution: Attribution) -> Event:
-        """This event charged to ``attribution`` (used when sensors learn the call late)."""
-        return replace(
-            self,
-            run_id=attribution.run_id,
-            episode_id=attribution.episode_id,
-            session_id=attribution.session_id,
-            step=attribution.step,
-            call_id=attribution.call_id,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,10 +195,6 @@ class Verdict:
     wall: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: new_id("vd"))
 
-    @property
-    def attribution(self) -> Attribution:
-        return Attribution(self.run_id, self.episode_id, self.session_id, self.step, self.call_id)
-
     def with_action(self, action: Action) -> Verdict:
         return replace(self, action=action)
 
@@ -276,8 +246,9 @@ class Verdict:
 
 _MISSING = object()
 
-# Attribution attributes that rules may name like any other field.
-_ATTRIBUTE_FIELDS = {
+# Attribution attributes that rules may name like any other field (the rule compiler
+# and the field catalogue use this one list): field name -> Event attribute.
+ATTRIBUTE_FIELDS: Mapping[str, str] = {
     "kind": "kind",
     "session.id": "session_id",
     "run.id": "run_id",
@@ -354,6 +325,8 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
                      "echo, grep, cat, sed, whose arguments are data)"),
     "cmd.subcommands": ("list", "'PROGRAM OP1' and 'PROGRAM OP1 OP2' from the first operands"),
     "cmd.paths": ("list", "path arguments and redirection sources/targets (./ for relative)"),
+    "cmd.reads": ("list", "paths given to programs that read files (cat, cp, tar, grep, "
+                  "curl -d @f...) and < redirections"),
     "cmd.writes": ("list", "paths the command writes: redirections, tee, cp/mv/install/ln "
                    "targets, sed -i, dd of=, touch, curl -o"),
     "cmd.deletes": ("list", "paths the command deletes (rm, unlink, shred, mv sources)"),
@@ -411,7 +384,8 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "file.class": ("str", "persistence class: cron, shell_rc, ssh, systemd_user, ..."),
     "file.size": ("int", "size in bytes after the change (-1 when deleted)"),
     "file.sha256": ("str", "content hash after the change (empty when deleted/large)"),
-    "file.attribution": ("str", "how the call was chosen: latest_call or none"),
+    "file.attribution": ("str", "how the call was chosen: writer (the writing process's "
+                         "call), latest_call (writer unknown), outside (not the agent) or none"),
     "file.runs_code": ("bool", "a persistence location now holds content that runs code "
                        "later (judged by bastion.analysis.persistence)"),
     "file.content": ("str", "text a write_file call writes, when small text (command events)"),
@@ -423,7 +397,14 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "res.gpu_mem_bytes": ("int", "GPU memory used by the process"),
     "res.burn_seconds": ("float", "seconds a process has burned >= the CPU threshold"),
     "res.cpu_demand": ("float", "cores the process ran or waited to run (schedstat)"),
-    "res.scope": ("str", "what a resource sample covers: session or process"),
+    "res.scope": ("str", "what a resource sample covers: session, call or process"),
+    "res.cpu_seconds": ("float", "core-seconds of CPU a call used in the interval"),
+    "res.bg_cpu_seconds": ("float", "of those, used by processes that outlived or detached "
+                           "from the call"),
+    "res.limit": ("str", "a limit the session hit since the last sample: pids or memory"),
+    "res.limit_hits": ("int", "forks refused / processes OOM-killed at that limit"),
+    "proc.background": ("bool", "the process outlived or detached from its call"),
+    "call.returned": ("bool", "the call's first process has exited"),
     "res.interval": ("float", "seconds the resource sample covers"),
     # lifecycle, actions, telemetry
     "life.state": ("str", "created, call_start, call_end, frozen, thawed, closed, ..."),

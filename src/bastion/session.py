@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import analyze_command
-from .containment import disk_limit_verdict, supervisor_lost_verdict
 from .audit import TrailConfig, lease_trail, release_trail
+from .calls import analysable, check_call
+from .containment import disk_limit_verdict, supervisor_lost_verdict
 from .contracts import (
     DESTRUCTIVE,
     Alert,
@@ -64,6 +65,7 @@ from .events import Action, Event, EventKind, Verdict
 from .executor import SerialExecutor
 from .gateway import NetworkAttachment, attach_network
 from .host import Host
+from .image.view import ImageView, open_view
 from .policy import Policy
 from .respond import Responder
 from .respond.kill import kill_tree
@@ -71,7 +73,6 @@ from .respond.quarantine import quarantine
 from .respond.webhook import WebhookSender
 from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
-from .image.view import ImageView, open_view
 from .sandbox.bwrap import WORKSPACE
 from .sandbox.cleanup import owner_record
 from .sensors.procfs import read_cgroup
@@ -107,8 +108,17 @@ def _shell(rootfs: str) -> str:
 class _Call:
     """Book-keeping for one tool call, alive for as long as any of its processes."""
 
-    __slots__ = ("call_id", "step", "cgroup", "host_pid", "verdicts", "stop_reason", "command",
-                 "finished", "ref")
+    __slots__ = (
+        "call_id",
+        "cgroup",
+        "command",
+        "finished",
+        "host_pid",
+        "ref",
+        "step",
+        "stop_reason",
+        "verdicts",
+    )
 
     def __init__(self, call_id: str, step: int | None, command: str) -> None:
         self.call_id = call_id
@@ -284,7 +294,12 @@ class Session:
             if self._image_ref is not None:
                 self.image_view = open_view(
                     self._image_ref, state_root=self.host.state.root, session_dir=self.dir,
-                    host_uid=self.host_uid, workspace=policy.sandbox.workspace)
+                    host_uid=self.host_uid, workspace=policy.sandbox.workspace,
+                    # what the agent writes into the image: the same limits as /tmp
+                    disk=max(4096, min(policy.sandbox.limits.disk,
+                                       policy.sandbox.limits.memory // 2)),
+                    inodes=policy.sandbox.limits.inodes,
+                    protected=policy.sandbox.protected)
             self._network = attach_network(self._view, self._sink, lab=lab)
             self.sandbox = Sandbox(
                 policy.sandbox,
@@ -496,7 +511,10 @@ class Session:
         cgroup = self.sandbox.cgroup if self.sandbox is not None else None
         try:
             dest = quarantine(root=self.host.state.root, session_id=self.session_id,
-                              workspace=self.workspace, pids=cgroup.pids() if cgroup else [],
+                              # an image session's evidence is its upper layer
+                              workspace=(self.image_view.overlay.upper if self.image_view
+                                         is not None else self.workspace),
+                              pids=cgroup.pids() if cgroup else [],
                               verdict=verdict.to_dict())
         except OSError as exc:
             self.terminate(f"{command.reason} (quarantine failed: {exc})")
@@ -559,12 +577,16 @@ class Session:
             return
         future = self._executor.submit(self._process, event)
         if wait:
-            future.result()
+            with contextlib.suppress(SessionClosed):  # closed meanwhile: record finalised
+                future.result()
 
-    def _barrier(self) -> None:
-        """Wait until everything submitted so far has been through the pipeline."""
+    def settle(self) -> None:
+        """Wait until everything submitted so far (by the sensors, the gateway, this
+        thread) has been through the pipeline: its verdicts are in ``verdicts`` and
+        its actions taken. Returns at once on a closed session."""
         with contextlib.suppress(SessionClosed):
             self._executor.call(lambda: None)
+
 
     def _flush_audit(self, *, checkpoint: bool = False) -> None:
         self._recorder.flush(checkpoint=checkpoint)
@@ -624,9 +646,12 @@ class Session:
         ``call_id`` attribute everything the call causes; defaults are a running
         counter and ``c<step>``.
         """
+        # bytes decoded (surrogateescape), call_id/step/timeout checked: see calls.py
+        cmd = check_call(cmd, step=step, call_id=call_id, timeout=timeout)
         self._check_usable()
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        return self._run_call(cmd, command, self._analyse(command), step=step, call_id=call_id,
+        return self._run_call(cmd, command, self._analyse(analysable(command)), step=step,
+                              call_id=call_id,
                               timeout=timeout, stdin=stdin, env=env, cwd=cwd)
 
     def _run_call(self, cmd: str | Sequence[str], command: str, analysis: dict[str, Any], *,
@@ -674,7 +699,7 @@ class Session:
             if self._ended and self.sandbox.broken_reason in ("killed", "supervisor gone"):
                 # the policy ended the episode while this call ran (terminate, quarantine):
                 # that is an outcome for the agent, not an error for the caller
-                self._barrier()
+                self.settle()
                 return self._denied(call, [v for v in call.verdicts
                                            if v.action is not Action.NONE], late)
             self._fail_closed(str(exc))
@@ -682,7 +707,7 @@ class Session:
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
         for full in self.sandbox.disk_full():
             self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
-        self._barrier()  # verdicts on what the call did so far are charged before it returns
+        self.settle()  # verdicts on what the call did so far are charged before it returns
         result = self._result(call, raw, oom, late)
         self._lifecycle("call_end", call, **{"proc.exit_code": result.exit_code,
                                              "outcome": result.outcome.value})
@@ -845,6 +870,22 @@ class Session:
         self.sandbox.cgroup.kill_call(call.cgroup)
         return True
 
+    def live_calls(self) -> dict[str, int]:
+        """Tool calls that still have running processes (e.g. a background miner that
+        was not stopped), with how many. Empty when everything the agent started is
+        gone."""
+        with self._lock:
+            cgroups = [(c.call_id, c.cgroup) for c in self._calls.values() if c.cgroup]
+        live: dict[str, int] = {}
+        for call_id, cgroup in cgroups:
+            try:
+                count = len((cgroup / "cgroup.procs").read_text().split())
+            except FileNotFoundError:
+                continue  # the call's cgroup was removed: nothing of it runs
+            if count:
+                live[call_id] = count
+        return live
+
     @property
     def view(self) -> _View:
         """The read-only view of this session that its observers get (``Watched``)."""
@@ -872,6 +913,14 @@ class Session:
             # end-of-episode diff) is in the trail before the closing checkpoint
             with contextlib.suppress(Exception):
                 self.host.unregister(self._view)
+            settle = getattr(self._network, "record_pending", None)
+            if settle is not None:  # connections still being classified (probes) go in too
+                with contextlib.suppress(Exception):
+                    settle()
+            if self.image_view is not None:  # what the agent changed in the image
+                with contextlib.suppress(BastionError):
+                    for fields in self.image_view.diff_fields():
+                        self.ingest(self.event(EventKind.FILE_DIFF, **fields))
             with contextlib.suppress(BastionError):
                 self._lifecycle("closing")
                 self._flush_audit(checkpoint=True)  # the episode ends on a checkpoint
@@ -905,6 +954,7 @@ class Session:
         would type to write it (so an ssh config or a script is visible to the rules),
         and recorded in the trail (its sha256 always, the text itself when it is small
         text)."""
+        check_call(path, step=step, call_id=call_id, timeout=None)
         self._check_usable()
         data = content.encode() if isinstance(content, str) else content
         command = f"cat > {shlex.quote(path)}"

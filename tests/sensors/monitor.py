@@ -4,8 +4,7 @@ real Responder."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from bastion import Policy, Session
@@ -15,6 +14,7 @@ from bastion.host import Host
 from bastion.respond import Responder
 from bastion.rules import PackSource, compile_sources
 from bastion.sensors import uninstall_sensors
+from tests.conftest import wait_for  # noqa: F401 - one definition, shared by every test
 
 TEST_RULES = """
 - requires_engine: 1
@@ -56,16 +56,6 @@ def monitored_session(state_dir: Path, policy: Policy | dict | None = None, *,
     policy = policy or Policy.default()
     return Session(policy, state_dir=state_dir, engine=make_engine(policy, rules),
                    responder=responder or Responder(policy.response), **kwargs)  # type: ignore[arg-type]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def events_of(session: Session, kind: EventKind) -> list[Event]:

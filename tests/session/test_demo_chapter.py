@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from bastion.demo import chapter_containment
+
+pytestmark = pytest.mark.needs_root
 
 
 def test_containment_chapter(state_dir: Path) -> None:

@@ -6,8 +6,12 @@ both sides: what the agent got back and what bastion recorded.
 
 from __future__ import annotations
 
+import pytest
+
 from bastion import Action, Outcome, Session
 from tests.conftest import wait_for
+
+pytestmark = pytest.mark.needs_root
 
 HASH_LOOP = ("nohup python3 -c 'import hashlib, itertools; "
              "[hashlib.sha256(b\"x\").digest() for _ in itertools.count()]' "

@@ -9,6 +9,8 @@ import pytest
 from bastion import Outcome, Session, SessionBroken
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.needs_root
+
 
 def test_exec_result_fields(session: Session) -> None:
     r = session.exec("echo out; echo err >&2; exit 3", step=4, call_id="c-four")

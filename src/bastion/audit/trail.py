@@ -292,13 +292,6 @@ class AuditTrail:
         """Queue many events as consecutive records; one ticket for all of them."""
         return self._submit([self._event_item(e) for e in events])
 
-    def submit_records(self, type_: str, records: Iterable[dict[str, Any]]) -> Ticket:
-        """Queue arbitrary JSON records of one type as consecutive records (bulk import,
-        benchmarks); one ticket for all of them."""
-        items = [(type_, r.get("episode_id"), self._encode(type_, r), False, None)
-                 for r in records]
-        return self._submit(items)
-
     def append_event(self, event: Event) -> int | None:
         """Record an event (any kind; lifecycle and action events get their own record
         types) and return its position once durable (None when ``durable_appends`` is

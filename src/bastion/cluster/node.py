@@ -50,20 +50,8 @@ class EpisodeSpec:
 
 
 def _live_calls(session: Session) -> dict[str, int]:
-    """Tool calls that still have running processes (e.g. a background miner that was
-    not stopped), with how many. Empty when everything the agent started is gone."""
-    live: dict[str, int] = {}
-    for call_id, call in session.calls.items():
-        if call.cgroup is None:
-            continue
-        procs = call.cgroup / "cgroup.procs"
-        try:
-            count = len(procs.read_text().split())
-        except FileNotFoundError:
-            continue  # the call's cgroup was removed: nothing of it runs
-        if count:
-            live[call_id] = count
-    return live
+    """Tool calls that still have running processes, with how many."""
+    return session.live_calls()
 
 
 class NodeService:

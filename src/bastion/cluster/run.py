@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from ..contracts import EventRecorder
 from ..errors import BastionError
 from ..policy import Policy
 from ..rl.records import EpisodeRecord
 from ..rl.safety import RunMonitor
-from ..contracts import EventRecorder
 from .node import EpisodeSpec, NodeService
 from .shipping import deliver
 
@@ -250,9 +250,6 @@ class ClusterRun:
 
     def lost_nodes(self) -> list[str]:
         return [n.node_id for n in self.nodes if not n.alive]
-
-    def node_actor(self, node_id: str) -> Any:
-        return next(n.actor for n in self.nodes if n.node_id == node_id)
 
 
 def _kill_cgroups(paths: Iterable[str]) -> int:

@@ -9,7 +9,7 @@ does not say which kinds it applies to is indexed under the kinds its fields imp
 
 from __future__ import annotations
 
-from ..events import FIELD_CATALOGUE, EventKind
+from ..events import ATTRIBUTE_FIELDS, FIELD_CATALOGUE, EventKind
 
 __all__ = ["field_type", "implied_kinds", "known_fields"]
 
@@ -29,10 +29,7 @@ _NAMESPACE_KINDS: dict[str, frozenset[str]] = {
 }
 ALL_KINDS = frozenset(k.value for k in EventKind)
 # Attribution fields (and proc.pid/ppid/ancestry) exist on every kind.
-_EVERY_KIND_FIELDS = frozenset(
-    {"kind", "session.id", "run.id", "episode.id", "call.step", "call.id",
-     "proc.pid", "proc.ppid", "proc.ancestry"}
-)
+_EVERY_KIND_FIELDS = frozenset(ATTRIBUTE_FIELDS)
 
 
 # Substring prefilter: a field whose every element appears verbatim in another field is
