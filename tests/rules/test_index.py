@@ -74,8 +74,8 @@ def test_regex_literals(pattern: str, expected: set[str] | None) -> None:
     "condition",
     [
         "proc.name = nc and proc.args in (-e, -c)",
-        "proc.name = nc or proc.cmdline contains '/dev/tcp/'",
-        "(proc.name = nc or proc.name = ncat) and (proc.args = -e or proc.cmdline contains exec)",
+        "proc.name = nc or proc.exe contains '/dev/tcp/'",
+        "(proc.name = nc or proc.name = ncat) and (proc.args = -e or proc.exe contains exec)",
         "proc.name = a and not proc.name = b",
         "not proc.name = a",
         "proc.uid > 3",

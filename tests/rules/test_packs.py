@@ -15,9 +15,10 @@ from bastion.policy import Policy
 from bastion.policy.rules import ALL_PACKS
 from bastion.rules import builtin_pack_names, load_ruleset
 from bastion.rules.loader import builtin_pack_source
-from bastion.rules.testing import command_event, run_rule_tests
+from bastion.rules.testing import TEST_GRADER_POLICY, command_event, run_rule_tests
 
-RULESET = load_ruleset(Policy.default())
+# The packs' own test cases assume a grader (reward-integrity rules are bound to it).
+RULESET = load_ruleset(Policy.from_dict(TEST_GRADER_POLICY))
 RULE_IDS = [r.id for r in RULESET.rules]
 
 

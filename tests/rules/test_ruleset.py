@@ -85,7 +85,7 @@ def test_overrides_disable_retune_and_add_exceptions(tmp_path: Path) -> None:
     overrides = """
     - {rule: mining.miner_binary, enabled: false}
     - {rule: tunnels.tunnel_tool, severity: low, action: alert}
-    - {rule: tunnels.ssh_port_forward, exceptions: ["cmd.raw contains bastion-lab"]}
+    - {rule: tunnels.ssh_port_forward, exceptions: ["cmd.args = 'ssh bastion-lab'"]}
 """
     rs = load_ruleset(Policy.load(write_policy(tmp_path, overrides=overrides)))
     assert rs.matching_rule_ids(command_event("./xmrig -c cfg.json")) == []

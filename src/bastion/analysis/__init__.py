@@ -24,6 +24,19 @@ returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE``):
     cmd.sudo_names   list[str]  programs run directly under sudo/doas/pkexec/runuser
     cmd.exec_names   list[str]  cmd.names minus invocations that only print help, version,
                                 completions or status (`nmap --help`, `frpc verify`)
+    cmd.args         list[str]  every argument as "PROGRAM ARG" (one token; short option
+                                clusters also split: "ssh -fNR" adds "ssh -R")
+    cmd.subcommands  list[str]  "PROGRAM OP1" and "PROGRAM OP1 OP2" (first operands)
+    cmd.paths        list[str]  path arguments and redirect sources/targets
+    cmd.writes       list[str]  paths written (redirects, tee, cp/mv/install/ln, sed -i,
+                                dd of=, touch, curl -o); cmd.deletes / cmd.modes likewise
+    cmd.hosts        list[str]  hosts contacted (URL authorities, ssh/scp/nc destinations)
+    cmd.persists     list[str]  persistence classes planted (content judged, see
+                                analysis/persistence.py)
+
+Text that is only printed, or written to a file that the command does not run, is not
+code: interpreter features come from code that runs (inline, piped, or written and then
+run in the same command).
 
 It never raises for any input string; what it cannot parse is reported through
 ``cmd.parse_error`` and the ``parse_error`` feature.
@@ -62,7 +75,14 @@ FEATURES = (
     # code written out or typed into a program
     "code_text", "repl_input", "keystroke_shell_escape", "program_shell_escape",
     "sudo_shell_escape", "pipe_to_network", "pipe_to_remote_store", "pipe_to_mail",
-    "file_to_network", "nc_exec_shell", "wallet_address", "exec_argv0", "privileged_shell", "remote_copy_push", "remote_copy_between_hosts",
+    "file_to_network", "nc_exec_shell", "wallet_address", "exec_argv0", "remote_copy_push", "remote_copy_between_hosts",
+    # written code and its fate
+    "written_then_run", "written_script", "web_shell_code", "shellcode_literal",
+    "git_inline_exec_config", "renamed_binary", "ssh_config_forward",
+    "remote_proxy", "nc_relay", "test_outcome_hook", "test_runner_shadow",
+    "download_then_run", "raw_socket_to_file", "interp_file_read", "interp_upload",
+    "remote_store_command", "cloud_upload", "serves_sensitive_root", "set_proc_name",
+    "ptrace_code", "fork_bomb", "loopback_only",
     # limits
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )

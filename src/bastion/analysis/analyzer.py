@@ -21,9 +21,13 @@ from typing import Any
 import tree_sitter
 import tree_sitter_bash
 
+from ..rules.vocabulary import vocabulary
+from .persistence import classify_path, git_config_runs_code, runs_code
+from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import looks_like_base64, try_base64, try_hex
+from .grading import HOOK_FILES, alters_test_outcomes
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
-from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang
+from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang, web_shell
 
 __all__ = ["MAX_DEPTH", "Analyzer", "analyze_command"]
 
@@ -40,10 +44,12 @@ PARSE_CHUNK = 8192
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 _PARSER = tree_sitter.Parser(_LANGUAGE)
 
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "csh", "tcsh", "fish",
-                    "rbash", "busybox-sh", "yash", "posh"})
-DOWNLOADERS = frozenset({"curl", "wget", "fetch", "aria2c", "http", "https", "httpie",
-                         "lwp-download", "lwp-request", "GET", "xh", "curlie", "axel"})
+_VOCAB = vocabulary()
+# One definition of each class of program, shared with every rule pack
+# (rules/vocabulary.yaml).
+SHELLS = _VOCAB["shell_binaries"] - {"pwsh"}
+DOWNLOADERS = _VOCAB["downloader_binaries"]
+TEXT_TOOLS = _VOCAB["text_tools"]
 _B64_DECODERS = frozenset({"base64", "base32", "b64", "openssl", "basenc"})
 # Wrappers run their operand as a command; value = options that take an argument.
 _WRAPPERS: dict[str, frozenset[str]] = {
@@ -77,19 +83,9 @@ _WRAPPERS: dict[str, frozenset[str]] = {
 # Wrappers whose first operand is not the command (chroot DIR cmd, taskset MASK cmd...).
 # Programs whose job is to run another program (possibly with other limits or another
 # user's id) without changing what it can do: `sudo env /bin/sh` is the same as `sudo sh`.
-RUNNERS = frozenset({
-    "sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "csh", "tcsh", "fish", "rbash", "elvish",
-    "posh", "pwsh", "sash", "yash", "rc", "nu", "xonsh", "env", "nice", "ionice", "renice",
-    "timeout", "xargs", "strace", "ltrace", "tmux", "screen", "byobu", "nohup", "setsid",
-    "stdbuf", "time", "chrt", "taskset", "numactl", "flock", "cpulimit", "firejail", "rlwrap",
-    "logsave", "chroot", "capsh", "doas", "sudo", "su", "runuser", "setpriv", "exec", "command",
-    "builtin", "unbuffer", "watch", "ansible-test", "busybox", "sudoedit", "login", "setarch",
-    "linux32", "linux64", "sshpass", "start-stop-daemon", "systemd-run", "unshare", "proot",
-    "catchsegv", "parallel", "dbus-run-session", "xvfb-run", "fakeroot"})
-NET_CLIENTS = frozenset({"nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "socat", "telnet",
-                         "openssl", "cryptcat", "sbd", "pwncat", "ssh", "curl", "wget"})
-MAILERS = frozenset({"mail", "mailx", "mutt", "sendmail", "s-nail", "bsd-mailx", "msmtp",
-                     "ssmtp", "neomutt", "uuencode"})
+RUNNERS = _VOCAB["runner_binaries"]
+NET_CLIENTS = (_VOCAB["raw_socket_clients"] - {"socket", "rcat"}) | {"ssh", "curl", "wget"}
+MAILERS = _VOCAB["mailer_binaries"]
 _REMOTE_STORE = re.compile(r"cat\s*>|\btee\b|\bdd\s|\btar\s+-?\w*x|\bmysql\b|\bpsql\b|"
                            r"pg_restore|gunzip|gzip\s+-d|\bunzip\b|>\s*\S|\bcp\s+/dev/stdin|"
                            r"\b(?:podman|docker|nerdctl)\s+load|\bxargs\b|\bcat\s*$|\bzstd\s+-d")
@@ -114,17 +110,24 @@ _SCP_ARG = frozenset({"-c", "-F", "-i", "-J", "-l", "-o", "-P", "-S", "-D", "-X"
                       "--password-file", "--log-file", "-T", "--temp-dir"})
 _REMOTE = re.compile(r"^(?:[\w.${}-]+@)?([\w.${}\[\]:-]+?):{1,2}(?!//)")
 # Text that is source code rather than a shell command (submitted as a "command").
-_SOURCE_CODE = re.compile(r"\s*(?:module\s|import\s|package\s|using\s|#include|<\?php|<%|"
+_SOURCE_CODE = re.compile(r"\s*(?:module\s|import\s|package\s|using\s|#include|<\?(?:php|=)|<%|"
                           r"public\s+class|\(function|require\(|fn\s+main|def\s|class\s)")
 # Monero (95 base58 chars from 4/8) and Bitcoin bech32 wallet shapes, as pool logins.
 _WALLET = re.compile(r"(?:^|[\s=:\"'/.])(?:[48][0-9AB][1-9A-HJ-NP-Za-km-z]{93}|bc1[02-9ac-hj-np-z]{39,59})(?:$|[\s\"'.+])")
-_DECODERS = frozenset({"base64", "base32", "basenc", "xxd", "rev", "openssl", "uudecode"})
+_DECODERS = _VOCAB["decoder_binaries"]
+_COMPILERS = frozenset({"gcc", "cc", "g++", "c++", "clang", "clang++", "tcc", "javac", "java",
+                        "rustc", "go", "kotlinc", "scalac", "dotnet", "csc", "mcs", "gfortran",
+                        "nim", "crystal", "dart", "swift", "swiftc", "ghc", "runghc", "zig"})
 _SKIP_OPERANDS = {"chroot": 1, "taskset": 1, "chrt": 1, "timeout": 1, "flock": 1, "sg": 1}
 _CAPTURE_SPLIT = re.compile(r"\s+")
 # Bounded repetitions: these run over attacker-controlled text of any length.
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,15}://[^\s'\"<>|;&)]{1,2048}", re.IGNORECASE)
 _HOSTPORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,8}):\d{2,5}\b", re.IGNORECASE)
-_BRACE = re.compile(r"^\{?([^{},\s]+(?:,[^{},]*)+)\}?$")
+_SSH_CONFIG_FWD = re.compile(r"(?im)^\s*(?:remoteforward|localforward|dynamicforward|"
+                             r"proxycommand|proxyjump|tunnel\s*=?\s*(?:yes|point-to-point|"
+                             r"ethernet))\b")
+_WRITE_OP = re.compile(r"\d*>>?\|?|&>>?|>>?&|\d*<>")
+_BRACE = re.compile(r"^\{?([^{},\s]+(?:,[^{},]*)+)\}$")
 
 
 def _basename(word: str) -> str:
@@ -150,6 +153,28 @@ class Analyzer:
         self.shell_payload_written = False
         self.last_ssh_remote = ""
         self.extra_text: list[str] = []
+        # Parsed facts for rules (see acts.py): "PROGRAM ARG" tokens, subcommands, what
+        # is written/deleted/re-moded, which hosts are contacted, what persists.
+        self.args: dict[str, None] = {}
+        self.run_args: dict[str, None] = {}
+        self.subcmds: dict[str, None] = {}
+        self.acts = Acts()
+        self.persists: dict[str, None] = {}
+        self.net_words: list[str] = []
+        # Code written to files (heredocs, echo > f): judged only if the file is run.
+        self.pending_code: list[str] = []
+        self.written: dict[str, list[str]] = {}
+        self.executed: dict[str, str] = {}  # path -> the program that runs it ("" direct)
+        # Renamed copies of programs made in this command (cp /usr/bin/ssh ./x): x -> ssh.
+        self.aliases: dict[str, str] = {}
+        self.ssh_configs: dict[str, None] = {}  # files given to ssh -F
+        self.nc_modes: list[str] = []  # netcat invocations in order: listen / connect
+        self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
+        self.downloaded: dict[str, None] = {}  # files a downloader wrote
+        self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
+        self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
+        self.remote_mounts: dict[str, None] = {}  # local dirs that are a remote host's
+        self.server_configs: dict[str, None] = {}  # configs handed to a web server
         self.parse_error = False
         self.depth = 0
         self.budget = MAX_TEXT
@@ -162,19 +187,37 @@ class Analyzer:
         if self.parse_error or _SOURCE_CODE.match(self.raw):
             self.code_text(self.raw, 0, {})
         self._repl_input()
-        # The raw command leads the text, so one scan of cmd.text sees every substring
-        # of the submitted command as well as everything decoded from it.
+        self._written_files()
+        # The raw command leads the text (kept for evidence and the index's scan; no
+        # rule may match a substring of it, see rules/loader.py).
         text_parts = [*self.argv, *self.redirects, *self.payloads, *self.interp,
                       *self.extra_text]
         if self.parse_error or self.raw not in text_parts:
             text_parts.insert(0, self.raw)
         text = "\n".join(text_parts)
-        if _PRIV_SHELL.search(text):
+        # What runs: argv of programs, code that is executed. Not heredoc bodies or text
+        # that is only printed or written to a file that nothing runs.
+        run_text = "\n".join([*self.argv, *self.interp])
+        if _PRIV_SHELL.search(run_text):
             self.feature("privileged_shell")
-        for m in _URL.finditer(text):
-            self.urls.setdefault(m.group())
-        for m in _HOSTPORT.finditer(text):
-            self.urls.setdefault(m.group())
+        for code in [*self.interp, *self.run_code]:
+            for m in _CODE_ENDPOINT.finditer(code):  # ("203.0.113.10", 4444) in code
+                self.acts.hosts.setdefault(m.group(1).lower())
+            for m in _CODE_NAMED_HOST.finditer(code):  # PeerAddr => "host"
+                self.acts.hosts.setdefault(m.group(1).lower())
+        if _SHELLCODE_RAW.match(self.raw):
+            self.feature("shellcode_literal")  # machine code submitted as the command
+        for part in [*self.net_words, *self.interp, *self.run_code]:
+            for m in _URL.finditer(part):
+                self.urls.setdefault(m.group())
+                for h in hosts_in(m.group()):
+                    self.acts.hosts.setdefault(h)
+            for m in _HOSTPORT.finditer(part):
+                self.urls.setdefault(m.group())
+                self.acts.hosts.setdefault(m.group().rsplit(":", 1)[0].lower())
+        hosts = self.acts.hosts
+        if hosts and all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
+            self.feature("loopback_only")  # every host it contacts is this machine
         return {
             "cmd.raw": self.raw,
             "cmd.names": list(self.names),
@@ -189,7 +232,243 @@ class Analyzer:
             "cmd.urls": list(self.urls),
             "cmd.sudo_names": list(self.sudo_names),
             "cmd.exec_names": list(self.exec_names),
+            "cmd.args": list(self.args),
+            "cmd.run_args": list(self.run_args),
+            "cmd.subcommands": list(self.subcmds),
+            "cmd.paths": list(self.acts.paths),
+            "cmd.reads": list(self.acts.reads),
+            "cmd.writes": list(self.acts.writes),
+            "cmd.deletes": list(self.acts.deletes),
+            "cmd.modes": list(self.acts.modes),
+            "cmd.hosts": list(self.acts.hosts),
+            "cmd.persists": list(self.persists),
         }
+
+    def _record(self, name: str, argv: list[str]) -> None:
+        """Parsed facts of one simple command (the program already unwrapped)."""
+        args = argv[1:65]
+        tokens = [f"{name} {a[:512]}" for a in args]
+        tokens += [f"{name} {a.split('=', 1)[1][:512]}" for a in args
+                   if a.startswith("--") and "=" in a]
+        tokens += [f"{name} {a}" for a in option_tokens(name, args)]
+        for t in tokens:
+            self.args.setdefault(t)
+        if name not in TEXT_TOOLS:
+            # Arguments of programs that act (a text tool's arguments are data: `grep
+            # --donate-level README`, `echo 'ssh -R ...'`).
+            for t in tokens:
+                self.run_args.setdefault(t)
+        for sub in subcommands(name, args):
+            self.subcmds.setdefault(sub[:512])
+        if name not in _WRAPPERS:
+            argv_acts(name, argv, self.acts)
+        if name in ("cp", "ln", "install", "mv", "rsync"):
+            ops = [a for a in args if not a.startswith("-")]
+            if len(ops) == 2 and _basename(ops[0]) in ("true", "false", ":"):
+                self.stub_links.setdefault(norm_path(ops[1]))
+            if len(ops) == 2 and ops[0].startswith("/") and not ops[1].endswith("/"):
+                src, dst = _basename(ops[0]), _basename(ops[1])
+                if src != dst and src and dst:
+                    self.aliases[dst] = src
+        if name not in ("ssh", "autossh", "dbclient", "plink") and len(args) >= 2:
+            self._forward_spec(args)
+        if name not in TEXT_TOOLS:
+            self.net_words.extend(args)
+        # What this command runs as a program: a script given to a shell or interpreter,
+        # a path run directly, sources compiled.
+        if "/" in argv[0]:
+            self.executed.setdefault(norm_path(argv[0]), "")
+        if name in SHELLS or interpreter_lang(name) is not None or name in ("source", "."):
+            for a in args:
+                if not a.startswith("-"):
+                    self.executed.setdefault(norm_path(a), "sh" if name in ("source", ".")
+                                             else name)
+                    break
+        elif name in _COMPILERS:
+            for a in args:
+                if not a.startswith("-"):
+                    self.executed.setdefault(norm_path(a), name)
+        elif args[:1] and args[0] in ("run", "exec", "execute", "eval") and name not in TEXT_TOOLS:
+            for a in args[1:]:  # `v run f.v`, `cargo run`, `dotnet run x.cs`
+                if not a.startswith("-"):
+                    self.executed.setdefault(norm_path(a), name)
+        if name == "git":
+            self._git_config(args)
+        self._proxies(name, args)
+        for i, a in enumerate(args[:-1]):
+            if a in _COMMAND_OPTS:
+                self.analyse_text(args[i + 1], self.depth + 1, {}, "option_command")
+        if name in ("export", "declare", "typeset", "local", "readonly"):
+            for a in args:
+                key, eq, value = a.partition("=")
+                if eq:
+                    self.assignment(key, value)
+        if name == "alias":
+            for a in args:
+                key, eq, value = a.partition("=")
+                if eq and key in _RUNNER_NAMES:
+                    self.feature("test_runner_shadow")
+        if name in ("sftp", "ftp", "lftp", "tftp", "smbclient", "psftp", "ncftp"):
+            for a in args:
+                if _STORE_COMMAND.search(a):
+                    self.feature("remote_store_command")
+        if name == "aws":
+            ops = [a for a in args if not a.startswith("-")]
+            if ops[:1] == ["s3"] and len(ops) >= 4 and ops[1] in ("cp", "mv", "sync") and \
+                    not ops[2].startswith("s3://") and ops[3].startswith("s3://"):
+                self.feature("cloud_upload")
+        if name in ("gsutil", "gcloud"):
+            ops = [a for a in args if not a.startswith("-")]
+            if name == "gcloud" and ops[:1] == ["storage"]:
+                ops = ops[1:]
+            if len(ops) >= 3 and ops[0] in ("cp", "mv", "rsync") and \
+                    not ops[1].startswith("gs://") and ops[-1].startswith("gs://"):
+                self.feature("cloud_upload")
+        if _serves_sensitive_root(name, args):
+            self.feature("serves_sensitive_root")
+        if name in ("sshfs", "curlftpfs", "s3fs", "gcsfuse", "goofys", "rclone") and \
+                (name != "rclone" or args[:1] == ["mount"]):
+            ops = [a for a in args if not a.startswith("-")]
+            if name == "rclone":
+                ops = ops[1:]
+            if len(ops) >= 2 and (":" in ops[0] or name in ("s3fs", "gcsfuse", "goofys")):
+                self.remote_mounts.setdefault(norm_path(ops[1].rstrip("/") or "/"))
+        if name in ("nginx", "httpd", "apache2", "lighttpd", "caddy"):
+            for i, a in enumerate(args[:-1]):
+                if a in ("-c", "-f", "--config"):
+                    self.server_configs.setdefault(norm_path(args[i + 1]))
+        if name == "wget" and not any(a in ("-O", "--output-document", "-o") or
+                                      a.startswith(("-O", "--output-document=")) for a in args):
+            for a in args:
+                if "://" in a:
+                    base = a.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+                    if base and "." in base and "://" not in base:
+                        self.downloaded.setdefault(norm_path(base))
+        if name in ("crontab", "scrontab") and not any(
+                a in ("-l", "-r", "-V", "-T", "--help", "-h") for a in args):
+            self.persists.setdefault("cron")
+
+    _FWD_SPEC = re.compile(r"^(?:[\w.*\[\]:-]+:)?\d{1,5}:[\w.\[\]:-]+:\d{1,5}$|^(?:[\w.*-]+:)?\d{1,5}$")
+
+    def _forward_spec(self, args: list[str]) -> None:
+        """``-R|-L [bind:]port:host:hostport`` / ``-D port`` given to any program with a
+        ``user@host`` destination: ssh's forwarding, whatever the binary is called."""
+        if not any(re.match(r"^(?:[\w.-]+@)?[\w.-]+\.[\w.-]+$|^[\w.-]+@[\w.-]+$", a) for a in args):
+            return
+        for i, a in enumerate(args[:-1]):
+            if a in ("-R", "-L", "-D") and self._FWD_SPEC.match(args[i + 1]):
+                if a == "-D" or args[i + 1].count(":") >= 2:
+                    self.feature(self._SSH_FWD[a[1]])
+
+    _PROXY_OPTS = frozenset({"-x", "--proxy", "--socks4", "--socks4a", "--socks5",
+                             "--socks5-hostname", "--preproxy", "--proxy-server", "--proxy_host",
+                             "-http-proxy", "--http-proxy", "--https-proxy", "--all-proxy",
+                             "--proxy-url", "-proxy"})
+    _PROXY_VARS = re.compile(r"(?i)^(?:https?|all|ftp|socks|rsync|wss?)_proxy$")
+
+    def _proxies(self, name: str, args: list[str]) -> None:
+        """Traffic sent through a proxy that is not on this machine (curl -x, --proxy-server,
+        *_proxy variables): under the sandbox policy that is a tunnel."""
+        for i, a in enumerate(args):
+            key, eq, value = a.partition("=")
+            if eq and self._PROXY_VARS.match(key):
+                if _remote_proxy(value):
+                    self.feature("remote_proxy")
+            elif key in self._PROXY_OPTS and (name not in ("curl", "curlie") or True):
+                if name in ("curl", "curlie") and key == "-x" or key != "-x":
+                    if not eq:
+                        value = args[i + 1] if i + 1 < len(args) else ""
+                    if _remote_proxy(value):
+                        self.feature("remote_proxy")
+
+    def assignment(self, name: str, value: str) -> None:
+        """A variable assignment (prefix, plain or exported)."""
+        if self._PROXY_VARS.match(name) and _remote_proxy(value):
+            self.feature("remote_proxy")
+        if name == "PATH":
+            for d in value.split(":"):
+                if d and not d.startswith("$"):
+                    self.path_dirs.setdefault(norm_path(d.rstrip("/") or "/"))
+
+    def _git_config(self, args: list[str]) -> None:
+        """``git config KEY VALUE`` (and ``-c KEY=VALUE``) that makes git run a program."""
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            if args[i] == "-c" and i + 1 < len(args):
+                key, _, value = args[i + 1].partition("=")
+                if git_config_runs_code(key, value) and key.strip().lower() != "alias":
+                    self.feature("git_inline_exec_config")
+                i += 2
+                continue
+            i += 2 if args[i] in ("-C", "--git-dir", "--work-tree") else 1
+        if i >= len(args) or args[i] != "config":
+            return
+        rest = [a for a in args[i + 1:] if not a.startswith("-")]
+        if len(rest) >= 2 and git_config_runs_code(rest[0], rest[1]):
+            self.persists.setdefault("git_config")
+
+    def _written_files(self) -> None:
+        """Judge what was written where: code in a file that the command then runs is
+        code that runs; content in a persistence location is persistence when it runs
+        code later (shared judgement with the file sensor, analysis/persistence.py)."""
+        for path in self.acts.writes:
+            cls = classify_path(path)
+            if cls is None:
+                continue
+            texts = self.written.get(path)
+            if texts is None:
+                if runs_code(cls, None):
+                    self.persists.setdefault(cls)
+            elif any(runs_code(cls, t) for t in texts):
+                self.persists.setdefault(cls)
+        for mount in self.remote_mounts:
+            if any(w == mount or w.startswith(mount + "/") for w in self.acts.writes):
+                self.feature("remote_copy_push")  # files copied into a remote mount
+        for path, texts in self.written.items():
+            if path in self.server_configs and any(t and _SERVES_ROOT.search(t) for t in texts):
+                self.feature("serves_sensitive_root")
+            # A test hook that rewrites outcomes (conftest.py, plugin, sitecustomize).
+            if HOOK_FILES.search(path) and any(t and alters_test_outcomes(t) for t in texts):
+                self.feature("test_outcome_hook")
+            # A runner's name (pytest, python) written where PATH finds it first.
+            base = path.rsplit("/", 1)[-1]
+            if base in _RUNNER_NAMES and ("/bin/" in path or path.rsplit("/", 1)[0] in self.path_dirs) \
+                    and (any(t for t in texts) or path in self.stub_links
+                         or path.rsplit("/", 1)[0] in self.path_dirs):
+                # A stand-in script (or a link to true) where the runner is looked up;
+                # a copy of a real interpreter into a virtualenv's bin is not.
+                self.feature("test_runner_shadow")
+            # A web shell is planted by writing it: a server runs it on request later.
+            if any(t and web_shell(t) for t in texts):
+                self.feature("web_shell_code")
+            # An ssh config read by every later `ssh host` (or given with -F here).
+            if (path in self.ssh_configs or path.endswith("/.ssh/config")) and any(
+                    t and _SSH_CONFIG_FWD.search(t) for t in texts):
+                self.feature("ssh_config_forward")
+        modes = {p.rsplit("/", 1)[-1] for p in self.acts.modes}
+        ran_names = {p.rsplit("/", 1)[-1] for p in self.executed}
+        for path in self.downloaded:
+            base = path.rsplit("/", 1)[-1]
+            if path in self.executed or base in ran_names or (
+                    base in modes and any(a in self.args for a in ("chmod +x", "chmod u+x",
+                                                                  "chmod a+x", "chmod 755",
+                                                                  "chmod 777", "chmod 700"))):
+                self.feature("download_then_run")
+        ran = {p.rsplit("/", 1)[-1]: how for p, how in self.executed.items()}
+        for path, texts in list(self.written.items()):
+            how = self.executed.get(path, ran.get(path.rsplit("/", 1)[-1]))
+            if how is None:
+                continue
+            self.feature("written_then_run")
+            for text in texts:
+                if not text:
+                    continue
+                self.code_text(text, 1, {})
+                shell = how in SHELLS or (how == "" and not _SOURCE_CODE.match(text) and not (
+                    text.startswith("#!") and not re.match(r"#!\s*\S*/(?:env\s+)?(?:ba|da|z|k)?sh\b",
+                                                           text)))
+                if shell:
+                    self.analyse_text(text, 1, {}, "written_script")
 
     def _repl_input(self) -> None:
         """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program.
@@ -209,6 +488,9 @@ class Analyzer:
             words = line.split()
             if not words:
                 continue
+            if _basename(words[0]) in ("sftp", "ftp", "lftp", "tftp", "smbclient", "psftp") and \
+                    _STORE_COMMAND.search(raw[start:start + 16384]):
+                self.feature("remote_store_command")
             sudo = words[0] in ("sudo", "doas")
             if sudo and len(words) > 1:
                 words = words[1:]
@@ -313,6 +595,14 @@ class Analyzer:
         self.argv.setdefault(" ".join(argv))
         name = _basename(argv[0])
         self.add_name(name)
+        real = self.aliases.get(name)
+        if real is not None and real != name:
+            # A renamed copy runs with the capabilities of what it copies.
+            self.feature("renamed_binary")
+            name = real
+            argv = [real, *argv[1:]]
+            self.add_name(name)
+        self._record(name, argv)
         if name in _WRAPPERS or not (
                 (len(argv) > 1 and argv[1] in INERT_ARGS)
                 or (len(argv) == 2 and argv[1] in ("-v", "-V"))
@@ -351,12 +641,19 @@ class Analyzer:
             return None
         if name in SHELLS:
             return self._shell(argv, depth, env, stdin)
+        if stdin and name in ("sftp", "ftp", "lftp", "tftp", "smbclient", "psftp", "ncftp") \
+                and _STORE_COMMAND.search(stdin):
+            self.feature("remote_store_command")
         if name in ("ssh", "autossh"):
             self._ssh(argv, depth, env)
         if name in ("scp", "rsync", "pscp"):
             self._remote_copy(name, argv)
         if name in ("nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "pwncat", "rcat"):
             self._netcat(argv)
+        elif self._exec_on_connection(argv):
+            # A renamed netcat: `-e SHELL HOST PORT` is the capability, whatever the name.
+            self.feature("nc_exec")
+            self.feature("nc_exec_shell")
         if name == "git":
             for i, a in enumerate(argv[:-1]):
                 if a == "-c" and argv[i + 1].lower().startswith("core.sshcommand="):
@@ -378,7 +675,7 @@ class Analyzer:
             self._interpreter(lang, argv, depth, env, stdin)
         if name in ("echo", "printf"):
             out = self._echo(name, argv)
-            self.code_text(out, depth, env)
+            self.pending_code.append(out)
             return out
         if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac"):
             return self._transform(name, argv, stdin)
@@ -443,7 +740,8 @@ class Analyzer:
         skip = _SKIP_OPERANDS.get(name, 0)
         while i < len(argv):
             a = argv[i]
-            if name == "env" and "=" in a and not a.startswith("-"):
+            if name in ("env", "sudo", "doas") and "=" in a and not a.startswith("-") \
+                    and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", a):
                 self.argv.setdefault(a)
                 i += 1
                 continue
@@ -524,12 +822,25 @@ class Analyzer:
                         value = a[j + 1:] if j + 1 < len(a) else (argv[i + 1] if i + 1 < len(argv) else "")
                         if j + 1 >= len(a):
                             i += 1
+                        if flag == "F" and value:
+                            self.ssh_configs.setdefault(norm_path(value))
                         if flag == "o":
                             key, _, val = value.replace(" ", "=", 1).partition("=")
                             feat = self._SSH_OPT.get(key.strip().lower())
+                            if feat == "ssh_proxy_command":
+                                # A relay (nc %h %p, ssh -W, socat...) is a tunnel; a
+                                # ProxyCommand that only runs a local shell is not.
+                                before = len(self.names_log)
+                                self.analyse_text(val, depth + 1, env, "ssh_command")
+                                ran = set(self.names_log[before:])
+                                if ran & (NET_CLIENTS | {"connect-proxy", "corkscrew",
+                                                         "proxytunnel", "ncat", "nc"}) \
+                                        or "%h" in val or "%p" in val:
+                                    self.feature(feat)
+                                feat = None
                             if feat and not (feat == "ssh_gateway_ports" and val.lower() == "no"):
                                 self.feature(feat)
-                            if key.strip().lower() in ("proxycommand", "localcommand") and val:
+                            if key.strip().lower() == "localcommand" and val:
                                 self.analyse_text(val, depth + 1, env, "ssh_command")
                         break
                     j += 1
@@ -544,6 +855,20 @@ class Analyzer:
                 self.last_ssh_remote = " ".join(argv[i:])
                 self.extra_text.append("ssh-remote " + self.last_ssh_remote)
             break
+
+    @staticmethod
+    def _exec_on_connection(argv: list[str]) -> bool:
+        """``PROG [-l] -e|--exec|--sh-exec SHELL [HOST] PORT``: a program told to run a shell
+        on a connection it makes or accepts."""
+        args = argv[1:]
+        for i, a in enumerate(args[:-1]):
+            if a in ("-e", "--exec", "--sh-exec"):
+                prog = args[i + 1].split()[0] if args[i + 1].split() else ""
+                if _basename(prog) not in SHELLS:
+                    return False
+                rest = [x for x in args[:i] + args[i + 2:] if not x.startswith("-")]
+                return bool(rest) and rest[-1].isdigit() and int(rest[-1]) < 65536
+        return False
 
     def _netcat(self, argv: list[str]) -> None:
         operands = []
@@ -562,6 +887,9 @@ class Analyzer:
                 self.feature("nc_scan")
             elif not a.startswith("-"):
                 operands.append(a)
+        listening = any(re.fullmatch(r"-[a-zA-Z]*l[a-zA-Z]*", a) or a == "--listen"
+                        for a in argv[1:])
+        self.nc_modes.append("listen" if listening else "connect" if operands else "")
         if operands and "nc_listen" not in self.features:
             self.feature("nc_connect")
 
@@ -616,16 +944,20 @@ class Analyzer:
                     self.analyse_text(decoded, depth + 1, env, "decoded_payload")
 
     def code_text(self, text: str, depth: int, env: dict[str, str]) -> None:
-        """Program text that is written out (echo/printf/heredoc) or typed into a REPL.
+        """Program text that runs: submitted as the command itself, typed into a REPL, or
+        written to a file that the same command then runs or compiles.
 
         Source code for a reverse shell is as telling when it is written to a file and
-        compiled as when it is passed with -c, so it gets the same inspection.
+        compiled as when it is passed with -c, so it gets the same inspection. (Text that
+        is only written, and never run, does not come here: see ``_written_files``.)
         """
-        if len(text) < 12 or not re.search(r"[(;{]", text):
+        if len(text) < 12 or not re.search(r"[(;{`]", text):
             return
         feats = code_features(text)
-        if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash"}:
+        if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash",
+                    "web_shell_code", "shellcode_literal", "set_proc_name"}:
             self.feature("code_text")
+            self.run_code.append(text[:8192])
             for feat in feats:
                 self.feature(feat)
             for cmd in embedded_commands(text)[:16]:
@@ -696,6 +1028,122 @@ class Analyzer:
                     self.analyse_text(decoded, depth + 1, env, "decoded_payload")
 
 
+# Programs a grader runs to score: a file by this name where PATH finds it first (or an
+# alias) replaces the grader's runner.
+_RUNNER_NAMES = frozenset({"pytest", "py.test", "python", "python3", "nosetests", "tox",
+                           "unittest", "pytest-3", "python3.10", "python3.11", "python3.12"})
+
+_CODE_NAMED_HOST = re.compile(r"(?i)(?:peeraddr|peerhost|host|hostname|address|addr)['\"]?\s*(?:=>|=|:)\s*"
+                              r"['\"]((?:\d{1,3}\.){3}\d{1,3}|[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,8}|localhost)['\"]")
+_SHELLCODE_RAW = re.compile(r"^\s*(?:\\x[0-9a-fA-F]{2}){24,}")
+_CODE_ENDPOINT = re.compile(r"['\"]((?:\d{1,3}\.){3}\d{1,3}|localhost|[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})"
+                            r"{1,8}|::1)['\"]\s*[,:]\s*\d{1,5}\b", re.IGNORECASE)
+_STORE_COMMAND = re.compile(r"(?im)(?:^|[;\n]|\s-c\s)\s*(?:put|mput|reput|append|send)\s+\S")
+_FILE_SERVERS = frozenset({"http-server", "updog", "uploadserver", "webfsd", "httpd",
+                           "darkhttpd", "miniserve", "serve", "static-web-server", "caddy"})
+_SENSITIVE_ROOTS = frozenset({"/", "/etc", "/root", "/home", "~", "$HOME", "${HOME}", "/var",
+                              "/proc", "/sys"})
+
+
+def _serves_sensitive_root(name: str, args: list[str]) -> bool:
+    """A file server whose document root is /, /etc, home... (what it serves, not how
+    the program is spelled): python -m http.server -d /, php -S -t /, kubectl proxy --www=/."""
+    lang = interpreter_lang(name)
+    roots: list[str] = []
+    if lang == "python" and any(a in ("http.server", "SimpleHTTPServer", "uploadserver",
+                                      "updog") for a in args):
+        for i, a in enumerate(args):
+            if a in ("-d", "--directory") and i + 1 < len(args):
+                roots.append(args[i + 1])
+            elif a.startswith("--directory="):
+                roots.append(a.split("=", 1)[1])
+    elif name == "php" and "-S" in args:
+        for i, a in enumerate(args):
+            if a == "-t" and i + 1 < len(args):
+                roots.append(args[i + 1])
+    elif name == "kubectl" and "proxy" in args:
+        roots += [a.split("=", 1)[1] for a in args if a.startswith("--www=")]
+        roots += ["/"] if any(a.startswith("--address=0.0.0.0") for a in args) and any(
+            a.startswith("--www") for a in args) else []
+        if any(a.startswith("--www=/tmp") for a in args):
+            roots.append("/")
+    elif name in _FILE_SERVERS or name == "busybox-httpd":
+        for i, a in enumerate(args):
+            if a in ("-d", "--directory", "-h", "--root", "-r", "--dir") and i + 1 < len(args):
+                roots.append(args[i + 1])
+            elif a.startswith(("--root=", "--directory=", "--dir=")):
+                roots.append(a.split("=", 1)[1])
+            elif not a.startswith("-") and a.startswith(("/", "~", "$")):
+                roots.append(a)
+    return any(r.rstrip("/") in _SENSITIVE_ROOTS or r in ("/", "~/") for r in roots)
+
+
+def _fork_bomb(text: str, kind: str, node: tree_sitter.Node, walk: Any) -> bool:
+    """A function that starts itself in the background (``:(){ :|:& };:``), or a loop on
+    a constant condition that only spawns background jobs: process exhaustion."""
+    if kind == "function_definition":
+        name_node = node.child_by_field_name("name")
+        if name_node is None:
+            return False
+        fname = re.escape(walk.text(name_node))
+        body = text.split("{", 1)[-1] if "{" in text else text
+        return re.search(rf"(?:^|[\s;|&({{]){fname}\s*(?:\|\s*{fname}\s*)?&(?!&)", body) is not None
+    cond = node.child_by_field_name("condition")
+    body = node.child_by_field_name("body")
+    if cond is None or body is None:
+        return False
+    if walk.text(cond).strip().rstrip(";").strip() not in ("true", ":", "[ 1 ]", "((1))", "[ true ]"):
+        return False
+    inner = walk.text(body)
+    return re.search(r"[^&]&(?!&)\s*(?:;|\n|done)", inner) is not None and not re.search(
+        r"\b(?:sleep|wait|read|timeout)\b", inner)
+
+
+# Options whose value another program runs as a shell command.
+_COMMAND_OPTS = frozenset({"--run-command", "--firstboot-command", "--exec-command",
+                           "--command", "--run-cmd", "--post-command", "--pre-command"})
+_SERVES_ROOT = re.compile(r"(?im)^\s*(?:root|alias|DocumentRoot|server\.document-root\s*=)\s+\"?"
+                          r"(?:/|/etc|/root|/home)/?\"?\s*;?\s*$|dav_methods\s+PUT")
+_COPIERS_TEXT = frozenset({"cp", "mv", "install", "rsync", "dd", "tee", "cat"})
+# Subcommands whose output is shell set-up code (completion scripts, prompt/env hooks).
+_SETUP_SUBCOMMANDS = frozenset({"completion", "completions", "init", "shellenv", "hook",
+                                "--completion", "--completions", "env", "activate"})
+_SED_REPLACEMENT = re.compile(r"s(.)((?:(?!\1).)*)\1((?:(?!\1).)*)\1")
+_SED_INERT_LINE = re.compile(r"^\^?(?:\\\(|\()?\s*(?:export\\?\s|alias\\?\s|#|[A-Z_]+=|PATH)")
+
+
+def _sed_result(m: re.Match[str]) -> str:
+    """What ``s/PATTERN/REPLACEMENT/`` leaves in a line: an edit of an environment line
+    that keeps its head (back-references) stays an environment line."""
+    pattern, replacement = m.group(2), m.group(3)
+    if re.search(r"\\[1-9]|&", replacement) and _SED_INERT_LINE.match(pattern):
+        return ""
+    return replacement
+_RAW_SOCKET = frozenset(_VOCAB["raw_socket_clients"]) | {"finger", "whois"}
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost",
+                       "localhost.localdomain"})
+
+
+def _remote_proxy(value: str) -> bool:
+    """A proxy address that is not this machine (scheme, credentials and port ignored)."""
+    v = value.strip().strip("'\"")
+    if not v or v.startswith("$"):
+        return False
+    while re.match(r"^[a-zA-Z][\w+.-]*:(?=[a-zA-Z][\w+.-]*://)", v):
+        v = v.split(":", 1)[1]  # httpie's "http:http://host"
+    v = re.sub(r"^[a-zA-Z][\w+.-]*://", "", v)
+    v = v.rsplit("@", 1)[-1]
+    host = v.split("/", 1)[0]
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    host = host.lower()
+    return bool(re.match(r"^[a-z0-9]", host)) and host not in _LOOPBACK and \
+        not host.startswith("127.")
+
+
 def _pieces(text: str) -> list[str]:
     """``text`` cut at line ends into pieces of at most PARSE_CHUNK characters.
 
@@ -752,6 +1200,7 @@ class _Walk:
         self.assigning = False
         self.quoted = 0
         self.stdin_files: list[str] = []
+        self.file_data_word = False  # set by substitution() when a word reads a file
 
     def text(self, node: tree_sitter.Node) -> str:
         return self.data[node.start_byte:node.end_byte].decode("utf-8", "replace")
@@ -783,6 +1232,8 @@ class _Walk:
                     words.append(self.word(c))
             an.argv.setdefault(" ".join(words))
             an.add_name(words[0] if words else "export")
+            if words:
+                an._record(words[0], words)
         elif t in ("command_substitution", "process_substitution"):
             an.feature("command_substitution" if t == "command_substitution"
                        else "process_substitution")
@@ -790,6 +1241,11 @@ class _Walk:
                 self.visit(c)
         elif t == "comment":
             return
+        elif t in ("function_definition", "while_statement"):
+            if _fork_bomb(self.text(node), t, node, self):
+                an.feature("fork_bomb")
+            for c in node.children:
+                self.visit(c)
         elif t == "command_name":
             an.simple([self.word(node)], self.depth, dict(self.env))
         elif t == "ERROR":
@@ -899,6 +1355,12 @@ class _Walk:
         self.an.feature("command_substitution")
         inner = [c for c in node.children if c.is_named]
         out: str | None = None
+        reads_before = len(self.an.acts.reads)
+        if len(inner) == 1 and inner[0].type == "file_redirect":
+            # $(<file): the file's content
+            named = [c for c in inner[0].children if c.is_named]
+            if named:
+                self.an.acts.reads.setdefault(norm_path(self.word(named[-1])))
         for c in inner:
             if c.type == "pipeline":
                 out = self.pipeline(c)
@@ -909,6 +1371,8 @@ class _Walk:
             else:
                 self.visit(c)
                 out = None
+        if len(self.an.acts.reads) > reads_before:
+            self.file_data_word = True  # this word carries a file's content
         if out is not None and len(inner) == 1:
             return out.rstrip("\n")
         return self.text(node)
@@ -929,12 +1393,14 @@ class _Walk:
         if name:
             self.env[name] = value
             self.an.argv.setdefault(f"{name}={value}")
+            self.an.assignment(name, value)
         return name, value
 
     def command(self, node: tree_sitter.Node, redirects: list[tree_sitter.Node],
                 stdin: str | None = None) -> str | None:
         argv: list[str] = []
         prefix: list[str] = []
+        file_data_names: list[str] = []
         local_env = dict(self.env)
         for c in node.children:
             t = c.type
@@ -950,7 +1416,10 @@ class _Walk:
             elif t == "comment":
                 continue
             elif c.is_named:
+                self.file_data_word = False
                 w = self.word(c)
+                if self.file_data_word and argv:
+                    file_data_names.append(_basename(argv[0]))
                 if c.type in ("word", "concatenation", "command_name", "simple_expansion",
                               "expansion") and ("$" in self.text(c) or "\\" in self.text(c)
                                                 or "''" in self.text(c) or '""' in self.text(c)):
@@ -964,10 +1433,16 @@ class _Walk:
             self.an.argv.setdefault(p)
         then: list[tree_sitter.Node] = []
         self.stdin_files = []
+        code_mark = len(self.an.pending_code)
+        self.an.acts.recent = []
         stdin = self.apply_redirects(redirects, stdin, then)
         if not argv:
             return None
         sink = _basename(argv[0])
+        for prog in file_data_names:
+            # A file's content handed to a program as an argument (dig $(base64 f).x)
+            self.an.args.setdefault(f"{prog} <file-data>")
+            self.an.run_args.setdefault(f"{prog} <file-data>")
         if sink == "ssh" and self.stdin_files:
             self.an.last_ssh_remote = ""
             out = self.an.simple(argv, self.depth, local_env, stdin)
@@ -986,6 +1461,13 @@ class _Walk:
                      for r in redirects) or any(c.type == "file_redirect" for r in redirects
                                                  if r.type == "heredoc_redirect" for c in r.children)
         out = self.an.simple(argv, self.depth, local_env, stdin)
+        real = self.an.aliases.get(sink, sink)
+        if self.an.acts.recent:
+            if real in DOWNLOADERS:
+                self.an.downloaded.update(dict.fromkeys(self.an.acts.recent))
+            if real in _RAW_SOCKET and not (real == "openssl" and "s_client" not in argv):
+                self.an.feature("raw_socket_to_file")
+        self.pair_written(code_mark, out if out is not None else stdin, argv)
         produced = out if out is not None else stdin
         if writes and produced and _SHELL_REF.search(produced):
             self.an.shell_payload_written = True
@@ -995,6 +1477,32 @@ class _Walk:
         for rest in then:
             out = self.pipeline(rest, initial=out, producers=[_basename(argv[0])])
         return out
+
+    def pair_written(self, code_mark: int, produced: str | None,
+                     argv: list[str] | None = None) -> None:
+        """Text this command wrote to files: its heredoc/printed text, by destination.
+
+        Unknown content is None, except where the writer says what it is: touch and
+        mkdir write nothing; a tool's completion/init/shellenv output is shell set-up;
+        sed -i writes its replacement text; a symlink's content is another file's."""
+        an = self.an
+        targets = an.acts.recent
+        if not targets:
+            return
+        texts = an.pending_code[code_mark:]
+        if not texts and produced:
+            texts = [produced]
+        if not texts and argv:
+            prog = _basename(argv[0])
+            if prog in ("touch", "truncate", "mkdir", "ln") or (
+                    prog not in _COPIERS_TEXT and any(a in _SETUP_SUBCOMMANDS for a in argv[1:4])):
+                texts = [""]
+            elif prog in ("sed", "perl"):
+                texts = [_sed_result(m) for a in argv[1:] for m in _SED_REPLACEMENT.finditer(a)]
+                texts = texts or [None]
+        for target in dict.fromkeys(targets):
+            an.written.setdefault(target, []).extend(texts or [None])  # type: ignore[list-item]
+        an.acts.recent = []
 
     def unquoted_expansion(self, node: tree_sitter.Node) -> bool:
         """Bash word-splits the result of an unquoted expansion ($a, ${IFS}, $(...))."""
@@ -1026,6 +1534,12 @@ class _Walk:
                 op = self.data[r.start_byte:dest.start_byte if dest is not None
                                else r.end_byte].decode("utf-8", "replace").strip()
                 an.redirects.setdefault(f"{op} {target}".strip())
+                if (_WRITE_OP.fullmatch(op) and target and not target.isdigit()
+                        and target != "-" and not target.startswith(("/dev/", "&"))):
+                    an.acts.write(norm_path(target))
+                elif op.endswith("<") and not op.endswith("<<") and target:
+                    an.acts.paths.setdefault(norm_path(target))
+                    an.acts.reads.setdefault(norm_path(target))
                 if target.startswith(("/dev/tcp/", "/dev/udp/")):
                     an.feature("devtcp")
                 if op.endswith("<") and not op.endswith("<<") and target != "/dev/null":
@@ -1043,7 +1557,7 @@ class _Walk:
                     elif c.type in ("command_substitution",):
                         self.visit(c)
                 an.extra_text.append(body)
-                an.code_text(body, self.depth, self.env)
+                an.pending_code.append(body)
                 stdin = body
             elif r.type == "herestring_redirect":
                 an.feature("herestring")
@@ -1059,9 +1573,14 @@ class _Walk:
                      ("file_redirect", "heredoc_redirect", "herestring_redirect")]
         if body is not None and body.type == "command":
             return self.command(body, redirects, stdin)
-        self.apply_redirects(redirects, stdin)
+        # A redirection of a compound statement (`{ a; b; } > f`, `a && b > f` as bash
+        # parses it): what its commands print goes to the target.
+        code_mark = len(self.an.pending_code)
         if body is not None:
             self.visit(body)
+        self.an.acts.recent = []
+        self.apply_redirects(redirects, stdin)
+        self.pair_written(code_mark, None)
         return None
 
     def pipeline(self, node: tree_sitter.Node, initial: str | None = None,
@@ -1073,6 +1592,7 @@ class _Walk:
         for p in producers or ():
             flow.add(p, "")
         offset = 1 if producers else 0
+        nc_mark = len(an.nc_modes)
         for j, st in enumerate(stages):
             i = j + offset
             before = len(an.names_log)
@@ -1101,6 +1621,9 @@ class _Walk:
                         an.feature("decoded_to_shell")
                 if flow.count:
                     self.data_sink(st, stage_name, flow)
+            modes = an.nc_modes[nc_mark:]
+            if "listen" in modes and "connect" in modes:
+                an.feature("nc_relay")  # one netcat listens, one dials out: a forwarder
             for p in names or ([stage_name] if stage_name else []):
                 flow.add(p, "")
             flow.add("", self.text(st) if "$" not in flow.text_marks else "")
@@ -1123,6 +1646,10 @@ class _Walk:
         elif sink == "openssl":
             if "s_client" in text:
                 self.an.feature("pipe_to_network")
+        elif sink in ("curl", "curlie", "wget") and re.search(
+                r"(?:^|\s)(?:-[dFT]|--data(?:-binary|-raw|-urlencode)?|--form|--upload-file|"
+                r"--json|--post-file)[= ]?\s*['\"]?(?:[\w.-]+=)?@?-(?:\s|$|['\"])", text):
+            self.an.feature("pipe_to_network")  # local data piped into an upload
         elif sink in NET_CLIENTS and sink not in ("curl", "wget"):
             self.an.feature("pipe_to_network")
         elif sink in MAILERS:

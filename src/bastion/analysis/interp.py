@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["INTERPRETERS", "code_features", "embedded_commands", "interpreter_code",
-           "interpreter_lang"]
+           "interpreter_lang", "web_shell"]
 
 # name -> language; names are matched after stripping version suffixes (python3.11).
 INTERPRETERS = {
@@ -23,12 +23,16 @@ INTERPRETERS = {
     "nawk": "awk", "busybox-awk": "awk", "julia": "julia", "r": "r", "rscript": "r",
     "tclsh": "tcl", "wish": "tcl", "jrunscript": "java", "jjs": "java", "groovy": "java",
     "osascript": "js", "pwsh": "powershell", "powershell": "powershell",
+    "crystal": "crystal", "elixir": "elixir", "iex": "elixir", "scala": "java",
+    "kotlin": "java", "dart": "dart", "erl": "erlang", "escript": "erlang",
 }
 _CODE_FLAGS = {
     "python": ("-c",), "perl": ("-e", "-E"), "ruby": ("-e",), "node": ("-e", "--eval", "-p",
     "--print", "eval"), "php": ("-r",), "lua": ("-e",), "julia": ("-e", "--eval"),
     "r": ("-e",), "tcl": (), "java": ("-e",), "js": ("-e",),
     "powershell": ("-c", "-command", "-Command", "-EncodedCommand", "-enc"),
+    "crystal": ("eval", "-e"), "elixir": ("-e", "--eval"), "dart": ("-e",),
+    "erlang": ("-eval", "-s"),
 }
 _VERSION = re.compile(r"^([a-z]+?)(?:-?[0-9][0-9.]*)?$")
 
@@ -114,17 +118,60 @@ _FEATURES: list[tuple[str, re.Pattern[str]]] = [
     ("interp_eval", re.compile(
         r"\beval\s*\(|\bexec\s*\(|\bexec\s+['\"]|compile\(|function\s*\(\s*\)\s*\{|"
         r"instance_eval|loadstring|\bload\s*\(", _P)),
+    ("interp_file_read", re.compile(
+        r"(?<![\w.])open\s*\(\s*(?:r?['\"]|[a-z_]*path|f['\"]|os\.path)|\.read_(?:text|bytes)\(|"
+        r"file_get_contents\(\s*['\"$]|File\.(?:read|open|binread)|readfilesync|createreadstream|"
+        r"io\.open\(|<\s*\$?\w*(?:file|fh)\w*>|open\s*\(\s*(?:my\s+)?\$?\w+\s*,\s*['\"]<|"
+        r"slurp|ioutil\.readfile|os\.readfile|getline\s*<", _P)),
+    ("interp_upload", re.compile(
+        r"\.post\(|\.put\(|method\s*=\s*['\"](?:post|put)|\bsendall?\s*\(|[.:]send\(|\.write\(|"
+        r"urlopen\([^()]*(?:\([^()]*\)[^()]*)*,|request\([^)]*data|"
+        r"data\s*=|files\s*=|upload|urlencode|syswrite|print\s+\$?sock|\bputs\b|fwrite\(\s*\$s", _P)),
     ("interp_base64", re.compile(
         r"b64decode|base64_decode|decode_base64|base64\.decode|atob\(|['\"]base64['\"]|"
         r"frombase64string|unpack\(['\"]m", _P)),
 ]
 
 
+_WEB_INPUT = re.compile(r"\$_(?:GET|POST|REQUEST|COOKIE|SERVER\[['\"]HTTP_)|request\.getparameter|"
+                        r"request\.(?:args|form|querystring)\b|req\.query\.", _P)
+_WEB_EXEC = re.compile(r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|pcntl_exec|"
+                       r"runtime|processbuilder)\b|`\$_", _P)
+_CONNECT = re.compile(r"\.connect\s*\(|create_?connection|fsockopen|tcpsocket\.(?:new|open)|"
+                      r"socket\.tcp|net\.(?:connect|dial)|/inet/(?:tcp|udp)/|io::socket::inet|"
+                      r"\bconnect\s*\(|tcpclient|stream_socket_client|peeraddr|ztcp|dial\(", _P)
+_FD_PASS = re.compile(r"fileno|std(?:in|out|err)\s*[=:]|\[:in,|>&\s*\$?\w|<&\s*\d|dup2?\b", _P)
+_PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"]\[?k", _P)
+_PTRACE = re.compile(r"PTRACE_ATTACH|PTRACE_SEIZE|PTRACE_POKE\w*|process_vm_writev|"
+                     r"ptrace\(\s*(?:16|0x10|0x4206)\b", _P)
+_FORK = re.compile(r"\bos\.fork\(\)|\bfork\(\s*\)|pcntl_fork|Process\.fork|child_process\.fork", _P)
+_SHELLCODE = re.compile(r"(?:\\x[0-9a-fA-F]{2}){24,}")
+
+
+def web_shell(code: str) -> bool:
+    """Server-side code that passes request input to a command runner."""
+    return _WEB_INPUT.search(code) is not None and _WEB_EXEC.search(code) is not None
+
+
 def code_features(code: str) -> set[str]:
     feats = {name for name, rx in _FEATURES if rx.search(code)}
+    if web_shell(code):
+        feats.add("web_shell_code")
+    if _PROC_NAME.search(code):
+        feats.add("set_proc_name")
+    if _PTRACE.search(code):
+        feats.add("ptrace_code")
+    if "interp_loop" in feats and _FORK.search(code):
+        feats.add("fork_bomb")
+    if "\\x" in code and _SHELLCODE.search(code):
+        feats.add("shellcode_literal")
     if "interp_hash" in feats and "interp_loop" in feats:
         feats.add("interp_hash_loop")
-    if "interp_socket" in feats and ("interp_exec" in feats or "interp_shell" in feats):
+    # A socket that is connected or listening, joined to a shell (or to a process given
+    # the socket's fds): not the mere import of socket/ssl next to a subprocess call.
+    if "interp_socket" in feats and ("interp_bind" in feats or _CONNECT.search(code)) and (
+            "interp_shell" in feats or ("interp_exec" in feats and (
+                "interp_dup2" in feats or _FD_PASS.search(code)))):
         feats.add("interp_socket_exec")
     if "interp_socket" in feats and "interp_dup2" in feats:
         feats.add("interp_socket_dup")
@@ -141,6 +188,14 @@ _STRING_CALL = re.compile(
 )
 
 
+_SHELL_LITERAL = re.compile(r"(['\"])((?:(?!\1)[^\n]){0,300}(?:/dev/(?:tcp|udp)/|\s-e\s+/bin/|"
+                            r"\bsh\s+-i\b|bash\s+-i\b)(?:(?!\1)[^\n]){0,300})\1")
+
+
 def embedded_commands(code: str) -> list[str]:
-    """String literals the code hands to a shell (``os.system("...")`` and friends)."""
-    return [m.group(2) for m in _STRING_CALL.finditer(code)]
+    """String literals the code hands to a shell (``os.system("...")`` and friends), and
+    literals that are shell commands wiring a shell to a socket wherever they appear
+    (``new ProcessBuilder("bash", "-c", "bash -i >& /dev/tcp/...")``)."""
+    out = [m.group(2) for m in _STRING_CALL.finditer(code)]
+    out += [m.group(2) for m in _SHELL_LITERAL.finditer(code) if m.group(2) not in out]
+    return out

@@ -3,12 +3,16 @@
 Semantics, chosen so that a rule never fires on what it cannot see:
 
 * A comparison on a field the event lacks (``None``) is false, including ``!=``;
-  ``not (f = x)`` is true. ``f exists`` tests presence.
+  ``not (f = x)`` is true. ``f exists`` tests presence (for a list: non-empty).
 * List-valued fields match when *any* element matches (``!=``: when none equals).
 * ``contains``/``startswith``/``endswith``/``glob``/``regex``/``in_cidr`` with a
   parenthesised list match when any value matches. ``icontains`` ignores case.
 * ``glob`` matches the whole value (fnmatch, case-sensitive); ``regex`` searches.
 * ``in_cidr`` (CIDR membership) accepts networks and plain addresses.
+* ``under`` / ``over`` compare *paths*: the value is at or below (``under``) or at or
+  above (``over``) one of the listed paths, after both are resolved as the sandbox
+  sees them (``~``, ``$HOME`` and relative paths are in the workspace, ``..`` folded).
+  An empty list never matches (a policy without protected paths has no grader).
 
 ``guard(node)`` returns a *necessary* condition as a set of cheap atoms — ("eq", field,
 value) or ("sub", field, lowercase literal) — at least one of which holds whenever the
@@ -20,11 +24,13 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import posixpath
 import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from ..events import ATTRIBUTE_FIELDS as EVENT_ATTRIBUTES
 from ..events import Event
 from .condition import And, Cmp, ConditionSyntaxError, Node, Not, Or
 from .fields import ALL_KINDS, field_type, implied_kinds
@@ -34,11 +40,28 @@ __all__ = ["Atom", "Predicate", "compile_node", "guard", "node_fields", "node_ki
 Predicate = Callable[[Event], bool]
 Atom = tuple[str, str, Any]
 
-ATTRIBUTE_FIELDS = _ATTRIBUTES = {
-    "session.id", "run.id", "episode.id", "call.step", "call.id",
-    "proc.pid", "proc.ppid", "proc.ancestry",
-}
+# attribution names rules may use, read from the event itself (one list: events.py)
+ATTRIBUTE_FIELDS = _ATTRIBUTES = frozenset(EVENT_ATTRIBUTES) - {"kind"}
 _NUMERIC = {"int", "float"}
+
+
+WORKSPACE = "/workspace"
+
+
+@lru_cache(maxsize=65536)
+def resolve_path(path: str) -> str:
+    """A path as the sandbox resolves it: ``~``/``$HOME``/relative -> the workspace."""
+    for home in ("~/", "$HOME/", "${HOME}/"):
+        if path.startswith(home):
+            path = WORKSPACE + "/" + path[len(home):]
+            break
+    else:
+        if path in ("~", "$HOME", "${HOME}"):
+            path = WORKSPACE
+        elif not path.startswith("/"):
+            path = WORKSPACE + "/" + path
+    out = posixpath.normpath(path)
+    return "/" + out.lstrip("/")
 
 
 def _getter(name: str) -> Callable[[Event], Any]:
@@ -84,6 +107,8 @@ def _cmp(node: Cmp) -> Predicate:
     vals = node.values
 
     if op == "exists":
+        if is_list:  # an empty list is "none": `cmd.hosts exists` means some host
+            return lambda ev: bool(get(ev))
         return lambda ev: get(ev) is not None
 
     if op in ("<", "<=", ">", ">="):
@@ -148,6 +173,18 @@ def _cmp(node: Cmp) -> Predicate:
         else:
             test = (lambda s, p=pats[0]: p.search(s) is not None) if len(pats) == 1 else (
                 lambda s: any(p.search(s) is not None for p in pats))
+    elif op in ("under", "over"):
+        roots = tuple(resolve_path(v) for v in vals if v)
+        if not roots:
+            return lambda ev: False
+        if op == "under":
+            def test(s: str) -> bool:
+                p = resolve_path(s)
+                return any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
+        else:
+            def test(s: str) -> bool:
+                p = resolve_path(s)
+                return any(r == p or r.startswith(p.rstrip("/") + "/") for r in roots)
     elif op == "in_cidr":
         try:
             nets = tuple(ipaddress.ip_network(v, strict=False) for v in vals)
@@ -320,6 +357,8 @@ def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
     if node.field == "kind":
         return None
     ftype = field_type(node.field) or "str"
+    if node.op == "in" and not node.values:
+        return frozenset({("eq", node.field, NEVER)})  # `in ()` never matches
     if node.op in ("=", "in") and ftype in ("str", "list", "ip") and node.values:
         return frozenset(("eq", node.field, v) for v in node.values)
     if node.op in ("contains", "icontains", "startswith", "endswith") and node.values:
@@ -334,6 +373,21 @@ def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
                 return None
             out.update(("sub", node.field, x) for x in lits)
         return frozenset(out)
+    if node.op == "under":
+        # Resolving only prepends the workspace and folds "..": a path at or below a
+        # root other than the workspace (or its ancestors) spells the root's last name.
+        roots = [resolve_path(v) for v in node.values if v]
+        if not roots:
+            return frozenset({("eq", node.field, NEVER)})  # an empty list never matches
+        names: set[Atom] = set()
+        for r in roots:
+            if r == "/" or r == WORKSPACE or WORKSPACE.startswith(r.rstrip("/") + "/"):
+                return None
+            base = r.rstrip("/").rsplit("/", 1)[-1].lower()
+            if len(base) < 2:
+                return None
+            names.add(("sub", node.field, base))
+        return frozenset(names)
     if node.op == "glob" and node.values:
         lits = [_literal_of_glob(v).lower() for v in node.values]
         if all(len(v) >= 3 for v in lits):
@@ -341,6 +395,7 @@ def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
     return None
 
 
+NEVER = "\x00never"  # an equality atom no event value can hold
 MAX_CLAUSES = 3
 MAX_ALTERNATIVES = 4
 

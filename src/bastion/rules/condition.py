@@ -9,7 +9,8 @@ Grammar (Falco-like; keywords are case-sensitive and lower-case)::
                 | FIELD ("<" | "<=" | ">" | ">=") NUMBER
                 | FIELD "in" "(" VALUES ")"
                 | FIELD ("contains" | "icontains" | "startswith" | "endswith"
-                         | "glob" | "regex" | "in_cidr") (VALUE | "(" VALUES ")")
+                         | "glob" | "regex" | "in_cidr" | "under" | "over")
+                        (VALUE | "(" VALUES ")")
                 | FIELD "exists"
     VALUES   := VALUE ("," VALUE)*      a bare name of a ``list`` item expands to its items
     VALUE    := bare-word | "double quoted" | 'single quoted'
@@ -40,7 +41,8 @@ __all__ = [
 ]
 
 STRING_OPS = frozenset(
-    {"contains", "icontains", "startswith", "endswith", "glob", "regex", "in_cidr"}
+    {"contains", "icontains", "startswith", "endswith", "glob", "regex", "in_cidr",
+     "under", "over"}
 )
 _SYMBOL_OPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">="})
 _KEYWORDS = frozenset({"and", "or", "not", "in", "exists"} | STRING_OPS)
@@ -215,6 +217,10 @@ class _Parser:
             return Cmp(field.text, op, values, field.offset, start, self.source)
         if self.peek().kind == "lp":
             start, values = self.value_list()
+        elif op in ("under", "over") and self.peek().kind == "word" and \
+                self.peek().text in self.lists:
+            val = self.value()
+            start, values = val.offset, tuple(self.expand(val.text, val))
         else:
             val = self.value()
             start, values = val.offset, (val.text,)

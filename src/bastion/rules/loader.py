@@ -24,6 +24,19 @@ A pack is a YAML list of items::
 Lists, macros and rule ids share one namespace across all loaded files. All items are
 collected before anything compiles, so order between files does not matter and a list
 appended by a later file is seen by rules of an earlier one.
+
+The shared vocabulary (``vocabulary.yaml``: shells, interpreters, downloaders, network
+clients, credential paths...) is always compiled first, so every pack and every policy
+file can name its lists. The list ``grader_paths`` is filled from the policy (its
+``sandbox.protected`` paths, resolved against the workspace), so reward-integrity rules
+match acts on the policy's grader, not on file names.
+
+Rules judge parsed facts, never spellings: a string operator (contains, icontains,
+startswith, endswith, glob, regex) on the raw text of a command or process
+(``RAW_TEXT_FIELDS``) is a load error, and on ``cmd.argv`` (one decoded simple command
+per element) only a regex anchored at the program (``^...``) or ``startswith`` is
+accepted. Use ``cmd.args``, ``cmd.subcommands``, ``cmd.paths``, ``cmd.writes``,
+``cmd.hosts``, ``cmd.features``, ``proc.args``... instead.
 """
 
 from __future__ import annotations
@@ -42,11 +55,16 @@ from ..errors import PolicyError
 from ..events import Action, Severity
 from .compile import compile_node, guard, node_fields, node_kinds
 from .condition import And, ConditionSyntaxError, Node, Not, parse_condition
+from .condition import Cmp
 from .fields import ALL_KINDS, known_fields
+from .loader_source import vocabulary_source
 from .ruleset import Rule, RuleSet
 
 __all__ = [
     "ENGINE_VERSION",
+    "RAW_TEXT_FIELDS",
+    "grader_lists",
+    "grader_paths",
     "PackSource",
     "builtin_pack_names",
     "builtin_pack_source",
@@ -55,6 +73,11 @@ __all__ = [
 ]
 
 ENGINE_VERSION = 1
+# Free text of a command line or process: no rule may match substrings of these.
+RAW_TEXT_FIELDS = frozenset({"cmd.raw", "cmd.text", "cmd.payloads", "cmd.interp_code",
+                             "proc.cmdline", "proc.pcmdline"})
+_SUBSTRING_OPS = frozenset({"contains", "icontains", "startswith", "endswith", "glob", "regex"})
+_ANCHORED = re.compile(r"^(?:\(\?[aiLmsux]+\))?\^")
 _MITRE = re.compile(r"^T\d{4}(?:\.\d{3})?$")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -246,6 +269,76 @@ class _Namespace:
         return node
 
 
+def raw_text_violation(node: Node) -> Cmp | None:
+    """The first comparison that matches a substring of raw command text, or None."""
+    if isinstance(node, Cmp):
+        if node.op in _SUBSTRING_OPS and node.field in RAW_TEXT_FIELDS:
+            return node
+        if node.field == "cmd.argv" and node.op in _SUBSTRING_OPS and not (
+                node.op == "startswith" or (node.op == "regex" and all(
+                    _ANCHORED.match(v) for v in node.values))):
+            return node
+        return None
+    if isinstance(node, Not):
+        return raw_text_violation(node.item)
+    for item in node.items:  # And / Or
+        found = raw_text_violation(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _raw_text_message(cmp: Cmp) -> str:
+    if cmp.field == "cmd.argv":
+        return (f"cmd.argv {cmp.op} matches across a command's text; use a regex anchored "
+                "at the program (^prog ...), or parsed fields (cmd.args, cmd.subcommands, "
+                "cmd.paths, cmd.writes, cmd.hosts)")
+    return (f"{cmp.field} {cmp.op}: rules may not match substrings of raw command text; "
+            "use parsed fields (cmd.names, cmd.args, cmd.subcommands, cmd.paths, cmd.writes, "
+            "cmd.hosts, cmd.urls, cmd.features, proc.args, proc.exe)")
+
+
+def grader_paths(policy: Any) -> list[str]:
+    """The grader's paths of a policy (``sandbox.protected``), resolved as the sandbox
+    sees them (relative paths and ``~`` are in the workspace)."""
+    from .compile import resolve_path
+
+    sandbox = getattr(policy, "sandbox", None)
+    out: list[str] = []
+    for raw in list(getattr(sandbox, "protected", None) or []):
+        if isinstance(raw, str) and raw.strip():
+            out.append(resolve_path(raw.strip()))
+    return list(dict.fromkeys(out))
+
+
+def grader_lists(policy: Any) -> dict[str, list[str]]:
+    """The lists the reward-integrity rules read, computed from the policy:
+
+    * ``grader_paths``: the protected paths;
+    * ``grader_conftests``: every ``conftest.py`` pytest would load when it runs tests
+      under a grader path (one in each ancestor directory of the grader path);
+    * ``grader_hidden_paths``: paths this policy hides beyond bastion's own
+      (``sandbox.hidden`` minus the always-hidden ones): hidden answers and tests.
+    """
+    from .compile import resolve_path
+
+    graders = grader_paths(policy)
+    conftests: list[str] = []
+    for g in graders:
+        parts = g.strip("/").split("/")
+        for i in range(len(parts) + 1):
+            conftests.append("/" + "/".join([*parts[:i], "conftest.py"]))
+    sandbox = getattr(policy, "sandbox", None)
+    try:
+        from ..policy.sandbox import ALWAYS_HIDDEN
+    except ImportError:  # pragma: no cover
+        ALWAYS_HIDDEN = ()
+    hidden = [resolve_path(h) for h in list(getattr(sandbox, "hidden", None) or [])
+              if isinstance(h, str) and h.strip() and h not in ALWAYS_HIDDEN]
+    return {"grader_paths": graders, "grader_conftests": list(dict.fromkeys(conftests)),
+            "grader_hidden_paths": list(dict.fromkeys(hidden))}
+
+
 def _str_list(item: _Item, key: str) -> list[str]:
     value = item.values.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
@@ -255,9 +348,17 @@ def _str_list(item: _Item, key: str) -> list[str]:
 
 def compile_sources(sources: Sequence[PackSource], *, policy_hash: str = "",
                     overrides: Sequence[Any] = (), policy_file: str | None = None,
-                    use_automaton: bool = True) -> RuleSet:
-    """Compile packs (and apply policy overrides) into a RuleSet."""
+                    use_automaton: bool = True,
+                    grader: Mapping[str, Sequence[str]] | None = None) -> RuleSet:
+    """Compile packs (and apply policy overrides) into a RuleSet.
+
+    The vocabulary is compiled first unless ``sources`` already holds it; ``grader``
+    (see ``grader_lists``) extends the vocabulary's grader lists.
+    """
     items: list[_Item] = []
+    if not any(s.name == "vocabulary" for s in sources):
+        vocab = vocabulary_source()
+        sources = [PackSource(vocab.name, vocab.file, vocab.text), *sources]
     for src in sources:
         items.extend(_parse_pack(src))
     ns = _Namespace()
@@ -277,6 +378,8 @@ def compile_sources(sources: Sequence[PackSource], *, policy_hash: str = "",
                 raise item.where("list").error(f"list {item.name!r} is defined twice",
                                                key="list")
             ns.lists[item.name] = values
+    for list_name, values in (grader or {}).items():
+        ns.lists.setdefault(list_name, []).extend(values)
     for item in items:
         if item.kind == "macro":
             if item.name in ns.macro_items or item.name in ns.lists:
@@ -301,7 +404,7 @@ def compile_sources(sources: Sequence[PackSource], *, policy_hash: str = "",
     by_id = {r.id: r for r in rules}
     for i, ov in enumerate(overrides):
         _apply_override(by_id, ov, i, ns, policy_file)
-    packs = list(dict.fromkeys(s.name for s in sources))
+    packs = list(dict.fromkeys(s.name for s in sources if s.name != "vocabulary"))
     return RuleSet(rules, policy_hash=policy_hash, packs=packs, use_automaton=use_automaton)
 
 
@@ -316,6 +419,10 @@ def _compile_rule(item: _Item, ns: _Namespace) -> Rule:
     if not isinstance(v["condition"], str):
         raise item.where("condition").error("condition must be a string", key="condition")
     node = ns.parse(v["condition"], item.where("condition"), "condition")
+    bad = raw_text_violation(node)
+    if bad is not None:
+        where = bad.source if isinstance(bad.source, _Where) else item.where("condition")
+        raise where.error(_raw_text_message(bad), bad.offset, key="condition")
     try:
         severity = Severity.parse(v["severity"])
     except (ValueError, AttributeError) as exc:
@@ -342,7 +449,12 @@ def _compile_rule(item: _Item, ns: _Namespace) -> Rule:
     seq = item.nodes.get("exceptions")
     for j, text in enumerate(exc_texts):
         sub = seq.value[j] if isinstance(seq, yaml.SequenceNode) else item.node
-        exc_nodes.append(ns.parse(text, _Where(item.src.file, item.src.text, sub), "exceptions"))
+        exc_node = ns.parse(text, _Where(item.src.file, item.src.text, sub), "exceptions")
+        bad = raw_text_violation(exc_node)
+        if bad is not None:
+            raise _Where(item.src.file, item.src.text, sub).error(
+                _raw_text_message(bad), bad.offset, key="exceptions")
+        exc_nodes.append(exc_node)
     kinds = node_kinds(node)
     if "kinds" in v:
         declared = frozenset(_str_list(item, "kinds"))
@@ -432,6 +544,10 @@ def _apply_override(by_id: Mapping[str, Rule], ov: Any, i: int, ns: _Namespace,
             except ConditionSyntaxError as exc:
                 raise PolicyError(f"{exc} (at character {exc.offset + 1})", file=policy_file,
                                   key=f"{key}.exceptions.{j}") from None
+            bad = raw_text_violation(extra[-1])
+            if bad is not None:
+                raise PolicyError(_raw_text_message(bad), file=policy_file,
+                                  key=f"{key}.exceptions.{j}")
         rule.exceptions = (*rule.exceptions, *ov.exceptions)
         rule.exception_nodes = (*rule.exception_nodes, *extra)
         _set_exceptions(rule)
@@ -466,6 +582,12 @@ def load_ruleset(policy: Any, *, use_automaton: bool = True) -> RuleSet:
     for src in sources:
         digest.update(b"\0" + src.name.encode() + b"\0" + src.text.encode())
     policy_file = getattr(policy, "source", None)
+    grader = grader_lists(policy)
+    vocab = vocabulary_source()
+    digest.update(b"\0vocabulary\0" + vocab.text.encode())
+    for list_name, values in grader.items():
+        for path in values:
+            digest.update(b"\0" + list_name.encode() + b"\0" + path.encode())
     return compile_sources(sources, policy_hash="sha256:" + digest.hexdigest(),
                            overrides=section.overrides, policy_file=policy_file,
-                           use_automaton=use_automaton)
+                           use_automaton=use_automaton, grader=grader)

@@ -16,7 +16,11 @@ from ..analysis import analyze_command
 from ..events import Event, EventKind
 from .ruleset import RuleSet
 
-__all__ = ["RuleTestFailure", "event_for_case", "run_rule_tests"]
+__all__ = ["TEST_GRADER_POLICY", "RuleTestFailure", "event_for_case", "run_rule_tests"]
+
+# The grader the packs' own test cases assume (reward-integrity rules are bound to the
+# policy's grader): protected /grader and ./tests, hidden /answers.
+TEST_GRADER_POLICY = {"sandbox": {"protected": ["/grader", "tests"], "hidden": ["/answers"]}}
 
 
 @dataclass(frozen=True)
