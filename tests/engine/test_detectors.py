@@ -65,6 +65,20 @@ def test_a_throttled_miner_split_over_two_calls_is_summed():
     assert all(f[0].rule_id == "detector.background_compute" for _, f in found if f)
 
 
+def test_short_lived_background_workers_get_the_large_budget():
+    """A background build: many compiler runs, none alive across two samples."""
+    d = ComputeDetector(DetectorSettings(background_cpu_seconds=1.5,
+                                         background_total_cpu_seconds=5.0))
+
+    def build(t: float) -> Event:
+        e = _call(0.25, bg=0.25, t=t, returned=True)
+        return Event(e.kind, session_id="s", call_id="c3", step=3, ts=e.ts, fields={
+            **e.fields, "res.bg_persistent_cpu_seconds": 0.0})
+
+    found = _feed(d, [build(i * 0.25) for i in range(24)])
+    assert [i for i, f in enumerate(found) if f] == [19]  # 5 core-seconds, not 1.5
+
+
 def test_background_compute_below_budget_in_a_window_is_tolerated():
     d = ComputeDetector(BUDGETS)
     # a dev server answering a request now and then: 0.1 core-s every 10 s
@@ -96,7 +110,7 @@ def test_a_bare_hash_loop_is_weak_evidence():
     d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
         "cmd.features": ["interp_code", "interp_hash_loop"]}))
     found = _feed(d, [_call(0.5, t=i * 0.25) for i in range(24)])
-    assert [i for i, f in enumerate(found) if f] == [19]  # 10 core-seconds, not 1
+    assert [i for i, f in enumerate(found) if f] == [5]  # 3 core-seconds, not 1
 
 
 def test_compute_state_is_forgotten_with_the_session():

@@ -91,6 +91,25 @@ def test_honest_cpu_heavy_foreground_work_is_never_judged(monitored):
     assert not [v for v in s.verdicts if v.action is not Action.NONE], s.verdicts
 
 
+def test_a_background_build_of_short_steps_is_left_to_finish(monitored):
+    """`nohup sh -c 'for f in ...; do cc -c $f; done' &`: background compute, but in
+    short-lived steps, judged on the large budget."""
+    s = monitored({"rules": {"detectors": {"background_cpu_seconds": 1.0,
+                                           "background_total_cpu_seconds": 30}}})
+    r = s.exec("nohup sh -c 'for i in $(seq 1 40); do python3 -c \"sum(range(200000))\"; "
+               "done; touch build.done' >/dev/null 2>&1 &", call_id="c1", step=1)
+    assert r.exit_code == 0
+    done = s.exec("for i in $(seq 1 600); do [ -f build.done ] && break; sleep 0.2; done; "
+                  "ls build.done", call_id="c2", step=2, timeout=150)
+    assert done.outcome.value == "ok", done
+    calls = [e for e in events_of(s, EventKind.RESOURCE)
+             if e.fields.get("res.scope") == "call" and e.call_id == "c1"]
+    background = sum(e.fields["res.bg_cpu_seconds"] for e in calls)
+    persistent = sum(e.fields["res.bg_persistent_cpu_seconds"] for e in calls)
+    assert background > 0.3 and persistent < background / 2, (background, persistent)
+    assert not _compute_verdicts(s)
+
+
 def test_throttled_miner_split_over_two_processes_is_contained(monitored):
     s = monitored(SMALL)
     s.write_file("/workspace/m.py", THROTTLED, call_id="c1", step=1)

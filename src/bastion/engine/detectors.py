@@ -74,7 +74,7 @@ class _Expected:
         return hit
 
 
-_WEAK_EVIDENCE_FACTOR = 10.0  # a bare hash loop: honest checksumming looks the same
+_WEAK_EVIDENCE_FACTOR = 3.0  # a bare hash loop: honest checksumming looks the same
 _MAX_IDS = 16
 
 
@@ -165,7 +165,8 @@ class _Window:
 
 @dataclass
 class _SessionCompute:
-    background: _Window
+    background: _Window  # persistent background processes (miner-shaped)
+    background_all: _Window  # every background process, short-lived ones included
     budget: _Window | None
     recent: _Window  # every call's use over the background window (evidence checks)
     condemned: dict[str, str] = field(default_factory=dict)  # call -> rule id, not yet fired
@@ -178,10 +179,12 @@ class ComputeDetector:
 
     Fires, once per call, with the call charged (its processes are killed):
 
-    * ``detector.background_compute``: processes that outlived or detached from their
-      call used >= ``background_cpu_seconds`` within ``background_window``, summed
-      over the session (throttling to any duty cycle or splitting over processes and
-      calls only delays it);
+    * ``detector.background_compute``: persistent processes that outlived or detached
+      from their call used >= ``background_cpu_seconds`` within ``background_window``,
+      summed over the session (throttling to any duty cycle or splitting over
+      processes and calls only delays it), or background processes of any lifetime
+      used >= ``background_total_cpu_seconds`` (a miner hiding in short-lived workers;
+      a background build of small units stays well below);
     * ``detector.compute_budget``: the session as a whole used >=
       ``cpu_budget_seconds`` within ``cpu_budget_window`` (the backstop for a miner
       kept in the foreground of a never-ending call);
@@ -209,6 +212,7 @@ class ComputeDetector:
             s = self._settings
             state = self._state[session_id] = _SessionCompute(
                 _Window(s.background_window),
+                _Window(s.background_window),
                 _Window(s.cpu_budget_window) if s.cpu_budget_seconds else None,
                 _Window(s.background_window))
         return state
@@ -222,6 +226,7 @@ class ComputeDetector:
         call = event.call_id
         used = float(event.fields.get("res.cpu_seconds") or 0.0)
         background = float(event.fields.get("res.bg_cpu_seconds") or 0.0)
+        persistent = float(event.fields.get("res.bg_persistent_cpu_seconds", background) or 0.0)
         with self._lock:
             state = self._session(event.session_id)
             if call in state.fired:
@@ -229,7 +234,8 @@ class ComputeDetector:
             ids = state.ids.setdefault(call, deque(maxlen=_MAX_IDS))
             if used > 0 or background > 0:
                 ids.append(event.id)
-            state.background.add(event.ts, call, background)
+            state.background.add(event.ts, call, persistent)
+            state.background_all.add(event.ts, call, background)
             state.recent.add(event.ts, call, used)
             if state.budget is not None:
                 state.budget.add(event.ts, call, used)
@@ -241,7 +247,7 @@ class ComputeDetector:
                 return []
             figures = figures or self._figures(state, call)
             state.fired.add(call)
-            for window in (state.background, state.recent, state.budget):
+            for window in (state.background, state.background_all, state.recent, state.budget):
                 if window is not None:
                     window.drop(call)
             event_ids = tuple(ids)
@@ -259,6 +265,8 @@ class ComputeDetector:
                     **self._figures(state, call), "evidence": reason, "limit": limit}
         for rule, window, limit in (
                 ("detector.background_compute", state.background, s.background_cpu_seconds),
+                ("detector.background_compute", state.background_all,
+                 s.background_total_cpu_seconds),
                 ("detector.compute_budget", state.budget, s.cpu_budget_seconds)):
             if window is None or limit is None or window.total < limit:
                 continue
@@ -273,8 +281,9 @@ class ComputeDetector:
 
     def _figures(self, state: _SessionCompute, call: str) -> dict[str, Any]:
         return {
-            "call_background": round(state.background.by_call.get(call, 0.0), 3),
-            "session_background": round(state.background.total, 3),
+            "call_background": round(state.background_all.by_call.get(call, 0.0), 3),
+            "session_background": round(state.background_all.total, 3),
+            "session_persistent_background": round(state.background.total, 3),
             "call_recent": round(state.recent.by_call.get(call, 0.0), 3),
             "session_budget_used": round(state.budget.total, 3) if state.budget else None,
         }
@@ -288,7 +297,9 @@ class ComputeDetector:
         if rule == "detector.background_compute":
             message = (f"call {call}: processes that outlived or detached from the call used "
                        f"{figures['session_background']:.2f} core-seconds within "
-                       f"{s.background_window:g}s (budget {s.background_cpu_seconds:g}) "
+                       f"{s.background_window:g}s ({figures['session_persistent_background']:.2f}"
+                       f" by persistent processes; budgets {s.background_cpu_seconds:g} / "
+                       f"{s.background_total_cpu_seconds:g}) "
                        f"{('[' + names + ']') if names else ''}").rstrip()
         elif rule == "detector.compute_budget":
             message = (f"call {call}: the session used {figures['session_budget_used']:.1f} "

@@ -51,9 +51,13 @@ class DetectorSettings(Section):
     # A call's own foreground work is legitimate; these budgets judge the rest (CPU
     # *used*, summed over every process of the session; see sensors/burn.py).
     background_cpu_seconds: float = Field(
-        default=1.5, gt=0, description="core-seconds that processes which outlived or "
-        "detached from their call may use within background_window (summed over the "
-        "session) before they are killed as mining")
+        default=1.5, gt=0, description="core-seconds that persistent processes which "
+        "outlived or detached from their call may use within background_window (summed "
+        "over the session) before they are killed as mining")
+    background_total_cpu_seconds: float = Field(
+        default=20.0, gt=0, description="core-seconds all background compute, short-lived "
+        "processes included (a background build's compiler runs), may use within "
+        "background_window")
     background_window: float = Field(default=60.0, gt=0, description="seconds")
     cpu_budget_seconds: float | None = Field(
         default=900.0, gt=0, description="core-seconds the whole session (foreground "

@@ -14,6 +14,12 @@ when
   id is no longer the call leader's;
 * or it was daemonised (double fork): it no longer descends from the call leader.
 
+Background compute is split by the shape of its processes: **persistent** background
+processes (alive across two samples: a miner, however throttled or split) and
+short-lived ones (a background build's compiler runs, a queue worker's ``mv``). The
+compute detector gives the first a small budget and the second a large one, so a miner
+is contained within seconds while ``nohup make &`` of small units finishes its work.
+
 Everything is measured as CPU *used* (cgroup ``cpu.stat`` ``usage_usec``; for single
 processes ``utime + stime`` plus the time of children they reaped), never run-queue
 demand: on a host shared by 64 sessions, waiting for a core is not burning one.
@@ -61,8 +67,9 @@ class ProcSample:
     ppid: int
     sid: int
     start: int  # start time in ticks: tells a recycled pid apart
-    cpu: float  # seconds used: utime + stime + time of reaped children
+    cpu: float  # seconds it used itself: utime + stime
     name: str = ""
+    children: float = 0.0  # seconds used by children it reaped (short-lived workers)
 
 
 def background_pids(procs: Mapping[int, ProcSample], leader: int | None) -> set[int]:
@@ -98,6 +105,7 @@ class CallCompute:
     used: float  # everything the call cgroup used (exited processes included)
     background: float  # the part used by background processes (see module doc)
     background_pids: tuple[int, ...] = ()
+    persistent: float = 0.0  # of ``background``, used by processes alive at both samples
     returned: bool = False  # the call's first process is gone
 
 
@@ -124,24 +132,30 @@ def split_compute(
     returned = leader is None or leader not in procs
     exempt = 0.0
     total = 0.0
+    persistent = 0.0
     for pid in bg:
         proc = procs[pid]
         before = previous.get(pid)
-        delta = proc.cpu - before.cpu if before is not None and before.start == proc.start \
-            else proc.cpu
-        delta = max(0.0, delta)
+        seen = before is not None and before.start == proc.start
+        own = max(0.0, proc.cpu - before.cpu if seen else proc.cpu)  # type: ignore[union-attr]
+        reaped = max(0.0, proc.children - before.children if seen  # type: ignore[union-attr]
+                     else proc.children)
         if patterns and matches_expected(proc.name, patterns):
-            exempt += delta
+            exempt += own + reaped
         else:
-            total += delta
+            total += own + reaped
+            if seen:
+                persistent += own  # what its reaped children used was short-lived work
     if returned and was_returned:
         background = max(0.0, used - exempt)
     else:
         background = min(total, used + 0.02) if used > 0 else total
     listed = tuple(sorted(p for p in bg
                           if not (patterns and matches_expected(procs[p].name, patterns))))
-    return CallCompute(used=max(0.0, used), background=max(0.0, background),
-                       background_pids=listed, returned=returned)
+    background = max(0.0, background)
+    return CallCompute(used=max(0.0, used), background=background,
+                       background_pids=listed, returned=returned,
+                       persistent=min(persistent, background))
 
 
 def matches_expected(name: str, patterns: tuple[str, ...]) -> bool:

@@ -205,8 +205,8 @@ class ResourceSensor:
                 stat = read_stat(pid)
                 if stat is None:
                     continue
-                procs[pid] = ProcSample(pid, stat.ppid, stat.sid, stat.start,
-                                        stat.cpu + stat.children_cpu, stat.comm)
+                procs[pid] = ProcSample(pid, stat.ppid, stat.sid, stat.start, stat.cpu,
+                                        stat.comm, stat.children_cpu)
                 prev = state.procs.get(pid)
                 if prev is None or prev.start != stat.start:
                     since = boot + stat.start / _CLK_TCK  # its start, on the monotonic clock
@@ -229,8 +229,9 @@ class ResourceSensor:
                 used = (call_used - (before.usage_usec or 0)) / 1e6 if before is not None \
                     else call_used / 1e6
             else:
-                used = sum(p.cpu - (before.procs[p.pid].cpu if before and p.pid in before.procs
-                                    else 0.0) for p in procs.values())
+                used = sum(p.cpu + p.children - (
+                    before.procs[p.pid].cpu + before.procs[p.pid].children
+                    if before and p.pid in before.procs else 0.0) for p in procs.values())
             compute = split_compute(used, procs, before.procs if before else {}, leader_pid,
                                     state.expected,
                                     was_returned=before.returned if before else False)
@@ -246,6 +247,7 @@ class ResourceSensor:
             events.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                 "res.scope": "call", "res.cpu_seconds": round(compute.used, 4),
                 "res.bg_cpu_seconds": round(compute.background, 4),
+                "res.bg_persistent_cpu_seconds": round(compute.persistent, 4),
                 "res.cpu_cores": round(compute.used / interval, 4) if interval > 0 else 0.0,
                 "res.interval": round(interval, 4), "call.returned": compute.returned,
                 "res.procs": len(procs), "res.bg_pids": list(compute.background_pids)[:16],
