@@ -42,7 +42,7 @@ from ..events import EventKind
 from . import inotify as ino
 from .fanotify import Fanotify
 from .guard import Observed, report_loss, run_guarded, telemetry
-from .persistence import WATCH_DIRS, classify
+from .persistence import WATCH_DIRS, classify, judge_file
 from .procfs import read_cgroup
 
 __all__ = ["FileSensor", "Snapshot"]
@@ -249,6 +249,8 @@ class FileSensor:
                 "file.path": path, "file.op": op, "file.location": location,
                 "file.class": cls, "file.size": entry[0] if new is not None else -1,
                 "file.sha256": entry[3] if new is not None else ""})
+            if location == "persistence":
+                changes[-1]["file.runs_code"] = _runs_code(session.workspace, path, op)
         sink = self._sinks.get(session.session_id)
         if sink is None:
             return changes
@@ -352,6 +354,8 @@ class FileSensor:
             return
         fields: dict[str, Any] = {"file.path": path, "file.op": op, "file.location": location,
                                   "file.class": cls}
+        if location == "persistence":  # content decides: .git/config from git init is not
+            fields["file.runs_code"] = _runs_code(view.workspace, path, op)
         if writer.outside:
             call = None
             fields["file.attribution"] = "outside"
@@ -424,6 +428,15 @@ class _Writer:
         if self.outside and entries[-1].location == "protected":
             return entries[-1]
         return None
+
+
+def _runs_code(workspace: Path, path: str, op: str) -> bool:
+    """Does the persistence file at sandbox ``path`` now hold content that runs code
+    later (judged by bastion.analysis.persistence)? A delete plants nothing."""
+    if op == "delete" or not (path == SANDBOX_WORKSPACE or path.startswith(SANDBOX_WORKSPACE + "/")):
+        return op != "delete"
+    rel = os.path.relpath(path, SANDBOX_WORKSPACE)
+    return judge_file(rel, workspace / rel) is not None
 
 
 def _op(mask: int) -> str | None:
