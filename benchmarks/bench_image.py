@@ -4,7 +4,8 @@
 
 - first use of a new image (import + verify + unpack), for an OCI layout and a
   `docker save` archive of a small busybox image built here with umoci/skopeo
-- session create p50/p95 on a cached image vs a plain rootfs session, alternating
+- session create p50/p95 on a cached image vs a plain rootfs session, alternating;
+  and the image's own part alone (resolve, id-mapped overlay + tmpfs, unmount)
 - host memory per idle image session, and N concurrent sessions on one image
   (each with its own upper layer), with a call in each
 """
@@ -22,6 +23,7 @@ from _common import bench_state_dir, emit, summary_ms  # noqa: E402
 
 from bastion import Session  # noqa: E402
 from bastion.image import ImageCache  # noqa: E402
+from bastion.image.view import open_view  # noqa: E402
 from bastion.image import sample as builders  # noqa: E402
 
 
@@ -73,6 +75,21 @@ def main() -> None:
         results["create_image_cached"] = summary_ms(image)
         results["create_ratio_p50"] = round(results["create_image_cached"]["p50_ms"]
                                             / results["create_plain"]["p50_ms"], 2)
+
+        # what an image adds to a session, alone: resolve (cached), id mapping, overlay
+        # and tmpfs mounts, and their removal -- less noisy than two whole creates
+        views = []
+        sessions_dir = work / "views"
+        sessions_dir.mkdir()
+        for i in range(args.creates):
+            sd = sessions_dir / f"s{i}"
+            sd.mkdir()
+            t = time.perf_counter()
+            view = open_view(ref, state_root=state, session_dir=sd, host_uid=3_900_000 + i,
+                             disk=64 << 20)
+            view.close()
+            views.append(time.perf_counter() - t)
+        results["image_view_setup_and_teardown"] = summary_ms(views)
 
         before = meminfo_available()
         sessions = []

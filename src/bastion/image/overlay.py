@@ -97,7 +97,13 @@ class SessionOverlay:
         os.chown(self.upper, self.host_uid, self.host_uid)
         self._mounted = True  # from here on, close() has something to undo
         ns = userns_fd(self.uid, self.host_uid)
-        lower = idmapped_tree(self.image.rootfs, ns)
+        try:
+            lower = idmapped_tree(self.image.rootfs, ns)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(ns)  # the mount keeps the mapping; the namespace is no longer needed
         try:
             mount_overlay(lower, self.upper, self.work, self.root)
         except BaseException:

@@ -77,12 +77,21 @@ def host_runtime(interpreter: str = "/usr/bin/python3") -> SupervisorRuntime:
     prefix = base_prefix.rstrip("/") or "/usr"
     version_dir = os.path.relpath(stdlib, prefix)  # lib/python3.11
     inside_exe = f"{RUNTIME_DIR}/usr/bin/python3"
-    inside_loader = f"{RUNTIME_DIR}/lib/{os.path.basename(loader)}"
-    binds = [(exe, inside_exe), (stdlib, f"{RUNTIME_DIR}/usr/{version_dir}"),
-             (os.path.realpath(loader), inside_loader)]
-    for lib in libs:
-        binds.append((os.path.realpath(lib), f"{RUNTIME_DIR}/lib/{os.path.basename(lib)}"))
+    binds = [(exe, inside_exe), (stdlib, f"{RUNTIME_DIR}/usr/{version_dir}")]
+    # whole library directories, not one bind per library: each bind is a mount bwrap
+    # makes at every start, and these directories are what a plain rootfs session shows
+    # of the host anyway (read-only /usr)
+    lib_dirs: list[str] = []
+    for lib in [loader, *libs]:
+        directory = os.path.dirname(os.path.realpath(lib))
+        if directory not in lib_dirs:
+            lib_dirs.append(directory)
+    inside_dirs = [f"{RUNTIME_DIR}/lib{i}" for i in range(len(lib_dirs))]
+    binds += list(zip(lib_dirs, inside_dirs))
+    real_loader = os.path.realpath(loader)
+    inside_loader = (f"{inside_dirs[lib_dirs.index(os.path.dirname(real_loader))]}/"
+                     f"{os.path.basename(real_loader)}")
     # Python finds its prefix from the executable's location (the landmark
     # <prefix>/lib/python3.X/os.py), so the private tree mirrors the host's layout
-    command = (inside_loader, "--library-path", f"{RUNTIME_DIR}/lib", inside_exe)
+    command = (inside_loader, "--library-path", ":".join(inside_dirs), inside_exe)
     return SupervisorRuntime(tuple(dict.fromkeys(binds)), command)
