@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 
 from ._base import Section, parse_duration, parse_size
+from .mounts import Mount
 
 __all__ = ["Limits", "SandboxPolicy"]
 
@@ -67,4 +68,8 @@ class SandboxPolicy(Section):
     )
     limits: Limits = Field(default_factory=Limits)
     env: dict[str, str] = Field(default_factory=dict, description="extra environment")
+    mounts: list[Mount] = Field(
+        default_factory=list,
+        description="extra host directories: [{source, target, mode: ro|rw}] (datasets, caches)",
+    )
     hostname: str = "sandbox"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SandboxUnavailable
-from ..image.view import image_root_binds
+from ..image.view import image_root_binds, policy_mounts
 from ..policy.sandbox import ALWAYS_HIDDEN, SandboxPolicy
 
 __all__ = ["HOST_ALLOWED", "SANDBOX_GID", "SANDBOX_UID", "WORKSPACE", "BwrapSpec", "args_via_fd",
@@ -165,6 +165,8 @@ def build_argv(policy: SandboxPolicy, spec: BwrapSpec, command: list[str]) -> li
         "--dir", "/run", "--dir", "/home",
         *_bind(spec, str(spec.workspace), WORKSPACE, writable=True),
     ]
+    # sandbox.mounts before the masks and protected paths, which therefore win over them
+    argv += policy_mounts(policy, spec.state_dir)
     # hidden paths: masked by an empty tmpfs (directories) or /dev/null (files)
     bound = {name for name, target in _cached_root_entries(rootfs) if target is None} | {"sys"}
     if rootfs != "/" and os.path.isdir(var):
