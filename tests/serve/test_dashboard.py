@@ -117,3 +117,46 @@ def test_dashboard_live_feed_breaker_and_episode_page(serve_factory: Any, state_
     page.wait_for_function("document.getElementById('report').offsetHeight > 1000")
     page.screenshot(path=str(ARTIFACTS / "episode.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.needs_root
+@pytest.mark.slow
+def test_dashboard_follows_a_live_rl_demo_run(serve_factory: Any, state_dir: Path,
+                                              browser: Any) -> None:
+    """The RL demo (a rogue and an ordinary agent in real sessions, real rule packs)
+    runs while the dashboard is open: its episodes show up live, its verdicts arrive on
+    the feed through the stream, and at the end the breaker panel shows the run's
+    summary."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from bastion.rl.demo import run_training_demo
+
+    server: Server = serve_factory()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.goto(f"{server.url}/ui/login?token={server.reader}")
+    page.wait_for_function("document.getElementById('conn').textContent.includes('live')")
+    result: dict[str, int] = {}
+    console = Console(file=io.StringIO(), width=200)
+    demo = threading.Thread(target=lambda: result.setdefault("code", run_training_demo(
+        console, state_dir=state_dir, episodes=2, parallel=2)))
+    demo.start()
+    try:
+        page.wait_for_selector("#episodes tr.episode[data-state='live']", timeout=60_000)
+        page.wait_for_selector("#feed .item.new", timeout=60_000)  # arrived by the stream
+        page.screenshot(path=str(ARTIFACTS / "rl-demo-live.png"), full_page=True)
+    finally:
+        demo.join(timeout=300)
+    assert result.get("code") == 0
+    page.wait_for_selector(".breaker h3", timeout=10_000)
+    page.wait_for_function("[...document.querySelectorAll('#episodes tr.episode')]"
+                           ".every(r => r.dataset.state === 'closed')", timeout=10_000)
+    verdicts = server.get("/api/v1/verdicts", server.reader, limit=1000).json()
+    assert verdicts and {v["run_id"] for v in verdicts} == {page.inner_text(".breaker h3")}
+    page.wait_for_function(f"document.querySelectorAll('#feed .item').length === "
+                           f"{len(verdicts)}", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "rl-demo-done.png"), full_page=True)
+    page.close()

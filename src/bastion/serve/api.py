@@ -148,8 +148,13 @@ def breaker_out(s: RunSummary) -> BreakerOut:
 def episodes(ctx: Context, who: Principal) -> list[EpisodeOut]:
     """One row per (run, episode), newest activity first. An episode's state is its
     newest session's."""
+    everything = ctx.memo("episodes", lambda: _episodes(ctx))
+    return everything if who.all_runs else [e for e in everything if who.may_read(e.run_id)]
+
+
+def _episodes(ctx: Context) -> list[EpisodeOut]:
     groups: dict[tuple[str, str], list[SessionInfo]] = {}
-    for s in ctx.visible_sessions(who):
+    for s in ctx.index.snapshot_sessions():
         groups.setdefault((s.run_id, s.episode_id), []).append(s)
     out = []
     for (run_id, episode_id), sessions in groups.items():
@@ -172,21 +177,27 @@ def verdicts(ctx: Context, who: Principal, *, run: str | None = None,
              severity: str | None = None, category: str | None = None,
              rule: str | None = None) -> list[Record]:
     least = severity_rank(severity) if severity else -1
-    found = [r for r in ctx.index.snapshot_verdicts()
-             if who.may_read(r.run_id)
+    newest_first = ctx.memo("verdicts", lambda: sorted(
+        ctx.index.snapshot_verdicts(), key=lambda r: (r.wall, r.seq), reverse=True))
+    return [r for r in newest_first
+            if who.may_read(r.run_id)
              and (run is None or r.run_id == run)
              and (episode is None or r.data.get("episode_id") == episode)
              and (step is None or r.data.get("step") == step)
              and (least < 0 or severity_rank(r.data.get("severity")) >= least)
              and (category is None or category in (r.data.get("categories") or []))
              and (rule is None or r.data.get("rule_id") == rule)]
-    found.sort(key=lambda r: (r.wall, r.seq), reverse=True)
-    return found
 
 
 def step_stats(ctx: Context, who: Principal, run: str | None = None,
                episode: str | None = None) -> list[StepStats]:
     """Per agent step: calls, calls with a violation, verdicts by category."""
+    return ctx.memo(("steps", who.name, who.run, run, episode),
+                    lambda: _step_stats(ctx, who, run, episode))
+
+
+def _step_stats(ctx: Context, who: Principal, run: str | None,
+                episode: str | None) -> list[StepStats]:
     calls: Counter[int] = Counter()
     for c in ctx.index.snapshot_calls():
         if (who.may_read(c.run_id) and (run is None or c.run_id == run)

@@ -129,10 +129,14 @@ def _poll_once(ctx: Context) -> list[Any]:
 
 
 async def _poller(ctx: Context, interval: float) -> None:
+    milestones = ctx.index.milestones
     while True:
         fresh = await asyncio.to_thread(_poll_once, ctx)
         if fresh:
             ctx.broadcaster.publish(fresh)
+        if ctx.index.milestones != milestones:
+            milestones = ctx.index.milestones
+            ctx.verifier.request()
         await asyncio.sleep(interval)
 
 

@@ -72,9 +72,10 @@ class AuditStatus:
 class Verifier:
     """Runs ``verify_state_dir`` in a background thread and keeps the last result."""
 
-    def __init__(self, state: StateDir, interval: float) -> None:
+    def __init__(self, state: StateDir, interval: float, min_gap: float = 5.0) -> None:
         self.state = state
         self.interval = interval
+        self.min_gap = min_gap  # between verifies asked for by request()
         self._lock = threading.Lock()
         self._results: dict[str, RunVerification] = {}
         self._at: float | None = None
@@ -106,11 +107,20 @@ class Verifier:
             self._at = time.time()
             self._error = error
 
+    def request(self) -> None:
+        """Verify soon (a new run appeared, an episode ended on a checkpoint), but not
+        sooner than ``min_gap`` after the last verify."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self.verify_now()
             self._wake.wait(self.interval)
+            if self._stop.is_set():
+                return
             self._wake.clear()
+            self._stop.wait(max(0.0, started + self.min_gap - time.monotonic()))
 
     def result(self, run_id: str) -> tuple[RunVerification | None, float | None]:
         with self._lock:

@@ -9,8 +9,10 @@ the header only), so a page elsewhere cannot make a logged-in browser act.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 COOKIE = "bastion_token"
+T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="a bastion serve token (admin, all-runs "
                     "reader, or one run's reader)")
 
@@ -56,6 +59,21 @@ class Context:
     violation_severity: Severity = Severity.MEDIUM
     poll_error: str | None = None
     recorder: Recorder | None = None  # set by create_app
+    _memo: dict[Any, tuple[int, float, Any]] = field(default_factory=dict)
+
+    def memo(self, key: Any, compute: Callable[[], T], max_age: float = 1.0) -> T:
+        """``compute()``, reused while the index has read nothing new and for at most
+        ``max_age`` seconds (some state, like a session's directory, is not in the
+        trail). Many clients polling the same views cost one computation per change."""
+        version, now = self.index.version, time.monotonic()
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == version and now - hit[1] < max_age:
+            return hit[2]  # type: ignore[no-any-return]
+        value = compute()
+        if len(self._memo) > 1024:
+            self._memo.clear()
+        self._memo[key] = (version, now, value)
+        return value
 
     def is_violation(self, verdict: Record) -> bool:
         return severity_rank(verdict.data.get("severity")) >= int(self.violation_severity)

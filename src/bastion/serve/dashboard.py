@@ -216,14 +216,19 @@ def _breaker_panel(ctx: Context, who: Principal) -> str:
     parts = []
     for b in found:
         state = (f'<p class="bad" id="breaker-tripped">TRIPPED: {_t(b.reason)}</p>' if b.tripped
-                 else f'<p class="ok">closed: {b.violating_episodes}/{b.episodes} episodes '
-                      f'violated (trips above {b.breaker_rate or 0:.0%})</p>')
+                 else f'<p class="ok">not tripped: {b.violating_episodes}/{b.episodes} '
+                      f'episodes violated (trips above {b.breaker_rate or 0:.0%} in a '
+                      f'training step of at least {b.breaker_min_episodes} episodes)</p>')
         parts.append(f'<div class="breaker"><h3 class="mono">{_t(b.run_id)}</h3>{state}'
                      f'{training_chart(b.training_steps, b.breaker_rate)}</div>')
     return "".join(parts)
 
 
 def _overview_parts(ctx: Context, who: Principal) -> dict[str, str]:
+    return ctx.memo(("overview", who.name, who.run), lambda: _compute_overview(ctx, who))
+
+
+def _compute_overview(ctx: Context, who: Principal) -> dict[str, str]:
     eps = episodes(ctx, who)
     cats: Counter[str] = Counter()
     for r in verdicts(ctx, who):
@@ -270,7 +275,8 @@ function follow(q){
   const es = new EventSource('/api/v1/stream?types=verdict'+q);
   const conn = document.getElementById('conn');
   es.addEventListener('hello', ()=>{conn.textContent='● live'; conn.style.color='#9be7a1';});
-  es.addEventListener('verdict', (m)=>feedItem(JSON.parse(m.data), true));
+  es.addEventListener('verdict', (m)=>{feedItem(JSON.parse(m.data), true);
+    if (window.onVerdict) window.onVerdict();});
   es.addEventListener('dropped', ()=>{conn.textContent='fell behind: reload';});
   es.onerror = ()=>{conn.textContent='reconnecting…'; conn.style.color='#ffb300';};
 }
@@ -308,8 +314,12 @@ def overview(
         '<section class="card w5"><h2>Circuit breaker (violation rate per training step)</h2>'
         f'<div id="p-breaker">{p["breaker"]}</div></section>'
         '</main>')
-    script = _FEED_JS + _REFRESH_JS + ("loadFeed('').then(()=>follow(''));"
-                         "setInterval(()=>refresh('/ui/fragments/overview'), 2000);")
+    script = _FEED_JS + _REFRESH_JS + (
+        "loadFeed('').then(()=>follow(''));"
+        "setInterval(()=>refresh('/ui/fragments/overview'), 2000);"
+        # a verdict on the feed: bring the counters and charts up to it soon
+        "let soon=null; window.onVerdict=()=>{if(!soon) soon=setTimeout(()=>{soon=null;"
+        "refresh('/ui/fragments/overview');}, 300);};")
     return _page("bastion: overview", body, script)
 
 

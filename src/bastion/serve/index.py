@@ -136,6 +136,10 @@ class Index:
         self.policies: list[Record] = []
         self.counters = Counters()
         self._records = 0
+        self.version = 0  # bumped whenever a poll applied records (for memoised views)
+        # bumped when a new run log appears or an episode ends (its records are then
+        # covered by a checkpoint): moments worth a fresh verify
+        self.milestones = 0
         self._polls = 0
         self._last_poll = 0.0
         # called with (seconds from a record's wall time to now) for records read after
@@ -164,6 +168,7 @@ class Index:
             with self._lock:
                 self._runs[path] = _RunState(log, path)
                 self._run_ids[log.run_id] = path
+                self.milestones += 1
 
     def poll(self) -> list[Record]:
         """Read every record appended since the last poll; return the new verdicts and
@@ -190,6 +195,7 @@ class Index:
                     run.next_seq = batch[-1].seq + 1
                     run.last_wall = max(run.last_wall, max(r.wall for r in batch))
                     self._records += len(batch)
+                    self.version += 1
             with self._lock:
                 self._polls += 1
                 self._last_poll = time.perf_counter() - started
@@ -272,6 +278,8 @@ class Index:
                 last_wall=record.wall)
         if state in _STATE_OF:
             new = _STATE_OF[state]
+            if new in ("closed", "terminated"):
+                self.milestones += 1
             # a terminated session stays terminated through its closing
             if not (session.state == "terminated" and new == "closed"):
                 session.state = new
