@@ -22,9 +22,8 @@ Fakes of ``Watched`` and ``EventSink`` ship beside these contracts in
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -187,86 +186,86 @@ class ResponsePlanner(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Terminate:
+class _Command:
+    """Base of every command: ``action`` is what carrying it out counts as, and
+    ``otherwise`` the (stronger) command to carry out when this one cannot be."""
+
+    otherwise: Command | None = field(default=None, kw_only=True)
+    action: ClassVar[Action] = Action.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate(_Command):
     """End the episode: kill everything, refuse further calls."""
 
     reason: str
     action: ClassVar[Action] = Action.TERMINATE
-    otherwise: ClassVar[None] = None
 
 
 @dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(_Command):
     """Do not let it happen: a command not yet run, a connection or query the gateway
     holds until its verdict is back. The refusal itself is made by whoever waits for
     the verdict (``Session.exec``, the gateway); executing it records it."""
 
     reason: str
     action: ClassVar[Action] = Action.DENY
-    otherwise: ClassVar[None] = None
 
 
 @dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(_Command):
     """Record (and send to the policy's webhook, if any); nothing is stopped."""
 
     action: ClassVar[Action] = Action.ALERT
-    otherwise: ClassVar[None] = None
 
 
 @dataclass(frozen=True, slots=True)
-class KillTree:
+class KillTree(_Command):
     """SIGKILL a process and its descendants inside the session (pid-reuse safe). A
     process already gone is not a failure."""
 
     pid: int
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.KILL
 
 
 @dataclass(frozen=True, slots=True)
-class KillCall:
+class KillCall(_Command):
     """Kill every process charged to one call (its cgroup), background ones too."""
 
     call_id: str
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.KILL
 
 
 @dataclass(frozen=True, slots=True)
-class KillSocketOwner:
+class KillSocketOwner(_Command):
     """Kill the session process holding a connection's socket (and its call): for a
     connection verdict the gateway could not charge to a process."""
 
     src_ip: str
     src_port: int
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.KILL
 
 
 @dataclass(frozen=True, slots=True)
-class Cut:
+class Cut(_Command):
     """Close one live connection at the gateway."""
 
     conn_id: str
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.CUT
 
 
 @dataclass(frozen=True, slots=True)
-class Freeze:
+class Freeze(_Command):
     """Stop every process of the session where it stands (cgroup freezer)."""
 
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.FREEZE
 
 
 @dataclass(frozen=True, slots=True)
-class Quarantine:
+class Quarantine(_Command):
     """Freeze, keep the evidence (process list, workspace copy), then terminate."""
 
     reason: str
-    otherwise: Command | None = None
     action: ClassVar[Action] = Action.QUARANTINE
 
 
@@ -277,11 +276,3 @@ Command = (Terminate | Refuse | Alert | KillTree | KillCall | KillSocketOwner | 
 DESTRUCTIVE: tuple[type, ...] = (Terminate, KillTree, KillCall, KillSocketOwner, Cut, Freeze,
                                  Quarantine)
 
-
-def describe(command: Command) -> Mapping[str, Any]:
-    """A command as plain data (for the audit trail and tests' messages)."""
-    data: dict[str, Any] = {"command": type(command).__name__}
-    for name in getattr(command, "__slots__", ()):
-        value = getattr(command, name)
-        data[name] = describe(value) if name == "otherwise" and value is not None else value
-    return data

@@ -913,10 +913,9 @@ class Session:
             # end-of-episode diff) is in the trail before the closing checkpoint
             with contextlib.suppress(Exception):
                 self.host.unregister(self._view)
-            settle = getattr(self._network, "record_pending", None)
-            if settle is not None:  # connections still being classified (probes) go in too
+            if self._network is not None:  # connections still being classified go in too
                 with contextlib.suppress(Exception):
-                    settle()
+                    self._network.record_pending()
             if self.image_view is not None:  # what the agent changed in the image
                 with contextlib.suppress(BastionError):
                     for fields in self.image_view.diff_fields():

@@ -37,6 +37,10 @@ class NetworkAttachment(Protocol):
         """Close one live connection; False if it is not open."""
         ...
 
+    def record_pending(self) -> None:
+        """Report connections still being classified (the session is about to close)."""
+        ...
+
     def close(self) -> None: ...
 
 

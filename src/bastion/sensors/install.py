@@ -56,7 +56,7 @@ def uninstall_sensors(host: Host) -> None:
     For an unmonitored baseline in benchmarks, and for tests that put differently
     configured sensors on a host. Sessions registered later are not observed.
     """
-    installed: HostSensors | None = getattr(host, "sensors", None)
+    installed = host.sensors
     if installed is None:
         return
     for sensor in installed.observers:
