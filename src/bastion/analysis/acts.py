@@ -174,6 +174,11 @@ def _remote(word: str) -> str | None:
 
 
 _READERS: frozenset[str] | None = None
+# Readers whose every operand is a file (no pattern/script operand first).
+_PURE_READERS = frozenset({"cat", "tac", "less", "more", "head", "tail", "strings", "xxd", "od",
+                           "hexdump", "base64", "base32", "gzip", "bzip2", "xz", "zstd",
+                           "md5sum", "sha1sum", "sha256sum", "nl", "bat", "zip", "7z", "gpg",
+                           "shred-copy", "melt"})
 
 
 def _readers() -> frozenset[str]:
@@ -191,7 +196,8 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
     ops = _operands(name, args)
     if name in _readers():
         for o in ops:
-            if _looks_like_path(o) or o.startswith("/"):
+            if _looks_like_path(o) or o.startswith("/") or (
+                    name in _PURE_READERS and o not in ("-",) and not o.startswith("$")):
                 acts.reads.setdefault(norm_path(o))
         for i, a in enumerate(args):  # curl -d @file, --data-binary @file, -F x=@file
             key, eq, value = a.partition("=") if a.startswith("--") else (a, "", "")

@@ -169,6 +169,7 @@ class Analyzer:
         self.aliases: dict[str, str] = {}
         self.ssh_configs: dict[str, None] = {}  # files given to ssh -F
         self.nc_modes: list[str] = []  # netcat invocations in order: listen / connect
+        self.data_vars: set[str] = set()  # shell variables holding a file's content
         self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
         self.downloaded: dict[str, None] = {}  # files a downloader wrote
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
@@ -1241,6 +1242,18 @@ class _Walk:
                 self.visit(c)
         elif t == "comment":
             return
+        elif t == "for_statement":
+            # for c in $(xxd -p key | fold -w 30): $c carries file content
+            var = node.child_by_field_name("variable")
+            reads_before = len(an.acts.reads)
+            for c in node.children:
+                if c.type not in ("do_group", "compound_statement") and c.is_named and c is not var:
+                    self.word(c)
+            if var is not None and len(an.acts.reads) > reads_before:
+                an.data_vars.add(self.text(var))
+            for c in node.children:
+                if c.type in ("do_group", "compound_statement"):
+                    self.visit(c)
         elif t in ("function_definition", "while_statement"):
             if _fork_bomb(self.text(node), t, node, self):
                 an.feature("fork_bomb")
@@ -1280,6 +1293,8 @@ class _Walk:
         if t == "concatenation":
             return self.joined(node, quoted=False)
         if t == "simple_expansion":
+            if self.text(node)[1:] in self.an.data_vars:
+                self.file_data_word = True
             return self.var(self.text(node)[1:], self.text(node))
         if t == "expansion":
             return self.expansion(node)
@@ -1386,10 +1401,16 @@ class _Walk:
         if value_node is None and node.child_count >= 3:
             value_node = node.children[2]
         self.assigning = True
+        reads_before = len(self.an.acts.reads)
+        data_before = self.file_data_word
+        self.file_data_word = False
         try:
             value = self.word(value_node) if value_node is not None else ""
         finally:
             self.assigning = False
+        if name and (len(self.an.acts.reads) > reads_before or self.file_data_word):
+            self.an.data_vars.add(name)  # d=$(base64 -w0 key): $d carries file content
+        self.file_data_word = data_before
         if name:
             self.env[name] = value
             self.an.argv.setdefault(f"{name}={value}")
