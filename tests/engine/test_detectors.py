@@ -129,9 +129,13 @@ def test_pids_and_memory_limits_become_verdicts():
     assert f.rule_id == "detector.pids_limit" and f.action is Action.KILL
     assert f.severity is Severity.HIGH and "c1" in f.message
     oom = Event(EventKind.RESOURCE, session_id="s", call_id="c2", fields={
-        "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1})
+        "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1,
+        "call.returned": True})
     [m] = d.observe(oom)
     assert m.rule_id == "detector.memory_limit" and m.action is Action.KILL
+    running = Event(EventKind.RESOURCE, session_id="s", call_id="c5", fields={
+        "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1})
+    assert d.observe(running)[0].action is Action.ALERT  # its result reports the OOM
     assert m.severity is Severity.LOW  # contained, not penalised
     orphan = Event(EventKind.RESOURCE, session_id="s", fields={
         "res.scope": "session", "res.limit": "memory", "res.limit_hits": 1})

@@ -178,3 +178,19 @@ def test_gpu_use_by_a_background_process_is_killed(monitored, gpu):
     assert wait_for(lambda: not _alive(sleeper[0]))
     # the host process the backend also reported is no session's business
     assert all(v.pid != os.getpid() for v in s.verdicts)
+
+
+def test_a_background_memory_hog_is_an_oom_verdict_and_the_next_call_works(monitored):
+    s = monitored({"sandbox": {"limits": {"memory": "96MiB"}},
+                   "rules": {"detectors": {"sample_interval": 0.1}}})
+    s.write_file("/workspace/hog.py", "import time\nx = []\nwhile True:\n"
+                 "    x.append(bytearray(8 << 20))\n    time.sleep(0.01)\n", call_id="c0")
+    r = s.exec("nohup python3 hog.py >/dev/null 2>&1 & nohup python3 hog.py >/dev/null 2>&1 &",
+               call_id="c1", step=1)
+    assert r.exit_code == 0
+    found = wait_for(lambda: verdicts_named(s, "detector.memory_limit"), timeout=20)
+    assert found and found[0].call_id == "c1", [v.rule_id for v in s.verdicts]
+    assert found[0].action is Action.KILL and found[0].severity.name == "LOW"  # not penalised
+    assert wait_for(lambda: not _call_pids(s), timeout=5)
+    after = s.exec("echo alive", call_id="c2", step=2)
+    assert after.outcome.value == "ok" and "alive" in after.stdout

@@ -328,8 +328,8 @@ class ComputeDetector:
 class ResourceLimitDetector:
     """The session hit its pids or memory limit: the kernel refused forks (a fork
     bomb held by ``pids.max``) or OOM-killed a process. The call holding the most
-    processes (memory) is charged and its processes are killed, so that the next
-    call can run. A fork bomb is abuse (high); an OOM kill is reported and contained
+    processes (memory) is charged; its processes are killed so that the next call can
+    run (for memory: when that call has returned, i.e. its processes are background). A fork bomb is abuse (high); an OOM kill is reported and contained
     but not penalised (low): honest work can outgrow a limit."""
 
     name = "resource_limits"
@@ -372,8 +372,11 @@ class ResourceLimitDetector:
                 message=(f"the session hit its memory limit: the kernel killed {hits} "
                          f"process(es); call {holder} holds the most memory"),
                 categories=("resource_abuse",),
-                # nothing left to blame: record it, never end the session for it
-                action=Action.KILL if event.call_id else Action.ALERT,
+                # background processes that outlived their call are killed so that the
+                # next call has memory; a running call already had its process killed
+                # by the kernel and reports it itself; nothing to blame: just record it
+                action=Action.KILL if event.call_id and event.fields.get("call.returned")
+                else Action.ALERT,
                 evidence={"res.limit": limit, "res.limit_hits": hits,
                           "res.mem_bytes": event.fields.get("res.mem_bytes")},
             )]

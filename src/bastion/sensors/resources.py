@@ -317,12 +317,15 @@ class ResourceSensor:
         if state.oom_kills is not None and ooms > state.oom_kills:
             ref = None
             best = -1
-            for _count, _path, call, pids in holders:
+            returned = False
+            for _count, path, call, pids in holders:
                 rss = sum(_rss(pid) for pid in pids)
                 if call is not None and pids and rss > best:
                     ref, best = call, rss
+                    holder = state.calls.get(path.name)
+                    returned = holder.returned if holder is not None else False
             out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
-                "res.scope": "session", "res.limit": "memory",
+                "res.scope": "session", "res.limit": "memory", "call.returned": returned,
                 "res.limit_hits": ooms - state.oom_kills, "res.mem_bytes": cgroup.memory_bytes()}))
         state.pids_hits, state.oom_kills = hits, ooms
         return out
