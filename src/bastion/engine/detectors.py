@@ -358,7 +358,7 @@ class ResourceLimitDetector:
                 message=(f"the session hit its process limit ({hits} fork(s) refused): call "
                          f"{holder} holds {event.fields.get('res.call_pids', '?')} of "
                          f"{event.fields.get('res.pids', '?')} tasks (fork bomb)"),
-                categories=("resource_abuse",),
+                categories=("resource_abuse", "defense_evasion"),
                 mitre=("T1499",),
                 action=Action.KILL,
                 evidence={"res.limit": limit, "res.limit_hits": hits,
