@@ -322,17 +322,23 @@ class FileSensor:
             self._overflow()
             return
         found: list[tuple[str, str]] = []  # (workspace-relative path, class) already there
-        writer = _Writer.of(ev.pid)
+        new_dir = bool(ev.mask & ino.IN_ISDIR and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO))
         with self._lock:
             entries = self._watches.get((backend, ev.wd))
             if not entries or ev.mask & ino.IN_IGNORED:
                 self._watches.pop((backend, ev.wd), None)
                 return
+            first = entries[0]
+        if (len(entries) == 1 and not new_dir and first.location != "protected"
+                and classify(f"{first.rel}/{ev.name}" if first.rel else ev.name) is None):
+            return  # an ordinary file: no need to know who wrote it (10k files stay cheap)
+        writer = _Writer.of(ev.pid)
+        with self._lock:
             watched = writer.pick(entries)
             if watched is None:
                 return  # bastion or the host wrote in a workspace: not the agent
             session = watched.session
-            if ev.mask & ino.IN_ISDIR and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
+            if new_dir:
                 self._new_dir(watched, ev.name, found)
         for rel, cls in found:
             self._emit(session, f"{SANDBOX_WORKSPACE}/{rel}", "create", "persistence", cls,
