@@ -239,3 +239,17 @@ def test_tokens_file_is_private(server: Server, state_dir: Path) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(path.parent).st_mode & 0o777 == 0o700
     assert server.admin not in path.read_text()  # digests only
+
+
+def test_a_session_that_vanished_without_closing_is_lost(server: Server,
+                                                         state_dir: Path) -> None:
+    """ep-2 never recorded its end; while its session directory exists it is live,
+    once the directory is gone (its process died) it is shown as lost."""
+    from tests.conftest import wait_for
+
+    assert server.get("/api/v1/episodes/ep-2", server.reader).json()["state"] == "live"
+    (state_dir / "sessions" / "s-2").rmdir()
+    assert wait_for(lambda: server.get("/api/v1/episodes/ep-2", server.reader).json()[
+        "state"] == "lost", timeout=5)
+    assert server.get("/api/v1/sessions", server.reader, state="lost").json()[0][
+        "session_id"] == "s-2"

@@ -161,3 +161,26 @@ def test_metrics_parse_and_equal_counts_over_the_trail(server: Server,
     from tests.conftest import wait_for
 
     assert wait_for(lambda: low() == 1, timeout=5)
+
+
+def test_a_client_that_falls_behind_is_told_and_counted(serve_factory: Any,
+                                                        state_dir: Path) -> None:
+    build_two_runs(state_dir)
+    server = serve_factory(stream_queue=2)
+    follower = SSEFollower(f"{server.url}/api/v1/stream", server.reader, {"types": "verdict"})
+    try:
+        assert follower.next(10, kind="hello")
+        with open_test_trail(state_dir, "run-a", durable=False) as trail:
+            for step in range(5):  # one commit: the server reads them in one poll
+                trail.submit_verdict(verdict("run-a", "ep-2", "s-2", step, "x.burst",
+                                             Severity.MEDIUM, ("burst",)))
+            trail.flush()
+        got = [follower.next(5).event for _ in range(3)]
+        assert got == ["verdict", "verdict", "dropped"]
+    finally:
+        follower.close()
+    text = server.get("/metrics", server.reader).text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    dropped = [s.value for s in fams["bastion_serve_stream_dropped"].samples
+               if s.name.endswith("_total")]
+    assert dropped == [3.0]

@@ -274,7 +274,9 @@ async function loadFeed(q){
 function follow(q){
   const es = new EventSource('/api/v1/stream?types=verdict'+q);
   const conn = document.getElementById('conn');
-  es.addEventListener('hello', ()=>{conn.textContent='● live'; conn.style.color='#9be7a1';});
+  let first = true;
+  es.addEventListener('hello', ()=>{conn.textContent='● live'; conn.style.color='#9be7a1';
+    if (!first) loadFeed(q); first = false;});  // after a reconnect: fill the gap
   es.addEventListener('verdict', (m)=>{feedItem(JSON.parse(m.data), true);
     if (window.onVerdict) window.onVerdict();});
   es.addEventListener('dropped', ()=>{conn.textContent='fell behind: reload';});
