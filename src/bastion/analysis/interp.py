@@ -153,15 +153,37 @@ def web_shell(code: str) -> bool:
     return _WEB_INPUT.search(code) is not None and _WEB_EXEC.search(code) is not None
 
 
+# Cheap gates: a feature's regex runs only when one of these (lower-case) appears, so
+# long text costs one lower() and a few substring scans for what it cannot contain.
+_GATES: dict[str, tuple[str, ...]] = {
+    "interp_socket": ("sock", "tcp", "udp", "net", "connect", "dial", "/inet"),
+    "interp_bind": ("bind", "listen", "accept", "server", "localport", "/inet"),
+    "interp_dup2": ("dup", "fileno", "fdopen", "open(", "stdin", "reopen", "pipe", "stdio"),
+    "interp_hash": ("hash", "sha", "md5", "crypt", "keccak", "randomx", "blake", "digest"),
+    "interp_http": ("url", "request", "http", "fetch", "lwp", "get", "curl", "webclient",
+                    "downloadstring", "open-uri"),
+    "interp_base64": ("base64", "b64", "atob", "unpack"),
+    "interp_file_read": ("open", "read", "file", "slurp", "getline", "<$", "<"),
+    "interp_upload": ("post", "put", "send", "write", "data", "upload", "urlencode", "urlopen",
+                      "request", "print $", "print s"),
+    "interp_eval": ("eval", "exec", "compile", "function", "loadstring", "load"),
+    "interp_shell": ("sh", "cmd.exe", "powershell"),
+}
+
+
 def code_features(code: str) -> set[str]:
-    feats = {name for name, rx in _FEATURES if rx.search(code)}
-    if web_shell(code):
+    low = code.lower()
+    feats = {name for name, rx in _FEATURES
+             if (name not in _GATES or any(g in low for g in _GATES[name])) and rx.search(code)}
+    if ("$_" in code or "getparameter" in low or "request." in low or "req.query" in low) \
+            and web_shell(code):
         feats.add("web_shell_code")
-    if _PROC_NAME.search(code):
+    if ("prctl" in low or "pr_set_name" in low or "setproctitle" in low or "$0" in code) \
+            and _PROC_NAME.search(code):
         feats.add("set_proc_name")
-    if _PTRACE.search(code):
+    if ("ptrace" in low or "process_vm" in low) and _PTRACE.search(code):
         feats.add("ptrace_code")
-    if "interp_loop" in feats and _FORK.search(code):
+    if "interp_loop" in feats and "fork" in low and _FORK.search(code):
         feats.add("fork_bomb")
     if "\\x" in code and _SHELLCODE.search(code):
         feats.add("shellcode_literal")
