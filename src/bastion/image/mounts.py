@@ -67,9 +67,30 @@ def _check(result: int, what: str) -> int:
 # -- user namespaces that describe an id mapping ------------------------------------------
 
 
-def userns_fd(inside: int, host: int) -> int:
-    """A new fd of a user namespace mapping ``inside`` to ``host`` (uid and gid), the
-    form an id-mapped mount takes its mapping in. The caller closes it.
+# Image files owned by anyone but the image's USER belong, on the host, to this range
+# (image id N -> OTHERS_BASE + N): outside the session uids (host.py allocates
+# 2,000,000-2,999,999), so no session can act as their owner, yet overlayfs can copy up
+# the directories above a file the user edits (an unmapped owner fails with EOVERFLOW).
+OTHERS_BASE = 4_000_000
+_ID_SPAN = 65_536
+
+
+def id_map(inside: int, host: int) -> str:
+    """uid_map/gid_map text: ``inside`` -> ``host``, every other id below 65536 -> the
+    shared unprivileged range."""
+    lines = []
+    if inside > 0:
+        lines.append(f"0 {OTHERS_BASE} {min(inside, _ID_SPAN)}")
+    lines.append(f"{inside} {host} 1")
+    if inside + 1 < _ID_SPAN:
+        lines.append(f"{inside + 1} {OTHERS_BASE + inside + 1} {_ID_SPAN - inside - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def userns_fd(uid: int, gid: int, host: int) -> int:
+    """A new fd of a user namespace mapping the image user's ``uid``/``gid`` to the
+    session's ``host`` id (and the image's other ids to ``OTHERS_BASE`` + id), the form
+    an id-mapped mount takes its mapping in. The caller closes it.
 
     Creating a user namespace needs a process (``unshare(2)`` refuses a multi-threaded
     caller such as bastion): a short-lived ``unshare --user sleep`` child, mapped from
@@ -92,9 +113,9 @@ def userns_fd(inside: int, host: int) -> int:
                 raise SandboxUnavailable("cannot create a user namespace for an id mapping "
                                          "(unshare --user failed)")
             time.sleep(0.0005)
-        for name in ("uid_map", "gid_map"):
+        for name, inside in (("uid_map", uid), ("gid_map", gid)):
             with open(f"/proc/{child.pid}/{name}", "w") as f:
-                f.write(f"{inside} {host} 1\n")
+                f.write(id_map(inside, host))
         return os.open(f"/proc/{child.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         child.kill()

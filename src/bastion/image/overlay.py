@@ -96,7 +96,7 @@ class SessionOverlay:
         os.chmod(self.upper, stat.S_IMODE(st.st_mode))
         os.chown(self.upper, self.host_uid, self.host_uid)
         self._mounted = True  # from here on, close() has something to undo
-        ns = userns_fd(self.uid, self.host_uid)
+        ns = userns_fd(self.uid, self.gid, self.host_uid)
         try:
             lower = idmapped_tree(self.image.rootfs, ns)
         except BaseException:
