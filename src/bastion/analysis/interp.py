@@ -140,6 +140,9 @@ _WEB_EXEC = re.compile(r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|pc
 _CONNECT = re.compile(r"\.connect\s*\(|create_?connection|fsockopen|tcpsocket\.(?:new|open)|"
                       r"socket\.tcp|net\.(?:connect|dial)|/inet/(?:tcp|udp)/|io::socket::inet|"
                       r"\bconnect\s*\(|tcpclient|stream_socket_client|peeraddr|ztcp|dial\(", _P)
+# Reading from the connection (what arrives is then run: a command channel).
+_RECV = re.compile(r"\brecv\w*\(|[.:]receive\b|[.:]gets\b|socket_read|[.:]readline|"
+                   r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(", _P)
 _FD_PASS = re.compile(r"fileno|std(?:in|out|err)\s*[=:]|\[:in,|>&\s*\$?\w|<&\s*\d|dup2?\b", _P)
 _PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"]\[?k", _P)
 _PTRACE = re.compile(r"PTRACE_ATTACH|PTRACE_SEIZE|PTRACE_POKE\w*|process_vm_writev|"
@@ -193,7 +196,7 @@ def code_features(code: str) -> set[str]:
     # the socket's fds): not the mere import of socket/ssl next to a subprocess call.
     if "interp_socket" in feats and ("interp_bind" in feats or _CONNECT.search(code)) and (
             "interp_shell" in feats or ("interp_exec" in feats and (
-                "interp_dup2" in feats or _FD_PASS.search(code)))):
+                "interp_dup2" in feats or _FD_PASS.search(code) or _RECV.search(code)))):
         feats.add("interp_socket_exec")
     if "interp_socket" in feats and "interp_dup2" in feats:
         feats.add("interp_socket_dup")
