@@ -63,6 +63,11 @@ def test_live_session_stream_state_and_operator_actions(serve_factory: Any,
         r = server.post(url, server.admin, json={"action": "thaw"})
         assert r.status_code == 200 and not session.frozen
         assert session.exec("echo still here", step=2, call_id="c2").ok
+        r = server.post(url, server.admin, json={"action": "network_phase", "phase": "setup"})
+        assert r.status_code == 200, r.text
+        assert wait_for(lambda: _episode(server, "ep-live").get("network_phase") == "setup")
+        r = server.post(url, server.admin, json={"action": "network_phase", "phase": "nope"})
+        assert r.status_code == 400 and "unknown network phase" in r.json()["detail"]
         r = server.post(url, server.admin, json={"action": "quarantine"})
         assert r.status_code == 501  # no public quarantine on a Session: said, not faked
         r = server.post(url, server.admin, json={"action": "terminate",
@@ -91,6 +96,8 @@ def test_live_session_stream_state_and_operator_actions(serve_factory: Any,
         "operator.freeze:refused",
         "operator.freeze:requested", "frozen", "operator.freeze:done",
         "operator.thaw:requested", "thawed", "operator.thaw:done",
+        "operator.network_phase:requested", "operator.network_phase:done",
+        "operator.network_phase:requested", "operator.network_phase:failed",
         "operator.quarantine:requested", "operator.quarantine:not carried out",
         "operator.terminate:requested", "terminated", "operator.terminate:done"]
     assert all(v.ok for v in verify_state_dir(state_dir))
