@@ -5,6 +5,7 @@ requests that must never get a 5xx, and operator actions recorded in the trail."
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,18 @@ def test_a_session_that_vanished_without_closing_is_lost(server: Server,
         "state"] == "lost", timeout=5)
     assert server.get("/api/v1/sessions", server.reader, state="lost").json()[0][
         "session_id"] == "s-2"
+
+
+def test_refusals_from_one_client_are_recorded_up_to_an_allowance(
+        server: Server, state_dir: Path) -> None:
+    """Anyone who can reach the port can be refused; a flood of refusals must not
+    flood the audit trail. The first 20 are recorded, the rest counted, and the count
+    goes into the client's next recorded refusal."""
+    url = "/api/v1/episodes/ep-1/actions"
+    seqs = [server.post(url, json={"action": "terminate"}).json()["seq"] for _ in range(25)]
+    assert all(s >= 0 for s in seqs[:20]) and seqs[20:] == [-1] * 5
+    records = _operator_records(state_dir, "run-a")
+    assert len(records) == 20
+    limiter = server.app.state.ctx.refusals
+    record, suppressed = limiter.admit("127.0.0.1", time.monotonic() + 3600)
+    assert record and suppressed == 5

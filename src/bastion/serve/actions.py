@@ -30,6 +30,7 @@ __all__ = [
     "LocalSessions",
     "NoHandle",
     "Recorder",
+    "RefusalLimiter",
     "SessionControl",
     "record_operator_action",
 ]
@@ -94,6 +95,33 @@ class LocalSessions:
                                "interface", status=501)
             done.append(session.session_id)
         return f"{action} applied to session(s) {', '.join(done)}"
+
+
+class RefusalLimiter:
+    """Refused attempts come from clients without the admin token, possibly without
+    any token: recording every one would let anyone who can reach the port fill the
+    audit trail (one fsync each). Each client address gets ``burst`` recorded refusals,
+    refilled at ``per_minute``; the rest are counted and the count goes into that
+    client's next recorded refusal."""
+
+    def __init__(self, burst: int = 20, per_minute: float = 20.0) -> None:
+        self.burst = burst
+        self.rate = per_minute / 60.0
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float, int]] = {}  # tokens, at, suppressed
+
+    def admit(self, client: str, now: float) -> tuple[bool, int]:
+        """(record this one?, how many were suppressed before it)."""
+        with self._lock:
+            tokens, at, suppressed = self._buckets.get(client, (float(self.burst), now, 0))
+            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            if tokens < 1.0:
+                self._buckets[client] = (tokens, now, suppressed + 1)
+                return False, 0
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
+            self._buckets[client] = (tokens - 1.0, now, 0)
+            return True, suppressed
 
 
 @dataclass(frozen=True)

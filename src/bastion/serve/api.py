@@ -7,6 +7,7 @@ operator actions. Lists are newest first, filtered by query parameters, and cut 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
@@ -593,6 +594,12 @@ def act(
         status = 401 if who is None else 403
         why = ("refused: no valid bearer token in the Authorization header" if who is None
                else f"refused: token {who.name} is not the admin token")
+        record, suppressed = ctx.refusals.admit(client, time.monotonic())
+        if not record:  # over this client's allowance: answered, counted, not recorded
+            return _answer(status, "refused", why, -1)
+        if suppressed:
+            why += (f" ({suppressed} earlier refused attempt(s) from this client were not "
+                    "recorded individually)")
         seq = _record(ctx, known, body, "refused", False, why, who, client)
         return _answer(status, "refused", why, seq)
     _record(ctx, known, body, "requested", False, "operator request accepted", who, client)

@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..audit.reader import Record
 from ..events import Severity
 from ..state import StateDir
-from .actions import Recorder, SessionControl
+from .actions import Recorder, RefusalLimiter, SessionControl
 from .auditstatus import Verifier
 from .auth import Principal, TokenStore
 from .index import Index, SessionInfo, severity_rank
@@ -59,6 +59,7 @@ class Context:
     violation_severity: Severity = Severity.MEDIUM
     poll_error: str | None = None
     recorder: Recorder | None = None  # set by create_app
+    refusals: RefusalLimiter = field(default_factory=RefusalLimiter)
     _memo: dict[Any, tuple[int, float, Any]] = field(default_factory=dict)
 
     def memo(self, key: Any, compute: Callable[[], T], max_age: float = 1.0) -> T:

@@ -219,4 +219,5 @@ class ActionResult(BaseModel):
     status: int
     stage: str
     detail: str
-    seq: int = Field(description="position of the outcome record in the run's audit log")
+    seq: int = Field(description="position of the outcome record in the run's audit log "
+                     "(-1: a refusal over the client's allowance, counted, not recorded)")
