@@ -70,7 +70,9 @@ _sha256 = hashlib.sha256
 @dataclass(frozen=True)
 class TrailConfig:
     checkpoint_every: int = 10_000  # records
-    checkpoint_interval: float = 10.0  # seconds (only while records arrive)
+    # seconds: records are never left unanchored (no exported checkpoint after them)
+    # for longer than this, so a SIGKILL leaves at most ~1 s of records to the chain alone
+    checkpoint_interval: float = 1.0
     busy_timeout_ms: int = 5_000  # how long to wait for another writer's lock
     wait_timeout: float = 60.0  # how long a producer waits for its commit
     # True: append_* return once the record is durable. False: they return once it is

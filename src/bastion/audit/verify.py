@@ -20,6 +20,15 @@ What is checked, in this order (the first problem found is reported):
 5. The chain against each valid checkpoint: a checkpoint larger than the log is
    "truncated"; one whose head differs from the recomputed head at its size means
    records before it were rewritten ("modified", with the range it narrows to).
+6. Every column and table a reader narrows by, against the signed bodies: the
+   ``type`` and ``episode_id`` columns of each record, the ``episodes`` spans and the
+   ``policies`` index. Anyone who can drop the append-only triggers can change them
+   without touching a hash; a reader that trusted them would miss a verdict whose
+   type column says ``event``. A mismatch is "modified" at that record.
+7. The unanchored tail: records after the latest *exported* checkpoint are protected
+   by the chain alone (a host root can truncate them and the checkpoint after them
+   together). They are reported exactly (positions and time span); with
+   ``require_anchor`` they are a failure ("unanchored").
 
 The chain scan is the hot loop (two SHA-256 per record). Large logs are split into
 ranges checked in parallel processes, each starting from the stored head before its
@@ -51,7 +60,7 @@ from .store import connect, list_run_dbs
 __all__ = ["KINDS", "Problem", "RunVerification", "verify_run", "verify_state_dir"]
 
 KINDS = ("modified", "deleted", "inserted", "reordered", "truncated", "forged signature",
-         "wrong key", "corrupt")
+         "wrong key", "corrupt", "unanchored")
 
 _PARALLEL_MIN = 200_000  # below this, forking workers costs more than it saves
 
@@ -269,6 +278,79 @@ def _classify(conn: sqlite3.Connection, p: int) -> Problem:
     return Problem("modified", p, "the record's content no longer matches its hash chain")
 
 
+# -- what readers narrow by ---------------------------------------------------------------
+
+_TYPE_MISMATCH = """
+SELECT seq, type FROM records
+WHERE CAST(substr(body, -(length(CAST(type AS BLOB)) + 10)) AS TEXT)
+      IS NOT ('"type":"' || type || '"}')
+ORDER BY seq LIMIT 1"""
+_EPISODE_MISMATCH = """
+SELECT seq, episode_id FROM records
+WHERE NULLIF(episode_id, '') IS NOT
+      NULLIF(json_extract(CAST(body AS TEXT), '$.data.episode_id'), '')
+ORDER BY seq LIMIT 1"""
+_SPAN_MISMATCH = """
+SELECT e.episode_id, e.first_seq, e.last_seq, e.records, r.a, r.b, r.n FROM episodes e
+LEFT JOIN (SELECT episode_id, min(seq) a, max(seq) b, count(*) n FROM records
+           WHERE episode_id IS NOT NULL GROUP BY episode_id) r ON r.episode_id = e.episode_id
+WHERE r.a IS NOT e.first_seq OR r.b IS NOT e.last_seq OR r.n IS NOT e.records LIMIT 1"""
+_SPAN_MISSING = """
+SELECT min(seq), episode_id FROM records WHERE episode_id IS NOT NULL
+AND episode_id NOT IN (SELECT episode_id FROM episodes) GROUP BY episode_id LIMIT 1"""
+_POLICY_MISMATCH = """
+SELECT p.hash, p.seq FROM policies p LEFT JOIN records r ON r.seq = p.seq
+WHERE r.type IS NOT 'policy'
+   OR json_extract(CAST(r.body AS TEXT), '$.data.hash') IS NOT p.hash LIMIT 1"""
+
+
+def _body_field(conn: sqlite3.Connection, seq: int, path: str) -> object:
+    row = conn.execute("SELECT json_extract(CAST(body AS TEXT), ?) FROM records WHERE seq = ?",
+                       (path, seq)).fetchone()
+    return row[0] if row else None
+
+
+def _index_problem(conn: sqlite3.Connection) -> Problem | None:
+    """The first column or index entry that disagrees with the signed bodies."""
+    row = conn.execute(_TYPE_MISMATCH).fetchone()
+    if row is not None:
+        return Problem("modified", row[0],
+                       f"the type column of record {row[0]} says {row[1]!r} but its signed "
+                       f"body says {_body_field(conn, row[0], '$.type')!r}")
+    row = conn.execute(_EPISODE_MISMATCH).fetchone()
+    if row is not None:
+        return Problem("modified", row[0],
+                       f"the episode_id column of record {row[0]} says {row[1]!r} but its "
+                       f"signed body says {_body_field(conn, row[0], '$.data.episode_id')!r}")
+    row = conn.execute(_SPAN_MISMATCH).fetchone()
+    if row is not None:
+        return Problem("modified", row[4] if row[4] is not None else row[1],
+                       f"the episode index says episode {row[0]!r} spans records "
+                       f"{row[1]}..{row[2]} ({row[3]}), but its records are "
+                       f"{row[4]}..{row[5]} ({row[6]})")
+    row = conn.execute(_SPAN_MISSING).fetchone()
+    if row is not None:
+        return Problem("modified", row[0],
+                       f"episode {row[1]!r} (from record {row[0]}) is missing from the "
+                       "episode index")
+    row = conn.execute(_POLICY_MISMATCH).fetchone()
+    if row is not None:
+        return Problem("modified", row[1],
+                       f"the policy index points policy {row[0]} at record {row[1]}, which "
+                       "is not that policy")
+    return None
+
+
+def _tail(conn: sqlite3.Connection, start: int, stop: int) -> str:
+    """Records start..stop-1, exactly, with the time they span."""
+    first = _body_field(conn, start, "$.data.wall")
+    last = _body_field(conn, stop - 1, "$.data.wall")
+    span = ""
+    if isinstance(first, (int, float)) and isinstance(last, (int, float)):
+        span = f", {max(0.0, last - first):.2f} s of activity"
+    return f"{stop - start} record(s) (seq {start}..{stop - 1}{span})"
+
+
 # -- keys and checkpoints ------------------------------------------------------------------
 
 
@@ -292,7 +374,10 @@ def verify_run(
     external: ExternalRun | None = None,
     public_key: bytes | None = None,
     workers: int | None = None,
+    require_anchor: bool = False,
 ) -> RunVerification:
+    """``require_anchor``: records after the latest exported checkpoint are a
+    failure ("unanchored") rather than a note."""
     started = time.perf_counter()
     conn = connect(path, readonly=True)
     notes: list[str] = []
@@ -379,11 +464,25 @@ def verify_run(
                                     f"{cp.size - 1} were rewritten (the chain was recomputed)"),
                             stop, len(valid), len(exported), latest, source)
             good_below = cp.size
-        if not exported:
-            notes.append("no exported checkpoint: truncation of the tail cannot be ruled out")
-        elif latest is not None and stop > latest:
-            notes.append(f"{stop - latest} record(s) after the latest exported checkpoint are "
-                         "protected by the chain alone")
+        # the columns and indexes readers narrow by
+        index = _index_problem(conn)
+        if index is not None:
+            return done(index, stop, len(valid), len(exported), latest, source)
+        if source != "--public-key":
+            notes.append(f"the key is pinned by {source}: unless that lives on another "
+                         "machine, a host root could re-key the whole trail consistently; "
+                         "pin it with --public-key or keep the checkpoint sink off this host")
+        anchored = latest if latest is not None else 0
+        if stop > anchored:
+            tail = _tail(conn, anchored, stop)
+            what = ("no exported checkpoint: " if not exported else "") + \
+                f"{tail} lie after the latest exported checkpoint"
+            if require_anchor:
+                return done(Problem("unanchored", anchored,
+                                    f"{what}; they are protected by the chain alone, so a "
+                                    "host root could truncate or rewrite them unseen"),
+                            stop, len(valid), len(exported), latest, source)
+            notes.append(f"{what} and are protected by the chain alone")
         return done(None, stop, len(valid), len(exported), latest, source)
     except sqlite3.Error as exc:
         raise AuditError(f"cannot read {path}: {exc}") from exc
@@ -400,6 +499,7 @@ def verify_state_dir(
     run: str | None = None,
     public_key: str | None = None,
     workers: int | None = None,
+    require_anchor: bool = False,
 ) -> list[RunVerification]:
     """Verify every run (or one) in a state directory. ``checkpoints`` is a note file,
     a run directory or a sink root (default: ``BASTION_CHECKPOINT_DIR`` or the state
@@ -416,7 +516,8 @@ def verify_state_dir(
             continue
         seen.add(path.stem)
         results.append(verify_run(path, state=state, external=external.get(path.stem),
-                                  public_key=pinned, workers=workers))
+                                  public_key=pinned, workers=workers,
+                                  require_anchor=require_anchor))
     for stem, ext in sorted(external.items()):
         if stem in seen or (run is not None and run != stem) or not ext.notes:
             continue

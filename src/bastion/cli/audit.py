@@ -49,12 +49,16 @@ def verify(
         None, "--public-key", help="pin the run's Ed25519 public key (base64)"),
     workers: int | None = typer.Option(None, help="parallel chain-scan processes"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per run"),
+    require_anchor: bool = typer.Option(
+        False, "--require-anchor", help="fail when records lie after the latest exported "
+        "checkpoint (protected by the chain alone)"),
     state_dir: str | None = StateDirOption,
 ) -> None:
     with user_errors():
         try:
             results = verify_state_dir(state_dir, checkpoints=checkpoint, run=run,
-                                       public_key=public_key, workers=workers)
+                                       public_key=public_key, workers=workers,
+                                       require_anchor=require_anchor)
         except ValueError as exc:
             raise fail(f"bad --public-key: {exc}") from None
     if not results:
