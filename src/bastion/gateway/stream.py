@@ -10,9 +10,9 @@ forbidden protocol is never sent: the relay cuts the connection instead.
 What is looked for, anywhere in the stream:
 
 * miner JSON-RPC (Stratum, xmrig/ethminer ``login``/``submit``/``eth_*``): the
-  ``"method"`` key is found wherever it sits in the object, in any letter case, with
-  any whitespace, after ``\\uXXXX`` escapes are undone, inside HTTP bodies and inside
-  (unmasked) websocket frames;
+  ``"method"`` key is found wherever it sits in the object, its value in any letter
+  case, with any whitespace, after ``\\uXXXX`` escapes are undone, inside HTTP bodies
+  and inside (unmasked) websocket frames;
 * an SSH version exchange (``SSH-2.0-`` at the start of a line);
 * proxy handshakes: ``CONNECT host:port HTTP/1.x`` request lines;
 * in an HTTP stream, every request of a kept-alive connection, one by one: its head is
@@ -66,11 +66,19 @@ class Finding:
 
 
 def scan(data: bytes) -> Finding | None:
-    """The protocol checks that hold for any bytes, wherever they appear."""
-    lowered = data.lower()
-    if b"\\u00" in lowered:
-        lowered = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), lowered)
-    if b'"method"' in lowered:
+    """The protocol checks that hold for any bytes, wherever they appear.
+
+    Fast path first: a few ``in`` tests (memchr speed) on the raw bytes for what each
+    protocol cannot do without — JSON-RPC's ``"method"`` key (or a ``\\u00`` escape that
+    could spell it), SSH's ``SSH-``, a ``CONNECT`` request line — and only a chunk that
+    has one is lowered and matched. JSON keys, SSH version strings and HTTP methods are
+    case-sensitive to the servers that read them; the *values* (``Mining.Subscribe``)
+    are matched in any case."""
+    escaped = b"\\u00" in data
+    if escaped or b'"method"' in data:
+        lowered = data.lower()
+        if escaped:
+            lowered = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), lowered)
         for match in _METHOD.finditer(lowered):
             method = match.group(1)
             if method in _WEAK_SET:
@@ -80,14 +88,14 @@ def scan(data: bytes) -> Finding | None:
             return Finding("stratum", "gateway.miner_protocol",
                            f"miner JSON-RPC method {method.decode()!r} in the stream",
                            {"net.stratum_method": method.decode()[:64]})
-    if b"ssh-" in lowered:
+    if b"SSH-" in data:
         ssh = _SSH.search(data)
         if ssh:
             banner = ssh.group(0).strip().decode("ascii", "replace")
             return Finding("ssh", "gateway.ssh_in_stream",
                            "an SSH version exchange inside another protocol",
                            {"net.ssh_banner": banner[:255]})
-    if b"connect" in lowered:
+    if b"CONNECT" in data or b"connect" in data:
         connect = _CONNECT.search(data)
         if connect:
             return Finding("http-connect", "gateway.proxy_protocol",
