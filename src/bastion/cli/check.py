@@ -21,9 +21,15 @@ bump it)::
       "verdicts": [{"rule_id", "severity", "action", "message", "categories", "mitre",
                     "evidence"}],
       "decoded": {"names": [...], "argv": [...], "payloads": [...], "features": [...],
-                  "parse_error": false, "depth": 0},
+                  "parse_error": false, "depth": 0,
+                  # the parsed facts rules judge (additive in bastion.check/1):
+                  "reads": [...], "writes": [...], "deletes": [...], "hosts": [...],
+                  "persists": [...]},
       "policy_hash": "sha256:..."
     }
+
+The policy decides what the reward-integrity rules protect: its ``sandbox.protected``
+paths are the grader (``--policy task.yaml``); with the default policy there is none.
 
 Decision: each match's action is the rule's own ``action`` if it has one, else the
 policy's ``response`` mapping for its severity. deny, kill, terminate, quarantine,
@@ -107,6 +113,9 @@ def check_command(cmd: str, ruleset: RuleSet, policy: Policy, *, line: int = 0,
             "names": fields["cmd.names"], "argv": fields["cmd.argv"],
             "payloads": fields["cmd.payloads"], "features": fields["cmd.features"],
             "parse_error": fields["cmd.parse_error"], "depth": fields["cmd.depth"],
+            "reads": fields.get("cmd.reads", []), "writes": fields.get("cmd.writes", []),
+            "deletes": fields.get("cmd.deletes", []), "hosts": fields.get("cmd.hosts", []),
+            "persists": fields.get("cmd.persists", []),
         },
         policy_hash=ruleset.policy_hash,
     )
