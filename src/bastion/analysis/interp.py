@@ -145,6 +145,9 @@ _RECV = re.compile(r"\brecv\w*\(|[.:]receive\b|[.:]gets\b|socket_read|[.:]readli
                    r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(", _P)
 _FD_PASS = re.compile(r"fileno|std(?:in|out|err)\s*[=:]|\[:in,|>&\s*\$?\w|<&\s*\d|dup2?\b", _P)
 _PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"]\[?k", _P)
+_SPIN = re.compile(r"while\s*\(?\s*(?:true|1|!0)\s*\)?\s*[:{]|while\s*:|for\s*\(\s*;\s*;|"
+                   r"itertools\.count\(|\bcount\(\)|range\(\s*(?:\d{7,}|2\s*\*\*|10\s*\*\*|"
+                   r"sys\.maxsize|1e\d|float)|\bloop\s*(?:do|\{)|nonce\s*\+=|nonce\s*\+\+", _P)
 _PTRACE = re.compile(r"PTRACE_ATTACH|PTRACE_SEIZE|PTRACE_POKE\w*|process_vm_writev|"
                      r"ptrace\(\s*(?:16|0x10|0x4206)\b", _P)
 _FORK = re.compile(r"\bos\.fork\(\)|\bfork\(\s*\)|pcntl_fork|Process\.fork|child_process\.fork", _P)
@@ -188,6 +191,8 @@ def code_features(code: str) -> set[str]:
         feats.add("ptrace_code")
     if "interp_loop" in feats and "fork" in low and _FORK.search(code):
         feats.add("fork_bomb")
+    if "interp_hash" in feats and _SPIN.search(code):
+        feats.add("interp_hash_spin")  # hashing in an unbounded loop: a nonce search
     if "\\x" in code and _SHELLCODE.search(code):
         feats.add("shellcode_literal")
     if "interp_hash" in feats and "interp_loop" in feats:
