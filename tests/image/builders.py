@@ -16,7 +16,7 @@ from bastion.image.sample import (BUSYBOX, busybox_rootfs, docker_archive,  # no
                                   oci_layout)
 
 _SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
-                "ensurepip", "__pycache__", "site-packages", "dist-packages",
+                "ensurepip", "site-packages", "dist-packages",
                 "config-3.11-x86_64-linux-gnu", "pydoc.py", "_pydecimal.py"}
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # Debian's; bastion's own may live under /root
 
@@ -69,8 +69,7 @@ def swe_rootfs(root: Path) -> Path:
         if name.startswith(("pip", "_pytest", "pytest", "pluggy", "iniconfig", "packaging", "pygments",
                             "py.py")):
             if entry.is_dir():
-                shutil.copytree(entry, site / entry.name,
-                                ignore=shutil.ignore_patterns("__pycache__"))
+                shutil.copytree(entry, site / entry.name)  # with __pycache__: fast imports
             else:
                 shutil.copy2(entry, site / entry.name)
     # the task repository
