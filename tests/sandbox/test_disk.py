@@ -84,3 +84,30 @@ def test_mounts_are_removed_with_the_session(make_session, state_dir: Path) -> N
     assert scratch.mounts_below(state_dir)
     s.close()
     assert scratch.mounts_below(state_dir) == []
+
+
+def test_a_prepared_workspace_moves_onto_the_limited_filesystem(make_session) -> None:
+    def prepare(workspace: Path, uid: int) -> None:
+        (workspace / "src").mkdir()
+        (workspace / "src" / "main.py").write_text("print('task')\n")
+        (workspace / "link").symlink_to("src/main.py")
+        for path in (workspace / "src", workspace / "src" / "main.py"):
+            os.chown(path, uid, uid)
+
+    s = make_session(prepare=prepare)
+    r = s.exec("python3 link; touch src/new && ls -l src/main.py | cut -d' ' -f1")
+    assert r.stdout.startswith("task\n"), r.stderr
+    used, total, _, _ = scratch.usage(s.workspace)
+    assert used > 0 and total <= 1024**3
+
+
+def test_a_prepared_workspace_larger_than_the_limit_is_refused(make_session) -> None:
+    import pytest
+
+    from bastion import SandboxUnavailable
+
+    def prepare(workspace: Path, uid: int) -> None:
+        (workspace / "big").write_bytes(b"\0" * (8 * MiB))
+
+    with pytest.raises(SandboxUnavailable, match="disk limits.*No space left"):
+        make_session({"sandbox": {"limits": {"disk": "4MiB"}}}, prepare=prepare)
