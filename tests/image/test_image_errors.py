@@ -132,3 +132,20 @@ def test_protected_path_through_an_image_symlink_is_refused(
     with pytest.raises(ImageUnsupported, match="goes through a symlink"):
         open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
                   host_uid=2_999_999, protected=["/testbed/tests"])
+
+
+def test_image_with_bastion_runtime_path_is_refused(tmp_path: Path, busybox_layout: Path) -> None:
+    """/.bastion is where the supervisor's runtime is bound; an image may not bring one."""
+    import shutil
+
+    from bastion.image import sample
+    from bastion.image.view import open_view
+
+    extra = tmp_path / "extra"
+    (extra / ".bastion" / "usr").mkdir(parents=True)
+    layout = tmp_path / "squatter"
+    shutil.copytree(busybox_layout, layout)
+    sample._run("umoci", "insert", "--image", f"{layout}:v1", extra, "/")
+    with pytest.raises(ImageUnsupported, match="supervisor's runtime"):
+        open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
+                  host_uid=2_999_998)

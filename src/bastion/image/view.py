@@ -20,7 +20,7 @@ from . import cache_for
 from .cache import Image
 from .errors import ImageUnsupported
 from .overlay import Change, SessionOverlay
-from .runtime import SupervisorRuntime, host_runtime
+from .runtime import RUNTIME_DIR, SupervisorRuntime, host_runtime
 
 __all__ = ["ImageView", "image_root_binds", "open_view", "policy_mounts"]
 
@@ -94,6 +94,9 @@ def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_di
     image = cache_for(Path(state_root)).resolve(reference)
     for path in protected:
         _check_no_symlink(image, path)
+    if os.path.lexists(image.rootfs / RUNTIME_DIR.lstrip("/")):
+        raise ImageUnsupported(f"image {image.reference} has {RUNTIME_DIR}, the path where "
+                               "bastion brings in the supervisor's runtime")
     runtime = host_runtime()
     overlay = SessionOverlay(image, session_dir, host_uid, disk=disk, inodes=inodes)
     root = overlay.mount()
