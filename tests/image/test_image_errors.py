@@ -149,3 +149,24 @@ def test_image_with_bastion_runtime_path_is_refused(tmp_path: Path, busybox_layo
     with pytest.raises(ImageUnsupported, match="supervisor's runtime"):
         open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
                   host_uid=2_999_998)
+
+
+def test_prune_skips_entries_in_use(tmp_path: Path, busybox_layout: Path) -> None:
+    from bastion.image.view import open_view
+
+    cache = ImageCache(tmp_path / "state" / "images")
+    image = cache.resolve(f"{busybox_layout}:v1")
+    session_dir = tmp_path / "s1"
+    session_dir.mkdir()
+    view = open_view(f"{busybox_layout}:v1", state_root=tmp_path / "state",
+                     session_dir=session_dir, host_uid=2_999_997)
+    try:
+        assert cache.prune() == []  # mounted by a session: kept
+        assert image.rootfs.is_dir()
+    finally:
+        view.close()
+    assert cache.prune() == [image.key]
+    assert cache.entries() == [] and not image.rootfs.exists()
+    assert list((cache.root / "rootfs").iterdir()) == []
+    again = cache.resolve(f"{busybox_layout}:v1")  # unpacked afresh on next use
+    assert again.rootfs.is_dir() and again.unpack_seconds > 0

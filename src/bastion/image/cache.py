@@ -37,7 +37,7 @@ from pathlib import Path
 from .errors import ImageCorrupt, ImageError, ImageNotFound, ImageUnsupported
 from .oci import ImageConfig, LayoutImage, layout_stamp, read_layout
 
-__all__ = ["Image", "ImageCache", "parse_reference"]
+__all__ = ["Image", "ImageCache", "hold_entry", "parse_reference"]
 
 # transports handed to skopeo as they are; a bare path is sniffed (see parse_reference)
 _SKOPEO_TRANSPORTS = ("docker-archive:", "oci-archive:", "containers-storage:",
@@ -154,6 +154,29 @@ class ImageCache:
         """Keys of complete cache entries."""
         return sorted("sha256:" + p.name for p in (self.root / "rootfs").iterdir()
                       if not p.name.startswith("."))
+
+    def prune(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Remove unpacked entries no session uses (keys in ``keep`` stay). Returns the
+        keys removed. An entry is taken out of its key first (renamed), so a session
+        starting meanwhile unpacks afresh rather than reading a tree being removed."""
+        removed = []
+        for key in self.entries():
+            if key in keep:
+                continue
+            hexkey = key.split(":", 1)[1]
+            with open(self.root / "locks" / f"{hexkey}.lock", "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a session reads it, or it is being unpacked
+                entry = self.root / "rootfs" / hexkey
+                doomed = self.root / "rootfs" / f".partial-{hexkey}-pruned-{secrets.token_hex(4)}"
+                os.rename(entry, doomed)
+            _remove_tree(doomed)
+            removed.append(key)
+        with self._mu:
+            self._memo = {k: v for k, v in self._memo.items() if v.key not in removed}
+        return removed
 
     # -- reference bookkeeping --------------------------------------------------------
 
@@ -272,3 +295,14 @@ def _remove_tree(path: Path) -> None:
 
     if path.exists():
         shutil.rmtree(path, onerror=onerror)
+
+
+def hold_entry(image: Image) -> int:
+    """Mark an image's cache entry in use: a shared lock, held by each session whose
+    overlay reads it and released by closing the returned fd; ``prune`` skips it."""
+    images_root = image.rootfs.parents[2]  # <images>/rootfs/<hex>/rootfs
+    hexkey = image.key.split(":", 1)[1]
+    fd = os.open(images_root / "locks" / f"{hexkey}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Image
+from .cache import Image, hold_entry
 from .mounts import (idmapped_tree, is_mountpoint, mount_overlay, mount_tmpfs, unmount,
                      userns_fd)
 
@@ -80,6 +80,7 @@ class SessionOverlay:
         self.inodes = inodes
         self.uid, self.gid, self.home = image_user(image)
         self._mounted = False
+        self._hold = -1  # shared lock on the image's cache entry while mounted
 
     def mount(self) -> Path:
         """Mount the view; returns the merged root the sandbox binds."""
@@ -96,6 +97,8 @@ class SessionOverlay:
         os.chmod(self.upper, stat.S_IMODE(st.st_mode))
         os.chown(self.upper, self.host_uid, self.host_uid)
         self._mounted = True  # from here on, close() has something to undo
+        # while mounted, the cache entry is in use: ImageCache.prune leaves it alone
+        self._hold = hold_entry(self.image)
         ns = userns_fd(self.uid, self.gid, self.host_uid)
         try:
             lower = idmapped_tree(self.image.rootfs, ns)
@@ -120,6 +123,9 @@ class SessionOverlay:
                 if is_mountpoint(target):
                     unmount(target)
             self._mounted = False
+        if self._hold >= 0:
+            os.close(self._hold)
+            self._hold = -1
 
     def changes(self) -> list[Change]:
         """What the session changed in the image, from its upper layer."""
