@@ -317,7 +317,8 @@ class Session:
             self.host.register(self._view, self._sink)
             # waited for: what the observers reported on registration is in the trail
             self._lifecycle("created", policy=policy.name, policy_hash=policy.hash,
-                            unenforced=",".join(self.host.unenforced_limits()))
+                            unenforced=",".join([*self.host.unenforced_limits(),
+                                                 *self.sandbox.unenforced]))
         except BaseException:
             self._cleanup_resources()
             raise

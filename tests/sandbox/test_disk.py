@@ -111,3 +111,21 @@ def test_a_prepared_workspace_larger_than_the_limit_is_refused(make_session) -> 
 
     with pytest.raises(SandboxUnavailable, match="disk limits.*No space left"):
         make_session({"sandbox": {"limits": {"disk": "4MiB"}}}, prepare=prepare)
+
+
+def test_a_configured_workspace_says_its_disk_limit_is_not_enforced(make_session,
+                                                                      tmp_path: Path) -> None:
+    import tempfile
+
+    ws = Path(tempfile.mkdtemp(prefix="bastion-ws-", dir="/var/tmp"))
+    try:
+        s = make_session({"sandbox": {"workspace": str(ws)}})
+        created = [e for e in s.events if e.fields.get("life.state") == "created"]
+        assert "disk(workspace)" in created[0].fields["unenforced"]
+        # /tmp is limited all the same
+        r = s.exec("head -c 2G /dev/zero > /tmp/fill")
+        assert "No space left on device" in r.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(ws, ignore_errors=True)
