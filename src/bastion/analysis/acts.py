@@ -181,6 +181,18 @@ _PURE_READERS = frozenset({"cat", "tac", "less", "more", "head", "tail", "string
                            "shred-copy", "melt"})
 
 
+_TEXT_TOOLS: frozenset[str] | None = None
+
+
+def _text_tools() -> frozenset[str]:
+    global _TEXT_TOOLS
+    if _TEXT_TOOLS is None:
+        from ..rules.vocabulary import vocabulary
+
+        _TEXT_TOOLS = vocabulary()["text_tools"]
+    return _TEXT_TOOLS
+
+
 def _readers() -> frozenset[str]:
     global _READERS
     if _READERS is None:
@@ -286,6 +298,8 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
                 if not (name == "curl" and a == "-O"):
                     if args[i + 1] not in ("-",) + _NO_FILE:
                         acts.write(norm_path(args[i + 1]))
+    if name in _text_tools():
+        return  # a text tool's arguments are data, not destinations
     for o in ops:
         for h in hosts_in(o):
             acts.hosts.setdefault(h)
