@@ -29,6 +29,7 @@ from typing import Any
 
 from ..events import Severity
 from .loader import PackSource, _parse_pack, builtin_pack_names, builtin_pack_source
+from .loader_source import vocabulary_source
 
 __all__ = ["Change", "compare", "main"]
 
@@ -129,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("give OLD_DIR or --git-ref")
     new = (_dir_sources(args.new) if args.new
            else [builtin_pack_source(n) for n in builtin_pack_names()])
+    if not args.new:  # the shared vocabulary's lists are the packs' lists too
+        vocab = vocabulary_source()
+        new.append(PackSource(vocab.name, vocab.file, vocab.text))
     changes = compare(old, new)
     for change in changes:
         print(change)
