@@ -39,6 +39,7 @@ split changes nothing about what is proven.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -280,24 +281,36 @@ def _classify(conn: sqlite3.Connection, p: int) -> Problem:
 
 # -- what readers narrow by ---------------------------------------------------------------
 
-_TYPE_MISMATCH = """
-SELECT seq, type FROM records
+# One pass over the records for both columns. The episode check must not parse JSON:
+# keys are sorted and "data" comes first, so the first `"episode_id":` in a body is the
+# data-level key (a string value cannot hold an unescaped quote). Rows this byte-level
+# test flags (an id with characters JSON escapes, too) are confirmed with json_extract.
+_EP_KEY = "X'22657069736f64655f6964223a'"  # "episode_id":
+_COLUMN_SUSPECTS = f"""
+SELECT seq, type, episode_id FROM (
+    SELECT seq, type, episode_id, body, instr(body, {_EP_KEY}) AS at FROM records)
 WHERE CAST(substr(body, -(length(CAST(type AS BLOB)) + 10)) AS TEXT)
-      IS NOT ('"type":"' || type || '"}')
-ORDER BY seq LIMIT 1"""
-_EPISODE_MISMATCH = """
-SELECT seq, episode_id FROM records
-WHERE NULLIF(episode_id, '') IS NOT
-      NULLIF(json_extract(CAST(body AS TEXT), '$.data.episode_id'), '')
-ORDER BY seq LIMIT 1"""
+      IS NOT ('"type":"' || type || '"}}')
+   OR CASE WHEN episode_id IS NULL OR episode_id = ''
+      THEN at > 0 AND CAST(substr(body, at + 13, 2) AS TEXT) NOT IN ('nu', '""')
+      ELSE at = 0 OR CAST(substr(body, at + 13, length(CAST(episode_id AS BLOB)) + 3) AS TEXT)
+                     NOT IN ('"' || episode_id || '",', '"' || episode_id || '"}}')
+      END
+ORDER BY seq"""
+_EPISODE_CONFIRM = """
+SELECT 1 FROM records WHERE seq = ? AND NULLIF(episode_id, '') IS NOT
+      NULLIF(json_extract(CAST(body AS TEXT), '$.data.episode_id'), '')"""
+# the episode index against the records, both ways, from one aggregate
 _SPAN_MISMATCH = """
-SELECT e.episode_id, e.first_seq, e.last_seq, e.records, r.a, r.b, r.n FROM episodes e
-LEFT JOIN (SELECT episode_id, min(seq) a, max(seq) b, count(*) n FROM records
-           WHERE episode_id IS NOT NULL GROUP BY episode_id) r ON r.episode_id = e.episode_id
-WHERE r.a IS NOT e.first_seq OR r.b IS NOT e.last_seq OR r.n IS NOT e.records LIMIT 1"""
-_SPAN_MISSING = """
-SELECT min(seq), episode_id FROM records WHERE episode_id IS NOT NULL
-AND episode_id NOT IN (SELECT episode_id FROM episodes) GROUP BY episode_id LIMIT 1"""
+WITH r AS MATERIALIZED (SELECT episode_id, min(seq) a, max(seq) b, count(*) n FROM records
+                        WHERE episode_id IS NOT NULL GROUP BY episode_id)
+SELECT e.episode_id, e.first_seq, e.last_seq, e.records, r.a, r.b, r.n
+FROM episodes e LEFT JOIN r ON r.episode_id = e.episode_id
+WHERE r.a IS NOT e.first_seq OR r.b IS NOT e.last_seq OR r.n IS NOT e.records
+UNION ALL
+SELECT r.episode_id, NULL, NULL, NULL, r.a, r.b, r.n FROM r
+WHERE r.episode_id NOT IN (SELECT episode_id FROM episodes)
+LIMIT 1"""
 _POLICY_MISMATCH = """
 SELECT p.hash, p.seq FROM policies p LEFT JOIN records r ON r.seq = p.seq
 WHERE r.type IS NOT 'policy'
@@ -312,33 +325,61 @@ def _body_field(conn: sqlite3.Connection, seq: int, path: str) -> object:
 
 def _index_problem(conn: sqlite3.Connection) -> Problem | None:
     """The first column or index entry that disagrees with the signed bodies."""
-    row = conn.execute(_TYPE_MISMATCH).fetchone()
-    if row is not None:
-        return Problem("modified", row[0],
-                       f"the type column of record {row[0]} says {row[1]!r} but its signed "
-                       f"body says {_body_field(conn, row[0], '$.type')!r}")
-    row = conn.execute(_EPISODE_MISMATCH).fetchone()
-    if row is not None:
-        return Problem("modified", row[0],
-                       f"the episode_id column of record {row[0]} says {row[1]!r} but its "
-                       f"signed body says {_body_field(conn, row[0], '$.data.episode_id')!r}")
+    for seq, type_, episode in conn.execute(_COLUMN_SUSPECTS).fetchall():
+        body_type = _body_field(conn, seq, "$.type")
+        if body_type != type_:
+            return Problem("modified", seq,
+                           f"the type column of record {seq} says {type_!r} but its signed "
+                           f"body says {body_type!r}")
+        if conn.execute(_EPISODE_CONFIRM, (seq,)).fetchone() is not None:
+            return Problem("modified", seq,
+                           f"the episode_id column of record {seq} says {episode!r} but its "
+                           f"signed body says {_body_field(conn, seq, '$.data.episode_id')!r}")
     row = conn.execute(_SPAN_MISMATCH).fetchone()
+    if row is not None and row[1] is None:
+        return Problem("modified", row[4],
+                       f"episode {row[0]!r} (from record {row[4]}) is missing from the "
+                       "episode index")
     if row is not None:
         return Problem("modified", row[4] if row[4] is not None else row[1],
                        f"the episode index says episode {row[0]!r} spans records "
                        f"{row[1]}..{row[2]} ({row[3]}), but its records are "
                        f"{row[4]}..{row[5]} ({row[6]})")
-    row = conn.execute(_SPAN_MISSING).fetchone()
-    if row is not None:
-        return Problem("modified", row[0],
-                       f"episode {row[1]!r} (from record {row[0]}) is missing from the "
-                       "episode index")
     row = conn.execute(_POLICY_MISMATCH).fetchone()
     if row is not None:
         return Problem("modified", row[1],
                        f"the policy index points policy {row[0]} at record {row[1]}, which "
                        "is not that policy")
     return None
+
+
+class _IndexCheck:
+    """``_index_problem`` on its own connection and thread, beside the chain scan
+    (SQLite releases the GIL while a query runs, so on two cores it costs ~nothing)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = str(path)
+        self._result: Problem | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="audit-index-check",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = _open_ro(self._path)
+            try:
+                self._result = _index_problem(conn)
+            finally:
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._error = exc
+
+    def result(self) -> Problem | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _tail(conn: sqlite3.Connection, start: int, stop: int) -> str:
@@ -383,6 +424,7 @@ def verify_run(
     notes: list[str] = []
     run_id = path.stem
     work: _Work | None = None
+    index_check: _IndexCheck | None = None
 
     def done(problem: Problem | None, records: int = 0, checked: int = 0,
              exported: int = 0, latest: int | None = None, source: str = "") -> RunVerification:
@@ -402,6 +444,7 @@ def verify_run(
         stop = 0 if row[0] is None else row[0] + 1
         work = _Work(path, stop, workers if workers is not None
                      else min(os.cpu_count() or 1, 8))
+        index_check = _IndexCheck(path)
         run_id = meta.get("run_id", path.stem)
         if "public_key" not in meta:
             return done(Problem("corrupt", None, "run metadata is missing"))
@@ -465,7 +508,7 @@ def verify_run(
                             stop, len(valid), len(exported), latest, source)
             good_below = cp.size
         # the columns and indexes readers narrow by
-        index = _index_problem(conn)
+        index = index_check.result()
         if index is not None:
             return done(index, stop, len(valid), len(exported), latest, source)
         if source != "--public-key":
@@ -489,6 +532,9 @@ def verify_run(
     finally:
         if work is not None:
             work.close()
+        if index_check is not None:
+            with contextlib.suppress(Exception):
+                index_check.result()
         conn.close()
 
 
