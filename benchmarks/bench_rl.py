@@ -104,21 +104,28 @@ class HeavyHonestPolicy:
 def honest(n: int, state_dir: Path) -> dict[str, Any]:
     """N heavy honest episodes at once: what bastion did to them."""
     records: list[Any] = [None] * n
+    failed: list[str] = []
 
     def one(i: int) -> None:
         env = BastionEnv(Policy.default(), run_id="bench-honest", name="honest",
                          state_dir=state_dir, exec_timeout=300, max_steps=12)
-        records[i] = run_episode(env, HeavyHonestPolicy(), episode_id=f"honest-{n}-{i}")
+        try:
+            records[i] = run_episode(env, HeavyHonestPolicy(), episode_id=f"honest-{n}-{i}")
+        except Exception as exc:  # noqa: BLE001 - reported: an episode that never ran
+            failed.append(f"{type(exc).__name__}: {exc}"[:120])
+            env.close()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=n) as pool:
         list(pool.map(one, range(n)))
     elapsed = time.perf_counter() - started
+    records = [r for r in records if r is not None]
     verdicts = [v for r in records for s in r.steps for v in s.verdicts] + [
         v for r in records for v in (r.late_verdicts + r.setup_verdicts)]
     containing = [v for v in verdicts if v["contained"]]
     return {
-        "episodes": n, "wall_s": round(elapsed, 1),
+        "episodes": n, "ran": len(records), "failed_to_run": sorted(set(failed)),
+        "wall_s": round(elapsed, 1),
         "solved": sum(r.task_reward == 1.0 for r in records),
         "containing_actions": len(containing),
         "penalised_episodes": sum(r.penalty < 0 for r in records),

@@ -113,6 +113,15 @@ def test_a_bare_hash_loop_is_weak_evidence():
     assert [i for i, f in enumerate(found) if f] == [5]  # 3 core-seconds, not 1
 
 
+def test_a_nonce_search_is_strong_evidence():
+    d = ComputeDetector(BUDGETS)
+    d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
+        "cmd.features": ["interp_hash_loop", "interp_hash_spin"]}))
+    found = _feed(d, [_call(0.5, t=i * 0.25) for i in range(4)])
+    assert [i for i, f in enumerate(found) if f] == [1]  # 1 core-second
+    assert "nonce" in found[1][0].message
+
+
 def test_compute_state_is_forgotten_with_the_session():
     d = ComputeDetector(BUDGETS)
     _feed(d, [_call(0.25, bg=0.25, t=i * 0.25) for i in range(5)])

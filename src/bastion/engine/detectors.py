@@ -81,7 +81,8 @@ _MAX_IDS = 16
 class MiningEvidence:
     """What each call of a session showed that only mining needs, from structured
     fields: the Stratum protocol seen by the gateway, a wallet address, a hashing
-    loop that can talk to the network (strong), or a bare hashing loop (weak).
+    loop that can talk to the network or hashes without end (a nonce search) (strong),
+    or a bare hashing loop such as checksumming files (weak).
 
     Shared by the compute and GPU detectors: compute *with* evidence is judged on a
     much smaller budget than compute alone."""
@@ -102,6 +103,8 @@ class MiningEvidence:
                 strong, reason = True, "a wallet address in the command"
             elif "interp_hash_loop" in feats and feats & {"interp_socket", "interp_http"}:
                 strong, reason = True, "a hashing loop that talks to the network"
+            elif "interp_hash_spin" in feats:
+                strong, reason = True, "hashing in an unbounded loop (a nonce search)"
             elif "interp_hash_loop" in feats:
                 reason = "a hashing loop"
         if not reason:
