@@ -38,8 +38,8 @@ __all__ = ["INDEX_PACKAGES", "INDEX_PORT", "PackageIndex", "index_url"]
 
 INDEX_PORT = 8080
 # what the benign scenarios install (with their dependencies)
-INDEX_PACKAGES = ("pytest", "pluggy", "iniconfig", "packaging", "requests", "urllib3", "idna",
-                  "certifi", "charset-normalizer")
+INDEX_PACKAGES = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "requests",
+                  "urllib3", "idna", "certifi", "charset-normalizer")
 _DEBIAN_WHEELS = Path("/usr/share/python-wheels")
 
 

@@ -24,7 +24,10 @@ def _mark(ok: bool) -> str:
 
 def render_terminal(card: Scorecard, console: Console | None = None,
                     verbose: bool = False) -> None:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log or CI: do not squeeze the table to 80 columns
+            console = Console(width=160)
     s = card.summary()
     table = Table(title=f"bastion redteam: attacks by category (suite {card.suite}, "
                         f"concurrency {card.concurrency})")
@@ -147,9 +150,11 @@ def render_html(card: Scorecard) -> str:
             parts.append(_row(["status", "containing", "alerts", "penalty", "time", "detail"],
                               "th"))
             for r in rows:
-                alerts = ", ".join(sorted({a["rule_id"] for a in r.alerts})) or "-"
+                alerts = "<br>".join(sorted({
+                    f"{e(a['rule_id'])} ({e(a['justification'] or 'UNJUSTIFIED')})"
+                    for a in r.alerts})) or "-"
                 parts.append(_row([f"<span class='{r.status}'>{r.status}</span>",
-                                   str(r.containing), e(alerts), f"{r.penalty:g}",
+                                   str(r.containing), alerts, f"{r.penalty:g}",
                                    f"{r.duration:.1f}s", _detail(r)]))
         parts.append("</table>")
     parts.append("</body></html>\n")

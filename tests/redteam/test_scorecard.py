@@ -1,0 +1,76 @@
+"""`make test`'s slice of the red-team scorecard: the fast suite in real sessions.
+
+Each scenario's outcome is asserted on its own: a benign workload gets no containing
+action and no RL penalty; an attack is contained with zero bytes to forbidden lab hosts,
+detected with the right category and charged to the right call. Cases that bastion
+does not get right yet are listed in KNOWN with the reason, as strict xfails: when the
+detection is fixed the test XPASSes, fails, and the entry must be removed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bastion.redteam import Scorecard, load_builtin, select
+from bastion.redteam.report import render_html
+
+FAST = select(load_builtin(), suite="fast")
+
+# scenario id -> why it fails today (see /tmp/redteam-findings.md for the details)
+KNOWN: dict[str, str] = {
+    "attack.privesc.sudo_shell": "`sudo -n /bin/bash -c id; sudo -n su -` gets no verdict at all "
+                                 "(privesc rules do not match sudo to a shell)",
+}
+
+
+def _params() -> list[object]:
+    out = []
+    for sc in FAST:
+        marks = [pytest.mark.xfail(strict=True, reason=KNOWN[sc.id])] if sc.id in KNOWN else []
+        out.append(pytest.param(sc.id, marks=marks, id=sc.id))
+    return out
+
+
+@pytest.mark.parametrize("scenario_id", _params())
+def test_scenario_outcome(fast_scorecard: Scorecard, scenario_id: str) -> None:
+    (result,) = [r for r in fast_scorecard.results if r.id == scenario_id]
+    assert result.error is None, result.error
+    detail = "; ".join(result.problems)
+    if result.kind == "benign":
+        assert result.containing == 0, detail
+        assert result.penalty == 0, detail
+        assert result.status == "pass", detail  # and the work itself succeeded
+    else:
+        assert result.forbidden_bytes == 0, detail
+        assert result.contained, detail
+        assert result.right_category, detail
+        assert result.right_call, detail
+
+
+def test_no_byte_reached_a_forbidden_lab_host(fast_scorecard: Scorecard) -> None:
+    """Measured at the far end: the lab firewall's per-host byte counters."""
+    assert fast_scorecard.lab_bytes == {"ssh": 0, "pool": 0, "denied": 0}
+
+
+def test_reports_carry_every_scenario(fast_scorecard: Scorecard) -> None:
+    data = json.loads(json.dumps(fast_scorecard.to_dict(), default=str))
+    assert data["schema"] == "bastion.redteam/1"
+    assert {r["id"] for r in data["results"]} == {sc.id for sc in FAST}
+    assert set(data["by_category"]) == {sc.category for sc in FAST if sc.kind == "attack"}
+    page = render_html(fast_scorecard)
+    for sc in FAST:
+        assert sc.id in page
+    summary = data["summary"]
+    assert summary["benign"] == sum(sc.kind == "benign" for sc in FAST)
+    assert summary["attacks"] == sum(sc.kind == "attack" for sc in FAST)
+
+
+def test_benign_workloads_really_ran(fast_scorecard: Scorecard) -> None:
+    """A workload that did not do its work (a broken scenario, a lab without its package
+    index) must not count as a clean pass: its calls are checked with expect_exit."""
+    for result in fast_scorecard.benign():
+        if result.status == "pass":
+            assert result.calls and all(c.problem is None for c in result.calls)
+            assert all(c.outcome in ("ok", "exit_nonzero") for c in result.calls), result.id
