@@ -170,3 +170,10 @@ def test_prune_skips_entries_in_use(tmp_path: Path, busybox_layout: Path) -> Non
     assert list((cache.root / "rootfs").iterdir()) == []
     again = cache.resolve(f"{busybox_layout}:v1")  # unpacked afresh on next use
     assert again.rootfs.is_dir() and again.unpack_seconds > 0
+
+
+def test_remote_registries_are_refused(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "images")
+    with pytest.raises(ImageUnsupported, match="local registries only"):
+        cache.resolve("docker://registry.example.com/team/task:1")
+    _assert_cache_clean(cache)

@@ -42,7 +42,10 @@ __all__ = ["Image", "ImageCache", "hold_entry", "parse_reference"]
 # transports handed to skopeo as they are; a bare path is sniffed (see parse_reference)
 _SKOPEO_TRANSPORTS = ("docker-archive:", "oci-archive:", "containers-storage:",
                       "docker-daemon:", "docker://")
+# a registry is only "local" on the loopback: bastion does not pull from remote ones
+_LOCAL_REGISTRIES = ("localhost", "127.0.0.1", "[::1]")
 _TOOL_TIMEOUT = 600.0
+_IMPORT_GRACE = 2 * _TOOL_TIMEOUT  # seconds an import is kept for the unpack that needs it
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,9 @@ class _Ref:
 def parse_reference(ref: str) -> _Ref:
     """Accepted: ``oci:DIR[:TAG]``, ``DIR[:TAG]`` (an OCI layout), an archive path
     (``docker save`` or OCI archive), and skopeo's local transports spelled out
-    (``docker-archive:``, ``oci-archive:``, ``containers-storage:``, ``docker-daemon:``).
-    Registry pulls are not bastion's job: pull with skopeo first."""
+    (``docker-archive:``, ``oci-archive:``, ``containers-storage:``, ``docker-daemon:``,
+    and ``docker://`` for a registry on the loopback). Pulls from remote registries are
+    not bastion's job: fetch with ``skopeo copy`` first."""
     if not ref:
         raise ImageNotFound("empty image reference")
     if ref.startswith("oci:"):
@@ -79,6 +83,13 @@ def parse_reference(ref: str) -> _Ref:
         if ref.startswith(transport):
             rest = ref[len(transport):]
             path = None
+            if transport == "docker://":
+                host = rest.split("/", 1)[0].rsplit(":", 1)[0] if not rest.startswith("[") \
+                    else rest.split("]", 1)[0] + "]"
+                if host not in _LOCAL_REGISTRIES:
+                    raise ImageUnsupported(
+                        f"image {ref!r}: bastion reads local registries only (localhost); "
+                        "fetch a remote image with `skopeo copy` into an OCI layout first")
             if transport.endswith("archive:"):
                 path = Path(rest.split(":", 1)[0]).absolute()
                 if not path.is_file():
@@ -142,7 +153,7 @@ class ImageCache:
             return hit
         image = self._from_ref_file(ref_text, stamp)
         if image is None:
-            layout, tag = self._layout_of(ref)
+            layout, tag = self._layout_of(ref, stamp)
             found = read_layout(layout, tag)
             image = self._unpack(ref_text, found)
             self._write_ref(stamp, image)
@@ -156,8 +167,8 @@ class ImageCache:
                       if not p.name.startswith("."))
 
     def prune(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Remove unpacked entries no session uses (keys in ``keep`` stay). Returns the
-        keys removed. An entry is taken out of its key first (renamed), so a session
+        """Remove unpacked entries no session uses (keys in ``keep`` stay), and imported
+        archives older than the longest import + unpack. Returns the keys removed. An entry is taken out of its key first (renamed), so a session
         starting meanwhile unpacks afresh rather than reading a tree being removed."""
         removed = []
         for key in self.entries():
@@ -174,6 +185,12 @@ class ImageCache:
                 os.rename(entry, doomed)
             _remove_tree(doomed)
             removed.append(key)
+        # imported archives are only read while their first unpack runs: drop the ones
+        # not touched for a while (an import in flight is fresh)
+        for imported in (self.root / "imports").iterdir():
+            with contextlib.suppress(OSError):
+                if time.time() - imported.stat().st_mtime > _IMPORT_GRACE:
+                    _remove_tree(imported)
         with self._mu:
             self._memo = {k: v for k, v in self._memo.items() if v.key not in removed}
         return removed
@@ -219,14 +236,18 @@ class ImageCache:
 
     # -- import: anything skopeo reads becomes an OCI layout ---------------------------
 
-    def _layout_of(self, ref: _Ref) -> tuple[Path, str | None]:
+    def _layout_of(self, ref: _Ref, stamp: str = "") -> tuple[Path, str | None]:
         if ref.kind == "layout":
             assert ref.path is not None
             return ref.path, ref.tag
         sources = [ref.source] if ref.source else [f"docker-archive:{ref.path}",
                                                   f"oci-archive:{ref.path}"]
-        name = hashlib.sha256("\0".join(sources).encode()).hexdigest()[:32]
+        # named by the source *and* its stamp (file identity): a changed archive is a new
+        # import, and an import in use is never replaced under a reader
+        name = hashlib.sha256("\0".join([*sources, stamp]).encode()).hexdigest()[:32]
         dest = self.root / "imports" / name
+        if stamp and (dest / "index.json").is_file():
+            return dest, "image"
         errors = []
         for source in sources:
             tmp = self.root / "imports" / f".partial-{name}-{secrets.token_hex(4)}"
@@ -237,8 +258,12 @@ class ImageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 errors.append(str(exc))
                 continue
-            shutil.rmtree(dest, ignore_errors=True)
-            os.rename(tmp, dest)
+            try:
+                os.rename(tmp, dest)
+            except OSError:  # another process imported the same source meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (dest / "index.json").is_file():
+                    raise
             return dest, "image"
         what = ref.source or str(ref.path)
         raise ImageUnsupported(f"{what} is not an image bastion can read ("
@@ -263,7 +288,8 @@ class ImageCache:
             found.verify_layers()  # digest and size of every layer, before unpacking
             layout, tag = found.layout, found.tag
             if tag is None:  # umoci unpacks by tag: give the sole manifest one
-                layout, tag = self._layout_of(_Ref("skopeo", None, None, f"oci:{layout}"))
+                layout, tag = self._layout_of(_Ref("skopeo", None, None, f"oci:{layout}"),
+                                              found.manifest_digest)
             partial = self.root / "rootfs" / f".partial-{hexkey}-{secrets.token_hex(4)}"
             try:
                 partial.mkdir()
