@@ -16,6 +16,10 @@ from .common import PolicyOption, StateDirOption, fail, load_policy, user_errors
 
 __all__ = ["register"]
 
+ImageOption = typer.Option(
+    None, "--image",
+    help="run inside this container image (OCI layout DIR[:TAG], `docker save` archive, ...)")
+
 
 def register(app: typer.Typer) -> None:
     app.command(
@@ -34,6 +38,7 @@ def run(
     ),
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds"),
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
+    image: Optional[str] = ImageOption,
     state_dir: Optional[str] = StateDirOption,
 ) -> None:
     try:  # before a session exists: a bad --timeout is the caller's mistake, said at once
@@ -43,7 +48,7 @@ def run(
         raise fail(str(exc).replace("timeout must", "--timeout must")) from None
     with user_errors():
         pol = load_policy(policy)
-        with Session(pol, state_dir=state_dir, lab=lab) as session:
+        with Session(pol, state_dir=state_dir, lab=lab, image=image) as session:
             result = session.exec(cmd, step=0, call_id="c0", timeout=timeout,
                                   stdin=None if sys.stdin.isatty() else sys.stdin.buffer.read())
             payload = {**result.to_dict(), "session_id": session.session_id,
@@ -65,13 +70,14 @@ def run(
 def shell(
     policy: Optional[str] = PolicyOption,
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
+    image: Optional[str] = ImageOption,
     state_dir: Optional[str] = StateDirOption,
 ) -> None:
     """Each line is one tool call (step), so verdicts are shown as they happen."""
     console = Console()
     with user_errors():
         pol = load_policy(policy)
-        with Session(pol, state_dir=state_dir, lab=lab) as session:
+        with Session(pol, state_dir=state_dir, lab=lab, image=image) as session:
             console.print(f"[bold]bastion shell[/] session {session.session_id} "
                           f"(policy {pol.name}); each line is one tool call; Ctrl-D to end")
             step = 0
