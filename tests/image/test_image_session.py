@@ -138,3 +138,15 @@ def test_disk_limit_applies_to_the_upper_layer(image_session: Callable[..., Sess
     r = s.exec("dd if=/dev/zero of=/opt/big bs=1M count=20")
     assert r.exit_code != 0 and "No space left" in r.stderr
     ok(s, "rm -f /opt/big && echo fine > /opt/small && cat /opt/small")
+
+
+def test_renamed_directory_is_complete_in_the_diff(image_session: Callable[..., Session],
+                                                   busybox_layout: Path) -> None:
+    """A directory of the image renamed by the agent appears in the upper layer with its
+    content (no redirect to the lower layer), and the old name as deleted."""
+    s = image_session(f"{busybox_layout}:v1")
+    ok(s, "mv /opt/data /opt/moved && cat /opt/moved/f.txt")
+    changes = {c.path: c.kind for c in s.image_view.changes()}
+    assert changes.get("/opt/data") == "deleted"
+    assert changes.get("/opt/moved/f.txt") == "added"
+    assert (s.image_view.overlay.upper / "opt/moved/f.txt").read_text() == "second layer\n"

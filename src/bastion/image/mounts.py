@@ -144,8 +144,11 @@ def mount_overlay(lower_fd: int, upper: Path, work: Path, target: Path) -> None:
     """Mount overlayfs (lower: a detached mount fd; nosuid, nodev) at ``target``."""
     fsfd = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", 1), "fsopen(overlay)")  # CLOEXEC
     try:
+        # redirect_dir and metacopy off: a renamed directory or a chmod-ed file is
+        # copied up whole, so the upper layer alone is the complete diff (and evidence)
         for key, value in (("lowerdir", f"/proc/self/fd/{lower_fd}"),
-                           ("upperdir", str(upper)), ("workdir", str(work))):
+                           ("upperdir", str(upper)), ("workdir", str(work)),
+                           ("redirect_dir", "off"), ("metacopy", "off")):
             _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_SET_STRING, key.encode(),
                                  value.encode(), 0), f"overlay option {key}")
         _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0),
