@@ -881,7 +881,7 @@ class Session:
         for call_id, cgroup in cgroups:
             try:
                 count = len((cgroup / "cgroup.procs").read_text().split())
-            except FileNotFoundError:
+            except OSError:  # ENOENT, or ENODEV while it is being removed
                 continue  # the call's cgroup was removed: nothing of it runs
             if count:
                 live[call_id] = count
