@@ -299,7 +299,7 @@ class Session:
                     disk=max(4096, min(policy.sandbox.limits.disk,
                                        policy.sandbox.limits.memory // 2)),
                     inodes=policy.sandbox.limits.inodes,
-                    protected=policy.sandbox.protected)
+                    protected=policy.sandbox.protected, hidden=policy.sandbox.hidden)
             self._network = attach_network(self._view, self._sink, lab=lab)
             self.sandbox = Sandbox(
                 policy.sandbox,

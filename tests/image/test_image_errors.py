@@ -132,6 +132,9 @@ def test_protected_path_through_an_image_symlink_is_refused(
     with pytest.raises(ImageUnsupported, match="goes through a symlink"):
         open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
                   host_uid=2_999_999, protected=["/testbed/tests"])
+    with pytest.raises(ImageUnsupported, match="hidden path /testbed/tests/x goes through"):
+        open_view(f"{layout}:v1", state_root=tmp_path / "state", session_dir=tmp_path,
+                  host_uid=2_999_999, hidden=["/testbed/tests/x"])
 
 
 def test_image_with_bastion_runtime_path_is_refused(tmp_path: Path, busybox_layout: Path) -> None:

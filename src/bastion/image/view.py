@@ -88,12 +88,15 @@ def _sha256(path: Path) -> str:
 
 def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_dir: Path,
               host_uid: int, workspace: str | None = None, disk: int | None = None,
-              inodes: int = 262_144, protected: tuple[str, ...] | list[str] = ()) -> ImageView:
+              inodes: int = 262_144, protected: tuple[str, ...] | list[str] = (),
+              hidden: tuple[str, ...] | list[str] = ()) -> ImageView:
     """Resolve ``reference`` and mount its view for one session (undone on failure).
     ``disk``/``inodes`` limit what the session may write into the image."""
     image = cache_for(Path(state_root)).resolve(reference)
     for path in protected:
         _check_no_symlink(image, path)
+    for path in hidden:
+        _check_no_symlink(image, path, "hidden")
     if os.path.lexists(image.rootfs / RUNTIME_DIR.lstrip("/")):
         raise ImageUnsupported(f"image {image.reference} has {RUNTIME_DIR}, the path where "
                                "bastion brings in the supervisor's runtime")
@@ -113,9 +116,10 @@ def open_view(reference: str | os.PathLike[str], *, state_root: Path, session_di
         raise
 
 
-def _check_no_symlink(image: Image, inside: str) -> None:
+def _check_no_symlink(image: Image, inside: str, what: str = "protected") -> None:
     """A protected path is bound by its host path, and a symlink there would be resolved
-    on the *host*: refuse an image whose protected path goes through one."""
+    on the *host*; a hidden one is skipped by the masks: refuse an image whose protected
+    or hidden path goes through one."""
     if not inside.startswith("/"):
         return  # relative: inside /workspace, a host directory bastion made
     current = image.rootfs
@@ -123,9 +127,9 @@ def _check_no_symlink(image: Image, inside: str) -> None:
         current = current / part
         if current.is_symlink():
             raise ImageUnsupported(
-                f"image {image.reference}: protected path {inside} goes through a symlink "
+                f"image {image.reference}: {what} path {inside} goes through a symlink "
                 f"({'/' + str(current.relative_to(image.rootfs))} -> {os.readlink(current)}); "
-                "protect the real path instead")
+                f"name the real path in sandbox.{what} instead")
         if not current.exists():
             return
 
