@@ -236,7 +236,9 @@ class Analyzer:
             "cmd.args": list(self.args),
             "cmd.run_args": list(self.run_args),
             "cmd.subcommands": list(self.subcmds),
-            "cmd.paths": list(self.acts.paths),
+            # every path read, written, deleted or re-moded is also a path of the command
+            "cmd.paths": list({**self.acts.paths, **self.acts.reads, **self.acts.writes,
+                               **self.acts.deletes, **self.acts.modes}),
             "cmd.reads": list(self.acts.reads),
             "cmd.writes": list(self.acts.writes),
             "cmd.deletes": list(self.acts.deletes),

@@ -166,6 +166,12 @@ def _cmp(node: Cmp) -> Predicate:
             except re.error as exc:
                 raise ConditionSyntaxError(
                     f"bad {op} {v!r}: {exc}", node.value_offset, node.source) from None
+        if len(compiled) > 2:
+            # one alternation instead of a loop over patterns (globs are anchored by \Z)
+            try:
+                compiled = [re.compile("|".join(f"(?:{p.pattern})" for p in compiled), re.DOTALL)]
+            except re.error:  # pragma: no cover - inline flags that cannot be combined
+                pass
         pats = tuple(compiled)
         if op == "glob":
             test = (lambda s, p=pats[0]: p.match(s) is not None) if len(pats) == 1 else (
@@ -340,9 +346,14 @@ def _seq_literals(items: list, sp: Any) -> frozenset[str] | None:
             inner = _seq_literals(list(av[2]), sp)
             if inner:
                 groups.append(inner)
-    if len(best_run) >= 3:
-        return frozenset({best_run.lower()})
     good = [g for g in groups if all(len(x) >= 3 for x in g)]
+    if len(best_run) >= 3:
+        # A required group whose every branch is longer than the plain run is the more
+        # selective guard (`^\S+ --(?:donate-level|cpu-priority)`: not " --").
+        longer = [g for g in good if min(len(x) for x in g) > len(best_run) + 2]
+        if longer:
+            return min(longer, key=len)
+        return frozenset({best_run.lower()})
     if good:
         return min(good, key=len)
     return None
@@ -374,8 +385,10 @@ def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
             out.update(("sub", node.field, x) for x in lits)
         return frozenset(out)
     if node.op == "under":
-        # Resolving only prepends the workspace and folds "..": a path at or below a
-        # root other than the workspace (or its ancestors) spells the root's last name.
+        # Paths in events are normalised (analysis/acts.norm_path, the sensors' sandbox
+        # paths) and resolving only prepends the workspace: a path at or below a root
+        # outside the workspace spells the root (without its leading /, since it may be
+        # reached as ../../var/log); one inside spells the root relative to the workspace.
         roots = [resolve_path(v) for v in node.values if v]
         if not roots:
             return frozenset({("eq", node.field, NEVER)})  # an empty list never matches
@@ -383,10 +396,14 @@ def _atom_clause(node: Cmp) -> frozenset[Atom] | None:
         for r in roots:
             if r == "/" or r == WORKSPACE or WORKSPACE.startswith(r.rstrip("/") + "/"):
                 return None
-            base = r.rstrip("/").rsplit("/", 1)[-1].lower()
-            if len(base) < 2:
+            if r.startswith(WORKSPACE + "/"):
+                lit = r[len(WORKSPACE) + 1:]
+            else:
+                lit = r.lstrip("/")
+            lit = lit.lower()
+            if len(lit) < 2:
                 return None
-            names.add(("sub", node.field, base))
+            names.add(("sub", node.field, lit))
         return frozenset(names)
     if node.op == "glob" and node.values:
         lits = [_literal_of_glob(v).lower() for v in node.values]

@@ -33,15 +33,16 @@ _EVERY_KIND_FIELDS = frozenset(ATTRIBUTE_FIELDS)
 
 
 # Substring prefilter: a field whose every element appears verbatim in another field is
-# scanned through that one (cmd.text holds each argv, redirect, payload and code string),
-# so one automaton pass covers them all. Only the prefilter uses this; conditions still
-# read the field itself.
+# scanned through that one, so one automaton pass covers both (cmd.run_args is a subset
+# of cmd.args). Only the prefilter uses this; conditions still read the field itself.
+# (Raw command text is never scanned: no rule may match substrings of it.)
 SCAN_VIA: dict[str, str] = {
-    "cmd.argv": "cmd.text",
-    "cmd.redirects": "cmd.text",
-    "cmd.payloads": "cmd.text",
-    "cmd.interp_code": "cmd.text",
-    "cmd.raw": "cmd.text",
+    "cmd.run_args": "cmd.args",
+    # cmd.paths holds every path the command reads, writes, deletes or re-modes
+    "cmd.reads": "cmd.paths",
+    "cmd.writes": "cmd.paths",
+    "cmd.deletes": "cmd.paths",
+    "cmd.modes": "cmd.paths",
 }
 
 

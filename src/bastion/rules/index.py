@@ -166,9 +166,14 @@ class KindIndex:
                         continue
                     if v.__class__ is str:
                         parts.append(v)
+                    elif v.__class__ is list:
+                        parts.extend(v)  # analyser lists hold only strings
                     elif v.__class__ in _SEQUENCES:
                         parts.extend(x for x in v if x.__class__ is str)
-                text = "\n".join(parts).lower()
+                try:
+                    text = "\n".join(parts).lower()
+                except TypeError:  # a non-string element in a list field
+                    text = "\n".join(x for x in parts if x.__class__ is str).lower()
             if text:
                 owners = self._owners
                 # The automaton's raw (index, start, end) hits; repeats are harmless.
