@@ -3,7 +3,11 @@
 * per-session network attach (namespace + veth + nft), p50/p99;
 * added connect latency: a fresh TCP connection + one small HTTP exchange, p50/p99,
   through the gateway vs a direct connection, and vs proxy.py and mitmproxy;
-* bulk throughput of one 128 MiB download (curl, median of 3), same four paths.
+* bulk throughput of one 128 MiB download (curl, median of 3), same four paths;
+* bulk upload (a 64 MiB POST) through the gateway, whose every byte goes through
+  whole-stream inspection, vs direct;
+* DNS answer latency: a query for an allowed name answered by the gateway (which
+  rebuilds it and forwards it to the lab's server) vs the lab's server asked directly.
 
 Everything happens inside namespaces this script creates (its own lab, "bstbench"), on
 the documentation ranges. The clients run as separate processes (a Python loop for
@@ -37,7 +41,7 @@ from bastion.gateway.netns import inside
 from bastion.gateway.plumbing import SessionLink
 from bastion.gateway.server import Gateway
 from bastion.lab import Lab
-from bastion.lab.topology import host
+from bastion.lab.topology import DNS_IP, host
 
 WEB_IP = host("allowed").ip
 BULK_PORT = 9000
@@ -73,6 +77,51 @@ while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 """
+UPLOAD_SERVER = r"""
+import socket, sys, threading
+def serve(conn):
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        size = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                    if l.lower().startswith(b"content-length")][0])
+        got = len(body)
+        while got < size:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                return
+            got += len(chunk)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+DNS_CLIENT = r"""
+import json, os, socket, struct, sys, time
+server, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = []
+for i in range(count + 10):
+    q = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    t = time.perf_counter()
+    s.sendto(q, (server, 53))
+    s.recv(512)
+    if i >= 10:
+        out.append(time.perf_counter() - t)
+    s.close()
+print(json.dumps(out))
+"""
+UPLOAD_PORT = 9001
 LATENCY_CLIENT = r"""
 import json, socket, sys, time
 host, port, target, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -153,6 +202,8 @@ def main() -> int:
     os.chmod(state, 0o711)
     zero = state / "zero.bin"
     zero.write_bytes(b"\0" * (16 * 1024 * 1024))
+    upload_file = state / "upload.bin"
+    upload_file.write_bytes(os.urandom(bulk // 2))
     procs: list[subprocess.Popen[str]] = []
     session: Session | None = None
     try:
@@ -160,6 +211,9 @@ def main() -> int:
                                             WEB_IP, str(BULK_PORT)])
         procs.append(server)
         assert _wait_port(lab.netns_path, WEB_IP, BULK_PORT)
+        procs.append(_spawn_in(lab.netns_path, [sys.executable, "-c", UPLOAD_SERVER, WEB_IP,
+                                                str(UPLOAD_PORT)]))
+        assert _wait_port(lab.netns_path, WEB_IP, UPLOAD_PORT)
 
         # -- attach cost ----------------------------------------------------------------
         gateway = Gateway.get()
@@ -171,7 +225,7 @@ def main() -> int:
             link.close()
             time.sleep(0.02)  # let the kernel finish destroying the previous veth
         policy = Policy.from_dict({"name": "bench", "network": {"phases": {"agent": {
-            "allow": [{"cidr": f"{WEB_IP}/32"}]}}}})
+            "allow": [{"cidr": f"{WEB_IP}/32"}, {"domain": "allowed.lab.test"}]}}}})
         creates: list[float] = []
         for _ in range(10):
             start = time.perf_counter()
@@ -241,6 +295,28 @@ def main() -> int:
             results[name] = {"p50": pct(lat, 0.5) * 1e3, "p99": pct(lat, 0.99) * 1e3,
                              "mbps": statistics.median(speeds) / 1e6}
 
+        # -- upload (inspected) and DNS ---------------------------------------------------
+        upload: dict[str, float] = {}
+        for name, netns in (("direct", lab.netns_path), ("bastion gateway", session_ns)):
+            speeds = []
+            for _ in range(runs):
+                curl = ["curl", "-sS", "-o", "/dev/null", "-m", "120", "-w", "%{speed_upload}",
+                        "-H", "Content-Type: application/octet-stream",
+                        "-H", "Expect:",  # no 100-continue wait: measure the bytes
+                        "--data-binary",
+                        f"@{upload_file}", f"http://{WEB_IP}:{UPLOAD_PORT}/up"]
+                try:
+                    speeds.append(float(_run_in(netns, curl, timeout=150).stdout))
+                except (subprocess.SubprocessError, ValueError) as exc:
+                    notes.append(f"upload {name} failed ({exc})")
+            upload[name] = statistics.median(speeds) / 1e6 if speeds else float("nan")
+        dns: dict[str, list[float]] = {"direct": [], "bastion gateway": []}
+        for _ in range(4):
+            for name, netns in (("direct", lab.netns_path), ("bastion gateway", session_ns)):
+                out = _run_in(netns, [sys.executable, "-c", DNS_CLIENT, DNS_IP,
+                                      "allowed.lab.test", str(count // 4)], timeout=300)
+                dns[name] += json.loads(out.stdout)
+
         # -- report -----------------------------------------------------------------------
         base = results["direct"]
         gw = results["bastion gateway"]
@@ -256,9 +332,18 @@ def main() -> int:
               f"p99 {pct(attach, 0.99) * 1e3:.2f} ms; "
               f"whole session create (sandbox + network), p50 "
               f"{pct(creates, 0.5) * 1e3:.1f} ms")
+        print(f"bulk upload through whole-stream inspection: {upload['bastion gateway']:.1f} "
+              f"MB/s vs direct {upload['direct']:.1f} MB/s "
+              f"({upload['bastion gateway'] / upload['direct']:.2f}x)")
+        print(f"DNS answer (allowed name): gateway p50 {pct(dns['bastion gateway'], 0.5) * 1e3:.3f}"
+              f" ms, p99 {pct(dns['bastion gateway'], 0.99) * 1e3:.3f} ms; lab server direct p50 "
+              f"{pct(dns['direct'], 0.5) * 1e3:.3f} ms")
         for note in notes:
             print("note:", note)
-        print("JSON " + json.dumps({"paths": results,
+        print("JSON " + json.dumps({"paths": results, "upload_mbps": upload,
+                                    "dns_ms": {k: {"p50": pct(v, 0.5) * 1e3,
+                                                   "p99": pct(v, 0.99) * 1e3}
+                                               for k, v in dns.items()},
                                     "attach_ms": {"p50": pct(attach, 0.5) * 1e3,
                                                   "p99": pct(attach, 0.99) * 1e3},
                                     "session_create_p50_ms": pct(creates, 0.5) * 1e3}))
