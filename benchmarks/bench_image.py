@@ -19,18 +19,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_state_dir, emit, summary_ms  # noqa: E402
+from _common import bench_state_dir, emit, summary_ms
 
-from bastion import Session  # noqa: E402
-from bastion.image import ImageCache  # noqa: E402
-from bastion.image.view import open_view  # noqa: E402
-from bastion.image import sample as builders  # noqa: E402
+from bastion import Session
+from bastion.image import ImageCache
+from bastion.image import sample as builders
+from bastion.image.view import open_view
 
 
 def meminfo_available() -> int:
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     raise RuntimeError("no MemAvailable")
 
 

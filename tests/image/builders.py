@@ -12,8 +12,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from bastion.image.sample import (BUSYBOX, busybox_rootfs, docker_archive,  # noqa: F401
-                                  oci_layout)
+from bastion.image.sample import BUSYBOX, busybox_rootfs, docker_archive, oci_layout  # noqa: F401
 
 _SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "pydoc_data",
                 "ensurepip", "site-packages", "dist-packages",
@@ -26,7 +25,7 @@ def run(*argv: str | Path) -> None:
 
 
 def _copy_with_libs(root: Path, binary: str, *, libs_only: bool = False) -> None:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
     paths = ([] if libs_only else [binary]) + re.findall(r"(/\S+\.so[.\d]*)", out)
     for p in paths:
         real = os.path.realpath(p)

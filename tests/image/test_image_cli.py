@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _bastion(args: list[str], state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bastion", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bastion", *args], capture_output=True, check=False,
                           text=True, timeout=120, env={**os.environ, "BASTION_STATE_DIR": str(state)})
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion import Policy, Session
+from bastion import Policy
 from bastion.errors import PolicyError, SandboxUnavailable
 
 

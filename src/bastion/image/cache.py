@@ -118,7 +118,7 @@ def _split_tag(spec: str) -> tuple[Path, str | None]:
 
 def _run_tool(argv: list[str], what: str) -> None:
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=_TOOL_TIMEOUT, check=False)  # noqa: S603
+        proc = subprocess.run(argv, capture_output=True, timeout=_TOOL_TIMEOUT, check=False)
     except FileNotFoundError:
         raise ImageError(f"{argv[0]} is not installed (apt-get install skopeo umoci)") from None
     except subprocess.TimeoutExpired:

@@ -61,8 +61,8 @@ def chapter_image(console: Console, state_dir: str | None) -> int:
             steps = [
                 ("where am I", "pwd; ls; command -v python3 || echo 'no python3 in the image'"),
                 ("run the task's tests", "sh tests/run.sh"),
-                ("fix the bug in the image's repo", "sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh "
-                 "&& sh tests/run.sh"),
+                ("fix the bug in the image's repo",
+                 "sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh && sh tests/run.sh"),
                 ("install something into the image", "mkdir -p /opt/tool && echo v1 > /opt/tool/VERSION"),
                 ("try to edit the grader", "echo 'echo PASS' > /testbed/tests/run.sh"),
             ]

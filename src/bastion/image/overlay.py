@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Image, hold_entry
-from .mounts import (idmapped_tree, is_mountpoint, mount_overlay, mount_tmpfs, unmount,
-                     userns_fd)
+from .mounts import idmapped_tree, is_mountpoint, mount_overlay, mount_tmpfs, unmount, userns_fd
 
 __all__ = ["Change", "SessionOverlay", "image_user"]
 

@@ -33,7 +33,7 @@ class SupervisorRuntime:
 
 def _libraries(binary: str) -> tuple[str, list[str]]:
     """(dynamic loader, shared libraries) of a binary, as ldd resolves them on the host."""
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout  # noqa: S607
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
     loader = ""
     libs = []
     for line in out.splitlines():
@@ -57,7 +57,7 @@ def host_runtime(interpreter: str = "/usr/bin/python3") -> SupervisorRuntime:
     probe = ("import sys,sysconfig;print(sys.executable);print(sys.base_prefix);"
              "print(sysconfig.get_paths()['stdlib'])")
     try:
-        out = subprocess.run([interpreter, "-I", "-S", "-c", probe], capture_output=True,  # noqa: S603
+        out = subprocess.run([interpreter, "-I", "-S", "-c", probe], capture_output=True,
                              text=True, check=True, timeout=30).stdout.split("\n")
         exe, base_prefix, stdlib = os.path.realpath(out[0]), out[1], out[2]
     except (OSError, subprocess.SubprocessError, IndexError) as exc:

@@ -14,7 +14,7 @@ BUSYBOX = "/bin/busybox"
 
 
 def _run(*argv: str | Path) -> None:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, check=False)  # noqa: S603
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} {argv[1]} failed: "
                            f"{proc.stderr.decode(errors='replace').strip()}")

@@ -17,7 +17,7 @@ from pydantic import field_validator
 
 from ._base import Section
 
-__all__ = ["Mount", "RESERVED_TARGETS"]
+__all__ = ["RESERVED_TARGETS", "Mount"]
 
 RESERVED_TARGETS = ("/proc", "/dev", "/sys", "/tmp", "/.bastion", "/workspace")
 
