@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SandboxUnavailable, SessionBroken
+from ..image.view import ImageView
 from ..policy.sandbox import SandboxPolicy
 from . import scratch, supervisor
-from ..image.view import ImageView
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
 from .seccomp import compiled_filter
