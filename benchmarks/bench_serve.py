@@ -33,12 +33,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_state_dir, emit, pct, summary_ms  # noqa: E402
+import psutil
+from _common import bench_state_dir, emit, pct, summary_ms
 
-from bastion import Action, Event, EventKind, Policy, Session, Severity, Verdict  # noqa: E402
-from bastion.audit import TrailConfig, open_trail  # noqa: E402
+from bastion import Action, Event, EventKind, Policy, Session, Severity, Verdict
+from bastion.audit import TrailConfig, open_trail
 
 TOKEN = "bst_bench-admin-token"
 PATHS = ["/api/v1/episodes?state=live", "/api/v1/verdicts?limit=50", "/api/v1/runs",
@@ -85,12 +87,12 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: float,
-                 out: mp.Queue) -> None:  # type: ignore[type-arg]
+                 out: mp.Queue, expected: Any) -> None:  # type: ignore[type-arg]
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
-    received: list[dict[str, float]] = [dict() for _ in range(followers)]
+    received: list[dict[str, float]] = [{} for _ in range(followers)]
     lock = threading.Lock()
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -114,6 +116,9 @@ def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: 
                 time.sleep(0.5)
 
     def follow(i: int) -> None:
+        """Until every verdict written arrived (``expected`` is set once the writers
+        have stopped), or ``drain`` seconds after they stopped (the server's pings,
+        every 10 s, wake the loop)."""
         seen = received[i]
         with httpx.Client(base_url=url, headers=headers,
                           timeout=httpx.Timeout(10, read=30)) as c, \
@@ -127,7 +132,8 @@ def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: 
                     seen[data["id"]] = time.time() - data["wall"]
                 elif line.startswith("data:") and event == "dropped":
                     errors.append(f"follower {i} dropped")
-                if time.time() > stop_at + drain:
+                now = time.time()
+                if 0 <= expected.value <= len(seen) or now > stop_at + drain:
                     return
 
     threads = [threading.Thread(target=follow, args=(i,), daemon=True) for i in range(followers)]
@@ -202,11 +208,15 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
     server = start_server(state, port)
     url = f"http://127.0.0.1:{port}"
     stop_at = time.time() + args.seconds + 3  # clients connect first
-    out: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
-    clients = mp.get_context("spawn").Process(
-        target=clients_main, args=(url, args.pollers, args.followers, stop_at, 5.0, out))
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    expected = ctx.Value("i", -1)
+    clients = ctx.Process(target=clients_main, args=(url, args.pollers, args.followers,
+                                                     stop_at, 120.0, out, expected))
     clients.start()
     time.sleep(3)
+    server_ps = psutil.Process(server.pid)
+    cpu_before = server_ps.cpu_times()
     counts: list[int] = []
     verdict_ids: set[str] = set()
     lock = threading.Lock()
@@ -219,7 +229,10 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
     for t in writers:
         t.join()
     elapsed = time.time() - started
-    result = out.get(timeout=args.seconds + 120)
+    expected.value = len(verdict_ids)
+    cpu_after = server_ps.cpu_times()
+    server_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    result = out.get(timeout=args.seconds + 300)
     clients.join(timeout=30)
     import httpx
 
@@ -238,6 +251,9 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
         "records_per_s": round(sum(counts) / elapsed, 1),
         "api": summary_ms(result["latencies"]),
         "api_requests_per_s": round(len(result["latencies"]) / elapsed, 1),
+        "server_cpu_seconds": round(server_cpu, 2),
+        "server_cpu_share_of_one_core": round(server_cpu / elapsed, 3),
+        "load_average_1m": os.getloadavg()[0],
         "api_errors": result["n_errors"], "api_error_samples": result["errors"],
         "verdicts_written": len(verdict_ids),
         "verdicts_missed_per_follower": missing,
@@ -263,11 +279,12 @@ def part_b(args: argparse.Namespace) -> dict[str, object]:
                 port = free_port()
                 server = start_server(state, port)
                 stop_at = time.time() + 3600
-                out: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
-                clients = mp.get_context("spawn").Process(
+                spawn = mp.get_context("spawn")
+                out: mp.Queue = spawn.Queue()  # type: ignore[type-arg]
+                clients = spawn.Process(
                     target=clients_main, args=(f"http://127.0.0.1:{port}", args.pollers,
-                                               args.followers, stop_at, 0.0, out),
-                    daemon=True)
+                                               args.followers, stop_at, 0.0, out,
+                                               spawn.Value("i", -1)), daemon=True)
                 clients.start()
                 time.sleep(3)
             samples = with_server if server else without
