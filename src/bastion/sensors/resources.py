@@ -87,6 +87,9 @@ class _SessionState:
     calls: dict[str, _CallState] = field(default_factory=dict)
     pids_hits: int | None = None
     oom_kills: int | None = None
+    # call cgroups whose processes have all exited: nothing can enter them again (a
+    # process joins a cgroup only by fork from one inside it), so they are not read
+    retired: set[str] = field(default_factory=set)
 
 
 class ResourceSensor:
@@ -191,12 +194,14 @@ class ResourceSensor:
         rows: list[tuple[float, int, str, str, CallRef | None, _ProcState, bool]] = []
         calls: dict[str, _CallState] = {}
         holders: list[tuple[int, Path, CallRef | None, list[int]]] = []
-        for path in _call_dirs(cgroup.unified):
+        for path in _call_dirs(cgroup.unified, state.retired):
             pids = _procs(path)
             before = state.calls.get(path.name)
             if not pids and (before is None or before.idle):
                 if before is not None:
-                    calls[path.name] = before
+                    state.retired.add(path.name)  # ran, and everything in it is gone
+                elif (_cpu_usage_usec(path) or 0) > 0:
+                    state.retired.add(path.name)  # ran and ended between two samples
                 continue
             ref = session.call_for_cgroup(str(path))
             call_state = _CallState()
@@ -348,27 +353,43 @@ def _args(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
 
 
-def _call_dirs(unified: Path) -> list[Path]:
-    """The session's call cgroups (never ``init``: bastion's own processes)."""
-    with contextlib.suppress(OSError):
-        return [p for p in unified.iterdir() if p.name.startswith("call-") and p.is_dir()]
+def _call_dirs(unified: Path, retired: set[str]) -> list[Path]:
+    """The session's live call cgroups (never ``init``: bastion's own processes)."""
+    with contextlib.suppress(OSError), os.scandir(unified) as entries:
+        return [Path(e.path) for e in entries
+                if e.name.startswith("call-") and e.name not in retired and e.is_dir()]
     return []
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _cpu_usage_usec(path: Path) -> int | None:
     """CPU used by every process that ever ran in a (v2) cgroup: cpu.stat exists
     whether or not the cpu controller is enabled there."""
-    with contextlib.suppress(OSError, ValueError), open(path / "cpu.stat") as f:
-        for line in f:
-            if line.startswith("usage_usec "):
-                return int(line.split()[1])
+    data = _read(f"{path}/cpu.stat")
+    if data and data.startswith(b"usage_usec "):
+        with contextlib.suppress(ValueError):
+            return int(data.split(b"\n", 1)[0].split()[1])
     return None
 
 
 def _events_count(path: Path, key: str) -> int:
-    with contextlib.suppress(OSError, ValueError), open(path) as f:
-        for line in f:
-            if line.startswith(key + " "):
+    data = _read(str(path))
+    prefix = key.encode() + b" "
+    for line in (data or b"").splitlines():
+        if line.startswith(prefix):
+            with contextlib.suppress(ValueError):
                 return int(line.split()[1])
     return 0
 
@@ -397,6 +418,6 @@ def _rss(pid: int) -> int:
 
 
 def _procs(path: Path) -> list[int]:
-    with contextlib.suppress(OSError, ValueError):
-        return [int(x) for x in (path / "cgroup.procs").read_text().split()]
+    with contextlib.suppress(ValueError):
+        return [int(x) for x in (_read(f"{path}/cgroup.procs") or b"").split()]
     return []
