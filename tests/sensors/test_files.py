@@ -132,3 +132,24 @@ def test_writes_by_bastion_itself_are_not_the_agents(monitored):
     s.exec("sleep 0.3", call_id="c2")
     assert not [e for e in events_of(s, EventKind.FILE_WRITE)
                 if e.fields["file.path"] == "/workspace/.bashrc"]
+
+
+def test_without_fanotify_writes_are_charged_to_the_latest_call(state_dir):
+    """The inotify fallback cannot see the writer: it says so on every event."""
+    from bastion.sensors import FileSensor
+
+    from .monitor import bare_host, monitored_session
+
+    sensor = FileSensor(fanotify=False)
+    assert not sensor.attributes_writers
+    bare_host(state_dir).add_observer(sensor)
+    s = monitored_session(state_dir)
+    try:
+        s.exec("echo '* * * * * x' > ~/.crontab", call_id="c4", step=4)
+        found = wait_for(lambda: [e for e in events_of(s, EventKind.FILE_WRITE)
+                                  if e.fields["file.path"] == "/workspace/.crontab"])
+        assert found and found[0].call_id == "c4"
+        assert found[0].fields["file.attribution"] == "latest_call"
+    finally:
+        s.close()
+        sensor.close()
