@@ -79,6 +79,15 @@ def test_short_lived_background_workers_get_the_large_budget():
     assert [i for i, f in enumerate(found) if f] == [19]  # 5 core-seconds, not 1.5
 
 
+def test_a_bystander_call_is_not_contained_with_the_miner():
+    d = ComputeDetector(BUDGETS)
+    found = []
+    for i in range(12):
+        found += [(c, d.observe(_call(amount, bg=amount, call=c, t=i * 0.25, returned=True)))
+                  for c, amount in (("c1", 0.25), ("c2", 0.002))]  # c2: an idle dev server
+    assert {c for c, f in found if f} == {"c1"}
+
+
 def test_background_compute_below_budget_in_a_window_is_tolerated():
     d = ComputeDetector(BUDGETS)
     # a dev server answering a request now and then: 0.1 core-s every 10 s

@@ -76,6 +76,7 @@ class _Expected:
 
 _WEAK_EVIDENCE_FACTOR = 3.0  # a bare hash loop: honest checksumming looks the same
 _MAX_IDS = 16
+_MIN_SHARE = 0.2  # of a crossed session-wide budget, the share that makes a call a culprit
 
 
 class MiningEvidence:
@@ -273,12 +274,14 @@ class ComputeDetector:
                 ("detector.compute_budget", state.budget, s.cpu_budget_seconds)):
             if window is None or limit is None or window.total < limit:
                 continue
-            # every call that contributed is contained, each on its own sample
+            # every call that made a real share of it is contained, each on its own
+            # sample; a bystander (an idle dev server of another call) is not
+            share = window.total * _MIN_SHARE
             figures = self._figures(state, call)
             for other, amount in window.by_call.items():
-                if other != call and other not in state.fired and amount > 0.0:
+                if other != call and other not in state.fired and amount >= share:
                     state.condemned.setdefault(other, rule)
-            if window.by_call.get(call, 0.0) > 0.0:
+            if window.by_call.get(call, 0.0) >= share:
                 return rule, figures
         return None, {}
 
