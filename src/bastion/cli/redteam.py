@@ -64,7 +64,7 @@ def redteam(
     filters: list[str] = typer.Option(
         [], "--filter", "-k",
         help="keep scenarios whose id (glob or substring), kind (benign/attack), category "
-             "or variant (plain/evasive) matches; repeat to narrow"),
+             "or variant (plain/evasive) matches; a,b matches either; repeat to narrow"),
     scenarios: list[Path] = typer.Option(
         [], "--scenarios", help="scenario YAML files or directories (default: the built-in set)"),
     policy: Path | None = typer.Option(
@@ -121,7 +121,7 @@ def redteam(
                                       + (f" - {result.error}" if result.error else ""))
 
             card = runner.run(chosen, suite=suite, progress=progress)
-    render_terminal(card, Console(), verbose=verbose)
+    render_terminal(card, None, verbose=verbose)
     if json_out:
         write_json(card, json_out)
     if html_out:

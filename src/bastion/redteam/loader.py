@@ -267,7 +267,8 @@ def load_builtin() -> list[Scenario]:
 def select(scenarios: Iterable[Scenario], *, suite: str = "full",
            patterns: Iterable[str] = ()) -> list[Scenario]:
     """Scenarios of ``suite`` whose id, kind, category or variant matches every pattern
-    (shell-style globs on the id, or a plain word such as ``mining`` or ``benign``)."""
+    (shell-style globs on the id, or a plain word such as ``mining`` or ``benign``); a
+    pattern with commas matches any of its parts (``git,mining``)."""
     from fnmatch import fnmatch
 
     pats = [p for p in patterns if p]
@@ -276,6 +277,7 @@ def select(scenarios: Iterable[Scenario], *, suite: str = "full",
         if suite not in sc.suites:
             continue
         words = {sc.id, sc.kind, sc.category, sc.variant}
-        if all(any(fnmatch(w, p) or fnmatch(w, f"*{p}*") for w in words) for p in pats):
+        if all(any(fnmatch(w, alt) or fnmatch(w, f"*{alt}*")
+                   for alt in p.split(",") if alt for w in words) for p in pats):
             out.append(sc)
     return out

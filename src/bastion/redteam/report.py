@@ -136,7 +136,7 @@ def render_html(card: Scorecard) -> str:
     for title, rows in (("Attack scenarios", card.attacks()), ("Benign workloads", card.benign())):
         parts.append(f"<h2>{title}</h2><table>")
         if rows and rows[0].kind == "attack":
-            parts.append(_row(["scenario", "variant", "status", "contained", "category",
+            parts.append(_row(["category", "variant", "status", "contained", "right category",
                                "charged / expected", "bytes", "detect", "contain", "detail"],
                               "th"))
             for r in rows:
