@@ -710,8 +710,10 @@ class Session:
             self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
         self.settle()  # verdicts on what the call did so far are charged before it returns
         result = self._result(call, raw, oom, late)
-        self._lifecycle("call_end", call, **{"proc.exit_code": result.exit_code,
-                                             "outcome": result.outcome.value})
+        # not waited for: everything before it is settled, and it is recorded before
+        # anything that follows (close() waits for its own "closing" after it)
+        self._lifecycle("call_end", call, wait=False, **{"proc.exit_code": result.exit_code,
+                                                         "outcome": result.outcome.value})
         return result
 
     def _argv(self, cmd: str | Sequence[str]) -> list[str]:

@@ -10,14 +10,13 @@ executor: B's events are all there, promptly, and nobody is frozen.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bastion import Policy, Session
+from bastion import ExecResult, Policy, Session
 from bastion.events import Event, EventKind, Verdict
 from bastion.respond import Responder
 from bastion.testing import MemoryRecorder
@@ -27,6 +26,7 @@ from tests.sensors.monitor import make_engine
 pytestmark = pytest.mark.needs_root
 
 STORM = 300
+STORM_CMD = f"for i in $(seq {STORM}); do /bin/true; done"
 
 
 class TimedRecorder(MemoryRecorder):
@@ -46,6 +46,29 @@ class TimedRecorder(MemoryRecorder):
         return super().append_verdict(verdict)
 
 
+def _p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[max(0, int(len(values) * 0.99) - 1)]
+
+
+def _delays(busy: Session, recorder: TimedRecorder, storm: ExecResult) -> list[tuple[float, int]]:
+    """(kernel timestamp -> recorded, in ms; when recorded) for each process the storm
+    started: one per /bin/true and one `seq`, children of the loop's bash. All of them
+    must be there (a true that exited before /proc was read is reported partial,
+    without a name, but reported)."""
+    assert storm.ok, storm
+    [loop] = [e for e in busy.events if e.kind is EventKind.EXEC and e.call_id == storm.call_id
+              and e.fields.get("proc.name") == "bash"]
+
+    def seen() -> list[Event]:
+        return [e for e in list(busy.events) if e.kind is EventKind.EXEC and e.ppid == loop.pid]
+
+    children = wait_for(lambda: len(seen()) >= STORM + 1 and seen())
+    assert len(children) == STORM + 1
+    return [((recorder.event_at[e.id] - e.ts) / 1e6, recorder.event_at[e.id])
+            for e in children]
+
+
 def _session(state_dir: Path, response: dict[str, str]) -> tuple[Session, TimedRecorder]:
     policy = Policy.from_dict({"response": response})
     recorder = TimedRecorder()
@@ -59,16 +82,17 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
     busy, busy_rec = _session(state_dir, {"high": "alert"})
     try:
         # enough workspace that copying it takes a good while
-        for i in range(4000):
+        for i in range(6000):
             (slow.workspace / f"f{i:05d}.bin").write_bytes(b"x" * 4096)
+        # the same storm with nothing else going on: how far behind the host itself is
+        baseline = _delays(busy, busy_rec, busy.exec(STORM_CMD, call_id="c0", timeout=60))
         trigger = threading.Thread(target=slow.exec, args=(
             "cp /bin/sleep ./xmrig-test && ./xmrig-test 30",), kwargs={"call_id": "c1",
                                                                       "timeout": 60})
         trigger.start()
         assert wait_for(lambda: slow_rec.verdict_at, timeout=20), "no verdict in A"
         started = time.monotonic_ns()
-        storm = busy.exec(f"for i in $(seq {STORM}); do /bin/true; done", call_id="c1",
-                          timeout=60)
+        storm = busy.exec(STORM_CMD, call_id="c1", timeout=60)
         storm_done = time.monotonic_ns()
         trigger.join(60)
         assert storm.ok
@@ -78,32 +102,21 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
         assert [a.fields["action.name"] for a in actions] == ["quarantine"], actions
         assert slow_rec.event_at[actions[0].id] > started
 
-        # B lost nothing: every /bin/true was seen, and no session froze for loss
-        # (one exec per /bin/true and one for seq, children of the loop's bash; a true that exited
-        # before /proc was read is reported partial, without a name, but reported)
-        [loop] = [e for e in busy.events
-                  if e.kind is EventKind.EXEC and e.fields.get("proc.name") == "bash"]
-
-        def trues_seen() -> list[Event]:
-            return [e for e in list(busy.events)
-                    if e.kind is EventKind.EXEC and e.ppid == loop.pid]
-
-        # ... plus the one `seq`
-        trues = wait_for(lambda: len(trues_seen()) >= STORM + 1 and trues_seen())
-        assert len(trues) == STORM + 1
+        # B lost nothing (every /bin/true was seen), no session froze for loss, and the
+        # slow session added less than 100 ms at p99 to how long B's events took to be
+        # recorded (beside the same storm without it: the host's own lag)
+        delays = _delays(busy, busy_rec, storm)
         for s in (slow, busy):
             assert not [v for v in s.verdicts if v.rule_id == "telemetry.loss"]
         assert not busy.frozen
-
-        # ... and it was not held up: kernel timestamp to recorded, per event
-        delays = sorted((busy_rec.event_at[e.id] - e.ts) / 1e6 for e in trues)
-        p99 = delays[int(len(delays) * 0.99) - 1]
-        during = [e for e in trues if busy_rec.event_at[e.id] < slow_rec.event_at[actions[0].id]]
-        assert len(during) > STORM // 2, "the storm did not overlap the quarantine"
-        print(f"storm of {STORM} execs: p50 {statistics.median(delays):.1f} ms, p99 {p99:.1f} ms,"
-              f" {len(during)} during the quarantine of A")
-        assert p99 <= 100, (f"p50 {statistics.median(delays):.1f} ms, p99 {p99:.1f} ms, "
-                            f"storm {(storm_done - started) / 1e6:.0f} ms")
+        during = [d for d, at in delays if at < slow_rec.event_at[actions[0].id]]
+        assert len(during) >= STORM // 4, "the storm hardly overlapped the quarantine"
+        p99, base99 = _p99([d for d, _ in delays]), _p99([d for d, _ in baseline])
+        print(f"storm of {STORM} execs during a quarantine: p99 {p99:.1f} ms "
+              f"(alone: {base99:.1f} ms), {len(during)} recorded during the quarantine, "
+              f"which took {(slow_rec.event_at[actions[0].id] - slow_rec.verdict_at[0]) / 1e6:.0f}"
+              " ms")
+        assert p99 - base99 <= 100, (p99, base99, (storm_done - started) / 1e6)
     finally:
         slow.close()
         busy.close()
