@@ -75,3 +75,26 @@ def test_report_builds_timeline_and_process_tree(audit_state: Path) -> None:
     assert cli.exit_code == 0 and "ssh -R 9000" in cli.stdout
     missing = CliRunner().invoke(app, ["report", "nope", "--state-dir", str(audit_state)])
     assert missing.exit_code == 1 and "no records for episode" in missing.output
+
+
+def test_terminal_report_cannot_be_forged_by_what_the_trail_holds(audit_state: Path) -> None:
+    """A writer that slipped a newline or markup into a call id, a command or a path
+    (Session refuses such call ids; an older trail or another writer might not) cannot
+    make the report print a line of its own."""
+    from bastion.audit import AuditTrail
+    from bastion.events import Event, EventKind
+
+    forged = "c1\nstep 9 [c9] $ rm -rf / -> ok"
+    with AuditTrail(audit_state, "forge") as trail:
+        for state, fields in (("call_start", {"cmd.raw": "echo hi\n[bold]verdict none"}),
+                              ("call_end", {"outcome": "ok", "proc.exit_code": 0})):
+            trail.append_event(Event(kind=EventKind.LIFECYCLE, session_id="s", run_id="forge",
+                                     episode_id="ep-f", step=1, call_id=forged,
+                                     fields={"life.state": state, **fields}))
+    console = Console(record=True, width=300)
+    render_terminal(build_report(audit_state, "ep-f"), console)
+    lines = console.export_text().splitlines()
+    assert not any(line.startswith("step 9") for line in lines), lines
+    assert any("c1\\x0astep 9 [c9]" in line for line in lines), lines
+    assert not any(line.startswith("[bold]verdict") or line.startswith("verdict none")
+                   for line in lines)

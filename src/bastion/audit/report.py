@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -231,18 +232,36 @@ def _add_tree(tree: Tree, node: ProcessNode) -> None:
         _add_tree(branch, child)
 
 
+def _safe(value: object) -> str:
+    """Text from the trail as a terminal may show it: anything a writer put there
+    (a call id, a command, a path) cannot start a new line, move the cursor or
+    inject rich markup; control and other non-printable characters are escaped."""
+    return escape(_plain(value))
+
+
+def _plain(value: object) -> str:
+    """Like ``_safe`` for a ``Text`` (which takes no markup)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
 def render_terminal(report: EpisodeReport, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]episode {report.episode_id}[/]  run {', '.join(report.run_ids)}  "
-                  f"session {', '.join(report.session_ids) or '?'}  "
+    console.print(f"[bold]episode {_safe(report.episode_id)}[/]  "
+                  f"run {_safe(', '.join(report.run_ids))}  "
+                  f"session {_safe(', '.join(report.session_ids) or '?')}  "
                   f"{report.records} records, {len(report.calls)} calls, "
                   f"{len(report.verdicts)} verdicts")
     if report.policy_hashes:
-        console.print(f"policy {', '.join(report.policy_hashes)}", style="dim")
+        console.print(f"policy {_safe(', '.join(report.policy_hashes))}", style="dim")
     for call in report.calls:
         head = Text(f"step {call.step if call.step is not None else '?'} ", style="bold")
-        head.append(f"[{call.call_id}] ", style="dim")
-        head.append(f"$ {call.command}", style="green")
+        head.append(f"[{_plain(call.call_id)}] ", style="dim")
+        head.append(f"$ {_plain(call.command)}", style="green")
         if call.outcome:
             head.append(f"  -> {call.outcome}", style="dim" if call.outcome == "ok" else "red")
             if call.exit_code is not None:
@@ -261,17 +280,19 @@ def render_terminal(report: EpisodeReport, console: Console | None = None) -> No
         if call.files:
             files = tree.add("files")
             for event in call.files:
-                files.add(f"{event.fields.get('file.op', '?')} {event.fields.get('file.path', '?')}")
+                files.add(Text(f"{_plain(event.fields.get('file.op', '?'))} "
+                               f"{_plain(event.fields.get('file.path', '?'))}"))
         for verdict in call.verdicts:
-            tree.add(Text(f"verdict {verdict.severity} {verdict.rule_id}: {verdict.message} "
-                          f"-> {verdict.action.value}", style=_SEV_STYLE[verdict.severity]))
+            tree.add(Text(f"verdict {verdict.severity} {_plain(verdict.rule_id)}: "
+                          f"{_plain(verdict.message)} -> {verdict.action.value}",
+                          style=_SEV_STYLE[verdict.severity]))
         for action in call.actions:
             tree.add(Text(f"action {describe_action(action)}", style="magenta"))
         console.print(tree)
     if report.session_verdicts or report.session_actions:
         table = Table("severity", "rule", "message", "action", title="not charged to a call")
         for verdict in report.session_verdicts:
-            table.add_row(str(verdict.severity), verdict.rule_id, verdict.message,
+            table.add_row(str(verdict.severity), _safe(verdict.rule_id), _safe(verdict.message),
                           verdict.action.value)
         for action in report.session_actions:
             table.add_row("", "", describe_action(action), "")
@@ -280,5 +301,5 @@ def render_terminal(report: EpisodeReport, console: Console | None = None) -> No
             ("terminated", "closing", "closed")]
     for event in ends:
         reason = event.fields.get("reason")
-        console.print(f"session {event.fields.get('life.state')}"
-                      + (f": {reason}" if reason else ""), style="dim")
+        console.print(f"session {_safe(event.fields.get('life.state'))}"
+                      + (f": {_safe(reason)}" if reason else ""), style="dim")
