@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..contracts import Evaluator, EventRecorder
 from ..errors import SessionBroken
 from ..events import Action, Verdict
 from ..policy import Policy
-from ..contracts import Evaluator, EventRecorder
 from ..session import Session
 from .errors import AuditError
 from .reader import Record, episode_records
