@@ -414,6 +414,10 @@ class Analyzer:
         """Judge what was written where: code in a file that the command then runs is
         code that runs; content in a persistence location is persistence when it runs
         code later (shared judgement with the file sensor, analysis/persistence.py)."""
+        if any(a in self.args for a in _EXEC_MODES):
+            for path in self.acts.modes:
+                if classify_path(path) == "git_hook":
+                    self.persists.setdefault("git_hook")  # git runs only executable hooks
         for path in self.acts.writes:
             cls = classify_path(path)
             if cls is None:
@@ -706,6 +710,9 @@ class Analyzer:
         if target in RUNNERS or target in SHELLS:
             return
         spawned = [n for n in self.names_log[before:] if n in SHELLS]
+        if target == "sed" and _sed_executes(inner[1:]):
+            self.feature("sudo_shell_escape")  # GNU sed's `e` runs commands (as root)
+            return
         if (spawned or _SHELL_REF.search(" ".join(inner[1:]))
                 or (stdin is not None and _SHELL_REF.search(stdin)) or self.shell_payload_written):
             self.feature("sudo_shell_escape")
@@ -1107,11 +1114,25 @@ _COMMAND_OPTS = frozenset({"--run-command", "--firstboot-command", "--exec-comma
                            "--command", "--run-cmd", "--post-command", "--pre-command"})
 _SERVES_ROOT = re.compile(r"(?im)^\s*(?:root|alias|DocumentRoot|server\.document-root\s*=)\s+\"?"
                           r"(?:/|/etc|/root|/home)/?\"?\s*;?\s*$|dav_methods\s+PUT")
+_EXEC_MODES = frozenset({f"chmod {m}" for m in ("+x", "u+x", "a+x", "ug+x", "755", "0755",
+                                                  "775", "0775", "777", "0777", "700", "0700",
+                                                  "750", "0750", "711", "555", "+rx", "a+rx")})
 _COPIERS_TEXT = frozenset({"cp", "mv", "install", "rsync", "dd", "tee", "cat"})
 # Subcommands whose output is shell set-up code (completion scripts, prompt/env hooks).
 _SETUP_SUBCOMMANDS = frozenset({"completion", "completions", "init", "shellenv", "hook",
                                 "--completion", "--completions", "env", "activate"})
 _SED_REPLACEMENT = re.compile(r"s(.)((?:(?!\1).)*)\1((?:(?!\1).)*)\1")
+def _sed_executes(args: list[str]) -> bool:
+    """A GNU sed script with the `e` command or the `e` flag of `s///`: it runs commands."""
+    scripts = [a for a in args if not a.startswith("-")][:1]
+    scripts += [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-e", "--expression")]
+    for script in scripts:
+        if re.search(r"(?:^|[;\n{}])\s*(?:\d+|\$|/[^/]*/)?\s*e(?:\s|$|;)", script) or re.search(
+                r"(?:^|[;\n])\s*s(.)(?:(?!\1).)*\1(?:(?!\1).)*\1[gpIiMm0-9]*e", script):
+            return True
+    return False
+
+
 _SED_INERT_LINE = re.compile(r"^\^?(?:\\\(|\()?\s*(?:export\\?\s|alias\\?\s|#|[A-Z_]+=|PATH)")
 
 
