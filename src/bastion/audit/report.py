@@ -26,6 +26,7 @@ __all__ = [
     "ProcessNode",
     "build_report",
     "render_terminal",
+    "terminal_safe",
 ]
 
 
@@ -232,7 +233,7 @@ def _add_tree(tree: Tree, node: ProcessNode) -> None:
         _add_tree(branch, child)
 
 
-def _safe(value: object) -> str:
+def terminal_safe(value: object) -> str:
     """Text from the trail as a terminal may show it: anything a writer put there
     (a call id, a command, a path) cannot start a new line, move the cursor or
     inject rich markup; control and other non-printable characters are escaped."""
@@ -240,7 +241,7 @@ def _safe(value: object) -> str:
 
 
 def _plain(value: object) -> str:
-    """Like ``_safe`` for a ``Text`` (which takes no markup)."""
+    """Like ``terminal_safe`` for a ``Text`` (which takes no markup)."""
     text = str(value)
     if text.isprintable():
         return text
@@ -251,13 +252,13 @@ def _plain(value: object) -> str:
 
 def render_terminal(report: EpisodeReport, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]episode {_safe(report.episode_id)}[/]  "
-                  f"run {_safe(', '.join(report.run_ids))}  "
-                  f"session {_safe(', '.join(report.session_ids) or '?')}  "
+    console.print(f"[bold]episode {terminal_safe(report.episode_id)}[/]  "
+                  f"run {terminal_safe(', '.join(report.run_ids))}  "
+                  f"session {terminal_safe(', '.join(report.session_ids) or '?')}  "
                   f"{report.records} records, {len(report.calls)} calls, "
                   f"{len(report.verdicts)} verdicts")
     if report.policy_hashes:
-        console.print(f"policy {_safe(', '.join(report.policy_hashes))}", style="dim")
+        console.print(f"policy {terminal_safe(', '.join(report.policy_hashes))}", style="dim")
     for call in report.calls:
         head = Text(f"step {call.step if call.step is not None else '?'} ", style="bold")
         head.append(f"[{_plain(call.call_id)}] ", style="dim")
@@ -292,7 +293,7 @@ def render_terminal(report: EpisodeReport, console: Console | None = None) -> No
     if report.session_verdicts or report.session_actions:
         table = Table("severity", "rule", "message", "action", title="not charged to a call")
         for verdict in report.session_verdicts:
-            table.add_row(str(verdict.severity), _safe(verdict.rule_id), _safe(verdict.message),
+            table.add_row(str(verdict.severity), terminal_safe(verdict.rule_id), terminal_safe(verdict.message),
                           verdict.action.value)
         for action in report.session_actions:
             table.add_row("", "", describe_action(action), "")
@@ -301,5 +302,5 @@ def render_terminal(report: EpisodeReport, console: Console | None = None) -> No
             ("terminated", "closing", "closed")]
     for event in ends:
         reason = event.fields.get("reason")
-        console.print(f"session {_safe(event.fields.get('life.state'))}"
-                      + (f": {_safe(reason)}" if reason else ""), style="dim")
+        console.print(f"session {terminal_safe(event.fields.get('life.state'))}"
+                      + (f": {terminal_safe(reason)}" if reason else ""), style="dim")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from ..audit.report import terminal_safe
 from ..calls import check_call
 from ..session import Session
 from .common import PolicyOption, StateDirOption, fail, load_policy, user_errors
@@ -60,10 +61,11 @@ def run(
         sys.stderr.write(result.stderr)
         if result.outcome.value not in ("ok", "exit_nonzero"):
             Console(stderr=True).print(f"[bold red]bastion:[/] {result.outcome.value}: "
-                                       f"{result.reason or ''}")
+                                       f"{terminal_safe(result.reason or '')}")
         for v in result.verdicts:
             Console(stderr=True).print(
-                f"[yellow]verdict[/] {v.severity} {v.rule_id}: {v.message} -> {v.action.value}")
+                f"[yellow]verdict[/] {v.severity} {terminal_safe(v.rule_id)}: "
+                f"{terminal_safe(v.message)} -> {v.action.value}")
     raise typer.Exit(result.exit_code if result.exit_code < 256 else 1)
 
 
@@ -92,12 +94,13 @@ def shell(
                 sys.stdout.write(result.stdout)
                 sys.stderr.write(result.stderr)
                 for v in result.verdicts:
-                    console.print(f"[yellow]verdict[/] {v.severity} {v.rule_id}: {v.message} "
-                                  f"-> {v.action.value}")
+                    console.print(f"[yellow]verdict[/] {v.severity} {terminal_safe(v.rule_id)}: "
+                                  f"{terminal_safe(v.message)} -> {v.action.value}")
                 if result.outcome.value not in ("ok", "exit_nonzero"):
-                    console.print(f"[red]{result.outcome.value}[/]: {result.reason}")
+                    console.print(f"[red]{result.outcome.value}[/]: "
+                                  f"{terminal_safe(result.reason)}")
                 step += 1
                 if session.ended:
-                    console.print(f"[red]{session.ended}[/]")
+                    console.print(f"[red]{terminal_safe(session.ended)}[/]")
                     break
     os.environ.pop("BASTION_SHELL", None)

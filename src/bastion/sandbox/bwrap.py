@@ -27,8 +27,16 @@ from ..errors import SandboxUnavailable
 from ..image.view import image_root_binds, policy_mounts
 from ..policy.sandbox import ALWAYS_HIDDEN, SandboxPolicy
 
-__all__ = ["HOST_ALLOWED", "SANDBOX_GID", "SANDBOX_UID", "WORKSPACE", "BwrapSpec", "args_via_fd",
-           "bwrap_path", "build_argv"]
+__all__ = [
+    "HOST_ALLOWED",
+    "SANDBOX_GID",
+    "SANDBOX_UID",
+    "WORKSPACE",
+    "BwrapSpec",
+    "args_via_fd",
+    "build_argv",
+    "bwrap_path",
+]
 
 WORKSPACE = "/workspace"
 SANDBOX_UID = 1000  # uid *inside* the sandbox; on the host it is a per-session uid

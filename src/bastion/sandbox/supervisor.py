@@ -34,6 +34,7 @@ of every session's creation time.
 
 
 def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to end
+    import _ctypes
     import _signal
     import _socket
     import array
@@ -41,8 +42,6 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
     import os
     import select
     import sys
-
-    import _ctypes
 
     class _Int(_ctypes._SimpleCData):
         _type_ = "i"
