@@ -137,11 +137,11 @@ class Fanotify:
         """Mark a directory for changes of its entries (never through a symlink)."""
         raw = os.fsencode(path)
         full = mask | FAN_EVENT_ON_CHILD | FAN_ONDIR | FAN_DELETE_SELF
+        key = self._handle(raw)  # first: a mark whose events cannot be matched is useless
         if self._mark(self.fd, FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | FAN_MARK_ONLYDIR, full,
                       _AT_FDCWD, raw) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"fanotify_mark {path}: {os.strerror(err)}")
-        key = self._handle(raw)
         with self._lock:
             wd = self._dirs.get(key)
             if wd is None:
