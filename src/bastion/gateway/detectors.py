@@ -281,5 +281,7 @@ class BeaconDetector:
 
 def network_detectors() -> list[Any]:
     """The gateway's detectors, for ``engine.detectors.default_detectors``."""
+    from ..analysis.ssh import SshExecDetector
+
     return [ReconDetector(), DnsExfilDetector(), StreamCutDetector(), ShapeDetector(),
-            BeaconDetector()]
+            BeaconDetector(), SshExecDetector()]

