@@ -93,3 +93,13 @@ def test_content_judgement_helpers(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / ".bashrc")  # never opened for a blocking read; fails closed
     assert judge_file(".bashrc", tmp_path / ".bashrc") == "shell_rc"
     assert judge_file(".zshrc", tmp_path / ".zshrc") is None  # gone: nothing planted
+
+
+def test_a_long_file_written_by_heredoc_is_one_piece_not_commands() -> None:
+    # An honest 40 KB file written with a heredoc: its lines are not parsed as commands
+    # (which was slow enough to run out of the analysis budget under load, a false kill).
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(1200))
+    out = facts(f"cat > big.py <<'EOF'\n{body}EOF\npython3 big.py")
+    assert out["cmd.parse_error"] is False
+    assert not {"analysis_timeout", "parse_timeout", "oversize"} & set(out["cmd.features"])
+    assert out["cmd.names"] == ["cat", "python3"]

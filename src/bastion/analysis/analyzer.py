@@ -558,7 +558,8 @@ class Analyzer:
         self.depth = max(self.depth, depth)
         walk_env = dict(env or {})
         for piece in _pieces(text):
-            if len(piece) > PARSE_CHUNK:
+            if len(piece) > PARSE_CHUNK and not (_HEREDOC_START.search(piece[:PARSE_CHUNK])
+                                                and len(piece) <= MAX_TEXT):
                 self.feature("oversize")
                 piece = piece[:PARSE_CHUNK]
             if self.out_of_time():
@@ -1168,23 +1169,51 @@ def _remote_proxy(value: str) -> bool:
         not host.startswith("127.")
 
 
-def _pieces(text: str) -> list[str]:
-    """``text`` cut at line ends into pieces of at most PARSE_CHUNK characters.
+_HEREDOC_START = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][\w.-]{0,63})\2")
 
-    (A heredoc cut in two is read as commands from the cut on: more names, never fewer.)
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut at line ends into pieces of about PARSE_CHUNK characters.
+
+    A cut never falls inside a heredoc body (up to MAX_TEXT): a long file written with
+    `cat > f <<EOF` is one piece, parsed as the text it is, instead of its lines being
+    parsed as commands (slow, and a false parse error). A heredoc that never ends, or a
+    line longer than a chunk, is cut anyway.
     """
     if len(text) <= PARSE_CHUNK:
         return [text]
     out: list[str] = []
     start = 0
-    while start < len(text):
-        end = min(start + PARSE_CHUNK, len(text))
-        if end < len(text):
-            cut = text.rfind("\n", start, end)
-            if cut > start:
-                end = cut + 1
-        out.append(text[start:end])
-        start = end
+    pos = 0
+    n = len(text)
+    delim: str | None = None
+    strip_tabs = False
+    while pos < n:
+        nl = text.find("\n", pos)
+        end = n if nl < 0 else nl + 1
+        if end - pos > PARSE_CHUNK:
+            # one line longer than a chunk: cut it in chunks, as before
+            if pos > start:
+                out.append(text[start:pos])
+            out.extend(text[i:min(i + PARSE_CHUNK, end)] for i in range(pos, end, PARSE_CHUNK))
+            start = pos = end
+            delim = None
+            continue
+        line = text[pos:end].rstrip("\n")
+        if delim is None:
+            m = _HEREDOC_START.search(line)
+            if m:
+                strip_tabs, delim = m.group(1) == "-", m.group(3)
+        elif (line.lstrip("\t") if strip_tabs else line) == delim:
+            delim = None
+        pos = end
+        size = pos - start
+        if (delim is None and size >= PARSE_CHUNK) or size >= MAX_TEXT:
+            out.append(text[start:pos])
+            start = pos
+            delim = None
+    if start < n:
+        out.append(text[start:])
     return out
 
 
