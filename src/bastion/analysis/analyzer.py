@@ -388,6 +388,9 @@ class Analyzer:
         """A variable assignment (prefix, plain or exported)."""
         if self._PROXY_VARS.match(name) and _remote_proxy(value):
             self.feature("remote_proxy")
+        if name in ("HISTFILE", "HISTSIZE", "HISTFILESIZE", "SAVEHIST") and \
+                value.strip("'\"") in ("", "/dev/null", "0"):
+            self.feature("history_disabled")
         if name == "PATH":
             for d in value.split(":"):
                 if d and not d.startswith("$"):
