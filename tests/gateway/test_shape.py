@@ -47,3 +47,20 @@ def test_web_traffic_is_not_ssh() -> None:
     for _ in range(1000):
         download.note(1, 65536)
     assert download.verdict() is None
+
+
+def test_periodic_exchanges_on_one_connection() -> None:
+    rng = random.Random(3)
+    beacon, chat = Shape(), Shape()
+    t = u = 0.0
+    for _ in range(20):
+        t += 20 * rng.uniform(0.7, 1.3)  # check in every 20 s, jittered
+        beacon.note(0, 120, now=t)
+        beacon.note(1, 90, now=t + 0.05)
+        u += rng.expovariate(1 / 20)  # a person (or an agent) talking when it likes
+        chat.note(0, 120, now=u)
+        chat.note(1, 90, now=u + 0.05)
+    spread = beacon.periodic()
+    assert spread is not None and spread < 0.35
+    assert beacon.fields()["net.shape_periodic"] == spread
+    assert chat.periodic() is None or chat.periodic() > 0.35

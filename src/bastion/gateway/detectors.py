@@ -231,8 +231,11 @@ class ShapeDetector:
 
 
 class BeaconDetector:
+    """Periodic connections to one destination (jitter-robust), or periodic exchanges
+    on one kept-alive connection (``net.shape_periodic`` of its flow reports)."""
+
     name = "beacon_jitter"
-    kinds = frozenset({EventKind.NET_CONNECT})
+    kinds = frozenset({EventKind.NET_CONNECT, EventKind.NET_FLOW, EventKind.NET_CLOSE})
 
     def __init__(self) -> None:
         self._times: dict[tuple[str, str], deque[int]] = {}
@@ -241,6 +244,8 @@ class BeaconDetector:
 
     def observe(self, event: Event) -> list[Finding]:
         fields = event.fields
+        if event.kind is not EventKind.NET_CONNECT:
+            return self._kept_alive(event)
         if fields.get("net.decision") != "allow":
             return []
         target = str(fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip"))
@@ -270,6 +275,27 @@ class BeaconDetector:
             mitre=("T1071", "T1029"),
             evidence={"destination": target, "period_seconds": round(median, 3),
                       "spread": round(spread, 3)},
+        )]
+
+    def _kept_alive(self, event: Event) -> list[Finding]:
+        fields = event.fields
+        spread = fields.get("net.shape_periodic")
+        if spread is None or float(spread) > BEACON_MAX_SPREAD:
+            return []
+        key = (event.session_id, f"conn:{fields.get('net.conn_id')}")
+        with self._lock:
+            if key in self._fired:
+                return []
+            self._fired.add(key)
+        where = fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip")
+        return [Finding(
+            rule_id="detector.beacon_jitter",
+            severity=Severity.MEDIUM,
+            message=(f"periodic exchanges on one kept-alive connection to {where}:"
+                     f"{fields.get('net.dst_port')} (spread {float(spread):.2f}): a beacon"),
+            categories=("command_and_control",),
+            mitre=("T1071", "T1029"),
+            evidence={"net.conn_id": fields.get("net.conn_id"), "spread": spread},
         )]
 
     def forget(self, session_id: str) -> None:

