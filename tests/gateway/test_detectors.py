@@ -1,0 +1,120 @@
+"""The gateway's detectors over synthetic events: one verdict per sweep / parent /
+tunnel, charged to the event that crossed the line, and nothing for honest patterns."""
+
+from __future__ import annotations
+
+import random
+
+from bastion.events import Event, EventKind
+from bastion.gateway.detectors import (
+    RECON_DISTINCT,
+    BeaconDetector,
+    DnsExfilDetector,
+    ReconDetector,
+    ShapeDetector,
+    StreamCutDetector,
+)
+
+S = 1_000_000_000
+
+
+def ev(kind: EventKind, ts: float, call: str = "c1", session: str = "s1", **fields: object) -> Event:
+    event = Event(kind=kind, session_id=session, run_id="r", episode_id="e", step=1,
+                  call_id=call, pid=7, fields=fields)
+    object.__setattr__(event, "ts", int(ts * S))
+    return event
+
+
+def test_one_recon_verdict_per_sweep() -> None:
+    detector = ReconDetector()
+    found = []
+    for i in range(200):
+        found += detector.observe(ev(EventKind.NET_CONNECT, i * 0.01, call="sweep",
+                                     **{"net.decision": "deny", "net.rule": "gateway.private",
+                                        "net.dst_ip": f"10.0.{i // 50}.{i % 50}",
+                                        "net.dst_port": 22}))
+    assert len(found) == 1 and found[0].rule_id == "recon.network_scan"
+    assert found[0].evidence["destinations"] == RECON_DISTINCT
+    # drops with destinations count too, in another session, and separately
+    drops = [detector.observe(ev(EventKind.NET_DROP, 100 + i * 0.1, session="s2",
+                                 **{"net.decision": "deny", "net.rule": "firewall.drop_udp",
+                                    "net.dst_ip": "203.0.113.9", "net.dst_port": 1000 + i}))
+             for i in range(RECON_DISTINCT)]
+    assert sum(len(d) for d in drops) == 1
+
+
+def test_honest_refusals_are_not_a_sweep() -> None:
+    detector = ReconDetector()
+    found = []
+    for i in range(300):  # one denied mirror retried all day, and spaced-out denials
+        found += detector.observe(ev(EventKind.NET_CONNECT, i * 2.0, **{
+            "net.decision": "deny", "net.rule": "gateway.default_deny",
+            "net.dst_ip": "203.0.113.7", "net.dst_port": 443}))
+    for i in range(RECON_DISTINCT + 5):
+        found += detector.observe(ev(EventKind.NET_CONNECT, 1000 + i * 10.0, **{
+            "net.decision": "deny", "net.rule": "gateway.default_deny",
+            "net.dst_ip": f"203.0.113.{i}", "net.dst_port": 443}))
+        found += detector.observe(ev(EventKind.NET_CONNECT, 1000 + i * 10.0, **{
+            "net.decision": "deny", "net.rule": "gateway.verdict",  # refused by a rule
+            "net.dst_ip": f"198.51.100.{i}", "net.dst_port": 443}))
+    assert found == []
+
+
+def test_dns_exfil_fires_once_per_parent() -> None:
+    detector = DnsExfilDetector()
+    refused = {"dns.rule": "gateway.dns_exfil", "dns.parent": "allowed.lab.test",
+               "dns.name": "abcd.allowed.lab.test", "dns.volume": 530}
+    assert len(detector.observe(ev(EventKind.DNS_QUERY, 1, **refused))) == 1
+    assert detector.observe(ev(EventKind.DNS_QUERY, 2, **refused)) == []
+    assert detector.observe(ev(EventKind.DNS_QUERY, 3, **{**refused, "dns.rule": "dns.allowlist"})) == []
+
+
+def test_stream_cut_and_ssh_shape() -> None:
+    cut = StreamCutDetector().observe(ev(EventKind.NET_FLOW, 1, **{
+        "net.decision": "deny", "net.cut": "x", "net.rule": "gateway.miner_protocol",
+        "net.app": "stratum"}))
+    assert cut and cut[0].categories == ("mining",)
+    shape = ShapeDetector()
+    flow = {"net.shape": "ssh", "net.app": "tls", "net.conn_id": "k1"}
+    assert shape.observe(ev(EventKind.NET_FLOW, 1, **flow))[0].rule_id == "tunnels.ssh_in_tls"
+    assert shape.observe(ev(EventKind.NET_CLOSE, 2, **flow)) == []
+    assert shape.observe(ev(EventKind.NET_FLOW, 3, **{**flow, "net.conn_id": "k2",
+                                                        "net.shape": "interactive"})) == []
+    assert shape.observe(ev(EventKind.NET_FLOW, 3, **{**flow, "net.conn_id": "k3",
+                                                        "net.app": "ssh"})) == []
+
+
+def test_beacon_with_jitter_is_found_and_irregular_use_is_not() -> None:
+    rng = random.Random(5)
+    beacon, human = BeaconDetector(), BeaconDetector()
+    t = u = 0.0
+    found: list[object] = []
+    quiet: list[object] = []
+    allowed = {"net.decision": "allow", "net.sni": "c2.allowed.lab.test", "net.dst_port": 443}
+    for _ in range(30):
+        t += 30 * rng.uniform(0.6, 1.4)  # every 30 s, +-40 % jitter
+        found += beacon.observe(ev(EventKind.NET_CONNECT, t, **allowed))
+        u += rng.expovariate(1 / 30)  # an agent's calls: irregular
+        quiet += human.observe(ev(EventKind.NET_CONNECT, u, **allowed))
+    assert len(found) == 1 and found[0].rule_id == "detector.beacon_jitter"  # type: ignore[attr-defined]
+    assert quiet == []
+
+
+def test_dns_exfil_attempt_through_refused_names_is_an_alert() -> None:
+    from bastion.events import Severity
+
+    found = DnsExfilDetector().observe(ev(EventKind.DNS_QUERY, 1, **{
+        "dns.rule": "gateway.dns_exfil_attempt", "dns.parent": "denied.lab.test",
+        "dns.name": "00ff.x.denied.lab.test", "dns.volume": 300}))
+    assert found and found[0].severity is Severity.MEDIUM and "none left" in found[0].message
+
+
+def test_beacon_on_a_kept_alive_connection() -> None:
+    detector = BeaconDetector()
+    flow = {"net.conn_id": "k", "net.shape_periodic": 0.12, "net.dst_port": 443,
+            "net.sni": "allowed.lab.test"}
+    assert detector.observe(ev(EventKind.NET_FLOW, 60, **flow))[0].rule_id == \
+        "detector.beacon_jitter"
+    assert detector.observe(ev(EventKind.NET_CLOSE, 70, **flow)) == []
+    assert detector.observe(ev(EventKind.NET_FLOW, 80, **{**flow, "net.conn_id": "j",
+                                                            "net.shape_periodic": 0.6})) == []
