@@ -37,6 +37,9 @@ from pathlib import Path
 from bastion import Policy, Session
 from bastion.events import EventKind
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import emit, summary_ms
+
 SHAPES = {
     "full duty, 1 process": "import hashlib\nh=b'x'\nwhile True: h=hashlib.sha256(h).digest()",
     "85% duty, 2 processes": (
@@ -130,11 +133,19 @@ def main() -> int:
     print(f"bench_miner: cpus={os.cpu_count()} python={sys.version.split()[0]} load="
           f"{os.getloadavg()[0]:.1f} budget={d.background_cpu_seconds} core-s / "
           f"{d.background_window:g} s, sample_interval={d.sample_interval} s")
+    results: dict[str, object] = {"load": round(os.getloadavg()[0], 1),
+                                   "budget_core_seconds": d.background_cpu_seconds,
+                                   "sample_interval_s": d.sample_interval}
     try:
-        print(f"{'baseline: cgroup.kill of a burner':<36} {_pcts(baseline(args.rounds))}")
+        base = baseline(args.rounds)
+        results["baseline_cgroup_kill"] = summary_ms(base)
+        print(f"{'baseline: cgroup.kill of a burner':<36} {_pcts(base)}")
         for name, code in SHAPES.items():
             runs = [one(state_dir, code) for _ in range(args.rounds)]
             done = [r for r in runs if r is not None]
+            results[name] = {"contained": f"{len(done)}/{len(runs)}", **{
+                key: summary_ms([r[key] for r in done]) for key in (
+                    "evidence_to_kill", "evidence_to_gone", "start_to_kill") if done}}
             print(f"{name:<36} contained {len(done)}/{len(runs)}")
             for key in ("evidence_to_kill", "evidence_to_gone", "start_to_kill"):
                 print(f"  {key:<34} {_pcts([r[key] for r in done])}")
@@ -143,6 +154,7 @@ def main() -> int:
                       f"{max(r['interval'] for r in done) * 1000:7.0f} ms at most")
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+    emit("miner", results)
     return 0
 
 
