@@ -83,7 +83,7 @@ FEATURES = (
     "download_then_run", "raw_socket_to_file", "interp_file_read", "interp_upload",
     "remote_store_command", "cloud_upload", "serves_sensitive_root", "set_proc_name",
     "ptrace_code", "fork_bomb", "loopback_only", "interp_hash_spin",
-    "history_disabled",
+    "history_disabled", "interp_setuid_root", "interp_relay",
     # limits
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )

@@ -202,6 +202,7 @@ class Analyzer:
         if _PRIV_SHELL.search(run_text):
             self.feature("privileged_shell")
         for code in [*self.interp, *self.run_code]:
+            _code_file_acts(code, self.acts)  # os.rename('grader', ...), open(p, 'w')
             for m in _CODE_ENDPOINT.finditer(code):  # ("203.0.113.10", 4444) in code
                 self.acts.hosts.setdefault(m.group(1).lower())
             for m in _CODE_NAMED_HOST.finditer(code):  # PeerAddr => "host"
@@ -1121,6 +1122,49 @@ _SERVES_ROOT = re.compile(r"(?im)^\s*(?:root|alias|DocumentRoot|server\.document
 _EXEC_MODES = frozenset({f"chmod {m}" for m in ("+x", "u+x", "a+x", "ug+x", "755", "0755",
                                                   "775", "0775", "777", "0777", "700", "0700",
                                                   "750", "0750", "711", "555", "+rx", "a+rx")})
+_CODE_FILE_OP = re.compile(
+    r"(?:os\.(rename|replace|remove|unlink|rmdir|removedirs|makedirs|mkdir|chmod|chown|truncate)|"
+    r"shutil\.(rmtree|move|copy\w*)|(open)|(?:Path|pathlib\.Path)\(\s*['\"]([^'\"]+)['\"]\s*\)\."
+    r"(write_text|write_bytes|unlink|rename|replace|chmod|rmdir|mkdir|touch))"
+    r"\(\s*(?:['\"]([^'\"\n]{1,300})['\"])?(?:\s*,\s*['\"]([^'\"\n]{1,300})['\"])?")
+
+
+def _code_file_acts(code: str, acts: Any) -> None:
+    """File acts of interpreter code that runs: what it renames, deletes, creates or
+    writes (string-literal paths only)."""
+    if "os." not in code and "shutil" not in code and "open" not in code and "Path" not in code:
+        return
+    for m in _CODE_FILE_OP.finditer(code[:65536]):
+        osop, shop, opn, ppath, pop, first, second = m.groups()
+        if ppath:  # Path("x").write_text(...)
+            (acts.deletes if pop in ("unlink", "rmdir", "rename", "replace") else
+             acts.modes if pop == "chmod" else acts.writes).setdefault(norm_path(ppath))
+            continue
+        if not first:
+            continue
+        op = osop or shop or opn
+        if op == "open":
+            mode = second or ""
+            if any(c in mode for c in "wax+"):
+                acts.writes.setdefault(norm_path(first))
+            else:
+                acts.reads.setdefault(norm_path(first))
+        elif op in ("rename", "replace", "move"):
+            acts.deletes.setdefault(norm_path(first))
+            if second:
+                acts.writes.setdefault(norm_path(second))
+        elif op in ("remove", "unlink", "rmdir", "removedirs", "rmtree"):
+            acts.deletes.setdefault(norm_path(first))
+        elif op in ("chmod", "chown"):
+            acts.modes.setdefault(norm_path(first))
+        elif op.startswith("copy"):
+            acts.reads.setdefault(norm_path(first))
+            if second:
+                acts.writes.setdefault(norm_path(second))
+        else:  # makedirs, mkdir, truncate
+            acts.writes.setdefault(norm_path(first))
+
+
 _COPIERS_TEXT = frozenset({"cp", "mv", "install", "rsync", "dd", "tee", "cat"})
 # Subcommands whose output is shell set-up code (completion scripts, prompt/env hooks).
 _SETUP_SUBCOMMANDS = frozenset({"completion", "completions", "init", "shellenv", "hook",
@@ -1515,6 +1559,11 @@ class _Walk:
         if not argv:
             return None
         sink = _basename(argv[0])
+        if sink in _WRAPPERS:  # `timeout 5 nc host 80 < file`: the wrapped program reads it
+            inner = argv
+            while inner and _basename(inner[0]) in _WRAPPERS:
+                inner = self.an._unwrap(_basename(inner[0]), inner)
+            sink = _basename(inner[0]) if inner else sink
         for prog in file_data_names:
             # A file's content handed to a program as an argument (dig $(base64 f).x)
             self.an.args.setdefault(f"{prog} <file-data>")

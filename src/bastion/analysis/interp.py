@@ -148,6 +148,8 @@ _PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"
 _SPIN = re.compile(r"while\s*\(?\s*(?:true|1|!0)\s*\)?\s*[:{]|while\s*:|for\s*\(\s*;\s*;|"
                    r"itertools\.count\(|\bcount\(\)|range\(\s*(?:\d{7,}|2\s*\*\*|10\s*\*\*|"
                    r"sys\.maxsize|1e\d|float)|\bloop\s*(?:do|\{)|nonce\s*\+=|nonce\s*\+\+", _P)
+_SETUID_ROOT = re.compile(r"set(?:e|re|res)?uid\s*\(\s*0\b|Process::Sys\.setuid\(\s*0|"
+                          r"POSIX::setuid\(\s*0|\$<\s*=\s*0|\$>\s*=\s*0", _P)
 _PTRACE = re.compile(r"PTRACE_ATTACH|PTRACE_SEIZE|PTRACE_POKE\w*|process_vm_writev|"
                      r"ptrace\(\s*(?:16|0x10|0x4206)\b", _P)
 _FORK = re.compile(r"\bos\.fork\(\)|\bfork\(\s*\)|pcntl_fork|Process\.fork|child_process\.fork", _P)
@@ -191,6 +193,12 @@ def code_features(code: str) -> set[str]:
         feats.add("ptrace_code")
     if "interp_loop" in feats and "fork" in low and _FORK.search(code):
         feats.add("fork_bomb")
+    if "setuid" in low or "setresuid" in low or "setreuid" in low:
+        if _SETUID_ROOT.search(code):
+            feats.add("interp_setuid_root")  # becoming uid 0 from code
+    if "interp_bind" in feats and "interp_socket" in feats and _CONNECT.search(code) and \
+            _RECV.search(code) and "interp_socket_exec" not in feats:
+        feats.add("interp_relay")  # accepts, connects onwards and copies: a port forwarder
     if "interp_hash" in feats and _SPIN.search(code):
         feats.add("interp_hash_spin")  # hashing in an unbounded loop: a nonce search
     if "\\x" in code and _SHELLCODE.search(code):
