@@ -118,17 +118,26 @@ def test_layout_session_and_host_isolation(image_session: Callable[..., Session]
 
 def test_protected_path_holds_in_image(image_session: Callable[..., Session],
                                        swe_layout: Path) -> None:
-    """`protected` paths of the policy are read-only inside the image too, and the
-    attempt is recorded as reward tampering."""
+    """`protected` paths of the policy are read-only inside the image too (the sandbox
+    itself refuses the write, rule packs off), and with the packs on the attempt is
+    recorded as reward tampering."""
+    sandbox_only = image_session(f"{swe_layout}:task1", {
+        "rules": {"packs": []},
+        "sandbox": {"protected": ["/testbed/tests"], "workspace": "/testbed"}})
+    r = sandbox_only.exec("python -c \"open('/testbed/tests/test_add.py', 'a').write('#')\"",
+                          env=SWE_ENV)
+    assert r.exit_code != 0 and "Read-only file system" in r.stderr
+    r = sandbox_only.exec("echo 'def test_x(): pass' > /testbed/tests/test_add.py")
+    assert r.exit_code != 0 and "Read-only file system" in r.stderr
+    assert sandbox_only.image_view.changes() == []
+
     s = image_session(f"{swe_layout}:task1", {"sandbox": {"protected": ["/testbed/tests"],
                                                           "workspace": "/testbed"}})
-    r = s.exec("python -c \"open('/testbed/tests/test_add.py', 'a').write('#')\"", env=SWE_ENV)
-    assert r.exit_code != 0 and "Read-only file system" in r.stderr
-    r = s.exec("echo 'def test_x(): pass' > /testbed/tests/test_add.py")
-    assert r.exit_code != 0
+    s.exec("echo 'def test_x(): pass' > /testbed/tests/test_add.py")
     assert any(v.rule_id.startswith("reward_integrity") for v in s.verdicts)
     assert s.image_view.changes() == []
-    assert "assert add(2, 3) == 5" in (s.image_view.root / "testbed/tests/test_add.py").read_text()
+    text = (s.image_view.root / "testbed/tests/test_add.py").read_text()
+    assert "assert add(2, 3) == 5" in text
 
 
 def test_disk_limit_applies_to_the_upper_layer(image_session: Callable[..., Session],

@@ -43,7 +43,9 @@ def test_ro_and_rw_mounts(make_session, data_dirs: tuple[Path, Path]) -> None:  
 
 def test_masks_and_protected_paths_win(make_session, data_dirs: tuple[Path, Path]) -> None:  # type: ignore[no-untyped-def]
     _, rw = data_dirs
-    s = make_session({"sandbox": {"protected": ["/cache"], "mounts": [
+    # rule packs off: this is about the sandbox's own enforcement (the reward-integrity
+    # rules would refuse the command before it ran)
+    s = make_session({"rules": {"packs": []}, "sandbox": {"protected": ["/cache"], "mounts": [
         {"source": str(rw), "target": "/cache", "mode": "rw"}]}})
     r = s.exec("python3 -c \"open('/cache/item', 'w').write('y')\"")
     assert r.exit_code != 0 and not (rw / "item").exists()
@@ -72,7 +74,8 @@ def test_protected_path_inside_rw_mount(make_session, data_dirs: tuple[Path, Pat
     (rw / "grader").mkdir()
     (rw / "grader" / "score.txt").write_text("0\n")
     os.chmod(rw / "grader", 0o777)
-    s = make_session({"sandbox": {"protected": ["/cache/grader"], "mounts": [
+    s = make_session({"rules": {"packs": []},
+                      "sandbox": {"protected": ["/cache/grader"], "mounts": [
         {"source": str(rw), "target": "/cache", "mode": "rw"}]}})
     r = s.exec("python3 -c \"open('/cache/grader/score.txt', 'w').write('1')\"; "
                "echo ok > /cache/free && cat /cache/free")
