@@ -79,13 +79,13 @@ def test_honest_cpu_heavy_foreground_work_is_never_judged(monitored):
     foreground, using CPU far past the test's background budget. The work is counted
     in CPU-seconds, so however busy the host, it really does use that much."""
     s = monitored(SMALL)
-    r1 = s.exec(f"python3 -c '{BURN}' 1.2", call_id="c1", timeout=120)
-    r2 = s.exec(f"python3 -c '{BURN}' 0.6 & python3 -c '{BURN}' 0.6 & wait", call_id="c2",
+    r1 = s.exec(f"python3 -c '{BURN}' 0.8", call_id="c1", timeout=120)
+    r2 = s.exec(f"python3 -c '{BURN}' 0.4 & python3 -c '{BURN}' 0.4 & wait", call_id="c2",
                 timeout=120)
     assert r1.outcome.value == "ok" and r2.outcome.value == "ok", (r1, r2)
     calls = [e for e in events_of(s, EventKind.RESOURCE) if e.fields.get("res.scope") == "call"]
     used = sum(e.fields["res.cpu_seconds"] for e in calls)
-    assert used > 2.0, used  # past the 0.6 core-second background budget, three times over
+    assert used > 1.4, used  # past the 0.6 core-second background budget, twice over
     assert sum(e.fields["res.bg_cpu_seconds"] for e in calls) < 0.3
     assert not _compute_verdicts(s)
     assert not [v for v in s.verdicts if v.action is not Action.NONE], s.verdicts
@@ -96,7 +96,7 @@ def test_a_background_build_of_short_steps_is_left_to_finish(monitored):
     short-lived steps, judged on the large budget."""
     s = monitored({"rules": {"detectors": {"background_cpu_seconds": 1.0,
                                            "background_total_cpu_seconds": 30}}})
-    r = s.exec("nohup sh -c 'for i in $(seq 1 40); do python3 -c \"sum(range(200000))\"; "
+    r = s.exec("nohup sh -c 'for i in $(seq 1 25); do python3 -c \"sum(range(200000))\"; "
                "done; touch build.done' >/dev/null 2>&1 &", call_id="c1", step=1)
     assert r.exit_code == 0
     done = s.exec("for i in $(seq 1 600); do [ -f build.done ] && break; sleep 0.2; done; "
@@ -106,7 +106,7 @@ def test_a_background_build_of_short_steps_is_left_to_finish(monitored):
              if e.fields.get("res.scope") == "call" and e.call_id == "c1"]
     background = sum(e.fields["res.bg_cpu_seconds"] for e in calls)
     persistent = sum(e.fields["res.bg_persistent_cpu_seconds"] for e in calls)
-    assert background > 0.3 and persistent < background / 2, (background, persistent)
+    assert background > 0.2 and persistent < background / 2, (background, persistent)
     assert not _compute_verdicts(s)
 
 
