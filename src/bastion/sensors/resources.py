@@ -14,6 +14,11 @@ each session gets
   last sample, one sample with ``res.limit`` (``pids`` / ``memory``) charged to the
   call holding the most processes (memory).
 
+Sampling takes at most ``_MAX_SHARE`` (15%) of a core: with many sessions in one
+process the samples are spaced out beyond ``interval`` (the budgets count CPU used,
+which no sample misses; only the latency grows) instead of starving the process
+sensor's thread of the interpreter.
+
 Only CPU *used* is measured, never run-queue demand: on a host shared by many
 sessions, waiting for a core is not burning one. Bastion's own processes in the
 session's ``init`` cgroup (bwrap, the supervisor) are never sampled as the agent's.
@@ -49,6 +54,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _TOP_PROCESSES = 8
 _MIN_REPORTED_CORES = 0.05
 _MIN_REPORTED_SECONDS = 0.005  # a call sample below this is idle noise
+_MAX_SHARE = 0.15  # of one core, at most, for sampling every session
 
 
 def _boot_monotonic() -> float:
@@ -109,6 +115,7 @@ class ResourceSensor:
         self._wake = threading.Event()
         self._broken: str | None = None
         self.samples = 0
+        self._cost = 0.0  # seconds one session's sample takes (moving average)
         self._thread = threading.Thread(target=run_guarded, args=(
             "resource", self._run, self._watched, self._set_broken),
             name="bastion-resources", daemon=True)
@@ -158,11 +165,18 @@ class ResourceSensor:
                 upcoming = min((s.next_due for s in self._sessions.values()), default=now + 1)
             if due:
                 gpu = self._gpu_samples()
+                # never take more than _MAX_SHARE of a core: with many sessions in one
+                # process the samples are spaced out (budgets count CPU used, so only
+                # the latency grows) rather than starving the process sensor's thread
+                floor = self._cost * len(self._sessions) / _MAX_SHARE
                 for state in due:
-                    state.next_due = max(state.next_due + state.interval, now)
+                    state.next_due = max(state.next_due + max(state.interval, floor), now)
                     with self._sampling:
                         if state.session.view.session_id in self._sessions:
+                            started = time.perf_counter()
                             self.sample(state, gpu)
+                            cost = time.perf_counter() - started
+                            self._cost += (cost - self._cost) * 0.1
                 continue
             self._wake.wait(max(0.0, upcoming - time.monotonic()))
             self._wake.clear()
