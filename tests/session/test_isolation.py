@@ -82,7 +82,7 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
     busy, busy_rec = _session(state_dir, {"high": "alert"})
     try:
         # enough workspace that copying it takes a good while
-        for i in range(6000):
+        for i in range(3000):
             (slow.workspace / f"f{i:05d}.bin").write_bytes(b"x" * 4096)
         # the same storm with nothing else going on: how far behind the host itself is
         baseline = _delays(busy, busy_rec, busy.exec(STORM_CMD, call_id="c0", timeout=60))
@@ -110,7 +110,8 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
             assert not [v for v in s.verdicts if v.rule_id == "telemetry.loss"]
         assert not busy.frozen
         during = [d for d, at in delays if at < slow_rec.event_at[actions[0].id]]
-        assert len(during) >= STORM // 4, "the storm hardly overlapped the quarantine"
+        # (with the quarantine on the sensor's thread, none could be recorded during it)
+        assert len(during) >= 10, "the storm hardly overlapped the quarantine"
         p99, base99 = _p99([d for d, _ in delays]), _p99([d for d, _ in baseline])
         print(f"storm of {STORM} execs during a quarantine: p99 {p99:.1f} ms "
               f"(alone: {base99:.1f} ms), {len(during)} recorded during the quarantine, "

@@ -11,12 +11,14 @@ Written to ``<state_dir>/quarantine/<session_id>/``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import stat
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,9 +74,35 @@ def _copy_regular(src: Path, dst: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _background_priority() -> Iterator[None]:
+    """Run the copy at the lowest CPU priority (per thread on Linux): it is forensic
+    background work, and the sensor threads serving every other session must not
+    wait for a core behind it."""
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # raising it back needs CAP_SYS_NICE
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
 def quarantine(*, root: Path, session_id: str, workspace: Path, pids: Iterable[int],
                verdict: Mapping[str, Any], budget: int = MAX_QUARANTINE_BYTES) -> Path:
     """Copy the evidence of a (frozen) session; returns the quarantine directory."""
+    with _background_priority():
+        return _quarantine(root=root, session_id=session_id, workspace=workspace, pids=pids,
+                           verdict=verdict, budget=budget)
+
+
+def _quarantine(*, root: Path, session_id: str, workspace: Path, pids: Iterable[int],
+                verdict: Mapping[str, Any], budget: int) -> Path:
     dest = root / "quarantine" / session_id
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     processes = [asdict(read_process(pid)) for pid in sorted(set(pids))]
