@@ -74,24 +74,27 @@ def start_server(state: Path, port: int) -> subprocess.Popen[str]:
                                                             else ""))
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
+def stop_server(proc: subprocess.Popen[str]) -> str:
+    """Stop the server; return what it wrote on stderr."""
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=20)
+        _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        _, err = proc.communicate()
+    return err or ""
 
 
 # -- clients (another process) -------------------------------------------------------------
 
 
-def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: float,
-                 out: mp.Queue, expected: Any) -> None:  # type: ignore[type-arg]
+def clients_main(url: str, pollers: int, followers: int, stop: Any, drain: float,
+                 out: mp.Queue, expected: Any, ready: Any) -> None:  # type: ignore[type-arg]
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
+    ends: list[str] = []
     received: list[dict[str, float]] = [{} for _ in range(followers)]
     lock = threading.Lock()
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -99,7 +102,7 @@ def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: 
     def poll(i: int) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
             n = i
-            while time.time() < stop_at:
+            while time.time() < stop.value:
                 path = PATHS[n % len(PATHS)]
                 n += 1
                 t = time.perf_counter()
@@ -119,6 +122,16 @@ def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: 
         """Until every verdict written arrived (``expected`` is set once the writers
         have stopped), or ``drain`` seconds after they stopped (the server's pings,
         every 10 s, wake the loop)."""
+        try:
+            if _follow(i):
+                return
+            errors.append(f"follower {i}: the server ended the stream at "
+                          f"{time.time() - stop.value:+.1f} s")
+        except httpx.HTTPError as exc:
+            errors.append(f"follower {i}: {type(exc).__name__} at "
+                          f"{time.time() - stop.value:+.1f} s: {exc}")
+
+    def _follow(i: int) -> bool:
         seen = received[i]
         with httpx.Client(base_url=url, headers=headers,
                           timeout=httpx.Timeout(10, read=30)) as c, \
@@ -127,23 +140,31 @@ def clients_main(url: str, pollers: int, followers: int, stop_at: float, drain: 
             for line in r.iter_lines():
                 if line.startswith("event:"):
                     event = line[6:].strip()
+                    if event == "hello":  # subscribed: the writers may start
+                        with ready.get_lock():
+                            ready.value += 1
                 elif line.startswith("data:") and event == "verdict":
                     data = json.loads(line[5:])
                     seen[data["id"]] = time.time() - data["wall"]
                 elif line.startswith("data:") and event == "dropped":
                     errors.append(f"follower {i} dropped")
                 now = time.time()
-                if 0 <= expected.value <= len(seen) or now > stop_at + drain:
-                    return
+                if 0 <= expected.value <= len(seen) or now > stop.value + drain:
+                    ends.append(f"follower {i}: {len(seen)}/{expected.value} at "
+                                f"{now - stop.value:+.1f} s")
+                    return True
+        ends.append(f"follower {i}: stream ended, {len(seen)}/{expected.value} at "
+                    f"{time.time() - stop.value:+.1f} s")
+        return False
 
     threads = [threading.Thread(target=follow, args=(i,), daemon=True) for i in range(followers)]
     threads += [threading.Thread(target=poll, args=(i,), daemon=True) for i in range(pollers)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=max(1.0, stop_at + drain + 30 - time.time()))
+        t.join(timeout=max(1.0, stop.value + drain + 30 - time.time()))
     out.put({"latencies": latencies, "errors": errors[:20], "n_errors": len(errors),
-             "received": received})
+             "received": received, "ends": ends})
 
 
 # -- writers ("live sessions") -------------------------------------------------------------
@@ -207,14 +228,25 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     server = start_server(state, port)
     url = f"http://127.0.0.1:{port}"
-    stop_at = time.time() + args.seconds + 3  # clients connect first
+    stop = mp.get_context("spawn").Value("d", time.time() + 3600)  # set once all are ready
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     expected = ctx.Value("i", -1)
-    clients = ctx.Process(target=clients_main, args=(url, args.pollers, args.followers,
-                                                     stop_at, 120.0, out, expected))
-    clients.start()
-    time.sleep(3)
+    ready = ctx.Value("i", 0)
+    # pollers and followers in processes of their own, so a client's own GIL does not
+    # pass for the server's latency
+    clients = [ctx.Process(target=clients_main, args=(url, pollers, followers, stop,
+                                                      120.0, out, expected, ready))
+               for pollers, followers in ((args.pollers, 0), (0, args.followers))]
+    for c in clients:
+        c.start()
+    # the stream does not replay the past: every follower must be subscribed before
+    # the first record is written (starting a process can take seconds on a busy host)
+    deadline = time.time() + 120
+    while ready.value < args.followers and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop_at = stop.value = time.time() + args.seconds
     server_ps = psutil.Process(server.pid)
     cpu_before = server_ps.cpu_times()
     counts: list[int] = []
@@ -232,15 +264,22 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
     expected.value = len(verdict_ids)
     cpu_after = server_ps.cpu_times()
     server_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    result = out.get(timeout=args.seconds + 300)
-    clients.join(timeout=30)
+    parts = [out.get(timeout=args.seconds + 300) for _ in clients]
+    for c in clients:
+        c.join(timeout=30)
+    result = {"latencies": [x for r in parts for x in r["latencies"]],
+              "errors": [e for r in parts for e in r["errors"]],
+              "n_errors": sum(r["n_errors"] for r in parts),
+              "received": [x for r in parts for x in r["received"]],
+              "ends": [x for r in parts for x in r["ends"]]}
     import httpx
 
     metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
                         timeout=30).text
-    server_dropped = next((float(line.split()[-1]) for line in metrics.splitlines()
-                           if line.startswith("bastion_serve_stream_dropped_total")), -1.0)
-    stop(server)
+    def counter(name: str) -> float:
+        return next((float(line.split()[-1]) for line in metrics.splitlines()
+                     if line.startswith(name + " ")), -1.0)
+    server_stderr = stop_server(server)
     received = result["received"]
     missing = [len(verdict_ids - set(r)) for r in received]
     delivery = [lat for r in received for vid, lat in r.items() if vid in verdict_ids]
@@ -257,8 +296,12 @@ def part_a(args: argparse.Namespace) -> dict[str, object]:
         "api_errors": result["n_errors"], "api_error_samples": result["errors"],
         "verdicts_written": len(verdict_ids),
         "verdicts_missed_per_follower": missing,
-        "stream_dropped_server_counter": server_dropped,
+        "stream_dropped_server_counter": counter("bastion_serve_stream_dropped_total"),
+        "stream_undelivered_server_counter": counter(
+            "bastion_serve_stream_undelivered_total"),
         "stream_delivery": summary_ms(delivery) if delivery else None,
+        "followers_ended": result["ends"],
+        "server_stderr_tail": server_stderr[-2000:],
     }
 
 
@@ -283,8 +326,10 @@ def part_b(args: argparse.Namespace) -> dict[str, object]:
                 out: mp.Queue = spawn.Queue()  # type: ignore[type-arg]
                 clients = spawn.Process(
                     target=clients_main, args=(f"http://127.0.0.1:{port}", args.pollers,
-                                               args.followers, stop_at, 0.0, out,
-                                               spawn.Value("i", -1)), daemon=True)
+                                               args.followers, spawn.Value("d", stop_at),
+                                               0.0, out,
+                                               spawn.Value("i", -1), spawn.Value("i", 0)),
+                    daemon=True)
                 clients.start()
                 time.sleep(3)
             samples = with_server if server else without
@@ -296,7 +341,7 @@ def part_b(args: argparse.Namespace) -> dict[str, object]:
                 clients.terminate()
                 clients.join()
             if server is not None:
-                stop(server)
+                stop_server(server)
     p50_without, p50_with = pct(without, 50), pct(with_server, 50)
     return {"exec_without_server": summary_ms(without),
             "exec_with_server_and_clients": summary_ms(with_server),

@@ -63,7 +63,8 @@ def create_app(config: ServeConfig | None = None, *,
     ctx.recorder = Recorder(state)
     index.lag_observer = ctx.lag.observe
     collector = TrailCollector(index, ctx.verifier, ctx.lag, lambda: (
-        ctx.broadcaster.clients, ctx.broadcaster.delivered, ctx.broadcaster.dropped))
+        ctx.broadcaster.clients, ctx.broadcaster.delivered, ctx.broadcaster.dropped,
+        ctx.broadcaster.undelivered))
     registry = registry_for(collector)
 
     @contextlib.asynccontextmanager

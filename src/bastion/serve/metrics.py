@@ -66,11 +66,11 @@ class LagHistogram:
 
 class TrailCollector(Collector):
     def __init__(self, index: Index, verifier: Verifier, lag: LagHistogram,
-                 stream_stats: Callable[[], tuple[int, int, int]]) -> None:
+                 stream_stats: Callable[[], tuple[int, int, int, int]]) -> None:
         self.index = index
         self.verifier = verifier
         self.lag = lag
-        self.stream_stats = stream_stats  # (clients, delivered, dropped)
+        self.stream_stats = stream_stats  # (clients, delivered, dropped, undelivered)
 
     def collect(self) -> Iterator[Metric]:
         index = self.index
@@ -171,7 +171,7 @@ class TrailCollector(Collector):
             tripped.add_metric([summary.run_id], 1.0 if summary.paused else 0.0)
         yield tripped
 
-        clients, delivered, dropped = self.stream_stats()
+        clients, delivered, dropped, undelivered = self.stream_stats()
         g = GaugeMetricFamily("bastion_serve_stream_clients", "clients following the live "
                               "stream")
         g.add_metric([], clients)
@@ -181,6 +181,9 @@ class TrailCollector(Collector):
         yield _counter("bastion_serve_stream_dropped", "records a slow stream client missed "
                        "(its queue was full; the client is told and disconnected)", [],
                        [((), dropped)])
+        yield _counter("bastion_serve_stream_undelivered", "records queued for a stream client "
+                       "whose stream ended first (it left, or took longer than the send "
+                       "timeout to read)", [], [((), undelivered)])
         stats = index.statistics()
         g = GaugeMetricFamily("bastion_serve_poll_duration_seconds", "time the last poll "
                               "of the trail took")

@@ -34,8 +34,9 @@ class Broadcaster:
     def __init__(self, queue_size: int = 10_000) -> None:
         self.queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
-        self.delivered = 0
-        self.dropped = 0
+        self.delivered = 0  # queued for a client
+        self.dropped = 0  # not queued: the client was too far behind
+        self.undelivered = 0  # queued, but the client's stream ended before it was sent
 
     def subscribe(self, accepts: Callable[[Record], bool]) -> Subscriber:
         sub = Subscriber(asyncio.Queue(self.queue_size + 1), accepts)
@@ -43,7 +44,11 @@ class Broadcaster:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self._subscribers.discard(sub)
+        """A stream ended (the client left, or could not take what was sent within the
+        send timeout): what was still queued for it is counted as undelivered."""
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self.undelivered += sum(1 for item in _drain(sub.queue) if item is not DROPPED)
 
     @property
     def clients(self) -> int:
@@ -65,3 +70,10 @@ class Broadcaster:
                     break
                 sub.queue.put_nowait(record)
                 self.delivered += 1
+
+
+def _drain(queue: asyncio.Queue[object]) -> list[object]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
