@@ -127,3 +127,17 @@ def test_exfil_volume_grows_with_new_labels_only() -> None:
     assert any(over)
     # the window forgets
     assert meter.volume("allowed.lab.test", now=1000) == 0
+
+
+def test_one_nibble_per_label_costs_what_it_carries() -> None:
+    meter = ExfilMeter(budget=512)
+    secret = secrets.token_hex(600)
+    sent = 0
+    for i in range(0, len(secret), 8):
+        sub = ".".join(secret[i:i + 8]) + ".x"  # 4.c.2.b.2.6.4.b.x: every label seen before
+        over, _ = meter.exceeds("allowed.lab.test", sub, now=1 + i / 1000)
+        if over:
+            break
+        meter.charge("allowed.lab.test", sub, now=1 + i / 1000)
+        sent += 4
+    assert sent <= 512  # payload bytes that got out before the budget refused the rest

@@ -81,3 +81,23 @@ def test_a_renamed_copy_is_still_ssh(tmp_path: Path) -> None:
     finally:
         runner.kill()
         runner.wait()
+
+
+@pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
+def test_config_given_as_stdin_is_read_from_the_process(tmp_path: Path) -> None:
+    assert SSH is not None
+    config = tmp_path / "cfg"
+    config.write_text("Host r\n  HostName 203.0.113.66\n  RemoteForward 9103 localhost:22\n")
+    # a proxy command that never answers keeps ssh alive, waiting for the banner
+    with open(config) as stdin:
+        runner = subprocess.Popen([SSH, "-F", "/dev/stdin", "-o", "ProxyCommand=sleep 30",
+                                   "r"], stdin=stdin, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        event = Event(kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
+            "proc.name": "ssh", "proc.args": ["ssh", "-F", "/dev/stdin", "r"], "proc.cwd": "/"})
+        found = SshExecDetector().observe(event)
+        assert found and "ssh_forward_remote" in found[0].message
+    finally:
+        runner.kill()
+        runner.wait()

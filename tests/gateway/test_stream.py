@@ -149,3 +149,36 @@ def test_a_silent_start_is_classified_when_it_speaks() -> None:
                      b"CONNECT 203.0.113.33:3333 HTTP/1.1\r\n\r\n", 4)
     assert found is not None and found.app == "http-connect"
     assert feed_all(Inspector(classify_first=True), b"\x00\x01binary protocol", 3) is None
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                   for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
+def test_stratum_in_a_chunked_or_compressed_body() -> None:
+    import gzip
+    import zlib
+
+    body = json.dumps(SUBSCRIBE).encode() + b"\n"
+    chunked = (b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nTransfer-Encoding: chunked"
+               b"\r\n\r\n" + _chunked(body, 5))
+    packed = gzip.compress(body)
+    gzipped = (b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: gzip\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
+    both = (b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: deflate\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(zlib.compress(body), 7))
+    for data in (chunked, gzipped, both):
+        for step in (1, 3, 4096):
+            found = feed_all(Inspector(http=True), data, step)
+            assert found is not None and found.app == "stratum", (data[:60], step)
+
+
+def test_honest_compressed_upload_passes() -> None:
+    import gzip
+
+    packed = gzip.compress(b'{"files": ["a.py", "b.py"], "message": "fix tests"}' * 200)
+    data = (b"POST /upload HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(packed, 100))
+    assert feed_all(Inspector(http=True), data, 64) is None

@@ -25,6 +25,7 @@ import glob
 import hashlib
 import os
 import shlex
+import stat
 import threading
 from collections.abc import Callable, Iterable
 
@@ -185,6 +186,19 @@ def _reader(pid: int) -> Callable[[str], str | None]:
     root = f"/proc/{pid}/root"
 
     def read(path: str) -> str | None:
+        fd = _fd_path(path)
+        if fd is not None:
+            # the process's own descriptor (-F /dev/stdin < file): read it only if it is
+            # a regular file (opened afresh, so ssh's offset is not moved); a pipe's
+            # bytes would be taken from ssh
+            target = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not stat.S_ISREG(os.stat(target).st_mode):
+                    return None
+                with open(target, encoding="utf-8", errors="replace") as f:
+                    return f.read(_MAX_CONFIG)
+            except OSError:
+                return None
         if "*" in path or "?" in path:  # Include with a glob
             found = sorted(glob.glob(root + path))[:16]
             texts = []
@@ -242,6 +256,16 @@ class SshExecDetector:
 
     def forget(self, session_id: str) -> None:
         return None
+
+
+def _fd_path(path: str) -> int | None:
+    """N for /dev/stdin (0), /dev/fd/N, /proc/self/fd/N; None for other paths."""
+    if path == "/dev/stdin":
+        return 0
+    for prefix in ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"):
+        if path.startswith(prefix) and path[len(prefix):].isdigit():
+            return int(path[len(prefix):])
+    return None
 
 
 def _home_config(pid: int) -> str | None:

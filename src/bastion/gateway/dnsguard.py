@@ -158,13 +158,15 @@ def parent_of(name: str, wildcards: Iterable[str] = ()) -> tuple[str, str]:
 
 
 class ExfilMeter:
-    """Bytes of new label text per parent domain in a sliding window.
+    """Bytes of new name text per parent domain in a sliding window.
 
-    A name's labels below its parent count once per window, by length: ``a1b2...``
-    looked up again costs nothing (retries, caches), every new label costs its bytes.
-    Honest work resolves a handful of names per domain; a tunnel must keep sending new
-    labels to move data, so its volume grows with what it moves whatever the encoding
-    (hex, decimal, base32) or label length."""
+    The part of a name below its parent counts once per window, by length: ``a1b2...``
+    looked up again costs nothing (retries, caches), every new name costs its bytes —
+    the whole name, not only its new labels, so data spread one nibble per label
+    (``4.c.2.b.x.parent``, each label seen before) costs what it carries. Honest work
+    resolves a handful of names per domain; a tunnel must keep sending new names to
+    move data, so its volume grows with what it moves whatever the encoding (hex,
+    decimal, base32), label length or label count."""
 
     WINDOW = 60.0
 
@@ -188,9 +190,9 @@ class ExfilMeter:
         if not sub:
             return 0
         seen = self._seen.get(parent, {})
-        fresh = [label for label in sub.split(".")
-                 if label and now - seen.get(label, -1e18) > self.WINDOW]
-        return sum(len(label) for label in dict.fromkeys(fresh))
+        if now - seen.get(sub, -1e18) <= self.WINDOW:
+            return 0
+        return len(sub)  # dots too: label boundaries carry information as well
 
     def charge(self, parent: str, sub: str, now: float | None = None) -> int:
         """Record a lookup that leaves; returns the parent's volume afterwards."""
@@ -198,12 +200,10 @@ class ExfilMeter:
         size = self.cost(parent, sub, now)
         if size:
             seen = self._seen.setdefault(parent, {})
-            for label in sub.split("."):
-                if label:
-                    seen[label] = now
+            seen[sub] = now
             if len(seen) > 4096:  # forget the oldest half: memory stays bounded
-                for label, _ in sorted(seen.items(), key=lambda kv: kv[1])[:2048]:
-                    del seen[label]
+                for name, _ in sorted(seen.items(), key=lambda kv: kv[1])[:2048]:
+                    del seen[name]
             self._volume.setdefault(parent, deque()).append((now, size))
         return self.volume(parent, now)
 

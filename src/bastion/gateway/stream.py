@@ -27,6 +27,7 @@ still seen.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,6 +133,12 @@ class Inspector:
         self._ws_mask = b""
         self._ws_pos = 0
         self._ws_text = b""  # unmasked payload awaiting a scan
+        # a body whose bytes on the wire are not its content (chunked framing, gzip or
+        # deflate): its payload is rebuilt and scanned as well
+        self._decode = False
+        self._inflate: zlib._Decompress | None = None
+        self._payload: list[bytes] = []
+        self._plain = b""
         self.requests = 0
 
     def feed(self, data: bytes) -> Finding | None:
@@ -180,14 +187,22 @@ class Inspector:
                     return found
             elif self._state == "body":
                 take = min(self._body_left, len(data) - pos)
+                if self._decode:
+                    self._payload.append(data[pos:pos + take])
                 self._body_left -= take
                 pos += take
                 if self._body_left == 0:
                     self._state = "head"
+                found = self._decoded()
+                if found:
+                    return found
             elif self._state == "chunked":
                 pos = self._chunked(data, pos)
                 if pos < 0:
                     return Finding("http", "gateway.malformed", "bad chunked encoding")
+                found = self._decoded()
+                if found:
+                    return found
             elif self._state == "ws":
                 return self._frames(data[pos:])
             else:  # raw: after an upgrade we cannot frame (h2c and friends): scan only
@@ -215,6 +230,12 @@ class Inspector:
         if headers.get(b"upgrade"):
             self._state = "raw"
             return None
+        encoding = headers.get(b"content-encoding", b"").strip().lower()
+        self._inflate = (zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in (b"gzip", b"x-gzip")
+                         else zlib.decompressobj() if encoding == b"deflate" else None)
+        self._plain = b""
+        self._decode = self._inflate is not None or b"chunked" in headers.get(
+            b"transfer-encoding", b"").lower()
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
             self._state = "chunked"
             self._chunk = b""
@@ -235,6 +256,7 @@ class Inspector:
         while pos < len(data):
             if self._body_left > 0:
                 take = min(self._body_left, len(data) - pos)
+                self._payload.append(data[pos:pos + take])
                 self._body_left -= take
                 pos += take
                 continue
@@ -264,6 +286,23 @@ class Inspector:
                 self._body_left = size
                 # after the data: CRLF, handled by the empty-line skip above
         return pos
+
+    def _decoded(self) -> Finding | None:
+        """Scan the body's content as the server will see it: de-chunked, inflated
+        (at most 1 MiB of output per fed chunk: a compression bomb is not followed)."""
+        if not self._payload:
+            return None
+        payload = b"".join(self._payload)
+        self._payload = []
+        if self._inflate is not None:
+            try:
+                payload = self._inflate.decompress(payload, 1 << 20)
+            except zlib.error:
+                self._inflate = None
+                return Finding("http", "gateway.malformed",
+                               "a compressed request body that does not decompress")
+        self._plain = self._plain[-_OVERLAP:] + payload
+        return scan(self._plain)
 
     # -- websocket (client frames are masked: unmask before scanning) -----------------
 
