@@ -324,12 +324,13 @@ def part_b(args: argparse.Namespace) -> dict[str, object]:
                 stop_at = time.time() + 3600
                 spawn = mp.get_context("spawn")
                 out: mp.Queue = spawn.Queue()  # type: ignore[type-arg]
+                # kept referenced until the child has read them (start() drops its own
+                # references, and a collected Value's semaphore is gone for the child)
+                shared = (spawn.Value("d", stop_at), spawn.Value("i", -1), spawn.Value("i", 0))
                 clients = spawn.Process(
                     target=clients_main, args=(f"http://127.0.0.1:{port}", args.pollers,
-                                               args.followers, spawn.Value("d", stop_at),
-                                               0.0, out,
-                                               spawn.Value("i", -1), spawn.Value("i", 0)),
-                    daemon=True)
+                                               args.followers, shared[0], 0.0, out,
+                                               shared[1], shared[2]), daemon=True)
                 clients.start()
                 time.sleep(3)
             samples = with_server if server else without

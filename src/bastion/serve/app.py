@@ -119,11 +119,17 @@ def create_app(config: ServeConfig | None = None, *,
 
 
 def _poll_once(ctx: Context) -> list[Any]:
+    """One read of the trail. A failure is not swallowed: /healthz answers 503 with it
+    until a later poll succeeds, and it is logged."""
     try:
         fresh = ctx.index.poll()
     except (AuditError, OSError) as exc:
         ctx.poll_error = f"cannot read the audit trail: {exc}"
         log.error("%s", ctx.poll_error)
+        return []
+    except Exception as exc:  # a bug here must not stop the poller silently
+        ctx.poll_error = f"reading the audit trail failed: {type(exc).__name__}: {exc}"
+        log.exception("bastion serve: %s", ctx.poll_error)
         return []
     ctx.poll_error = None
     return fresh
