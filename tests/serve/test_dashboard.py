@@ -145,7 +145,7 @@ def test_dashboard_follows_a_live_rl_demo_run(serve_factory: Any, state_dir: Pat
 
     def run() -> None:
         try:
-            result["code"] = run_training_demo(console, state_dir=state_dir, episodes=2,
+            result["code"] = run_training_demo(console, state_dir=state_dir, episodes=4,
                                                parallel=2)
         except Exception as exc:  # noqa: BLE001 - shown by the assertion below
             result["error"] = repr(exc)
@@ -159,6 +159,9 @@ def test_dashboard_follows_a_live_rl_demo_run(serve_factory: Any, state_dir: Pat
                 "#episodes tr.episode[data-state='live']").count() > 0
             seen_new = seen_new or page.locator("#feed .item.new").count() > 0  # by stream
             if seen_live and seen_new:
+                # the panels follow the feed within a refresh; picture them caught up
+                page.wait_for_function("document.querySelector('#tile-verdicts b')"
+                                       ".textContent !== '0'", timeout=10_000)
                 page.screenshot(path=str(ARTIFACTS / "rl-demo-live.png"), full_page=True)
             page.wait_for_timeout(100)
     finally:
