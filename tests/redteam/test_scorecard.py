@@ -16,6 +16,8 @@ import pytest
 from bastion.redteam import Scorecard, load_builtin, select
 from bastion.redteam.report import render_html
 
+pytestmark = pytest.mark.needs_root
+
 FAST = select(load_builtin(), suite="fast")
 
 # scenario id -> why it fails today (see /tmp/redteam-findings.md for the details)
