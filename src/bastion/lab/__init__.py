@@ -229,7 +229,7 @@ class Lab:
         proc = self._spawn([sys.executable, "-m", "bastion.lab.servers", str(self.root)],
                            self.root / "servers.out")
         _wait_for(lambda: (self.root / "servers.ready").exists() or proc.poll() is not None,
-                  10.0)
+                  30.0)
         if proc.poll() is not None or not (self.root / "servers.ready").exists():
             out = (self.root / "servers.out").read_text(errors="replace")[-2000:]
             raise SandboxUnavailable(f"lab servers did not start: {out}")
@@ -253,7 +253,7 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         proc = self._spawn([_SSHD, "-D", "-e", "-f", str(config)], self.root / "sshd.log")
         _wait_for(lambda: "Server listening" in (self.root / "sshd.log").read_text(
-            errors="replace") or proc.poll() is not None, 10.0)
+            errors="replace") or proc.poll() is not None, 30.0)
         if proc.poll() is not None:
             raise SandboxUnavailable("lab sshd did not start: "
                                      + (self.root / "sshd.log").read_text(errors="replace"))

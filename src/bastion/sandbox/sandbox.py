@@ -43,6 +43,9 @@ _BOOTSTRAP = ("import os,sys;fd=int(sys.argv[2]);b=b''\n"
               "os.close(fd);exec(compile(b,'bastion-supervisor','exec'))")
 _MAX_OUTPUT = 8 * 1024 * 1024  # per stream; the rest is counted and dropped
 _START_TIMEOUT = 10.0
+# Launching waits longer than a live supervisor may stay silent: a rollout burst of 64
+# session starts on 2 cores queues each supervisor's interpreter start behind the others.
+_LAUNCH_TIMEOUT = 30.0
 _REPLY_SLICE = 0.1  # while waiting for a reply, look at the supervisor this often
 
 
@@ -341,7 +344,7 @@ class Sandbox:
             os.write(block_w, b"go")
             self._sock = host_sock
             self._send({"op": "ping"})
-            reply, _ = self._recv(timeout=_START_TIMEOUT)
+            reply, _ = self._recv(timeout=_LAUNCH_TIMEOUT)
             if reply.get("op") != "pong":
                 raise SandboxUnavailable(f"sandbox supervisor answered {reply!r}")
             self._watch_supervisor()
@@ -456,7 +459,7 @@ class Sandbox:
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
         buf = b""
-        deadline = time.monotonic() + _START_TIMEOUT
+        deadline = time.monotonic() + _LAUNCH_TIMEOUT
         while b"}" not in buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
