@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bastion.events import Action, EventKind
+from bastion.events import Action, EventKind, Severity
 from bastion.sensors import ProcessSensor
 
 from .monitor import bare_host, events_of, monitored_session, verdicts_named, wait_for
@@ -23,9 +23,7 @@ def test_netlink_overrun_freezes_the_session(state_dir):
         loss = wait_for(lambda: verdicts_named(s, "telemetry.loss"))
         assert loss, [e.fields for e in events_of(s, EventKind.TELEMETRY)]
         assert loss[0].action is Action.FREEZE
-        # on a loaded host the sensor may also notice it fell behind before the kernel
-        # reports the overrun: both are loss, and both freeze
-        assert "ENOBUFS" in loss[0].message or "behind" in loss[0].message
+        assert "ENOBUFS" in loss[0].message
         assert wait_for(lambda: s.frozen)
         assert s.sandbox is not None and s.sandbox.cgroup is not None
         assert s.sandbox.cgroup.frozen()
@@ -38,7 +36,9 @@ def test_netlink_overrun_freezes_the_session(state_dir):
         sensor.close()
 
 
-def test_sensor_that_falls_behind_freezes_the_session(state_dir):
+def test_sensor_that_falls_behind_is_recorded_but_does_not_freeze(state_dir):
+    """Late is not lost: every event is still judged, so an honest episode on a loaded
+    host is not frozen or penalised; the trail says the sensor ran behind."""
     sensor = ProcessSensor(mode="netlink", max_lag=0.2)
     bare_host(state_dir).add_observer(sensor)
     s = monitored_session(state_dir)
@@ -46,9 +46,15 @@ def test_sensor_that_falls_behind_freezes_the_session(state_dir):
         with sensor._lock:
             s.exec("/bin/true", call_id="c1")
             time.sleep(0.4)  # the sensor is 400 ms behind the kernel when it resumes
-        loss = wait_for(lambda: verdicts_named(s, "telemetry.loss"))
-        assert loss and "behind" in loss[0].message
-        assert wait_for(lambda: s.frozen)
+        degraded = wait_for(lambda: verdicts_named(s, "telemetry.degraded"))
+        assert degraded and "behind" in degraded[0].message
+        assert degraded[0].severity <= Severity.LOW
+        assert degraded[0].action not in (Action.FREEZE, Action.KILL, Action.TERMINATE)
+        assert not verdicts_named(s, "telemetry.loss")
+        assert not verdicts_named(s, "monitor_tamper.telemetry_loss")
+        assert sensor.lagged >= 1 and sensor.losses == 0
+        assert not s.frozen
+        assert s.exec("echo still-here", call_id="c2").stdout == "still-here\n"
     finally:
         s.close()
         sensor.close()

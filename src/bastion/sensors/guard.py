@@ -8,6 +8,8 @@ A sensor that dies, or that loses events, must not leave sessions running unobse
 - ``report_loss`` gives every running session a ``telemetry.loss`` event; the engine
   answers it with a freezing verdict, which the session carries out on its own
   executor (the sensor never freezes anything itself).
+- ``report_degraded`` says a sensor runs late or partly blind without losing events:
+  recorded, judged low, never a penalty (it is the host's load, not the agent).
 - ``telemetry`` builds the ``telemetry`` event (loss, or a gap: a sensor that runs
   degraded says so once per session).
 """
@@ -20,7 +22,7 @@ from typing import Any, NamedTuple
 from ..contracts import EventSink, SessionState, Watched, make_event
 from ..events import Event, EventKind
 
-__all__ = ["Observed", "report_loss", "run_guarded", "telemetry"]
+__all__ = ["Observed", "report_degraded", "report_loss", "run_guarded", "telemetry"]
 
 
 class Observed(NamedTuple):
@@ -60,3 +62,10 @@ def report_loss(sensor: str, reason: str, watched: Iterable[Observed]) -> None:
     for observed in watched:
         if observed.view.state is SessionState.OPEN:
             observed.sink.submit(telemetry(observed.view, sensor, reason, loss=True))
+
+
+def report_degraded(sensor: str, reason: str, watched: Iterable[Observed]) -> None:
+    """Nothing was lost but the sensor runs degraded (late): record it in every open session."""
+    for observed in watched:
+        if observed.view.state is SessionState.OPEN:
+            observed.sink.submit(telemetry(observed.view, sensor, reason, gap=True))

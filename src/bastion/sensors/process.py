@@ -20,9 +20,13 @@ sink, and the session's own executor evaluates and responds, so the netlink thre
 is never held up by a slow response in one session.
 
 Fail closed (``guard``): if the kernel drops messages (ENOBUFS: the socket buffer
-overflowed) or the sensor falls more than ``max_lag`` behind the kernel, every
-session is sent a ``telemetry`` event with ``telemetry.loss`` (the engine answers
-with a freezing verdict). If the connector cannot be used at all the sensor polls
+overflowed), every session is sent a ``telemetry`` event with ``telemetry.loss`` (the
+engine answers with a freezing verdict). Falling more than ``max_lag`` behind the
+kernel loses nothing -- every event is still judged, late -- so it is reported as a
+degraded sensor (``telemetry.gap``, recorded, no penalty), at most every few seconds:
+under a rollout burst on a small host a lagging sensor is load, not the agent, and
+freezing honest episodes for it is a false penalty. An agent that floods the connector
+to blind bastion overruns the buffer and is frozen. If the connector cannot be used at all the sensor polls
 the session cgroups instead, and says so: every event carries ``proc.source = poll``
 and each session gets a ``telemetry.gap`` event.
 """
@@ -42,7 +46,7 @@ from ..contracts import CallRef, EventSink, SessionState, Watched
 from ..errors import InternalError
 from ..events import Event, EventKind
 from . import netlink
-from .guard import Observed, report_loss, run_guarded, telemetry
+from .guard import Observed, report_degraded, report_loss, run_guarded, telemetry
 from .procfs import ProcInfo, read_process, read_stat
 from .wait import wait_readable
 
@@ -51,6 +55,7 @@ __all__ = ["ProcessSensor"]
 _DEFAULT_RCVBUF = 16 * 1024 * 1024
 _MAX_ANCESTRY = 32
 _BATCH = 64  # messages taken per wake-up
+_LAG_REPORT_INTERVAL = 5.0  # seconds between two 'fell behind' reports
 
 
 class _Proc:
@@ -91,6 +96,8 @@ class ProcessSensor:
         self._sock = None
         self.gap_reason: str | None = None
         self.losses = 0
+        self.lagged = 0
+        self._lag_reported = 0.0  # monotonic time of the last degraded report
         self.events = 0
         if mode != "poll":
             try:
@@ -216,9 +223,12 @@ class ProcessSensor:
                             "events were dropped by the kernel", self._watched())
                 self._resync()
             elif lag > self._max_lag_ns:
-                self.losses += 1
-                report_loss("process", f"the process sensor fell {lag / 1e6:.0f} ms behind "
-                            "the kernel", self._watched())
+                self.lagged += 1
+                now = time.monotonic()
+                if now - self._lag_reported >= _LAG_REPORT_INTERVAL:
+                    self._lag_reported = now
+                    report_degraded("process", f"the process sensor fell {lag / 1e6:.0f} ms "
+                                    "behind the kernel (no events lost)", self._watched())
 
     def _run_poll(self) -> None:
         # pid -> (session, call, comm): a changed comm is how an exec shows when polling
