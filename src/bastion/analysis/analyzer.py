@@ -34,8 +34,11 @@ __all__ = ["MAX_DEPTH", "Analyzer", "analyze_command"]
 MAX_DEPTH = 4
 MAX_TEXT = 64 * 1024  # total characters analysed per command, all levels together
 MAX_NODES = 20000
-# Wall-clock budget for one command, all levels: tree-sitter's error recovery is
+# CPU-time budget for one command, all levels: tree-sitter's error recovery is
 # super-linear on some pathological inputs, and analysis must never stall a session.
+# It is the analysing thread's CPU time, not wall time: on a host loaded by a rollout
+# burst a thread waits for a core far longer than this, and an honest command must not
+# become "unanalysable" (a denial) because of the host's load.
 # Long text is parsed in pieces of at most PARSE_CHUNK characters, cut at line ends,
 # which bounds the worst case of one parse; the deadline stops further pieces.
 TIME_BUDGET = 0.25
@@ -149,7 +152,7 @@ class Analyzer:
         self.sudo_names: dict[str, None] = {}
         self.exec_names: dict[str, None] = {}
         self.names_log: list[str] = []  # names in first-seen order (slices stay cheap)
-        self.deadline = time.monotonic() + TIME_BUDGET
+        self.deadline = time.thread_time() + TIME_BUDGET
         self.shell_payload_written = False
         self.last_ssh_remote = ""
         self.extra_text: list[str] = []
@@ -530,7 +533,7 @@ class Analyzer:
             self.names_log.append(name)
 
     def out_of_time(self) -> bool:
-        if time.monotonic() > self.deadline:
+        if time.thread_time() > self.deadline:
             self.feature("analysis_timeout")
             self.parse_error = True
             return True
@@ -582,7 +585,7 @@ class Analyzer:
         deadline = self.deadline
         try:
             tree = _PARSER.parse(lambda offset, _point: data[offset:offset + 65536],
-                                 progress_callback=lambda *_: time.monotonic() > deadline)
+                                 progress_callback=lambda *_: time.thread_time() > deadline)
         except ValueError:  # cancelled by the progress callback: out of time
             _PARSER.reset()  # or the next parse would resume this one
             self.feature("parse_timeout")
