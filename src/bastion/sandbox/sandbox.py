@@ -46,6 +46,7 @@ _START_TIMEOUT = 10.0
 # Launching waits longer than a live supervisor may stay silent: a rollout burst of 64
 # session starts on 2 cores queues each supervisor's interpreter start behind the others.
 _LAUNCH_TIMEOUT = 30.0
+_LAUNCHES = threading.BoundedSemaphore(max(4, 2 * (os.cpu_count() or 1)))
 _REPLY_SLICE = 0.1  # while waiting for a reply, look at the supervisor this often
 
 
@@ -252,6 +253,13 @@ class Sandbox:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        """Launch the sandbox and wait for its supervisor. Launches are admitted a few at
+        a time per process: a rollout burst (64 resets at once on 2 cores) then queues
+        instead of starving every supervisor's start past its timeout."""
+        with _LAUNCHES:
+            self._start()
+
+    def _start(self) -> None:
         rootfs = self.policy.rootfs
         if self.image is None and not os.path.exists(os.path.join(rootfs, self._python.lstrip("/"))):
             raise SandboxUnavailable(
