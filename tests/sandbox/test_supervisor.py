@@ -118,6 +118,25 @@ def test_killed_supervisor_ends_the_session_with_a_verdict(make_session) -> None
         s.exec("echo never")
 
 
+@pytest.mark.parametrize("attack", [
+    # take the supervisor's file descriptors away: its next reply cannot pass an fd
+    "import resource, sys; resource.prlimit({pid}, resource.RLIMIT_NOFILE, (4, 4))",
+    # starve it: lowest priority (an unprivileged uid may only lower it)
+    "import os; os.setpriority(os.PRIO_PROCESS, {pid}, 19)",
+])
+def test_changed_supervisor_limits_or_priority_end_the_session(make_session, attack) -> None:
+    s = make_session()
+    pid = _supervisor_pid_inside(s)
+    r = s.exec(["python3", "-c", attack.format(pid=pid)])
+    assert r.exit_code == 0, r.stderr  # the change itself is allowed by the kernel...
+    _wait_ended(s)  # ...and noticed
+    verdicts = _tamper_verdicts(s)
+    assert verdicts and verdicts[0].severity.name == "CRITICAL"
+    assert "changed" in verdicts[0].message
+    with pytest.raises(SessionBroken):
+        s.exec("echo never")
+
+
 def test_a_reply_to_another_request_breaks_the_session(make_session) -> None:
     """``Sandbox.run`` matches the ``started`` reply to its own request id: a reply
     meant for another request (here a stray one queued ahead) is never acted on."""
