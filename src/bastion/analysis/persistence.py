@@ -221,10 +221,98 @@ def _git_config_text_runs_code(text: str) -> bool:
     return False
 
 
+# Commands and builtins the user or the agent types without thinking: an alias or
+# function named like one of them runs every time it is typed (it shadows it).
+_SHADOWABLE = frozenset("""
+ls cd ll la l cat cp mv rm mkdir rmdir ln chmod chown touch find grep egrep fgrep sed awk
+head tail less more sort uniq wc cut tr xargs tee diff echo printf pwd test which type
+git make cmake gcc cc g++ clang ld python python3 python2 pip pip3 pytest py.test tox
+nox uv poetry conda node npm npx yarn pnpm deno bun ruby gem bundle perl go cargo rustc
+java javac mvn gradle sudo su ssh scp sftp rsync curl wget tar gzip gunzip zip unzip
+docker kubectl helm vim vi nvim nano emacs code top htop ps kill env exit clear history
+source exec command builtin eval set export alias unalias bash sh zsh dash fish time
+date sleep man id whoami apt apt-get dpkg systemctl service jq black ruff mypy flake8
+""".split())
+# Commands a shadowing alias/function may add around the real one without running
+# anything new (cd && ls, a colour flag, an echo).
+_BODY_INERT_CMDS = frozenset({"command", "builtin", "echo", "printf", "ls", "pwd", "cd",
+                              "true", ":", "return", "local", "set", "test", "[", "[[",
+                              "clear", "exec"})
+_DEF_RE = re.compile(
+    r"""^(?:alias\s+(?P<aname>[\w.-]+)=(?P<abody>'[^']*'|"[^"]*"|\S+)\s*;?\s*
+        |(?:function\s+)?(?P<fname>[\w.:-]+)\s*(?:\(\s*\))?\s*\{(?P<fbody>.*)\}\s*;?\s*
+        |function\s+(?P<fname2>[\w.:-]+)\s*(?:\(\s*\))?\s*\((?P<fbody2>.*)\)\s*;?\s*
+        |(?P<fname3>[\w.:-]+)\s*\(\s*\)\s*\((?P<fbody3>.*)\)\s*;?\s*)$""",
+    re.VERBOSE)
+_BACKGROUND = re.compile(r"(?<![&>|<])&(?![&>])")
+_SPLIT_CMDS = re.compile(r"&&|\|\||[;|&\n]|\$\(|`")
+
+
+def _body_words(body: str) -> list[str]:
+    """First words of the simple commands in ``body`` (a rough split: enough to tell
+    ``ls --color`` from ``ls; python3 x.py &``)."""
+    body = re.sub(r"[0-9]*>&[0-9-]+|&>", " ", body)
+    names: list[str] = []
+    for part in _SPLIT_CMDS.split(body):
+        words = part.replace("(", " ").replace(")", " ").replace("{", " ").replace("}", " ").split()
+        while words and re.match(r"^[A-Za-z_]\w*=", words[0]):
+            words = words[1:]
+        while words and words[0] in ("nohup", "setsid", "env", "exec", "command", "builtin",
+                                    "sudo", "time", "nice"):
+            if len(words) == 1:
+                break
+            words = words[1:]
+        if words:
+            names.append(words[0].strip("\"'"))
+    return names
+
+
+def definition_persists(line: str) -> bool | None:
+    """Judge a one-line alias or function definition in a shell start-up file.
+
+    None when ``line`` is not such a definition. A definition runs nothing at shell
+    start; it is persistence only when its name SHADOWS a command the user or agent
+    will type (ls, cd, git, python, pytest, sudo...) and its body runs something more
+    than that command: a background job or another program (``mkcd(){ mkdir ...}``
+    and ``alias ll='ls -la'`` are ordinary set-up; ``alias ls='ls; (python3 x &)'``
+    is a hook)."""
+    m = _DEF_RE.match(line)
+    if not m:
+        return None
+    name = m.group("aname") or m.group("fname") or m.group("fname2") or m.group("fname3")
+    body = m.group("abody") or m.group("fbody") or m.group("fbody2") or m.group("fbody3") or ""
+    if m.group("aname") and body[:1] in "'\"":
+        body = body[1:-1]
+    if name not in _SHADOWABLE:
+        return False
+    if _BACKGROUND.search(body):
+        return True
+    words = _body_words(body)
+    if len(words) <= 1:
+        # A rename or flags (alias python=python3, alias grep='grep --color'): a hook
+        # only when the one program it runs is a fetcher or hides in a scratch dir.
+        return bool(words) and (words[0].rsplit("/", 1)[-1] in _FETCHERS or _hidden_path(words[0]))
+    return any(w.rsplit("/", 1)[-1] not in _BODY_INERT_CMDS and w.rsplit("/", 1)[-1] != name
+               for w in words)
+
+
+_FETCHERS = frozenset({"curl", "wget", "nc", "ncat", "netcat", "socat", "telnet", "openssl"})
+
+
+def _hidden_path(word: str) -> bool:
+    return word.startswith(("/tmp/", "/dev/shm/", "/var/tmp/", "/run/user/")) or \
+        ("/" in word and any(c.startswith(".") and c not in (".", "..") for c in word.split("/")))
+
+
 def _rc_runs_code(text: str) -> bool:
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
+            continue
+        shadow = definition_persists(line)
+        if shadow is not None:
+            if shadow:
+                return True
             continue
         if _RC_INERT.match(line):
             if line.startswith(("if", "then", "else", "elif", "for", "while", "do", "{")) and \
