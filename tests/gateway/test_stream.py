@@ -182,3 +182,48 @@ def test_honest_compressed_upload_passes() -> None:
     data = (b"POST /upload HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: gzip\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(packed, 100))
     assert feed_all(Inspector(http=True), data, 64) is None
+
+
+def test_stratum_in_a_base64_body() -> None:
+    import base64
+    import gzip
+
+    body = (json.dumps(SUBSCRIBE).encode() + b"\n"
+            + json.dumps({"id": 2, "method": "mining.authorize",
+                          "params": ["44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DB", "x"]}).encode())
+    plain = base64.b64encode(body)
+    urlsafe = base64.urlsafe_b64encode(b"\x00\xff" + body)  # '-' / '_' in the text
+    wrapped = base64.encodebytes(body)  # MIME style, a newline every 76 characters
+    cases = [
+        b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(plain), plain),
+        b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(urlsafe), urlsafe),
+        b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(wrapped), wrapped),
+        b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _chunked(plain, 5),
+    ]
+    packed = gzip.compress(plain)
+    cases.append(b"POST /rpc HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: gzip\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(packed) + packed)
+    for data in cases:
+        for step in (1, 3, 4096):
+            found = feed_all(Inspector(http=True), data, step)
+            assert found is not None and found.app == "stratum", (data[:70], step)
+    # byte by byte, the miner message is refused before the body has all gone out
+    inspector = Inspector(http=True)
+    stop = next(i for i in range(len(cases[0])) if inspector.feed(cases[0][i:i + 1]))
+    assert stop < len(cases[0]) - 1
+
+
+def test_honest_base64_bodies_pass() -> None:
+    import base64
+
+    blob = base64.b64encode(os.urandom(3000) + b'{"id": 1, "method": "tools/list"}')
+    text = b"this is a plain form body with spaces, not base64 at all = ok"
+    for body in (blob, text, base64.b64encode(b'{"method": "mine.sweeper.start"}')):
+        data = (b"POST /up HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: %d\r\n\r\n"
+                % len(body)) + body
+        for step in (1, 4096):
+            assert feed_all(Inspector(http=True), data, step) is None, (body[:40], step)

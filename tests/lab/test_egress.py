@@ -10,9 +10,11 @@ in the session's events and verdicts.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -475,6 +477,56 @@ def test_stratum_in_a_chunked_body_is_cut(lab: Lab, make_session: Callable[..., 
     # message the pool cannot act on); the one that completed it and the rest did not
     received = re.sub(rb"\r\n[0-9a-f]+\r\n", b"", lab.relay_bytes()[before:])
     assert b'"mining.subscribe"' not in received and b"params" not in received
+
+
+POST_STRATUM = r"""
+import base64, gzip, json, socket, sys
+mode = sys.argv[1]
+body = (json.dumps({"id": 1, "method": "mining.subscribe", "params": ["xmrig/6.21"]}).encode()
+        + b"\n" + json.dumps({"id": 2, "method": "mining.authorize",
+                              "params": ["44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DB", "x"]}).encode())
+extra = b""
+if mode == "b64":
+    body = base64.b64encode(body)
+if mode == "gzip_b64":
+    body = gzip.compress(base64.b64encode(body))
+    extra = b"Content-Encoding: gzip\r\n"
+s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+if mode == "b64_chunked":
+    body = base64.b64encode(body)
+    s.sendall(b"POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    for i in range(0, len(body), 5):
+        s.sendall(b"%x\r\n%s\r\n" % (len(body[i:i + 5]), body[i:i + 5]))
+    s.sendall(b"0\r\n\r\n")
+else:
+    s.sendall(b"POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n" + extra
+              + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+try:
+    print(s.recv(200))
+except OSError as exc:
+    print("cut", exc)
+"""
+
+
+@pytest.mark.parametrize("mode", ["b64", "b64_chunked", "gzip_b64"])
+def test_stratum_in_a_base64_body_never_reaches_the_relay(
+        lab: Lab, make_session: Callable[..., Session], mode: str) -> None:
+    session = make_session(policy({"domain": RELAY}), lab=True)
+    session.write_file("/workspace/post.py", POST_STRATUM)
+    before = len(lab.relay_bytes())
+    session.exec(["python3", "/workspace/post.py", mode], call_id="post")
+    cut = wait_events(session, EventKind.NET_FLOW,
+                      lambda e: e.get("net.rule") == "gateway.miner_protocol")
+    assert cut and cut[0].call_id == "post"
+    # decode what reached the relay the way its server would: no complete miner message
+    # (a request sent in one write is refused whole: nothing of it reaches the relay)
+    wire = lab.relay_bytes()[before:]
+    body = re.sub(rb"\r\n[0-9a-f]+\r\n", b"", wire.partition(b"\r\n\r\n")[2])
+    if mode == "gzip_b64":
+        body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)
+    text = base64.b64decode(body[:len(body) - len(body) % 4])
+    assert b'"mining.subscribe"' not in text and b"mining.authorize" not in text
 
 
 def test_dns_exfil_attempt_through_refused_names_is_reported(

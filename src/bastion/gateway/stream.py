@@ -26,6 +26,8 @@ still seen.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import zlib
 from collections.abc import Callable
@@ -139,6 +141,10 @@ class Inspector:
         self._inflate: zlib._Decompress | None = None
         self._payload: list[bytes] = []
         self._plain = b""
+        # a text body that is base64 (standard or URL-safe): decoded and scanned too, so
+        # a miner message cannot pass by being re-spelled in base64
+        self._b64: bytes | None = b""
+        self._b64_plain = b""
         self.requests = 0
 
     def feed(self, data: bytes) -> Finding | None:
@@ -187,8 +193,7 @@ class Inspector:
                     return found
             elif self._state == "body":
                 take = min(self._body_left, len(data) - pos)
-                if self._decode:
-                    self._payload.append(data[pos:pos + take])
+                self._payload.append(data[pos:pos + take])
                 self._body_left -= take
                 pos += take
                 if self._body_left == 0:
@@ -234,6 +239,8 @@ class Inspector:
         self._inflate = (zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in (b"gzip", b"x-gzip")
                          else zlib.decompressobj() if encoding == b"deflate" else None)
         self._plain = b""
+        self._b64, self._b64_plain = b"", b""
+        self._payload = []
         self._decode = self._inflate is not None or b"chunked" in headers.get(
             b"transfer-encoding", b"").lower()
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
@@ -301,8 +308,34 @@ class Inspector:
                 self._inflate = None
                 return Finding("http", "gateway.malformed",
                                "a compressed request body that does not decompress")
-        self._plain = self._plain[-_OVERLAP:] + payload
-        return scan(self._plain)
+        if self._decode:
+            self._plain = self._plain[-_OVERLAP:] + payload
+            found = scan(self._plain)
+            if found:
+                return found
+        return self._base64(payload)
+
+    def _base64(self, payload: bytes) -> Finding | None:
+        """Decode the body as base64 while it still looks like base64 (any other byte
+        ends this for the request) and scan the decoded bytes with the same scan."""
+        if self._b64 is None:
+            return None
+        text = payload.translate(None, b" \t\r\n")
+        if text.translate(None, _B64_ALPHABET):
+            self._b64 = None
+            return None
+        text = (self._b64 + text).translate(_URLSAFE)
+        whole = len(text) - len(text) % 4
+        self._b64 = text[whole:]
+        if not whole:
+            return None
+        try:
+            decoded = base64.b64decode(text[:whole], validate=True)
+        except binascii.Error:
+            self._b64 = None
+            return None
+        self._b64_plain = self._b64_plain[-_OVERLAP:] + decoded
+        return scan(self._b64_plain)
 
     # -- websocket (client frames are masked: unmask before scanning) -----------------
 
@@ -331,6 +364,10 @@ class Inspector:
             if found:
                 return found
         return None
+
+
+_B64_ALPHABET = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _ws_header(buf: bytes) -> tuple[int, int, bytes] | None:
