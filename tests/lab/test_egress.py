@@ -437,9 +437,15 @@ def test_dns_exfiltration_under_an_allowed_wildcard_stops_within_1kb(
     assert all(q.pid is not None for q in queries[:20])
 
 
+@pytest.mark.parametrize("entries", [
+    [{"domain": "*.allowed.lab.test"}],
+    # the lab policy alone (the red team's): the zone plus a port-bound wildcard; the
+    # budget is charged to the wildcard's zone, not to each name's immediate parent
+    [],
+])
 def test_dns_exfiltration_one_nibble_per_label_stops_within_1kb(
-        lab: Lab, make_session: Callable[..., Session]) -> None:
-    session = make_session(policy({"domain": "*.allowed.lab.test"}), lab=True)
+        lab: Lab, make_session: Callable[..., Session], entries: list[dict[str, Any]]) -> None:
+    session = make_session(policy(*entries), lab=True)
     session.write_file("/workspace/dns.py", DNS_CLIENT)
     start = len(lab.dns_log())
     session.exec(["python3", "/workspace/dns.py", "deep"], call_id="deep", timeout=120)
