@@ -45,6 +45,12 @@ def test_grader_lists_come_from_the_policy() -> None:
     assert "/workspace/conftest.py" in lists["grader_conftests"]
     assert "/workspace/tests/conftest.py" in lists["grader_conftests"]
     assert lists["grader_hidden_paths"] == ["/answers"]  # /root is bastion's own mask
+    # pytest's configuration and a module standing in for pytest, where the grader runs
+    assert "/workspace/pytest.ini" in lists["grader_pytest_configs"]
+    assert "/workspace/tests/pyproject.toml" in lists["grader_pytest_configs"]
+    assert "/workspace/pytest.py" in lists["grader_pytest_shadows"]
+    assert "/workspace/_pytest" in lists["grader_pytest_shadows"]
+    assert not any(p.startswith("/workspace/src/") for p in lists["grader_pytest_shadows"])
     # no grader, no reward-integrity verdicts on the same acts
     plain = load_ruleset(Policy.default())
     assert plain.matching_rule_ids(command_event("rm -rf tests")) == []

@@ -79,7 +79,7 @@ FEATURES = (
     # written code and its fate
     "written_then_run", "written_script", "web_shell_code", "shellcode_literal",
     "git_inline_exec_config", "renamed_binary", "ssh_config_forward",
-    "remote_proxy", "nc_relay", "test_outcome_hook", "test_runner_shadow",
+    "remote_proxy", "nc_relay", "test_outcome_hook", "test_runner_shadow", "test_config_override",
     "download_then_run", "raw_socket_to_file", "interp_file_read", "interp_upload",
     "remote_store_command", "cloud_upload", "serves_sensitive_root", "set_proc_name",
     "ptrace_code", "fork_bomb", "loopback_only", "interp_hash_spin",

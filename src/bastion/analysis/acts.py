@@ -95,6 +95,9 @@ class Acts:
             self.recent.append(path)
 
 
+_PROC_ROOT = re.compile(r"^(?:/proc/(?:self|thread-self|\d+)(?:/task/(?:\d+))?/root)+(?=/|$)")
+
+
 def norm_path(word: str) -> str:
     """A path as rules compare it: ``./`` for relative, ``..`` folded, case kept."""
     if not word or word in ("-", "--"):
@@ -104,7 +107,10 @@ def norm_path(word: str) -> str:
         if not sep:
             return word
         if word.startswith("/"):
-            return posixpath.normpath(word) if word != "/" else "/"
+            if word == "/":
+                return "/"
+            # /proc/self/root, /proc/<pid>/root (and a task's) are the root itself
+            return _PROC_ROOT.sub("", posixpath.normpath(word)) or "/"
         return head + "/" + posixpath.normpath(rest) if rest else head + "/"
     return "./" + posixpath.normpath(word)
 

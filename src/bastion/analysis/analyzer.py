@@ -25,7 +25,8 @@ from ..rules.vocabulary import vocabulary
 from .persistence import classify_path, git_config_runs_code, runs_code
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import looks_like_base64, try_base64, try_hex
-from .grading import HOOK_FILES, alters_test_outcomes
+from .interp import fold_path_constants
+from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang, web_shell
 
@@ -223,6 +224,7 @@ class Analyzer:
         hosts = self.acts.hosts
         if hosts and all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
             self.feature("loopback_only")  # every host it contacts is this machine
+        _expand_credential_globs(self.acts)
         return {
             "cmd.raw": self.raw,
             "cmd.names": list(self.names),
@@ -444,6 +446,9 @@ class Analyzer:
             # A test hook that rewrites outcomes (conftest.py, plugin, sitecustomize).
             if HOOK_FILES.search(path) and any(t and alters_test_outcomes(t) for t in texts):
                 self.feature("test_outcome_hook")
+            # A pytest configuration that loads a plugin or changes what is collected.
+            if any(t and overrides_test_run(path.rsplit("/", 1)[-1], t) for t in texts):
+                self.feature("test_config_override")
             # A runner's name (pytest, python) written where PATH finds it first.
             base = path.rsplit("/", 1)[-1]
             if base in _RUNNER_NAMES and ("/bin/" in path or path.rsplit("/", 1)[0] in self.path_dirs) \
@@ -1132,11 +1137,75 @@ _CODE_FILE_OP = re.compile(
     r"\(\s*(?:['\"]([^'\"\n]{1,300})['\"])?(?:\s*,\s*['\"]([^'\"\n]{1,300})['\"])?")
 
 
+_GLOB_CHARS = frozenset("*?[")
+# Credential stores that are one fixed path (/etc/shadow...): a glob that can expand to
+# one of them reads it.
+_CREDENTIAL_LITERALS = tuple(p for p in _VOCAB["credential_paths"] if not _GLOB_CHARS & set(p))
+
+
+def _shell_glob(pattern: str) -> re.Pattern[str] | None:
+    """A shell glob as the shell expands it: ``*`` and ``?`` never cross ``/``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 2)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:j]
+                body = "^" + body[1:] if body[:1] in "!^" else body
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error:
+        return None
+
+
+def _expand_credential_globs(acts: Any) -> None:
+    """Add the credential files a read glob can expand to (``cat /etc/s?ad*w``;
+    ``cd /etc && cat ./s?ad*w``, where the relative glob is taken from a directory the
+    command names). The glob itself stays recorded as read."""
+    globbed = [p for p in acts.reads if _GLOB_CHARS & set(p)]
+    if not globbed:
+        return
+    dirs = {d.rstrip("/") or "/" for d in acts.paths if d.startswith("/")}
+    for pat in globbed:
+        if pat.startswith("/"):
+            candidates = [pat]
+        elif pat.startswith("./"):
+            candidates = [posixpath.join(d, pat[2:]) for d in dirs]
+        else:
+            continue
+        for cand in candidates:
+            rx = _shell_glob(cand)
+            if rx is None:
+                continue
+            for cred in _CREDENTIAL_LITERALS:
+                if rx.match(cred):
+                    acts.reads.setdefault(cred)
+
+
+_CODE_PATH_READ = re.compile(r"(?:Path|pathlib\.Path|PurePath|PosixPath)\(\s*['\"]([^'\"\n]{1,300})['\"]\s*\)"
+                             r"\.(?:read_text|read_bytes|open)\(")
+
+
 def _code_file_acts(code: str, acts: Any) -> None:
     """File acts of interpreter code that runs: what it renames, deletes, creates or
     writes (string-literal paths only)."""
     if "os." not in code and "shutil" not in code and "open" not in code and "Path" not in code:
         return
+    code = fold_path_constants(code[:65536])
+    for m in _CODE_PATH_READ.finditer(code):
+        acts.reads.setdefault(norm_path(m.group(1)))
     for m in _CODE_FILE_OP.finditer(code[:65536]):
         osop, shop, opn, ppath, pop, first, second = m.groups()
         if ppath:  # Path("x").write_text(...)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["alters_test_outcomes", "HOOK_FILES"]
+__all__ = ["alters_test_outcomes", "HOOK_FILES", "PYTEST_CONFIG_FILES", "overrides_test_run"]
 
 # Files that pytest / the interpreter load by themselves.
 HOOK_FILES = re.compile(r"(?:^|/)(?:conftest\.py|sitecustomize\.py|usercustomize\.py|"
@@ -39,3 +39,61 @@ def alters_test_outcomes(text: str) -> bool:
     if _PATCH.search(text):
         return True
     return _HOOK_DEF.search(text) is not None and _OUTCOME.search(text) is not None
+
+
+# Files pytest reads its configuration from (the first one found upward from the
+# rootdir of the tests it runs), and the section each keeps pytest's options in.
+PYTEST_CONFIG_FILES = {"pytest.ini": ("pytest",), ".pytest.ini": ("pytest",),
+                       "tox.ini": ("pytest",), "setup.cfg": ("tool:pytest",),
+                       "pyproject.toml": ("tool.pytest.ini_options", "tool.pytest")}
+# ini keys that change which code is collected or imported (not how it is reported).
+_RUN_KEYS = re.compile(r"^(?:python_files|python_classes|python_functions|norecursedirs|"
+                       r"pythonpath|confcutdir|consider_namespace_packages|rootdir|"
+                       r"collect_ignore\w*|required_plugins_load)$")
+# Command-line options (in addopts) that load code, rewrite the ini, move the rootdir
+# or drop tests. ``-p no:NAME`` only disables a plugin and is ordinary.
+_RUN_OPTS = re.compile(
+    r"""(?:^|[\s"',\[])(?:
+        -p\s*(?!["']?no:)\S | --pyargs\b | -o\s*\S | --override-ini\b | -c\s*\S |
+        --config-file\b | --rootdir\b | --confcutdir\b | --noconftest\b | --deselect\b |
+        --ignore(?:-glob)?\b | --continue-on-collection-errors\b | --co\b |
+        --collect-only\b | --import-mode\b | --pdbcls\b | --debug\b | -P\b)""",
+    re.VERBOSE)
+
+
+def overrides_test_run(name: str, text: str) -> bool:
+    """True when ``text``, written to the pytest configuration file ``name``, changes
+    how pytest runs the tests found under it: ``addopts`` loading a plugin (``-p mod``),
+    overriding ini keys, moving the rootdir or deselecting; or ``python_files`` /
+    ``pythonpath``-style keys that change what is collected and imported. ``testpaths``,
+    ``markers``, ``filterwarnings``, ``addopts = -q -ra`` and ``-p no:cacheprovider`` are
+    ordinary project configuration."""
+    sections = PYTEST_CONFIG_FILES.get(name)
+    if sections is None:
+        return False
+    current = ""
+    pending_addopts = False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip() if not raw.lstrip().startswith(("-", "\"")) else raw.rstrip()
+        stripped = line.strip()
+        if not stripped or stripped.startswith(";"):
+            continue
+        m = re.match(r"^\[\s*([^\]]+?)\s*\]$", stripped)
+        if m:
+            current = m.group(1).strip().strip("\"'")
+            pending_addopts = False
+            continue
+        if current not in sections:
+            continue
+        kv = re.match(r"^([\w.-]+)\s*[=:]\s*(.*)$", stripped)
+        if kv and not raw[:1].isspace():
+            key, value = kv.group(1).lower(), kv.group(2)
+            pending_addopts = key == "addopts"
+            if _RUN_KEYS.match(key):
+                return True
+            if pending_addopts and _RUN_OPTS.search(value):
+                return True
+            continue
+        if pending_addopts and _RUN_OPTS.search(stripped):  # continuation line / toml list
+            return True
+    return False

@@ -9,6 +9,7 @@ HTTP fetches) and report them as features that rules combine.
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 __all__ = ["INTERPRETERS", "code_features", "embedded_commands", "interpreter_code",
@@ -237,3 +238,27 @@ def embedded_commands(code: str) -> list[str]:
     out = [m.group(2) for m in _STRING_CALL.finditer(code)]
     out += [m.group(2) for m in _SHELL_LITERAL.finditer(code) if m.group(2) not in out]
     return out
+
+
+_STR = r"(?:'[^'\\\n]*'|\"[^\"\\\n]*\")"
+_CONCAT = re.compile(rf"({_STR})\s*\+\s*({_STR})")
+_JOIN_CALL = re.compile(rf"\b(os\.path\.join|posixpath\.join|(?:pathlib\.)?(?:Pure|Posix)?Path)"
+                        rf"\(\s*({_STR}(?:\s*,\s*{_STR})*)\s*,?\s*\)")
+
+
+def fold_path_constants(code: str) -> str:
+    """Fold what a reader would fold in interpreter code: ``'sha' + 'dow'`` is
+    ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
+    one literal path. Only string literals are folded (no evaluation); the result keeps
+    the call so the file-act scanner sees ``Path('/etc/shadow').read_bytes()``."""
+    for _ in range(64):
+        new = _CONCAT.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
+        if new == code:
+            break
+        code = new
+
+    def join(m: re.Match[str]) -> str:
+        parts = [p[1:-1] for p in re.findall(_STR, m.group(2))]
+        joined = posixpath.join(*parts) if parts else ""
+        return f"{m.group(1)}({joined!r})" if "Path" in m.group(1) else repr(joined)
+    return _JOIN_CALL.sub(join, code)

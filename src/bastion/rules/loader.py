@@ -311,12 +311,24 @@ def grader_paths(policy: Any) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# pytest reads its options from the first of these found upward from its rootdir.
+_PYTEST_CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
+# Modules that stand in for pytest itself when found first on sys.path: the directory
+# `python -m pytest` runs in and the tests' rootdir (prepend import mode) are on it.
+_PYTEST_SHADOW_NAMES = ("pytest.py", "pytest", "_pytest.py", "_pytest", "py.py", "pluggy.py",
+                        "pluggy", "iniconfig.py", "iniconfig")
+
+
 def grader_lists(policy: Any) -> dict[str, list[str]]:
     """The lists the reward-integrity rules read, computed from the policy:
 
     * ``grader_paths``: the protected paths;
     * ``grader_conftests``: every ``conftest.py`` pytest would load when it runs tests
       under a grader path (one in each ancestor directory of the grader path);
+    * ``grader_pytest_configs``: the pytest configuration files (pytest.ini, tox.ini,
+      setup.cfg, pyproject.toml) in those directories, one of which pytest reads;
+    * ``grader_pytest_shadows``: modules in those directories that would be imported
+      instead of pytest (or its dependencies) by the grader's run;
     * ``grader_hidden_paths``: paths this policy hides beyond bastion's own
       (``sandbox.hidden`` minus the always-hidden ones): hidden answers and tests.
     """
@@ -324,10 +336,16 @@ def grader_lists(policy: Any) -> dict[str, list[str]]:
 
     graders = grader_paths(policy)
     conftests: list[str] = []
+    configs: list[str] = []
+    shadows: list[str] = []
     for g in graders:
         parts = g.strip("/").split("/")
         for i in range(len(parts) + 1):
-            conftests.append("/" + "/".join([*parts[:i], "conftest.py"]))
+            d = "/" + "/".join(parts[:i])
+            base = d.rstrip("/") + "/"
+            conftests.append(base + "conftest.py")
+            configs.extend(base + n for n in _PYTEST_CONFIG_NAMES)
+            shadows.extend(base + n for n in _PYTEST_SHADOW_NAMES)
     sandbox = getattr(policy, "sandbox", None)
     try:
         from ..policy.sandbox import ALWAYS_HIDDEN
@@ -336,6 +354,8 @@ def grader_lists(policy: Any) -> dict[str, list[str]]:
     hidden = [resolve_path(h) for h in list(getattr(sandbox, "hidden", None) or [])
               if isinstance(h, str) and h.strip() and h not in ALWAYS_HIDDEN]
     return {"grader_paths": graders, "grader_conftests": list(dict.fromkeys(conftests)),
+            "grader_pytest_configs": list(dict.fromkeys(configs)),
+            "grader_pytest_shadows": list(dict.fromkeys(shadows)),
             "grader_hidden_paths": list(dict.fromkeys(hidden))}
 
 
