@@ -1159,7 +1159,7 @@ def _shell_glob(pattern: str) -> re.Pattern[str] | None:
             else:
                 body = pattern[i + 1:j]
                 body = "^" + body[1:] if body[:1] in "!^" else body
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                out.append("[" + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
                 i = j
         else:
             out.append(re.escape(c))
