@@ -246,6 +246,10 @@ class Sandbox:
         self.supervisor_pid: int | None = None  # host pid of the in-sandbox supervisor
         self._sup_pidfd = -1
         self._mounts: list[Path] = []  # size-limited filesystems mounted for this sandbox
+        # close() may come from two threads at once (a node shutting down its sessions
+        # while the episode's own thread closes them): teardown runs once at a time, and
+        # each fd is closed once (a second close could hit a reused descriptor)
+        self._teardown_lock = threading.Lock()
         self._full: set[Path] = set()  # of those, the ones found full at the last look
         self.disk_limit: int | None = None  # bytes the session's files may take
         self.unenforced: list[str] = []  # limits this sandbox cannot apply (and says so)
@@ -514,10 +518,14 @@ class Sandbox:
         self._teardown()
 
     def _teardown(self) -> None:
-        if self._sup_pidfd >= 0:
-            watcher().remove(self._sup_pidfd)
-            os.close(self._sup_pidfd)
-            self._sup_pidfd = -1
+        with self._teardown_lock:
+            self._teardown_locked()
+
+    def _teardown_locked(self) -> None:
+        pidfd, self._sup_pidfd = self._sup_pidfd, -1
+        if pidfd >= 0:
+            watcher().remove(pidfd)
+            os.close(pidfd)
         members: list[int] = []
         if self.cgroup is not None:
             members = self.cgroup.pids()
