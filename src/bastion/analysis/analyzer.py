@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import threading
 import time
 from typing import Any
 
@@ -46,7 +47,16 @@ TIME_BUDGET = 0.25
 PARSE_CHUNK = 8192
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
-_PARSER = tree_sitter.Parser(_LANGUAGE)
+# A tree-sitter Parser is not thread-safe (two threads parsing at once crash in the
+# scanner): sessions analyse commands from many threads, so each thread has its own.
+_PARSERS = threading.local()
+
+
+def _parser() -> tree_sitter.Parser:
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = tree_sitter.Parser(_LANGUAGE)
+    return parser
 
 _VOCAB = vocabulary()
 # One definition of each class of program, shared with every rule pack
@@ -589,10 +599,11 @@ class Analyzer:
         """Parse with the command's deadline; None (and a feature) when it runs out."""
         deadline = self.deadline
         try:
-            tree = _PARSER.parse(lambda offset, _point: data[offset:offset + 65536],
+            parser = _parser()
+            tree = parser.parse(lambda offset, _point: data[offset:offset + 65536],
                                  progress_callback=lambda *_: time.thread_time() > deadline)
         except ValueError:  # cancelled by the progress callback: out of time
-            _PARSER.reset()  # or the next parse would resume this one
+            parser.reset()  # or the next parse would resume this one
             self.feature("parse_timeout")
             self.parse_error = True
             self.feature("parse_error")
