@@ -145,7 +145,10 @@ def test_dashboard_follows_a_live_rl_demo_run(serve_factory: Any, state_dir: Pat
 
     def run() -> None:
         try:
-            result["code"] = run_training_demo(console, state_dir=state_dir, episodes=4,
+            # eight episodes two at a time keep one live for the whole run (~4 s on a
+            # quiet machine: each lasts about one second), so the table's two-second
+            # refresh sees one; with four, a fast machine finished before it looked
+            result["code"] = run_training_demo(console, state_dir=state_dir, episodes=8,
                                                parallel=2)
         except Exception as exc:  # noqa: BLE001 - shown by the assertion below
             result["error"] = repr(exc)
