@@ -1,35 +1,76 @@
 """The ``bastion`` command. Each subcommand group lives in its own module and
-registers itself here, so the command's surface is visible in one list."""
+registers itself here, so the command's surface is visible in one list.
+
+``main()`` (the console script) imports only the module of the command it was given:
+``bastion check`` must not pay for the sandbox, the lab, the server and the red-team
+runner on every call. ``app`` (the whole command, for tests and ``--help``) is built on
+first use.
+"""
 
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import typer
 
-app = typer.Typer(
-    name="bastion",
-    help="Contain, watch, record and stop autonomous agents that run code.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# module -> the commands it registers. Order is the order of `bastion --help`.
+_COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "bastion.cli.run": ("run", "shell"),
+    "bastion.cli.check": ("check",),
+    "bastion.cli.audit": ("audit", "incidents", "report", "replay"),
+    "bastion.cli.demo": ("demo",),
+    "bastion.cli.cleanup": ("cleanup",),
+    "bastion.cli.lab": ("lab",),
+    "bastion.cli.serve": ("serve", "serve-token"),
+    "bastion.cli.redteam": ("redteam",),
+}
 
-# Order is the order of `bastion --help`.
-_COMMAND_MODULES = [
-    "bastion.cli.run",
-    "bastion.cli.check",
-    "bastion.cli.audit",
-    "bastion.cli.demo",
-    "bastion.cli.cleanup",
-    "bastion.cli.lab",
-    "bastion.cli.serve",
-    "bastion.cli.redteam",
-]
 
-for _name in _COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+def _typer() -> typer.Typer:
+    return typer.Typer(
+        name="bastion",
+        help="Contain, watch, record and stop autonomous agents that run code.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The command with every subcommand, or only the module that registers ``only``.
+
+    With one subcommand registered, typer would make it the whole program (``bastion
+    check`` would become ``bastion``); a hidden callback keeps it a group."""
+    app = _typer()
+    modules = [m for m, names in _COMMAND_MODULES.items() if only is None or only in names]
+    for name in modules:
+        importlib.import_module(name).register(app)
+    if only is not None:
+        app.callback()(lambda: None)
+    return app
+
+
+def _module_for(argv: list[str]) -> str | None:
+    """The command named on the command line, if it is a known one (else None: help, a
+    typo and a bare ``bastion`` get the whole command and its usual messages)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None  # a global option or --help: the whole command answers
+        known = any(arg in names for names in _COMMAND_MODULES.values())
+        return arg if known else None
+    return None
 
 
 def main() -> None:
-    app()
+    only = _module_for(sys.argv[1:])
+    build_app(only)(prog_name="bastion")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        value = build_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(f"module 'bastion.cli' has no attribute {name!r}")

@@ -159,19 +159,22 @@ def _cmp(node: Cmp) -> Predicate:
         suffixes = tuple(vals)
         test = lambda s: s.endswith(suffixes)
     elif op in ("glob", "regex"):
+        sources = [fnmatch.translate(v) if op == "glob" else v for v in vals]
         compiled: list[re.Pattern[str]] = []
-        for v in vals:
+        if len(sources) > 2:
+            # one alternation instead of a loop over patterns (globs are anchored by \Z),
+            # compiled once: every `bastion check` and session start pays for this
             try:
-                compiled.append(re.compile(fnmatch.translate(v) if op == "glob" else v, re.DOTALL))
-            except re.error as exc:
-                raise ConditionSyntaxError(
-                    f"bad {op} {v!r}: {exc}", node.value_offset, node.source) from None
-        if len(compiled) > 2:
-            # one alternation instead of a loop over patterns (globs are anchored by \Z)
-            try:
-                compiled = [re.compile("|".join(f"(?:{p.pattern})" for p in compiled), re.DOTALL)]
-            except re.error:  # pragma: no cover - inline flags that cannot be combined
-                pass
+                compiled = [re.compile("|".join(f"(?:{p})" for p in sources), re.DOTALL)]
+            except re.error:  # a bad pattern, or inline flags that cannot be combined
+                compiled = []
+        if not compiled:
+            for v, source in zip(vals, sources):
+                try:
+                    compiled.append(re.compile(source, re.DOTALL))
+                except re.error as exc:
+                    raise ConditionSyntaxError(
+                        f"bad {op} {v!r}: {exc}", node.value_offset, node.source) from None
         pats = tuple(compiled)
         if op == "glob":
             test = (lambda s, p=pats[0]: p.match(s) is not None) if len(pats) == 1 else (

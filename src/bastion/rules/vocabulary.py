@@ -22,7 +22,8 @@ __all__ = ["VOCABULARY_FILE", "vocabulary", "vocabulary_source"]
 def vocabulary() -> dict[str, frozenset[str]]:
     """Every list of the vocabulary, by name, with nested list names expanded."""
     raw: dict[str, list[str]] = {}
-    for item in yaml.safe_load(vocabulary_source().text) or []:
+    for item in yaml.load(vocabulary_source().text,
+                          Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or []:
         if isinstance(item, dict) and "list" in item:
             raw[str(item["list"])] = [str(v) for v in item.get("items") or []]
 
