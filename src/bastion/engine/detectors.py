@@ -5,9 +5,11 @@ Each detector sees only the event kinds it names, keeps its state per session
 reported four times a second yields one verdict, not a stream.
 
 * ``ComputeDetector``: mining judged in context: compute by processes that outlived or
-  detached from their call, session compute beyond a budget over a sliding window
+  detached from their call (an unbroken busy stretch of the session's background, or
+  CPU used past a budget), session compute beyond a budget over a sliding window
   (CPU *used*, summed over all processes), compute together with mining evidence. A
-  call's own foreground work is legitimate.
+  call's own foreground work, and a daemon's work for a call that talks to it, are
+  legitimate.
 * ``GpuDetector``: GPU use by a background process, or by a call with mining evidence.
 * ``ResourceLimitDetector``: the session hit its pids limit (fork bomb) or memory limit
   (OOM kill); the call holding the processes is killed so the next call can run.
@@ -167,8 +169,59 @@ class _Window:
             self.total = 0.0
 
 
+_BUSY_SPAN_NS = 1_000_000_000  # the busy share is judged over about one second
+_BUSY_OFF = 0.5  # of background_busy_share: below this the stretch is broken
+
+
+class _Busy:
+    """An unbroken stretch in which the session's background processes (persistent,
+    no call talking to them) were runnable at least ``share`` of the time, smoothed
+    over ~1 s (so a miner throttled to a duty cycle, or split over processes and
+    calls, keeps it going). It breaks when the share falls under half of that, or
+    when nothing was reported for a second (everything slept)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.recent: deque[tuple[int, float, float]] = deque()  # (ts, runnable, interval)
+        self.runnable = 0.0
+        self.cpu = 0.0
+        self.by_call: dict[str, float] = {}
+        self.last_ts = 0
+
+    def add(self, ts: int, call: str, runnable: float, cpu: float, interval: float) -> None:
+        if self.last_ts and ts - self.last_ts > _BUSY_SPAN_NS + int(interval * 1e9):
+            self.reset()
+            self.recent.clear()
+        self.last_ts = max(self.last_ts, ts)
+        self.recent.append((ts, runnable, interval))
+        while self.recent and self.recent[0][0] < ts - _BUSY_SPAN_NS:
+            self.recent.popleft()
+        first_ts, _, first_interval = self.recent[0]
+        span = max((ts - first_ts) / 1e9 + first_interval, interval, 1e-3)
+        share = sum(r for _, r, _ in self.recent) / span
+        if share >= self.share:
+            self.runnable += runnable
+            self.cpu += cpu
+            if cpu > 0:
+                self.by_call[call] = self.by_call.get(call, 0.0) + cpu
+        elif share < self.share * _BUSY_OFF:
+            self.reset()
+
+    def reset(self) -> None:
+        self.runnable = 0.0
+        self.cpu = 0.0
+        self.by_call = {}
+
+    def drop(self, call: str) -> None:
+        amount = self.by_call.pop(call, 0.0)
+        self.cpu = max(0.0, self.cpu - amount)
+        if not self.by_call:
+            self.reset()
+
+
 @dataclass
 class _SessionCompute:
+    busy: _Busy  # an unbroken busy stretch of background processes (miner-shaped)
     background: _Window  # persistent background processes (miner-shaped)
     background_all: _Window  # every background process, short-lived ones included
     budget: _Window | None
@@ -184,7 +237,14 @@ class ComputeDetector:
     Fires, once per call, with the call charged (its processes are killed):
 
     * ``detector.background_compute``: persistent processes that outlived or detached
-      from their call used >= ``background_cpu_seconds`` within ``background_window``,
+      from their call, and that no running call talks to, kept the session's
+      background runnable (running or waiting for a core) without a break
+      (``background_busy_share`` of the time) for >= ``background_busy_seconds`` and
+      used >= ``background_busy_cpu_seconds`` in that stretch: a busy loop shows this
+      within about a second on an idle host, and on a crowded one as soon as it got
+      that little CPU; an honest daemon idles, blocks, or works for a call that talks
+      to it (``sensors/burn.py``); or persistent background processes
+      used >= ``background_cpu_seconds`` within ``background_window``,
       summed over the session (throttling to any duty cycle or splitting over
       processes and calls only delays it), or background processes of any lifetime
       used >= ``background_total_cpu_seconds`` (a miner hiding in short-lived workers;
@@ -215,6 +275,7 @@ class ComputeDetector:
         if state is None:
             s = self._settings
             state = self._state[session_id] = _SessionCompute(
+                _Busy(s.background_busy_share),
                 _Window(s.background_window),
                 _Window(s.background_window),
                 _Window(s.cpu_budget_window) if s.cpu_budget_seconds else None,
@@ -231,13 +292,17 @@ class ComputeDetector:
         used = float(event.fields.get("res.cpu_seconds") or 0.0)
         background = float(event.fields.get("res.bg_cpu_seconds") or 0.0)
         persistent = float(event.fields.get("res.bg_persistent_cpu_seconds", background) or 0.0)
+        runnable = float(event.fields.get("res.bg_runnable_seconds") or 0.0)
+        runnable_cpu = float(event.fields.get("res.bg_runnable_cpu_seconds") or 0.0)
+        interval = float(event.fields.get("res.interval") or 0.0)
         with self._lock:
             state = self._session(event.session_id)
             if call in state.fired:
                 return []
             ids = state.ids.setdefault(call, deque(maxlen=_MAX_IDS))
-            if used > 0 or background > 0:
+            if used > 0 or background > 0 or runnable > 0:
                 ids.append(event.id)
+            state.busy.add(event.ts, call, runnable, runnable_cpu, interval)
             state.background.add(event.ts, call, persistent)
             state.background_all.add(event.ts, call, background)
             state.recent.add(event.ts, call, used)
@@ -251,6 +316,7 @@ class ComputeDetector:
                 return []
             figures = figures or self._figures(state, call)
             state.fired.add(call)
+            state.busy.drop(call)
             for window in (state.background, state.background_all, state.recent, state.budget):
                 if window is not None:
                     window.drop(call)
@@ -267,6 +333,15 @@ class ComputeDetector:
             if state.recent.by_call.get(call, 0.0) >= limit:
                 return "detector.compute_with_mining_evidence", {
                     **self._figures(state, call), "evidence": reason, "limit": limit}
+        busy = state.busy
+        if busy.runnable >= s.background_busy_seconds and busy.cpu >= s.background_busy_cpu_seconds:
+            share = busy.cpu * _MIN_SHARE
+            figures = {**self._figures(state, call), "busy": True}
+            for other, amount in busy.by_call.items():
+                if other != call and other not in state.fired and amount >= share:
+                    state.condemned.setdefault(other, "detector.background_compute")
+            if busy.by_call.get(call, 0.0) >= share:
+                return "detector.background_compute", figures
         for rule, window, limit in (
                 ("detector.background_compute", state.background, s.background_cpu_seconds),
                 ("detector.background_compute", state.background_all,
@@ -287,6 +362,8 @@ class ComputeDetector:
 
     def _figures(self, state: _SessionCompute, call: str) -> dict[str, Any]:
         return {
+            "busy_runnable_seconds": round(state.busy.runnable, 3),
+            "busy_cpu_seconds": round(state.busy.cpu, 3),
             "call_background": round(state.background_all.by_call.get(call, 0.0), 3),
             "session_background": round(state.background_all.total, 3),
             "session_persistent_background": round(state.background.total, 3),
@@ -300,7 +377,14 @@ class ComputeDetector:
         call = event.call_id
         pids = list(event.fields.get("res.bg_pids") or ())
         names = event.fields.get("res.bg_names") or ""
-        if rule == "detector.background_compute":
+        if rule == "detector.background_compute" and figures.get("busy"):
+            message = (f"call {call}: processes that outlived or detached from the call, and "
+                       f"that no running call talks to, were runnable without a break for "
+                       f"{figures['busy_runnable_seconds']:.2f}s and used "
+                       f"{figures['busy_cpu_seconds']:.2f} core-seconds in it (budgets "
+                       f"{s.background_busy_seconds:g}s / {s.background_busy_cpu_seconds:g}) "
+                       f"{('[' + names + ']') if names else ''}").rstrip()
+        elif rule == "detector.background_compute":
             message = (f"call {call}: processes that outlived or detached from the call used "
                        f"{figures['session_background']:.2f} core-seconds within "
                        f"{s.background_window:g}s ({figures['session_persistent_background']:.2f}"

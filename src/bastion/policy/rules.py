@@ -59,6 +59,17 @@ class DetectorSettings(Section):
         "processes included (a background build's compiler runs), may use within "
         "background_window")
     background_window: float = Field(default=60.0, gt=0, description="seconds")
+    background_busy_cpu_seconds: float = Field(
+        default=0.5, gt=0, description="core-seconds background processes no call talks "
+        "to may use while they keep the session's background runnable (running or waiting "
+        "for a core) at least background_busy_share of the time without a break, before "
+        "they are killed as mining (a busy loop shows this however crowded the host)")
+    background_busy_seconds: float = Field(
+        default=1.0, gt=0, description="runnable seconds of such an unbroken busy stretch "
+        "before background_busy_cpu_seconds is judged")
+    background_busy_share: float = Field(
+        default=0.5, gt=0, description="share of wall time the session's background "
+        "processes must be runnable, over about one second, for a busy stretch to go on")
     cpu_budget_seconds: float | None = Field(
         default=900.0, gt=0, description="core-seconds the whole session (foreground "
         "included) may use within cpu_budget_window; null: no budget")

@@ -24,6 +24,23 @@ Everything is measured as CPU *used* (cgroup ``cpu.stat`` ``usage_usec``; for si
 processes ``utime + stime`` plus the time of children they reaped), never run-queue
 demand: on a host shared by 64 sessions, waiting for a core is not burning one.
 
+A background process is **served** while a running call talks to it (a foreground
+process of the call and the background process hold the same pipe, or the two ends
+of one TCP connection): a build daemon (Gradle, Bazel, sccache), a language server or
+a dev server doing work the call asked for and waits on. Its compute is that call's
+foreground work, and stays so for ``SERVED_GRACE`` seconds after the call stops
+talking to it (JIT, GC, writing caches). Nothing counts the call's own stdio pipes:
+a detached process that kept them is not serving anyone.
+
+What a background process is doing shows fastest in how long it is **runnable**
+(running, or waiting for a core: ``/proc/PID/task/*/schedstat``): a busy loop is
+runnable all the time, whatever share of a core a crowded host gives it, while a
+daemon that idles, blocks on I/O or is stopped (SIGSTOP duty cycling) is not.
+``CallCompute.runnable`` and ``runnable_cpu`` carry this for persistent, unserved
+background processes; the compute detector turns a sustained high runnable share
+plus a little CPU into evidence of mining long before the CPU-used budget is spent
+(at 64 sessions on 2 cores a burner gets ~1/32 of a core).
+
 ``res.burn_seconds`` (seconds a process has kept at least ``cpu_burn_cores`` busy
 without a break) is still measured per process for rules such as
 ``mining.sustained_burn``; the threshold is capped at the session's CPU limit and the
@@ -38,16 +55,19 @@ from dataclasses import dataclass
 
 __all__ = [
     "BURN_TOLERANCE",
+    "SERVED_GRACE",
     "CallCompute",
     "ProcSample",
     "background_pids",
     "burn_threshold",
     "is_burning",
     "matches_expected",
+    "served_pids",
     "split_compute",
 ]
 
 BURN_TOLERANCE = 0.9
+SERVED_GRACE = 2.0  # seconds a daemon's compute still counts as served after its call
 
 
 def burn_threshold(cpu_burn_cores: float, cap_cores: float | None) -> float:
@@ -70,6 +90,8 @@ class ProcSample:
     cpu: float  # seconds it used itself: utime + stime
     name: str = ""
     children: float = 0.0  # seconds used by children it reaped (short-lived workers)
+    run: float | None = None  # schedstat: seconds run, all threads (None: not read)
+    wait: float = 0.0  # schedstat: seconds waited on a run queue, all threads
 
 
 def background_pids(procs: Mapping[int, ProcSample], leader: int | None) -> set[int]:
@@ -107,6 +129,9 @@ class CallCompute:
     background_pids: tuple[int, ...] = ()
     persistent: float = 0.0  # of ``background``, used by processes alive at both samples
     returned: bool = False  # the call's first process is gone
+    runnable: float = 0.0  # seconds persistent, unserved background processes were runnable
+    runnable_cpu: float = 0.0  # seconds they ran (schedstat) in the same interval
+    served: float = 0.0  # compute of background processes a running call talks to
 
 
 def split_compute(
@@ -117,6 +142,7 @@ def split_compute(
     expected: Iterable[str] = (),
     *,
     was_returned: bool = False,
+    served: Iterable[int] = (),
 ) -> CallCompute:
     """Split a call's CPU ``used`` in one interval into foreground and background.
 
@@ -126,13 +152,18 @@ def split_compute(
     the background processes (a process not seen before counts with its whole life
     so far): in the interval in which the call returns, the cgroup counter also holds
     the foreground's last moments, which are not background. Processes named in the
-    policy's ``expected_processes`` are never background."""
+    policy's ``expected_processes`` are never background, nor are ``served``
+    processes (a running call talks to them: see ``served_pids``)."""
     patterns = tuple(expected)
     bg = background_pids(procs, leader)
     returned = leader is None or leader not in procs
+    served_set = set(served)
     exempt = 0.0
+    served_total = 0.0
     total = 0.0
     persistent = 0.0
+    runnable = 0.0
+    runnable_cpu = 0.0
     for pid in bg:
         proc = procs[pid]
         before = previous.get(pid)
@@ -140,22 +171,62 @@ def split_compute(
         own = max(0.0, proc.cpu - before.cpu if seen else proc.cpu)  # type: ignore[union-attr]
         reaped = max(0.0, proc.children - before.children if seen  # type: ignore[union-attr]
                      else proc.children)
-        if patterns and matches_expected(proc.name, patterns):
+        if pid in served_set:
+            exempt += own + reaped
+            served_total += own + reaped
+        elif patterns and matches_expected(proc.name, patterns):
             exempt += own + reaped
         else:
             total += own + reaped
             if seen:
                 persistent += own  # what its reaped children used was short-lived work
+                if proc.run is not None and before.run is not None:  # type: ignore[union-attr]
+                    ran = max(0.0, proc.run - before.run)  # type: ignore[union-attr]
+                    runnable_cpu += ran
+                    runnable += ran + max(0.0, proc.wait - before.wait)  # type: ignore[union-attr]
     if returned and was_returned:
         background = max(0.0, used - exempt)
     else:
         background = min(total, used + 0.02) if used > 0 else total
-    listed = tuple(sorted(p for p in bg
-                          if not (patterns and matches_expected(procs[p].name, patterns))))
+    listed = tuple(sorted(p for p in bg if p not in served_set and not (
+        patterns and matches_expected(procs[p].name, patterns))))
     background = max(0.0, background)
     return CallCompute(used=max(0.0, used), background=background,
                        background_pids=listed, returned=returned,
-                       persistent=min(persistent, background))
+                       persistent=min(persistent, background), runnable=runnable,
+                       runnable_cpu=runnable_cpu, served=served_total)
+
+
+def served_pids(
+    foreground: Mapping[int, frozenset[str]],
+    background: Mapping[int, frozenset[str]],
+    tcp: Mapping[str, tuple[str, str]],
+    parents: Mapping[int, int],
+    ignore: frozenset[str] = frozenset(),
+) -> set[int]:
+    """The background processes a running call talks to, and their descendants.
+
+    ``foreground`` / ``background``: the pipes and sockets (``read_endpoints``) each
+    process holds; ``tcp``: ``socket:[inode]`` -> (local, remote) of established TCP
+    connections in the session's network namespace; ``parents``: pid -> ppid of the
+    background processes (the workers a daemon forks do its work too); ``ignore``:
+    endpoints that prove nothing (the call's own stdio pipes, which a detached
+    process may have kept)."""
+    fg_ends: set[str] = set()
+    for ends in foreground.values():
+        fg_ends |= ends
+    fg_ends -= ignore
+    fg_peers = {(tcp[e][1], tcp[e][0]) for e in fg_ends if e in tcp}
+    direct = {pid for pid, ends in background.items()
+              if (ends - ignore) & fg_ends or any(tcp.get(e) in fg_peers for e in ends)}
+    out = set(direct)
+    for pid in background:
+        cur, hops = parents.get(pid), 0
+        while cur is not None and hops < 64 and pid not in out:
+            if cur in direct:
+                out.add(pid)
+            cur, hops = parents.get(cur), hops + 1
+    return out
 
 
 def matches_expected(name: str, patterns: tuple[str, ...]) -> bool:

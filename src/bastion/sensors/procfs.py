@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["ProcInfo", "ProcStat", "process_name", "read_cgroup", "read_process", "read_sched_ns", "read_stat"]
+__all__ = ["ProcInfo", "ProcStat", "process_name", "read_cgroup", "read_endpoints",
+           "read_process", "read_sched", "read_sched_ns", "read_stat", "read_tcp_established"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -126,6 +127,60 @@ def read_sched_ns(pid: int) -> int | None:
             run, wait = data.split()[:2]
             total += int(run) + int(wait)
     return total
+
+
+def read_sched(pid: int, max_threads: int = 256) -> tuple[float, float] | None:
+    """(seconds run, seconds waited on a run queue) summed over the threads of
+    ``pid`` (at most ``max_threads``), from /proc/PID/task/*/schedstat, or None if the
+    process is gone. Their sum is the time the process was *runnable*: a busy loop
+    is runnable all the time however little of a core a crowded host gives it, a
+    process that sleeps, blocks or is stopped (SIGSTOP duty cycling) is not."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    run = wait = 0
+    for tid in tids[:max_threads]:
+        data = _read(f"/proc/{pid}/task/{tid}/schedstat", 128)
+        if data:
+            fields = data.split()
+            try:
+                run += int(fields[0])
+                wait += int(fields[1])
+            except (IndexError, ValueError):
+                continue
+    return run / 1e9, wait / 1e9
+
+
+def read_endpoints(pid: int, max_fds: int = 4096) -> frozenset[str]:
+    """The pipes and sockets ``pid`` holds open, as the kernel names them
+    (``pipe:[1234]``, ``socket:[5678]``): two processes holding the same pipe, or the
+    two ends of one TCP connection (``read_tcp_established``), talk to each other."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return frozenset()
+    out: set[str] = set()
+    for fd in fds[:max_fds]:
+        link = _readlink(f"/proc/{pid}/fd/{fd}")
+        if link and (link.startswith("pipe:[") or link.startswith("socket:[")):
+            out.add(link)
+    return frozenset(out)
+
+
+def read_tcp_established(pid: int) -> dict[str, tuple[str, str]]:
+    """``socket:[inode]`` -> (local, remote) of every established TCP connection in
+    ``pid``'s network namespace (/proc/PID/net/tcp and tcp6, addresses as the kernel
+    prints them). A connection between two processes of that namespace appears twice,
+    once from each end, with local and remote swapped."""
+    out: dict[str, tuple[str, str]] = {}
+    for table in ("tcp", "tcp6"):
+        data = _read(f"/proc/{pid}/net/{table}", 1 << 20)
+        for line in (data or b"").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == b"01":  # TCP_ESTABLISHED
+                out[f"socket:[{fields[9].decode()}]"] = (fields[1].decode(), fields[2].decode())
+    return out
 
 
 def read_process(pid: int, *, cgroup: bool = True) -> ProcInfo:

@@ -36,17 +36,31 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..contracts import CallRef, EventSink, Watched, make_event
 from ..errors import InternalError
 from ..events import Event, EventKind
-from .burn import ProcSample, burn_threshold, is_burning, split_compute
+from .burn import (
+    SERVED_GRACE,
+    ProcSample,
+    background_pids,
+    burn_threshold,
+    is_burning,
+    served_pids,
+    split_compute,
+)
 from .gpu import GpuBackend, GpuSample, detect_gpu_backend
 from .guard import Observed, run_guarded, telemetry
-from .procfs import process_name, read_stat
+from .procfs import (
+    process_name,
+    read_endpoints,
+    read_sched,
+    read_stat,
+    read_tcp_established,
+)
 
 __all__ = ["ResourceSensor"]
 
@@ -96,6 +110,23 @@ class _SessionState:
     # call cgroups whose processes have all exited: nothing can enter them again (a
     # process joins a cgroup only by fork from one inside it), so they are not read
     retired: set[str] = field(default_factory=set)
+    # (pid, start) of background processes a running call talked to -> until when
+    # their compute still counts as served (burn.SERVED_GRACE)
+    served_until: dict[tuple[int, int], float] = field(default_factory=dict)
+
+
+@dataclass
+class _CallRead:
+    """One call cgroup as read at one sample, before its compute is split."""
+
+    path: Path
+    ref: CallRef | None
+    before: _CallState | None
+    state: _CallState
+    procs: dict[int, ProcSample]
+    leader: int | None
+    background: set[int]
+    used: float
 
 
 class ResourceSensor:
@@ -208,6 +239,7 @@ class ResourceSensor:
         rows: list[tuple[float, int, str, str, CallRef | None, _ProcState, bool]] = []
         calls: dict[str, _CallState] = {}
         holders: list[tuple[int, Path, CallRef | None, list[int]]] = []
+        reads: list[_CallRead] = []
         for path in _call_dirs(cgroup.unified, state.retired):
             pids = _procs(path)
             before = state.calls.get(path.name)
@@ -220,12 +252,14 @@ class ResourceSensor:
             ref = session.call_for_cgroup(str(path))
             call_state = _CallState()
             procs: dict[int, ProcSample] = {}
+            states: dict[int, str] = {}
             for pid in pids:
                 stat = read_stat(pid)
                 if stat is None:
                     continue
                 procs[pid] = ProcSample(pid, stat.ppid, stat.sid, stat.start, stat.cpu,
                                         stat.comm, stat.children_cpu)
+                states[pid] = stat.state
                 prev = state.procs.get(pid)
                 if prev is None or prev.start != stat.start:
                     since = boot + stat.start / _CLK_TCK  # its start, on the monotonic clock
@@ -242,6 +276,18 @@ class ResourceSensor:
             if leader_pid is not None and (leader_pid not in procs or procs[leader_pid].start
                                            != call_state.leader[1]):
                 leader_pid = None
+            background = background_pids(procs, leader_pid)
+            old = before.procs if before is not None else {}
+            for pid in background:
+                # how long it was runnable: read for background processes that are
+                # active (or were, for the difference); an idle daemon costs nothing
+                proc, prior = procs[pid], old.get(pid)
+                if states.get(pid) == "R" or (prior is not None and prior.start == proc.start
+                                              and (prior.cpu != proc.cpu
+                                                   or prior.run is not None)):
+                    sched = read_sched(pid)
+                    if sched is not None:
+                        procs[pid] = replace(proc, run=sched[0], wait=sched[1])
             call_used = _cpu_usage_usec(path)
             call_state.usage_usec = call_used
             if call_used is not None:
@@ -251,22 +297,33 @@ class ResourceSensor:
                 used = sum(p.cpu + p.children - (
                     before.procs[p.pid].cpu + before.procs[p.pid].children
                     if before and p.pid in before.procs else 0.0) for p in procs.values())
-            compute = split_compute(used, procs, before.procs if before else {}, leader_pid,
-                                    state.expected,
-                                    was_returned=before.returned if before else False)
+            reads.append(_CallRead(path, ref, before, call_state, procs, leader_pid,
+                                   background, used))
+        served = self._served(state, reads, now)
+        for read in reads:
+            path, ref, before, call_state, procs = (read.path, read.ref, read.before,
+                                                    read.state, read.procs)
+            compute = split_compute(read.used, procs, before.procs if before else {},
+                                    read.leader, state.expected,
+                                    was_returned=before.returned if before else False,
+                                    served=served & read.background)
             call_state.returned = compute.returned
             call_state.idle = not procs
             calls[path.name] = call_state
             background = set(compute.background_pids)
             rows = [r[:6] + (r[1] in background,) if r[4] == ref else r for r in rows]
             if ref is None or (compute.used < _MIN_REPORTED_SECONDS
-                               and compute.background < _MIN_REPORTED_SECONDS):
+                               and compute.background < _MIN_REPORTED_SECONDS
+                               and compute.runnable < _MIN_REPORTED_SECONDS):
                 continue
             names = sorted({procs[p].name for p in compute.background_pids})
             events.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                 "res.scope": "call", "res.cpu_seconds": round(compute.used, 4),
                 "res.bg_cpu_seconds": round(compute.background, 4),
                 "res.bg_persistent_cpu_seconds": round(compute.persistent, 4),
+                "res.bg_runnable_seconds": round(compute.runnable, 4),
+                "res.bg_runnable_cpu_seconds": round(compute.runnable_cpu, 4),
+                "res.served_cpu_seconds": round(compute.served, 4),
                 "res.cpu_cores": round(compute.used / interval, 4) if interval > 0 else 0.0,
                 "res.interval": round(interval, 4), "call.returned": compute.returned,
                 "res.procs": len(procs), "res.bg_pids": list(compute.background_pids)[:16],
@@ -298,6 +355,52 @@ class ResourceSensor:
         self.samples += 1
         for event in events:
             sink.submit(event)
+
+    @staticmethod
+    def _served(state: _SessionState, reads: list[_CallRead], now: float) -> set[int]:
+        """Background processes (host pids) that a running call talks to now, or did
+        within ``SERVED_GRACE`` seconds (``burn.served_pids``). Endpoints are read
+        only when a call is running and some background process is active."""
+        out: set[int] = set()
+        for read in reads:
+            for pid in read.background:
+                proc = read.procs[pid]
+                if state.served_until.get((pid, proc.start), 0.0) > now:
+                    out.add(pid)
+        running = [r for r in reads if r.leader is not None]
+        active: dict[int, ProcSample] = {}
+        for read in reads:
+            old = read.before.procs if read.before is not None else {}
+            for pid in read.background:
+                proc, prior = read.procs[pid], old.get(pid)
+                if prior is None or prior.start != proc.start or prior.cpu != proc.cpu \
+                        or proc.children != prior.children:
+                    active[pid] = proc
+        if running and active:
+            ignore: set[str] = set()
+            foreground: dict[int, frozenset[str]] = {}
+            for read in running:
+                ignore |= _stdio(read.leader)  # type: ignore[arg-type]
+                for pid in read.procs:
+                    if pid not in read.background:
+                        foreground[pid] = read_endpoints(pid)
+            tcp = read_tcp_established(running[0].leader)  # type: ignore[arg-type]
+            parents = {pid: proc.ppid for r in reads for pid, proc in r.procs.items()
+                       if pid in r.background}
+            background = {pid: read_endpoints(pid) for pid in active}
+            # a worker of a daemon is served when the daemon is: its endpoints are
+            # not needed, only its ancestry (``parents``)
+            for r in reads:
+                for pid in r.background:
+                    background.setdefault(pid, frozenset())
+            found = served_pids(foreground, background, tcp, parents, frozenset(ignore))
+            for read in reads:
+                for pid in read.background & found:
+                    state.served_until[(pid, read.procs[pid].start)] = now + SERVED_GRACE
+            out |= found
+        if len(state.served_until) > 256:
+            state.served_until = {k: v for k, v in state.served_until.items() if v > now}
+        return out
 
     @staticmethod
     def _leader(session: Watched, ref: CallRef | None, procs: dict[int, ProcSample],
@@ -417,6 +520,17 @@ def _pids_limit_hits(cgroup: Any, call_dirs: list[Path]) -> int:
             _events_count(v1["pids"] / "pids.events", "max")
     return _events_count(cgroup.unified / "pids.events", "max") + sum(
         _events_count(p / "pids.events", "max") for p in call_dirs)
+
+
+def _stdio(pid: int) -> set[str]:
+    """The pipes and sockets of a call leader's stdin/stdout/stderr: a detached
+    process that kept them is not talking to the call."""
+    out: set[str] = set()
+    for fd in (0, 1, 2):
+        link = _readlink(f"/proc/{pid}/fd/{fd}")
+        if link:
+            out.add(link)
+    return out
 
 
 def _tasks(path: Path) -> int:
