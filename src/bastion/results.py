@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,3 +59,22 @@ class ExecResult:
             "reason": self.reason,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExecResult:
+        """The inverse of ``to_dict`` (results that crossed a process boundary: the
+        node daemon's clients)."""
+        return cls(
+            stdout=data.get("stdout", ""),
+            stderr=data.get("stderr", ""),
+            exit_code=int(data["exit_code"]),
+            duration=float(data.get("duration", 0.0)),
+            timed_out=bool(data.get("timed_out", False)),
+            outcome=Outcome(data["outcome"]),
+            call_id=str(data["call_id"]),
+            step=data.get("step"),
+            signal=data.get("signal"),
+            truncated=bool(data.get("truncated", False)),
+            reason=data.get("reason"),
+            verdicts=[Verdict.from_dict(v) for v in data.get("verdicts", ())],
+        )

@@ -23,6 +23,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "bastion.cli.demo": ("demo",),
     "bastion.cli.cleanup": ("cleanup",),
     "bastion.cli.lab": ("lab",),
+    "bastion.cli.node": ("node", "node-token"),
     "bastion.cli.serve": ("serve", "serve-token"),
     "bastion.cli.redteam": ("redteam",),
 }

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 import typer
 
 from ..errors import BastionError, PolicyError, SandboxUnavailable
-from ..policy import Policy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..policy import Policy
 
 __all__ = ["StateDirOption", "PolicyOption", "fail", "load_policy", "user_errors"]
 
@@ -26,6 +29,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_policy(path: str | None) -> Policy:
+    from ..policy import Policy
+
     return Policy.load(path) if path else Policy.default()
 
 

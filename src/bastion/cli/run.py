@@ -10,9 +10,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..audit.report import terminal_safe
 from ..calls import check_call
-from ..session import Session
+from ..results import ExecResult
 from .common import PolicyOption, StateDirOption, fail, load_policy, user_errors
 
 __all__ = ["register"]
@@ -47,18 +46,17 @@ def run(
                          timeout=timeout)
     except (TypeError, ValueError) as exc:
         raise fail(str(exc).replace("timeout must", "--timeout must")) from None
+    stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
     with user_errors():
-        pol = load_policy(policy)
-        with Session(pol, state_dir=state_dir, lab=lab, image=image) as session:
-            result = session.exec(cmd, step=0, call_id="c0", timeout=timeout,
-                                  stdin=None if sys.stdin.isatty() else sys.stdin.buffer.read())
-            payload = {**result.to_dict(), "session_id": session.session_id,
-                       "policy": pol.name, "policy_hash": pol.hash}
+        payload, result = _run_one(cmd, policy=policy, timeout=timeout, lab=lab, image=image,
+                                   state_dir=state_dir, stdin=stdin)
     if as_json:
         print(json.dumps(payload))
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
+        if result.verdicts or result.outcome.value not in ("ok", "exit_nonzero"):
+            from ..audit.report import terminal_safe  # (the audit package is slow to import)
         if result.outcome.value not in ("ok", "exit_nonzero"):
             Console(stderr=True).print(f"[bold red]bastion:[/] {result.outcome.value}: "
                                        f"{terminal_safe(result.reason or '')}")
@@ -69,6 +67,29 @@ def run(
     raise typer.Exit(result.exit_code if result.exit_code < 256 else 1)
 
 
+def _run_one(cmd: str | list[str], *, policy: str | None, timeout: float | None, lab: bool,
+             image: str | None, state_dir: str | None,
+             stdin: bytes | None) -> tuple[dict[str, object], ExecResult]:
+    """One call in a fresh session: in the node daemon of the state directory when one
+    answers (no sandbox, sensor or rule start-up in this process), else here."""
+    from ..daemon import NodeClient
+
+    client = None if os.environ.get("BASTION_NO_NODE") else NodeClient.running(state_dir)
+    if client is not None:
+        with client.session(policy, lab=lab, image=image) as remote:
+            result = remote.exec(cmd, step=0, call_id="c0", timeout=timeout, stdin=stdin)
+            return ({**result.to_dict(), "session_id": remote.session_id,
+                     "policy": remote.policy_name, "policy_hash": remote.policy_hash,
+                     "node": True}, result)
+    from ..session import Session
+
+    pol = load_policy(policy)
+    with Session(pol, state_dir=state_dir, lab=lab, image=image) as session:
+        result = session.exec(cmd, step=0, call_id="c0", timeout=timeout, stdin=stdin)
+        return ({**result.to_dict(), "session_id": session.session_id,
+                 "policy": pol.name, "policy_hash": pol.hash}, result)
+
+
 def shell(
     policy: Optional[str] = PolicyOption,
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
@@ -76,6 +97,9 @@ def shell(
     state_dir: Optional[str] = StateDirOption,
 ) -> None:
     """Each line is one tool call (step), so verdicts are shown as they happen."""
+    from ..audit.report import terminal_safe
+    from ..session import Session
+
     console = Console()
     with user_errors():
         pol = load_policy(policy)
