@@ -1,0 +1,295 @@
+"""Inspect AI sandbox provider: ``sandbox="bastion"``.
+
+Each sample runs in its own bastion Session (one episode of the eval's run), so an
+Inspect eval gets bastion's containment, verdicts and audit trail with no glue code::
+
+    pip install 'bastion[inspect]'
+    Task(..., sandbox="bastion")                       # default policy
+    Task(..., sandbox=("bastion", "policy.yaml"))      # or a bastion.yaml in the task dir
+
+The package registers this module through Inspect's ``inspect_ai`` entry point.
+
+What reaches the Inspect log: each new verdict is an ``InfoEvent`` (source
+``bastion``) in the sample's transcript, next to the tool call that caused it, and
+the sample's store holds ``bastion`` = ids, policy and every verdict so far, so a
+scorer can read them (``bastion_verdicts()``). A command bastion denied, killed or
+whose episode it ended comes back as a failed ``ExecResult`` whose stderr says why:
+a contained violation is an observation for the agent, not a tool error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Literal, overload
+
+import anyio
+from inspect_ai.log import transcript
+from inspect_ai.util import (
+    ExecResult,
+    OutputLimitExceededError,
+    SandboxEnvironment,
+    SandboxEnvironmentConfigType,
+    SandboxEnvironmentLimits,
+    SandboxUserUnsupportedError,
+    sandboxenv,
+    store,
+)
+from inspect_ai.util._sandbox.environment import RootAccess, SandboxUnavailableError
+from pydantic import BaseModel
+from typing_extensions import override
+
+from ..events import Verdict
+from ..results import ExecResult as BastionResult
+from ..results import Outcome
+from ..session import Session
+from . import calls
+
+__all__ = [
+    "STORE_KEY",
+    "BastionSandboxConfig",
+    "BastionSandboxEnvironment",
+    "bastion_verdicts",
+]
+
+STORE_KEY = "bastion"
+POLICY_FILES = ("bastion.yaml", "bastion.yml")
+
+
+class BastionSandboxConfig(BaseModel, frozen=True):
+    """``SandboxEnvironmentSpec("bastion", BastionSandboxConfig(...))``; a bare string
+    config is the path of a policy file."""
+
+    policy: str | None = None  # a policy file; relative paths from the task directory
+    image: str | None = None  # a task image (OCI layout, archive, ...) for every sample
+    state_dir: str | None = None  # bastion's state directory (default: the host's)
+    run_id: str | None = None  # default: "inspect-<eval id>"
+    lab: bool = False  # attach sessions to bastion's simulated internet (tests, demos)
+
+
+def bastion_verdicts() -> list[dict[str, Any]]:
+    """The verdicts bastion reached in the current sample so far (for scorers)."""
+    record = store().get(STORE_KEY) or {}
+    return list(record.get("verdicts", []))
+
+
+def _config(config: SandboxEnvironmentConfigType | None) -> BastionSandboxConfig:
+    if config is None:
+        for name in POLICY_FILES:  # Inspect runs a task from its own directory
+            if Path(name).is_file():
+                return BastionSandboxConfig(policy=str(Path(name).resolve()))
+        return BastionSandboxConfig()
+    if isinstance(config, str):
+        return BastionSandboxConfig(policy=config)
+    if isinstance(config, BastionSandboxConfig):
+        return config
+    raise ValueError(f"sandbox 'bastion' takes a policy file path or a BastionSandboxConfig, "
+                     f"not {type(config).__name__}")
+
+
+def _ids(task_name: str) -> tuple[str, str]:
+    """(run_id, episode_id) from the active sample: one run per eval, one episode per
+    sample and epoch."""
+    from inspect_ai.log._samples import sample_active
+
+    active = sample_active()
+    if active is None:
+        return "", ""
+    run = f"inspect-{active.eval_id}" if getattr(active, "eval_id", None) else ""
+    sample_id = active.sample.id if active.sample.id is not None else active.id
+    return run, f"{task_name}/{sample_id}/e{active.epoch}"
+
+
+@sandboxenv(name="bastion")
+class BastionSandboxEnvironment(SandboxEnvironment):
+    """One bastion Session behind Inspect's sandbox interface."""
+
+    # sessions still open, by task name: task_cleanup closes what a crash left
+    _open: ClassVar[dict[str, set[BastionSandboxEnvironment]]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, session: Session, task_name: str = "") -> None:
+        super().__init__()
+        self.session = session
+        self.task_name = task_name
+        # bastion runs every call as the session's one unprivileged user: tell Inspect
+        # so, instead of letting it probe with user="root" at sample init
+        self._root_access = RootAccess(
+            "unusable", "bastion runs every call as the session's unprivileged agent user")
+        self._identity: tuple[str, str] | None = None  # (uid, name) inside the sandbox
+        self._reported = 0  # how many of session.verdicts are already in the log
+
+    # -- configuration ----------------------------------------------------------------
+
+    @override
+    @classmethod
+    def config_files(cls) -> list[str]:
+        return list(POLICY_FILES)
+
+    @override
+    @classmethod
+    def config_deserialize(cls, config: dict[str, Any]) -> BaseModel:
+        return BastionSandboxConfig(**config)
+
+    @override
+    @classmethod
+    def default_concurrency(cls) -> int | None:
+        # a session costs ~7 MiB and a few hundred ms to create; calls are cheap
+        return 4 * (os.cpu_count() or 1)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @override
+    @classmethod
+    async def sample_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None,
+                          metadata: dict[str, str]) -> dict[str, SandboxEnvironment]:
+        cfg = _config(config)
+        run_id, episode_id = _ids(task_name)
+
+        def open_session() -> Session:
+            return Session(cfg.policy, run_id=cfg.run_id or run_id, episode_id=episode_id,
+                           state_dir=cfg.state_dir, image=cfg.image, lab=cfg.lab)
+
+        session = await anyio.to_thread.run_sync(open_session)
+        env = cls(session, task_name)
+        with cls._open_lock:
+            cls._open.setdefault(task_name, set()).add(env)
+        env._report()
+        return {"default": env}
+
+    @override
+    @classmethod
+    async def sample_cleanup(cls, task_name: str, config: SandboxEnvironmentConfigType | None,
+                             environments: dict[str, SandboxEnvironment],
+                             interrupted: bool) -> None:
+        for environment in environments.values():
+            env = environment.as_type(BastionSandboxEnvironment)
+            await env.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session (idempotent); verdicts reached at the end are logged."""
+        await anyio.to_thread.run_sync(self.session.close)
+        self._report()
+        with self._open_lock:
+            self._open.get(self.task_name, set()).discard(self)
+
+    @override
+    @classmethod
+    async def task_cleanup(cls, task_name: str, config: SandboxEnvironmentConfigType | None,
+                           cleanup: bool) -> None:
+        with cls._open_lock:
+            left = list(cls._open.pop(task_name, set()))
+        if cleanup:
+            for env in left:
+                await anyio.to_thread.run_sync(env.session.close)
+
+    @override
+    @classmethod
+    async def cli_cleanup(cls, id: str | None) -> None:
+        """``inspect sandbox cleanup bastion [STATE_DIR]``: kill and remove sessions
+        whose bastion process is gone (what ``bastion cleanup`` does)."""
+
+        def clean() -> int:
+            from ..host import Host
+            from ..sandbox.cleanup import find_leftovers, remove_leftovers
+
+            host = Host.for_state_dir(id)
+            leftovers = find_leftovers(host.state, host.cgroups)
+            remove_leftovers(host.state, host.cgroups, leftovers)
+            return len(leftovers)
+
+        await anyio.to_thread.run_sync(clean)
+
+    # -- calls ------------------------------------------------------------------------
+
+    @override
+    async def exec(self, cmd: list[str], input: str | bytes | None = None,
+                   cwd: str | None = None, env: dict[str, str] | None = None,
+                   user: str | None = None, timeout: int | None = None,
+                   timeout_retry: bool = True, concurrency: bool = True) -> ExecResult[str]:
+        if user is not None:
+            await self._check_user(user)
+        result = await self._call(lambda: calls.run(self.session, list(cmd), stdin=input,
+                                                    cwd=cwd, env=env, timeout=timeout))
+        if result.outcome is Outcome.TIMEOUT:
+            raise TimeoutError(f"command timed out after {timeout}s: {cmd!r}")
+        return _inspect_result(result)
+
+    @override
+    async def write_file(self, file: str, contents: str | bytes) -> None:
+        await self._call(lambda: calls.write_file(self.session, file, contents))
+
+    @overload
+    async def read_file(self, file: str, text: Literal[True] = True) -> str: ...
+
+    @overload
+    async def read_file(self, file: str, text: Literal[False]) -> bytes: ...
+
+    @override
+    async def read_file(self, file: str, text: bool = True) -> str | bytes:
+        limit = SandboxEnvironmentLimits.MAX_READ_FILE_SIZE
+        try:
+            data = await self._call(lambda: calls.read_file(self.session, file, limit=limit))
+        except OverflowError:
+            raise OutputLimitExceededError(
+                limit_str=SandboxEnvironmentLimits.MAX_READ_FILE_SIZE_STR,
+                truncated_output=None) from None
+        return data.decode("utf-8") if text else data  # newlines kept as they are
+
+    @override
+    def default_polling_interval(self) -> float:
+        return 0.2
+
+    def verdicts(self) -> list[Verdict]:
+        """Every verdict of this sample's session, late ones included."""
+        return list(self.session.verdicts)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _call(self, fn: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except calls.SessionGone as exc:
+            raise SandboxUnavailableError(f"bastion session unavailable: {exc}") from exc
+        finally:
+            self._report()
+
+    async def _check_user(self, user: str) -> None:
+        if self._identity is None:
+            probe = await self._call(lambda: calls.run(self.session, ["sh", "-c", "id -u; id -un"]))
+            uid, _, name = probe.stdout.strip().partition("\n")
+            self._identity = (uid.strip(), name.strip())
+        if user not in self._identity:
+            raise SandboxUserUnsupportedError(
+                f"bastion runs every call as the session's agent user "
+                f"{self._identity[1]!r} (uid {self._identity[0]}); it cannot run as {user!r}")
+
+    def _report(self) -> None:
+        """Put new verdicts in the sample's transcript and the whole picture in its
+        store. Called on Inspect's event loop thread, after each call."""
+        s = self.session
+        new = s.verdicts[self._reported:]
+        self._reported += len(new)
+        if new:
+            transcript().info({"bastion": "verdicts", "session_id": s.session_id,
+                               "verdicts": [v.to_dict() for v in new]}, source="bastion")
+        contained = calls.containment(s)
+        store().set(STORE_KEY, {
+            "run_id": s.run_id,
+            "episode_id": s.episode_id,
+            "session_id": s.session_id,
+            "policy": s.policy.name,
+            "policy_hash": s.policy.hash,
+            "verdicts": [v.to_dict() for v in s.verdicts[:self._reported]],
+            "ended": s.ended,
+            "contained": contained is not None,
+        })
+
+
+def _inspect_result(result: BastionResult) -> ExecResult[str]:
+    stderr = result.stderr
+    if result.outcome is Outcome.KILLED and result.reason and result.reason not in stderr:
+        stderr = f"{stderr}bastion killed this command: {result.reason}\n"
+    return ExecResult(success=result.exit_code == 0, returncode=result.exit_code,
+                      stdout=result.stdout, stderr=stderr)

@@ -1,0 +1,65 @@
+"""Inspect AI's own conformance suite for sandbox providers (44 checks, written by
+Inspect's authors, not by us) against bastion sessions: the default policy, and a
+task image. Known failures are strict xfails, each with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("inspect_ai")
+
+from inspect_ai.util._sandbox import self_check
+from inspect_ai.util._sandbox.self_check import *
+
+from bastion import Session
+from bastion.frameworks.inspect import BastionSandboxEnvironment
+
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_root]
+
+CHECKS = sorted(self_check.__all__)
+
+XFAIL: dict[str, str] = {
+    "test_exec_as_user": (
+        "bastion runs every call as the session's one unprivileged user (no root, no "
+        "setuid inside); user='root' raises SandboxUserUnsupportedError, so adduser "
+        "cannot run"),
+    "test_exec_large_command": (
+        "a 1 MiB argv is past the command analyser's size budget, and bastion fails "
+        "closed: defense_evasion.unanalysable_command denies it (see "
+        "/tmp/redteam-findings.md)"),
+}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", params=["default", "image"])
+def _bastion_env(request: pytest.FixtureRequest, module_state: Path
+                 ) -> Iterator[BastionSandboxEnvironment]:
+    image = request.getfixturevalue("task_image") if request.param == "image" else None
+    session = Session(None, run_id="self-check", episode_id=f"self-check-{request.param}",
+                      state_dir=module_state, image=str(image) if image else None)
+    env = BastionSandboxEnvironment(session, "self-check")
+    yield env
+    session.close()
+
+
+@pytest.fixture
+def sandbox_env(request: pytest.FixtureRequest, _bastion_env: BastionSandboxEnvironment
+                ) -> BastionSandboxEnvironment:
+    reason = XFAIL.get(request.node.originalname)
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+    return _bastion_env
+
+
+def test_suite_size() -> None:
+    """The suite this file runs is the one the issue names (44 checks); a new Inspect
+    release that adds checks shows up here, to be counted in the closing note."""
+    assert len(CHECKS) >= 44, CHECKS
+    assert set(XFAIL) <= set(CHECKS)
