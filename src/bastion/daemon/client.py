@@ -42,9 +42,11 @@ class NodeUnavailable(SessionBroken):
 
 
 def _state_root(state_dir: str | os.PathLike[str] | None) -> Path:
-    from ..state import StateDir
+    """The state directory's path, without creating it (a client only looks)."""
+    from ..state import DEFAULT_STATE_DIR
 
-    return StateDir.resolve(state_dir).root
+    raw = state_dir or os.environ.get("BASTION_STATE_DIR") or DEFAULT_STATE_DIR
+    return Path(raw).absolute()
 
 
 def _policy_text(policy: Any) -> tuple[str | None, str | None]:
