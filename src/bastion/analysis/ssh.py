@@ -16,6 +16,28 @@ spelling (``-o 'remoteforward …'``) and the command line itself (``-F notes.tx
 
 ``SshExecDetector`` turns an exec of an ssh client that forwards ports, relays through
 a proxy command or runs under another name into a verdict (``tunnels.ssh_forward_exec``).
+
+What "SSH allowed to a host" means (a policy entry ``protocol: ssh``): a shell or a
+command on that host, no forwarding of any kind. Forwarding cannot be seen inside the
+encryption, so the client is judged on everything that could ask for it later:
+
+* a **multiplexing master** (``-M``, ``ControlMaster`` other than ``no``): any process
+  that reaches its control socket can add forwards later with a hand-made mux request,
+  with no new exec and no new connection to see;
+* a **config that cannot be read** as the client reads it (``-F /dev/stdin`` from a
+  pipe, a FIFO, a device): what cannot be judged is refused (fail closed);
+* a **remote command that dials out** itself (``/dev/tcp``, ``nc``, a socket in
+  interpreter code, a miner's JSON-RPC, a ``stratum+`` URL): the allowed host used as a
+  pivot to a destination the sandbox may not reach (``tunnels.ssh_remote_egress``).
+
+The same judgement runs **again when the client's connection reaches the gateway**
+(``net.connect`` of an allowed SSH connection, owner = the ssh process or its
+``ProxyCommand`` child), and the gateway waits for it before dialling: a config or
+``Include`` file written after the exec (ssh reads its config before it connects) is
+read then. Not enforced: a config file changed back between ssh reading it and its
+connect; SSH spoken by a client that is not a known binary (paramiko, a static copy
+that differs) is reported (medium), its options unknowable; the ``~C`` escape command
+line is a feature only where enabled (``EnableEscapeCommandline``).
 """
 
 from __future__ import annotations
@@ -32,7 +54,8 @@ from collections.abc import Callable, Iterable
 from ..engine.finding import Finding
 from ..events import Event, EventKind, Severity
 
-__all__ = ["SshExecDetector", "client_identity", "config_features", "option_features"]
+__all__ = ["SshExecDetector", "client_identity", "config_features", "option_features",
+           "remote_command", "remote_egress"]
 
 KNOWN_CLIENTS = ("/usr/bin/ssh", "/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/autossh",
                  "/usr/lib/autossh/autossh", "/usr/bin/dbclient")
@@ -44,7 +67,21 @@ _KEYWORD_FEATURES = {"remoteforward": "ssh_forward_remote", "localforward": "ssh
                      "dynamicforward": "ssh_forward_dynamic", "tunnel": "ssh_tun",
                      "proxycommand": "ssh_proxy_command", "proxyjump": "ssh_jump",
                      "permitlocalcommand": "ssh_local_command",
-                     "localcommand": "ssh_local_command", "gatewayports": "ssh_gateway_ports"}
+                     "localcommand": "ssh_local_command", "gatewayports": "ssh_gateway_ports",
+                     "controlmaster": "ssh_control_master",
+                     "enableescapecommandline": "ssh_escape_commandline",
+                     "remotecommand": "ssh_remote_command"}
+_BOOL_FLAG_FEATURES = {"M": "ssh_control_master"}
+# the keywords whose "no" (or "none") turns the feature off
+_OFF_VALUES = {"ssh_tun": ("no", "false", ""), "ssh_gateway_ports": ("no", "false", ""),
+               "ssh_local_command": ("no", "false", ""),
+               "ssh_control_master": ("no", "false", ""),
+               "ssh_escape_commandline": ("no", "false", ""),
+               "ssh_proxy_command": ("none",), "ssh_jump": ("none",),
+               "ssh_remote_command": ("none", "")}
+# what a remote command does that makes the allowed host a pivot: it opens connections
+# of its own (analysed like any command; the analysis' feature names)
+_DIALS = frozenset({"devtcp", "nc_connect", "interp_socket", "file_to_network"})
 _VALUE_FLAGS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
 _MAX_CONFIG = 256 * 1024
 
@@ -109,23 +146,58 @@ def client_identity(pid: int) -> str | None:
 
 def option_features(args: list[str]) -> tuple[list[str], list[str]]:
     """(features, config files given with -F) from an ssh argv, read as ssh reads it."""
+    features, configs, _ = _parse(args)
+    return features, configs
+
+
+def remote_command(args: list[str]) -> str | None:
+    """The command an ssh argv runs on the remote host (its words joined by spaces, as
+    ssh sends them to the remote shell), or None."""
+    words = _parse(args)[2]
+    return " ".join(words) if words else None
+
+
+def remote_egress(command: str) -> list[str]:
+    """Why a remote command makes the remote host a pivot for the sandbox's traffic
+    (empty: it does not dial out by itself). Analysed like a local command."""
+    from ..analysis.analyzer import analyze_command
+    from ..gateway.stream import scan
+
+    why: list[str] = []
+    with contextlib.suppress(Exception):
+        analysed = analyze_command(command)
+        why += sorted(set(analysed.get("cmd.features") or []) & _DIALS)
+        why += [f"url {u}" for u in analysed.get("cmd.urls") or []
+                if str(u).lower().startswith(("stratum", "tcp://", "udp://", "socks"))]
+    found = scan(command.encode(errors="replace"))
+    if found is not None:
+        why.append(f"{found.app} ({found.reason})")
+    return why
+
+
+def _parse(args: list[str]) -> tuple[list[str], list[str], list[str]]:
     features: list[str] = []
     configs: list[str] = []
     i = 1
     destination = False
     while i < len(args):
         arg = args[i]
-        if arg == "--" or not arg.startswith("-") or arg == "-":
+        if arg == "--":  # options end; the destination follows unless already seen
+            rest = list(args[i + 1:])
+            return features, configs, rest if destination else rest[1:]
+        if not arg.startswith("-") or arg == "-":
             # ssh parses options again after the destination (`ssh host -R ...`); the
             # next non-option starts the remote command
-            if destination or arg == "--":
-                break
+            if destination:
+                return features, configs, list(args[i:])
             destination = True
             i += 1
             continue
         j = 1
         while j < len(arg):
             flag = arg[j]
+            if flag in _BOOL_FLAG_FEATURES:
+                features.append(_BOOL_FLAG_FEATURES[flag])
             if flag in _VALUE_FLAGS:
                 value = arg[j + 1:] or (args[i + 1] if i + 1 < len(args) else "")
                 if not arg[j + 1:]:
@@ -139,7 +211,7 @@ def option_features(args: list[str]) -> tuple[list[str], list[str]]:
                 break
             j += 1
         i += 1
-    return features, configs
+    return features, configs, []
 
 
 def _keyword_features(line: str) -> list[str]:
@@ -150,23 +222,29 @@ def _keyword_features(line: str) -> list[str]:
     feature = _KEYWORD_FEATURES.get(keyword.strip().lower())
     if feature is None:
         return []
-    value = rest.strip().lower()
-    if feature in ("ssh_tun", "ssh_gateway_ports", "ssh_local_command") and value in (
-            "no", "false", ""):
+    value = rest.strip().strip('"').lower()
+    if value in _OFF_VALUES.get(feature, ()):
         return []
-    if feature == "ssh_proxy_command" and value == "none":
-        return []
+    if feature == "ssh_remote_command":
+        # a command in the config runs like one on the command line: judged by what it does
+        return ["ssh_remote_egress"] if remote_egress(rest.strip()) else []
     return [feature]
+
+
+UNREADABLE = "\0unreadable"  # what a reader returns for a config it cannot judge
 
 
 def config_features(read: Callable[[str], str | None], path: str, depth: int = 0) -> list[str]:
     """Features of an ssh config file and the files it ``Include``s (``read`` returns a
-    file's text as the process sees it, or None)."""
+    file's text as the process sees it, None if there is none, ``UNREADABLE`` if it is
+    there but cannot be read without taking bytes from ssh: fail closed)."""
     if depth > 8:
         return []
     text = read(path)
     if text is None:
         return []
+    if text == UNREADABLE:
+        return ["ssh_config_unreadable"]
     features: list[str] = []
     base = os.path.dirname(path)
     for line in text[:_MAX_CONFIG].splitlines():
@@ -182,46 +260,66 @@ def config_features(read: Callable[[str], str | None], path: str, depth: int = 0
     return features
 
 
+def _read_regular(path: str) -> str | None:
+    """A regular file's text; ``UNREADABLE`` for anything else that exists (a pipe, a
+    FIFO, a device: opening or reading it could block or take ssh's bytes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            os.stat(path)
+        except OSError:
+            return None
+        return UNREADABLE
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return UNREADABLE
+        data = os.pread(fd, _MAX_CONFIG, 0)  # from offset 0: ssh's own offset unmoved
+    except OSError:
+        return UNREADABLE
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
+
+
 def _reader(pid: int) -> Callable[[str], str | None]:
     root = f"/proc/{pid}/root"
 
     def read(path: str) -> str | None:
         fd = _fd_path(path)
         if fd is not None:
-            # the process's own descriptor (-F /dev/stdin < file): read it only if it is
-            # a regular file (opened afresh, so ssh's offset is not moved); a pipe's
-            # bytes would be taken from ssh
-            target = f"/proc/{pid}/fd/{fd}"
+            # the process's own descriptor (-F /dev/stdin < file): a regular file is
+            # read afresh; a pipe cannot be read without taking ssh's bytes
             try:
-                if not stat.S_ISREG(os.stat(target).st_mode):
-                    return None
-                with open(target, encoding="utf-8", errors="replace") as f:
-                    return f.read(_MAX_CONFIG)
+                mode = os.stat(f"/proc/{pid}/fd/{fd}").st_mode
             except OSError:
                 return None
+            if not stat.S_ISREG(mode):
+                return UNREADABLE
+            return _read_regular(f"/proc/{pid}/fd/{fd}")
         if "*" in path or "?" in path:  # Include with a glob
             found = sorted(glob.glob(root + path))[:16]
-            texts = []
-            for item in found:
-                with contextlib.suppress(OSError, UnicodeDecodeError), \
-                        open(item, encoding="utf-8", errors="replace") as f:
-                    texts.append(f.read(_MAX_CONFIG))
+            texts = [t for t in (_read_regular(item) for item in found) if t is not None]
+            if UNREADABLE in texts:
+                return UNREADABLE
             return "\n".join(texts) if texts else None
-        try:
-            with open(root + path, encoding="utf-8", errors="replace") as f:
-                return f.read(_MAX_CONFIG)
-        except OSError:
-            return None
+        return _read_regular(root + path)
     return read
 
 
 class SshExecDetector:
-    """An exec of an ssh client (by binary identity) that forwards, relays or hides."""
+    """An ssh client (by binary identity) that forwards, relays, multiplexes, hides,
+    or runs a remote command that dials out: judged at its exec and again when its
+    allowed SSH connection reaches the gateway (which waits for the verdict)."""
 
     name = "ssh_exec"
-    kinds = frozenset({EventKind.EXEC})
+    kinds = frozenset({EventKind.EXEC, EventKind.NET_CONNECT})
 
     def observe(self, event: Event) -> list[Finding]:
+        if event.kind is EventKind.NET_CONNECT:
+            return self._connect(event)
         pid = event.pid
         if pid is None:
             return []
@@ -230,20 +328,66 @@ class SshExecDetector:
             return []
         fields = event.fields
         args = [str(a) for a in (fields.get("proc.args") or [])]
-        features, configs = option_features(args)
-        cwd = str(fields.get("proc.cwd") or "/")
-        read = _reader(pid)
-        for config in configs or [_home_config(pid)]:
-            if config:
-                path = config if config.startswith("/") else os.path.join(cwd, config)
-                features += config_features(read, path)
         name = str(fields.get("proc.name") or os.path.basename(args[0] if args else ""))
-        renamed = name not in CLIENT_NAMES
-        features = list(dict.fromkeys(features))
-        if not features and not renamed:
+        return _judge(pid, identity, args, str(fields.get("proc.cwd") or "/"), name)
+
+    def _connect(self, event: Event) -> list[Finding]:
+        """An allowed SSH connection: the client holding it (or whose ``ProxyCommand``
+        holds it) is judged again on its config as it is now; a connection whose SSH
+        is spoken by no known client is reported (its options cannot be known)."""
+        fields = event.fields
+        if fields.get("net.decision") != "allow" or not (
+                fields.get("net.app") == "ssh" or fields.get("net.ssh_banner")):
             return []
+        pid = event.pid
+        client = None
+        for candidate in (pid, _parent(pid)):
+            if candidate and client_identity(candidate) is not None:
+                client = candidate
+                break
+        where = f"{fields.get('net.dst_ip')}:{fields.get('net.dst_port')}"
+        if client is None:
+            return [Finding(
+                rule_id="tunnels.ssh_unvetted_client",
+                severity=Severity.MEDIUM,
+                message=(f"SSH connection to {where} spoken by no known ssh client "
+                         f"(pid {pid}): its forwarding requests cannot be judged"),
+                categories=("tunnel",),
+                mitre=("T1572", "T1021.004"),
+                evidence={"pid": pid, "banner": fields.get("net.ssh_banner")},
+            )]
+        identity = client_identity(client) or "ssh"
+        args = _cmdline(client)
+        try:
+            cwd = os.readlink(f"/proc/{client}/cwd")
+        except OSError:
+            cwd = "/"
+        name = os.path.basename(args[0]) if args else identity
+        # a renamed copy was judged at its exec; here only what it will do counts
+        found = _judge(client, identity, args, cwd, name, renamed_counts=False)
+        for finding in found:
+            finding.evidence["connection"] = where
+        return found
+
+    def forget(self, session_id: str) -> None:
+        return None
+
+
+def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
+           renamed_counts: bool = True) -> list[Finding]:
+    features, configs, remote = _parse(args)
+    read = _reader(pid)
+    for config in configs or [_home_config(pid)]:
+        if config:
+            path = config if config.startswith("/") else os.path.join(cwd, config)
+            features += config_features(read, path)
+    dials = remote_egress(" ".join(remote)) if remote else []
+    renamed = renamed_counts and os.path.basename(name) not in CLIENT_NAMES
+    features = list(dict.fromkeys(features))
+    found: list[Finding] = []
+    if features or renamed:
         why = ", ".join(features) or "no forwarding"
-        return [Finding(
+        found.append(Finding(
             rule_id="tunnels.ssh_forward_exec",
             severity=Severity.HIGH,
             message=(f"{identity} client run as {name!r} ({why})"
@@ -252,10 +396,40 @@ class SshExecDetector:
             mitre=("T1572", "T1021.004") + (("T1036.003",) if renamed else ()),
             evidence={"identity": identity, "name": name, "features": features,
                       "configs": configs},
-        )]
+        ))
+    if dials:
+        command = " ".join(remote)
+        found.append(Finding(
+            rule_id="tunnels.ssh_remote_egress",
+            severity=Severity.HIGH,
+            message=(f"{identity} runs a remote command that dials out by itself "
+                     f"({', '.join(dials)}): the allowed host used as a pivot"),
+            categories=("tunnel",),
+            mitre=("T1572", "T1090"),
+            evidence={"identity": identity, "remote_command": command[:512],
+                      "dials": dials},
+        ))
+    return found
 
-    def forget(self, session_id: str) -> None:
+
+def _parent(pid: int | None) -> int | None:
+    if not pid:
         return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+        return int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(1 << 16)
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
 
 
 def _fd_path(path: str) -> int | None:
