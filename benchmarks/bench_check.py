@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bastion.analysis import analyze_command
-from bastion.cli.check import run_check
+from bastion.checking import run_check
 from bastion.events import Event, EventKind
 from bastion.policy import Policy
 from bastion.rules import load_ruleset

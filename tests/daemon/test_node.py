@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,9 +188,28 @@ def test_a_killed_daemon_is_noticed_and_its_sessions_removed(state_dir: Path) ->
 def test_bastion_run_goes_through_a_running_node(node: NodeServer, state_dir: Path) -> None:
     env = {**os.environ, "BASTION_STATE_DIR": str(state_dir)}
     r = subprocess.run([sys.executable, "-m", "bastion", "run", "--json", "--", "echo", "hi"],
-                       capture_output=True, text=True, timeout=120, env=env)
+                       capture_output=True, text=True, timeout=120, env=env, check=False)
     assert r.returncode == 0, r.stderr
     import json
 
     payload = json.loads(r.stdout)
     assert payload["stdout"] == "hi\n" and payload["node"] is True
+
+
+def test_bastion_check_goes_through_a_running_node(node: NodeServer, state_dir: Path) -> None:
+    import json
+
+    env = {**os.environ, "BASTION_STATE_DIR": str(state_dir)}
+    lines = "ls -la\nssh -fNR 9000:localhost:22 user@203.0.113.5\n"
+    r = subprocess.run([sys.executable, "-m", "bastion", "check", "--json"], input=lines,
+                       capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [o["decision"] for o in out] == ["allow", "deny"]
+    assert NodeClient.for_state_dir(state_dir).ping()["checked"] == 1  # answered by the node
+    # a bad line: the lines before it are still printed, then one clear error
+    r = subprocess.run([sys.executable, "-m", "bastion", "check", "--json"],
+                       input='ls\n{"cmd": 5}\n', capture_output=True, text=True, timeout=120,
+                       env=env, check=False)
+    assert r.returncode == 2 and "line 2" in r.stderr and "cmd" in r.stderr, r.stderr
+    assert [json.loads(x)["cmd"] for x in r.stdout.splitlines()] == ["ls"]

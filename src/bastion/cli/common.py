@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import BastionError, PolicyError, SandboxUnavailable
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..policy import Policy
 
-__all__ = ["StateDirOption", "PolicyOption", "fail", "load_policy", "user_errors"]
+__all__ = ["PolicyOption", "StateDirOption", "fail", "load_policy", "user_errors"]
 
 StateDirOption = typer.Option(
     None, "--state-dir", envvar="BASTION_STATE_DIR",

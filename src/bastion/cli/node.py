@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def node(
-    state_dir: Optional[str] = StateDirOption,
+    state_dir: str | None = StateDirOption,
     max_sessions: int = typer.Option(1024, "--max-sessions", min=1,
                                      help="refuse new sessions beyond this many"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every start and refusal"),
@@ -46,7 +45,7 @@ def node(
 
 def node_token(
     run_id: str = typer.Argument(..., help="the run the token is for"),
-    state_dir: Optional[str] = StateDirOption,
+    state_dir: str | None = StateDirOption,
 ) -> None:
     from ..daemon import NodeClient
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -32,14 +31,14 @@ def register(app: typer.Typer) -> None:
 
 def run(
     command: list[str] = typer.Argument(..., help="the command and its arguments (after --)"),
-    policy: Optional[str] = PolicyOption,
+    policy: str | None = PolicyOption,
     as_json: bool = typer.Option(
         False, "--json", help="print one JSON object (schema documented in README, versioned)"
     ),
-    timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds"),
+    timeout: float | None = typer.Option(None, help="per-call timeout in seconds"),
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
-    image: Optional[str] = ImageOption,
-    state_dir: Optional[str] = StateDirOption,
+    image: str | None = ImageOption,
+    state_dir: str | None = StateDirOption,
 ) -> None:
     try:  # before a session exists: a bad --timeout is the caller's mistake, said at once
         cmd = check_call(command[0] if len(command) == 1 else command, step=0, call_id="c0",
@@ -91,10 +90,10 @@ def _run_one(cmd: str | list[str], *, policy: str | None, timeout: float | None,
 
 
 def shell(
-    policy: Optional[str] = PolicyOption,
+    policy: str | None = PolicyOption,
     lab: bool = typer.Option(False, "--lab", help="route allowed traffic into the simulated lab"),
-    image: Optional[str] = ImageOption,
-    state_dir: Optional[str] = StateDirOption,
+    image: str | None = ImageOption,
+    state_dir: str | None = StateDirOption,
 ) -> None:
     """Each line is one tool call (step), so verdicts are shown as they happen."""
     from ..audit.report import terminal_safe

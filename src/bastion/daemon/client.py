@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..errors import SessionBroken, SessionClosed
 from ..events import Verdict
@@ -138,6 +138,18 @@ class NodeClient:
         with self._connect() as conn:
             return conn.request({"op": "ping"})
 
+    def check(self, text: str, *, policy: Any = None, as_json: bool = False) -> dict[str, Any]:
+        """`bastion check` on the node: ``{"output": str, "counts": {...}}``. On a bad
+        input line, ``counts`` is None and ``error`` the ``PolicyError`` to raise after
+        the output of the lines before it is written."""
+        policy_text, source = _policy_text(policy)
+        with self._connect() as conn:
+            answer = conn.request({"op": "check", "input": text, "policy": policy_text,
+                                   "policy_source": source, "json": as_json})
+        if answer.get("error"):
+            answer["error"] = error_from_wire(answer["error"])
+        return answer
+
     def run_token(self, run_id: str) -> str:
         """A token that opens sessions of ``run_id`` only (hand it to a trainer)."""
         with self._connect() as conn:
@@ -196,7 +208,7 @@ class _Connection:
         self._file.close()
         self._sock.close()
 
-    def __enter__(self) -> _Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,7 +276,7 @@ class RemoteSession:
             self._closed = True
             self._conn.close()
 
-    def __enter__(self) -> RemoteSession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -447,7 +459,7 @@ class AsyncRemoteSession:
             self._closed = True
             await self._conn.close()
 
-    async def __aenter__(self) -> AsyncRemoteSession:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

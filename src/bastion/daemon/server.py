@@ -86,6 +86,9 @@ class NodeServer:
         self._lock_fd: int | None = None
         self._socket: Path | None = None
         self.ready = threading.Event()  # set once the socket answers (tests, embedders)
+        self._checkers: dict[str, tuple[Any, Any]] = {}  # policy text -> (policy, ruleset)
+        self._checkers_lock = threading.Lock()
+        self.checked = 0  # `bastion check` inputs answered
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class NodeServer:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
             msg = decode_frame(line) if line else {}
-        except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError, ProtocolError):
+        except (TimeoutError, ValueError, asyncio.LimitOverrunError, ProtocolError):
             msg = {}
         rid = msg.get("id")
         if msg.get("op") != "hello":
@@ -287,7 +290,7 @@ class NodeServer:
             await send({"id": rid, "ok": True, **answer})
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is answered, none kills the daemon
+        except Exception as exc:
             if not isinstance(exc, BastionError):
                 log.exception("bastion node: %s failed", line[:200])
             await send({"id": rid, "ok": False, "error": error_to_wire(exc)})
@@ -306,7 +309,8 @@ class NodeServer:
     # -- operations --------------------------------------------------------------------
 
     async def _op_ping(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
-        return {"sessions": sum(len(c.sessions) for c in self._clients), "pid": os.getpid()}
+        return {"sessions": sum(len(c.sessions) for c in self._clients), "pid": os.getpid(),
+                "checked": self.checked}
 
     async def _op_run_token(self, client: _Client, msg: dict[str, Any],
                             rid: Any) -> dict[str, Any]:
@@ -422,6 +426,50 @@ class NodeServer:
         return {"verdicts": [v.to_dict() for v in verdicts], "next": since + len(verdicts),
                 "ended": session.ended}
 
+    async def _op_check(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
+        """`bastion check` with the policy's packs compiled once per policy text."""
+        text = msg.get("input")
+        if not isinstance(text, str):
+            raise ProtocolError("check needs input: the text bastion check reads")
+        policy_text = msg.get("policy")
+        return await self._blocking(self._check, text, policy_text if isinstance(
+            policy_text, str) else None, str(msg.get("policy_source") or "<client>"),
+            bool(msg.get("json")))
+
+    def _check(self, text: str, policy_text: str | None, source: str,
+               as_json: bool) -> dict[str, Any]:
+        import io
+
+        from ..checking import run_check
+        from ..errors import PolicyError
+
+        policy, ruleset = self._checker(policy_text, source)
+        out = io.StringIO()
+        try:
+            counts = run_check(io.StringIO(text), out, policy, as_json=as_json,
+                               ruleset=ruleset)
+        except PolicyError as exc:  # a bad input line: what came before it is kept
+            return {"output": out.getvalue(), "counts": None, "error": error_to_wire(exc)}
+        self.checked += 1
+        return {"output": out.getvalue(), "counts": counts}
+
+    def _checker(self, policy_text: str | None, source: str) -> tuple[Any, Any]:
+        from ..policy import Policy
+        from ..rules import load_ruleset
+
+        key = policy_text or ""
+        with self._checkers_lock:
+            hit = self._checkers.get(key)
+        if hit is None:
+            policy = (Policy.from_yaml(policy_text, source=source) if policy_text is not None
+                      else Policy.default())
+            hit = (policy, load_ruleset(policy))
+            with self._checkers_lock:
+                if len(self._checkers) >= 16:
+                    self._checkers.pop(next(iter(self._checkers)))
+                self._checkers[key] = hit
+        return hit
+
     async def _op_close(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
         session = client.sessions.pop(str(msg.get("session")), None)
         if session is not None:
@@ -446,4 +494,5 @@ _OPS: dict[str, Callable[..., Any]] = {
     "cancel": NodeServer._op_cancel,
     "verdicts": NodeServer._op_verdicts,
     "close": NodeServer._op_close,
+    "check": NodeServer._op_check,
 }
