@@ -29,6 +29,7 @@ if _typing.TYPE_CHECKING:
     from .policy import Policy as Policy
     from .results import ExecResult as ExecResult
     from .results import Outcome as Outcome
+    from .aio import AsyncSession as AsyncSession
     from .session import Session as Session
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "Action": ".events",
+    "AsyncSession": ".aio",
     "BastionError": ".errors",
     "Event": ".events",
     "EventKind": ".events",

@@ -75,6 +75,8 @@ from .results import ExecResult, Outcome
 from .sandbox import CallHandle, RawResult, Sandbox
 from .sandbox.bwrap import WORKSPACE
 from .sandbox.cleanup import owner_record
+from .sandbox.sandbox import CANCELLED
+from .sandbox.steps import Blocking, CallCancelled, Steps, drive
 from .sensors.procfs import read_cgroup
 from .sensors.sockets import socket_owner
 from .state import check_traversable
@@ -614,9 +616,10 @@ class Session:
             self.verdicts.append(verdict)
             self._charge(verdict)
 
-        future = self._executor.submit(record)
         if wait:
-            future.result()
+            self._executor.call(record)  # inline when already on the executor
+        else:
+            self._executor.submit(record)
 
     def _contain(self, reason: str) -> None:
         """An observer can no longer watch this session: end it now, from whatever
@@ -647,18 +650,35 @@ class Session:
         ``call_id`` attribute everything the call causes; defaults are a running
         counter and ``c<step>``.
         """
+        return drive(self._exec_steps(cmd, step=step, call_id=call_id, timeout=timeout,
+                                      stdin=stdin, env=env, cwd=cwd))
+
+    def _exec_steps(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        step: int | None = None,
+        call_id: str | None = None,
+        timeout: float | None = None,
+        stdin: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> Steps[ExecResult]:
+        """``exec`` as steps (sandbox/steps.py): the one code path behind ``exec`` and
+        ``AsyncSession.exec``, which differ only in how they wait."""
         # bytes decoded (surrogateescape), call_id/step/timeout checked: see calls.py
         cmd = check_call(cmd, step=step, call_id=call_id, timeout=timeout)
         self._check_usable()
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        return self._run_call(cmd, command, self._analyse(analysable(command)), step=step,
-                              call_id=call_id,
-                              timeout=timeout, stdin=stdin, env=env, cwd=cwd)
+        analysis = yield Blocking(lambda: self._analyse(analysable(command)))
+        return (yield from self._call_steps(cmd, command, analysis, step=step,
+                                            call_id=call_id, timeout=timeout, stdin=stdin,
+                                            env=env, cwd=cwd))
 
-    def _run_call(self, cmd: str | Sequence[str], command: str, analysis: dict[str, Any], *,
-                  step: int | None, call_id: str | None, timeout: float | None,
-                  stdin: str | bytes | None, env: Mapping[str, str] | None,
-                  cwd: str | None) -> ExecResult:
+    def _call_steps(self, cmd: str | Sequence[str], command: str, analysis: dict[str, Any], *,
+                    step: int | None, call_id: str | None, timeout: float | None,
+                    stdin: str | bytes | None, env: Mapping[str, str] | None,
+                    cwd: str | None) -> Steps[ExecResult]:
         self._check_usable()
         with self._lock:
             if step is None:
@@ -675,11 +695,16 @@ class Session:
         limit = min(timeout or self.policy.sandbox.limits.exec_timeout,
                     self.policy.sandbox.limits.exec_timeout)
         self._lifecycle("call_start", call, wait=False, **{"cmd.raw": command})
-        # synchronous: a command is judged (and refused) before it runs
-        pre = self.ingest(self.event(EventKind.COMMAND, call=call, **analysis))
+        try:
+            # waited for: a command is judged (and refused) before it runs
+            event = self.event(EventKind.COMMAND, call=call, **analysis)
+            pre: list[Verdict] = yield Blocking(lambda: self.ingest(event))
+        except CallCancelled:
+            self._abandon(call, late)
+            raise
         refused = [v for v in pre if v.action in _STOPPING]
         if refused or self._ended:
-            return self._denied(call, refused, late)
+            return (yield Blocking(lambda: self._denied(call, refused, late)))
 
         image_env = self.image_view.env if self.image_view is not None else {}
         env_full = {**_DEFAULT_ENV, **image_env, **self.policy.sandbox.env, **(env or {})}
@@ -687,7 +712,7 @@ class Session:
         assert self.sandbox is not None
         oom_before = self.sandbox.cgroup.oom_kills() if self.sandbox.cgroup else 0
         try:
-            raw = self.sandbox.run(
+            raw = yield from self.sandbox.call_steps(
                 argv,
                 env=env_full,
                 cwd=cwd or (self.image_view.cwd if self.image_view is not None else WORKSPACE),
@@ -696,25 +721,45 @@ class Session:
                 on_started=lambda handle: self._started(call, handle),
                 should_stop=lambda: call.stop_reason or self._ended,
             )
+        except CallCancelled:  # before the sandbox sent anything: nothing ran
+            self._abandon(call, late)
+            raise
         except SessionBroken as exc:
             if self._ended and self.sandbox.broken_reason in ("killed", "supervisor gone"):
                 # the policy ended the episode while this call ran (terminate, quarantine):
                 # that is an outcome for the agent, not an error for the caller
-                self.settle()
-                return self._denied(call, [v for v in call.verdicts
-                                           if v.action is not Action.NONE], late)
+                return (yield Blocking(lambda: self._ended_during(call, late)))
             self._fail_closed(str(exc))
             raise
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
         for full in self.sandbox.disk_full():
-            self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
-        self.settle()  # verdicts on what the call did so far are charged before it returns
+            verdict = disk_limit_verdict(self._view, call.ref, full)
+            yield Blocking(lambda v=verdict: self._adopt(v, wait=True))  # type: ignore[misc]
+        # verdicts on what the call did so far are charged before it returns
+        yield Blocking(self.settle)
         result = self._result(call, raw, oom, late)
         # not waited for: everything before it is settled, and it is recorded before
         # anything that follows (close() waits for its own "closing" after it)
+        why = {"reason": CANCELLED} if raw.interrupted == CANCELLED else {}
         self._lifecycle("call_end", call, wait=False, **{"proc.exit_code": result.exit_code,
-                                                         "outcome": result.outcome.value})
+                                                         "outcome": result.outcome.value},
+                        **why)
         return result
+
+    def _ended_during(self, call: _Call, late: list[Verdict]) -> ExecResult:
+        self.settle()
+        return self._denied(call, [v for v in call.verdicts if v.action is not Action.NONE],
+                            late)
+
+    def _abandon(self, call: _Call, late: list[Verdict]) -> None:
+        """The caller cancelled the call before its command ran: say so in the trail;
+        the verdicts it would have carried go out with the next call."""
+        with self._lock:
+            call.finished = True
+            self._undelivered = [*late, *call.verdicts, *self._undelivered]
+        with contextlib.suppress(BastionError):
+            self._lifecycle("call_end", call, wait=False,
+                            outcome=Outcome.KILLED.value, reason=CANCELLED)
 
     def _argv(self, cmd: str | Sequence[str]) -> list[str]:
         if isinstance(cmd, str):
@@ -734,7 +779,7 @@ class Session:
             self._fail_closed(f"command analysis failed: {exc!r}")
             raise InternalError(f"command analysis failed on {command!r}") from exc
 
-    def _started(self, call: _Call, handle: CallHandle) -> None:
+    def _started(self, call: _Call, handle: CallHandle) -> Steps[None]:
         """The call's process exists, sits in its cgroup and waits for our go."""
         with self._lock:
             call.cgroup = handle.cgroup
@@ -743,7 +788,7 @@ class Session:
         # Nothing the agent asked for runs before it is durably recorded. The group
         # commit started when the records were queued, so this wait overlaps the fork.
         try:
-            self._flush_audit()
+            yield Blocking(self._flush_audit)
         except BastionError as exc:
             self._fail_closed(f"{type(exc).__name__}: {exc}")
             raise SessionBroken(self._ended or str(exc)) from exc
@@ -956,12 +1001,18 @@ class Session:
         would type to write it (so an ssh config or a script is visible to the rules),
         and recorded in the trail (its sha256 always, the text itself when it is small
         text)."""
+        return drive(self._write_steps(path, content, step=step, call_id=call_id))
+
+    def _write_steps(self, path: str, content: str | bytes, *, step: int | None = None,
+                     call_id: str | None = None) -> Steps[ExecResult]:
         check_call(path, step=step, call_id=call_id, timeout=None)
         self._check_usable()
         data = content.encode() if isinstance(content, str) else content
         command = f"cat > {shlex.quote(path)}"
-        return self._run_call(command, command, self._analyse_write(path, data), step=step,
-                              call_id=call_id, timeout=None, stdin=data, env=None, cwd=None)
+        analysis = yield Blocking(lambda: self._analyse_write(path, data))
+        return (yield from self._call_steps(command, command, analysis, step=step,
+                                            call_id=call_id, timeout=None, stdin=data,
+                                            env=None, cwd=None))
 
     def _analyse_write(self, path: str, data: bytes) -> dict[str, Any]:
         fields: dict[str, Any] = {"file.path": path, "file.size": len(data),

@@ -32,9 +32,10 @@ from . import scratch, supervisor
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
 from .seccomp import compiled_filter
+from .steps import Acquire, CallCancelled, Ready, Steps, drive
 from .watch import SupervisorLost, supervisor_problem, watcher
 
-__all__ = ["CallHandle", "RawResult", "Sandbox"]
+__all__ = ["CANCELLED", "CallHandle", "RawResult", "Sandbox"]
 
 _SUPERVISOR_SOURCE = Path(supervisor.__file__).read_bytes()  # runs its __main__ block
 # The supervisor's code arrives on a pipe, so `ps` inside shows a one-line bootstrap.
@@ -48,6 +49,7 @@ _START_TIMEOUT = 10.0
 _LAUNCH_TIMEOUT = 30.0
 _LAUNCHES = threading.BoundedSemaphore(max(4, 2 * (os.cpu_count() or 1)))
 _REPLY_SLICE = 0.1  # while waiting for a reply, look at the supervisor this often
+CANCELLED = "cancelled by the caller"  # RawResult.interrupted of a cancelled call
 
 
 @dataclass(frozen=True)
@@ -549,6 +551,9 @@ class Sandbox:
     def _send(self, msg: Mapping[str, object], fds: tuple[int, ...] = ()) -> None:
         assert self._sock is not None
         data = marshal.dumps(dict(msg))  # see supervisor.py: host-to-sandbox is marshal
+        # a reply may have left the socket non-blocking: a send waits for room (the
+        # supervisor reads at once; only a stopped one leaves it full, and is lost)
+        self._sock.settimeout(_START_TIMEOUT)
         try:
             if fds:
                 self._sock.sendmsg(
@@ -568,6 +573,8 @@ class Sandbox:
             data, ancdata, _, _ = self._sock.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
         except TimeoutError:
             raise
+        except BlockingIOError:  # timeout=0 and nothing there yet
+            raise TimeoutError("no message from the supervisor yet") from None
         except OSError as exc:
             self._lose_connection()
             raise SessionBroken(f"the sandbox's supervisor is gone ({exc.strerror})") from exc
@@ -590,22 +597,29 @@ class Sandbox:
             self._supervisor_lost("the sandbox's supervisor was killed")
         self._broken = self._broken or "supervisor gone"
 
-    def _reply(self, call_id: int) -> tuple[dict[str, object], list[int]]:
+    def _reply_steps(self, call_id: int, call: _CallFlags) -> Steps[tuple[dict[str, object], list[int]]]:
         """Wait for the supervisor's reply to request ``call_id``. The supervisor is
         looked at while waiting, so a stopped one ends the session in ~0.1 s rather
         than a timeout; a reply to any other request breaks the session (the agent
-        cannot make bastion act on a message meant for another call)."""
+        cannot make bastion act on a message meant for another call). A caller that
+        cancels meanwhile still waits for the reply: the process it announces must be
+        accounted for (and killed) before the next call uses the socket."""
+        assert self._sock is not None
+        sock_fd = self._sock.fileno()
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             self._check_supervisor()
-            try:
-                msg, fds = self._recv(timeout=_REPLY_SLICE)
-            except TimeoutError:
+            ready = yield from _wait(Ready((sock_fd,), (), _REPLY_SLICE), call)
+            if not ready:
                 if time.monotonic() < deadline:
                     continue
                 self._supervisor_lost(
                     f"the sandbox's supervisor did not answer within {_START_TIMEOUT:.0f}s")
                 raise SupervisorLost(self.lost or "supervisor unresponsive") from None
+            try:
+                msg, fds = self._recv(timeout=0)
+            except TimeoutError:
+                continue  # woken without a message
             if msg.get("id") != call_id:
                 for fd in fds:
                     os.close(fd)
@@ -628,11 +642,40 @@ class Sandbox:
         on_started: Callable[[CallHandle], None] | None = None,
         should_stop: Callable[[], str | None] | None = None,
     ) -> RawResult:
-        """Run one command to completion (or timeout) and collect its output.
+        """Run one command to completion (or timeout) and collect its output,
+        blocking this thread (``call_steps`` driven by ``steps.drive``).
 
         ``on_started`` runs after the process exists and sits in its call cgroup but
         before it executes anything; ``should_stop`` is polled while it runs and may
         return a reason to kill it (a verdict, a session deadline).
+        """
+        def started(handle: CallHandle) -> Steps[None]:
+            if on_started is not None:
+                on_started(handle)
+            return
+            yield  # a generator with no requests
+
+        return drive(self.call_steps(argv, env=env, cwd=cwd, stdin=stdin, timeout=timeout,
+                                     on_started=started, should_stop=should_stop))
+
+    def call_steps(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        stdin: bytes | None,
+        timeout: float,
+        on_started: Callable[[CallHandle], Steps[None]] | None = None,
+        should_stop: Callable[[], str | None] | None = None,
+    ) -> Steps[RawResult]:
+        """``run`` as steps (see ``steps.py``), for a blocking or an asyncio caller.
+
+        ``on_started(handle)`` returns the steps to take once the process exists and
+        sits in its call cgroup, before it executes anything (the session makes what
+        it asked for durable there). If the caller cancels, the call's cgroup is
+        killed (the process never runs if it had not yet) and the result says
+        ``interrupted=CANCELLED``.
         """
         with self._lost_lock:
             lost = self.lost
@@ -641,61 +684,83 @@ class Sandbox:
         if self._broken:
             raise SessionBroken(f"the sandbox is unusable: {self._broken}")
         assert self.cgroup is not None
-        with self._lock:
-            self._check_supervisor()
-            self._next_id += 1
-            call_id = self._next_id
-            call_cgroup = self.cgroup.new_call()
-            in_r, in_w = os.pipe2(os.O_CLOEXEC)
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            start = time.monotonic()
-            try:
-                # bytes: an argument that is not valid UTF-8 (surrogateescape'd by the
-                # caller) reaches the kernel as the bytes it stands for
-                self._send(
-                    {"op": "exec", "id": call_id, "argv": [os.fsencode(a) for a in argv],
-                     "env": dict(env), "cwd": cwd},
-                    (in_r, out_w, err_w),
-                )
-            finally:
-                for fd in (in_r, out_w, err_w):
-                    os.close(fd)
-            try:
-                msg, fds = self._reply(call_id)
-            except BaseException:
-                for fd in (in_w, out_r, err_r):
-                    os.close(fd)
-                raise
-            if msg.get("op") != "started" or len(fds) != 1:
-                for fd in (in_w, out_r, err_r, *fds):
-                    os.close(fd)
-                raise SessionBroken(f"sandbox supervisor failed to start the command: {msg!r}")
-            pidfd = fds[0]
-            try:
-                host_pid = _pid_of_pidfd(pidfd)
-                if host_pid <= 0:  # fdinfo says -1 once the process has exited
-                    raise ProcessLookupError(f"pid {msg.get('pid')} inside has exited")
-                self.cgroup.add_to_call(call_cgroup, host_pid)
-            except (OSError, SessionBroken) as exc:
-                # the process died before it could be placed: the sandbox was killed
-                # under us (a verdict, a failing sensor) or the agent killed it
-                for fd in (in_w, out_r, err_r, pidfd):
-                    os.close(fd)
-                raise SessionBroken(
-                    f"the call's process vanished before it started ({self._broken or exc})"
-                ) from exc
-            handle = CallHandle(host_pid, int(msg["pid"]), call_cgroup, pidfd)  # type: ignore[arg-type]
-            try:
-                if on_started is not None:
-                    on_started(handle)
-                self._send({"op": "go", "id": call_id})
-                return self._collect(call_id, handle, in_w, out_r, err_r, stdin, start,
-                                     timeout, should_stop)
-            finally:
-                os.close(pidfd)
+        yield Acquire(self._lock)  # a CallCancelled here: nothing started, nothing held
+        try:
+            return (yield from self._call_locked(argv, env, cwd, stdin, timeout, on_started,
+                                                 should_stop))
+        finally:
+            self._lock.release()
 
-    def _collect(
+    def _call_locked(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: str,
+        stdin: bytes | None,
+        timeout: float,
+        on_started: Callable[[CallHandle], Steps[None]] | None,
+        should_stop: Callable[[], str | None] | None,
+    ) -> Steps[RawResult]:
+        assert self.cgroup is not None
+        call = _CallFlags()
+        self._check_supervisor()
+        self._next_id += 1
+        call_id = self._next_id
+        call_cgroup = self.cgroup.new_call()
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        start = time.monotonic()
+        try:
+            # bytes: an argument that is not valid UTF-8 (surrogateescape'd by the
+            # caller) reaches the kernel as the bytes it stands for
+            self._send(
+                {"op": "exec", "id": call_id, "argv": [os.fsencode(a) for a in argv],
+                 "env": dict(env), "cwd": cwd},
+                (in_r, out_w, err_w),
+            )
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        try:
+            msg, fds = yield from self._reply_steps(call_id, call)
+        except BaseException:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        if msg.get("op") != "started" or len(fds) != 1:
+            for fd in (in_w, out_r, err_r, *fds):
+                os.close(fd)
+            raise SessionBroken(f"sandbox supervisor failed to start the command: {msg!r}")
+        pidfd = fds[0]
+        try:
+            host_pid = _pid_of_pidfd(pidfd)
+            if host_pid <= 0:  # fdinfo says -1 once the process has exited
+                raise ProcessLookupError(f"pid {msg.get('pid')} inside has exited")
+            self.cgroup.add_to_call(call_cgroup, host_pid)
+        except (OSError, SessionBroken) as exc:
+            # the process died before it could be placed: the sandbox was killed
+            # under us (a verdict, a failing sensor) or the agent killed it
+            for fd in (in_w, out_r, err_r, pidfd):
+                os.close(fd)
+            raise SessionBroken(
+                f"the call's process vanished before it started ({self._broken or exc})"
+            ) from exc
+        handle = CallHandle(host_pid, int(msg["pid"]), call_cgroup, pidfd)  # type: ignore[arg-type]
+        try:
+            if on_started is not None and not call.cancelled:
+                try:
+                    yield from on_started(handle)
+                except CallCancelled:
+                    call.cancelled = True
+            if not call.cancelled:
+                self._send({"op": "go", "id": call_id})
+            return (yield from self._collect_steps(call_id, handle, in_w, out_r, err_r, stdin,
+                                                   start, timeout, should_stop, call))
+        finally:
+            os.close(pidfd)
+
+    def _collect_steps(
         self,
         call_id: int,
         handle: CallHandle,
@@ -706,20 +771,17 @@ class Sandbox:
         start: float,
         timeout: float,
         should_stop: Callable[[], str | None] | None,
-    ) -> RawResult:
+        call: _CallFlags,
+    ) -> Steps[RawResult]:
         assert self._sock is not None
-        sel = selectors.DefaultSelector()
+        sock_fd = self._sock.fileno()
         bufs: dict[int, bytearray] = {out_r: bytearray(), err_r: bytearray()}
+        reading = {out_r, err_r}  # until each reaches end of file
         truncated = False
         pending = memoryview(stdin or b"")
         for fd in (in_w, out_r, err_r):
             os.set_blocking(fd, False)
-        sel.register(out_r, selectors.EVENT_READ)
-        sel.register(err_r, selectors.EVENT_READ)
-        sel.register(self._sock, selectors.EVENT_READ)
-        if pending:
-            sel.register(in_w, selectors.EVENT_WRITE)
-        else:
+        if not pending:
             os.close(in_w)
             in_w = -1
         status: int | None = None
@@ -735,48 +797,53 @@ class Sandbox:
                     self._check_supervisor()
                     next_look = now + _REPLY_SLICE
                 if not kill_sent:
-                    reason = should_stop() if should_stop is not None else None
+                    reason = CANCELLED if call.cancelled else (
+                        should_stop() if should_stop is not None else None)
                     if now >= deadline or reason:
                         timed_out = now >= deadline and not reason
                         interrupted = reason or "timeout"
-                        self._kill_call(call_id, handle)
+                        self._kill_call(call_id, handle, whole=call.cancelled)
                         kill_sent = True
                         deadline = now + 5.0  # the supervisor must report within this
                 elif now >= deadline:
                     self._supervisor_lost("the sandbox's supervisor stopped responding")
                     raise SupervisorLost(self.lost or "supervisor unresponsive")
                 wait = min(max(deadline - now, 0.0), 0.05)
-                for key, _ in sel.select(wait):
-                    if key.fileobj is self._sock:
+                writing = (in_w,) if in_w >= 0 else ()
+                ready = yield from _wait(Ready((sock_fd, *reading), writing, wait), call)
+                if sock_fd in ready:
+                    try:
                         msg, extra = self._recv(timeout=0)
-                        for fd in extra:
-                            os.close(fd)
-                        if msg.get("id") != call_id:
-                            self._broken = self._broken or "protocol error"
-                            raise SessionBroken(
-                                f"the sandbox's supervisor answered request {msg.get('id')!r} "
-                                f"during call {call_id}: {msg!r}")
-                        if msg.get("op") == "exited":
-                            status = int(msg["status"])  # type: ignore[arg-type]
-                    elif key.fd == in_w:
-                        try:
-                            n = os.write(in_w, pending[:65536])
-                            pending = pending[n:]
-                        except BrokenPipeError:
-                            pending = memoryview(b"")
-                        if not pending:
-                            sel.unregister(in_w)
-                            os.close(in_w)
-                            in_w = -1
-                    else:
-                        truncated |= self._read_into(key.fd, bufs[key.fd], sel)
+                    except TimeoutError:
+                        msg, extra = {}, []
+                    for fd in extra:
+                        os.close(fd)
+                    if msg and msg.get("id") != call_id:
+                        self._broken = self._broken or "protocol error"
+                        raise SessionBroken(
+                            f"the sandbox's supervisor answered request {msg.get('id')!r} "
+                            f"during call {call_id}: {msg!r}")
+                    if msg.get("op") == "exited":
+                        status = int(msg["status"])  # type: ignore[arg-type]
+                if in_w >= 0 and in_w in ready:
+                    try:
+                        n = os.write(in_w, pending[:65536])
+                        pending = pending[n:]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        pending = memoryview(b"")
+                    if not pending:
+                        os.close(in_w)
+                        in_w = -1
+                for fd in (out_r, err_r):
+                    if fd in ready and fd in reading:
+                        truncated |= self._read_into(fd, bufs[fd], reading)
             # the command is gone; what it wrote before exiting is in the pipes now
             for fd in (out_r, err_r):
-                with contextlib.suppress(KeyError):
-                    while self._read_into(fd, bufs[fd], sel, once=False):
-                        truncated = True
+                while fd in reading and self._read_into(fd, bufs[fd], reading, once=False):
+                    truncated = True
         finally:
-            sel.close()
             if in_w >= 0:
                 os.close(in_w)
         duration = time.monotonic() - start
@@ -786,8 +853,9 @@ class Sandbox:
                          timed_out, truncated, interrupted)
 
     @staticmethod
-    def _read_into(fd: int, buf: bytearray, sel: selectors.BaseSelector, once: bool = True) -> bool:
-        """Read what is available; returns True if output was dropped for size."""
+    def _read_into(fd: int, buf: bytearray, reading: set[int], once: bool = True) -> bool:
+        """Read what is available; returns True if output was dropped for size. An fd
+        at end of file leaves ``reading``."""
         dropped = False
         while True:
             try:
@@ -795,8 +863,7 @@ class Sandbox:
             except BlockingIOError:
                 return dropped
             if not chunk:
-                with contextlib.suppress(KeyError, ValueError):
-                    sel.unregister(fd)
+                reading.discard(fd)
                 return dropped
             room = _MAX_OUTPUT - len(buf)
             if room > 0:
@@ -821,9 +888,32 @@ class Sandbox:
         else:
             os.close(fd)
 
-    def _kill_call(self, call_id: int, handle: CallHandle) -> None:
-        """Kill the call's foreground process group; the pidfd is the backstop."""
+    def _kill_call(self, call_id: int, handle: CallHandle, *, whole: bool = False) -> None:
+        """Kill the call's foreground process group; the pidfd is the backstop. With
+        ``whole`` (the caller cancelled the call), every process of the call's cgroup,
+        background ones too."""
+        if whole and self.cgroup is not None:
+            self.cgroup.kill_call(handle.cgroup)
         with contextlib.suppress(SessionBroken):
             self._send({"op": "signal", "id": call_id, "sig": int(signal.SIGKILL)})
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(handle.pidfd, signal.SIGKILL)
+
+
+class _CallFlags:
+    """What the caller told a running call: ``cancelled`` once it stopped waiting."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+def _wait(request: Ready, call: _CallFlags) -> Steps[set[int]]:
+    """Ask for ``request``; a cancellation thrown in instead marks the call cancelled
+    (the caller kills it and waits for its end) and answers "nothing ready"."""
+    try:
+        return (yield request)  # type: ignore[no-any-return]
+    except CallCancelled:
+        call.cancelled = True
+        return set()

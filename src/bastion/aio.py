@@ -1,0 +1,363 @@
+"""``AsyncSession``: the session API for an asyncio trainer (``await session.exec``).
+
+A trainer drives hundreds of rollouts from one event loop (verl's AgentLoop, SkyRL,
+verifiers, Inspect's ``await sandbox().exec``). Calling the blocking ``Session.exec``
+through ``asyncio.to_thread`` costs a thread per call in flight and the loop's latency
+under load. Here a tool call is the *same* steps as ``Session.exec`` (policy, command
+analysis, the pipeline, the audit trail, attribution: ``sandbox/steps.py``), answered
+from the running loop:
+
+- the supervisor's socket and the call's pipes are registered with the loop
+  (``add_reader``/``add_writer``): no thread waits on a call;
+- the short blocking steps (the pipeline's verdict on the command, the audit flush
+  before the command may run, command analysis) run on the session's own serial
+  executor thread, which exists anyway; the loop awaits their futures;
+- creating and closing a session (bubblewrap launch, teardown) run on a small shared
+  thread pool.
+
+Cancelling an ``await session.exec(...)`` (``task.cancel()``, ``asyncio.timeout``)
+kills every process of the call (its cgroup), records the call's end with
+``reason: cancelled by the caller`` in the trail, and then raises ``CancelledError``.
+A call's timeout kills its process group, as in the blocking API; verdicts arrive in
+``ExecResult.verdicts`` exactly as there.
+
+One call runs at a time per session (as with ``Session``); concurrency comes from
+many sessions on one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self, TypeVar
+
+from .events import Verdict
+from .policy import Policy
+from .results import ExecResult
+from .sandbox.steps import Acquire, Blocking, CallCancelled, Ready, Request, Steps
+from .session import Session
+
+__all__ = ["AsyncSession", "drive_async"]
+
+T = TypeVar("T")
+
+_ACQUIRE_POLL = 0.005  # seconds between two tries of a lock a blocking caller holds
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _lifecycle_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that create and close sessions: as many as sandboxes may launch at
+    once (``sandbox._LAUNCHES``), so a rollout burst queues here, not in bwrap."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(4, 2 * (os.cpu_count() or 1)),
+                thread_name_prefix="bastion-aio-lifecycle")
+        return _pool
+
+
+class _Waiter:
+    """One request of the steps, answered on the loop: an asyncio future plus how to
+    stop waiting early (a cancelled caller)."""
+
+    __slots__ = ("_cleanup", "future")
+
+    def __init__(self, future: asyncio.Future[Any], cleanup: Callable[[], None]) -> None:
+        self.future = future
+        self._cleanup = cleanup
+
+    def abort(self) -> None:
+        """Stop waiting; whatever the request took (a lock) is given back."""
+        self._cleanup()
+        if not self.future.done():
+            self.future.cancel()
+
+
+def _ready(loop: asyncio.AbstractEventLoop, request: Ready) -> _Waiter:
+    future: asyncio.Future[set[int]] = loop.create_future()
+    fired: set[int] = set()
+    done = False
+
+    def cleanup() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        timer.cancel()
+        for fd in request.read:
+            loop.remove_reader(fd)
+        for fd in request.write:
+            loop.remove_writer(fd)
+
+    def on_ready(fd: int) -> None:
+        fired.add(fd)
+        cleanup()  # before the steps run again (they may close the fd)
+        if not future.done():
+            future.set_result(fired)
+
+    def on_timeout() -> None:
+        cleanup()
+        if not future.done():
+            future.set_result(fired)
+
+    timer = loop.call_later(max(0.0, request.timeout), on_timeout)
+    try:
+        for fd in request.read:
+            loop.add_reader(fd, on_ready, fd)
+        for fd in request.write:
+            loop.add_writer(fd, on_ready, fd)
+    except BaseException:
+        cleanup()
+        raise
+    return _Waiter(future, cleanup)
+
+
+def _acquire(loop: asyncio.AbstractEventLoop, request: Acquire) -> _Waiter:
+    """Take a threading lock without blocking the loop: try, then retry on a timer
+    (it is only ever held by a blocking caller of the same session)."""
+    future: asyncio.Future[None] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
+    stopped = False
+
+    def attempt() -> None:
+        nonlocal timer
+        if stopped or future.done():
+            return
+        if request.lock.acquire(blocking=False):
+            future.set_result(None)
+        else:
+            timer = loop.call_later(_ACQUIRE_POLL, attempt)
+
+    def cleanup() -> None:
+        nonlocal stopped
+        stopped = True
+        if timer is not None:
+            timer.cancel()
+        if future.done() and not future.cancelled():
+            request.lock.release()  # taken, but the steps will not run with it
+
+    attempt()
+    return _Waiter(future, cleanup)
+
+
+def _blocking(offload: Callable[[Callable[[], Any]], concurrent.futures.Future[Any]],
+              request: Blocking) -> _Waiter:
+    future = asyncio.wrap_future(offload(request.fn))
+    return _Waiter(future, lambda: None)
+
+
+async def drive_async(steps: Steps[T],
+                      offload: Callable[[Callable[[], Any]], concurrent.futures.Future[Any]]
+                      ) -> T:
+    """Run ``steps`` (see ``sandbox/steps.py``) on the running loop; ``Blocking``
+    requests go to ``offload`` (the session's executor). The counterpart of
+    ``steps.drive``.
+
+    If the awaiting task is cancelled, ``CallCancelled`` is thrown into the steps once:
+    at once while they wait on readiness or a lock, after the running blocking step
+    otherwise (a pipeline step is never abandoned half-way). The steps then kill and
+    record the call and run to their end, shielded; ``CancelledError`` is raised
+    after."""
+    loop = asyncio.get_running_loop()
+    value: Any = None
+    error: BaseException | None = None
+    cancelled = False  # the awaiting task was cancelled
+    told = False  # ... and the steps were told
+    while True:
+        try:
+            request: Request = steps.throw(error) if error is not None else steps.send(value)
+        except StopIteration as stop:
+            if cancelled:
+                raise asyncio.CancelledError()
+            return stop.value  # type: ignore[no-any-return]
+        except CallCancelled:
+            raise asyncio.CancelledError() from None
+        value, error = None, None
+        if cancelled and not told:
+            told = True
+            error = CallCancelled("the caller cancelled the call")
+            continue
+        try:
+            if isinstance(request, Ready):
+                waiter = _ready(loop, request)
+            elif isinstance(request, Blocking):
+                waiter = _blocking(offload, request)
+            elif isinstance(request, Acquire):
+                waiter = _acquire(loop, request)
+            else:  # pragma: no cover - a bug in the steps
+                raise TypeError(f"unknown request {request!r}")
+        except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
+            error = exc
+            continue
+        while True:
+            try:
+                value = await asyncio.shield(waiter.future)
+                break
+            except asyncio.CancelledError:
+                if waiter.future.cancelled():  # not by us: the request itself failed
+                    error = CallCancelled("the request was cancelled")
+                    break
+                cancelled = True
+                if not told and not isinstance(request, Blocking):
+                    waiter.abort()
+                    told = True
+                    error = CallCancelled("the caller cancelled the call")
+                    break
+                # a blocking step runs to its end; the steps hear of it at the next request
+            except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
+                error = exc
+                break
+
+
+class AsyncSession:
+    """An isolated, observed sandbox for one episode, for an asyncio caller.
+
+    >>> async with AsyncSession(run_id="r1", episode_id="e1") as s:
+    ...     r = await s.exec("echo hi", step=0)
+
+    The constructor takes ``Session``'s arguments and creates nothing; ``async with``
+    or ``await s.start()`` (or ``await AsyncSession.create(...)``) creates the sandbox
+    on a small thread pool. ``AsyncSession.wrap(session)`` drives an existing
+    ``Session``. ``session`` is the blocking ``Session`` underneath (its ``verdicts``,
+    ``events``, ``ended``, ...), the same object the pipeline acts on.
+    """
+
+    def __init__(self, policy: Policy | str | os.PathLike[str] | None = None,
+                 **kwargs: Any) -> None:
+        self._args = (policy, kwargs)
+        self._session: Session | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def wrap(cls, session: Session) -> AsyncSession:
+        """An ``AsyncSession`` over a session created elsewhere (e.g. by a factory)."""
+        self = cls.__new__(cls)
+        self._args = (None, {})
+        self._session = session
+        self._lock = None
+        return self
+
+    @classmethod
+    async def create(cls, policy: Policy | str | os.PathLike[str] | None = None,
+                     **kwargs: Any) -> AsyncSession:
+        """Create the session (sandbox launch off the loop) and return it."""
+        self = cls(policy, **kwargs)
+        await self.start()
+        return self
+
+    async def start(self) -> Self:
+        """Create the sandbox, off the loop. Idempotent."""
+        if self._session is None:
+            policy, kwargs = self._args
+            loop = asyncio.get_running_loop()
+            self._session = await loop.run_in_executor(
+                _lifecycle_pool(), lambda: Session(policy, **kwargs))
+        return self
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the session is not started: await start() or use async with")
+        return self._session
+
+    # -- attribution and state (the blocking session's) ---------------------------------
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    @property
+    def run_id(self) -> str:
+        return self.session.run_id
+
+    @property
+    def episode_id(self) -> str:
+        return self.session.episode_id
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.session.verdicts
+
+    @property
+    def ended(self) -> str | None:
+        return self.session.ended
+
+    @property
+    def closed(self) -> bool:
+        return self._session is not None and self._session.closed
+
+    # -- tool calls ---------------------------------------------------------------------
+
+    async def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        step: int | None = None,
+        call_id: str | None = None,
+        timeout: float | None = None,
+        stdin: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """``Session.exec``, awaited: same arguments, same result and verdicts."""
+        s = self.session
+        return await self._run(lambda: s._exec_steps(cmd, step=step, call_id=call_id,
+                                                      timeout=timeout, stdin=stdin, env=env,
+                                                      cwd=cwd))
+
+    async def write_file(self, path: str, content: str | bytes, *, step: int | None = None,
+                         call_id: str | None = None) -> ExecResult:
+        """``Session.write_file``, awaited."""
+        s = self.session
+        return await self._run(lambda: s._write_steps(path, content, step=step,
+                                                       call_id=call_id))
+
+    async def read_file(self, path: str, *, step: int | None = None,
+                        call_id: str | None = None) -> ExecResult:
+        """``Session.read_file``, awaited."""
+        return await self.exec(["cat", "--", path], step=step, call_id=call_id)
+
+    async def _run(self, make: Callable[[], Steps[ExecResult]]) -> ExecResult:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one call at a time per session, in order
+            s = self.session
+            return await drive_async(make(), s._executor.submit)
+
+    async def settle(self) -> None:
+        """``Session.settle``, awaited: everything submitted so far has been through
+        the pipeline."""
+        s = self.session
+        await drive_async(_one(Blocking(s.settle)), s._executor.submit)
+
+    def terminate(self, reason: str) -> None:
+        """End the episode now (kill everything, refuse further calls)."""
+        self.session.terminate(reason)
+
+    async def close(self) -> None:
+        """Kill every process, remove the sandbox, end the episode in the trail. Off
+        the loop. Idempotent."""
+        if self._session is None or self._session.closed:
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.shield(loop.run_in_executor(_lifecycle_pool(), self._session.close))
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        inner = repr(self._session) if self._session is not None else "not started"
+        return f"<AsyncSession {inner}>"
+
+
+def _one(request: Request) -> Steps[Any]:
+    return (yield request)
