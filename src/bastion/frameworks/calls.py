@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import base64
 import errno
+import os
 import posixpath
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import SessionBroken, SessionClosed
 from ..events import Action, Verdict
+from ..policy import Policy
 from ..results import ExecResult, Outcome
 from ..sandbox.bwrap import WORKSPACE
 from ..session import Session
@@ -31,6 +35,7 @@ __all__ = [
     "SessionGone",
     "read_file",
     "run",
+    "stage_task_files",
     "task_dir",
     "write_file",
 ]
@@ -78,6 +83,32 @@ class Contained:
         return ExecResult(stdout="", stderr=text + "\n", exit_code=126, duration=0.0,
                           timed_out=False, outcome=Outcome.TERMINATED, call_id=call_id,
                           reason=text)
+
+
+def stage_task_files(source: Path, policy: Policy, workspace: Path, uid: int) -> None:
+    """Copy a task directory into a workspace from the host (``Session(prepare=...)``).
+    Files under a path the policy protects stay root-owned and read-only; the rest
+    belong to the agent's uid. Links are not followed out of ``source``."""
+    protected = [p if p.startswith("/") else posixpath.normpath(posixpath.join(WORKSPACE, p))
+                 for p in policy.sandbox.protected]
+
+    def is_protected(rel: str) -> bool:
+        inside = posixpath.join(WORKSPACE, rel)
+        return any(inside == p or inside.startswith(p.rstrip("/") + "/") for p in protected)
+
+    for src in sorted(source.rglob("*")):
+        rel = src.relative_to(source).as_posix()
+        dest = workspace / rel
+        if src.is_symlink():
+            continue
+        if src.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            os.chmod(dest, 0o755)
+        else:
+            shutil.copyfile(src, dest)
+            os.chmod(dest, 0o755 if os.access(src, os.X_OK) else 0o644)
+        if not is_protected(rel):
+            os.chown(dest, uid, uid)
 
 
 def task_dir(session: Session) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import posixpath
-import shutil
 import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
@@ -49,7 +47,6 @@ from ..events import Verdict
 from ..policy import Policy
 from ..results import ExecResult as BastionResult
 from ..results import Outcome
-from ..sandbox.bwrap import WORKSPACE
 from ..session import Session
 from . import calls
 
@@ -59,7 +56,6 @@ __all__ = [
     "BastionSandboxEnvironment",
     "bastion_clean",
     "bastion_verdicts",
-    "stage_task_files",
 ]
 
 STORE_KEY = "bastion"
@@ -80,32 +76,6 @@ class BastionSandboxConfig(BaseModel, frozen=True):
     # (Inspect's Sample.files arrive after the sandbox, through write_file, where a
     # write to a protected path is, rightly, reward tampering)
     task_files: str | None = None
-
-
-def stage_task_files(source: Path, policy: Policy, workspace: Path, uid: int) -> None:
-    """Copy a task directory into a workspace from the host (``Session(prepare=...)``).
-    Files under a path the policy protects stay root-owned and read-only; the rest
-    belong to the agent's uid. Links are not followed out of ``source``."""
-    protected = [p if p.startswith("/") else posixpath.normpath(posixpath.join(WORKSPACE, p))
-                 for p in policy.sandbox.protected]
-
-    def is_protected(rel: str) -> bool:
-        inside = posixpath.join(WORKSPACE, rel)
-        return any(inside == p or inside.startswith(p.rstrip("/") + "/") for p in protected)
-
-    for src in sorted(source.rglob("*")):
-        rel = src.relative_to(source).as_posix()
-        dest = workspace / rel
-        if src.is_symlink():
-            continue
-        if src.is_dir():
-            dest.mkdir(parents=True, exist_ok=True)
-            os.chmod(dest, 0o755)
-        else:
-            shutil.copyfile(src, dest)
-            os.chmod(dest, 0o755 if os.access(src, os.X_OK) else 0o644)
-        if not is_protected(rel):
-            os.chown(dest, uid, uid)
 
 
 def bastion_verdicts() -> list[dict[str, Any]]:
@@ -189,7 +159,7 @@ class BastionSandboxEnvironment(SandboxEnvironment):
 
         def open_session() -> Session:
             policy = Policy.load(cfg.policy) if cfg.policy else Policy.default()
-            prepare = (functools.partial(stage_task_files, Path(cfg.task_files), policy)
+            prepare = (functools.partial(calls.stage_task_files, Path(cfg.task_files), policy)
                        if cfg.task_files else None)
             return Session(policy, run_id=cfg.run_id or run_id, episode_id=episode_id,
                            state_dir=cfg.state_dir, image=cfg.image, lab=cfg.lab,
