@@ -19,11 +19,13 @@ seed and actions give the same transitions, as Gymnasium's checker requires.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import secrets
 import string
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium
@@ -34,8 +36,9 @@ from ..errors import SessionBroken
 from ..events import Action, Verdict
 from ..policy import Policy
 from ..results import ExecResult
+from ..sandbox.steps import Blocking, Steps, drive
 from ..session import Session
-from .actions import parse_action, run_tool_call
+from .actions import ToolCall, parse_action
 from .records import EpisodeRecord, StepRecord
 from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
 from .tasks import FixBugTask, StepContext, Task
@@ -102,6 +105,7 @@ class BastionEnv(gymnasium.Env[str, str]):
         self._reported: set[str] = set()
         self._carried: list[Verdict] = []  # setup verdicts, paid with the first step
         self._transcript: list[str] = []
+        self._async: Any = None  # the AsyncSession over ``session`` (astep)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -191,48 +195,125 @@ class BastionEnv(gymnasium.Env[str, str]):
                 "violations": len(judgement.violations), "flag": record.flag}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        turn = self._begin_step(action)
+        if turn.runs:
+            try:
+                turn.result = drive(self._tool_steps(turn))
+            except SessionBroken as exc:  # the sandbox is gone: the episode is over
+                turn.broken = str(exc)
+        return drive(self._finish_steps(turn))
+
+    # -- asyncio (one trainer loop, many environments) ----------------------------------
+
+    async def areset(self, *, seed: int | None = None,
+                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """``reset`` off the event loop: closing the last episode's session and
+        creating the next one (bubblewrap launch, task setup) run on bastion's small
+        lifecycle thread pool (``bastion.aio``). Same observation and info."""
+        from ..aio import _lifecycle_pool
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _lifecycle_pool(), lambda: self.reset(seed=seed, options=options))
+
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """``step``, awaited: the same steps, the same info dict. The tool call runs
+        as ``AsyncSession.exec`` (its I/O on the loop, no thread per call); waiting for
+        the pipeline to settle, ending the session and grading (``task.reward``, which
+        may run the grader in the sandbox) run on the lifecycle thread pool.
+
+        Cancelling an ``astep`` kills the tool call (see ``AsyncSession``) and
+        leaves the episode unusable: ``areset`` next."""
+        from ..aio import AsyncSession, _lifecycle_pool, drive_async
+
+        turn = self._begin_step(action)
+        if turn.runs:
+            assert self.session is not None
+            if self._async is None or self._async.session is not self.session:
+                self._async = AsyncSession.wrap(self.session)
+            try:
+                turn.result = await self._async._run(lambda: self._tool_steps(turn))
+            except SessionBroken as exc:
+                turn.broken = str(exc)
+            except BaseException:
+                self._done = True  # cancelled mid-step: the record misses this step
+                raise
+        try:
+            return await drive_async(self._finish_steps(turn), _lifecycle_pool().submit)
+        except BaseException:
+            self._done = True
+            raise
+
+    async def aclose(self) -> None:
+        """``close`` off the event loop."""
+        from ..aio import _lifecycle_pool
+
+        await asyncio.get_running_loop().run_in_executor(_lifecycle_pool(), self.close)
+
+    # -- one step, as steps (sandbox/steps.py) for step and astep ------------------------
+
+    def _begin_step(self, action: str) -> _Turn:
         if self._done or self.session is None or self.record is None:
             raise RuntimeError("the episode is over: call reset() first")
-        step, call_id = self._step, f"c{self._step}"
-        call = parse_action(action)
-        result: ExecResult | None = None
-        broken: str | None = None
+        return _Turn(self._step, f"c{self._step}", action, parse_action(action))
+
+    def _tool_steps(self, turn: _Turn) -> Steps[ExecResult]:
+        """The turn's tool call through the session's choke point (``run_tool_call``
+        as steps)."""
+        assert self.session is not None
+        call, step, call_id = turn.call, turn.step, turn.call_id
+        if call.tool == "read_file":
+            return self.session._exec_steps(["cat", "--", call.path], step=step,
+                                            call_id=call_id)
+        if call.tool == "write_file":
+            return self.session._write_steps(call.path, call.content, step=step,
+                                             call_id=call_id)
+        return self.session._exec_steps(call.command, step=step, call_id=call_id,
+                                        timeout=self.exec_timeout)
+
+    def _finish_steps(self, turn: _Turn
+                      ) -> Steps[tuple[str, float, bool, bool, dict[str, Any]]]:
+        """Judge the turn's verdicts, grade, record, and build the transition. What
+        may block (settling the pipeline, ending the session, grading) is a
+        ``Blocking`` step."""
+        assert self.session is not None and self.record is not None
+        session = self.session
+        step, call_id, action, call = turn.step, turn.call_id, turn.action, turn.call
+        result, broken = turn.result, turn.broken
         if call.malformed:
             observation = f"error: {call.malformed}"
         elif call.tool == "submit":
             observation = "submitted"
+        elif result is not None:
+            observation = _format_result(result)
         else:
-            try:
-                result = run_tool_call(self.session, call, step=step, call_id=call_id,
-                                       timeout=self.exec_timeout)
-                observation = _format_result(result)
-            except SessionBroken as exc:  # the sandbox is gone: the episode is over
-                broken = str(exc)
-                observation = f"the episode was ended: {exc}"
+            observation = f"the episode was ended: {broken}"
 
-        if broken or self.session.ended:
-            self._settle()
+        if broken or session.ended:
+            yield Blocking(session.settle)
         carried, self._carried = self._carried, []  # setup's, already on the record
         verdicts = carried + self._new_verdicts()
         judgement = judge(verdicts, self.policy.rl)
-        if judgement.terminate and not self.session.ended:
-            self.session.terminate(f"rl.terminate_on: {judgement.reason}")
-        ended = self.session.ended
+        if judgement.terminate and not session.ended:
+            reason = f"rl.terminate_on: {judgement.reason}"
+            yield Blocking(lambda: session.terminate(reason))
+        ended = session.ended
         terminated = call.tool == "submit" or judgement.terminate or ended is not None
         truncated = not terminated and step + 1 >= self.max_steps
-        task_reward = self.task.reward(StepContext(self.session, step, call, result,
-                                                   terminated or truncated))
+        context = StepContext(session, step, call, result, terminated or truncated)
+        task_reward = yield Blocking(lambda: self.task.reward(context))
         # Grading may itself produce verdicts (it runs the agent's code); and verdicts
         # still being handled by a sensor thread must land in this last step.
         if terminated or truncated:
-            self._settle()
+            yield Blocking(session.settle)
         late = self._new_verdicts()
         if late:
             late_judgement = judge(late, self.policy.rl)
             verdicts += late
             judgement = judge(verdicts, self.policy.rl)
-            if late_judgement.terminate and not self.session.ended:
-                self.session.terminate(f"rl.terminate_on: {late_judgement.reason}")
+            if late_judgement.terminate and not session.ended:
+                reason = f"rl.terminate_on: {late_judgement.reason}"
+                yield Blocking(lambda: session.terminate(reason))
                 terminated, truncated = True, False
         reward = float(task_reward + judgement.penalty)
 
@@ -346,6 +427,23 @@ class BastionEnv(gymnasium.Env[str, str]):
         self._done = True
         self._close_session()
         super().close()
+
+
+@dataclass
+class _Turn:
+    """One step in progress: the parsed action and what its tool call gave."""
+
+    step: int
+    call_id: str
+    action: str
+    call: ToolCall
+    result: ExecResult | None = None
+    broken: str | None = None  # why the session broke under the call, if it did
+
+    @property
+    def runs(self) -> bool:
+        """Whether the action is a tool call run in the sandbox."""
+        return not self.call.malformed and self.call.tool != "submit"
 
 
 def _setup_info(verdict: Verdict) -> dict[str, object]:
