@@ -39,7 +39,8 @@ __all__ = ["INDEX_PACKAGES", "INDEX_PORT", "PackageIndex", "index_url"]
 INDEX_PORT = 8080
 # what the benign scenarios install (with their dependencies)
 INDEX_PACKAGES = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "requests",
-                  "urllib3", "idna", "certifi", "charset-normalizer")
+                  "urllib3", "idna", "certifi", "charset-normalizer", "pytest-xdist",
+                  "execnet", "pytest-timeout", "wheel")
 _DEBIAN_WHEELS = Path("/usr/share/python-wheels")
 
 
