@@ -4,6 +4,7 @@ git and the test venv's pip and pytest. Nothing is downloaded."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -63,8 +64,14 @@ def swe_rootfs(root: Path) -> Path:
     os.symlink("/usr/bin/python3", venv / "bin" / "python")
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
     ours = Path(sysconfig.get_paths()["purelib"])
+    pytest_version = importlib.metadata.version("pytest")
     for entry in ours.iterdir():
         name = entry.name.lower()
+        # pytest itself, not the plugins of our environment (pytest_xdist, pytest_timeout,
+        # ...): a plugin's dist-info without its module breaks pytest's start in the image
+        if name.startswith("pytest_") or (name.startswith("pytest-")
+                                          and not name.startswith("pytest-" + pytest_version)):
+            continue
         if name.startswith(("pip", "_pytest", "pytest", "pluggy", "iniconfig", "packaging", "pygments",
                             "py.py")):
             if entry.is_dir():
