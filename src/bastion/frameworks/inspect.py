@@ -201,16 +201,23 @@ class BastionSandboxEnvironment(SandboxEnvironment):
     @override
     @classmethod
     async def cli_cleanup(cls, id: str | None) -> None:
-        """``inspect sandbox cleanup bastion [STATE_DIR]``: kill and remove sessions
-        whose bastion process is gone (what ``bastion cleanup`` does)."""
+        """``inspect sandbox cleanup bastion [ID]``: kill and remove sessions whose
+        bastion process is gone, as ``bastion cleanup`` does. ``ID`` is a state
+        directory (all of its dead sessions) or one session id in the default one;
+        live sessions are never touched."""
 
         def clean() -> int:
+            from ..gateway.plumbing import cleanup_stale
             from ..host import Host
             from ..sandbox.cleanup import find_leftovers, remove_leftovers
 
-            host = Host.for_state_dir(id)
+            state_dir = id if id and os.path.isdir(id) else None
+            host = Host.for_state_dir(state_dir)
             leftovers = find_leftovers(host.state, host.cgroups)
+            if id and state_dir is None:
+                leftovers = [item for item in leftovers if item.session_id == id]
             remove_leftovers(host.state, host.cgroups, leftovers)
+            cleanup_stale()  # dead gateway slots, as `bastion cleanup` clears them
             return len(leftovers)
 
         await anyio.to_thread.run_sync(clean)
