@@ -373,6 +373,11 @@ class _AsyncConnection:
         self._writer.write(encode_frame({**msg, "id": rid}))
         return rid, fut
 
+    def forget(self, rid: int) -> None:
+        fut = self._pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+
     async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         _, fut = self.send(msg)
         return _answer(await fut)
@@ -424,6 +429,7 @@ class AsyncRemoteSession:
                         {"op": "cancel", "session": self.session_id, "request": rid}), 15)
                 except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort
                     pass
+            self._conn.forget(rid)  # its answer, if one still comes, is not waited for
             raise
         return ExecResult.from_dict(_answer(reply)["result"])
 

@@ -63,7 +63,7 @@ class _Client:
 
     run_id: str | None  # None: the admin token (any run)
     sessions: dict[str, Any] = field(default_factory=dict)
-    inflight: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # req -> sess, call
+    inflight: dict[Any, asyncio.Task[None]] = field(default_factory=dict)  # request id -> task
 
 
 class NodeServer:
@@ -190,8 +190,7 @@ class NodeServer:
 
     async def _close_all(self) -> None:
         sessions = [s for c in list(self._clients) for s in c.sessions.values()]
-        await asyncio.gather(*(self._blocking(s.close) for s in sessions),
-                             return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
     # -- one connection ----------------------------------------------------------------
 
@@ -220,9 +219,17 @@ class NodeServer:
                     return
                 if not line:
                     return
-                task = asyncio.create_task(self._answer(client, line, send))
+                try:
+                    msg: dict[str, Any] | ProtocolError = decode_frame(line)
+                except ProtocolError as exc:
+                    msg = exc
+                task = asyncio.create_task(self._answer(client, msg, send))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                rid = msg.get("id") if isinstance(msg, dict) else None
+                if isinstance(rid, (int, str)):
+                    client.inflight[rid] = task
+                    task.add_done_callback(lambda _t, r=rid: client.inflight.pop(r, None))
         except (ConnectionError, OSError):
             return
         except Exception:  # a bug: this connection ends, the daemon and the others go on
@@ -234,8 +241,7 @@ class NodeServer:
             if client is not None:
                 self._clients.discard(client)
                 # the trainer went away: nothing it started keeps running
-                await asyncio.gather(*(self._blocking(s.close)
-                                       for s in client.sessions.values()),
+                await asyncio.gather(*(s.close() for s in client.sessions.values()),
                                      return_exceptions=True)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -276,11 +282,12 @@ class NodeServer:
                     "run_id": client.run_id})
         return client
 
-    async def _answer(self, client: _Client, line: bytes,
+    async def _answer(self, client: _Client, msg: dict[str, Any] | ProtocolError,
                       send: Callable[[dict[str, Any]], Any]) -> None:
         rid: Any = None
         try:
-            msg = decode_frame(line)
+            if isinstance(msg, ProtocolError):
+                raise msg
             rid = msg.get("id")
             op = msg.get("op")
             handler = _OPS.get(op) if isinstance(op, str) else None
@@ -290,9 +297,9 @@ class NodeServer:
             await send({"id": rid, "ok": True, **answer})
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is answered, none kills the daemon
             if not isinstance(exc, BastionError):
-                log.exception("bastion node: %s failed", line[:200])
+                log.exception("bastion node: request %r failed", rid)
             await send({"id": rid, "ok": False, "error": error_to_wire(exc)})
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -343,11 +350,13 @@ class NodeServer:
         if msg.get("image"):
             kwargs["image"] = str(msg["image"])
         factory = self._session_factory or _default_session
-        session = await self._blocking(factory, policy, **kwargs)
+        from ..aio import AsyncSession
+
+        session = AsyncSession.wrap(await self._blocking(factory, policy, **kwargs))
         client.sessions[session.session_id] = session
         return {"session": session.session_id, "run_id": session.run_id,
-                "episode_id": session.episode_id, "policy_hash": session.policy.hash,
-                "policy_name": session.policy.name}
+                "episode_id": session.episode_id, "policy_hash": session.session.policy.hash,
+                "policy_name": session.session.policy.name}
 
     async def _op_exec(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
         session = self._session(client, msg)
@@ -357,22 +366,19 @@ class NodeServer:
             raise ProtocolError("exec needs cmd: a string or a list of strings")
         stdin = unb64(msg["stdin_b64"]) if msg.get("stdin_b64") is not None else None
         env = msg.get("env")
-        client.inflight[rid] = (session.session_id, msg.get("call_id"))
-        try:
-            result = await self._blocking(
-                session.exec, cmd, step=msg.get("step"), call_id=msg.get("call_id"),
-                timeout=msg.get("timeout"), stdin=stdin,
-                env=dict(env) if isinstance(env, dict) else None, cwd=msg.get("cwd"))
-        finally:
-            client.inflight.pop(rid, None)
+        # on the loop: the supervisor's socket and the call's pipes are watched here, no
+        # thread waits on a call (cancelling this task kills the call: see _op_cancel)
+        result = await session.exec(cmd, step=msg.get("step"), call_id=msg.get("call_id"),
+                                    timeout=msg.get("timeout"), stdin=stdin,
+                                    env=dict(env) if isinstance(env, dict) else None,
+                                    cwd=msg.get("cwd"))
         return {"result": result.to_dict()}
 
     async def _op_write_file(self, client: _Client, msg: dict[str, Any],
                              rid: Any) -> dict[str, Any]:
         session = self._session(client, msg)
-        result = await self._blocking(session.write_file, str(msg.get("path")),
-                                      unb64(msg.get("content_b64")), step=msg.get("step"),
-                                      call_id=msg.get("call_id"))
+        result = await session.write_file(str(msg.get("path")), unb64(msg.get("content_b64")),
+                                          step=msg.get("step"), call_id=msg.get("call_id"))
         return {"result": result.to_dict()}
 
     async def _op_read_file(self, client: _Client, msg: dict[str, Any],
@@ -381,8 +387,8 @@ class NodeServer:
         sandbox, so it is observed, attributed and judged like ``cat``."""
         session = self._session(client, msg)
         path = str(msg.get("path"))
-        result = await self._blocking(session.exec, ["base64", "-w0", "--", path],
-                                      step=msg.get("step"), call_id=msg.get("call_id"))
+        result = await session.exec(["base64", "-w0", "--", path], step=msg.get("step"),
+                                    call_id=msg.get("call_id"))
         out = result.to_dict()
         data = b""
         if result.ok:
@@ -392,25 +398,15 @@ class NodeServer:
 
     async def _op_cancel(self, client: _Client, msg: dict[str, Any],
                          rid: Any) -> dict[str, Any]:
-        """Kill the call a pending exec request started (the client's await was
-        cancelled); its result, KILLED, still answers that request."""
-        target = client.inflight.get(msg.get("request"))
-        if target is None:
-            return {"killed": []}
-        sid, call_id = target
-        session = client.sessions.get(sid)
-        if session is None:
-            return {"killed": []}
-        # the call may not have started yet: keep trying while its request is pending
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
-        killed: list[str] = []
-        while not killed and msg.get("request") in client.inflight and loop.time() < deadline:
-            calls = [call_id] if call_id else list(session.live_calls())
-            killed = [c for c in calls if await self._blocking(session.kill_call, c)]
-            if not killed:
-                await asyncio.sleep(0.02)
-        return {"killed": killed}
+        """The client gave up on a pending request (its await was cancelled): cancel
+        it here too. A cancelled exec kills every process of its call (its cgroup) and
+        records the call's end before this answers."""
+        task = client.inflight.get(msg.get("request"))
+        if task is None or task.done():
+            return {"cancelled": False}
+        task.cancel()
+        await asyncio.wait([task], timeout=30)
+        return {"cancelled": True}
 
     async def _op_verdicts(self, client: _Client, msg: dict[str, Any],
                            rid: Any) -> dict[str, Any]:
@@ -473,7 +469,7 @@ class NodeServer:
     async def _op_close(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
         session = client.sessions.pop(str(msg.get("session")), None)
         if session is not None:
-            await self._blocking(session.close)
+            await session.close()
             return {"closed": True, "ended": session.ended}
         return {"closed": False, "ended": None}
 
