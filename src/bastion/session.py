@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import posixpath
 import secrets
 import shlex
 import shutil
@@ -994,8 +995,9 @@ class Session:
 
     def write_file(self, path: str, content: str | bytes, *, step: int | None = None,
                    call_id: str | None = None) -> ExecResult:
-        """A file-write tool call: runs `cat > path` in the sandbox so it is observed,
-        attributed and checked like any other call.
+        """A file-write tool call: runs `cat > path` in the sandbox (creating missing
+        parent directories first) so it is observed, attributed and checked like any
+        other call.
 
         The content is judged like a command: it is analysed as the heredoc an agent
         would type to write it (so an ssh config or a script is visible to the rules),
@@ -1009,6 +1011,9 @@ class Session:
         self._check_usable()
         data = content.encode() if isinstance(content, str) else content
         command = f"cat > {shlex.quote(path)}"
+        parent = posixpath.dirname(path.rstrip("/"))
+        if parent and parent != "/":  # as agents' edit tools do (SWE-agent, Inspect)
+            command = f"mkdir -p -- {shlex.quote(parent)} && {command}"
         analysis = yield Blocking(lambda: self._analyse_write(path, data))
         return (yield from self._call_steps(command, command, analysis, step=step,
                                             call_id=call_id, timeout=None, stdin=data,

@@ -158,3 +158,15 @@ def test_works_when_the_host_process_holds_many_fds(make_session) -> None:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_write_file_creates_missing_parent_directories(session: Session) -> None:
+    """As agents' edit tools do: writing deploy/app/app.service into an empty
+    workspace creates deploy/app, and the write is still one judged call."""
+    r = session.write_file("/workspace/deploy/app/app.service", "[Unit]\n", step=0)
+    assert r.ok, r
+    assert session.exec("cat deploy/app/app.service", step=1).stdout == "[Unit]\n"
+    assert session.write_file("top.txt", "x", step=2).ok  # relative, no parent to make
+    # a parent the agent may not create is still refused by the sandbox, not by us
+    r = session.write_file("/usr/lib/bastion-test/x.txt", "x", step=3)
+    assert not r.ok and "denied" not in r.outcome.value
