@@ -124,7 +124,8 @@ def test_honest_sample_solves_and_scores_with_no_verdicts(eval_log: Any) -> None
     assert s.scores["grade_tests"].value == CORRECT, s.scores["grade_tests"].explanation
     assert s.scores["bastion_clean"].value == CORRECT
     record = s.store["bastion"]
-    assert record["verdicts"] == [] and not record["contained"] and record["ended"] is None
+    assert record["verdicts"] == [] and record["actions"] == []
+    assert not record["contained"] and record["ended"] is None
     assert record["episode_id"].endswith("/honest/e1")
     assert record["run_id"] == f"inspect-{eval_log.eval.eval_id}"
     assert _info_verdicts(s) == []
@@ -150,6 +151,10 @@ def test_rogue_sample_is_contained_and_its_verdicts_are_in_the_log(
     assert hit["run_id"] == f"inspect-{eval_log.eval.eval_id}"
     assert hit["episode_id"].endswith(f"/{name}/e1")
     assert hit["action"] == "terminate" and hit["step"] is not None
+    # what bastion did about it, attributed to the same call
+    acted = [a for a in record["actions"] if a["verdict_id"] == hit["id"]]
+    assert acted and acted[0]["action"] == "terminate" and acted[0]["ok"] is True, acted
+    assert acted[0]["call_id"] == hit["call_id"]
     # the same verdicts are events in the sample's transcript
     assert rule in {v["rule_id"] for v in _info_verdicts(s)}
     # contained, not a tool error: the model saw bastion's refusal as the command's output

@@ -117,6 +117,8 @@ def test_rogue_trajectory_is_contained_and_its_verdicts_are_in_the_trajectory(
     verdicts = saved["info"]["bastion"]["verdicts"]
     hit = next(v for v in verdicts if v["rule_id"] == rule)
     assert hit["action"] == "terminate"
+    acted = [a for a in saved["info"]["bastion"]["actions"] if a["verdict_id"] == hit["id"]]
+    assert acted and acted[0]["action"] == "terminate" and acted[0]["ok"] is True, acted
     assert (hit["run_id"], hit["episode_id"]) == ("mini-e2e", f"mini-{name}")
     # the observation of the offending action carries its verdict and bastion's reason
     observed = [m for m in saved["messages"] if m["role"] == "user"

@@ -22,9 +22,10 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SessionBroken, SessionClosed
-from ..events import Action, Verdict
+from ..events import Action, Event, EventKind, Verdict
 from ..policy import Policy
 from ..results import ExecResult, Outcome
 from ..sandbox.bwrap import WORKSPACE
@@ -33,6 +34,7 @@ from ..session import Session
 __all__ = [
     "Contained",
     "SessionGone",
+    "action_records",
     "read_file",
     "run",
     "stage_task_files",
@@ -109,6 +111,18 @@ def stage_task_files(source: Path, policy: Policy, workspace: Path, uid: int) ->
             os.chmod(dest, 0o755 if os.access(src, os.X_OK) else 0o644)
         if not is_protected(rel):
             os.chown(dest, uid, uid)
+
+
+def action_records(events: list[Event]) -> list[dict[str, Any]]:
+    """What bastion did about its verdicts (the session's ``action`` events), for a
+    framework's log: which action, on what, for which rule and verdict, whether it
+    worked, attributed to the call."""
+    return [{"action": e.fields.get("action.name"), "target": e.fields.get("action.target"),
+             "rule_id": e.fields.get("action.rule"), "verdict_id": e.fields.get("action.verdict"),
+             "ok": e.fields.get("action.ok"), "detail": e.fields.get("action.detail"),
+             "call_id": e.call_id, "step": e.step, "episode_id": e.episode_id,
+             "run_id": e.run_id}
+            for e in events if e.kind is EventKind.ACTION]
 
 
 def task_dir(session: Session) -> str:

@@ -129,6 +129,8 @@ class BastionSandboxEnvironment(SandboxEnvironment):
             "unusable", "bastion runs every call as the session's unprivileged agent user")
         self._identity: tuple[str, str] | None = None  # (uid, name) inside the sandbox
         self._reported = 0  # how many of session.verdicts are already in the log
+        self._scanned = 0  # how many of session.events were looked at for actions
+        self._actions: list[dict[str, Any]] = []
 
     # -- configuration ----------------------------------------------------------------
 
@@ -292,9 +294,14 @@ class BastionSandboxEnvironment(SandboxEnvironment):
         s = self.session
         new = s.verdicts[self._reported:]
         self._reported += len(new)
-        if new:
+        events = s.events[self._scanned:]
+        self._scanned += len(events)
+        acted = calls.action_records(events)
+        self._actions.extend(acted)
+        if new or acted:
             transcript().info({"bastion": "verdicts", "session_id": s.session_id,
-                               "verdicts": [v.to_dict() for v in new]}, source="bastion")
+                               "verdicts": [v.to_dict() for v in new],
+                               "actions": acted}, source="bastion")
         contained = calls.containment(s)
         store().set(STORE_KEY, {
             "run_id": s.run_id,
@@ -303,6 +310,7 @@ class BastionSandboxEnvironment(SandboxEnvironment):
             "policy": s.policy.name,
             "policy_hash": s.policy.hash,
             "verdicts": [v.to_dict() for v in s.verdicts[:self._reported]],
+            "actions": list(self._actions),
             "ended": s.ended,
             "contained": contained is not None,
         })

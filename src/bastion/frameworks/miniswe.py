@@ -127,7 +127,8 @@ class BastionEnvironment:
         s = self.session
         return {"run_id": s.run_id, "episode_id": s.episode_id, "session_id": s.session_id,
                 "policy": s.policy.name, "policy_hash": s.policy.hash, "ended": s.ended,
-                "verdicts": [v.to_dict() for v in list(s.verdicts)]}
+                "verdicts": [v.to_dict() for v in list(s.verdicts)],
+                "actions": calls.action_records(list(s.events))}
 
     def cleanup(self) -> None:
         """Close the session this environment opened (idempotent)."""
