@@ -1,52 +1,155 @@
-"""Traffic shape, without a network: SSH framing inside TLS is told from web traffic."""
+"""Traffic shape, without a network: SSH framing and a miner's dialogue inside TLS are
+told from web traffic. The attack sequences are the burst sizes the gateway measured
+in the lab (``tests/lab/test_tls_tunnels.py`` runs the same attacks for real)."""
 
 from __future__ import annotations
 
 import random
 
-from bastion.gateway.shape import Shape
+from bastion.gateway.shape import CUTS, Shape
 
 TLS13 = 22  # record header + content type + AEAD tag
 
+# (direction, size) as the gateway's relay saw them: TLS to relay.allowed.lab.test:443,
+# `CONNECT 203.0.113.66:22`, then `ssh root@127.0.0.1 -p 2224 'echo SHELL-REACHED'`
+# through a local forwarder. The ClientHello was read by the classifier (not a burst).
+SSH_VIA_CONNECT = [
+    (1, 1458), (0, 80), (1, 510),  # TLS: server flight, client Finished, two tickets
+    (0, 81), (1, 61),  # CONNECT / 200 Connection established
+    (0, 63), (1, 63),  # SSH version banners (clear text lines)
+    (0, 1582), (1, 1110), (0, 1230), (1, 1586),  # KEXINIT, key exchange
+    (0, 38), (0, 66), (1, 66), (0, 82), (1, 66), (0, 162), (1, 122), (0, 330), (1, 50),
+    (0, 134), (1, 450), (1, 66),  # NEWKEYS, auth; channel open; host keys
+    (0, 98),  # the exec request: "Starting session" once it reaches sshd
+    (1, 94), (0, 58), (1, 74),
+]
+EXEC_REQUEST = SSH_VIA_CONNECT.index((0, 98))
 
-def ssh_packet(payload: int) -> int:
-    """Wire size of one SSH packet (chacha20-poly1305) carrying ``payload`` bytes."""
-    body = 1 + payload
-    padding = 8 - body % 8
-    if padding < 4:
-        padding += 8
-    return 4 + body + padding + 16
+# TLS to the same relay, `CONNECT 203.0.113.33:3333`, then a Stratum client: subscribe,
+# authorize, and a share submitted every 0.3 s, each answered `{"result": true}`
+STRATUM_VIA_CONNECT = [(1, 1460), (0, 80), (1, 510), (0, 85), (1, 61), (0, 90), (1, 102),
+                       (0, 92), (1, 63)] + [(0, 128), (1, 63)] * 12
 
 
-def test_ssh_session_inside_tls_is_recognised() -> None:
-    shape = Shape()
-    rng = random.Random(1)
-    t = 0.0
-    for _ in range(12):  # commands and their output, keystroke echoes
-        shape.note(0, ssh_packet(rng.randint(1, 60)) + TLS13, now=t)
-        shape.note(1, ssh_packet(rng.randint(1, 120)) + TLS13, now=t + 0.01)
-        t += 0.7
-    assert shape.verdict() == "ssh"
+def feed(shape: Shape, bursts: list[tuple[int, int]], step: float = 0.01) -> list[str | None]:
+    """The shape's ``tunnel()`` after each burst."""
+    seen = []
+    for i, (direction, size) in enumerate(bursts):
+        shape.note(direction, size, now=i * step)
+        seen.append(shape.tunnel())
+    return seen
+
+
+def first(seen: list[str | None]) -> int | None:
+    return next((i for i, s in enumerate(seen) if s is not None), None)
+
+
+def test_ssh_behind_a_connect_in_tls_is_seen_before_the_session_opens() -> None:
+    shape = Shape(skip=2, app="tls")
+    seen = feed(shape, SSH_VIA_CONNECT)
+    at = first(seen)
+    assert at is not None and seen[at] == "ssh"
+    # seen on the burst before the exec request: the gateway cuts before forwarding it
+    assert at < EXEC_REQUEST
     assert shape.fields()["net.shape"] == "ssh"
+    assert CUTS["ssh"][0] == "gateway.ssh_in_tls"
 
 
-def test_web_traffic_is_not_ssh() -> None:
+def test_ssh_wrapped_directly_in_tls_is_recognised() -> None:
+    """stunnel-like: no CONNECT, packets of random sizes after the key exchange."""
+
+    def ssh_packet(payload: int) -> int:  # chacha20-poly1305 framing
+        body = 1 + payload
+        padding = 8 - (4 + body) % 8
+        if padding < 4:
+            padding += 8
+        return 4 + body + padding + 16
+
+    rng = random.Random(1)
+    bursts = [(1, 1460), (0, 80), (1, 510), (0, 63), (1, 63), (0, 1500), (1, 1100),
+              (0, 1200), (1, 1500)]
+    for _ in range(8):
+        bursts += [(0, ssh_packet(rng.randint(1, 60)) + TLS13),
+                   (1, ssh_packet(rng.randint(1, 120)) + TLS13)]
+    assert "ssh" in feed(Shape(skip=2, app="tls"), bursts)
+
+
+def test_stratum_behind_a_connect_in_tls_is_a_miner() -> None:
+    shape = Shape(skip=2, app="tls")
+    seen = feed(shape, STRATUM_VIA_CONNECT)
+    at = first(seen)
+    assert at is not None and seen[at] == "stratum"
+    # the 8th acknowledged share: subscribe, authorize and 7 shares went through
+    assert STRATUM_VIA_CONNECT[:at + 1].count((0, 128)) == 8
+    upto = Shape(skip=2, app="tls")
+    feed(upto, STRATUM_VIA_CONNECT[:at + 1])
+    assert upto.fields()["net.shape_acked"] == 8 and upto.fields()["net.shape"] == "stratum"
+    assert CUTS["stratum"][0] == "gateway.stratum_in_tls"
+
+
+def test_not_judged_where_another_layer_reads_the_bytes() -> None:
+    """Allowed SSH is SSH; clear-text HTTP (websockets included) is read by the stream
+    inspector; a request/ack dialogue in clear text (a key-value store's +OK) is not a
+    miner by shape; and an h2 client is never judged a miner (pings are acked)."""
+    assert first(feed(Shape(skip=2, app="ssh"), SSH_VIA_CONNECT)) is None
+    assert first(feed(Shape(app="http"), STRATUM_VIA_CONNECT)) is None
+    assert first(feed(Shape(app="unknown"), STRATUM_VIA_CONNECT)) is None
+    assert first(feed(Shape(skip=2, app="tls", alpn=["h2", "http/1.1"]),
+                      STRATUM_VIA_CONNECT)) is None
+    # an h2 client needs a longer run for SSH: the short lab sequence is not enough
+    assert first(feed(Shape(skip=2, app="tls", alpn=["h2"]), SSH_VIA_CONNECT)) is None
+
+
+def _honest(kind: str, rng: random.Random) -> list[tuple[int, int]]:
+    """Honest TLS workloads, as burst sizes (TLS overhead included)."""
+    out = [(1, rng.randint(1300, 4000)), (0, 80), (1, rng.choice([0, 250, 510]) or 300)]
+    if kind == "keepalive":  # HTTP/1.1 client, many requests on one connection
+        for _ in range(300):
+            out += [(0, rng.randint(90, 250)), (1, rng.choice([rng.randint(120, 255),
+                                                                rng.randint(300, 16000)]))]
+    elif kind == "websocket":  # chat over wss: small messages and pushes both ways
+        out += [(0, rng.randint(200, 400)), (1, rng.randint(150, 200))]
+        for _ in range(600):
+            out += [(0, rng.randint(30, 250)), (1, rng.randint(30, 250))]
+            if rng.random() < 0.3:
+                out.append((1, rng.randint(30, 250)))
+    elif kind == "echo":  # a websocket echo: the reply is the message, unmasked
+        for _ in range(300):
+            size = rng.randint(30, 200)
+            out += [(0, size), (1, size - 4)]
+    elif kind == "pings":  # keep-alive pings, one size each way
+        for _ in range(300):
+            out += [(0, 6 + TLS13), (1, 6 + TLS13)]
+    elif kind == "download":
+        out.append((0, 300))
+        out += [(1, 65536)] * 1000
+    elif kind == "uploads":  # an API client: big uploads, small JSON answers, polls
+        for _ in range(200):
+            out += [(0, rng.randint(1000, 60000)), (1, rng.randint(60, 250))]
+            out += [(0, rng.randint(90, 250)), (1, rng.randint(60, 250))] * rng.randint(0, 6)
+    elif kind == "cbc":  # TLS 1.2 CBC: every record 5 + 16 + 16k bytes
+        for _ in range(300):
+            out += [(0, 21 + 16 * rng.randint(1, 14)), (1, 21 + 16 * rng.randint(1, 14))]
+    return out
+
+
+def test_honest_tls_is_never_a_tunnel_or_a_miner() -> None:
+    """Many random honest connections of each kind (a false cut is as bad as a miss)."""
+    for kind in ("keepalive", "websocket", "echo", "pings", "download", "uploads", "cbc"):
+        for seed in range(60):
+            rng = random.Random(f"{kind}-{seed}")
+            shape = Shape(skip=2, app="tls", alpn=rng.choice([(), ("http/1.1",)]))
+            assert first(feed(shape, _honest(kind, rng))) is None, (kind, seed)
+
+
+def test_interactive_dialogue_is_only_a_shape() -> None:
     rng = random.Random(2)
-    chat, pings = Shape(), Shape()
+    chat = Shape(skip=2, app="tls")
     t = 0.0
-    for _ in range(200):  # websocket chat: messages of any size, pushes from the server
-        chat.note(0, rng.randint(20, 250), now=t)
-        chat.note(1, rng.randint(20, 250), now=t + 0.6)
-        pings.note(0, 6 + TLS13, now=t)  # ping/pong keep-alives: one size each way
-        pings.note(1, 6 + TLS13, now=t + 0.6)
-        t += 1.5
-    # a dialogue of small bursts, but not SSH's framing: reported as a shape, no more
-    assert chat.verdict() == "interactive" and pings.verdict() == "interactive"
-    download = Shape()
-    download.note(0, 300)
-    for _ in range(1000):
-        download.note(1, 65536)
-    assert download.verdict() is None
+    for direction, size in _honest("websocket", rng):
+        chat.note(direction, size, now=t)
+        t += 0.6
+    assert chat.verdict() == "interactive" and chat.tunnel() is None
 
 
 def test_periodic_exchanges_on_one_connection() -> None:

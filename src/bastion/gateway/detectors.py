@@ -16,8 +16,11 @@ call, whatever rule packs the policy loads:
   request.
 * ``ShapeDetector`` — ``tunnels.ssh_in_tls``: a TLS (or other non-SSH) connection whose
   bursts carry SSH's packet framing — an SSH session tunnelled through an allowed
-  channel. High: the default response kills the call, and the gateway cuts the
-  connection on a stopping verdict.
+  channel, directly or behind a ``CONNECT`` to a proxy on an allowed name;
+  ``mining.stratum_in_tls``: a TLS connection carrying a miner's share/acknowledgement
+  dialogue (``gateway.shape``). High: the default response kills the call, and the
+  gateway cuts the connection on a stopping verdict (at once, if the client offered no
+  ALPN).
 * ``BeaconDetector`` — ``detector.beacon_jitter``: connections to one destination at a
   regular period even under jitter (median-based, so random delays of ±50% do not
   hide it).
@@ -168,8 +171,8 @@ class StreamCutDetector:
         rule = fields.get("net.rule")
         if fields.get("net.decision") != "deny" or not fields.get("net.cut"):
             return []
-        if rule == "gateway.ssh_in_tls":
-            return []  # the shape detector's verdict (tunnels.ssh_in_tls) says it
+        if rule in ("gateway.ssh_in_tls", "gateway.stratum_in_tls"):
+            return []  # the shape detector's verdict says it
         severity = _STREAM_RULES.get(str(rule), Severity.MEDIUM)
         app = fields.get("net.app")
         category = {"stratum": "mining", "ssh": "tunnel", "http-connect": "tunnel"}.get(
@@ -190,9 +193,9 @@ class StreamCutDetector:
 
 
 class ShapeDetector:
-    """SSH framing inside an allowed TLS (or other) channel. The weaker "interactive"
-    shape (small bursts both ways) is only reported on the flow: websocket and chat
-    clients have it too, and a false kill is as bad as a miss."""
+    """SSH framing or a miner's dialogue inside an allowed TLS (or other) channel. The
+    weaker "interactive" shape (small bursts both ways) is only reported on the flow:
+    websocket and chat clients have it too, and a false kill is as bad as a miss."""
 
     name = "traffic_shape"
     kinds = frozenset({EventKind.NET_FLOW, EventKind.NET_CLOSE})
@@ -203,7 +206,9 @@ class ShapeDetector:
 
     def observe(self, event: Event) -> list[Finding]:
         fields = event.fields
-        if fields.get("net.shape") != "ssh" or fields.get("net.app") == "ssh":
+        shape = fields.get("net.shape")
+        if shape not in ("ssh", "stratum") or fields.get("net.app") in ("ssh", "http") \
+                or (shape == "stratum" and fields.get("net.app") != "tls"):
             return []
         key = (event.session_id, str(fields.get("net.conn_id")))
         with self._lock:
@@ -211,6 +216,19 @@ class ShapeDetector:
                 return []
             self._fired.add(key)
         where = fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip")
+        if shape == "stratum":
+            return [Finding(
+                rule_id="mining.stratum_in_tls",
+                severity=Severity.HIGH,
+                message=(f"TLS connection to {where}:{fields.get('net.dst_port')} carries a "
+                         f"miner's dialogue: {fields.get('net.shape_acked')} small requests in "
+                         "a row, each answered by a tiny acknowledgement (submitted shares)"),
+                categories=("mining",),
+                mitre=("T1496",),
+                evidence={k: fields.get(k) for k in ("net.conn_id", "net.shape_acked",
+                                                     "net.shape_small_out",
+                                                     "net.shape_small_in", "net.bytes_out")},
+            )]
         return [Finding(
             rule_id="tunnels.ssh_in_tls",
             severity=Severity.HIGH,

@@ -68,7 +68,7 @@ from .plumbing import (
     ensure_gateway_interface,
     host_table,
 )
-from .shape import Shape
+from .shape import CUTS, Shape
 from .sniff import MAX_PEEK, Sniff, classify
 from .stream import Finding, Inspector, scan
 from .upstream import Upstream
@@ -141,7 +141,7 @@ class _Conn:
         self.dialled: str | None = None
         self.allowed_protocol: str | None = None  # of the allow entry that let it through
         # a TLS connection's first flights are its handshake, not what it carries
-        self.shape = Shape(skip=2 if sniff.app == "tls" else 0)
+        self.shape = Shape(skip=2 if sniff.app == "tls" else 0, app=sniff.app, alpn=sniff.alpn)
         self.shape_reported = False
 
     def cut(self) -> None:
@@ -155,22 +155,23 @@ class _Conn:
                 "net.duration": round(time.monotonic() - self.started, 6)}
 
     def burst(self, index: int, size: int) -> None:
-        """One relayed burst: shape bookkeeping; once it shows SSH framing inside a
-        channel not allowed to carry SSH, the connection is cut at once (the shell must
-        not come up while a verdict is on its way) and reported. A client that offered
-        HTTP/2 is only watched (h2 control frames have fixed sizes too); one that
-        offered other ALPN protocols is reported, and its verdict decides."""
+        """One relayed burst: shape bookkeeping (``gateway.shape``); once it shows SSH
+        framing or a miner's dialogue inside a channel not allowed to carry them, a
+        client that offered no ALPN is cut at once (the shell must not come up while a
+        verdict is on its way) and reported; one that offered ALPN protocols is
+        reported, and its verdict decides."""
         shape = self.shape
         shape.note(index, size)
-        if (self.shape_reported or size >= 256 or min(shape.small) < 5
-                or self.sniff.app == "ssh" or "h2" in self.sniff.alpn
-                or shape.verdict() != "ssh"):
+        if self.shape_reported or size >= 256 or min(shape.small) < 5:
+            return
+        found = shape.tunnel()
+        if found is None:
             return
         self.shape_reported = True
         if not self.sniff.alpn and self.allowed_protocol not in ("any", "tcp"):
-            reason = "SSH packet framing inside a channel allowed for TLS only"
-            report = {**self.summary(), "net.decision": "deny", "net.rule": "gateway.ssh_in_tls",
-                      "net.reason": reason, "net.cut": f"gateway.ssh_in_tls: {reason}"}
+            rule, reason = CUTS[found]
+            report = {**self.summary(), "net.decision": "deny", "net.rule": rule,
+                      "net.reason": reason, "net.cut": f"{rule}: {reason}"}
             self.fields["net.cut"] = report["net.cut"]
             self.cut()
             with contextlib.suppress(Exception):

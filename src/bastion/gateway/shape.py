@@ -1,22 +1,43 @@
 """Traffic shape of a relayed connection: what encrypted traffic still shows.
 
 Inside TLS the gateway cannot read the bytes, but it sees each burst the relay moves:
-its direction, size and time. That is enough to tell an SSH session (or any tunnel of
-one) riding an allowed TLS channel from web traffic:
+its direction, size and time. That is enough to tell an SSH session or a miner's
+JSON-RPC riding an allowed TLS channel (directly, or behind an HTTP ``CONNECT`` to a
+proxy on an allowed name) from web traffic:
 
-* SSH packets have a fixed framing: a 4-byte length, a payload padded to the cipher's
-  block (8 or 16 bytes) and a 16-byte tag, so packets of *many different sizes* all
-  have the same size modulo 4; wrapped one packet per TLS record (``openssl
-  s_client``, ``socat``, ``stunnel``) that stays true with a constant TLS overhead
-  added. Web traffic (HTTP/1, websocket messages) has sizes spread over all residues,
-  and repeated fixed-size messages (pings) are few distinct sizes.
-* An SSH session is a dialogue of small bursts in both directions, and the server
-  speaks on its own (its banner, echoes, prompts) — HTTPS servers answer requests.
+* **SSH framing.** SSH packets have a fixed framing (a 4-byte length, a payload padded
+  to the cipher's block, a fixed tag), so packets of *many different sizes* all have
+  the same size modulo 4 (measured against the lab's OpenSSH 9.2: not modulo 8), and
+  one packet per TLS record adds a constant overhead. An SSH session starts with a big
+  ``KEXINIT`` each way (the algorithm lists: over 1 kB) and goes on in small framed
+  packets. The rule is a **run**: the latest ``RUN`` small bursts each way all on one
+  residue mod 4, the same residue both ways, at least 3 different sizes each way, and
+  each direction's run began within ``FRESH`` small bursts after a big burst of that
+  direction (the key exchange). A proxy handshake, TLS session tickets or a stream of
+  honest requests before the tunnel do not dilute it (the previous rule counted shares
+  over the whole connection, which the ``CONNECT`` exchange and tickets pushed under
+  its threshold, and which a miner's constant-size messages met); it fires during
+  authentication, before a session channel opens. Honest clients rarely send big
+  bursts followed by runs of small ones in *both* directions (an HTTP client's big
+  bursts come in; a websocket's are all small).
+
+  Not told apart: SSH inside a TLS 1.0-1.2 CBC channel (every record of such a channel
+  sits on one residue, 5 mod 16, whatever it carries: the channel is skipped), and a
+  forwarder that re-chunks the stream (records of arbitrary sizes carry no framing).
+* **Miner JSON-RPC (Stratum).** A miner submits shares as small requests of nearly
+  constant size, each answered by a tiny acknowledgement
+  (``{"id":7,"result":true,"error":null}``). ``RPC_RUN`` consecutive exchanges of a
+  small request answered only by a reply under ``ACK_MAX`` bytes (TLS overhead
+  included) and well under the request's size (an echo is not an ack) is that
+  dialogue; no HTTP response is that small (a status line and a
+  ``Content-Length`` header alone are ~40 bytes; real servers send a ``Date`` too).
+  The pool still receives the login and the first shares: what shape cannot see is not
+  stopped before it is seen.
 
 ``Shape.note`` is called by the relay threads for every burst (a few integer updates;
-nothing is stored per burst). ``verdict`` says ``ssh`` when the framing signature is
-unmistakable (the gateway cuts), ``interactive`` for the weaker dialogue pattern (an
-alert), else None.
+nothing is stored per burst but a handful of counters). ``tunnel(alpn)`` says which of
+these an open connection shows; ``verdict`` adds the weaker ``interactive`` dialogue
+pattern (an alert only: websocket and chat clients have it too).
 """
 
 from __future__ import annotations
@@ -27,37 +48,70 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["Shape"]
+__all__ = ["CUTS", "Shape"]
 
 SMALL = 256  # bytes: a burst this small is "interactive-sized"
 SERVER_FIRST_GAP = 0.5  # seconds of silence after which a server burst is unprompted
-SSH_MIN_BURSTS = 5  # small bursts each way before the framing signature counts
-SSH_RESIDUE_SHARE = 0.8  # share of small bursts on one residue mod 4, each way
-SSH_DISTINCT_SIZES = 3  # different small burst sizes each way
+RUN = 5  # latest small bursts each way on one residue mod 4 (the run rule)
+FRESH = 3  # a run must begin within this many small bursts after a big one
+RUN_H2 = 12  # the same, for a client that offered HTTP/2 (its control frames are small)
+RUN_SIZES = 3  # different sizes within each direction's run
+RUN_SIZES_H2 = 4
+CBC_RESIDUE = 5  # every record of a TLS 1.0-1.2 CBC channel: 5 + 16 (IV) + 16k bytes
+RPC_RUN = 8  # consecutive request / tiny-acknowledgement exchanges
+ACK_MAX = 96  # bytes on the wire: the largest reply that still counts as an ack
+ACK_RATIO = 1.5  # a request at least this many times its ack (an echo is not an ack)
 INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
 EXCHANGE_GAP = 1.0  # seconds of silence before a client burst starts a new exchange
 PERIODIC_MIN = 12  # exchanges before their timing is judged
 PERIODIC_MIN_PERIOD = 2.0  # seconds
+# what the gateway cuts at once, inside a channel allowed for TLS only: rule, reason
+CUTS = {"ssh": ("gateway.ssh_in_tls", "SSH packet framing inside a channel allowed for TLS only"),
+        "stratum": ("gateway.stratum_in_tls",
+                    ("a miner's share/acknowledgement dialogue inside a channel allowed for "
+                     "TLS only"))}
 
 
 class Shape:
     """Burst statistics of one connection; updated from two threads without locks
     (counts may be off by one under a race, which no threshold here cares about)."""
 
-    __slots__ = ("_dir", "_last", "_skip", "exchanges", "first_in_before_out", "residues",
-                 "server_first", "sizes", "small", "turns")
+    __slots__ = ("_dir", "_last", "_reply", "_request", "_skip", "alpn", "app", "bursts", "cbc",
+                 "exchanges", "first_in_before_out", "rpc_run", "run_fresh", "run_len",
+                 "run_res", "run_sizes", "server_first", "since_big", "small", "turns")
 
-    def __init__(self, skip: int = 0) -> None:
-        """``skip``: bursts of each direction not counted (a TLS handshake's flights)."""
+    def __init__(self, skip: int = 0, app: str = "tls",
+                 alpn: tuple[str, ...] | list[str] = ()) -> None:
+        """``skip``: bursts of each direction not counted (a TLS handshake's flights);
+        ``app`` and ``alpn``: what the connection was classified as and the protocols
+        its client offered. SSH (allowed as such) and clear-text HTTP (read in clear by
+        the stream inspector) are never judged a tunnel here; the miner's dialogue is
+        judged inside TLS only (a clear-text key-value store answers "+OK" too)."""
+        self.app = app
+        self.alpn = tuple(alpn)
         self._skip = [skip, skip]
         self.small = [0, 0]  # out (sandbox -> server), in
-        self.residues = [[0] * 4, [0] * 4]
-        self.sizes: list[set[int]] = [set(), set()]
         self.turns = 0
         self.server_first = 0
         self.first_in_before_out = False
         self._dir = -1
         self._last = [0.0, 0.0]
+        # the run rule: residue mod 4, length and sizes of each direction's latest run;
+        # small bursts since the direction's last big one, and whether the run began
+        # fresh after one
+        self.since_big = [FRESH + 1, FRESH + 1]
+        self.run_fresh = [False, False]
+        self.run_res = [-1, -1]
+        self.run_len = [0, 0]
+        self.run_sizes: list[set[int]] = [set(), set()]
+        # bursts counted, and how many of them sit where a CBC record would
+        self.bursts = 0
+        self.cbc = 0
+        # the request/ack rule: the open exchange's request and reply sizes, and the
+        # number of consecutive exchanges that were a small request and a tiny reply
+        self._request = 0
+        self._reply = 0
+        self.rpc_run = 0
         # start times of client exchanges after silence: a beacon on a kept-alive
         # connection is periodic exchanges, not periodic connections
         self.exchanges: deque[float] = deque(maxlen=2 * PERIODIC_MIN)
@@ -67,11 +121,32 @@ class Shape:
         if self._skip[index]:
             self._skip[index] -= 1
             return
+        self.bursts += 1
+        if size % 16 == CBC_RESIDUE:
+            self.cbc += 1
         if size < SMALL:
             self.small[index] += 1
-            self.residues[index][size & 3] += 1
-            if len(self.sizes[index]) < 16:
-                self.sizes[index].add(size)
+            self.since_big[index] += 1
+            residue = size & 3
+            if residue == self.run_res[index]:
+                self.run_len[index] += 1
+                if len(self.run_sizes[index]) < RUN_SIZES_H2:
+                    self.run_sizes[index].add(size)
+            else:
+                self.run_res[index] = residue
+                self.run_len[index] = 1
+                self.run_sizes[index] = {size}
+                self.run_fresh[index] = self.since_big[index] <= FRESH
+        else:
+            self.since_big[index] = 0
+        if index == 0:
+            if self._dir != 0:  # a new request: the previous exchange is complete
+                self._close_exchange()
+                self._request = size
+            else:
+                self._request += size
+        elif self._request:
+            self._reply += size
         if self._dir != index:
             if self._dir == -1 and index == 1:
                 self.first_in_before_out = True
@@ -84,14 +159,49 @@ class Shape:
             self.exchanges.append(now)
         self._last[index] = now
 
-    def _framed(self, index: int) -> bool:
-        small = self.small[index]
-        return (small >= SSH_MIN_BURSTS and len(self.sizes[index]) >= SSH_DISTINCT_SIZES
-                and max(self.residues[index]) >= SSH_RESIDUE_SHARE * small)
+    def _close_exchange(self) -> None:
+        if not self._request:
+            return
+        if _acked(self._request, self._reply):
+            self.rpc_run += 1
+        else:
+            self.rpc_run = 0
+        self._request = self._reply = 0
+
+    def _acked_run(self) -> int:
+        """Consecutive request/ack exchanges, the open one counted once answered."""
+        run = self.rpc_run
+        if _acked(self._request, self._reply):
+            run += 1
+        return run
+
+    def _block_cipher(self) -> bool:
+        """Every burst where a CBC record sits: the residue says nothing here."""
+        return self.bursts > 0 and self.cbc * 10 >= self.bursts * 9
+
+    def _run(self, length: int, sizes: int) -> bool:
+        return (self.run_res[0] == self.run_res[1] and self.run_res[0] >= 0
+                and all(self.run_fresh) and min(self.run_len) >= length
+                and min(len(s) for s in self.run_sizes) >= sizes
+                and not self._block_cipher())
+
+    def tunnel(self) -> str | None:
+        """``ssh`` or ``stratum`` when the connection carries one, else None. A client
+        that offered HTTP/2 needs a longer run (h2 control frames are small) and is
+        never judged a miner by the request/ack rule (h2 pings are acked that way)."""
+        if self.app in ("ssh", "http"):
+            return None
+        h2 = "h2" in self.alpn
+        if self._run(RUN_H2, RUN_SIZES_H2) if h2 else self._run(RUN, RUN_SIZES):
+            return "ssh"
+        if not h2 and self.app == "tls" and self._acked_run() >= RPC_RUN:
+            return "stratum"
+        return None
 
     def verdict(self) -> str | None:
-        if self._framed(0) and self._framed(1) and self.turns >= 2 * SSH_MIN_BURSTS:
-            return "ssh"
+        found = self.tunnel()
+        if found is not None:
+            return found
         if (min(self.small) >= INTERACTIVE_MIN and self.turns >= INTERACTIVE_MIN
                 and self.server_first >= 3):
             return "interactive"
@@ -116,7 +226,16 @@ class Shape:
         shape = self.verdict()
         if shape is not None:
             out["net.shape"] = shape
+        if self._acked_run():
+            out["net.shape_acked"] = self._acked_run()
         spread = self.periodic()
         if spread is not None:
             out["net.shape_periodic"] = spread
         return out
+
+
+def _acked(request: int, reply: int) -> bool:
+    """One exchange of the miner's dialogue: a small request answered by a tiny reply
+    well under its size (a submitted share and its ``"result": true``; an echo or a
+    chat message's answer is about as large as what was sent)."""
+    return 0 < request < SMALL and 0 < reply < ACK_MAX and request >= ACK_RATIO * reply

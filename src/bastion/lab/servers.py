@@ -55,7 +55,8 @@ async def _pool(recorder: _Recorder, reader: asyncio.StreamReader,
     sink = record if record is not None else recorder.pool
     try:
         while True:
-            line = first + await reader.readline()
+            # a first line already read by the relay's front is answered on its own
+            line = first or await reader.readline()
             first = b""
             if not line:
                 break
