@@ -84,6 +84,26 @@ def test_stream_cut_and_ssh_shape() -> None:
                                                         "net.app": "ssh"})) == []
 
 
+def test_miner_shape_inside_tls_only() -> None:
+    """A TLS flow with the miner's request/ack shape is mining.stratum_in_tls (once per
+    connection); the gateway's own cut report is not also a stream cut; the same
+    shape on a clear-text or SSH flow is not this detector's (read in clear / allowed)."""
+    shape = ShapeDetector()
+    flow = {"net.shape": "stratum", "net.app": "tls", "net.conn_id": "m1",
+            "net.shape_acked": 8, "net.sni": "relay.allowed.lab.test", "net.dst_port": 443}
+    found = shape.observe(ev(EventKind.NET_FLOW, 1, **flow))
+    assert [(f.rule_id, f.severity.name, f.categories) for f in found] == [
+        ("mining.stratum_in_tls", "HIGH", ("mining",))]
+    assert "8 small requests" in found[0].message
+    assert shape.observe(ev(EventKind.NET_CLOSE, 2, **flow)) == []
+    for app in ("http", "unknown", "ssh"):
+        assert shape.observe(ev(EventKind.NET_FLOW, 3, **{**flow, "net.app": app,
+                                                            "net.conn_id": app})) == []
+    assert StreamCutDetector().observe(ev(EventKind.NET_FLOW, 4, **{
+        **flow, "net.decision": "deny", "net.cut": "x",
+        "net.rule": "gateway.stratum_in_tls"})) == []
+
+
 def test_beacon_with_jitter_is_found_and_irregular_use_is_not() -> None:
     rng = random.Random(5)
     beacon, human = BeaconDetector(), BeaconDetector()
