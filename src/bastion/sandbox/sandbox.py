@@ -32,7 +32,7 @@ from . import scratch, supervisor
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
 from .seccomp import compiled_filter
-from .steps import Acquire, CallCancelled, Ready, Steps, drive
+from .steps import Acquire, Blocking, CallCancelled, Ready, Steps, drive
 from .watch import SupervisorLost, supervisor_problem, watcher
 
 __all__ = ["CANCELLED", "CallHandle", "RawResult", "Sandbox"]
@@ -704,9 +704,10 @@ class Sandbox:
         assert self.cgroup is not None
         call = _CallFlags()
         self._check_supervisor()
+        # cgroup writes take milliseconds under load: off an event loop's thread
+        call_cgroup: Path = yield Blocking(self.cgroup.new_call)
         self._next_id += 1
         call_id = self._next_id
-        call_cgroup = self.cgroup.new_call()
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -733,11 +734,13 @@ class Sandbox:
                 os.close(fd)
             raise SessionBroken(f"sandbox supervisor failed to start the command: {msg!r}")
         pidfd = fds[0]
+        cgroups = self.cgroup
         try:
             host_pid = _pid_of_pidfd(pidfd)
             if host_pid <= 0:  # fdinfo says -1 once the process has exited
                 raise ProcessLookupError(f"pid {msg.get('pid')} inside has exited")
-            self.cgroup.add_to_call(call_cgroup, host_pid)
+            # cancelled here: never placed, never run (killed below by pid and group)
+            yield from _step(lambda: cgroups.add_to_call(call_cgroup, host_pid), call)
         except (OSError, SessionBroken) as exc:
             # the process died before it could be placed: the sandbox was killed
             # under us (a verdict, a failing sensor) or the agent killed it
@@ -907,6 +910,14 @@ class _CallFlags:
 
     def __init__(self) -> None:
         self.cancelled = False
+
+
+def _step(fn: Callable[[], object], call: _CallFlags) -> Steps[None]:
+    """A ``Blocking`` step that a cancellation skips (marking the call cancelled)."""
+    try:
+        yield Blocking(fn)
+    except CallCancelled:
+        call.cancelled = True
 
 
 def _wait(request: Ready, call: _CallFlags) -> Steps[set[int]]:

@@ -1,0 +1,258 @@
+"""Rollouts from one asyncio process: ``AsyncSession`` against plain subprocesses.
+
+N honest 10-call SWE-style episodes run at once from one event loop, in three ways:
+
+- ``plain``: ``asyncio.create_subprocess_exec("bash", "-c", cmd)`` in a temporary
+  directory per episode (the baseline: no sandbox, no monitoring);
+- ``async``: ``AsyncSession`` (``await session.exec``), bastion's default policy and
+  engine, the whole pipeline and audit trail;
+- ``to_thread``: the blocking ``Session.exec`` through ``asyncio.to_thread`` (what a
+  trainer does without an async API), for N <= 64.
+
+Each run has three phases, each a burst of N at once: reset (create the session /
+the directory and the task files), the 10 calls of every episode, close. Reported
+per mode and N: calls/s during the call phase and its ratio to ``plain``, reset
+p50/p99 under the burst, the event loop's lag (a 10 ms ticker's lateness, p99 and
+max over the whole run), the process's own CPU seconds (all its threads: bastion's
+Python work in the trainer's process; the commands themselves run in other
+processes), and honest episodes that got any verdict (must be 0).
+
+    .venv/bin/python benchmarks/bench_async.py [--n 8 32 64 [256]] [--no-thread]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import bench_state_dir, emit, pct  # noqa: E402
+
+from bastion import AsyncSession, Session  # noqa: E402
+
+FILES = {
+    "calc.py": "def add(a, b):\n    return a - b\n",
+    "tests/test_calc.py": ("import sys\nsys.path.insert(0, '.')\nfrom calc import add\n"
+                           "assert add(2, 3) == 5\nprint('PASS')\n"),
+    "README.md": "calc: a tiny calculator\n",
+}
+# An honest episode: look around, read, edit, run, check (no network, no secrets).
+CALLS = [
+    "ls -la",
+    "cat calc.py",
+    "grep -rn 'def ' --include=*.py .",
+    "sed -i 's/a - b/a + b/' calc.py",
+    "python3 tests/test_calc.py",
+    "mkdir -p pkg && printf 'X = 1\\n' > pkg/mod.py && ls pkg",
+    "python3 -c 'import pkg.mod; print(pkg.mod.X)'",
+    "find . -name '*.py' | sort | head -n 20",
+    "wc -l calc.py README.md",
+    "head -n 2 calc.py && echo done",
+]
+
+
+# the sandbox's environment (session.py), so both run the same binaries
+PLAIN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "LANG": "C.UTF-8", "TERM": "dumb"}
+
+
+class LagProbe:
+    """A ticker on the loop: how late each 10 ms sleep wakes up is the loop's lag."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.lags: list[float] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(self.period)
+            self.lags.append(max(0.0, time.monotonic() - t - self.period))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+
+class Plain:
+    """The baseline episode: a directory and bash, nothing watched."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+
+    async def reset(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bastion-bench-plain-"))
+        for name, text in FILES.items():
+            (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.dir / name).write_text(text)
+
+    async def call(self, cmd: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", cmd, cwd=self.dir, env={**PLAIN_ENV, "HOME": str(self.dir)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    async def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def flagged(self) -> bool:
+        return False
+
+
+def _prepare(workspace: Path, uid: int) -> None:
+    for name, text in FILES.items():
+        target = workspace / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        os.chown(target.parent, uid, uid)
+        os.chown(target, uid, uid)
+
+
+class Async:
+    """An episode through ``AsyncSession``."""
+
+    def __init__(self, state_dir: Path, index: int) -> None:
+        self.s = AsyncSession(state_dir=state_dir, run_id="bench-async",
+                              episode_id=f"async-{index}", prepare=_prepare)
+
+    async def reset(self) -> None:
+        await self.s.start()
+
+    async def call(self, cmd: str) -> tuple[int, str]:
+        r = await self.s.exec(cmd)
+        return r.exit_code, r.stdout
+
+    async def close(self) -> None:
+        await self.s.close()
+
+    def flagged(self) -> bool:
+        return bool(self.s.verdicts)
+
+
+class Threaded:
+    """An episode through the blocking ``Session``, one ``to_thread`` per call."""
+
+    def __init__(self, state_dir: Path, index: int) -> None:
+        self.state_dir, self.index = state_dir, index
+        self.s: Session | None = None
+
+    async def reset(self) -> None:
+        self.s = await asyncio.to_thread(
+            Session, state_dir=self.state_dir, run_id="bench-thread",
+            episode_id=f"thread-{self.index}", prepare=_prepare)
+
+    async def call(self, cmd: str) -> tuple[int, str]:
+        assert self.s is not None
+        r = await asyncio.to_thread(self.s.exec, cmd)
+        return r.exit_code, r.stdout
+
+    async def close(self) -> None:
+        if self.s is not None:
+            await asyncio.to_thread(self.s.close)
+
+    def flagged(self) -> bool:
+        return bool(self.s and self.s.verdicts)
+
+
+async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    t = time.monotonic()
+    await fn()
+    return time.monotonic() - t
+
+
+async def run_mode(make: Callable[[int], Any], n: int) -> dict[str, Any]:
+    probe = LagProbe()
+    probe.start()
+    cpu0 = time.process_time()
+    wall0 = time.monotonic()
+    episodes = [make(i) for i in range(n)]
+    resets = await asyncio.gather(*(_timed(e.reset) for e in episodes))
+    failures = 0
+
+    async def episode(e: Any) -> None:
+        nonlocal failures
+        for cmd in CALLS:
+            code, _ = await e.call(cmd)
+            failures += code != 0
+
+    t = time.monotonic()
+    await asyncio.gather(*(episode(e) for e in episodes))
+    calls_wall = time.monotonic() - t
+    flagged = sum(e.flagged() for e in episodes)
+    await asyncio.gather(*(e.close() for e in episodes))
+    wall = time.monotonic() - wall0
+    cpu = time.process_time() - cpu0
+    await probe.stop()
+    lags = probe.lags or [0.0]
+    return {
+        "n": n,
+        "calls_per_s": round(n * len(CALLS) / calls_wall, 2),
+        "calls_wall_s": round(calls_wall, 3),
+        "reset_p50_s": round(pct(list(resets), 50), 3),
+        "reset_p99_s": round(pct(list(resets), 99), 3),
+        "loop_lag_p99_ms": round(pct(lags, 99) * 1000, 1),
+        "loop_lag_max_ms": round(max(lags) * 1000, 1),
+        "process_cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "failed_calls": failures,
+        "episodes_with_verdicts": flagged,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--no-thread", action="store_true",
+                        help="skip the to_thread comparison")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 256 sessions hold many fds
+    state = bench_state_dir()
+    results: dict[str, Any] = {"calls_per_episode": len(CALLS), "runs": []}
+    # one-time costs (imports, compiling the rule packs, the gateway) are paid here,
+    # not by whichever mode runs first
+    with Session(state_dir=state, run_id="bench-warm") as warm:
+        warm.exec("true")
+    try:
+        for n in args.n:
+            row: dict[str, Any] = {"n": n}
+            row["plain"] = asyncio.run(run_mode(lambda i: Plain(), n))
+            row["async"] = asyncio.run(run_mode(lambda i: Async(state, i), n))
+            if not args.no_thread and n <= 64:
+                row["to_thread"] = asyncio.run(run_mode(lambda i: Threaded(state, i), n))
+            row["async_vs_plain_calls_per_s"] = round(
+                row["async"]["calls_per_s"] / row["plain"]["calls_per_s"], 3)
+            if "to_thread" in row:
+                row["to_thread_vs_plain_calls_per_s"] = round(
+                    row["to_thread"]["calls_per_s"] / row["plain"]["calls_per_s"], 3)
+            results["runs"].append(row)
+            print(f"N={n}: plain {row['plain']['calls_per_s']}/s, async "
+                  f"{row['async']['calls_per_s']}/s ({row['async_vs_plain_calls_per_s']}x), "
+                  f"lag p99 {row['async']['loop_lag_p99_ms']} ms "
+                  f"(plain {row['plain']['loop_lag_p99_ms']} ms)", flush=True)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    results["load_average"] = os.getloadavg()
+    emit("async", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
