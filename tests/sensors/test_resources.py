@@ -65,7 +65,9 @@ def test_background_hashing_loop_is_killed_and_charged_to_its_call(monitored):
     assert verdict.call_id == "c3" and verdict.step == 3
     assert verdict.action is Action.KILL
     assert verdict.evidence["call.returned"] is True
-    assert verdict.evidence["session_background"] >= 0.6
+    # on its busy stretch (runnable, a little CPU) or on the CPU-used budget
+    assert (verdict.evidence.get("busy") and verdict.evidence["busy_cpu_seconds"] >= 0.5) or \
+        verdict.evidence["session_background"] >= 0.6, verdict.evidence
     assert "python3" in verdict.message
     pids = verdict.evidence["res.bg_pids"]
     assert pids and wait_for(lambda: not any(_alive(p) for p in pids))

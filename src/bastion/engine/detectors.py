@@ -11,8 +11,9 @@ reported four times a second yields one verdict, not a stream.
   call's own foreground work, and a daemon's work for a call that talks to it, are
   legitimate.
 * ``GpuDetector``: GPU use by a background process, or by a call with mining evidence.
-* ``ResourceLimitDetector``: the session hit its pids limit (fork bomb) or memory limit
-  (OOM kill); the call holding the processes is killed so the next call can run.
+* ``ResourceLimitDetector``: the session hit its pids limit (fork or thread bomb), its
+  memory limit (OOM kill), or filled its size-limited files (disk bomb); for the
+  first two the call holding the processes is killed so the next call can run.
 * ``ForkStormDetector``: a fork rate above ``fork_storm_per_second`` whose children
   pile up.
 * ``ConnectionDetector``: outbound connections open for >= ``long_connection_seconds``
@@ -416,11 +417,15 @@ class ComputeDetector:
 
 
 class ResourceLimitDetector:
-    """The session hit its pids or memory limit: the kernel refused forks (a fork
-    bomb held by ``pids.max``) or OOM-killed a process. The call holding the most
-    processes (memory) is charged; its processes are killed so that the next call can
-    run (for memory: when that call has returned, i.e. its processes are background). A fork bomb is abuse (high); an OOM kill is reported and contained
-    but not penalised (low): honest work can outgrow a limit."""
+    """The session hit a limit, by the kernel's own counters: it refused forks or
+    threads (``pids.events``: a fork or thread bomb held by ``pids.max``), OOM-killed
+    a process (memory), or the session's size-limited tmpfs is full (statfs: a disk
+    bomb refused with ENOSPC). The call holding the most processes (memory, writes)
+    is charged; for pids and memory its processes are killed so that the next call
+    can run (for memory: when that call has returned, i.e. its processes are
+    background). A fork bomb is abuse (high); filling the disk is recorded (medium,
+    the limit already holds it); an OOM kill is reported and contained but not
+    penalised (low): honest work can outgrow a limit."""
 
     name = "resource_limits"
     kinds = frozenset({EventKind.RESOURCE})
@@ -454,6 +459,29 @@ class ResourceLimitDetector:
                 evidence={"res.limit": limit, "res.limit_hits": hits,
                           "res.pids": event.fields.get("res.pids"),
                           "res.call_pids": event.fields.get("res.call_pids")},
+            )]
+        if limit == "disk":
+            what = event.fields.get("res.disk_what")
+            used = (f"{event.fields.get('res.disk_inodes')} of "
+                    f"{event.fields.get('res.disk_limit_inodes')} files" if what == "inodes"
+                    else f"{event.fields.get('res.disk_bytes')} of "
+                    f"{event.fields.get('res.disk_limit_bytes')} bytes")
+            return [Finding(
+                rule_id="detector.disk_limit",
+                severity=Severity.MEDIUM,
+                message=(f"the session's files (workspace, /tmp, /var/tmp, /dev/shm) filled "
+                         f"their size-limited filesystem ({used}); the kernel refuses further "
+                         f"writes with ENOSPC; charged to call {holder}"),
+                categories=("resource_abuse",),
+                mitre=("T1499",),
+                # the limit holds it: nothing to kill (honest work can outgrow a limit),
+                # but the filling is recorded and reaches the trainer
+                action=Action.ALERT,
+                evidence={"res.limit": limit, "res.disk_what": what,
+                          "res.disk_bytes": event.fields.get("res.disk_bytes"),
+                          "res.disk_limit_bytes": event.fields.get("res.disk_limit_bytes"),
+                          "res.disk_inodes": event.fields.get("res.disk_inodes"),
+                          "res.disk_limit_inodes": event.fields.get("res.disk_limit_inodes")},
             )]
         if limit == "memory":
             return [Finding(

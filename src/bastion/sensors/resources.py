@@ -43,6 +43,7 @@ from typing import Any
 from ..contracts import CallRef, EventSink, Watched, make_event
 from ..errors import InternalError
 from ..events import Event, EventKind
+from ..sandbox import scratch
 from .burn import (
     SERVED_GRACE,
     ProcSample,
@@ -69,6 +70,7 @@ _TOP_PROCESSES = 8
 _MIN_REPORTED_CORES = 0.05
 _MIN_REPORTED_SECONDS = 0.005  # a call sample below this is idle noise
 _MAX_SHARE = 0.15  # of one core, at most, for sampling every session
+_WRITER_BYTES = 1 << 20  # a call whose processes wrote less did not fill the disk
 
 
 def _boot_monotonic() -> float:
@@ -113,6 +115,9 @@ class _SessionState:
     # (pid, start) of background processes a running call talked to -> until when
     # their compute still counts as served (burn.SERVED_GRACE)
     served_until: dict[tuple[int, int], float] = field(default_factory=dict)
+    pids_charged: set[str] = field(default_factory=set)  # calls charged for the pids limit
+    pids_by_call: dict[str, int] = field(default_factory=dict)  # v2: refused forks per call
+    disk_full: bool = False  # the session's files filled their filesystem at the last look
 
 
 @dataclass
@@ -240,6 +245,7 @@ class ResourceSensor:
         calls: dict[str, _CallState] = {}
         holders: list[tuple[int, Path, CallRef | None, list[int]]] = []
         reads: list[_CallRead] = []
+        ended: list[Path] = []  # calls that ran and ended since the last sample
         for path in _call_dirs(cgroup.unified, state.retired):
             pids = _procs(path)
             before = state.calls.get(path.name)
@@ -248,6 +254,7 @@ class ResourceSensor:
                     state.retired.add(path.name)  # ran, and everything in it is gone
                 elif (_cpu_usage_usec(path) or 0) > 0:
                     state.retired.add(path.name)  # ran and ended between two samples
+                    ended.append(path)
                 continue
             ref = session.call_for_cgroup(str(path))
             call_state = _CallState()
@@ -329,7 +336,8 @@ class ResourceSensor:
                 "res.procs": len(procs), "res.bg_pids": list(compute.background_pids)[:16],
                 "res.bg_names": ",".join(names[:8])}))
         state.calls = calls
-        events += self._limits(state, cgroup, holders)
+        events += self._limits(state, cgroup, holders, ended)
+        events += self._disk(state, holders)
         rows.sort(key=lambda r: r[0], reverse=True)
         reported = rows[:_TOP_PROCESSES]
         reported += [r for r in rows[_TOP_PROCESSES:] if r[1] in gpu]
@@ -403,6 +411,39 @@ class ResourceSensor:
         return out
 
     @staticmethod
+    def _disk(state: _SessionState,
+              holders: list[tuple[int, Path, CallRef | None, list[int]]]) -> list[Event]:
+        """An event when the session's files fill the size-limited tmpfs they live on
+        (``sandbox/scratch.py``: the kernel refuses writes past it with ENOSPC), once
+        per filling: the filesystem's own statfs counters, not a guess. Charged to
+        the call whose live processes wrote the most (``wchar``), else the newest
+        call with processes, else the latest call. An operator-configured workspace on the host's disk is not the
+        session's tmpfs and is not judged here."""
+        session = state.session.view
+        limits = session.policy.sandbox.limits
+        use = scratch.usage(session.workspace)
+        if use is None:
+            return []
+        used, total, inodes_used, inodes_total = use
+        if not total or total > scratch.effective_size(limits.disk, limits.memory) + (1 << 16):
+            return []  # not the session's tmpfs (a workspace on the host's disk)
+        full = total - used < 64 * 1024 or (inodes_total and inodes_used >= inodes_total - 1)
+        was, state.disk_full = state.disk_full, bool(full)
+        if not full or was:
+            return []
+        # the call whose live processes wrote the most (a writer that hit ENOSPC may
+        # be gone: then the newest call with processes, else the latest call)
+        wrote = [(sum(_wchar(pid) for pid in pids), _call_number(path), ref)
+                 for count, path, ref, pids in holders if count and ref is not None]
+        best = max(wrote, key=lambda t: (t[0] >= _WRITER_BYTES, t[1], t[0]), default=None)
+        ref = best[2] if best is not None else session.latest_call()
+        what = "bytes" if total - used < 64 * 1024 else "inodes"
+        return [make_event(session, EventKind.RESOURCE, call=ref, **{
+            "res.scope": "session", "res.limit": "disk", "res.limit_hits": 1,
+            "res.disk_what": what, "res.disk_bytes": used, "res.disk_limit_bytes": total,
+            "res.disk_inodes": inodes_used, "res.disk_limit_inodes": inodes_total})]
+
+    @staticmethod
     def _leader(session: Watched, ref: CallRef | None, procs: dict[int, ProcSample],
                 before: _CallState | None) -> tuple[int, int] | None:
         """The call's first process: a session leader (the supervisor calls setsid)
@@ -417,12 +458,19 @@ class ResourceSensor:
         return None
 
     def _limits(self, state: _SessionState, cgroup: Any,
-                holders: list[tuple[int, Path, CallRef | None, list[int]]]) -> list[Event]:
+                holders: list[tuple[int, Path, CallRef | None, list[int]]],
+                ended: list[Path]) -> list[Event]:
         """Events for forks refused at the pids limit and OOM kills since the last
-        sample, charged to the call holding the most processes (memory)."""
+        sample, charged to the call holding the most processes (memory).
+
+        A fork or thread bomb may be over by the sample that sees its refused forks
+        (a Python thread bomb dies of its own "can't start new thread"): when no live
+        call holds a real share of the tasks, the newest call that ran in the interval
+        is charged, unless a call already charged for the limit is among them (its
+        dying bomb's last refused forks are not the next call's)."""
         session = state.session.view
         out: list[Event] = []
-        hits = _pids_limit_hits(cgroup, [h[1] for h in holders])
+        hits = _pids_limit_hits(cgroup, [h[1] for h in holders] + ended, state.pids_by_call)
         ooms = cgroup.oom_kills()
         if state.pids_hits is not None and hits > state.pids_hits:
             # the call holding the most tasks (threads count against pids.max too); a
@@ -431,7 +479,15 @@ class ResourceSensor:
             tasks = [(_tasks(path), ref) for _count, path, ref, _pids in holders]
             count, ref = max(tasks, key=lambda t: t[0], default=(0, None))
             limit = session.policy.sandbox.limits.pids
-            if ref is not None and count * 4 >= limit:
+            if ref is None or count * 4 < limit:
+                ran = [(_call_number(p), session.call_for_cgroup(str(p)))
+                       for p in [h[1] for h in holders] + ended]
+                ran = [(n, r) for n, r in ran if r is not None]
+                charged = [r for _n, r in ran if r.call_id in state.pids_charged]
+                newest = max(ran, key=lambda t: t[0], default=(0, None))[1]
+                ref, count = (charged[0] if charged else newest), 0
+            if ref is not None:
+                state.pids_charged.add(ref.call_id)
                 out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                     "res.scope": "session", "res.limit": "pids",
                     "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
@@ -511,15 +567,18 @@ def _events_count(path: Path, key: str) -> int:
     return 0
 
 
-def _pids_limit_hits(cgroup: Any, call_dirs: list[Path]) -> int:
+def _pids_limit_hits(cgroup: Any, call_dirs: list[Path], by_call: dict[str, int]) -> int:
     """Forks refused at the pids limit so far: the v1 ``calls`` group on a hybrid
-    host, else the session and every call cgroup (v2 caps each call)."""
+    host, else the session and every call cgroup (v2 caps each call; ``by_call``
+    keeps the last count of each call, so one that ended still counts)."""
     v1 = getattr(cgroup, "v1", {}) or {}
     if "pids" in v1:
         return _events_count(v1["pids"] / "calls" / "pids.events", "max") + \
             _events_count(v1["pids"] / "pids.events", "max")
-    return _events_count(cgroup.unified / "pids.events", "max") + sum(
-        _events_count(p / "pids.events", "max") for p in call_dirs)
+    for path in call_dirs:
+        by_call[path.name] = max(by_call.get(path.name, 0),
+                                 _events_count(path / "pids.events", "max"))
+    return _events_count(cgroup.unified / "pids.events", "max") + sum(by_call.values())
 
 
 def _stdio(pid: int) -> set[str]:
@@ -531,6 +590,22 @@ def _stdio(pid: int) -> set[str]:
         if link:
             out.add(link)
     return out
+
+
+def _wchar(pid: int) -> int:
+    """Bytes the process passed to write() so far (/proc/PID/io)."""
+    data = _read(f"/proc/{pid}/io")
+    for line in (data or b"").splitlines():
+        if line.startswith(b"wchar:"):
+            with contextlib.suppress(ValueError):
+                return int(line.split()[1])
+    return 0
+
+
+def _call_number(path: Path) -> int:
+    with contextlib.suppress(ValueError):
+        return int(path.name.rsplit("-", 1)[-1])
+    return 0
 
 
 def _tasks(path: Path) -> int:
