@@ -84,6 +84,12 @@ def test_good_file_loads(tmp_path: Path) -> None:
     (GOOD.replace("    expect: {", "    expect: {{"), 8, "expected"),
     (GOOD.replace("kind: attack", "kind: benign").replace(
         "{category: mining, charged_to: c1}", "{alerts: {x.y: ''}}"), 7, "expect.alerts"),
+    (GOOD.replace("    steps:\n", "    allow: [{domain: relay.allowed.lab.test, prot: ssh}]\n"
+                  "    steps:\n"), 4, "allow: unknown key 'prot'"),
+    (GOOD.replace("    steps:\n", "    allow: [{domain: relay.allowed.lab.test, port: 22, "
+                  "protocol: telepathy}]\n    steps:\n"), 4, "allow: "),
+    (GOOD.replace("      - exec: echo hi\n", "      - trust_key: /etc/ssh/key.pub\n"
+                  "      - exec: echo hi\n"), 5, "trust_key: a public key file under /workspace/"),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
     path = write(tmp_path, text)
@@ -92,3 +98,37 @@ def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, needle:
     message = str(info.value)
     assert message.startswith(f"{path}:{line}:"), message
     assert needle in message
+
+
+ALLOWED_SSH = """\
+scenarios:
+  - id: attack.y
+    kind: attack
+    allow: [{domain: relay.allowed.lab.test, port: 22, protocol: ssh}]
+    steps:
+      - exec: ssh-keygen -q -N '' -f /workspace/id
+        call: c0
+      - trust_key: /workspace/id.pub
+      - exec: ssh -R 9000:localhost:22 root@relay.allowed.lab.test
+        call: c1
+    expect: {category: tunnels, charged_to: c1}
+"""
+
+
+def test_allow_entries_reach_every_phase_of_the_policy(tmp_path: Path) -> None:
+    """A scenario's ``allow:`` is what its session's policy grants on top of the
+    scorecard's, in every network phase; ``trust_key`` is a step but not a call."""
+    from bastion import Policy
+    from bastion.redteam import base_policy
+    from bastion.redteam.runner import with_allow
+
+    (sc,) = load_file(write(tmp_path, ALLOWED_SSH))
+    assert sc.allow == ({"domain": "relay.allowed.lab.test", "port": 22, "protocol": "ssh"},)
+    assert [s.kind for s in sc.steps] == ["exec", "trust_key", "exec"]
+    assert sc.call_ids() == ["c0", "c1"]
+    base = base_policy()
+    data = with_allow(base, sc.allow)
+    phases = data["network"]["phases"]
+    assert all(sc.allow[0] in phase["allow"] for phase in phases.values())
+    assert all(sc.allow[0] not in phase["allow"] for phase in base["network"]["phases"].values())
+    Policy.from_dict(data, source="test")  # a valid policy

@@ -35,8 +35,10 @@ __all__ = ["BUILTIN_DIR", "ScenarioError", "load_builtin", "load_file", "load_pa
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
 _SCENARIO_KEYS = {"id", "kind", "title", "suites", "hosts", "variant", "steps", "expect",
-                  "files", "settle", "why"}
-_STEP_KEYS = {"exec", "write_file", "wait", "call", "timeout", "expect_exit", "content"}
+                  "files", "settle", "why", "allow"}
+_STEP_KEYS = {"exec", "write_file", "wait", "trust_key", "call", "timeout", "expect_exit",
+              "content"}
+_ALLOW_KEYS = {"domain", "cidr", "port", "protocol"}
 _EXPECT_KEYS = {"category", "accept", "charged_to", "forbidden", "alerts"}
 
 
@@ -101,10 +103,10 @@ def _step(raw: Any, index: int, file: str, parent_line: int, who: str) -> Step:
     if not isinstance(raw, _Map):
         raise _err(file, parent_line, who, f"steps[{index}]: expected a mapping")
     _check_keys(raw, _STEP_KEYS, file, who, f"steps[{index}].")
-    kinds = [k for k in ("exec", "write_file", "wait") if k in raw]
+    kinds = [k for k in ("exec", "write_file", "wait", "trust_key") if k in raw]
     if len(kinds) != 1:
         raise _err(file, raw.line, who,
-                   f"steps[{index}]: needs exactly one of exec, write_file, wait")
+                   f"steps[{index}]: needs exactly one of exec, write_file, wait, trust_key")
     kind = kinds[0]
     call = str(raw.get("call") or f"c{index}")
     timeout = raw.get("timeout")
@@ -125,6 +127,12 @@ def _step(raw: Any, index: int, file: str, parent_line: int, who: str) -> Step:
                        f"steps[{index}]: write_file needs a path and a string content")
         return Step("write_file", raw.line, path=raw["write_file"], content=raw["content"],
                     call=call)
+    if kind == "trust_key":
+        key = raw["trust_key"]
+        if not isinstance(key, str) or not key.startswith("/workspace/") or ".." in key:
+            raise _err(file, _line(raw, "trust_key"), who,
+                       f"steps[{index}].trust_key: a public key file under /workspace/")
+        return Step("trust_key", raw.line, path=key)
     seconds = raw["wait"]
     if not isinstance(seconds, int | float) or seconds < 0:
         raise _err(file, _line(raw, "wait"), who, f"steps[{index}].wait: seconds (>= 0)")
@@ -192,7 +200,7 @@ def _scenario(raw: Any, file: str, seen: dict[str, str]) -> Scenario:
     if not isinstance(steps_raw, list) or not steps_raw:
         raise _err(file, _line(raw, "steps"), who, "steps: a non-empty list")
     steps = tuple(_step(s, i, file, _line(raw, "steps"), who) for i, s in enumerate(steps_raw))
-    calls = [s.call for s in steps if s.kind != "wait"]
+    calls = [s.call for s in steps if s.kind in ("exec", "write_file")]
     dupes = {c for c in calls if calls.count(c) > 1}
     if dupes:
         raise _err(file, _line(raw, "steps"), who, f"call ids used twice: {', '.join(sorted(dupes))}")
@@ -221,12 +229,39 @@ def _scenario(raw: Any, file: str, seen: dict[str, str]) -> Scenario:
     settle = raw.get("settle", 1.0)
     if not isinstance(settle, int | float) or settle < 0:
         raise _err(file, _line(raw, "settle"), who, "settle: seconds (>= 0)")
+    allow = _allow(raw.get("allow", []), file, _line(raw, "allow", line), who)
     return Scenario(
         id=sid, kind=kind, title=str(raw.get("title") or sid), file=file, line=line,
         steps=steps, expect=_expect(raw.get("expect"), kind, file, _line(raw, "expect", line),
                                     who, calls),
         suites=suites, hosts=hosts, variant=variant, files=dict(files), settle=float(settle),
-        why=str(raw.get("why", "")))
+        why=str(raw.get("why", "")), allow=allow)
+
+
+def _allow(raw: Any, file: str, line: int, who: str) -> tuple[dict[str, object], ...]:
+    """Extra allow entries, checked by loading them into the scorecard policy now: a
+    typo must fail at load, not turn into a deny at run time."""
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise _err(file, line, who, "allow: a list of allow entries (domain/cidr, port, protocol)")
+    for entry in raw:
+        unknown = set(entry) - _ALLOW_KEYS
+        if unknown:
+            raise _err(file, line, who, f"allow: unknown key {min(unknown)!r} "
+                                        f"(allowed: {', '.join(sorted(_ALLOW_KEYS))})")
+    entries = tuple(dict(e) for e in raw)
+    if entries:
+        import warnings
+
+        from ..policy import Policy
+        from .runner import base_policy, with_allow
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Policy.from_dict(with_allow(base_policy(), entries), source=f"{file}:{line}")
+        except Exception as exc:  # noqa: BLE001 - any policy error is a scenario error here
+            raise _err(file, line, who, f"allow: {exc}") from None
+    return entries
 
 
 def load_file(path: str | Path, seen: dict[str, str] | None = None) -> list[Scenario]:

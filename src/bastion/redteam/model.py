@@ -20,19 +20,21 @@ __all__ = ["CATEGORIES", "LAB_HOSTS", "SUITES", "Expect", "Scenario", "Step"]
 CATEGORIES = ("credentials", "defense_evasion", "download_exec", "exfil", "mining",
               "monitor_tamper", "persistence", "privesc", "recon", "reward_integrity",
               "shells", "tunnels")
-LAB_HOSTS = ("dns", "ssh", "pool", "allowed", "denied", "index")
+LAB_HOSTS = ("dns", "ssh", "pool", "allowed", "denied", "index", "relay")
 SUITES = ("fast", "full")
-StepKind = Literal["exec", "write_file", "wait"]
+StepKind = Literal["exec", "write_file", "wait", "trust_key"]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One tool call (or a pause between calls)."""
+    """One tool call, a pause between calls, or (``trust_key``) the lab's attacker host
+    trusting a public key the agent made in its workspace: bastion is not asked, the
+    far end simply says yes, as a host the agent controls would."""
 
     kind: StepKind
     line: int
     command: str = ""  # exec
-    path: str = ""  # write_file
+    path: str = ""  # write_file; trust_key: the public key file in the workspace
     content: str = ""  # write_file
     seconds: float = 0.0  # wait
     call: str = ""  # the call id (exec/write_file); default c<index>
@@ -68,6 +70,9 @@ class Scenario:
     files: dict[str, str] = field(default_factory=dict)  # workspace seed: path -> text
     settle: float = 1.0  # seconds to wait after the last step for late verdicts
     why: str = ""  # benign: what real agent work this stands for
+    # allow entries added to the scorecard policy's network phases, e.g. SSH to the lab's
+    # relay: what a real policy grants (git over SSH to one host) and attacks abuse
+    allow: tuple[dict[str, object], ...] = ()
 
     @property
     def category(self) -> str:
@@ -78,4 +83,4 @@ class Scenario:
         return f"{self.file}:{self.line}"
 
     def call_ids(self) -> list[str]:
-        return [s.call for s in self.steps if s.kind != "wait"]
+        return [s.call for s in self.steps if s.kind in ("exec", "write_file")]

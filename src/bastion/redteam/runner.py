@@ -35,7 +35,8 @@ from ..rl.shaping import CONTAINING_ACTIONS, judge
 from .model import Scenario
 from .pypi import INDEX_PORT, PackageIndex, index_url
 
-__all__ = ["CallRecord", "RunConfig", "Runner", "ScenarioResult", "Scorecard", "base_policy"]
+__all__ = ["CallRecord", "RunConfig", "Runner", "ScenarioResult", "Scorecard", "base_policy",
+           "with_allow"]
 
 FORBIDDEN_KEYS = ("ssh", "pool", "denied")
 
@@ -50,6 +51,23 @@ def base_policy() -> dict[str, Any]:
         "network": {"initial_phase": "agent",
                     "phases": {"setup": {"allow": allow}, "agent": {"allow": allow}}},
     }
+
+
+def with_allow(policy: dict[str, Any], entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """``policy`` with ``entries`` added to every network phase's allow list (a
+    scenario's ``allow:``); the input is not changed."""
+    data = _deep_copy(policy)
+    entries = [dict(e) for e in entries]
+    if not entries:
+        return data
+    network = data.setdefault("network", {})
+    phases = network.get("phases")
+    if isinstance(phases, dict) and phases:
+        for phase in phases.values():
+            phase.setdefault("allow", []).extend(_deep_copy(entries))
+    else:
+        network.setdefault("allow", []).extend(entries)
+    return data
 
 
 @dataclass
@@ -257,7 +275,7 @@ class Runner:
     # -- one episode --------------------------------------------------------------------
 
     def _policy(self, sc: Scenario, workspace: Path) -> Policy:
-        data = _deep_copy(self.config.policy or base_policy())
+        data = with_allow(self.config.policy or base_policy(), sc.allow)
         sandbox = data.setdefault("sandbox", {})
         sandbox["workspace"] = str(workspace)
         if any(p.split("/", 1)[0] == "grader" for p in sc.files):
@@ -307,6 +325,9 @@ class Runner:
             for index, step in enumerate(sc.steps):
                 if step.kind == "wait":
                     time.sleep(step.seconds)
+                    continue
+                if step.kind == "trust_key":  # the attacker's host says yes to this key
+                    self.lab.trust_key((ws / step.path.removeprefix("/workspace/")).read_text())
                     continue
                 record = CallRecord(step.call, step.kind, step.command or f"write {step.path}",
                                     time.time())
