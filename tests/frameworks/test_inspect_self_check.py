@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 pytest.importorskip("inspect_ai")
@@ -14,8 +15,7 @@ pytest.importorskip("inspect_ai")
 from inspect_ai.util._sandbox import self_check
 from inspect_ai.util._sandbox.self_check import *
 
-from bastion import Session
-from bastion.frameworks.inspect import BastionSandboxEnvironment
+from bastion.frameworks.inspect import BastionSandboxConfig, BastionSandboxEnvironment
 
 pytestmark = [pytest.mark.anyio, pytest.mark.needs_root]
 
@@ -41,12 +41,18 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module", params=["default", "image"])
 def _bastion_env(request: pytest.FixtureRequest, module_state: Path
                  ) -> Iterator[BastionSandboxEnvironment]:
+    """One session per configuration, opened the way an eval opens it (sample_init
+    with the provider's config), shared by the module's checks."""
     image = request.getfixturevalue("task_image") if request.param == "image" else None
-    session = Session(None, run_id="self-check", episode_id=f"self-check-{request.param}",
-                      state_dir=module_state, image=str(image) if image else None)
-    env = BastionSandboxEnvironment(session, "self-check")
+    config = BastionSandboxConfig(state_dir=str(module_state),
+                                  image=str(image) if image else None)
+    envs = anyio.run(BastionSandboxEnvironment.sample_init, "self-check", config, {})
+    env = envs["default"].as_type(BastionSandboxEnvironment)
+    if image is not None:
+        assert env.session.image_view is not None
     yield env
-    session.close()
+    anyio.run(BastionSandboxEnvironment.sample_cleanup, "self-check", config, envs, False)
+    assert env.session.closed
 
 
 @pytest.fixture
