@@ -70,12 +70,13 @@ def test_a_bastion_yaml_in_the_task_directory_is_the_policy(
     (task_dir / "task.py").write_text(TASK_FILE)
     (task_dir / "bastion.yaml").write_text("name: from-the-task-dir\n")
     monkeypatch.setenv("BASTION_STATE_DIR", str(module_state))
-    monkeypatch.chdir(task_dir)  # as `inspect eval task.py` is run (Inspect 0.3.285
-    # cannot glob an absolute task path on Python 3.11)
+    # from the task's parent, so the policy is found by the task's directory, not by the
+    # cwd (a relative path: Inspect 0.3.285 cannot glob an absolute one on Python 3.11)
+    monkeypatch.chdir(tmp_path)
     out = ModelOutput.from_content("mockllm/model", "hello")
     out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)  # no tiktoken
     model = get_model("mockllm/model", custom_outputs=[out])
-    [log] = eval("task.py", model=model, display="none",
+    [log] = eval("task/task.py", model=model, display="none",
                  log_dir=str(tmp_path / "logs"))
     assert log.status == "success", log.error
     sample = read_eval_log(log.location).samples[0]
@@ -147,3 +148,10 @@ def test_cli_cleanup_removes_dead_sessions_only(module_state: Path) -> None:
         anyio.run(BastionSandboxEnvironment.cli_cleanup, str(module_state))
         assert not (module_state / "sessions" / dead).exists()
         assert live.exec("echo alive").stdout == "alive\n"
+
+
+def test_a_misspelt_config_key_is_an_error_not_the_default_policy() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="polcy"):
+        BastionSandboxEnvironment.config_deserialize({"polcy": "strict.yaml"})

@@ -144,3 +144,11 @@ def test_template_vars_and_serialize_name_the_episode(module_state: Path) -> Non
         assert ser["bastion"]["session_id"] == env.session.session_id
         assert ser["config"]["environment_type"].endswith("BastionEnvironment")
     assert env.session.closed
+
+
+def test_a_misspelt_config_key_is_an_error_not_the_default_policy() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="polcy"):
+        get_environment({"environment_class": "bastion.frameworks.miniswe.BastionEnvironment",
+                         "polcy": "strict.yaml"})

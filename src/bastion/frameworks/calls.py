@@ -155,7 +155,9 @@ def run(session: Session, cmd: str | list[str], *, stdin: str | bytes | None = N
             raise SessionGone(str(exc)) from exc
         return contained.as_result(call_id or "")
     if not isinstance(cmd, str) and result.exit_code == 127 and result.outcome is Outcome.EXIT_NONZERO:
-        match = _CANNOT_RUN.match(result.stderr)
+        # the supervisor's one line, before the program existed: nothing else was written
+        match = (_CANNOT_RUN.match(result.stderr) if not result.stdout
+                 and result.stderr.count("\n") == 1 else None)
         # only when argv[0] itself could not be executed (a missing cwd says ENOENT too:
         # that is the command's failure, reported as a result like the local sandbox's)
         if match and int(match.group(1)) in (errno.EACCES, errno.ENOEXEC, errno.EPERM):

@@ -62,9 +62,10 @@ STORE_KEY = "bastion"
 POLICY_FILES = ("bastion.yaml", "bastion.yml")
 
 
-class BastionSandboxConfig(BaseModel, frozen=True):
+class BastionSandboxConfig(BaseModel, frozen=True, extra="forbid"):
     """``SandboxEnvironmentSpec("bastion", BastionSandboxConfig(...))``; a bare string
-    config is the path of a policy file."""
+    config is the path of a policy file. Unknown keys are errors (a misspelt
+    ``policy`` must not silently mean the default policy)."""
 
     policy: str | None = None  # a policy file; relative paths from the task directory
     image: str | None = None  # a task image (OCI layout, archive, ...) for every sample

@@ -39,7 +39,9 @@ __all__ = ["SUBMIT_MARKER", "BastionEnvironment", "BastionEnvironmentConfig",
 SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 
 
-class BastionEnvironmentConfig(BaseModel):
+class BastionEnvironmentConfig(BaseModel, extra="forbid"):
+    """Unknown keys are errors: a misspelt ``policy`` must not mean the default one."""
+
     cwd: str = ""  # default: the task directory (/workspace, or the image's WORKDIR)
     env: dict[str, str] = {}
     timeout: int = 30
