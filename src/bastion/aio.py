@@ -79,43 +79,55 @@ class _Waiter:
             self.future.cancel()
 
 
-def _ready(loop: asyncio.AbstractEventLoop, request: Ready) -> _Waiter:
-    future: asyncio.Future[set[int]] = loop.create_future()
-    fired: set[int] = set()
-    done = False
+class _Watched:
+    """The fds one call has registered with the loop. They stay registered from one
+    ``Ready`` to the next (a call's wait loop asks for the same fds every 50 ms), and
+    are brought in line with each new request *before* anything else runs on the
+    loop: an fd the steps closed or handed on is unregistered in the same turn."""
 
-    def cleanup() -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
-        timer.cancel()
-        for fd in request.read:
+    __slots__ = ("_fired", "_future", "_loop", "_read", "_write")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._read: frozenset[int] = frozenset()
+        self._write: frozenset[int] = frozenset()
+        self._fired: set[int] = set()
+        self._future: asyncio.Future[set[int]] | None = None
+
+    def _on_ready(self, fd: int) -> None:
+        self._fired.add(fd)
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(self._fired)
+
+    def sync(self, read: tuple[int, ...] = (), write: tuple[int, ...] = ()) -> None:
+        """Register exactly ``read`` and ``write``."""
+        loop, want_r, want_w = self._loop, frozenset(read), frozenset(write)
+        for fd in self._read - want_r:
             loop.remove_reader(fd)
-        for fd in request.write:
+        for fd in self._write - want_w:
             loop.remove_writer(fd)
+        # recorded first: an fd that fails to register is still removed later
+        added_r, added_w = want_r - self._read, want_w - self._write
+        self._read, self._write = want_r, want_w
+        for fd in added_r:
+            loop.add_reader(fd, self._on_ready, fd)
+        for fd in added_w:
+            loop.add_writer(fd, self._on_ready, fd)
 
-    def on_ready(fd: int) -> None:
-        fired.add(fd)
-        cleanup()  # before the steps run again (they may close the fd)
-        if not future.done():
-            future.set_result(fired)
+    def wait(self, request: Ready) -> _Waiter:
+        self.sync(request.read, request.write)
+        future: asyncio.Future[set[int]] = self._loop.create_future()
+        self._fired = set()
+        self._future = future
 
-    def on_timeout() -> None:
-        cleanup()
-        if not future.done():
-            future.set_result(fired)
+        def on_timeout() -> None:
+            if not future.done():
+                future.set_result(self._fired)
 
-    timer = loop.call_later(max(0.0, request.timeout), on_timeout)
-    try:
-        for fd in request.read:
-            loop.add_reader(fd, on_ready, fd)
-        for fd in request.write:
-            loop.add_writer(fd, on_ready, fd)
-    except BaseException:
-        cleanup()
-        raise
-    return _Waiter(future, cleanup)
+        timer = self._loop.call_later(max(0.0, request.timeout), on_timeout)
+        future.add_done_callback(lambda _: timer.cancel())
+        return _Waiter(future, on_timeout)
 
 
 def _acquire(loop: asyncio.AbstractEventLoop, request: Acquire) -> _Waiter:
@@ -165,6 +177,16 @@ async def drive_async(steps: Steps[T],
     record the call and run to their end, shielded; ``CancelledError`` is raised
     after."""
     loop = asyncio.get_running_loop()
+    watched = _Watched(loop)
+    try:
+        return await _drive(steps, offload, loop, watched)
+    finally:
+        watched.sync()  # nothing of this call stays registered
+
+
+async def _drive(steps: Steps[T],
+                 offload: Callable[[Callable[[], Any]], concurrent.futures.Future[Any]],
+                 loop: asyncio.AbstractEventLoop, watched: _Watched) -> T:
     value: Any = None
     error: BaseException | None = None
     cancelled = False  # the awaiting task was cancelled
@@ -174,18 +196,20 @@ async def drive_async(steps: Steps[T],
             request: Request = steps.throw(error) if error is not None else steps.send(value)
         except StopIteration as stop:
             if cancelled:
-                raise asyncio.CancelledError()
+                raise asyncio.CancelledError() from None
             return stop.value  # type: ignore[no-any-return]
         except CallCancelled:
             raise asyncio.CancelledError() from None
         value, error = None, None
+        if not isinstance(request, Ready):
+            watched.sync()  # the steps moved on from their fds (and may have closed them)
         if cancelled and not told:
             told = True
             error = CallCancelled("the caller cancelled the call")
             continue
         try:
             if isinstance(request, Ready):
-                waiter = _ready(loop, request)
+                waiter = watched.wait(request)
             elif isinstance(request, Blocking):
                 waiter = _blocking(offload, request)
             elif isinstance(request, Acquire):
