@@ -21,7 +21,7 @@ from inspect_ai.log import read_eval_log
 from inspect_ai.model import ModelOutput, ModelUsage, get_model
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Target, accuracy, scorer
 from inspect_ai.solver import TaskState, generate, use_tools
-from inspect_ai.tool import bash
+from inspect_ai.tool import bash, text_editor
 from inspect_ai.util import SandboxEnvironmentSpec, sandbox
 
 from bastion.frameworks.inspect import BastionSandboxConfig, bastion_clean
@@ -165,3 +165,43 @@ def test_rogue_sample_is_contained_and_its_verdicts_are_in_the_log(
     assert s.scores["grade_tests"].value == INCORRECT  # the grader was not fooled
     assert s.error is None
 
+
+
+# Inspect's own sandbox tools: a binary Inspect ships and injects at a fixed /var/tmp path
+EDITS = [("text_editor", {"command": "create", "path": "/workspace/notes.py",
+                          "file_text": "print('hi')\n"}),
+         ("text_editor", {"command": "view", "path": "/workspace/notes.py"})]
+
+
+@pytest.fixture(scope="module")
+def editor_log(module_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    def outputs(messages: list[Any], tools: list[Any], choice: Any, config: Any) -> ModelOutput:
+        turn = sum(1 for m in messages if m.role == "assistant")
+        out = (ModelOutput.for_tool_call("mockllm/model", *EDITS[turn]) if turn < len(EDITS)
+               else ModelOutput.from_content("mockllm/model", "done"))
+        out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+        return out
+
+    task = Task(dataset=[Sample(id="edit", input="edit")],
+                solver=[use_tools([text_editor()]), generate()],
+                sandbox=SandboxEnvironmentSpec(
+                    "bastion", BastionSandboxConfig(state_dir=str(module_state))))
+    [log] = eval(task, model=get_model("mockllm/model", custom_outputs=outputs),
+                 log_dir=str(tmp_path_factory.mktemp("inspect-edit-logs")), display="none")
+    assert log.status == "success", log.error and log.error.traceback
+    return read_eval_log(log.location).samples[0]
+
+
+def test_inspect_text_editor_works_in_a_bastion_sandbox(editor_log: Any) -> None:
+    tool_msgs = [m for m in editor_log.messages if m.role == "tool"]
+    assert [m.error for m in tool_msgs] == [None, None]
+    assert "print('hi')" in tool_msgs[1].text
+    assert not editor_log.store["bastion"]["contained"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Inspect runs its injected tool binary from /var/tmp/.da7be258e003d428/, and "
+    "download_exec.exec_from_tmp alerts on it (medium, twice per exec): see "
+    "/tmp/redteam-findings.md"))
+def test_text_editor_use_gets_no_verdicts(editor_log: Any) -> None:
+    assert editor_log.store["bastion"]["verdicts"] == []
