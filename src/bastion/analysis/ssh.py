@@ -28,7 +28,10 @@ encryption, so the client is judged on everything that could ask for it later:
   pipe, a FIFO, a device): what cannot be judged is refused (fail closed);
 * a **remote command that dials out** itself (``/dev/tcp``, ``nc``, a socket in
   interpreter code, a miner's JSON-RPC, a ``stratum+`` URL): the allowed host used as a
-  pivot to a destination the sandbox may not reach (``tunnels.ssh_remote_egress``).
+  pivot to a destination the sandbox may not reach (``tunnels.ssh_remote_egress``) —
+  also a script the remote shell reads from ssh's stdin when that is a file
+  (``ssh host < dial.sh``). From a pipe it cannot be read: reported
+  (``tunnels.ssh_remote_stdin``, medium), not stopped.
 
 The same judgement runs **again when the client's connection reaches the gateway**
 (``net.connect`` of an allowed SSH connection, owner = the ssh process or its
@@ -382,6 +385,9 @@ def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
             path = config if config.startswith("/") else os.path.join(cwd, config)
             features += config_features(read, path)
     dials = remote_egress(" ".join(remote)) if remote else []
+    script, unjudged = _stdin_script(pid, remote, features)
+    if script:
+        dials += [f"stdin script: {why}" for why in remote_egress(script)]
     renamed = renamed_counts and os.path.basename(name) not in CLIENT_NAMES
     features = list(dict.fromkeys(features))
     found: list[Finding] = []
@@ -409,7 +415,54 @@ def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
             evidence={"identity": identity, "remote_command": command[:512],
                       "dials": dials},
         ))
+    elif unjudged:
+        found.append(Finding(
+            rule_id="tunnels.ssh_remote_stdin",
+            severity=Severity.MEDIUM,
+            message=(f"{identity} feeds a remote {unjudged} from a pipe: what it runs on "
+                     "the allowed host cannot be read (not judged)"),
+            categories=("tunnel",),
+            mitre=("T1021.004",),
+            evidence={"identity": identity, "remote_command": " ".join(remote)[:512]},
+        ))
     return found
+
+
+_STDIN_READERS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox", "python",
+                            "python3", "perl", "ruby", "node", "php"})
+
+
+def _stdin_script(pid: int, remote: list[str], features: list[str]) -> tuple[str, str]:
+    """What the remote side will run from ssh's stdin: ``ssh host < script`` (a login
+    shell reads it) or ``ssh host bash -s < script``. A regular file is read (the text,
+    judged like a remote command); a pipe cannot be read without taking ssh's bytes:
+    its reader's name is returned instead (a medium report, not a stop: ``cat x | ssh
+    host bash`` is ordinary provisioning)."""
+    if "ssh_control_master" in features:
+        return "", ""
+    try:
+        words = shlex.split(" ".join(remote))
+    except ValueError:
+        words = " ".join(remote).split()
+    if words:
+        reader = os.path.basename(words[0])
+        reader = reader.rstrip("0123456789.") if reader.startswith("python") else reader
+        if reader not in _STDIN_READERS or not (
+                len(words) == 1 or words[1] in ("-", "-s", "-i") or words[-1] == "-"):
+            return "", ""
+    else:
+        reader = "login shell"
+    target = f"/proc/{pid}/fd/0"
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return "", ""
+    if stat.S_ISREG(mode):
+        text = _read_regular(target)
+        return (text if text and text != UNREADABLE else ""), ""
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return "", reader
+    return "", ""
 
 
 def _parent(pid: int | None) -> int | None:
