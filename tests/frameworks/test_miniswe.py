@@ -152,3 +152,20 @@ def test_a_misspelt_config_key_is_an_error_not_the_default_policy() -> None:
     with pytest.raises(ValidationError, match="polcy"):
         get_environment({"environment_class": "bastion.frameworks.miniswe.BastionEnvironment",
                          "polcy": "strict.yaml"})
+
+
+def test_mini_swebench_environment_section_is_accepted(module_state: Path) -> None:
+    """mini-swe-agent's own swebench.yaml environment section, with the class swapped:
+    cwd, timeout, interpreter and env keep their meaning."""
+    section = yaml.safe_load((package_dir / "config" / "benchmarks" / "swebench.yaml")
+                             .read_text())["environment"]
+    section = {**section, "environment_class": "bastion.frameworks.miniswe.BastionEnvironment",
+               "cwd": "/workspace", "interpreter": ["sh", "-c"],
+               "state_dir": str(module_state)}
+    env = get_environment(section)
+    try:
+        out = env.execute({"command": "echo $PAGER $TQDM_DISABLE; pwd"})
+        assert out["output"] == "cat 1\n/workspace\n", out
+        assert out["extra"]["bastion"]["outcome"] == "ok"
+    finally:
+        env.cleanup()

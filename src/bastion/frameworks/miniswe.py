@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from pathlib import Path
 from typing import Any, Self
@@ -44,7 +45,9 @@ class BastionEnvironmentConfig(BaseModel, extra="forbid"):
 
     cwd: str = ""  # default: the task directory (/workspace, or the image's WORKDIR)
     env: dict[str, str] = {}
+    forward_env: list[str] = []  # host variables passed in by name (mini's docker option)
     timeout: int = 30
+    interpreter: list[str] = ["bash", "-c"]  # as mini's docker/swebench configs set it
     policy: str | None = None  # a bastion policy file; the default policy otherwise
     image: str | None = None  # a task image (OCI layout, archive, containers-storage:...)
     task_files: str | None = None  # a host directory copied in before the sandbox starts
@@ -79,10 +82,14 @@ class BastionEnvironment:
     def execute(self, action: dict, cwd: str = "", *, timeout: int | None = None
                 ) -> dict[str, Any]:
         command = action.get("command", "")
+        # the default interpreter is the session's own shell line, judged as typed
+        cmd: str | list[str] = (command if self.config.interpreter == ["bash", "-c"]
+                                else [*self.config.interpreter, command])
+        env = {**{k: os.environ[k] for k in self.config.forward_env if k in os.environ},
+               **self.config.env}
         try:
-            result = calls.run(self.session, command, cwd=cwd or self.config.cwd or None,
-                               env=self.config.env or None,
-                               timeout=timeout or self.config.timeout)
+            result = calls.run(self.session, cmd, cwd=cwd or self.config.cwd or None,
+                               env=env or None, timeout=timeout or self.config.timeout)
         except calls.SessionGone as exc:
             # bastion itself cannot go on (closed, broken): mini's own error path
             raise RuntimeError(f"bastion session unavailable: {exc}") from exc
