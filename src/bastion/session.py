@@ -275,6 +275,10 @@ class Session:
         self._undelivered: list[Verdict] = []  # late verdicts, delivered with the next call
         self._closed = False
         self._ended: str | None = None  # why the session refuses further calls
+        # infrastructure, not the agent: why the sandbox was lost while no process of
+        # the agent's existed (see _note_quiet); None otherwise
+        self.infra_failure: str | None = None
+        self._quiet = True  # no agent process exists (none has run yet)
         self._step_counter = 0
         self._deferred: list[Event] | None = None  # lifecycle events raised while acting
         self.created_at = time.time()
@@ -556,16 +560,21 @@ class Session:
                     self._undelivered.append(verdict)
                 elif verdict.action in _STOPPING:
                     call.stop_reason = call.stop_reason or f"{verdict.rule_id}: {verdict.message}"
+                    if self.sandbox is not None:
+                        self.sandbox.poke()  # the running call stops now, not at its next look
             else:
                 self._undelivered.append(verdict)
 
     def _finish(self, call: _Call, late: list[Verdict]) -> list[Verdict]:
         """Mark the call answered; return every verdict its result must carry."""
         with self._lock:
+            self._quiet = False  # until _note_quiet has looked
             call.finished = True
             late = [*late, *self._undelivered]
             self._undelivered = []
-            return [*late, *call.verdicts]
+            verdicts = [*late, *call.verdicts]
+        self._note_quiet()
+        return verdicts
 
     def _lifecycle(self, state: str, call: _Call | None = None, *, wait: bool = True,
                    **fields: Any) -> None:
@@ -606,8 +615,35 @@ class Session:
         """The sandbox's supervisor was stopped, killed or went silent (the sandbox
         is already killed, see sandbox/watch.py): a monitor_tamper verdict, then the
         session ends. From any thread; never waits."""
+        with self._lock:
+            busy = any(not c.finished for c in self._calls.values())
+        if self._quiet and not busy:
+            # no process of the agent's existed since the last call ended with none
+            # left: the agent cannot have done it (node, host or operator did)
+            self.infra_failure = f"sandbox lost while no agent process ran: {reason}"
+            with contextlib.suppress(BastionError):
+                self._lifecycle("infra_failed", wait=False, reason=reason)
+            self._contain(f"infra_failed: {reason}")
+            return
         self._adopt(supervisor_lost_verdict(self._view, reason), wait=False)
         self._contain(f"monitor_tamper.supervisor_lost: {reason}")
+
+    def _note_quiet(self) -> None:
+        """After a call is answered: is any process of the agent's left? Quiet means
+        every call answered, every call cgroup empty, and only *then* the supervisor
+        still alive (checked synchronously, not by the watch thread), so a background
+        process that killed it and exited cannot pass for a quiet sandbox. Until the
+        next call starts nothing of the agent's can exist, so a loss of the sandbox
+        meanwhile is an infrastructure failure, not tampering."""
+        with self._lock:
+            busy = any(not c.finished for c in self._calls.values())
+        quiet = not busy and self._ended is None and not self.live_calls()
+        sandbox = self.sandbox
+        if quiet and sandbox is not None:
+            quiet = (sandbox.lost is None and sandbox.supervisor_pid is not None
+                     and supervisor_problem(sandbox.supervisor_pid,
+                                            sandbox._sup_pidfd) is None)
+        self._quiet = quiet
 
     def _adopt(self, verdict: Verdict, *, wait: bool) -> None:
         """Record and charge a verdict that bastion's containment reached itself
@@ -690,6 +726,7 @@ class Session:
                 raise ValueError(f"call_id {call_id!r} was already used in this session")
             call = _Call(call_id, step, command)
             self._calls[call_id] = call
+            self._quiet = False  # the agent may have processes again
             late = self._undelivered
             self._undelivered = []
         argv = self._argv(cmd)

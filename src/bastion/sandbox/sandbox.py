@@ -49,6 +49,11 @@ _START_TIMEOUT = 10.0
 _LAUNCH_TIMEOUT = 30.0
 _LAUNCHES = threading.BoundedSemaphore(max(4, 2 * (os.cpu_count() or 1)))
 _REPLY_SLICE = 0.1  # while waiting for a reply, look at the supervisor this often
+# While a call runs it wakes when its process exits, writes, or is poked (``poke``: a
+# verdict asks to stop it), and otherwise only this often, to look at the supervisor
+# and at ``should_stop`` (the watch thread sees a lost supervisor in 0.2 s and kills
+# the sandbox, which ends the call at once). Few wake-ups: many calls share one loop.
+_CALL_LOOK = 0.25
 CANCELLED = "cancelled by the caller"  # RawResult.interrupted of a cancelled call
 
 
@@ -253,6 +258,8 @@ class Sandbox:
         # each fd is closed once (a second close could hit a reused descriptor)
         self._teardown_lock = threading.Lock()
         self._full: set[Path] = set()  # of those, the ones found full at the last look
+        # written by ``poke`` (any thread) to wake the running call's wait at once
+        self._poke_r, self._poke_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.disk_limit: int | None = None  # bytes the session's files may take
         self.unenforced: list[str] = []  # limits this sandbox cannot apply (and says so)
 
@@ -493,6 +500,11 @@ class Sandbox:
         except OSError:
             return ""
 
+    def poke(self) -> None:
+        """Make the running call look at ``should_stop`` now (from any thread)."""
+        with contextlib.suppress(OSError):  # full (a poke is pending) or closed
+            os.write(self._poke_w, b"!")
+
     @property
     def alive(self) -> bool:
         return self._broken is None and self._proc is not None and self._proc.poll() is None
@@ -543,6 +555,10 @@ class Sandbox:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        poke_r, poke_w, self._poke_r, self._poke_w = self._poke_r, self._poke_w, -1, -1
+        for fd in (poke_r, poke_w):
+            if fd >= 0:
+                os.close(fd)
         while self._mounts:
             scratch.unmount(self._mounts.pop())
 
@@ -798,7 +814,7 @@ class Sandbox:
                 now = time.monotonic()
                 if now >= next_look:
                     self._check_supervisor()
-                    next_look = now + _REPLY_SLICE
+                    next_look = now + _CALL_LOOK
                 if not kill_sent:
                     reason = CANCELLED if call.cancelled else (
                         should_stop() if should_stop is not None else None)
@@ -811,9 +827,13 @@ class Sandbox:
                 elif now >= deadline:
                     self._supervisor_lost("the sandbox's supervisor stopped responding")
                     raise SupervisorLost(self.lost or "supervisor unresponsive")
-                wait = min(max(deadline - now, 0.0), 0.05)
+                wait = min(max(deadline - now, 0.0), max(next_look - now, 0.0))
                 writing = (in_w,) if in_w >= 0 else ()
-                ready = yield from _wait(Ready((sock_fd, *reading), writing, wait), call)
+                ready = yield from _wait(
+                    Ready((sock_fd, self._poke_r, *reading), writing, wait), call)
+                if self._poke_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._poke_r, 4096)
                 if sock_fd in ready:
                     try:
                         msg, extra = self._recv(timeout=0)
