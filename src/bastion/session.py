@@ -78,6 +78,7 @@ from .sandbox.bwrap import WORKSPACE
 from .sandbox.cleanup import owner_record
 from .sandbox.sandbox import CANCELLED
 from .sandbox.steps import Blocking, CallCancelled, Steps, drive
+from .sandbox.watch import supervisor_problem
 from .sensors.procfs import read_cgroup
 from .sensors.sockets import socket_owner
 from .state import check_traversable
@@ -641,6 +642,7 @@ class Session:
         sandbox = self.sandbox
         if quiet and sandbox is not None:
             quiet = (sandbox.lost is None and sandbox.supervisor_pid is not None
+                     and sandbox._sup_pidfd >= 0
                      and supervisor_problem(sandbox.supervisor_pid,
                                             sandbox._sup_pidfd) is None)
         self._quiet = quiet
