@@ -46,3 +46,24 @@ def test_split_while_running_and_expected_processes():
     assert not c.returned and abs(c.background - 0.35) < 1e-9
     c = split_compute(0.85, now, before, LEADER, expected=("ray-*",))
     assert abs(c.background - 0.25) < 1e-9 and c.background_pids == (103,)
+
+
+def test_a_connection_waits_on_an_outstanding_request_or_recent_data_only():
+    from bastion.sensors.burn import connection_waits, served_pids
+
+    assert connection_waits(8, 8, 3, 2000)  # request sent in the connect's tick
+    assert connection_waits(9000, 9000 + 1, 300, 2000)  # still waiting, long after
+    assert connection_waits(5000, 100, 300, 2000)  # a reply streams back
+    assert not connection_waits(5000, 4000, 300, 2000)  # answered, idle since
+    assert not connection_waits(9000, 9000, 1, 2000)  # connected, never asked
+
+    fg = {10: frozenset({"socket:[1]", "pipe:[7]"})}
+    bg = {20: frozenset({"socket:[2]"}), 21: frozenset(), 30: frozenset({"pipe:[7]"}),
+          40: frozenset({"pipe:[9]"})}
+    tcp = {"socket:[1]": ("A", "B"), "socket:[2]": ("B", "A")}
+    parents = {20: 1, 21: 20, 30: 1, 40: 1}
+    assert served_pids(fg, bg, tcp, parents) == {20, 21, 30}  # 21: the daemon's worker
+    assert served_pids(fg, bg, tcp, parents, waiting=frozenset()) == {30}  # idle socket
+    # the call's own stdio, kept by a detached process, proves nothing
+    assert served_pids(fg, bg, tcp, parents, frozenset({"pipe:[7]"}),
+                       frozenset({"socket:[1]"})) == {20, 21}

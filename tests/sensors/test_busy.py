@@ -172,3 +172,36 @@ def test_an_idle_daemon_after_its_warm_up_is_not_judged(monitored):
                 "print(u.urlopen('http://127.0.0.1:8765/').status)\"", call_id="c3", step=3)
     assert "200" in ok.stdout, ok
     assert not _compute_verdicts(s), _compute_verdicts(s)
+
+
+IDLE_HOLDER = r"""
+import socket, time
+c = socket.create_connection(("127.0.0.1", int(open("port").read())))
+time.sleep(30)  # holds the connection, asks for nothing
+"""
+LISTEN_THEN_BURN = r"""
+import os, socket
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+open("port.tmp", "w").write(str(srv.getsockname()[1]))
+os.rename("port.tmp", "port")
+conn, _ = srv.accept()
+x = 1
+while True:
+    x = (x * 6364136223846793005 + 1) & 0xFFFFFFFFFFFFFFFF
+"""
+
+
+def test_an_idle_connection_from_a_call_does_not_make_a_burner_served(monitored):
+    """A burner that accepts one connection and computes, while a call holds the
+    connection and asks for nothing: nobody waits on its work."""
+    s = monitored(BUSY_ONLY)
+    s.write_file("/workspace/svc.py", LISTEN_THEN_BURN, call_id="c0")
+    s.write_file("/workspace/hold.py", IDLE_HOLDER, call_id="c0b")
+    s.exec("(setsid python3 svc.py >/dev/null 2>&1 &); "
+           "for i in $(seq 1 100); do [ -f port ] && break; sleep 0.1; done", call_id="c1",
+           step=1, timeout=30)
+    s.exec("timeout 20 python3 hold.py", call_id="c2", step=2, timeout=40)
+    verdict = _contained_busy(s, "c1")
+    assert verdict.evidence["call.returned"] is True

@@ -26,7 +26,8 @@ demand: on a host shared by 64 sessions, waiting for a core is not burning one.
 
 A background process is **served** while a running call talks to it (a foreground
 process of the call and the background process hold the same pipe, or the two ends
-of one TCP connection): a build daemon (Gradle, Bazel, sccache), a language server or
+of one TCP connection on which the call sent a request it still waits on, or data
+moved within ``SERVED_GRACE``: an idle connection is no request): a build daemon (Gradle, Bazel, sccache), a language server or
 a dev server doing work the call asked for and waits on. Its compute is that call's
 foreground work, and stays so for ``SERVED_GRACE`` seconds after the call stops
 talking to it (JIT, GC, writing caches). Nothing counts the call's own stdio pipes:
@@ -60,6 +61,7 @@ __all__ = [
     "ProcSample",
     "background_pids",
     "burn_threshold",
+    "connection_waits",
     "is_burning",
     "matches_expected",
     "served_pids",
@@ -203,6 +205,7 @@ def served_pids(
     tcp: Mapping[str, tuple[str, str]],
     parents: Mapping[int, int],
     ignore: frozenset[str] = frozenset(),
+    waiting: frozenset[str] | None = None,
 ) -> set[int]:
     """The background processes a running call talks to, and their descendants.
 
@@ -211,12 +214,15 @@ def served_pids(
     connections in the session's network namespace; ``parents``: pid -> ppid of the
     background processes (the workers a daemon forks do its work too); ``ignore``:
     endpoints that prove nothing (the call's own stdio pipes, which a detached
-    process may have kept)."""
+    process may have kept); ``waiting``: the foreground's TCP sockets that carry a
+    request (``connection_waits``), None to count every one. An established but idle
+    connection is no request."""
     fg_ends: set[str] = set()
     for ends in foreground.values():
         fg_ends |= ends
     fg_ends -= ignore
-    fg_peers = {(tcp[e][1], tcp[e][0]) for e in fg_ends if e in tcp}
+    fg_peers = {(tcp[e][1], tcp[e][0]) for e in fg_ends
+                if e in tcp and (waiting is None or e in waiting)}
     direct = {pid for pid, ends in background.items()
               if (ends - ignore) & fg_ends or any(tcp.get(e) in fg_peers for e in ends)}
     out = set(direct)
@@ -227,6 +233,19 @@ def served_pids(
                 out.add(pid)
             cur, hops = parents.get(cur), hops + 1
     return out
+
+
+def connection_waits(sent_ms: int, recv_ms: int, sent_bytes: int, grace_ms: int) -> bool:
+    """Does a client's TCP connection carry a request the client waits on? It sent
+    data, and no later than it last received any (a request is outstanding: the
+    kernel's times are in ticks, so a request sent right after connecting can share
+    the connect's tick), or data moved within ``grace_ms`` after it sent any (a
+    daemon streaming its build output back). A connection on which the client never
+    sent anything asks for nothing (``tcpi_bytes_acked`` counts the SYN of the end
+    that connected: 1 is nothing)."""
+    if sent_bytes <= 1:
+        return False
+    return sent_ms <= recv_ms or min(sent_ms, recv_ms) <= grace_ms
 
 
 def matches_expected(name: str, patterns: tuple[str, ...]) -> bool:

@@ -49,12 +49,14 @@ from .burn import (
     ProcSample,
     background_pids,
     burn_threshold,
+    connection_waits,
     is_burning,
     served_pids,
     split_compute,
 )
 from .gpu import GpuBackend, GpuSample, detect_gpu_backend
 from .guard import Observed, run_guarded, telemetry
+from .tcpinfo import TcpActivity
 from .procfs import (
     process_name,
     read_endpoints,
@@ -116,6 +118,7 @@ class _SessionState:
     # their compute still counts as served (burn.SERVED_GRACE)
     served_until: dict[tuple[int, int], float] = field(default_factory=dict)
     pids_charged: set[str] = field(default_factory=set)  # calls charged for the pids limit
+    tcp: TcpActivity | None = None  # sock_diag in the session's network namespace
     pids_by_call: dict[str, int] = field(default_factory=dict)  # v2: refused forks per call
     disk_full: bool = False  # the session's files filled their filesystem at the last look
 
@@ -175,9 +178,12 @@ class ResourceSensor:
 
     def unregister(self, session: Watched) -> None:
         with self._lock:
-            self._sessions.pop(session.session_id, None)
+            state = self._sessions.pop(session.session_id, None)
         with self._sampling:
             pass  # a sample in flight finishes before the session is let go
+        if state is not None and state.tcp is not None:
+            state.tcp.close()  # it holds the session's network namespace
+            state.tcp = None
 
     def close(self) -> None:
         self._stop.set()
@@ -393,6 +399,7 @@ class ResourceSensor:
                     if pid not in read.background:
                         foreground[pid] = read_endpoints(pid)
             tcp = read_tcp_established(running[0].leader)  # type: ignore[arg-type]
+            waiting = ResourceSensor._waiting(state, running[0].leader, tcp)  # type: ignore[arg-type]
             parents = {pid: proc.ppid for r in reads for pid, proc in r.procs.items()
                        if pid in r.background}
             background = {pid: read_endpoints(pid) for pid in active}
@@ -401,7 +408,8 @@ class ResourceSensor:
             for r in reads:
                 for pid in r.background:
                     background.setdefault(pid, frozenset())
-            found = served_pids(foreground, background, tcp, parents, frozenset(ignore))
+            found = served_pids(foreground, background, tcp, parents, frozenset(ignore),
+                                waiting)
             for read in reads:
                 for pid in read.background & found:
                     state.served_until[(pid, read.procs[pid].start)] = now + SERVED_GRACE
@@ -409,6 +417,22 @@ class ResourceSensor:
         if len(state.served_until) > 256:
             state.served_until = {k: v for k, v in state.served_until.items() if v > now}
         return out
+
+    @staticmethod
+    def _waiting(state: _SessionState, pid: int,
+                 tcp: dict[str, tuple[str, str]]) -> frozenset[str]:
+        """The established TCP sockets of the session that carry a request their
+        client waits on (``burn.connection_waits``), from the kernel's tcp_info."""
+        if not tcp:
+            return frozenset()
+        if state.tcp is None:
+            try:
+                state.tcp = TcpActivity(pid)  # any other OSError: the sensor fails closed
+            except (FileNotFoundError, ProcessLookupError):
+                return frozenset()  # the call ended since its sample: nobody waits
+        grace = int(SERVED_GRACE * 1000)
+        return frozenset(name for name, (sent, recv, acked) in state.tcp.idle_ms().items()
+                         if connection_waits(sent, recv, acked, grace))
 
     @staticmethod
     def _disk(state: _SessionState,
