@@ -160,7 +160,7 @@ def test_rogue_sample_is_contained_and_its_verdicts_are_in_the_log(
     # contained, not a tool error: the model saw bastion's refusal as the command's output
     tool_msgs = [m for m in s.messages if m.role == "tool"]
     assert all(m.error is None for m in tool_msgs), [m.error for m in tool_msgs]
-    assert any("bastion denied this command" in m.text and rule in m.text for m in tool_msgs)
+    assert any("bastion denied this command" in m.text for m in tool_msgs), tool_msgs
     assert s.scores["bastion_clean"].value == INCORRECT
     assert s.scores["grade_tests"].value == INCORRECT  # the grader was not fooled
     assert s.error is None

@@ -124,8 +124,8 @@ def test_rogue_trajectory_is_contained_and_its_verdicts_are_in_the_trajectory(
     observed = [m for m in saved["messages"] if m["role"] == "user"
                 and m.get("extra", {}).get("bastion", {}).get("verdicts")]
     assert rule in {v["rule_id"] for m in observed for v in m["extra"]["bastion"]["verdicts"]}
-    assert any("bastion" in m["extra"]["exception_info"] and rule in m["extra"]["exception_info"]
-               for m in observed)
+    assert any(m["extra"]["exception_info"].startswith("bastion denied this command")
+               for m in observed), observed
     # the episode ended at the violation: the model was never asked for its submit
     assert saved["info"]["model_stats"]["api_calls"] == len(ROGUE[name]) - 1
 

@@ -173,8 +173,12 @@ def _observation(result: ExecResult) -> dict[str, Any]:
         out["exception_info"] = (f"An error occurred while executing the command: "
                                  f"{result.reason}")
         out["extra"] |= {"exception_type": "TimeoutExpired", "exception": result.reason}
-    elif result.outcome in (Outcome.DENIED, Outcome.KILLED, Outcome.TERMINATED):
-        out["exception_info"] = f"bastion {result.outcome.value} this command: {result.reason}"
+    elif result.outcome is Outcome.KILLED:
+        out["exception_info"] = f"bastion killed this command: {result.reason}"
+    elif result.outcome in (Outcome.DENIED, Outcome.TERMINATED):
+        reason = result.reason or "session ended"
+        # bastion's refusal already says so ("bastion denied this command (rule, ...)")
+        out["exception_info"] = reason if reason.startswith("bastion") else f"bastion: {reason}"
     return out
 
 
