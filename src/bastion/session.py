@@ -771,13 +771,7 @@ class Session:
                 return (yield Blocking(lambda: self._ended_during(call, late)))
             self._fail_closed(str(exc))
             raise
-        oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
-        for full in self.sandbox.disk_full():
-            verdict = disk_limit_verdict(self._view, call.ref, full)
-            yield Blocking(lambda v=verdict: self._adopt(v, wait=True))  # type: ignore[misc]
-        # verdicts on what the call did so far are charged before it returns
-        yield Blocking(self.settle)
-        result = self._result(call, raw, oom, late)
+        result = yield Blocking(lambda: self._conclude(call, raw, oom_before, late))
         # not waited for: everything before it is settled, and it is recorded before
         # anything that follows (close() waits for its own "closing" after it)
         why = {"reason": CANCELLED} if raw.interrupted == CANCELLED else {}
@@ -785,6 +779,17 @@ class Session:
                                                          "outcome": result.outcome.value},
                         **why)
         return result
+
+    def _conclude(self, call: _Call, raw: RawResult, oom_before: int,
+                  late: list[Verdict]) -> ExecResult:
+        """The call's result, once the limits it hit are judged and every verdict on
+        what it did so far is charged (one blocking step: it reads the cgroups)."""
+        assert self.sandbox is not None
+        oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
+        for full in self.sandbox.disk_full():
+            self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
+        self.settle()
+        return self._result(call, raw, oom, late)
 
     def _ended_during(self, call: _Call, late: list[Verdict]) -> ExecResult:
         self.settle()
