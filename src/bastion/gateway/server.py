@@ -156,10 +156,10 @@ class _Conn:
 
     def burst(self, index: int, size: int) -> None:
         """One relayed burst: shape bookkeeping (``gateway.shape``); once it shows SSH
-        framing or a miner's dialogue inside a channel not allowed to carry them, a
-        client that offered no ALPN is cut at once (the shell must not come up while a
-        verdict is on its way) and reported; one that offered ALPN protocols is
-        reported, and its verdict decides."""
+        framing or a miner's dialogue inside a channel not allowed to carry them, it is
+        cut at once (the shell must not come up while a verdict is on its way; offering
+        ALPN is a flag any client sets) and reported; inside an entry that allows any
+        protocol it is reported, and its verdict decides."""
         shape = self.shape
         shape.note(index, size)
         if self.shape_reported or size >= 256 or min(shape.small) < 5:
@@ -168,7 +168,7 @@ class _Conn:
         if found is None:
             return
         self.shape_reported = True
-        if not self.sniff.alpn and self.allowed_protocol not in ("any", "tcp"):
+        if self.allowed_protocol not in ("any", "tcp"):
             rule, reason = CUTS[found]
             report = {**self.summary(), "net.decision": "deny", "net.rule": rule,
                       "net.reason": reason, "net.cut": f"{rule}: {reason}"}

@@ -54,9 +54,8 @@ SMALL = 256  # bytes: a burst this small is "interactive-sized"
 SERVER_FIRST_GAP = 0.5  # seconds of silence after which a server burst is unprompted
 RUN = 5  # latest small bursts each way on one residue mod 4 (the run rule)
 FRESH = 3  # a run must begin within this many small bursts after a big one
-RUN_H2 = 12  # the same, for a client that offered HTTP/2 (its control frames are small)
+H2_CONTROL = 48  # bytes: h2 control frames (SETTINGS ack, WINDOW_UPDATE, PING) in TLS
 RUN_SIZES = 3  # different sizes within each direction's run
-RUN_SIZES_H2 = 4
 CBC_RESIDUE = 5  # every record of a TLS 1.0-1.2 CBC channel: 5 + 16 (IV) + 16k bytes
 RPC_RUN = 8  # consecutive request / tiny-acknowledgement exchanges
 ACK_MAX = 96  # bytes on the wire: the largest reply that still counts as an ack
@@ -77,7 +76,7 @@ class Shape:
     (counts may be off by one under a race, which no threshold here cares about)."""
 
     __slots__ = ("_dir", "_last", "_reply", "_request", "_skip", "alpn", "app", "bursts", "cbc",
-                 "exchanges", "first_in_before_out", "rpc_run", "run_fresh", "run_len",
+                 "exchanges", "first_in_before_out", "h2", "rpc_run", "run_fresh", "run_len",
                  "run_res", "run_sizes", "server_first", "since_big", "small", "turns")
 
     def __init__(self, skip: int = 0, app: str = "tls",
@@ -89,6 +88,7 @@ class Shape:
         judged inside TLS only (a clear-text key-value store answers "+OK" too)."""
         self.app = app
         self.alpn = tuple(alpn)
+        self.h2 = "h2" in self.alpn
         self._skip = [skip, skip]
         self.small = [0, 0]  # out (sandbox -> server), in
         self.turns = 0
@@ -126,18 +126,21 @@ class Shape:
             self.cbc += 1
         if size < SMALL:
             self.small[index] += 1
+        if size < SMALL and not (self.h2 and size < H2_CONTROL):
+            # (an h2 client's control frames are 31-39 bytes in TLS, all on one residue
+            # mod 4: they neither extend nor break a run; SSH packets are larger)
             self.since_big[index] += 1
             residue = size & 3
             if residue == self.run_res[index]:
                 self.run_len[index] += 1
-                if len(self.run_sizes[index]) < RUN_SIZES_H2:
+                if len(self.run_sizes[index]) < RUN_SIZES:
                     self.run_sizes[index].add(size)
             else:
                 self.run_res[index] = residue
                 self.run_len[index] = 1
                 self.run_sizes[index] = {size}
                 self.run_fresh[index] = self.since_big[index] <= FRESH
-        else:
+        elif size >= SMALL:
             self.since_big[index] = 0
         if index == 0:
             if self._dir != 0:  # a new request: the previous exchange is complete
@@ -187,14 +190,13 @@ class Shape:
 
     def tunnel(self) -> str | None:
         """``ssh`` or ``stratum`` when the connection carries one, else None. A client
-        that offered HTTP/2 needs a longer run (h2 control frames are small) and is
-        never judged a miner by the request/ack rule (h2 pings are acked that way)."""
+        that offered HTTP/2 is never judged a miner by the request/ack rule (HPACK makes
+        h2 responses tiny: an API's answers look like acks)."""
         if self.app in ("ssh", "http"):
             return None
-        h2 = "h2" in self.alpn
-        if self._run(RUN_H2, RUN_SIZES_H2) if h2 else self._run(RUN, RUN_SIZES):
+        if self._run(RUN, RUN_SIZES):
             return "ssh"
-        if not h2 and self.app == "tls" and self._acked_run() >= RPC_RUN:
+        if not self.h2 and self.app == "tls" and self._acked_run() >= RPC_RUN:
             return "stratum"
         return None
 
