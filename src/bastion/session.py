@@ -78,7 +78,7 @@ from .sandbox.bwrap import WORKSPACE
 from .sandbox.cleanup import owner_record
 from .sandbox.sandbox import CANCELLED
 from .sandbox.steps import Blocking, CallCancelled, Steps, drive
-from .sandbox.watch import supervisor_problem
+from .sandbox.watch import watcher
 from .sensors.procfs import read_cgroup
 from .sensors.sockets import socket_owner
 from .state import check_traversable
@@ -635,7 +635,9 @@ class Session:
         still alive (checked synchronously, not by the watch thread), so a background
         process that killed it and exited cannot pass for a quiet sandbox. Until the
         next call starts nothing of the agent's can exist, so a loss of the sandbox
-        meanwhile is an infrastructure failure, not tampering."""
+        meanwhile is an infrastructure failure, not tampering. The supervisor's
+        limits, priority and affinity are compared too: a change an earlier call made
+        to them (prlimit/renice) outlives the process that made it."""
         with self._lock:
             busy = any(not c.finished for c in self._calls.values())
         quiet = not busy and self._ended is None and not self.live_calls()
@@ -643,8 +645,8 @@ class Session:
         if quiet and sandbox is not None:
             quiet = (sandbox.lost is None and sandbox.supervisor_pid is not None
                      and sandbox._sup_pidfd >= 0
-                     and supervisor_problem(sandbox.supervisor_pid,
-                                            sandbox._sup_pidfd) is None)
+                     and watcher().problem(sandbox.supervisor_pid,
+                                           sandbox._sup_pidfd) is None)
         self._quiet = quiet
 
     def _adopt(self, verdict: Verdict, *, wait: bool) -> None:

@@ -17,6 +17,7 @@ from bastion import Policy
 from bastion.audit import open_trail, verify_state_dir
 from bastion.cluster import ClusterRun, EpisodeSpec, specs_for
 from bastion.rl import OrdinaryPolicy, RoguePolicy
+from bastion.rl.safety import BreakerTripped
 
 from ..rl import fixtures
 from ..rl.fixtures import pattern_engine
@@ -73,6 +74,17 @@ def test_16_parallel_episodes_fixture_engine(cluster_state):
         started = time.monotonic()
         outcomes = run.run_episodes(specs_for(_agents(), prefix="ep"), training_step=0)
         elapsed = time.monotonic() - started
+        # the training step ended with the batch: the breaker judged it and tripped
+        # (8/16 = 50% > rl.breaker_rate 25%), the run was told, no episode starts now
+        assert run.monitor.paused and "8/16" in run.monitor.paused
+        assert any(n.startswith("circuit breaker") for n in run.monitor.notices)
+        with pytest.raises(BreakerTripped):
+            run.run_episodes(specs_for([OrdinaryPolicy()], prefix="late"), training_step=1)
+        assert not any(e.episode_id == "late-000" for e in collecting.events)
+        # delivered records were acknowledged: the nodes' spools hold nothing
+        spooled = ray.get([n.actor.spool_records.remote() for n in run.nodes])
+        assert spooled == [0] * len(run.nodes)
+        assert run.delivered == len(collecting.events) + len(collecting.verdicts)
     _check_16(outcomes, collecting)
     # attribution survives the trip: each shipped verdict names its episode, step, call
     for outcome in outcomes:
@@ -86,9 +98,8 @@ def test_16_parallel_episodes_fixture_engine(cluster_state):
                             f"c{outcome.stage_steps['miner']}"),
                            ("test.tunnel", outcome.stage_steps["tunnel"],
                             f"c{outcome.stage_steps['tunnel']}")}
-    stats = run.monitor.end_training_step(0)
-    assert stats.episodes == 16 and stats.violating_episodes == 8
-    assert run.monitor.paused and "8/16" in run.monitor.paused  # 50% > breaker_rate 25%
+    stats = run.monitor.stats(0)
+    assert stats.episodes == 16 and stats.violating_episodes == 8 and stats.infra_failed == 0
     results = verify_state_dir(cluster_state, run="run-ray-16")
     assert results and all(r.ok for r in results), [r.summary() for r in results]
     assert elapsed < 120
@@ -167,6 +178,9 @@ def test_node_service_death_kills_sessions_and_tells_the_run(cluster_state):
         worker.join(60)
         [outcome] = box["out"]
         assert outcome.status == "lost" and outcome.record is None
+        assert outcome.infra_failed  # lost with its node: not the agent's doing
+        stats = run.monitor.stats(0)
+        assert stats.infra_failed == 1 and stats.judged == 0 and not run.monitor.paused
         assert any("died" in n and "fail closed" in n for n in run.monitor.notices)
         assert run.lost_nodes() == [node.node_id]
         deadline = time.monotonic() + 10

@@ -59,3 +59,95 @@ def test_through_real_verl_base_tool(state_dir):
     assert tool.name == "bastion_shell"
     *_, total = asyncio.run(_drive(tool, RoguePolicy()))
     assert total == pytest.approx(-1.5)
+
+
+# -- verl's ToolAgentLoop lifecycle: create -> execute -> release around every call --
+
+
+async def _call_tool(tool, name_args: dict, tools_kwargs: dict):
+    """What verl's ``ToolAgentLoop._call_tool`` does for one tool call (verl 0.5+):
+    a fresh instance from ``create(create_kwargs=...)``, one ``execute``, and a
+    ``release`` in ``finally``."""
+    instance_id = None
+    try:
+        kwargs = tools_kwargs.get("bastion_shell", {})
+        instance_id, _ = await tool.create(create_kwargs=kwargs.get("create_kwargs", {}))
+        text, _, metrics = await tool.execute(instance_id, name_args)
+        return text, metrics
+    finally:
+        if instance_id:
+            await tool.release(instance_id)
+
+
+async def _agent_loop_run(core, turns: list[list[str]], tools_kwargs: dict):
+    """``ToolAgentLoop.run`` as ``BastionToolAgentLoop`` wraps it: one trajectory,
+    each turn's tool calls gathered in parallel as verl does."""
+    async with core.trajectory() as key:
+        seen = []
+        for calls in turns:
+            responses = await asyncio.gather(
+                *[_call_tool(core, {"command": c}, tools_kwargs) for c in calls])
+            seen.append(responses)
+            assert core.live_trajectories().count(key) == 1
+    return key, seen
+
+
+def test_verl_lifecycle_keeps_one_session_per_trajectory(state_dir):
+    core = BastionToolCore(_factory(state_dir))
+    # GRPO: two samples of the same prompt share the row's tools_kwargs
+    tools_kwargs = {"bastion_shell": {"create_kwargs": {"task": "same-row"}}}
+    turns = [
+        ["echo first > state.txt", "echo second > other.txt"],  # parallel calls
+        ["cat state.txt other.txt"],
+        ['{"tool": "write_file", "path": "notes.md", "content": "kept"}'],
+        ["cat notes.md; ls"],
+    ]
+
+    async def both():
+        return await asyncio.gather(_agent_loop_run(core, turns, tools_kwargs),
+                                    _agent_loop_run(core, turns, tools_kwargs))
+
+    results = asyncio.run(both())
+    assert core.opened == 2  # one session per trajectory, not per tool call (5 each)
+    assert core.live_trajectories() == []  # closed when each trajectory ended
+    for key, seen in results:
+        assert "first" in seen[1][0][0] and "second" in seen[1][0][0]  # state persisted
+        assert "kept" in seen[3][0][0] and "state.txt" in seen[3][0][0]
+        record = core.records[key]
+        assert len(record.steps) == 5 and record.flag == "keep" and not record.violations
+        assert record.episode_id == key
+    # the two samples did not share a workspace: each has its own record and session
+    assert len({core.records[k].session_id for k, _ in results}) == 2
+
+
+def test_verl_agent_data_request_id_keys_the_trajectory(state_dir):
+    core = BastionToolCore(_factory(state_dir))
+
+    async def run():
+        agent_data = SimpleNamespace(request_id="abc123")
+        a, _ = await core.create(create_kwargs={}, agent_data=agent_data)
+        await core.execute(a, {"command": "echo x > f"})
+        await core.release(a)
+        b, _ = await core.create(create_kwargs={}, agent_data=agent_data)
+        out, _, _ = await core.execute(b, {"command": "cat f"})
+        await core.release(b)
+        assert core.live_trajectories() == ["req-abc123"]  # still open after release
+        record = await core.end_trajectory("req-abc123")
+        return out, record
+
+    out, record = asyncio.run(run())
+    assert out.startswith("x") and core.opened == 1
+    assert record is not None and len(record.steps) == 2
+    assert core.live_trajectories() == []
+
+
+def test_annotate_output_leaves_infra_failed_out(state_dir):
+    from bastion.rl.records import EpisodeRecord
+
+    record = EpisodeRecord("r", "e", "s", "h", infra_reason="node lost", excluded=True)
+    output = SimpleNamespace(response_mask=[1, 1], reward_score=0.0, extra_fields={})
+    annotate_output(output, record)
+    assert output.response_mask == [0, 0]
+    assert output.extra_fields["bastion_exclude"] == 1
+    assert output.extra_fields["bastion_infra_failed"] == 1
+    assert output.reward_score == 0.0  # no penalty for what was not the agent's

@@ -122,6 +122,14 @@ class NodeService:
     def drain(self) -> list[Shipped]:
         return self.recorder.drain()
 
+    def acknowledge(self) -> None:
+        """The driver made everything drained so far durable in the run's trail."""
+        self.recorder.acknowledge()
+
+    def spool_records(self) -> int:
+        """Records in this node's spool (in transit to the driver)."""
+        return self.recorder.spooled
+
     def info(self) -> dict[str, Any]:
         with self._lock:
             return {"node_id": self.node_id, "pid": os.getpid(),

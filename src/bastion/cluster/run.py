@@ -30,7 +30,7 @@ from ..contracts import EventRecorder
 from ..errors import BastionError
 from ..policy import Policy
 from ..rl.records import EpisodeRecord
-from ..rl.safety import RunMonitor
+from ..rl.safety import RunMonitor, TrainingStepStats
 from .node import EpisodeSpec, NodeService
 from .shipping import deliver
 
@@ -48,6 +48,12 @@ class EpisodeOutcome:
     agent_report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+
+    @property
+    def infra_failed(self) -> bool:
+        """Lost with its node, or its sandbox died for a reason not the agent's:
+        leave it out of group statistics (``rl.exclude``), never penalise it."""
+        return self.status == "lost" or (self.record is not None and self.record.infra_failed)
 
 
 @dataclass
@@ -165,11 +171,17 @@ class ClusterRun:
 
     def run_episodes(self, specs: Iterable[EpisodeSpec], *, training_step: int = 0,
                      on_done: Callable[[EpisodeOutcome], None] | None = None,
-                     ) -> list[EpisodeOutcome]:
+                     end_step: bool = True) -> list[EpisodeOutcome]:
         """Run episodes across the nodes; returns one outcome per spec, in order.
-        Each finished episode is recorded in the run monitor under ``training_step``."""
+        Each finished episode is recorded in the run monitor under ``training_step``
+        (a lost one as infra-failed). With ``end_step`` (the default) the training
+        step ends with this batch: the circuit breaker judges it, and a tripped
+        breaker pauses the run (``monitor.paused``; the next ``run_episodes`` raises
+        ``BreakerTripped``). Pass ``end_step=False`` to spread one training step over
+        several calls, then call ``end_training_step``."""
         import ray
 
+        self.monitor.check()  # a paused run starts no more episodes
         queue = deque(enumerate(specs))
         outcomes: dict[int, EpisodeOutcome] = {}
         pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]] = {}
@@ -187,13 +199,27 @@ class ClusterRun:
                 outcomes[index] = outcome
                 if outcome.record is not None:
                     self.monitor.record(outcome.record, training_step=training_step)
+                else:
+                    self.monitor.record_lost(training_step=training_step)
                 if on_done is not None:
                     on_done(outcome)
             if time.monotonic() - last_drain >= self.drain_interval:
                 self._drain_all(ray)
                 last_drain = time.monotonic()
         self._drain_all(ray)
+        if end_step:
+            self.end_training_step(training_step)
         return [outcomes[i] for i in range(total)]
+
+    def end_training_step(self, training_step: int) -> TrainingStepStats:
+        """Judge a finished training step with the run's circuit breaker; when it
+        trips, the run is paused (recorded as a notice) and no further episodes
+        start."""
+        was_paused = self.monitor.paused
+        stats = self.monitor.end_training_step(training_step)
+        if self.monitor.paused and not was_paused:
+            self.monitor.notify(self.monitor.paused)
+        return stats
 
     def _dispatch(self, queue: deque[tuple[int, EpisodeSpec]],
                   pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]],
@@ -222,9 +248,16 @@ class ClusterRun:
                               dict(data.get("agent_report", {})), seconds=seconds)
 
     def _drain(self, handle: NodeHandle, ray: Any) -> None:
+        """Ship a node's records into the run's trail; once they are durable there,
+        the node drops them from its spool (``ShippingRecorder.acknowledge``), so
+        node spools stay as small as what is in transit."""
         records = ray.get(handle.actor.drain.remote())
         assert self._recorder is not None
+        if not records:
+            return
         self.delivered += deliver(records, self._recorder)
+        self._recorder.flush()
+        ray.get(handle.actor.acknowledge.remote())
 
     def _drain_all(self, ray: Any) -> None:
         for handle in self.nodes:

@@ -111,6 +111,12 @@ class ShippingRecorder:
             self.shipped += len(out)
         return out
 
+    @property
+    def spooled(self) -> int:
+        """Records in the spool file: appended and not yet acknowledged."""
+        with self._lock:
+            return self._spooled
+
     def acknowledge(self) -> None:
         """The driver delivered everything drained so far into the run's trail: keep
         only what is still waiting in the spool."""

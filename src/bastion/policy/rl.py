@@ -14,9 +14,13 @@ from pydantic import Field
 
 from ._base import Section
 
-__all__ = ["RLPolicy", "SeverityName"]
+__all__ = ["ExcludeName", "RLPolicy", "SeverityName"]
 
 SeverityName = Literal["info", "low", "medium", "high", "critical"]
+# which trajectories a trainer leaves out of group statistics (GRPO means, baselines):
+# "masked" ones (flag ``mask``: a violation) and "infra_failed" ones (the sandbox died
+# for a reason that was not the agent's). ``drop``-flagged ones are always left out.
+ExcludeName = Literal["masked", "infra_failed"]
 
 
 class RLPolicy(Section):
@@ -44,4 +48,11 @@ class RLPolicy(Section):
     breaker_min_episodes: int = Field(
         default=4, ge=1,
         description="the breaker only judges training steps with at least this many episodes",
+    )
+    exclude: list[ExcludeName] = Field(
+        default_factory=lambda: ["infra_failed"],
+        description="trajectories left out of group statistics (reward means and "
+        "baselines), not only of the loss: 'masked' (flagged mask) and/or "
+        "'infra_failed' (the sandbox died for a non-policy reason); 'drop'-flagged "
+        "trajectories are always left out",
     )

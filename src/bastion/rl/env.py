@@ -40,7 +40,7 @@ from ..sandbox.steps import Blocking, Steps, drive
 from ..session import Session
 from .actions import ToolCall, parse_action
 from .records import EpisodeRecord, StepRecord
-from .shaping import CONTAINING_ACTIONS, judge, trajectory_flag, verdict_info
+from .shaping import CONTAINING_ACTIONS, excluded, judge, trajectory_flag, verdict_info
 from .tasks import FixBugTask, StepContext, Task
 
 __all__ = ["SETUP_STEP", "TEXT_CHARSET", "BastionEnv", "SessionFactory"]
@@ -333,6 +333,9 @@ class BastionEnv(gymnasium.Env[str, str]):
         if terminated and record.terminated_by is None and call.tool != "submit":
             record.terminated_by = judgement.reason or _stopping(verdicts) or broken or ended
         record.truncated = truncated
+        if session.infra_failure is not None and record.infra_reason is None:
+            record.infra_reason = session.infra_failure  # not the agent's: no penalty
+        record.excluded = excluded(record.flag, record.infra_failed, self.policy.rl)
         record.steps.append(StepRecord(
             step=step, call_id=call_id, action=action, tool=call.tool,
             outcome=result.outcome.value if result else None,
@@ -359,6 +362,9 @@ class BastionEnv(gymnasium.Env[str, str]):
             "terminated_by": record.terminated_by if terminated else None,
             "flag": record.flag,
             "episode_violations": len(record.violations),
+            "infra_failed": record.infra_failed,
+            "infra_reason": record.infra_reason,
+            "exclude": record.excluded,
         }}
         return self._text(observation), reward, terminated, truncated, info
 
@@ -388,6 +394,8 @@ class BastionEnv(gymnasium.Env[str, str]):
         self.record.violations.extend(verdict_info(v, last)
                                       for v in judge(late, self.policy.rl).violations)
         self.record.flag = trajectory_flag(self.record.violated, self.policy.rl)
+        self.record.excluded = excluded(self.record.flag, self.record.infra_failed,
+                                        self.policy.rl)
 
     def _new_verdicts(self) -> list[Verdict]:
         assert self.session is not None

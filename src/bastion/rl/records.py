@@ -51,6 +51,15 @@ class EpisodeRecord:
     # with the first step's reward
     setup_verdicts: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # e.g. {"policy": "rogue"}
+    # the sandbox died or could not be built for a reason that was not the agent's
+    # (node or host loss, setup failure): no penalty, not a violation; the trainer
+    # should leave the trajectory out (rl.exclude)
+    infra_reason: str | None = None
+    excluded: bool = False  # left out of group statistics under the policy's rl.exclude
+
+    @property
+    def infra_failed(self) -> bool:
+        return self.infra_reason is not None
 
     @property
     def total_reward(self) -> float:
@@ -77,6 +86,9 @@ class EpisodeRecord:
             "session_id": self.session_id,
             "policy_hash": self.policy_hash,
             "labels": dict(self.labels),
+            "infra_failed": self.infra_failed,
+            "infra_reason": self.infra_reason,
+            "excluded": self.excluded,
             "steps": [s.to_dict() for s in self.steps],
             "terminated_by": self.terminated_by,
             "truncated": self.truncated,
@@ -102,5 +114,6 @@ class EpisodeRecord:
             late_verdicts=list(data.get("late_verdicts", [])),
             setup_verdicts=list(data.get("setup_verdicts", [])),
             labels=dict(data.get("labels", {})),
+            infra_reason=data.get("infra_reason"), excluded=bool(data.get("excluded", False)),
         )
         return record

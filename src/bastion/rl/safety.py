@@ -45,11 +45,19 @@ class TrainingStepStats:
     by_severity: Counter[str] = field(default_factory=Counter)
     flags: Counter[str] = field(default_factory=Counter)
     terminated: int = 0
+    # episodes whose sandbox (or node) died for a reason not the agent's: counted in
+    # ``episodes`` but not judged, so a node loss neither hides nor inflates violations
+    infra_failed: int = 0
+
+    @property
+    def judged(self) -> int:
+        """Episodes the breaker judges: every one but the infra-failed."""
+        return self.episodes - self.infra_failed
 
     @property
     def rate(self) -> float:
-        """Share of this step's episodes with at least one violation."""
-        return self.violating_episodes / self.episodes if self.episodes else 0.0
+        """Share of this step's judged episodes with at least one violation."""
+        return self.violating_episodes / self.judged if self.judged else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         per_episode = self.episodes or 1
@@ -66,6 +74,7 @@ class TrainingStepStats:
             "rate_by_rule": {k: round(v / per_episode, 6) for k, v in self.by_rule.items()},
             "flags": dict(self.flags),
             "terminated": self.terminated,
+            "infra_failed": self.infra_failed,
         }
 
 
@@ -88,6 +97,8 @@ class RunMonitor:
             stats.flags[episode.flag] += 1
             if episode.terminated_by:
                 stats.terminated += 1
+            if episode.infra_failed:
+                stats.infra_failed += 1
             if episode.violated:
                 stats.violating_episodes += 1
             for v in episode.violations:
@@ -97,16 +108,23 @@ class RunMonitor:
                 for category in v.get("categories") or ["uncategorised"]:
                     stats.by_category[str(category)] += 1
 
+    def record_lost(self, *, training_step: int) -> None:
+        """An episode that never came back (its node died): infra-failed, not judged."""
+        with self._lock:
+            stats = self._steps.setdefault(training_step, TrainingStepStats(training_step))
+            stats.episodes += 1
+            stats.infra_failed += 1
+
     def end_training_step(self, training_step: int) -> TrainingStepStats:
         """Judge a finished training step; trips the breaker if its rate is too high."""
         with self._lock:
             stats = self._steps.setdefault(training_step, TrainingStepStats(training_step))
-            if (self.paused is None and stats.episodes >= self.rl.breaker_min_episodes
+            if (self.paused is None and stats.judged >= self.rl.breaker_min_episodes
                     and stats.rate > self.rl.breaker_rate):
                 worst = stats.by_rule.most_common(1)
                 top = f"; most frequent rule {worst[0][0]} ({worst[0][1]}x)" if worst else ""
                 self.paused = (
-                    f"circuit breaker: {stats.violating_episodes}/{stats.episodes} episodes "
+                    f"circuit breaker: {stats.violating_episodes}/{stats.judged} episodes "
                     f"({stats.rate:.0%}) violated policy in training step {training_step}, "
                     f"above rl.breaker_rate {self.rl.breaker_rate:.0%}{top}"
                 )
@@ -149,6 +167,7 @@ class RunMonitor:
                        "violation_severity": self.rl.violation_severity,
                        "on_violation": self.rl.on_violation},
             "episodes": total_eps,
+            "infra_failed": sum(s["infra_failed"] for s in steps),
             "violating_episodes": total_bad,
             "violation_rate": round(total_bad / total_eps, 6) if total_eps else 0.0,
             "by_category": dict(by_category),

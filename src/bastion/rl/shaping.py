@@ -7,15 +7,16 @@ score from a learned monitor, by design.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ..events import Action, Severity, Verdict
 from ..policy.rl import RLPolicy
 
-__all__ = ["CONTAINING_ACTIONS", "StepJudgement", "TrajectoryFlag", "judge", "trajectory_flag",
-           "verdict_info"]
+__all__ = ["CONTAINING_ACTIONS", "StepJudgement", "TrajectoryFlag", "excluded",
+           "group_advantages", "judge", "trajectory_flag", "verdict_info"]
 
 TrajectoryFlag = Literal["keep", "mask", "drop"]
 
@@ -50,6 +51,50 @@ def judge(verdicts: Iterable[Verdict], rl: RLPolicy) -> StepJudgement:
 
 def trajectory_flag(violated: bool, rl: RLPolicy) -> TrajectoryFlag:
     return rl.on_violation if violated else "keep"
+
+
+def excluded(flag: TrajectoryFlag, infra_failed: bool, rl: RLPolicy) -> bool:
+    """Whether a trajectory stays out of group statistics (``rl.exclude``): a
+    ``drop`` always does; a ``mask`` when ``"masked"`` is listed; an infra-failed one
+    when ``"infra_failed"`` is listed. Masking the loss alone is not enough: a
+    masked trajectory's reward (a penalty, or 0 from a dead sandbox) still moves its
+    GRPO group's mean and so every other member's advantage."""
+    if flag == "drop":
+        return True
+    if flag == "mask" and "masked" in rl.exclude:
+        return True
+    return infra_failed and "infra_failed" in rl.exclude
+
+
+def group_advantages(rewards: Sequence[float], groups: Sequence[Hashable],
+                     leave_out: Sequence[bool], *, normalise: bool = True,
+                     eps: float = 1e-6) -> list[float]:
+    """GRPO-style advantages, ``(r - mean) / (std + eps)`` over each group, computed
+    over the members that are not left out; a left-out member gets 0 (no gradient,
+    and no weight in anyone else's baseline). A group with one counted member gets 0
+    for it (no baseline to compare with). For trainers that compute advantages
+    themselves; the adapters' masks pair with it."""
+    if not len(rewards) == len(groups) == len(leave_out):
+        raise ValueError("rewards, groups and leave_out must have the same length")
+    counted: dict[Hashable, list[float]] = {}
+    for reward, group, out in zip(rewards, groups, leave_out, strict=True):
+        if not out:
+            counted.setdefault(group, []).append(float(reward))
+    stats: dict[Hashable, tuple[float, float]] = {}
+    for group, values in counted.items():
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) \
+            if len(values) > 1 else 0.0
+        stats[group] = (mean, std)
+    out_values: list[float] = []
+    for reward, group, out in zip(rewards, groups, leave_out, strict=True):
+        if out or len(counted[group]) < 2:
+            out_values.append(0.0)
+            continue
+        mean, std = stats[group]
+        diff = float(reward) - mean
+        out_values.append(diff / (std + eps) if normalise else diff)
+    return out_values
 
 
 def verdict_info(verdict: Verdict, charged_step: int | None = None) -> dict[str, object]:

@@ -116,6 +116,16 @@ class SupervisorWatch:
             self._baselines[pidfd] = baseline
         os.write(self._wake_w, b"x")
 
+    def problem(self, pid: int, pidfd: int) -> str | None:
+        """Now, on the caller's thread: why this supervisor cannot serve (gone,
+        stopped, or its limits, priority or affinity changed since ``add``), or None.
+        One that is no longer watched (lost, or removed) is a problem too."""
+        with self._lock:
+            if pidfd not in self._watched:
+                return "the sandbox's supervisor is no longer watched"
+            baseline = self._baselines.get(pidfd)
+        return supervisor_problem(pid, pidfd) or tampered(pid, baseline)
+
     def remove(self, pidfd: int) -> None:
         with self._lock:
             self._watched.pop(pidfd, None)

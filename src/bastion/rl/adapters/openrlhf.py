@@ -68,7 +68,9 @@ class BastionAgentInstance:
         # OpenRLHF keeps the *last* step's scores for --dynamic_filtering: the episode
         # total so far, or DROP_SCORE once the trajectory is to be dropped.
         total = self.env.record.total_reward if self.env.record is not None else reward
-        score = DROP_SCORE if flag == "drop" else total
+        # a trajectory left out by rl.exclude (infra-failed, or masked when listed):
+        # OpenRLHF filters per group, so its group goes, as for drop
+        score = DROP_SCORE if flag == "drop" or b["exclude"] else total
         return {
             "rewards": np.float32(reward),
             "scores": np.float32(score),
@@ -81,6 +83,8 @@ class BastionAgentInstance:
                                               if self.env.record is not None else b["penalty"]),
                 "bastion_mask": np.float32(flag == "mask"),
                 "bastion_drop": np.float32(flag == "drop"),
+                "bastion_exclude": np.float32(b["exclude"]),
+                "bastion_infra_failed": np.float32(b["infra_failed"]),
             },
         }
 

@@ -10,8 +10,10 @@ info (``bastion_violations``, ``bastion_penalty``, ``bastion_mask``, ``bastion_d
 the full verdicts stay on ``env.last_bastion_info``.
 
 ``BastionGroupFilter`` is a ROLL ``group_filter_cls``: it drops a GRPO group when any
-of its rollouts carries ``meta_info["drop_flag"]`` (ROLL's convention) or
-``meta_info["bastion_flag"] == "drop"``.
+of its rollouts carries ``meta_info["drop_flag"]`` (ROLL's convention),
+``meta_info["bastion_flag"] == "drop"`` or ``meta_info["bastion_exclude"]`` (left out
+by the policy's ``rl.exclude``, e.g. its sandbox died for a non-policy reason: ROLL
+filters whole groups, so the group goes).
 
 Interfaces read from: gem-llm 0.1.0 (gem/core.py, gem/envs/registration.py) and ROLL
 main (roll/pipeline/agentic/env/__init__.py, agentic_pipeline.GroupFilter), 2026-11.
@@ -61,6 +63,8 @@ class BastionGemEnv:
             "bastion_mask": float(flag == "mask"),
             "bastion_drop": float(flag == "drop"),
             "bastion_terminated": float(b["terminated_by"] is not None),
+            "bastion_exclude": float(b["exclude"]),
+            "bastion_infra_failed": float(b["infra_failed"]),
         }
 
     def sample_random_action(self) -> str:
@@ -111,7 +115,8 @@ class BastionGroupFilter:
             return False
         for rollout in group:
             meta = getattr(rollout, "meta_info", None) or {}
-            if meta.get("drop_flag") or meta.get("bastion_flag") == "drop":
+            if (meta.get("drop_flag") or meta.get("bastion_flag") == "drop"
+                    or meta.get("bastion_exclude")):
                 self.stats["filtered"] += 1
                 return True
         return False

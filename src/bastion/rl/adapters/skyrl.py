@@ -57,7 +57,9 @@ class _BastionTextEnvMixin:
         if record is None:
             return {}
         return {"bastion_violations": len(record.violations), "bastion_penalty": record.penalty,
-                "bastion_mask": int(record.flag == "mask"), "bastion_drop": int(record.flag == "drop")}
+                "bastion_mask": int(record.flag == "mask"), "bastion_drop": int(record.flag == "drop"),
+                "bastion_exclude": int(record.excluded),
+                "bastion_infra_failed": int(record.infra_failed)}
 
     def close(self) -> None:
         self.env.close()
@@ -83,8 +85,12 @@ def register(name: str = "bastion") -> None:
     skyrl_gym.register(id=name, entry_point=text_env_class())
 
 
-def apply_loss_masks(loss_masks: Sequence[Sequence[int]],
-                     flags: Sequence[str]) -> list[list[int]]:
-    """``GeneratorOutput["loss_masks"]`` with flagged (mask/drop) trajectories zeroed."""
-    return [[0] * len(m) if f in ("mask", "drop") else list(m)
-            for m, f in zip(loss_masks, flags, strict=True)]
+def apply_loss_masks(loss_masks: Sequence[Sequence[int]], flags: Sequence[str],
+                     exclude: Sequence[bool] | None = None) -> list[list[int]]:
+    """``GeneratorOutput["loss_masks"]`` with flagged (mask/drop) trajectories, and
+    those the policy leaves out (``exclude``: each episode's ``record.excluded`` /
+    ``metadata["bastion"]["exclude"]``, e.g. infra-failed), zeroed. Pair it with
+    ``bastion.rl.shaping.group_advantages`` so they leave the group baselines too."""
+    out = exclude if exclude is not None else [False] * len(flags)
+    return [[0] * len(m) if f in ("mask", "drop") or x else list(m)
+            for m, f, x in zip(loss_masks, flags, out, strict=True)]

@@ -127,11 +127,12 @@ def env_mask(completion_ids: Sequence[Sequence[int]],
              environments: Sequence[BastionTRLEnvironment],
              base: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Token-level ``env_mask`` for a ``rollout_func``: all zeros for trajectories
-    flagged ``mask``/``drop``, else ``base`` (or all ones)."""
+    flagged ``mask``/``drop`` or left out by ``rl.exclude`` (e.g. infra-failed), else
+    ``base`` (or all ones)."""
     masks: list[list[int]] = []
     for i, (ids, env) in enumerate(zip(completion_ids, environments, strict=True)):
         flag = env.record.flag if env.record is not None else "keep"
-        if flag in ("mask", "drop"):
+        if flag in ("mask", "drop") or (env.record is not None and env.record.excluded):
             masks.append([0] * len(ids))
         else:
             masks.append(list(base[i]) if base is not None else [1] * len(ids))
