@@ -34,3 +34,30 @@ def emit(name: str, results: dict) -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+
+
+def bastion_command() -> str:
+    import shutil
+    import sys
+
+    return shutil.which("bastion") or str(Path(sys.executable).with_name("bastion"))
+
+
+def start_node(state: Path, *extra: str):  # -> subprocess.Popen
+    """A `bastion node` for ``state``, returned once it answers (benchmarks through the
+    daemon). The caller stops it with SIGTERM."""
+    import subprocess
+    import time
+
+    from bastion.daemon import NodeClient
+
+    env = {**os.environ, "BASTION_STATE_DIR": str(state)}
+    node = subprocess.Popen([bastion_command(), "node", *extra], env=env,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while NodeClient.running(state) is None:
+        if time.monotonic() > deadline or node.poll() is not None:
+            node.kill()
+            raise SystemExit("bastion node did not start")
+        time.sleep(0.1)
+    return node

@@ -29,25 +29,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_state_dir, emit
+from _common import bastion_command, bench_state_dir, emit, start_node
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
-    bastion = shutil.which("bastion") or str(Path(sys.executable).with_name("bastion"))
+    bastion = bastion_command()
     state = bench_state_dir()
     env = {**os.environ, "BASTION_STATE_DIR": str(state)}
-    node = subprocess.Popen([bastion, "node"], env=env, stderr=subprocess.DEVNULL)
+    node = start_node(state)
     try:
-        from bastion.daemon import NodeClient
-
-        deadline = time.monotonic() + 60
-        while NodeClient.running(state) is None:
-            if time.monotonic() > deadline or node.poll() is not None:
-                raise SystemExit("bastion node did not start")
-            time.sleep(0.1)
         variants: dict[str, tuple[list[str], dict[str, str], bytes | None]] = {
             "python -c pass": ([sys.executable, "-c", "pass"], env, None),
             "bwrap bare sandbox: true": (["bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
@@ -71,8 +64,7 @@ def main() -> None:
     print(f"{'command':<34} {'p50 s':>7} {'p90 s':>7} {'x python start':>15}")
     results = {}
     for name, xs in samples.items():
-        xs = sorted(xs)
-        p50, p90 = statistics.median(xs), xs[int(0.9 * (len(xs) - 1))]
+        p50, p90 = statistics.median(xs), pct(xs, 90)
         print(f"{name:<34} {p50:>7.3f} {p90:>7.3f} {p50 / base:>15.1f}")
         results[name] = {"p50_s": round(p50, 4), "p90_s": round(p90, 4), "n": len(xs)}
     emit("cli", results)

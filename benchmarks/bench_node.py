@@ -24,13 +24,12 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_state_dir, emit, pct  # noqa: E402
+from _common import bench_state_dir, emit, pct, start_node
 
 CALLS = [
     "mkdir -p pkg && printf 'def add(a, b):\\n    return a + b\\n' > pkg/calc.py",
@@ -59,7 +58,7 @@ class LagProbe:
             await asyncio.sleep(0.01)
             self.lags.append(time.perf_counter() - t0 - 0.01)
 
-    def __enter__(self) -> LagProbe:
+    def __enter__(self) -> LagProbe:  # noqa: PYI034
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -117,20 +116,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[8, 32, 64])
     args = ap.parse_args()
-    bastion = shutil.which("bastion") or str(Path(sys.executable).with_name("bastion"))
     state = bench_state_dir()
-    env = {**os.environ, "BASTION_STATE_DIR": str(state)}
-    node = subprocess.Popen([bastion, "node", "--max-sessions", str(max(args.n) + 8)],
-                            env=env, stderr=subprocess.DEVNULL)
+    node = start_node(state, "--max-sessions", str(max(args.n) + 8))
     results: dict[str, dict[str, object]] = {}
     try:
-        from bastion.daemon import AsyncNodeClient, NodeClient
+        from bastion.daemon import AsyncNodeClient
 
-        deadline = time.monotonic() + 60
-        while NodeClient.running(state) is None:
-            if time.monotonic() > deadline or node.poll() is not None:
-                raise SystemExit("bastion node did not start")
-            time.sleep(0.1)
         client = AsyncNodeClient.for_state_dir(state)
         print(f"{'N':>4} {'bastion steps/s':>16} {'plain steps/s':>14} {'ratio':>6} "
               f"{'reset p50/p99 s':>16} {'lag p99/max ms (bastion | plain)':>34} "

@@ -215,11 +215,11 @@ class _Connection:
         self.close()
 
 
-class RemoteSession:
-    """A session living in the node daemon; the same calls as ``Session``."""
+class _Handle:
+    """What a sync and an asyncio handle share: the session's attribution, its state
+    on this side, and the requests' shapes."""
 
-    def __init__(self, conn: _Connection, info: dict[str, Any]) -> None:
-        self._conn = conn
+    def __init__(self, info: dict[str, Any]) -> None:
         self.session_id: str = info["session"]
         self.run_id: str = info["run_id"]
         self.episode_id: str = info["episode_id"]
@@ -229,10 +229,45 @@ class RemoteSession:
         self._seen = 0
         self.verdicts: list[Verdict] = []
 
-    def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _addressed(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
             raise SessionClosed(f"session {self.session_id} is closed")
-        return self._conn.request({**msg, "session": self.session_id})
+        return {**msg, "session": self.session_id}
+
+    @staticmethod
+    def _write_message(path: str, content: str | bytes, step: int | None,
+                       call_id: str | None) -> dict[str, Any]:
+        data = content.encode() if isinstance(content, str) else content
+        return {"op": "write_file", "path": path, "content_b64": b64(data), "step": step,
+                "call_id": call_id}
+
+    @staticmethod
+    def _read_message(path: str, step: int | None, call_id: str | None) -> dict[str, Any]:
+        return {"op": "read_file", "path": path, "step": step, "call_id": call_id}
+
+    def _verdicts_message(self, wait: float) -> dict[str, Any]:
+        return {"op": "verdicts", "since": self._seen, "wait": wait}
+
+    def _take_verdicts(self, reply: dict[str, Any]) -> list[Verdict]:
+        new = [Verdict.from_dict(v) for v in reply["verdicts"]]
+        self._seen = int(reply["next"])
+        self.verdicts.extend(new)
+        return new
+
+    @staticmethod
+    def _file(reply: dict[str, Any]) -> tuple[bytes, ExecResult]:
+        return unb64(reply["content_b64"]), ExecResult.from_dict(reply["result"])
+
+
+class RemoteSession(_Handle):
+    """A session living in the node daemon; the same calls as ``Session``."""
+
+    def __init__(self, conn: _Connection, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self._conn = conn
+
+    def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return self._conn.request(self._addressed(msg))
 
     def exec(self, cmd: str | Sequence[str], *, step: int | None = None,
              call_id: str | None = None, timeout: float | None = None,
@@ -244,26 +279,18 @@ class RemoteSession:
 
     def write_file(self, path: str, content: str | bytes, *, step: int | None = None,
                    call_id: str | None = None) -> ExecResult:
-        data = content.encode() if isinstance(content, str) else content
-        reply = self._request({"op": "write_file", "path": path, "content_b64": b64(data),
-                               "step": step, "call_id": call_id})
+        reply = self._request(self._write_message(path, content, step, call_id))
         return ExecResult.from_dict(reply["result"])
 
     def read_file(self, path: str, *, step: int | None = None,
                   call_id: str | None = None) -> tuple[bytes, ExecResult]:
         """The file's exact bytes and the result of the call that read them."""
-        reply = self._request({"op": "read_file", "path": path, "step": step,
-                               "call_id": call_id})
-        return unb64(reply["content_b64"]), ExecResult.from_dict(reply["result"])
+        return self._file(self._request(self._read_message(path, step, call_id)))
 
     def poll_verdicts(self, wait: float = 0.0) -> list[Verdict]:
         """Verdicts not returned by this method before (late ones included), waiting up
         to ``wait`` seconds for one."""
-        reply = self._request({"op": "verdicts", "since": self._seen, "wait": wait})
-        new = [Verdict.from_dict(v) for v in reply["verdicts"]]
-        self._seen = int(reply["next"])
-        self.verdicts.extend(new)
-        return new
+        return self._take_verdicts(self._request(self._verdicts_message(wait)))
 
     def close(self) -> None:
         if self._closed:
@@ -391,34 +418,23 @@ class _AsyncConnection:
         self._task.cancel()
 
 
-class AsyncRemoteSession:
+class AsyncRemoteSession(_Handle):
     """``await session.exec(...)``; cancelling the await kills the call in the sandbox."""
 
     def __init__(self, conn: _AsyncConnection, info: dict[str, Any]) -> None:
+        super().__init__(info)
         self._conn = conn
-        self.session_id: str = info["session"]
-        self.run_id: str = info["run_id"]
-        self.episode_id: str = info["episode_id"]
-        self.policy_hash: str = info.get("policy_hash", "")
-        self.policy_name: str = info.get("policy_name", "")
-        self._closed = False
-        self._seen = 0
-        self.verdicts: list[Verdict] = []
 
     async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self._closed:
-            raise SessionClosed(f"session {self.session_id} is closed")
-        return await self._conn.request({**msg, "session": self.session_id})
+        return await self._conn.request(self._addressed(msg))
 
     async def exec(self, cmd: str | Sequence[str], *, step: int | None = None,
                    call_id: str | None = None, timeout: float | None = None,
                    stdin: str | bytes | None = None, env: Mapping[str, str] | None = None,
                    cwd: str | None = None) -> ExecResult:
-        if self._closed:
-            raise SessionClosed(f"session {self.session_id} is closed")
-        rid, fut = self._conn.send(_exec_message(
+        rid, fut = self._conn.send(self._addressed(_exec_message(
             self.session_id, cmd, step=step, call_id=call_id, timeout=timeout, stdin=stdin,
-            env=env, cwd=cwd))
+            env=env, cwd=cwd)))
         try:
             reply = await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -427,32 +443,23 @@ class AsyncRemoteSession:
                 try:
                     await asyncio.wait_for(self._conn.request(
                         {"op": "cancel", "session": self.session_id, "request": rid}), 15)
-                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort
-                    pass
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001, S110 - best effort:
+                    pass  # the connection ending kills the call too
             self._conn.forget(rid)  # its answer, if one still comes, is not waited for
             raise
         return ExecResult.from_dict(_answer(reply)["result"])
 
     async def write_file(self, path: str, content: str | bytes, *, step: int | None = None,
                          call_id: str | None = None) -> ExecResult:
-        data = content.encode() if isinstance(content, str) else content
-        reply = await self._request({"op": "write_file", "path": path,
-                                     "content_b64": b64(data), "step": step,
-                                     "call_id": call_id})
+        reply = await self._request(self._write_message(path, content, step, call_id))
         return ExecResult.from_dict(reply["result"])
 
     async def read_file(self, path: str, *, step: int | None = None,
                         call_id: str | None = None) -> tuple[bytes, ExecResult]:
-        reply = await self._request({"op": "read_file", "path": path, "step": step,
-                                     "call_id": call_id})
-        return unb64(reply["content_b64"]), ExecResult.from_dict(reply["result"])
+        return self._file(await self._request(self._read_message(path, step, call_id)))
 
     async def poll_verdicts(self, wait: float = 0.0) -> list[Verdict]:
-        reply = await self._request({"op": "verdicts", "since": self._seen, "wait": wait})
-        new = [Verdict.from_dict(v) for v in reply["verdicts"]]
-        self._seen = int(reply["next"])
-        self.verdicts.extend(new)
-        return new
+        return self._take_verdicts(await self._request(self._verdicts_message(wait)))
 
     async def close(self) -> None:
         if self._closed:

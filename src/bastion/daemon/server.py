@@ -297,7 +297,7 @@ class NodeServer:
             await send({"id": rid, "ok": True, **answer})
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is answered, none kills the daemon
+        except Exception as exc:  # every failure is answered, none kills the daemon
             if not isinstance(exc, BastionError):
                 log.exception("bastion node: request %r failed", rid)
             await send({"id": rid, "ok": False, "error": error_to_wire(exc)})
