@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bastion_command, bench_state_dir, emit, start_node
+from _common import bastion_command, bench_state_dir, emit, pct, start_node
 
 
 def main() -> None:
