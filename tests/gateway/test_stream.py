@@ -227,3 +227,43 @@ def test_honest_base64_bodies_pass() -> None:
                 % len(body)) + body
         for step in (1, 4096):
             assert feed_all(Inspector(http=True), data, step) is None, (body[:40], step)
+
+
+ACROSS_A_READ = {
+    "ssh": (b"\nSSH-2.0-OpenSSH_9.6\r\n", "ssh"),
+    "stratum": (json.dumps(SUBSCRIBE).encode() + b"\n", "stratum"),
+    "escaped": (b'{"id":1,"method":"mining\\u002esubscribe","params":[]}\n', "stratum"),
+    "connect": (b"\nCONNECT 203.0.113.33:3333 HTTP/1.1\r\n\r\n", "http-connect"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACROSS_A_READ))
+@pytest.mark.parametrize("http", [False, True])
+def test_found_wherever_a_large_read_splits_it(name: str, http: bool) -> None:
+    """The relay reads up to 256 KiB at a time and scans only chunks with a trigger in
+    them, their seam or the previous tail: a message cut anywhere by a read boundary
+    (inside its trigger, right after it, or with the trigger whole in the first read
+    and the rest in the next) is still found, in a raw stream and an HTTP body."""
+    message, app = ACROSS_A_READ[name]
+    pad = b"\xfe" * 70_000
+    for cut in range(1, len(message)):
+        stream = pad + message + pad
+        boundary = len(pad) + cut
+        inspector = Inspector(http=http)
+        if http:
+            head = b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(stream)
+            assert inspector.feed(head) is None
+        first, second = stream[:boundary], stream[boundary:]
+        found = inspector.feed(first) or inspector.feed(second)
+        assert found is not None and found.app == app, (name, cut)
+
+
+def test_binary_uploads_pass_in_large_reads() -> None:
+    """Bulk binary in 256 KiB reads: no finding, and the tail flag does not stick."""
+    rng = os.urandom(4 << 20)
+    for http in (False, True):
+        inspector = Inspector(http=http)
+        if http:
+            inspector.feed(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                           % len(rng))
+        assert feed_all(inspector, rng, 256 * 1024) is None

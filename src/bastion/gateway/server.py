@@ -1060,25 +1060,25 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
                   burst: Callable[[int, int], None] | None = None) -> None:
     """Copy src -> dst through user space, each chunk inspected before it is sent; the
     chunk that shows a forbidden protocol is not sent and the connection is cut."""
-    buf = bytearray(_INSPECT_CHUNK)
-    view = memoryview(buf)
     try:
         while True:
-            n = src.recv_into(buf)
-            if n == 0:
+            # one fresh bytes object per read, handed to the inspector and sent as is
+            # (a reused buffer would need a copy: the inspector keeps a tail of it)
+            data = src.recv(_INSPECT_CHUNK)
+            if not data:
                 break
-            found = inspector.feed(bytes(view[:n]))
+            found = inspector.feed(data)
             if found is not None:
                 stop(found)
                 break
-            dst.sendall(view[:n])
+            dst.sendall(data)
+            n = len(data)
             counts[index] += n
             if burst is not None:
                 burst(index, n)
     except OSError:
         pass  # a reset or a cut: the other direction is shut down below
     finally:
-        view.release()
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
         done()

@@ -33,6 +33,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import ahocorasick_rs
+
 from .sniff import Sniff, classify
 
 __all__ = ["Finding", "Inspector", "scan"]
@@ -57,6 +59,17 @@ _NEVER_FIRST = {"socks4": ("gateway.proxy_protocol", "a SOCKS4 handshake"),
 _CONNECT = re.compile(rb"(?:^|\n)\s*connect\s+\[?[a-z0-9_.:-]{1,255}\]?:[0-9]{1,5}\s+http/",
                       re.IGNORECASE)
 
+# The bytes each protocol cannot do without, found in one pass. A leftmost-first
+# automaton of this few patterns runs as a SIMD (Teddy) search at several GB/s, where
+# one ``in`` test per pattern ran at ~1.5 GB/s each (five passes: the upload path's
+# whole cost). Non-overlapping matches lose nothing here: no pattern's suffix is
+# another's prefix and none contains another, so every pattern present is reported.
+_ESCAPE_AT, _METHOD_AT, _SSH_AT = 0, 1, 2
+_SEAM = 7  # the longest trigger less one: bytes each side of a read boundary
+_TRIGGERS = ahocorasick_rs.BytesAhoCorasick(
+    [b"\\u00", b'"method"', b"SSH-", b"CONNECT", b"connect"],
+    matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -71,14 +84,17 @@ class Finding:
 def scan(data: bytes) -> Finding | None:
     """The protocol checks that hold for any bytes, wherever they appear.
 
-    Fast path first: a few ``in`` tests (memchr speed) on the raw bytes for what each
-    protocol cannot do without — JSON-RPC's ``"method"`` key (or a ``\\u00`` escape that
-    could spell it), SSH's ``SSH-``, a ``CONNECT`` request line — and only a chunk that
-    has one is lowered and matched. JSON keys, SSH version strings and HTTP methods are
-    case-sensitive to the servers that read them; the *values* (``Mining.Subscribe``)
-    are matched in any case."""
-    escaped = b"\\u00" in data
-    if escaped or b'"method"' in data:
+    Fast path first: one multi-pattern pass (``_TRIGGERS``) over the raw bytes for what
+    each protocol cannot do without — JSON-RPC's ``"method"`` key (or a ``\\u00``
+    escape that could spell it), SSH's ``SSH-``, a ``CONNECT`` request line — and only
+    a chunk that has one is lowered and matched. JSON keys, SSH version strings and
+    HTTP methods are case-sensitive to the servers that read them; the *values*
+    (``Mining.Subscribe``) are matched in any case."""
+    hits = {match[0] for match in _TRIGGERS.find_matches_as_indexes(data)}
+    if not hits:
+        return None
+    escaped = _ESCAPE_AT in hits
+    if escaped or _METHOD_AT in hits:
         lowered = data.lower()
         if escaped:
             lowered = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), lowered)
@@ -91,14 +107,14 @@ def scan(data: bytes) -> Finding | None:
             return Finding("stratum", "gateway.miner_protocol",
                            f"miner JSON-RPC method {method.decode()!r} in the stream",
                            {"net.stratum_method": method.decode()[:64]})
-    if b"SSH-" in data:
+    if _SSH_AT in hits:
         ssh = _SSH.search(data)
         if ssh:
             banner = ssh.group(0).strip().decode("ascii", "replace")
             return Finding("ssh", "gateway.ssh_in_stream",
                            "an SSH version exchange inside another protocol",
                            {"net.ssh_banner": banner[:255]})
-    if b"CONNECT" in data or b"connect" in data:
+    if hits - {_ESCAPE_AT, _METHOD_AT, _SSH_AT}:
         connect = _CONNECT.search(data)
         if connect:
             return Finding("http-connect", "gateway.proxy_protocol",
@@ -126,6 +142,7 @@ class Inspector:
         # here, and a proxy handshake or miner among them refused like at connect time
         self._first: bytes | None = b"" if classify_first else None
         self._tail = b""
+        self._tail_hot = False  # whether the tail holds a trigger (see ``_scan``)
         self._state = "head" if http else "raw"
         self._head = b""
         self._body_left = 0  # bytes of the current Content-Length body still to come
@@ -159,17 +176,32 @@ class Inspector:
                     rule, what = _NEVER_FIRST[sniff.app]
                     return Finding(sniff.app, rule, f"{what} after a silent start",
                                    {"net.host": sniff.host or ""} if sniff.host else {})
-        window = self._tail + data
-        self._tail = window[-_OVERLAP:]
         if self._state == "ws" or (self._http and self._state != "raw"):
-            return self._framed(data, window)
-        return scan(window)
+            return self._framed(data)
+        return self._scan(data)
+
+    def _scan(self, data: bytes) -> Finding | None:
+        """``scan`` of the previous chunk's tail plus this chunk, without building that
+        window unless a trigger is in it: the tail (flag kept from the last call), the
+        seam (a trigger split across the two reads) or the chunk itself. The same
+        answer as ``scan(tail + data)``, at the cost of one pass over ``data`` for the
+        common chunk that has no trigger at all."""
+        tail = self._tail
+        hot = (self._tail_hot
+               or bool(_TRIGGERS.find_matches_as_indexes(tail[-_SEAM:] + data[:_SEAM]))
+               or bool(_TRIGGERS.find_matches_as_indexes(data)))
+        if len(data) >= _OVERLAP:
+            self._tail = data[-_OVERLAP:]
+        else:
+            self._tail = (tail + data)[-_OVERLAP:]
+        self._tail_hot = hot and bool(_TRIGGERS.find_matches_as_indexes(self._tail))
+        return scan(tail + data) if hot else None
 
     # -- HTTP -------------------------------------------------------------------------
 
-    def _framed(self, data: bytes, window: bytes) -> Finding | None:
+    def _framed(self, data: bytes) -> Finding | None:
         if self._state != "ws":
-            found = scan(window)  # bodies and heads alike
+            found = self._scan(data)  # bodies and heads alike
             if found:
                 return found
         pos = 0
@@ -193,7 +225,8 @@ class Inspector:
                     return found
             elif self._state == "body":
                 take = min(self._body_left, len(data) - pos)
-                self._payload.append(data[pos:pos + take])
+                if self._decode or self._b64 is not None:  # else nothing reads it again
+                    self._payload.append(data[pos:pos + take])
                 self._body_left -= take
                 pos += take
                 if self._body_left == 0:
@@ -210,8 +243,8 @@ class Inspector:
                     return found
             elif self._state == "ws":
                 return self._frames(data[pos:])
-            else:  # raw: after an upgrade we cannot frame (h2c and friends): scan only
-                return scan(window)
+            else:  # raw: after an upgrade we cannot frame (h2c and friends): scanned
+                return None  # above, as every later chunk will be
         return None
 
     def _request(self, head: bytes) -> Finding | None:
