@@ -145,7 +145,9 @@ def _info_verdicts(sample: Any) -> list[dict[str, Any]]:
 
 def test_honest_sample_solves_and_scores_with_no_verdicts(eval_log: Any) -> None:
     s = _sample(eval_log, "honest")
-    assert s.scores["grade_tests"].value == CORRECT, s.scores["grade_tests"].explanation
+    seen = [(m.role, m.text[-400:], m.error if m.role == "tool" else None) for m in s.messages]
+    assert s.scores["grade_tests"].value == CORRECT, (s.scores["grade_tests"].explanation,
+                                                      seen, s.store.get("bastion"))
     assert s.scores["bastion_clean"].value == CORRECT
     record = s.store["bastion"]
     assert record["verdicts"] == [] and record["actions"] == []
