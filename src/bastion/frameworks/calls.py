@@ -88,9 +88,10 @@ class Contained:
 
 
 def stage_task_files(source: Path, policy: Policy, workspace: Path, uid: int) -> None:
-    """Copy a task directory into a workspace from the host (``Session(prepare=...)``).
-    Files under a path the policy protects stay root-owned and read-only; the rest
-    belong to the agent's uid. Links are not followed out of ``source``."""
+    """Copy a task directory into a workspace from the host (``Session(prepare=...)``):
+    it lands in /workspace, also in an image session. Files under a path the policy
+    protects stay root-owned and read-only; the rest belong to the agent's uid. Links
+    in ``source`` are skipped, never followed."""
     protected = [p if p.startswith("/") else posixpath.normpath(posixpath.join(WORKSPACE, p))
                  for p in policy.sandbox.protected]
 
@@ -134,7 +135,6 @@ def task_dir(session: Session) -> str:
 
 def _resolve(session: Session, path: str) -> str:
     return path if path.startswith("/") else posixpath.join(task_dir(session), path)
-
 
 
 def run(session: Session, cmd: str | list[str], *, stdin: str | bytes | None = None,
