@@ -49,3 +49,22 @@ def running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@dataclass
+class Slow:
+    """An honest agent whose calls take a while: something in flight on every node
+    when one of them is killed."""
+
+    name: str = "slow"
+    stage_steps: dict[str, int] = field(default_factory=dict)
+    _n: int = 0
+
+    def reset(self) -> None:
+        self._n = 0
+
+    def act(self, observation, reward, info):
+        self._n += 1
+        if self._n <= 3:
+            return f"sleep 1.5; echo step{self._n} >> progress.txt"
+        return '{"tool": "submit"}'

@@ -92,3 +92,23 @@ def test_slots_follow_node_resources():
     run.session_memory = 4_000_000_000
     assert run._slots({"CPU": 2.0, "memory": 8e9}) == 2
     assert run._slots({"CPU": 0.0}) == 1  # a node always takes one session
+
+
+def test_setup_failure_is_an_infra_failed_episode_not_a_crash(state_dir, tmp_path):
+    from bastion.rl import OrdinaryPolicy
+    from bastion.rl.records import EpisodeRecord
+
+    service = _service(state_dir)
+    try:
+        missing = str(tmp_path / "no-such-image")
+        result = service.run_episode(EpisodeSpec("n-setup", OrdinaryPolicy(), image=missing))
+        record = EpisodeRecord.from_dict(result)
+        assert record.infra_failed and "setup failed" in record.infra_reason
+        assert record.excluded and record.penalty == 0.0 and not record.violated
+        assert record.episode_id == "n-setup" and result["node_id"] == "node-local"
+        # a remote session the node cannot build says so the same way
+        opened = service.open_session("n-remote", image=missing)
+        assert opened["infra_failed"] and "session_id" not in opened
+        assert service.info()["sessions"] == 0
+    finally:
+        service.shutdown()

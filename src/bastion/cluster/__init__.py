@@ -9,6 +9,7 @@ dies takes its sessions with it (fail closed) and the run is told. Requires the
 from __future__ import annotations
 
 from .node import EpisodeSpec, NodeService
+from .remote import RayRemoteSession
 from .run import ClusterRun, EpisodeOutcome, NodeHandle, specs_for
 from .shipping import ShippingRecorder, deliver
 
@@ -18,6 +19,7 @@ __all__ = [
     "EpisodeSpec",
     "NodeHandle",
     "NodeService",
+    "RayRemoteSession",
     "ShippingRecorder",
     "deliver",
     "specs_for",

@@ -32,6 +32,7 @@ from ..policy import Policy
 from ..rl.records import EpisodeRecord
 from ..rl.safety import RunMonitor, TrainingStepStats
 from .node import EpisodeSpec, NodeService
+from .remote import RayRemoteSession
 from .shipping import deliver
 
 __all__ = ["ClusterRun", "EpisodeOutcome", "NodeHandle", "specs_for"]
@@ -220,6 +221,54 @@ class ClusterRun:
         if self.monitor.paused and not was_paused:
             self.monitor.notify(self.monitor.paused)
         return stats
+
+    # -- remote sessions, driven by the trainer's own loop ------------------------------
+
+    def open_session(self, episode_id: str, *, image: str | None = None,
+                     policy: Policy | None = None) -> RayRemoteSession:
+        """Open a session on the node with the most free slots, for the trainer to
+        drive through the returned handle (``exec``/``write_file``/``read_file``/
+        ``close``, and their awaitable ``a*`` twins). Its records reach the run's
+        trail through the same drains as ``run_episodes``'. Raises
+        ``BastionError`` when no node has a free slot or the node could not build
+        the sandbox (``infra_failed`` in the message)."""
+        import ray
+
+        self.monitor.check()
+        free = [n for n in self.nodes if n.alive and n.in_flight < n.slots]
+        if not free:
+            raise BastionError("no node has a free session slot")
+        node = max(free, key=lambda n: n.slots - n.in_flight)
+        node.in_flight += 1
+        try:
+            data = ray.get(node.actor.open_session.remote(episode_id, image=image,
+                                                          policy=policy))
+        except ray.exceptions.RayActorError as exc:
+            node.in_flight -= 1
+            self._node_lost(node, exc, ray)
+            raise BastionError(f"infra_failed: node lost while opening {episode_id}") from exc
+        except BaseException:
+            node.in_flight -= 1
+            raise
+        if data.get("infra_failed"):
+            node.in_flight -= 1
+            raise BastionError(f"infra_failed: {data['infra_failed']}")
+
+        def release(node: NodeHandle = node) -> None:
+            node.in_flight -= 1
+
+        return RayRemoteSession(node.actor, node.node_id, data["session_id"],
+                                data["episode_id"], data["run_id"], _release=release)
+
+    def drain(self) -> int:
+        """Ship every node's records into the run's trail now (``run_episodes`` does
+        it on its own; a trainer driving remote sessions calls this between steps).
+        Returns how many records were delivered."""
+        import ray
+
+        before = self.delivered
+        self._drain_all(ray)
+        return self.delivered - before
 
     def _dispatch(self, queue: deque[tuple[int, EpisodeSpec]],
                   pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]],
