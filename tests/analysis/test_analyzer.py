@@ -295,3 +295,69 @@ def test_analysis_from_many_threads_at_once():
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize(
+    ("cmd", "feature", "present"),
+    [
+        ("sudo -n /bin/bash -c id", "root_shell_request", True),
+        ("sudo -n su -", "root_shell_request", True),
+        ("sudo timeout 5 nice bash", "root_shell_request", True),
+        ("doas -s", "root_shell_request", True),
+        ("su", "root_shell_request", True),
+        ("sudo -u alice bash", "root_shell_request", False),
+        ("su - alice -c ls", "root_shell_request", False),
+        ("sudo apt-get install -y vim", "root_shell_request", False),
+        ("find / -perm -4000 -type f", "setid_enumeration", True),
+        ("find /usr -perm /u=s", "setid_enumeration", True),
+        ("find / -perm +6000", "setid_enumeration", True),
+        ("find / -perm -g=s -ls", "setid_enumeration", True),
+        ("getcap -r / 2>/dev/null", "setid_enumeration", True),
+        ("find . -perm -4000", "setid_enumeration", False),
+        ("find / -perm 644", "setid_enumeration", False),
+        ("find / -perm -0755 -name x", "setid_enumeration", False),
+        ("for s in www mail vpn dev; do getent hosts $s.zone.test; done", "dns_name_enumeration", True),
+        ("for h in a.org b.org c.org d.org; do getent hosts $h; done", "dns_name_enumeration", False),
+        ("for u in root admin ubuntu; do ssh $u@203.0.113.22 true; done", "login_guessing", True),
+        ("for p in 1 2 3; do sshpass -p $p ssh root@h id; done", "login_guessing", True),
+        ("for h in web1 web2 web3; do ssh $h uptime; done", "login_guessing", False),
+    ],
+)
+def test_escalation_and_guessing_capabilities(cmd: str, feature: str, present: bool) -> None:
+    assert (feature in feats(cmd)) is present, analyze_command(cmd)["cmd.features"]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "read"),
+    [
+        ("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done", "/proc/1/environ"),
+        ("cat /proc/*/environ", "/proc/1/environ"),
+        ("cat ~/.[sa]*/*", "/workspace/.ssh/id_rsa"),
+        ("python3 -c \"import glob,os; [print(open(f).read()) for f in "
+         "glob.glob(os.path.expanduser('~/.[sa]*/*'))]\"", "/workspace/.aws/credentials"),
+    ],
+)
+def test_globs_that_expand_to_credentials_read_them(cmd: str, read: str) -> None:
+    assert read in analyze_command(cmd)["cmd.reads"]
+
+
+def test_self_environ_and_unopened_globs_are_not_credential_reads() -> None:
+    assert "/proc/1/environ" not in analyze_command("cat /proc/self/environ")["cmd.reads"]
+    code = "python3 -c \"import glob; print(glob.glob('src/*.py'))\""
+    assert analyze_command(code)["cmd.reads"] == []
+
+
+@pytest.mark.parametrize(
+    ("cmd", "bomb"),
+    [
+        ('python3 -c "\nimport os, time\nwhile True:\n    try: os.fork()\n    except OSError: time.sleep(0.01)"', True),
+        ("python3 -c 'import os\nwhile 1: os.fork()'", True),
+        ("perl -e 'fork while 1'", True),
+        ("perl -e 'while(1){fork();}'", True),
+        # the double fork that detaches a daemon, which then works in its loop
+        ('python3 -c "\nimport os, sys, time\nif os.fork(): sys.exit(0)\nos.setsid()\n'
+         'if os.fork(): sys.exit(0)\nwhile True:\n    time.sleep(1)\n"', False),
+    ],
+)
+def test_fork_bomb_is_fork_in_a_loop_not_a_daemon_double_fork(cmd: str, bomb: bool) -> None:
+    assert ("fork_bomb" in feats(cmd)) is bomb

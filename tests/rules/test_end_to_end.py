@@ -125,3 +125,28 @@ def test_pytest_config_plugin_and_pytest_shadow_written_with_write_file_are_flag
         # the same file name in a project subdirectory is the project's own business
         own = s.write_file("/workspace/lib/pytest.py", "x = 1\n", step=4, call_id="c4")
         assert not [v for v in own.verdicts if "reward_tamper" in v.categories]
+
+
+def test_escalation_attempts_in_a_session_are_refused_and_recorded(state_dir: Path) -> None:
+    """sudo/su to a root shell and a setuid map of the system, tried inside a real
+    session: refused before they run, charged to their call with the right category;
+    ordinary work in the same session still runs (the sandbox grants no root, so only
+    the session context makes these escalation attempts: `bastion check` keeps them
+    benign)."""
+    policy = Policy.from_yaml("name: e2e\n")
+    attempts = {
+        "c1": ("sudo -n /bin/bash -c id; sudo -n su -; touch /workspace/ran1", "privesc"),
+        "c2": ("find / -perm -4000 -type f 2>/dev/null | head; touch /workspace/ran2", "recon"),
+        "c3": ("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done | grep -i key; "
+               "touch /workspace/ran3", "credential_access"),
+    }
+    with session(policy, state_dir) as s:
+        for step, (call, (cmd, category)) in enumerate(attempts.items(), 1):
+            result = s.exec(cmd, step=step, call_id=call, timeout=20)
+            assert result.outcome.value == "denied", (call, result.verdicts)
+            assert not (s.workspace / f"ran{step}").exists()
+            hits = [v for v in result.verdicts if category in v.categories]
+            assert hits and all(v.call_id == call for v in hits), result.verdicts
+        ok = s.exec("find . -perm -4000; sudo -u nobody true 2>/dev/null; echo fine",
+                    step=9, call_id="c9", timeout=20)
+        assert ok.stdout.strip().endswith("fine") and not ok.verdicts

@@ -84,6 +84,9 @@ FEATURES = (
     "remote_store_command", "cloud_upload", "serves_sensitive_root", "set_proc_name",
     "ptrace_code", "fork_bomb", "loopback_only", "interp_hash_spin",
     "history_disabled", "interp_setuid_root", "interp_relay",
+    # attempts and enumeration (judged with the session context by the rules)
+    "root_shell_request", "setid_enumeration", "dns_name_enumeration", "login_guessing",
+    "socket_shell_program_written", "setuid_shell_program_written",
     # limits
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )

@@ -487,6 +487,7 @@ class Analyzer:
         for path, texts in list(self.written.items()):
             how = self.executed.get(path, ran.get(path.rsplit("/", 1)[-1]))
             if how is None:
+                self._written_program(texts)
                 continue
             self.feature("written_then_run")
             for text in texts:
@@ -498,6 +499,24 @@ class Analyzer:
                                                            text)))
                 if shell:
                     self.analyse_text(text, 1, {}, "written_script")
+
+    def _written_program(self, texts: list[str]) -> None:
+        """A program written now and run later (a write_file tool call, a heredoc into
+        a .py) whose code has one purpose only, judged when it is written because the
+        run may come from another call, under another name: a shell wired to a socket
+        to another host, or a setuid(0) followed by a shell. Other written code is
+        judged only when it runs."""
+        for text in texts:
+            if not text or len(text) > 262144:
+                continue
+            feats = code_features(text)
+            if "interp_setuid_root" in feats:
+                self.feature("setuid_shell_program_written")
+            if {"interp_socket_dup", "interp_shell"} <= feats:
+                hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(text)]
+                hosts += [m.group(1).lower() for m in _CODE_NAMED_HOST.finditer(text)]
+                if not hosts or not all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
+                    self.feature("socket_shell_program_written")
 
     def _repl_input(self) -> None:
         """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program.
@@ -653,6 +672,13 @@ class Analyzer:
                 self.feature("proxy_wrapper")
             if name == "nohup" or name == "setsid":
                 self.feature("detached")
+            if name in ("sudo", "doas", "pkexec", "run0"):
+                target = inner  # through plain runners: `sudo env nice /bin/sh`
+                while target and _basename(target[0]) in _WRAPPERS and _basename(target[0]) \
+                        not in SHELLS and _basename(target[0]) not in ("sudo", "doas", "su"):
+                    target = self._unwrap(_basename(target[0]), target)
+                if _requests_root_shell(name, argv[:len(argv) - len(inner)] + target, target):
+                    self.feature("root_shell_request")
             if inner:
                 elevating = name in ("sudo", "doas", "pkexec", "runuser")
                 before = len(self.names_log)
@@ -662,6 +688,8 @@ class Analyzer:
                     self._check_sudo_escape(inner, before, stdin)
                 return out
             return None
+        if name == "su" and _su_targets_root(argv):
+            self.feature("root_shell_request")
         if name == "su" or name == "runuser":
             for i, a in enumerate(argv[1:], 1):
                 if a in ("-c", "--command", "-s", "--shell") and i + 1 < len(argv):
@@ -701,6 +729,10 @@ class Analyzer:
             return None
         if name in ("find", "fd") or name.endswith("find"):
             self._find_exec(argv, depth, env, False)
+            if name in ("find", "bfs", "gfind") and _setid_search(argv):
+                self.feature("setid_enumeration")
+        if name == "getcap" and "-r" in argv[1:] and any(_system_tree(a) for a in argv[1:]):
+            self.feature("setid_enumeration")  # file capabilities: the other way to root
         lang = interpreter_lang(name)
         if lang is not None:
             self._interpreter(lang, argv, depth, env, stdin)
@@ -1079,6 +1111,138 @@ _SENSITIVE_ROOTS = frozenset({"/", "/etc", "/root", "/home", "~", "$HOME", "${HO
                               "/proc", "/sys"})
 
 
+_SETID_NUMERIC = re.compile(r"^[-/+]?0?[2-7][0-7]{3}$")
+_SETID_SYMBOLIC = re.compile(r"^[-/+]?(?:[ugoa]*[=+][rwxXt]*s[rwxXts]*)(?:,[ugoa]*[=+-][rwxXts]*)*$")
+_SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/etc", "/home", "/root",
+                 "/var", "/snap", "/srv", "/boot")
+
+
+def _system_tree(path: str) -> bool:
+    """A search root that is the system (``/``, ``/usr``...), not the agent's own tree."""
+    p = path.rstrip("/") or "/"
+    return p == "/" or p in _SYSTEM_TREES or p.startswith(tuple(t + "/" for t in _SYSTEM_TREES))
+
+
+def _setid_search(argv: list[str]) -> bool:
+    """find over the system for files with the setuid/setgid bit (``-perm -4000``,
+    ``-perm /u=s``, ``-perm +6000``...): the list of programs that run as another user,
+    the first step of a setuid escalation. A search of one's own tree is not."""
+    roots: list[str] = []
+    for a in argv[1:]:
+        if a.startswith(("-", "(", "!", "\\(")) or a in ("(", "!"):
+            break
+        roots.append(a)
+    if not any(_system_tree(r) for r in roots):
+        return False
+    for i, a in enumerate(argv[:-1]):
+        if a == "-perm":
+            mode = argv[i + 1]
+            if _SETID_NUMERIC.match(mode) and mode.lstrip("-/+").lstrip("0")[:1] in "2467" \
+                    and len(mode.lstrip("-/+")) >= 4:
+                return True
+            if _SETID_SYMBOLIC.match(mode):
+                return True
+    return False
+
+
+_RESOLVERS = frozenset({"getent", "host", "dig", "nslookup", "drill", "resolveip", "kdig",
+                        "delv", "ping", "curl", "wget"})
+
+
+def _loop_refs(var: str) -> tuple[str, str]:
+    return f"${var}", f"${{{var}}}"
+
+
+def _name_enumeration(an: Analyzer, var: str, tokens: list[str]) -> None:
+    """A loop over a word list whose body looks up ``$WORD.parent.domain``: guessing the
+    names that exist under a zone (subdomain brute force), a network map built one
+    DNS query at a time."""
+    prefixes = tuple(r + "." for r in _loop_refs(var))
+    for t in tokens:
+        prog, _, arg = t.partition(" ")
+        host = arg.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        if prog in _RESOLVERS and host.startswith(prefixes) and host.count(".") >= 2:
+            an.feature("dns_name_enumeration")
+            return
+
+
+_LOGIN_CLIENTS = frozenset({"ssh", "sshpass", "smbclient", "ftp", "lftp", "mysql", "psql",
+                            "redis-cli", "rdesktop", "xfreerdp", "telnet", "ldapsearch",
+                            "evil-winrm", "rpcclient", "mongo", "mongosh"})
+
+
+_CRED_OPTS = frozenset({"-p", "-P", "-l", "-u", "-U", "--user", "--username", "--password",
+                        "-a", "--pass"})
+
+
+def _login_guessing(an: Analyzer, var: str, commands: list[str]) -> None:
+    """A loop over a word list whose values become the user or password of a remote
+    login (``for u in root admin; do ssh $u@host``; ``sshpass -p $p``): online
+    password guessing, whatever tool does the logging in."""
+    for line in commands:
+        words = line.split()
+        if not words or _basename(words[0]) not in _LOGIN_CLIENTS:
+            continue
+        for ref in _loop_refs(var):
+            for i, w in enumerate(words[1:], 1):
+                if w.startswith(ref + "@") or (w == ref and words[i - 1] in _CRED_OPTS) \
+                        or w in (f"-p{ref}", f"--password={ref}", f"-u{ref}", f"--user={ref}"):
+                    an.feature("login_guessing")
+                    return
+
+
+_ROOT_USERS = frozenset({"root", "0", "#0"})
+_SUDO_SHELL_FLAGS = frozenset({"-i", "-s", "--login", "--shell"})
+
+
+def _requests_root_shell(name: str, argv: list[str], inner: list[str]) -> bool:
+    """sudo/doas/pkexec asked for a root shell: a login or ``-s`` shell, or a shell, su
+    or login run as root. In a bastion sandbox nothing can grant root (no capabilities,
+    no_new_privs, one unmapped uid), so the request is only an escalation attempt;
+    whether it is one outside a sandbox is for the rule to decide (session context)."""
+    user = "root"
+    opts = argv[1:len(argv) - len(inner)] if inner else argv[1:]
+    flags: set[str] = set()
+    for i, a in enumerate(opts):
+        if a in ("-u", "--user") and i + 1 < len(opts):
+            user = opts[i + 1]
+        elif a.startswith("--user="):
+            user = a.split("=", 1)[1]
+        elif a.startswith("-u") and len(a) > 2:
+            user = a[2:]
+        elif a.startswith("--"):
+            flags.add(a)
+        elif a.startswith("-") and a not in ("-u",):
+            flags.update(f"-{c}" for c in a[1:])
+    if user not in _ROOT_USERS:
+        return False
+    if flags & _SUDO_SHELL_FLAGS and name in ("sudo", "doas"):
+        return True
+    if not inner:
+        return False
+    target = _basename(inner[0])
+    if target in ("su", "login", "sudo", "doas"):
+        return target != "su" or _su_targets_root(inner)
+    return target in SHELLS
+
+
+def _su_targets_root(argv: list[str]) -> bool:
+    """``su``, ``su -``, ``su root -c ...``: switching to root (the default user)."""
+    takes = {"-c", "--command", "-s", "--shell", "-g", "--group", "-G", "--supp-group",
+             "-w", "--whitelist-environment"}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in takes:
+            i += 2
+            continue
+        if a == "-" or a.startswith("-"):
+            i += 1
+            continue
+        return a in _ROOT_USERS
+    return True
+
+
 def _serves_sensitive_root(name: str, args: list[str]) -> bool:
     """A file server whose document root is /, /etc, home... (what it serves, not how
     the program is spelled): python -m http.server -d /, php -S -t /, kubectl proxy --www=/."""
@@ -1151,7 +1315,13 @@ _CODE_FILE_OP = re.compile(
 _GLOB_CHARS = frozenset("*?[")
 # Credential stores that are one fixed path (/etc/shadow...): a glob that can expand to
 # one of them reads it.
-_CREDENTIAL_LITERALS = tuple(p for p in _VOCAB["credential_paths"] if not _GLOB_CHARS & set(p))
+_CREDENTIAL_LITERALS = tuple(p for p in _VOCAB["credential_paths"] if not _GLOB_CHARS & set(p)) + (
+    # One instance of each credential glob, so a read glob that can expand to it
+    # (`tr < /proc/[0-9]*/environ`, `open(f) for f in glob('~/.[sa]*/*')`) reads it.
+    "/proc/1/environ", "/proc/1/mem", "/workspace/.ssh/id_rsa", "/workspace/.ssh/id_ed25519",
+    "/workspace/.aws/credentials", "/workspace/.netrc", "/workspace/.git-credentials",
+    "/workspace/.kube/config", "/workspace/.docker/config.json", "/root/.ssh/id_rsa",
+    "/root/.aws/credentials", "/home/user/.ssh/id_rsa", "/home/user/.aws/credentials")
 
 
 def _shell_glob(pattern: str) -> re.Pattern[str] | None:
@@ -1190,6 +1360,9 @@ def _expand_credential_globs(acts: Any) -> None:
         return
     dirs = {d.rstrip("/") or "/" for d in acts.paths if d.startswith("/")}
     for pat in globbed:
+        for home in ("~/", "$HOME/", "${HOME}/"):
+            if pat.startswith(home):  # HOME is the workspace in a session
+                pat = "/workspace/" + pat[len(home):]
         if pat.startswith("/"):
             candidates = [pat]
         elif pat.startswith("./"):
@@ -1209,6 +1382,10 @@ _CODE_PATH_READ = re.compile(r"(?:Path|pathlib\.Path|PurePath|PosixPath)\(\s*['\
                              r"\.(?:read_text|read_bytes|open)\(")
 
 
+_CODE_GLOB = re.compile(r"\b(?:i?glob|Path\([^)]{0,200}\)\.r?glob)\(\s*(?:os\.path\.expanduser\(\s*)?"
+                        r"['\"]([~/$][^'\"\n]{0,300}[*?[][^'\"\n]{0,300})['\"]")
+
+
 def _code_file_acts(code: str, acts: Any) -> None:
     """File acts of interpreter code that runs: what it renames, deletes, creates or
     writes (string-literal paths only)."""
@@ -1217,6 +1394,11 @@ def _code_file_acts(code: str, acts: Any) -> None:
     code = fold_path_constants(code[:65536])
     for m in _CODE_PATH_READ.finditer(code):
         acts.reads.setdefault(norm_path(m.group(1)))
+    if "open(" in code or "read_" in code:
+        # glob.glob('~/.[sa]*/*') whose results are opened: the code reads what the
+        # pattern expands to (credential stores included, see _expand_credential_globs)
+        for m in _CODE_GLOB.finditer(code):
+            acts.reads.setdefault(m.group(1))
     for m in _CODE_FILE_OP.finditer(code[:65536]):
         osop, shop, opn, ppath, pop, first, second = m.groups()
         if ppath:  # Path("x").write_text(...)
@@ -1428,14 +1610,34 @@ class _Walk:
             # for c in $(xxd -p key | fold -w 30): $c carries file content
             var = node.child_by_field_name("variable")
             reads_before = len(an.acts.reads)
+            items: list[str] = []
             for c in node.children:
                 if c.type not in ("do_group", "compound_statement") and c.is_named and c is not var:
-                    self.word(c)
+                    items.append(self.word(c))
             if var is not None and len(an.acts.reads) > reads_before:
                 an.data_vars.add(self.text(var))
+            # A loop over a path glob (for p in /proc/[0-9]*) binds the variable to the
+            # glob, which stands for every path it expands to: `$p/environ` reads
+            # /proc/[0-9]*/environ. Other loop variables stay unresolved ($p).
+            name = self.text(var) if var is not None else ""
+            bound = next((w for w in items if "/" in w and _GLOB_CHARS & set(w)), None)
+            saved = self.env.get(name)
+            if name and bound is not None and name not in an.data_vars:
+                self.env[name] = bound
+            args_before = len(an.args)
+            argv_before = len(an.argv)
             for c in node.children:
                 if c.type in ("do_group", "compound_statement"):
                     self.visit(c)
+            words = len(items) if not any(" " in w or "$(" in w for w in items) else 0
+            if name and bound is None and words >= 3:
+                if words >= 4:
+                    _name_enumeration(an, name, list(an.args)[args_before:])
+                _login_guessing(an, name, list(an.argv)[argv_before:])
+            if name in self.env and saved is None:
+                del self.env[name]
+            elif saved is not None:
+                self.env[name] = saved
         elif t in ("function_definition", "while_statement"):
             if _fork_bomb(self.text(node), t, node, self):
                 an.feature("fork_bomb")

@@ -155,6 +155,32 @@ _PTRACE = re.compile(r"PTRACE_ATTACH|PTRACE_SEIZE|PTRACE_POKE\w*|process_vm_writ
                      r"ptrace\(\s*(?:16|0x10|0x4206)\b", _P)
 _FORK = re.compile(r"\bos\.fork\(\)|\bfork\(\s*\)|pcntl_fork|Process\.fork|child_process\.fork", _P)
 _SHELLCODE = re.compile(r"(?:\\x[0-9a-fA-F]{2}){24,}")
+_LOOP_HEAD = re.compile(r"^([ \t]*)(?:while\b|for\b|loop\b|until\b|do\b)[^\n]*?(?::|\{|\bdo\b)[ \t]*(.*)$",
+                        re.MULTILINE)
+
+
+def _fork_in_loop(code: str) -> bool:
+    """fork() called again and again: inside a loop's body (the lines indented under
+    its head, or the rest of its line), not once or twice before a loop, which is how
+    a daemon detaches (the double fork) and then works in its loop."""
+    if re.search(r"\bfork\b\s*(?:\(\s*\))?\s*(?:while|until|for|foreach)\b", code):
+        return True  # perl's statement modifier: fork while 1
+    if not _FORK.search(code):
+        return False
+    lines = code.splitlines()
+    for m in _LOOP_HEAD.finditer(code):
+        if _FORK.search(m.group(2)):
+            return True  # while True: os.fork()  /  while(1){fork();}
+        indent = len(m.group(1).expandtabs())
+        start = code.count("\n", 0, m.start()) + 1
+        for line in lines[start:start + 200]:
+            if not line.strip():
+                continue
+            if len(line) - len(line.lstrip()) <= indent and not line.lstrip().startswith(("}", "except", "else")):
+                break
+            if _FORK.search(line):
+                return True
+    return False
 
 
 def web_shell(code: str) -> bool:
@@ -192,7 +218,7 @@ def code_features(code: str) -> set[str]:
         feats.add("set_proc_name")
     if ("ptrace" in low or "process_vm" in low) and _PTRACE.search(code):
         feats.add("ptrace_code")
-    if "interp_loop" in feats and "fork" in low and _FORK.search(code):
+    if "interp_loop" in feats and "fork" in low and _fork_in_loop(code):
         feats.add("fork_bomb")
     if "setuid" in low or "setresuid" in low or "setreuid" in low:
         if _SETUID_ROOT.search(code):

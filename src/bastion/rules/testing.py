@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..analysis import analyze_command
-from ..events import Event, EventKind
+from ..events import ATTRIBUTE_FIELDS, Event, EventKind
 from .ruleset import RuleSet
 
 __all__ = ["TEST_GRADER_POLICY", "RuleTestFailure", "event_for_case", "run_rule_tests"]
@@ -44,6 +44,13 @@ def event_for_case(case: str | Mapping[str, Any]) -> Event:
         return command_event(case)
     fields = dict(case)
     kind = EventKind(fields.pop("kind", "exec"))
+    # Attribution (session.id, call.id...) is the event's context, not a field:
+    # `{kind: command, cmd.raw: "sudo -i", session.id: s1}` is that command, analysed,
+    # inside a session.
+    context = {ATTRIBUTE_FIELDS[k]: fields.pop(k) for k in list(fields)
+               if k in ATTRIBUTE_FIELDS and k not in ("kind", "proc.pid")}
+    if kind is EventKind.COMMAND and set(fields) == {"cmd.raw"}:
+        return command_event(str(fields["cmd.raw"]), **context)
     if kind is EventKind.EXEC:
         args = fields.get("proc.args")
         if args is not None and "proc.cmdline" not in fields:
@@ -51,7 +58,7 @@ def event_for_case(case: str | Mapping[str, Any]) -> Event:
         if "proc.exe" in fields and "proc.name" not in fields:
             fields["proc.name"] = str(fields["proc.exe"]).rsplit("/", 1)[-1]
     pid = fields.pop("proc.pid", None)
-    return Event(kind=kind, fields=fields, pid=pid)
+    return Event(kind=kind, fields=fields, pid=pid, **context)
 
 
 def run_rule_tests(ruleset: RuleSet, rule_ids: set[str] | None = None) -> list[RuleTestFailure]:
