@@ -4,10 +4,13 @@
 * added connect latency: a fresh TCP connection + one small HTTP exchange, p50/p99,
   through the gateway vs a direct connection, and vs proxy.py and mitmproxy;
 * bulk throughput of one 128 MiB download (curl, median of 3), same four paths;
-* bulk upload (a 64 MiB POST) through the gateway, whose every byte goes through
-  whole-stream inspection, vs direct;
+* bulk upload (a POST of half the download's size) through the gateway, whose every
+  byte goes through whole-stream inspection, vs direct, in interleaved pairs;
 * DNS answer latency: a query for an allowed name answered by the gateway (which
-  rebuilds it and forwards it to the lab's server) vs the lab's server asked directly.
+  rebuilds it and forwards it to the lab's server) vs the lab's server asked directly;
+* the inspection pass alone (``stream.Inspector`` over the upload's bytes in the relay's
+  256 KiB reads, an HTTP body) vs the five ``in`` tests it replaced and vs a plain copy
+  of each read, in this process: what inspection costs per byte, apart from the relay.
 
 Everything happens inside namespaces this script creates (its own lab, "bstbench"), on
 the documentation ranges. The clients run as separate processes (a Python loop for
@@ -40,6 +43,7 @@ from bastion import Policy, Session
 from bastion.gateway.netns import inside
 from bastion.gateway.plumbing import SessionLink
 from bastion.gateway.server import Gateway
+from bastion.gateway.stream import Inspector
 from bastion.lab import Lab
 from bastion.lab.topology import DNS_IP, host
 
@@ -183,6 +187,43 @@ def _tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+def inspection_pass(data: bytes, rounds: int = 5) -> dict[str, float]:
+    """MB/s of the inspector over ``data`` in 256 KiB reads (an HTTP POST body), of the
+    five ``in`` tests the scan used before its one multi-pattern pass, and of a copy of
+    each read: medians of ``rounds``, interleaved."""
+    chunk = 256 * 1024
+    reads = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    head = (b"POST /up HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Length: %d\r\n\r\n"
+            % len(data))
+
+    def inspector() -> None:
+        inspect = Inspector(http=True)
+        assert inspect.feed(head) is None
+        for read in reads:
+            assert inspect.feed(read) is None
+
+    def five_in_tests() -> None:
+        tail = b""
+        for read in reads:
+            window = tail + read
+            tail = window[-512:]
+            _ = (b"\\u00" in window or b'"method"' in window or b"SSH-" in window
+                 or b"CONNECT" in window or b"connect" in window)
+
+    def copy() -> None:
+        for read in reads:
+            bytearray(read)
+
+    speeds: dict[str, list[float]] = {"inspector": [], "five in tests": [], "copy": []}
+    for _ in range(rounds):
+        for name, fn in (("inspector", inspector), ("five in tests", five_in_tests),
+                         ("copy", copy)):
+            start = time.perf_counter()
+            fn()
+            speeds[name].append(len(data) / (time.perf_counter() - start) / 1e6)
+    return {name: statistics.median(values) for name, values in speeds.items()}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -296,26 +337,37 @@ def main() -> int:
                              "mbps": statistics.median(speeds) / 1e6}
 
         # -- upload (inspected) and DNS ---------------------------------------------------
-        upload: dict[str, float] = {}
-        for name, netns in (("direct", lab.netns_path), ("bastion gateway", session_ns)):
-            speeds = []
-            for _ in range(runs):
+        # uploads interleaved in pairs (direct, then gateway), more rounds than the
+        # downloads: one upload is short and the shared machine's noise is not
+        up_paths = (("direct", lab.netns_path), ("bastion gateway", session_ns))
+        up_speeds: dict[str, list[float]] = {name: [] for name, _ in up_paths}
+        pair_ratios: list[float] = []
+        for _ in range(runs * 3):
+            pair: dict[str, float] = {}
+            for name, netns in up_paths:
                 curl = ["curl", "-sS", "-o", "/dev/null", "-m", "120", "-w", "%{speed_upload}",
                         "-H", "Content-Type: application/octet-stream",
                         "-H", "Expect:",  # no 100-continue wait: measure the bytes
                         "--data-binary",
                         f"@{upload_file}", f"http://{WEB_IP}:{UPLOAD_PORT}/up"]
                 try:
-                    speeds.append(float(_run_in(netns, curl, timeout=150).stdout))
+                    pair[name] = float(_run_in(netns, curl, timeout=150).stdout)
+                    up_speeds[name].append(pair[name])
                 except (subprocess.SubprocessError, ValueError) as exc:
                     notes.append(f"upload {name} failed ({exc})")
-            upload[name] = statistics.median(speeds) / 1e6 if speeds else float("nan")
+            if len(pair) == 2 and pair["direct"] > 0:
+                pair_ratios.append(pair["bastion gateway"] / pair["direct"])
+        upload = {name: statistics.median(v) / 1e6 if v else float("nan")
+                  for name, v in up_speeds.items()}
+        upload_pair_ratio = statistics.median(pair_ratios) if pair_ratios else float("nan")
         dns: dict[str, list[float]] = {"direct": [], "bastion gateway": []}
         for _ in range(4):
             for name, netns in (("direct", lab.netns_path), ("bastion gateway", session_ns)):
                 out = _run_in(netns, [sys.executable, "-c", DNS_CLIENT, DNS_IP,
                                       "allowed.lab.test", str(count // 4)], timeout=300)
                 dns[name] += json.loads(out.stdout)
+
+        scan = inspection_pass(upload_file.read_bytes())
 
         # -- report -----------------------------------------------------------------------
         base = results["direct"]
@@ -334,19 +386,25 @@ def main() -> int:
               f"{pct(creates, 0.5) * 1e3:.1f} ms")
         print(f"bulk upload through whole-stream inspection: {upload['bastion gateway']:.1f} "
               f"MB/s vs direct {upload['direct']:.1f} MB/s "
-              f"({upload['bastion gateway'] / upload['direct']:.2f}x)")
+              f"({upload['bastion gateway'] / upload['direct']:.2f}x; median of "
+              f"{len(pair_ratios)} interleaved pairs {upload_pair_ratio:.2f}x)")
         print(f"DNS answer (allowed name): gateway p50 {pct(dns['bastion gateway'], 0.5) * 1e3:.3f}"
               f" ms, p99 {pct(dns['bastion gateway'], 0.99) * 1e3:.3f} ms; lab server direct p50 "
               f"{pct(dns['direct'], 0.5) * 1e3:.3f} ms")
+        print(f"inspection pass alone (256 KiB reads of the upload, HTTP body): "
+              f"{scan['inspector']:.0f} MB/s; five 'in' tests (before) "
+              f"{scan['five in tests']:.0f} MB/s; copy of each read {scan['copy']:.0f} MB/s")
         for note in notes:
             print("note:", note)
         print("JSON " + json.dumps({"paths": results, "upload_mbps": upload,
+                                    "upload_pair_ratio": upload_pair_ratio,
                                     "dns_ms": {k: {"p50": pct(v, 0.5) * 1e3,
                                                    "p99": pct(v, 0.99) * 1e3}
                                                for k, v in dns.items()},
                                     "attach_ms": {"p50": pct(attach, 0.5) * 1e3,
                                                   "p99": pct(attach, 0.99) * 1e3},
-                                    "session_create_p50_ms": pct(creates, 0.5) * 1e3}))
+                                    "session_create_p50_ms": pct(creates, 0.5) * 1e3,
+                                    "inspection_pass_mbps": scan}))
     finally:
         if session is not None:
             session.close()
