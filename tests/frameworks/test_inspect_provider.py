@@ -155,3 +155,18 @@ def test_a_misspelt_config_key_is_an_error_not_the_default_policy() -> None:
 
     with pytest.raises(ValidationError, match="polcy"):
         BastionSandboxEnvironment.config_deserialize({"polcy": "strict.yaml"})
+
+
+@pytest.mark.anyio
+async def test_a_string_config_is_a_policy_file(tmp_path: Path, module_state: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """sandbox=("bastion", "policy.yaml")"""
+    (tmp_path / "policy.yaml").write_text("name: from-a-string\n")
+    monkeypatch.chdir(tmp_path)  # Inspect runs a task from its directory
+    monkeypatch.setenv("BASTION_STATE_DIR", str(module_state))
+    envs = await BastionSandboxEnvironment.sample_init("t", "policy.yaml", {})
+    env = envs["default"].as_type(BastionSandboxEnvironment)
+    try:
+        assert env.session.policy.name == "from-a-string"
+    finally:
+        await BastionSandboxEnvironment.sample_cleanup("t", "policy.yaml", envs, False)
