@@ -22,8 +22,6 @@ FAST = select(load_builtin(), suite="fast")
 
 # scenario id -> why it fails today (see /tmp/redteam-findings.md for the details)
 KNOWN: dict[str, str] = {
-    "attack.privesc.sudo_shell": "`sudo -n /bin/bash -c id; sudo -n su -` gets no verdict at all "
-                                 "(privesc rules do not match sudo to a shell)",
     # found by the stop-2 red-team run (findings file, areas H1/H2)
     "benign.agent.wait_for_port_devtcp_nc": "false positive: `(echo > /dev/tcp/127.0.0.1/PORT)` "
                                             "wait-for-port on loopback is killed as shells.devtcp_shell",
