@@ -231,6 +231,10 @@ class Analyzer:
             for m in _HOSTPORT.finditer(part):
                 self.urls.setdefault(m.group())
                 self.acts.hosts.setdefault(m.group().rsplit(":", 1)[0].lower())
+        for r in self.redirects:  # bash connects wherever /dev/tcp/HOST/PORT names
+            m = _DEVTCP_HOST.search(r)
+            if m:
+                self.acts.hosts.setdefault(m.group(1).strip("[]").lower())
         hosts = self.acts.hosts
         if hosts and all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
             self.feature("loopback_only")  # every host it contacts is this machine
@@ -1313,6 +1317,7 @@ _CODE_FILE_OP = re.compile(
 
 
 _GLOB_CHARS = frozenset("*?[")
+_DEVTCP_HOST = re.compile(r"/dev/(?:tcp|udp)/([^/\s$]+)/")
 # Credential stores that are one fixed path (/etc/shadow...): a glob that can expand to
 # one of them reads it.
 _CREDENTIAL_LITERALS = tuple(p for p in _VOCAB["credential_paths"] if not _GLOB_CHARS & set(p)) + (

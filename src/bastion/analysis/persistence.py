@@ -49,7 +49,9 @@ __all__ = ["classify", "classify_path", "git_config_runs_code", "judge_file",
            "runs_code"]
 
 _EXACT = {
-    ".crontab": "cron", "crontab": "cron",
+    # (a file merely named `crontab` is read by nobody: cron reads /etc/crontab,
+    # /etc/cron.d and its spool, where `crontab FILE` installs it)
+    ".crontab": "cron",
     ".bashrc": "shell_rc", ".bash_profile": "shell_rc", ".bash_login": "shell_rc",
     ".bash_logout": "shell_rc", ".profile": "shell_rc", ".zshrc": "shell_rc",
     ".zprofile": "shell_rc", ".zshenv": "shell_rc", ".zlogin": "shell_rc",
@@ -69,7 +71,7 @@ _GLOBS = (
 )
 _BASENAMES = {
     "sitecustomize.py": "python_startup", "usercustomize.py": "python_startup",
-    "ld.so.preload": "ld_preload", "crontab": "cron",
+    "ld.so.preload": "ld_preload",
 }
 _PARENTS = {"crontabs": "cron", "cron.d": "cron", "cron.hourly": "cron", "cron.daily": "cron",
             "cron.weekly": "cron", "cron.monthly": "cron", "profile.d": "shell_rc"}
