@@ -242,6 +242,7 @@ class NodeService:
         with self._lock:
             return {"node_id": self.node_id, "pid": os.getpid(),
                     "sessions": len(self._sessions), "completed": self.completed,
+                    "episodes": sorted(s.episode_id for s in self._sessions.values()),
                     "cgroups": dict(self._cgroups)}
 
     def session_pids(self) -> dict[str, list[int]]:
