@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_agent_loop_class_around_verls_tool_agent_loop_shape(state_dir, monkeypa
         return deco
 
     class ToolAgentLoop:  # verl.experimental.agent_loop.tool_agent_loop, reduced
-        tools: dict = {}
+        tools: ClassVar[dict] = {}
 
         def __init__(self, script):
             self.script = script
