@@ -166,7 +166,9 @@ def on_ray(run: Any, n: int, run_id: str) -> tuple[float, list[float]]:
     specs = [EpisodeSpec(f"{run_id}-{i}", a, labels={"policy": a.name})
              for i, a in enumerate(_agents(n))]
     started = time.perf_counter()
-    outcomes = run.run_episodes(specs)
+    # half the agents are rogue on purpose: a throughput figure, not a training step,
+    # so the circuit breaker (which would pause the run) does not judge these batches
+    outcomes = run.run_episodes(specs, end_step=False)
     elapsed = time.perf_counter() - started
     bad = [o for o in outcomes if o.status != "ok"]
     if bad:
