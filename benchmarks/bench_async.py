@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_state_dir, emit, pct  # noqa: E402
+from _common import bench_state_dir, emit, pct
 
-from bastion import AsyncSession, Session  # noqa: E402
+from bastion import AsyncSession, Session
 
 FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n",
@@ -96,6 +98,9 @@ class Plain:
         self.dir: Path | None = None
 
     async def reset(self) -> None:
+        await asyncio.to_thread(self._make)  # file writes off the loop, as bastion's are
+
+    def _make(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bastion-bench-plain-"))
         for name, text in FILES.items():
             (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +117,8 @@ class Plain:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def flagged(self) -> bool:
-        return False
+    def verdicts(self) -> list[Any]:
+        return []
 
 
 def _prepare(workspace: Path, uid: int) -> None:
@@ -142,8 +147,8 @@ class Async:
     async def close(self) -> None:
         await self.s.close()
 
-    def flagged(self) -> bool:
-        return bool(self.s.verdicts)
+    def verdicts(self) -> list[Any]:
+        return list(self.s.verdicts) if self.s._session is not None else []
 
 
 class Threaded:
@@ -167,8 +172,8 @@ class Threaded:
         if self.s is not None:
             await asyncio.to_thread(self.s.close)
 
-    def flagged(self) -> bool:
-        return bool(self.s and self.s.verdicts)
+    def verdicts(self) -> list[Any]:
+        return list(self.s.verdicts) if self.s is not None else []
 
 
 async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
@@ -183,37 +188,88 @@ async def run_mode(make: Callable[[int], Any], n: int) -> dict[str, Any]:
     cpu0 = time.process_time()
     wall0 = time.monotonic()
     episodes = [make(i) for i in range(n)]
-    resets = await asyncio.gather(*(_timed(e.reset) for e in episodes))
+    lost: list[str] = []  # episodes whose session failed (an error, not a result)
+
+    async def reset(e: Any) -> float | None:
+        t = time.monotonic()
+        try:
+            await e.reset()
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            lost.append(f"reset: {type(exc).__name__}: {exc}")
+            return None
+        return time.monotonic() - t
+
+    resets = await asyncio.gather(*(reset(e) for e in episodes))
+    live = [e for e, r in zip(episodes, resets, strict=True) if r is not None]
     failures = 0
 
     async def episode(e: Any) -> None:
         nonlocal failures
-        for cmd in CALLS:
-            code, _ = await e.call(cmd)
-            failures += code != 0
+        try:
+            for cmd in CALLS:
+                code, _ = await e.call(cmd)
+                failures += code != 0
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            lost.append(f"call: {type(exc).__name__}: {exc}")
 
+    calls_from = len(probe.lags)
     t = time.monotonic()
-    await asyncio.gather(*(episode(e) for e in episodes))
+    await asyncio.gather(*(episode(e) for e in live))
     calls_wall = time.monotonic() - t
-    flagged = sum(e.flagged() for e in episodes)
-    await asyncio.gather(*(e.close() for e in episodes))
+    calls_lags = probe.lags[calls_from:] or [0.0]
+    verdicts = [[v for v in e.verdicts()] for e in live]
+    await asyncio.gather(*(e.close() for e in live), return_exceptions=True)
     wall = time.monotonic() - wall0
     cpu = time.process_time() - cpu0
     await probe.stop()
     lags = probe.lags or [0.0]
+    times = [r for r in resets if r is not None] or [0.0]
+    kinds: dict[str, int] = {}
+    for found in verdicts:
+        for v in found:
+            key = f"{v.rule_id} ({v.severity}, {v.action.value})"
+            kinds[key] = kinds.get(key, 0) + 1
     return {
         "n": n,
-        "calls_per_s": round(n * len(CALLS) / calls_wall, 2),
+        "calls_per_s": round(len(live) * len(CALLS) / calls_wall, 2),
         "calls_wall_s": round(calls_wall, 3),
-        "reset_p50_s": round(pct(list(resets), 50), 3),
-        "reset_p99_s": round(pct(list(resets), 99), 3),
+        "reset_p50_s": round(pct(times, 50), 3),
+        "reset_p99_s": round(pct(times, 99), 3),
         "loop_lag_p99_ms": round(pct(lags, 99) * 1000, 1),
         "loop_lag_max_ms": round(max(lags) * 1000, 1),
+        "loop_lag_calls_p99_ms": round(pct(calls_lags, 99) * 1000, 1),
+        "loop_lag_calls_max_ms": round(max(calls_lags) * 1000, 1),
         "process_cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
         "failed_calls": failures,
-        "episodes_with_verdicts": flagged,
+        "episodes_lost": len(lost),
+        "lost": sorted(set(lost))[:5],
+        "episodes_with_verdicts": sum(bool(found) for found in verdicts),
+        # the default policy's rl.penalty charges medium and above; any action counts
+        "episodes_penalised": sum(any(v.action.value != "none" or v.severity >= 2
+                                      for v in found) for found in verdicts),
+        "verdicts": kinds,
     }
+
+
+MODES: dict[str, Callable[[Path, int], Any]] = {
+    "plain": lambda state, i: Plain(),
+    "async": lambda state, i: Async(state, i),
+    "to_thread": lambda state, i: Threaded(state, i),
+}
+
+
+def one(mode: str, n: int, state: Path) -> dict[str, Any]:
+    """One mode at one N, in this (fresh) process."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 256 sessions hold many fds
+    if mode != "plain":
+        # one-time costs (imports, compiling the rule packs, the gateway) are paid
+        # here, not by the first episodes
+        with Session(state_dir=state, run_id="bench-warm") as warm:
+            warm.exec("true")
+    make = MODES[mode]
+    return asyncio.run(run_mode(lambda i: make(state, i), n))
 
 
 def main() -> int:
@@ -221,32 +277,42 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--no-thread", action="store_true",
                         help="skip the to_thread comparison")
+    parser.add_argument("--one", nargs=3, metavar=("MODE", "N", "STATE"),
+                        help=argparse.SUPPRESS)  # a child run: one mode, one N
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 256 sessions hold many fds
+    if args.one:
+        mode, n, where = args.one
+        print(json.dumps(one(mode, int(n), Path(where))))
+        return 0
+    # every mode runs in a fresh process: the baseline's trainer does not carry
+    # bastion's threads, and each mode's CPU is its own
     state = bench_state_dir()
     results: dict[str, Any] = {"calls_per_episode": len(CALLS), "runs": []}
-    # one-time costs (imports, compiling the rule packs, the gateway) are paid here,
-    # not by whichever mode runs first
-    with Session(state_dir=state, run_id="bench-warm") as warm:
-        warm.exec("true")
     try:
         for n in args.n:
             row: dict[str, Any] = {"n": n}
-            row["plain"] = asyncio.run(run_mode(lambda i: Plain(), n))
-            row["async"] = asyncio.run(run_mode(lambda i: Async(state, i), n))
+            modes = ["plain", "async"]
             if not args.no_thread and n <= 64:
-                row["to_thread"] = asyncio.run(run_mode(lambda i: Threaded(state, i), n))
-            row["async_vs_plain_calls_per_s"] = round(
-                row["async"]["calls_per_s"] / row["plain"]["calls_per_s"], 3)
-            if "to_thread" in row:
-                row["to_thread_vs_plain_calls_per_s"] = round(
-                    row["to_thread"]["calls_per_s"] / row["plain"]["calls_per_s"], 3)
+                modes.append("to_thread")
+            for mode in modes:
+                done = subprocess.run([sys.executable, __file__, "--one", mode, str(n),
+                                       str(state)], capture_output=True, text=True,
+                                      check=False)
+                if done.returncode != 0:
+                    print(done.stderr[-4000:], file=sys.stderr)
+                    row[mode] = {"error": done.stderr.strip().splitlines()[-1:]}
+                    continue
+                row[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+            for mode in ("async", "to_thread"):
+                if "calls_per_s" in row.get(mode, {}) and "calls_per_s" in row["plain"]:
+                    row[f"{mode}_vs_plain_calls_per_s"] = round(
+                        row[mode]["calls_per_s"] / row["plain"]["calls_per_s"], 3)
             results["runs"].append(row)
-            print(f"N={n}: plain {row['plain']['calls_per_s']}/s, async "
-                  f"{row['async']['calls_per_s']}/s ({row['async_vs_plain_calls_per_s']}x), "
-                  f"lag p99 {row['async']['loop_lag_p99_ms']} ms "
-                  f"(plain {row['plain']['loop_lag_p99_ms']} ms)", flush=True)
+            a, p = row.get("async", {}), row["plain"]
+            print(f"N={n}: plain {p.get('calls_per_s')}/s, async {a.get('calls_per_s')}/s "
+                  f"({row.get('async_vs_plain_calls_per_s')}x), lag p99 "
+                  f"{a.get('loop_lag_p99_ms')} ms (plain {p.get('loop_lag_p99_ms')} ms)",
+                  flush=True)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     results["load_average"] = os.getloadavg()
