@@ -262,3 +262,28 @@ def json_call(command: str) -> str:
     import json
 
     return json.dumps({"command": command})
+
+
+def test_verl_setup_failure_leaves_the_trajectory_out(state_dir, tmp_path):
+    missing = str(tmp_path / "no-such-image")
+
+    class BadImageEnv(BastionEnv):
+        def reset(self, *, seed=None, options=None):
+            return super().reset(seed=seed, options={**(options or {}), "image": missing})
+
+    core = BastionToolCore(lambda: BadImageEnv(run_id="run-verl", name="verl",
+                                               state_dir=state_dir,
+                                               engine_factory=pattern_engine))
+
+    async def run():
+        async with core.trajectory("doomed") as key:
+            with pytest.raises(Exception, match="image"):
+                await core.create(create_kwargs={})
+        return key
+
+    key = asyncio.run(run())
+    record = core.records[key]
+    assert record.infra_failed and record.excluded and record.penalty == 0.0
+    output = SimpleNamespace(response_mask=[1, 1], reward_score=None, extra_fields={})
+    annotate_output(output, record)
+    assert output.response_mask == [0, 0] and output.extra_fields["bastion_infra_failed"] == 1

@@ -29,8 +29,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ...errors import BastionError, PolicyError
 from ..env import BastionEnv
 from ..records import EpisodeRecord
+from ..shaping import excluded
 
 __all__ = ["SHELL_TOOL_SCHEMA", "TRAJECTORY", "BastionToolCore", "agent_loop_class",
            "annotate_output", "verl_tool_class"]
@@ -136,8 +138,18 @@ class BastionToolCore:
             if traj is None:
                 env = self._env_factory()
                 episode_id = str(create_kwargs.get("episode_id") or key)
-                prompt, _ = await asyncio.to_thread(env.reset,
-                                                    options={"episode_id": episode_id})
+                try:
+                    prompt, _ = await asyncio.to_thread(env.reset,
+                                                        options={"episode_id": episode_id})
+                except PolicyError:
+                    raise
+                except BastionError as exc:
+                    # the sandbox could not be built: not the agent's doing. verl's
+                    # loop gets the error (and stops the trajectory); the record says
+                    # infra_failed so annotate_output leaves it out
+                    self.records[key] = _infra_record(env, episode_id,
+                                                      f"session setup failed: {exc}")
+                    raise
                 traj = self._trajectories[key] = _Trajectory(env, scoped=scoped)
                 self.opened += 1
         traj.instances.add(instance_id)
@@ -195,6 +207,13 @@ class BastionToolCore:
     def live_trajectories(self) -> list[str]:
         """Trajectories whose session is open."""
         return list(self._trajectories)
+
+
+def _infra_record(env: BastionEnv, episode_id: str, reason: str) -> EpisodeRecord:
+    rl = env.policy.rl
+    return EpisodeRecord(run_id=env.run_id, episode_id=episode_id, session_id="",
+                         policy_hash=env.policy.hash, infra_reason=reason,
+                         excluded=excluded("keep", True, rl))
 
 
 def verl_tool_class(env_factory: Callable[[], BastionEnv]) -> type:
