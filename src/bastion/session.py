@@ -280,6 +280,7 @@ class Session:
         # the agent's existed (see _note_quiet); None otherwise
         self.infra_failure: str | None = None
         self._quiet = True  # no agent process exists (none has run yet)
+        self._retired: set[str] = set()  # answered calls whose cgroup was seen empty
         self._step_counter = 0
         self._deferred: list[Event] | None = None  # lifecycle events raised while acting
         self.created_at = time.time()
@@ -640,7 +641,22 @@ class Session:
         to them (prlimit/renice) outlives the process that made it."""
         with self._lock:
             busy = any(not c.finished for c in self._calls.values())
-        quiet = not busy and self._ended is None and not self.live_calls()
+            cgroups = [(c.call_id, c.cgroup) for c in self._calls.values()
+                       if c.cgroup is not None and c.call_id not in self._retired]
+        quiet = not busy and self._ended is None
+        if quiet:
+            # every call has been answered: a call cgroup seen empty now stays empty
+            # (nothing enters an old call's cgroup; new processes go to a new call's),
+            # so it is not read again: the cost per call does not grow with the episode
+            for call_id, cgroup in cgroups:
+                try:
+                    procs = (cgroup / "cgroup.procs").read_text().split()
+                except OSError:  # removed: nothing of it runs
+                    procs = []
+                if procs:
+                    quiet = False
+                    break
+                self._retired.add(call_id)
         sandbox = self.sandbox
         if quiet and sandbox is not None:
             quiet = (sandbox.lost is None and sandbox.supervisor_pid is not None
