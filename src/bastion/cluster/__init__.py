@@ -2,7 +2,9 @@
 
 ``ClusterRun`` places episodes on nodes by resources and ships every event and
 verdict back to the run's audit trail with attribution intact; a node service that
-dies takes its sessions with it (fail closed) and the run is told. Requires the
+dies takes its sessions with it (fail closed) and the run is told; its episodes come
+back ``infra_failed``. A trainer that runs its own agent loop drives sessions on the
+nodes through ``RayRemoteSession`` handles (``ClusterRun.open_session``). Requires the
 ``cluster`` extra (ray); importing this package does not import ray.
 """
 
