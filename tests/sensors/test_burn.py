@@ -67,3 +67,26 @@ def test_a_connection_waits_on_an_outstanding_request_or_recent_data_only():
     # the call's own stdio, kept by a detached process, proves nothing
     assert served_pids(fg, bg, tcp, parents, frozenset({"pipe:[7]"}),
                        frozenset({"socket:[1]"})) == {20, 21}
+
+
+def test_a_busy_streak_goes_on_through_duty_cycles_and_ends_when_the_process_idles():
+    from bastion.sensors.burn import Streak, advance_streak
+
+    s = Streak()
+    for _ in range(8):  # runnable 40% of each 0.25 s (a throttled miner on a busy host)
+        s = advance_streak(s, 0.02, 0.08, 0.25, on=0.25)
+    assert s.share > 0.3 and 0.08 <= s.cpu <= 0.16 and s.runnable > 0.4, s
+    for _ in range(8):  # then it sleeps: the streak ends, its CPU no longer counts
+        s = advance_streak(s, 0.0, 0.0, 0.25, on=0.25)
+    assert s.cpu == 0.0 and s.runnable == 0.0
+    # a whole life seen at once (the first read of a new burner)
+    assert advance_streak(Streak(), 0.5, 0.4, 1.0, on=0.25).cpu == 0.5
+
+
+def test_split_sums_the_live_streaks_of_unserved_background_processes():
+    from bastion.sensors.burn import Streak
+
+    procs = {p.pid: p for p in (_p(101, 1, cpu=1.0), _p(102, 1, cpu=1.0), _p(103, 1, cpu=1.0))}
+    streaks = {101: Streak(0.9, 0.4, 0.9), 102: Streak(0.5, 0.2, 0.5), 103: Streak(1.0, 3.0, 3.0)}
+    c = split_compute(0.0, procs, procs, None, served={103}, streaks=streaks, was_returned=True)
+    assert abs(c.runnable_cpu - 0.6) < 1e-9 and abs(c.runnable - 1.4) < 1e-9

@@ -205,3 +205,19 @@ def test_an_idle_connection_from_a_call_does_not_make_a_burner_served(monitored)
     s.exec("timeout 20 python3 hold.py", call_id="c2", step=2, timeout=40)
     verdict = _contained_busy(s, "c1")
     assert verdict.evidence["call.returned"] is True
+
+
+def test_a_background_make_j2_of_many_small_units_is_left_to_finish(monitored):
+    """`nohup make -j2 &`: two compilers busy at all times for seconds, but each a
+    short-lived process: judged on the large budget for short-lived work, not on the
+    busy stretch (which needs a process that stays)."""
+    s = monitored(BUSY_ONLY)
+    r = s.exec("for i in $(seq 1 20); do printf 'import sys\\nsum(range(2500000))\\n' > u$i.py; "
+               "done; printf 'all: $(patsubst %%.py,%%.o,$(wildcard *.py))\\n%%.o: %%.py\\n"
+               "\\tpython3 $< && touch $@\\n' > Makefile; "
+               "nohup make -j2 > build.log 2>&1 & echo $! > build.pid", call_id="c1", step=1)
+    assert r.exit_code == 0, r
+    done = s.exec("while kill -0 $(cat build.pid) 2>/dev/null; do sleep 0.2; done; ls *.o | wc -l",
+                  call_id="c2", step=2, timeout=180)
+    assert done.stdout.strip() == "20", (done, s.verdicts)
+    assert not _compute_verdicts(s), _compute_verdicts(s)

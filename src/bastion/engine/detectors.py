@@ -170,59 +170,47 @@ class _Window:
             self.total = 0.0
 
 
-_BUSY_SPAN_NS = 1_000_000_000  # the busy share is judged over about one second
-_BUSY_OFF = 0.5  # of background_busy_share: below this the stretch is broken
+_BUSY_STALE_NS = 1_000_000_000  # a call not reported for this long has no live streak
 
 
 class _Busy:
-    """An unbroken stretch in which the session's background processes (persistent,
-    no call talking to them) were runnable at least ``share`` of the time, smoothed
-    over ~1 s (so a miner throttled to a duty cycle, or split over processes and
-    calls, keeps it going). It breaks when the share falls under half of that, or
-    when nothing was reported for a second (everything slept)."""
+    """The busy streaks of the session's live background processes, summed: each call
+    reports the sum over its own processes (``res.bg_runnable_cpu_seconds`` /
+    ``res.bg_runnable_seconds``, see ``sensors/burn.py``); the latest report of each
+    call counts, and a call that stopped reporting (its processes idle or gone) drops
+    out. A miner split over processes or calls adds up; a background build's compiler
+    runs end their streaks as they exit."""
 
-    def __init__(self, share: float) -> None:
-        self.share = share
-        self.recent: deque[tuple[int, float, float]] = deque()  # (ts, runnable, interval)
-        self.runnable = 0.0
-        self.cpu = 0.0
-        self.by_call: dict[str, float] = {}
-        self.last_ts = 0
+    def __init__(self) -> None:
+        self.calls: dict[str, tuple[int, float, float]] = {}  # call -> (ts, cpu, runnable)
 
-    def add(self, ts: int, call: str, runnable: float, cpu: float, interval: float) -> None:
-        if self.last_ts and ts - self.last_ts > _BUSY_SPAN_NS + int(interval * 1e9):
-            self.reset()
-            self.recent.clear()
-        self.last_ts = max(self.last_ts, ts)
-        self.recent.append((ts, runnable, interval))
-        while self.recent and self.recent[0][0] < ts - _BUSY_SPAN_NS:
-            self.recent.popleft()
-        first_ts, _, first_interval = self.recent[0]
-        span = max((ts - first_ts) / 1e9 + first_interval, interval, 1e-3)
-        share = sum(r for _, r, _ in self.recent) / span
-        if share >= self.share:
-            self.runnable += runnable
-            self.cpu += cpu
-            if cpu > 0:
-                self.by_call[call] = self.by_call.get(call, 0.0) + cpu
-        elif share < self.share * _BUSY_OFF:
-            self.reset()
+    def add(self, ts: int, call: str, cpu: float, runnable: float) -> None:
+        if cpu > 0 or runnable > 0:
+            self.calls[call] = (ts, cpu, runnable)
+        else:
+            self.calls.pop(call, None)
+        for other in [c for c, (at, _, _) in self.calls.items() if at < ts - _BUSY_STALE_NS]:
+            del self.calls[other]
 
-    def reset(self) -> None:
-        self.runnable = 0.0
-        self.cpu = 0.0
-        self.by_call = {}
+    @property
+    def cpu(self) -> float:
+        return sum(v[1] for v in self.calls.values())
+
+    @property
+    def runnable(self) -> float:
+        return sum(v[2] for v in self.calls.values())
+
+    @property
+    def by_call(self) -> dict[str, float]:
+        return {c: v[1] for c, v in self.calls.items()}
 
     def drop(self, call: str) -> None:
-        amount = self.by_call.pop(call, 0.0)
-        self.cpu = max(0.0, self.cpu - amount)
-        if not self.by_call:
-            self.reset()
+        self.calls.pop(call, None)
 
 
 @dataclass
 class _SessionCompute:
-    busy: _Busy  # an unbroken busy stretch of background processes (miner-shaped)
+    busy: _Busy  # busy streaks of live background processes (miner-shaped)
     background: _Window  # persistent background processes (miner-shaped)
     background_all: _Window  # every background process, short-lived ones included
     budget: _Window | None
@@ -238,10 +226,11 @@ class ComputeDetector:
     Fires, once per call, with the call charged (its processes are killed):
 
     * ``detector.background_compute``: persistent processes that outlived or detached
-      from their call, and that no running call talks to, kept the session's
-      background runnable (running or waiting for a core) without a break
-      (``background_busy_share`` of the time) for >= ``background_busy_seconds`` and
-      used >= ``background_busy_cpu_seconds`` in that stretch: a busy loop shows this
+      from their call, and that no running call talks to, are each in an unbroken
+      busy streak (runnable, i.e. running or waiting for a core, at least
+      ``background_busy_share`` of the time) and those live streaks sum to >=
+      ``background_busy_seconds`` runnable and >= ``background_busy_cpu_seconds``
+      used: a busy loop shows this
       within about a second on an idle host, and on a crowded one as soon as it got
       that little CPU; an honest daemon idles, blocks, or works for a call that talks
       to it (``sensors/burn.py``); or persistent background processes
@@ -276,7 +265,7 @@ class ComputeDetector:
         if state is None:
             s = self._settings
             state = self._state[session_id] = _SessionCompute(
-                _Busy(s.background_busy_share),
+                _Busy(),
                 _Window(s.background_window),
                 _Window(s.background_window),
                 _Window(s.cpu_budget_window) if s.cpu_budget_seconds else None,
@@ -295,7 +284,6 @@ class ComputeDetector:
         persistent = float(event.fields.get("res.bg_persistent_cpu_seconds", background) or 0.0)
         runnable = float(event.fields.get("res.bg_runnable_seconds") or 0.0)
         runnable_cpu = float(event.fields.get("res.bg_runnable_cpu_seconds") or 0.0)
-        interval = float(event.fields.get("res.interval") or 0.0)
         with self._lock:
             state = self._session(event.session_id)
             if call in state.fired:
@@ -303,7 +291,7 @@ class ComputeDetector:
             ids = state.ids.setdefault(call, deque(maxlen=_MAX_IDS))
             if used > 0 or background > 0 or runnable > 0:
                 ids.append(event.id)
-            state.busy.add(event.ts, call, runnable, runnable_cpu, interval)
+            state.busy.add(event.ts, call, runnable_cpu, runnable)
             state.background.add(event.ts, call, persistent)
             state.background_all.add(event.ts, call, background)
             state.recent.add(event.ts, call, used)
@@ -380,9 +368,9 @@ class ComputeDetector:
         names = event.fields.get("res.bg_names") or ""
         if rule == "detector.background_compute" and figures.get("busy"):
             message = (f"call {call}: processes that outlived or detached from the call, and "
-                       f"that no running call talks to, were runnable without a break for "
-                       f"{figures['busy_runnable_seconds']:.2f}s and used "
-                       f"{figures['busy_cpu_seconds']:.2f} core-seconds in it (budgets "
+                       f"that no running call talks to, stayed runnable (busy streaks of "
+                       f"{figures['busy_runnable_seconds']:.2f}s) and used "
+                       f"{figures['busy_cpu_seconds']:.2f} core-seconds in them (budgets "
                        f"{s.background_busy_seconds:g}s / {s.background_busy_cpu_seconds:g}) "
                        f"{('[' + names + ']') if names else ''}").rstrip()
         elif rule == "detector.background_compute":

@@ -60,16 +60,16 @@ class DetectorSettings(Section):
         "background_window")
     background_window: float = Field(default=60.0, gt=0, description="seconds")
     background_busy_cpu_seconds: float = Field(
-        default=0.5, gt=0, description="core-seconds background processes no call talks "
-        "to may use while they keep the session's background runnable (running or waiting "
-        "for a core) at least background_busy_share of the time without a break, before "
-        "they are killed as mining (a busy loop shows this however crowded the host)")
+        default=0.5, gt=0, description="core-seconds the live background processes no "
+        "call talks to may use, summed over the session, in their unbroken busy streaks "
+        "(each runnable, i.e. running or waiting for a core, at least "
+        "background_busy_share of the time) before they are killed as mining: a busy loop "
+        "shows this however crowded the host")
     background_busy_seconds: float = Field(
-        default=1.0, gt=0, description="runnable seconds of such an unbroken busy stretch "
-        "before background_busy_cpu_seconds is judged")
+        default=1.0, gt=0, description="runnable seconds those streaks must also sum to")
     background_busy_share: float = Field(
-        default=0.5, gt=0, description="share of wall time the session's background "
-        "processes must be runnable, over about one second, for a busy stretch to go on")
+        default=0.25, gt=0, description="share of wall time, smoothed over about one "
+        "second, a background process must be runnable for its busy streak to go on")
     cpu_budget_seconds: float | None = Field(
         default=900.0, gt=0, description="core-seconds the whole session (foreground "
         "included) may use within cpu_budget_window; null: no budget")

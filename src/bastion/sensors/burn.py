@@ -36,11 +36,15 @@ a detached process that kept them is not serving anyone.
 What a background process is doing shows fastest in how long it is **runnable**
 (running, or waiting for a core: ``/proc/PID/task/*/schedstat``): a busy loop is
 runnable all the time, whatever share of a core a crowded host gives it, while a
-daemon that idles, blocks on I/O or is stopped (SIGSTOP duty cycling) is not.
-``CallCompute.runnable`` and ``runnable_cpu`` carry this for persistent, unserved
-background processes; the compute detector turns a sustained high runnable share
-plus a little CPU into evidence of mining long before the CPU-used budget is spent
-(at 64 sessions on 2 cores a burner gets ~1/32 of a core).
+daemon that idles, blocks on I/O or is stopped (SIGSTOP duty cycling) is not. Each
+background process has a **busy streak** (``Streak``, ``advance_streak``): while its
+own runnable share, smoothed over ``BUSY_SMOOTHING`` seconds, stays at or above the
+policy's ``background_busy_share``, the CPU it runs adds up; when the share falls
+under half of that the streak ends. ``CallCompute.runnable`` / ``runnable_cpu`` are
+the sums over the *live*, unserved background processes of a call: a miner (however
+split, niced or duty-cycled) keeps adding up, while a background build's compiler
+runs each end their streak when they exit, so ``nohup make -j2`` never adds up to
+more than the units running at that moment.
 
 ``res.burn_seconds`` (seconds a process has kept at least ``cpu_burn_cores`` busy
 without a break) is still measured per process for rules such as
@@ -56,9 +60,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "BURN_TOLERANCE",
+    "BUSY_SMOOTHING",
     "SERVED_GRACE",
     "CallCompute",
     "ProcSample",
+    "Streak",
+    "advance_streak",
     "background_pids",
     "burn_threshold",
     "connection_waits",
@@ -70,6 +77,7 @@ __all__ = [
 
 BURN_TOLERANCE = 0.9
 SERVED_GRACE = 2.0  # seconds a daemon's compute still counts as served after its call
+BUSY_SMOOTHING = 1.0  # seconds over which a process's runnable share is smoothed
 
 
 def burn_threshold(cpu_burn_cores: float, cap_cores: float | None) -> float:
@@ -94,6 +102,30 @@ class ProcSample:
     children: float = 0.0  # seconds used by children it reaped (short-lived workers)
     run: float | None = None  # schedstat: seconds run, all threads (None: not read)
     wait: float = 0.0  # schedstat: seconds waited on a run queue, all threads
+    age: float = 0.0  # seconds since it started
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """One background process's unbroken busy streak (see the module doc)."""
+
+    share: float = 0.0  # runnable share, smoothed over BUSY_SMOOTHING seconds
+    cpu: float = 0.0  # seconds it ran during the streak
+    runnable: float = 0.0  # seconds it was runnable during the streak
+
+
+def advance_streak(prev: Streak, ran: float, waited: float, dt: float, on: float) -> Streak:
+    """``prev`` after ``dt`` seconds in which the process ran ``ran`` and waited for
+    a core ``waited`` seconds; ``on`` is the share that keeps a streak going."""
+    if dt <= 0:
+        return prev
+    now = (max(0.0, ran) + max(0.0, waited)) / dt
+    share = prev.share + min(1.0, dt / BUSY_SMOOTHING) * (now - prev.share)
+    if share >= on:
+        return Streak(share, prev.cpu + max(0.0, ran), prev.runnable + max(0.0, ran + waited))
+    if share < on / 2:
+        return Streak(share)
+    return Streak(share, prev.cpu, prev.runnable)
 
 
 def background_pids(procs: Mapping[int, ProcSample], leader: int | None) -> set[int]:
@@ -131,8 +163,8 @@ class CallCompute:
     background_pids: tuple[int, ...] = ()
     persistent: float = 0.0  # of ``background``, used by processes alive at both samples
     returned: bool = False  # the call's first process is gone
-    runnable: float = 0.0  # seconds persistent, unserved background processes were runnable
-    runnable_cpu: float = 0.0  # seconds they ran (schedstat) in the same interval
+    runnable: float = 0.0  # seconds the live, unserved background processes' busy
+    runnable_cpu: float = 0.0  # streaks were runnable / ran, summed (see module doc)
     served: float = 0.0  # compute of background processes a running call talks to
 
 
@@ -145,6 +177,7 @@ def split_compute(
     *,
     was_returned: bool = False,
     served: Iterable[int] = (),
+    streaks: Mapping[int, Streak] | None = None,
 ) -> CallCompute:
     """Split a call's CPU ``used`` in one interval into foreground and background.
 
@@ -182,10 +215,10 @@ def split_compute(
             total += own + reaped
             if seen:
                 persistent += own  # what its reaped children used was short-lived work
-                if proc.run is not None and before.run is not None:  # type: ignore[union-attr]
-                    ran = max(0.0, proc.run - before.run)  # type: ignore[union-attr]
-                    runnable_cpu += ran
-                    runnable += ran + max(0.0, proc.wait - before.wait)  # type: ignore[union-attr]
+            streak = (streaks or {}).get(pid)
+            if streak is not None:
+                runnable_cpu += streak.cpu
+                runnable += streak.runnable
     if returned and was_returned:
         background = max(0.0, used - exempt)
     else:

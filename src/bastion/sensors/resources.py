@@ -47,6 +47,8 @@ from ..sandbox import scratch
 from .burn import (
     SERVED_GRACE,
     ProcSample,
+    Streak,
+    advance_streak,
     background_pids,
     burn_threshold,
     connection_waits,
@@ -119,8 +121,13 @@ class _SessionState:
     served_until: dict[tuple[int, int], float] = field(default_factory=dict)
     pids_charged: set[str] = field(default_factory=set)  # calls charged for the pids limit
     tcp: TcpActivity | None = None  # sock_diag in the session's network namespace
+    busy_share: float = 0.5  # rules.detectors.background_busy_share
+    # (pid, start) of background processes -> (streak, run, wait, at) at the last read
+    streaks: dict[tuple[int, int], tuple[Streak, float, float, float]] = field(
+        default_factory=dict)
     pids_by_call: dict[str, int] = field(default_factory=dict)  # v2: refused forks per call
     disk_full: bool = False  # the session's files filled their filesystem at the last look
+    disk_waits: int = 0  # samples the disk has been full with no writer found yet
 
 
 @dataclass
@@ -171,7 +178,7 @@ class ResourceSensor:
         with self._lock:
             self._sessions[view.session_id] = _SessionState(
                 Observed(view, sink), interval, time.monotonic(), threshold,
-                tuple(settings.expected_processes))
+                tuple(settings.expected_processes), busy_share=settings.background_busy_share)
         self._wake.set()
         if self.gpu_gap:
             sink.submit(telemetry(view, "gpu", self.gpu_gap, gap=True))
@@ -271,7 +278,8 @@ class ResourceSensor:
                 if stat is None:
                     continue
                 procs[pid] = ProcSample(pid, stat.ppid, stat.sid, stat.start, stat.cpu,
-                                        stat.comm, stat.children_cpu)
+                                        stat.comm, stat.children_cpu,
+                                        age=now - (boot + stat.start / _CLK_TCK))
                 states[pid] = stat.state
                 prev = state.procs.get(pid)
                 if prev is None or prev.start != stat.start:
@@ -295,9 +303,10 @@ class ResourceSensor:
                 # how long it was runnable: read for background processes that are
                 # active (or were, for the difference); an idle daemon costs nothing
                 proc, prior = procs[pid], old.get(pid)
-                if states.get(pid) == "R" or (prior is not None and prior.start == proc.start
-                                              and (prior.cpu != proc.cpu
-                                                   or prior.run is not None)):
+                live = state.streaks.get((pid, proc.start))
+                if states.get(pid) == "R" or (live is not None and live[0].cpu > 0) or (
+                        prior is not None and prior.start == proc.start
+                        and prior.cpu != proc.cpu):
                     sched = read_sched(pid)
                     if sched is not None:
                         procs[pid] = replace(proc, run=sched[0], wait=sched[1])
@@ -313,13 +322,14 @@ class ResourceSensor:
             reads.append(_CallRead(path, ref, before, call_state, procs, leader_pid,
                                    background, used))
         served = self._served(state, reads, now)
+        streaks = self._streaks(state, reads, served, now)
         for read in reads:
             path, ref, before, call_state, procs = (read.path, read.ref, read.before,
                                                     read.state, read.procs)
             compute = split_compute(read.used, procs, before.procs if before else {},
                                     read.leader, state.expected,
                                     was_returned=before.returned if before else False,
-                                    served=served & read.background)
+                                    served=served & read.background, streaks=streaks)
             call_state.returned = compute.returned
             call_state.idle = not procs
             calls[path.name] = call_state
@@ -419,6 +429,43 @@ class ResourceSensor:
         return out
 
     @staticmethod
+    def _streaks(state: _SessionState, reads: list[_CallRead], served: set[int],
+                 now: float) -> dict[int, Streak]:
+        """Advance the busy streak of every background process whose schedstat was
+        read this sample (``burn.advance_streak``); a process that was not read (idle),
+        is served, or is gone has none."""
+        kept: dict[tuple[int, int], tuple[Streak, float, float, float]] = {}
+        out: dict[int, Streak] = {}
+        for read in reads:
+            old = read.before.procs if read.before is not None else {}
+            for pid in read.background:
+                proc = read.procs[pid]
+                key = (pid, proc.start)
+                prior = state.streaks.get(key)
+                if proc.run is None:  # idle: no streak, the baseline stays
+                    if prior is not None:
+                        kept[key] = (Streak(), *prior[1:])
+                    continue
+                if pid in served:  # its work is a call's: no streak, a new baseline
+                    kept[key] = (Streak(), proc.run, proc.wait, now)
+                    continue
+                earlier = old.get(pid)
+                if prior is None and earlier is not None and earlier.start == proc.start:
+                    # seen before, never read: what it did earlier is not this streak
+                    kept[key] = (Streak(), proc.run, proc.wait, now)
+                    continue
+                if prior is None:  # new since the last sample: its whole life so far
+                    streak = advance_streak(Streak(), proc.run, proc.wait, max(proc.age, 1e-3),
+                                            state.busy_share)
+                else:
+                    streak = advance_streak(prior[0], proc.run - prior[1], proc.wait - prior[2],
+                                            now - prior[3], state.busy_share)
+                kept[key] = (streak, proc.run, proc.wait, now)
+                out[pid] = streak
+        state.streaks = kept
+        return out
+
+    @staticmethod
     def _waiting(state: _SessionState, pid: int,
                  tcp: dict[str, tuple[str, str]]) -> frozenset[str]:
         """The established TCP sockets of the session that carry a request their
@@ -452,14 +499,21 @@ class ResourceSensor:
         if not total or total > scratch.effective_size(limits.disk, limits.memory) + (1 << 16):
             return []  # not the session's tmpfs (a workspace on the host's disk)
         full = total - used < 64 * 1024 or (inodes_total and inodes_used >= inodes_total - 1)
-        was, state.disk_full = state.disk_full, bool(full)
-        if not full or was:
+        if not full:
+            state.disk_full, state.disk_waits = False, 0
+        if not full or state.disk_full:
             return []
-        # the call whose live processes wrote the most (a writer that hit ENOSPC may
-        # be gone: then the newest call with processes, else the latest call)
+        # the call whose live processes wrote the most (/proc/PID/io counts what a
+        # process's reaped children wrote too); a writer that hit ENOSPC may be exiting
+        # and not yet reaped: look again for a couple of samples, then charge the
+        # newest call with processes, else the latest call
         wrote = [(sum(_wchar(pid) for pid in pids), _call_number(path), ref)
                  for count, path, ref, pids in holders if count and ref is not None]
         best = max(wrote, key=lambda t: (t[0] >= _WRITER_BYTES, t[1], t[0]), default=None)
+        if (best is None or best[0] < _WRITER_BYTES) and state.disk_waits < 3:
+            state.disk_waits += 1
+            return []
+        state.disk_full = True
         ref = best[2] if best is not None else session.latest_call()
         what = "bytes" if total - used < 64 * 1024 else "inodes"
         return [make_event(session, EventKind.RESOURCE, call=ref, **{
