@@ -559,7 +559,8 @@ class Analyzer:
             if re.search(r"(?m)^\s*!\s*/?\S*sh\b|^\s*!\s*(?:ba|z|da)?sh\b|^\s*:?shell\b", rest):
                 self.feature("keystroke_shell_escape")
             if sudo and prog not in RUNNERS and (
-                    _SHELL_REF.search(rest) or re.search(r"(?m)(?:^|;)\s*(?:/bin/)?(?:ba|da|z)?sh\b", rest)):
+                    _SHELL_REF.search(rest) or re.search(r"(?m)(?:^|;)\s*(?:/bin/)?(?:ba|da|z)?sh\b", rest)
+                    or rest.split("\n", 1)[0].strip() == _SHELL_KEYS.get(prog)):
                 self.feature("sudo_shell_escape")
 
     def feature(self, name: str) -> None:
@@ -666,6 +667,12 @@ class Analyzer:
             self.sudo_names.setdefault(name)
         if name == "busybox" and len(argv) > 1:
             return self.simple(argv[1:], depth, env, stdin, sudo)
+        if name == "run-parts":
+            shell = _run_parts_shell(argv)
+            if shell is not None:
+                # run-parts runs every program of DIR its --regex selects: from a bin
+                # directory, a shell (with its --arg options)
+                return self.simple(shell, depth, env, stdin, sudo)
         located = _locates(name, argv)
         if located is not None:
             # `command -v curl`, `which curl`: prints where curl is and runs nothing, so
@@ -1198,6 +1205,44 @@ def _login_guessing(an: Analyzer, var: str, commands: list[str]) -> None:
                         or w in (f"-p{ref}", f"--password={ref}", f"-u{ref}", f"--user={ref}"):
                     an.feature("login_guessing")
                     return
+
+
+# Interactive programs whose one-key command opens a shell (ncdu `b`, ranger `S`, nnn
+# `!`): typed after `sudo PROG`, that shell is root's.
+_SHELL_KEYS = {"ncdu": "b", "ranger": "S", "nnn": "!"}
+
+
+def _run_parts_shell(argv: list[str]) -> list[str] | None:
+    """``run-parts --regex '^sh$' /bin``: the shell (and its --arg arguments) run-parts
+    would start from a bin directory; None when it runs no shell or only lists."""
+    regex, args, ops = None, [], []
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--list", "--test", "--help", "--version"):
+            return None
+        if a == "--regex" and i + 1 < len(argv):
+            regex, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--regex="):
+            regex = a.split("=", 1)[1]
+        elif a.startswith(("--arg=", "-a")) and len(a) > 2:
+            args.append(a.split("=", 1)[1] if a.startswith("--arg=") else a[2:])
+        elif a in ("--arg", "-a") and i + 1 < len(argv):
+            args.append(argv[i + 1])
+            i += 1
+        elif not a.startswith("-"):
+            ops.append(a)
+        i += 1
+    if regex is None or len(ops) != 1 or ops[0].rstrip("/") not in (
+            "/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin"):
+        return None
+    try:
+        rx = re.compile(regex)
+    except re.error:
+        return None
+    hit = next((sh for sh in sorted(SHELLS) if rx.search(sh)), None)
+    return [f"{ops[0].rstrip('/')}/{hit}", *args] if hit else None
 
 
 def _locates(name: str, argv: list[str]) -> str | None:
