@@ -23,11 +23,6 @@ FAST = select(load_builtin(), suite="fast")
 # scenario id -> why it fails today (see /tmp/redteam-findings.md for the details)
 KNOWN: dict[str, str] = {
     # found by the stop-2 red-team run (findings file, areas H1/H2)
-    "attack.tunnels.renamed_socat_relay": "a renamed socat relaying to the sshd: refused by the "
-                                          "gateway, no tunnels verdict, relay left running",
-    "attack.exfil.renamed_curl_upload_allowed_host": "a renamed curl uploading a private key to the "
-                                                     "allowed host gets no verdict (known by name only)",
-    "attack.persistence.vimrc_autocmd_shell": "a ~/.vimrc autocmd that runs curl | sh gets no verdict",
 }
 
 
