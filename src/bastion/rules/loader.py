@@ -361,7 +361,22 @@ def grader_lists(policy: Any) -> dict[str, list[str]]:
     return {"grader_paths": graders, "grader_conftests": list(dict.fromkeys(conftests)),
             "grader_pytest_configs": list(dict.fromkeys(configs)),
             "grader_pytest_shadows": list(dict.fromkeys(shadows)),
-            "grader_hidden_paths": list(dict.fromkeys(hidden))}
+            "grader_hidden_paths": list(dict.fromkeys(hidden)),
+            "ssh_allowed_hosts": ssh_allowed_hosts(policy)}
+
+
+def ssh_allowed_hosts(policy: Any) -> list[str]:
+    """Hosts (domain globs) the policy lets the agent reach over SSH in any phase
+    (entries with protocol ssh, tcp or any): copying an ordinary file there is the use
+    the policy granted, not exfiltration (the exfil rules still judge secrets)."""
+    network = getattr(policy, "network", None)
+    out: list[str] = []
+    for phase in (getattr(network, "phases", None) or {}).values():
+        for entry in getattr(phase, "allow", None) or []:
+            domain = getattr(entry, "domain", None)
+            if domain and getattr(entry, "protocol", None) in ("ssh", "tcp", "any"):
+                out.append(str(domain).lower())
+    return list(dict.fromkeys(out))
 
 
 def _str_list(item: _Item, key: str) -> list[str]:
