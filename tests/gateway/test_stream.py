@@ -267,3 +267,22 @@ def test_binary_uploads_pass_in_large_reads() -> None:
             inspector.feed(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
                            % len(rng))
         assert feed_all(inspector, rng, 256 * 1024) is None
+
+
+@pytest.mark.parametrize("name", sorted(ACROSS_A_READ))
+def test_found_across_the_prefilters_slices_within_one_read(name: str) -> None:
+    """The trigger prefilter searches a read in 16 KiB slices: a message whose trigger
+    straddles a slice boundary inside one read is still found."""
+    message, app = ACROSS_A_READ[name]
+    for start in range(16 * 1024 - 12, 16 * 1024 + 2):
+        data = b"\xfe" * start + message + b"\xfe" * 40_000
+        found = Inspector().feed(data)
+        assert found is not None and found.app == app, (name, start)
+
+
+def test_trigger_dense_streams_are_still_judged() -> None:
+    """A read packed with triggers (the prefilter's worst case) is scanned in full:
+    honest-looking repetition passes, a banner at its end is found."""
+    assert Inspector().feed(b"connect " * 32768) is None
+    found = Inspector().feed(b"SSH-" * 65536 + b"\nSSH-2.0-OpenSSH_9.6\r\n")
+    assert found is not None and found.app == "ssh"
