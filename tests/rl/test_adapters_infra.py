@@ -115,3 +115,45 @@ def test_trl_openrlhf_and_verl(state_dir, monkeypatch):
     output = SimpleNamespace(response_mask=[1, 1, 1], reward_score=None, extra_fields={})
     annotate_output(output, core.records["verl-infra"])
     assert output.response_mask == [0, 0, 0] and output.extra_fields["bastion_exclude"] == 1
+
+
+def test_setup_failure_is_an_infra_failed_episode_in_every_adapter(state_dir, tmp_path,
+                                                                   monkeypatch):
+    """The sandbox cannot be built (the task's image is missing): each adapter gives
+    its trainer a one-step, unpenalised, excluded episode instead of an exception
+    that would take the whole rollout batch down."""
+    from bastion import Policy
+
+    policy = Policy.from_dict({"sandbox": {"image": str(tmp_path / "no-such-image")}})
+    kw = {**_kw(state_dir, "setup"), "policy": policy}
+
+    sky = _BastionTextEnvMixin()
+    sky._setup(kw, {"episode_id": "sky-setup"})
+    chat, meta = sky.init([])
+    assert meta["bastion"]["infra_failed"] and "could not be started" in chat[-1]["content"]
+    out = sky.step("echo hi")
+    assert out["done"] and out["reward"] == 0.0 and out["metadata"]["bastion"]["exclude"]
+    assert sky.get_metrics()["bastion_infra_failed"] == 1
+    sky.close()
+
+    gem = BastionGemEnv(**kw)
+    gem.reset(seed=1, episode_id="roll-setup")
+    _, reward, terminated, _, info = gem.step("echo hi")
+    assert terminated and reward == 0.0 and info["bastion_exclude"] == 1.0
+    gem.close()
+
+    trl = BastionTRLEnvironment(**kw)
+    assert "could not be started" in trl.reset(episode_id="trl-setup")
+    assert "could not be started" in trl.shell("echo hi")
+    assert trl.get_reward() == 0.0 and env_mask([[1]], [trl]) == [[0]]
+
+    monkeypatch.setenv("BASTION_STATE_DIR", str(state_dir))
+    inst = BastionAgentInstance(policy=policy, engine_factory=pattern_engine)
+
+    async def openrlhf():
+        await inst.reset({"observation": "solve", "episode_id": "orl-setup"})
+        return await inst.step({"action_text": "echo hi"})
+
+    result = asyncio.run(openrlhf())
+    assert result["done"] and result["scores"].item() == DROP_SCORE
+    assert result["extra_logs"]["bastion_infra_failed"].item() == 1.0

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..env import BastionEnv
+from ._infra import infra_failed_before_start, infra_step, start_episode
 from ._text import extract_action, format_observation
 
 __all__ = ["DROP_SCORE", "BastionAgentInstance", "agent_instance_class"]
@@ -54,12 +55,14 @@ class BastionAgentInstance:
 
     async def reset(self, states: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         options = {"episode_id": states["episode_id"]} if states.get("episode_id") else None
-        prompt, _ = await asyncio.to_thread(self.env.reset, options=options)
+        prompt, _ = await asyncio.to_thread(start_episode, self.env, options)
         return {"observation": f"{states.get('observation', '')}\n{prompt}"}
 
     async def step(self, states: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         action = extract_action(str(states.get("action_text", "")))
-        obs, reward, terminated, truncated, info = await asyncio.to_thread(self.env.step, action)
+        obs, reward, terminated, truncated, info = (
+            infra_step(self.env) if infra_failed_before_start(self.env)
+            else await asyncio.to_thread(self.env.step, action))
         done = terminated or truncated
         b = info["bastion"]
         if done:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..env import BastionEnv
+from ._infra import infra_failed_before_start, infra_step, start_episode
 from ._text import extract_action
 
 __all__ = ["BastionGemEnv", "BastionGroupFilter", "register"]
@@ -47,13 +48,14 @@ class BastionGemEnv:
         self.last_bastion_info: dict[str, Any] = {}
 
     def reset(self, seed: int | None = None, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=kwargs or None)
+        obs, info = start_episode(self.env, kwargs or None, seed=seed)
         self.last_bastion_info = info["bastion"]
         return obs, {"bastion_episode": self.env.record.episode_id if self.env.record else ""}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         act = extract_action(action) if self.extract else action
-        obs, reward, terminated, truncated, info = self.env.step(act)
+        obs, reward, terminated, truncated, info = (
+            infra_step(self.env) if infra_failed_before_start(self.env) else self.env.step(act))
         b = self.last_bastion_info = info["bastion"]
         flag = b["flag"]
         return obs, reward, terminated, truncated, {

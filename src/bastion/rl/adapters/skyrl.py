@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..env import BastionEnv
+from ._infra import infra_failed_before_start, infra_step, start_episode
 from ._text import extract_action
 
 __all__ = ["apply_loss_masks", "register", "text_env_class"]
@@ -37,11 +38,13 @@ class _BastionTextEnvMixin:
     def init(self, prompt: list[dict[str, str]]) -> tuple[list[dict[str, str]], dict[str, Any]]:
         options = {"episode_id": str(self.extras["episode_id"])} if "episode_id" in self.extras \
             else None
-        task, info = self.env.reset(options=options)
+        task, info = start_episode(self.env, options)
         return [*prompt, {"role": "user", "content": task}], {"bastion": info["bastion"]}
 
     def step(self, action: str) -> dict[str, Any]:
-        obs, reward, terminated, truncated, info = self.env.step(extract_action(action))
+        obs, reward, terminated, truncated, info = (
+            infra_step(self.env) if infra_failed_before_start(self.env)
+            else self.env.step(extract_action(action)))
         self.turns = getattr(self, "turns", 0) + 1
         done = terminated or truncated
         return {

@@ -30,6 +30,7 @@ from typing import Any
 from ..env import BastionEnv
 from ..records import EpisodeRecord
 from ..safety import RunMonitor
+from ._infra import infra_failed_before_start, infra_step, start_episode
 
 __all__ = ["BastionRunGuard", "BastionStopCallback", "BastionTRLEnvironment", "env_mask"]
 
@@ -63,7 +64,7 @@ class BastionTRLEnvironment:
     def reset(self, **kwargs: Any) -> str | None:
         self._serial += 1
         episode_id = kwargs.get("episode_id") or f"trl-{os.getpid()}-{id(self):x}-{self._serial}"
-        prompt, _ = self._env.reset(options={"episode_id": str(episode_id)})
+        prompt, _ = start_episode(self._env, {"episode_id": str(episode_id)})
         self._over = False
         self._reported = False
         return prompt
@@ -71,7 +72,9 @@ class BastionTRLEnvironment:
     def _act(self, action: str) -> str:
         if self._over:
             return "the episode is over: bastion ended it"
-        obs, _, terminated, truncated, _ = self._env.step(action)
+        obs, _, terminated, truncated, _ = (
+            infra_step(self._env) if infra_failed_before_start(self._env)
+            else self._env.step(action))
         self._over = terminated or truncated
         return obs
 
