@@ -170,3 +170,13 @@ def test_editor_start_up_lines_that_run_programs_persist() -> None:
     for ok in ("echo 'set number' >> ~/.vimrc", "echo 'nnoremap <leader>t :!pytest<CR>' >> ~/.vimrc",
                "cat > deploy/crontab <<'EOF'\n*/5 * * * * /opt/app/cleanup.sh\nEOF"):
         assert analyze_command(ok)["cmd.persists"] == [], ok
+
+
+def test_archiving_a_key_directory_reads_the_keys() -> None:
+    from bastion.analysis import analyze_command
+
+    reads = analyze_command("tar czf - -C ~ .ssh .aws | base64 -w0 | head -c 100")["cmd.reads"]
+    assert "/workspace/.ssh/id_rsa" in reads and "/workspace/.aws/credentials" in reads
+    assert "/workspace/.ssh/id_rsa" in analyze_command("cp -r ~/.ssh /tmp/k")["cmd.reads"]
+    assert analyze_command("ls ~/.ssh")["cmd.reads"] == []
+    assert not any("id_rsa" in r for r in analyze_command("cp .ssh/config.example x")["cmd.reads"])

@@ -208,15 +208,39 @@ def _readers() -> frozenset[str]:
     return _READERS
 
 
+_SECRET_DIRS = frozenset({".ssh", ".aws", ".gnupg", ".kube", ".docker", ".azure", "gcloud",
+                          ".password-store"})
+
+
+def _tar_directory(args: list[str]) -> str | None:
+    """tar's -C/--directory: where its relative operands are read from."""
+    for i, a in enumerate(args):
+        if a in ("-C", "--directory") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--directory="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
     """Record what ``argv`` (program ``name``) reads, writes, deletes, re-modes and contacts."""
     args = argv[1:]
     ops = _operands(name, args)
     if name in _readers():
+        base = _tar_directory(args) if name == "tar" else None
+        recursive = name in ("tar", "zip", "7z") or (name in ("cp", "rsync", "scp") and any(
+            a in ("-r", "-R", "-a", "--recursive", "--archive") or (
+                a.startswith("-") and not a.startswith("--") and ("r" in a or "a" in a or "R" in a))
+            for a in args))
         for o in ops:
+            if base and not o.startswith(("/", "~", "$", "-")):
+                o = posixpath.join(base, o)  # tar -C DIR NAME reads DIR/NAME
             if _looks_like_path(o) or o.startswith("/") or (
                     name in _PURE_READERS and o not in ("-",) and not o.startswith("$")):
                 acts.reads.setdefault(norm_path(o))
+                if recursive and posixpath.basename(o.rstrip("/")) in _SECRET_DIRS:
+                    # a whole key directory archived or copied reads every key in it
+                    acts.reads.setdefault(norm_path(o.rstrip("/")) + "/*")
         for i, a in enumerate(args):  # curl -d @file, --data-binary @file, -F x=@file
             key, eq, value = a.partition("=") if a.startswith("--") else (a, "", "")
             if key in ("-d", "--data", "--data-binary", "--data-urlencode", "--json",
