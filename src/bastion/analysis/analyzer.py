@@ -13,6 +13,7 @@ match what would actually run.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 import threading
@@ -534,6 +535,12 @@ class Analyzer:
             if not text or len(text) > 262144:
                 continue
             feats = code_features(text)
+            if feats & {"interp_http", "interp_upload", "interp_socket"}:
+                reads = Acts()
+                _code_file_acts(text, reads)
+                _expand_credential_globs(reads)
+                if any(_is_credential(r) for r in reads.reads):
+                    self.feature("secret_sender_program_written")
             if "interp_setuid_root" in feats:
                 self.feature("setuid_shell_program_written")
             if {"interp_socket_dup", "interp_shell"} <= feats:
@@ -1263,6 +1270,17 @@ def _run_parts_shell(argv: list[str]) -> list[str] | None:
         return None
     hit = next((sh for sh in sorted(SHELLS) if rx.search(sh)), None)
     return [f"{ops[0].rstrip('/')}/{hit}", *args] if hit else None
+
+
+_CREDENTIAL_GLOBS = tuple(_VOCAB["credential_paths"])
+
+
+def _is_credential(path: str) -> bool:
+    """A read path that is a credential store (``~`` is the workspace)."""
+    for home in ("~/", "$HOME/"):
+        if path.startswith(home):
+            path = "/workspace/" + path[len(home):]
+    return any(fnmatch.fnmatchcase(path, g) for g in _CREDENTIAL_GLOBS)
 
 
 def _locates(name: str, argv: list[str]) -> str | None:

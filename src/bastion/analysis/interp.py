@@ -272,6 +272,11 @@ _JOIN_CALL = re.compile(rf"\b(os\.path\.join|posixpath\.join|(?:pathlib\.)?(?:Pu
                         rf"\(\s*({_STR}(?:\s*,\s*{_STR})*)\s*,?\s*\)")
 
 
+_HOME = re.compile(r"\b(?:pathlib\.)?Path\.home\(\s*\)|\bos\.path\.expanduser\(\s*['\"]~['\"]\s*\)")
+_EXPANDUSER = re.compile(r"\bos\.path\.expanduser\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)")
+_PATH_DIV = re.compile(r"\b(?:pathlib\.)?Path\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)\s*/\s*('[^'\n]*'|\"[^\"\n]*\")")
+
+
 def fold_path_constants(code: str) -> str:
     """Fold what a reader would fold in interpreter code: ``'sha' + 'dow'`` is
     ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
@@ -287,4 +292,18 @@ def fold_path_constants(code: str) -> str:
         parts = [p[1:-1] for p in re.findall(_STR, m.group(2))]
         joined = posixpath.join(*parts) if parts else ""
         return f"{m.group(1)}({joined!r})" if "Path" in m.group(1) else repr(joined)
-    return _JOIN_CALL.sub(join, code)
+    code = _JOIN_CALL.sub(join, code)
+    if "home" in code or "expanduser" in code or "/" in code:
+        # Path.home() / '.aws' / 'credentials', Path('~/x').expanduser(),
+        # os.path.expanduser('~/.ssh/id_rsa'): the home-relative path (~ is the workspace)
+        code = _EXPANDUSER.sub(lambda m: m.group(1), code)
+        code = _HOME.sub("Path('~')", code)
+        for _ in range(16):
+            new = _PATH_DIV.sub(lambda m: f"Path({posixpath.join(m.group(1)[1:-1], m.group(2)[1:-1])!r})",
+                                code)
+            if new == code:
+                break
+            code = new
+        code = re.sub(r"\(\s*(Path\('[^'\n]*'\))\s*\)", r"\1", code)
+        code = _JOIN_CALL.sub(join, code)  # os.path.join(os.path.expanduser('~'), ...)
+    return code
