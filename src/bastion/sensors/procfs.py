@@ -163,7 +163,7 @@ def read_endpoints(pid: int, max_fds: int = 4096) -> frozenset[str]:
     out: set[str] = set()
     for fd in fds[:max_fds]:
         link = _readlink(f"/proc/{pid}/fd/{fd}")
-        if link and (link.startswith("pipe:[") or link.startswith("socket:[")):
+        if link and link.startswith(("pipe:[", "socket:[")):
             out.add(link)
     return frozenset(out)
 

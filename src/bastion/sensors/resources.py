@@ -58,7 +58,6 @@ from .burn import (
 )
 from .gpu import GpuBackend, GpuSample, detect_gpu_backend
 from .guard import Observed, run_guarded, telemetry
-from .tcpinfo import TcpActivity
 from .procfs import (
     process_name,
     read_endpoints,
@@ -66,6 +65,7 @@ from .procfs import (
     read_stat,
     read_tcp_established,
 )
+from .tcpinfo import TcpActivity
 
 __all__ = ["ResourceSensor"]
 
