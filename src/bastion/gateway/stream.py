@@ -104,7 +104,10 @@ def scan(data: bytes) -> Finding | None:
     lowered and matched (the relay asks ``_has_trigger`` before calling this on bulk
     reads). JSON keys, SSH version strings and HTTP methods are case-sensitive to the
     servers that read them; the *values* (``Mining.Subscribe``) are matched in any
-    case."""
+    case. A large input is first put to the SIMD prefilter (a de-chunked or inflated
+    upload body comes through here, not through ``Inspector._scan``)."""
+    if len(data) > _SLICE and not _has_trigger(data):
+        return None
     escaped = b"\\u00" in data
     if escaped or b'"method"' in data:
         lowered = data.lower()
