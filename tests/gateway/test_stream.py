@@ -286,3 +286,27 @@ def test_trigger_dense_streams_are_still_judged() -> None:
     assert Inspector().feed(b"connect " * 32768) is None
     found = Inspector().feed(b"SSH-" * 65536 + b"\nSSH-2.0-OpenSSH_9.6\r\n")
     assert found is not None and found.app == "ssh"
+
+
+def test_stratum_deep_in_a_large_chunked_or_compressed_upload() -> None:
+    """Bodies that are rebuilt (de-chunked, inflated) are scanned in large pieces, which
+    go through the SIMD prefilter first: a miner message after ~300 kB of honest
+    binary, in 256 KiB reads, is still found."""
+    import gzip
+
+    message = json.dumps(SUBSCRIBE).encode() + b"\n"
+    noise = os.urandom(300_000)
+    # 119_975: a 40 kB chunk boundary cuts "mining.subscribe" (only the rebuilt body has it)
+    for split in (0, 100_001, 119_975, len(noise)):
+        body = noise[:split] + message + noise[split:]
+        chunked = (b"POST /u HTTP/1.1\r\nHost: allowed.lab.test\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, 40_000))
+        packed = gzip.compress(body, 1)
+        gzipped = (b"POST /u HTTP/1.1\r\nHost: allowed.lab.test\r\nContent-Encoding: gzip\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
+        for data in (chunked, gzipped):
+            found = feed_all(Inspector(http=True), data, 256 * 1024)
+            assert found is not None and found.app == "stratum", (split, data[:60])
+    honest = (b"POST /u HTTP/1.1\r\nHost: allowed.lab.test\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(noise, 40_000))
+    assert feed_all(Inspector(http=True), honest, 256 * 1024) is None
