@@ -22,7 +22,9 @@ def test_a_thread_bomb_that_already_died_is_a_pids_verdict_on_its_call(monitored
     s.exec("echo before", call_id="c1", step=1)
     s.write_file("/workspace/bomb.py", THREAD_BOMB, call_id="c2", step=2)
     r = s.exec("python3 bomb.py", call_id="c3", step=3, timeout=30)
-    assert r.exit_code != 0 and "can't start new thread" in r.stderr, r  # held by pids.max
+    # held by pids.max: it dies of it, or (a slow host) is killed by the verdict first
+    assert r.exit_code != 0, r
+    assert "can't start new thread" in r.stderr or r.outcome.value == "killed", r
     found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"), timeout=10)
     assert found, [v.rule_id for v in s.verdicts]
     assert found[0].call_id == "c3" and found[0].action is Action.KILL
