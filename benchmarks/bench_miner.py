@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from bastion import Policy, Session
+from bastion.errors import SandboxUnavailable
 from bastion.events import Action, EventKind
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -224,14 +225,21 @@ def main() -> int:
             per: dict[str, object] = {}
             try:
                 for name, code in shapes.items():
-                    runs = [one(state_dir, name, code, args.timeout) for _ in range(args.rounds)]
+                    runs, unstarted = [], 0
+                    for _ in range(args.rounds):
+                        try:
+                            runs.append(one(state_dir, name, code, args.timeout))
+                        except SandboxUnavailable:  # the host too loaded to launch one
+                            unstarted += 1
                     done = [r for r in runs if r is not None]
                     per[name] = {"contained": f"{len(done)}/{len(runs)}",
+                                 "sandbox_not_started": unstarted,
                                  "on_busy_evidence": int(sum(r["busy"] for r in done)), **{
                                      key: summary_ms([r[key] for r in done]) for key in (
                                          "evidence_to_kill", "evidence_to_gone",
                                          "start_to_evidence", "start_to_kill") if done}}
                     print(f"{name:<36} contained {len(done)}/{len(runs)} "
+                          f"(+{unstarted} not started) "
                           f"(busy evidence {int(sum(r['busy'] for r in done))})")
                     for key in ("evidence_to_kill", "evidence_to_gone", "start_to_evidence",
                                 "start_to_kill"):
@@ -246,6 +254,7 @@ def main() -> int:
                   f"{len(honest.containing)} {honest.containing[:5]}, errors "
                   f"{len(honest.errors)} {honest.errors[:3]}")
             results[f"N={n}"] = per
+            emit("miner", results)  # kept after each N: a later one may not finish
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     emit("miner", results)
