@@ -18,6 +18,9 @@ __all__ = ["Acts", "argv_acts", "hosts_in", "norm_path", "option_tokens", "subco
 
 # Options that take a value, per program, where the value must not be read as an operand.
 _VALUE_OPTS: dict[str, frozenset[str]] = {
+    # (head -n 2 / tail -c 100 read no file named 2 or 100)
+    "head": frozenset({"-n", "-c", "--lines", "--bytes"}),
+    "tail": frozenset({"-n", "-c", "--lines", "--bytes", "-s", "--sleep-interval", "--pid"}),
     "git": frozenset({"-C", "-c", "--git-dir", "--work-tree", "--namespace"}),
     "kubectl": frozenset({"-n", "--namespace", "--context", "--kubeconfig", "-l"}),
     "aws": frozenset({"--profile", "--region", "--endpoint-url", "--output"}),
