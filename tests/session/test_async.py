@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bastion import AsyncSession, Outcome, Session
+from bastion import AsyncSession, Outcome, Session, Severity
 from bastion.audit.reader import open_logs
 from bastion.events import Action
 
@@ -214,7 +214,11 @@ def test_64_concurrent_calls_on_one_loop(state_dir: Path) -> None:
 
         outs = await asyncio.gather(*(episode(i, s) for i, s in enumerate(sessions)))
         assert outs == [[f"{i}-{step}\n" for step in range(3)] for i in range(n)]
-        assert all(not s.verdicts for s in sessions)  # honest work, no verdicts
+        # honest work: nothing acted on, nothing that costs a penalty (a loaded host
+        # may add low-severity notes that the process sensor ran late)
+        assert all(v.action is Action.NONE and v.severity < Severity.MEDIUM
+                   for s in sessions for v in s.verdicts), [
+            (v.rule_id, v.severity, v.action) for s in sessions for v in s.verdicts]
 
     run(state_dir, body)
 
