@@ -75,6 +75,7 @@ _MIN_REPORTED_CORES = 0.05
 _MIN_REPORTED_SECONDS = 0.005  # a call sample below this is idle noise
 _MAX_SHARE = 0.15  # of one core, at most, for sampling every session
 _WRITER_BYTES = 1 << 20  # a call whose processes wrote less did not fill the disk
+_BOMB_TAIL_SECONDS = 2.0  # refused forks this soon after a pids verdict are its bomb's
 
 
 def _boot_monotonic() -> float:
@@ -120,6 +121,10 @@ class _SessionState:
     # their compute still counts as served (burn.SERVED_GRACE)
     served_until: dict[tuple[int, int], float] = field(default_factory=dict)
     pids_charged: set[str] = field(default_factory=set)  # calls charged for the pids limit
+    # the call last charged for the pids limit, and when: a bomb killed in one call
+    # still has forks refused until its cgroup is empty, which the next sample may see
+    # only once that call has ended and the next one runs
+    pids_last: tuple[CallRef, float] | None = None
     tcp: TcpActivity | None = None  # sock_diag in the session's network namespace
     busy_share: float = 0.5  # rules.detectors.background_busy_share
     # (pid, start) of background processes -> (streak, run, wait, at) at the last read
@@ -548,7 +553,12 @@ class ResourceSensor:
         dying bomb's last refused forks are not the next call's)."""
         session = state.session.view
         out: list[Event] = []
+        before = dict(state.pids_by_call)
         hits = _pids_limit_hits(cgroup, [h[1] for h in holders] + ended, state.pids_by_call)
+        # v2 counts refused forks per call cgroup too: the call whose own count moved is
+        # the one whose processes hit the limit (a bomb over by this sample included)
+        moved = {name: n - before.get(name, 0) for name, n in state.pids_by_call.items()
+                 if n > before.get(name, 0)}
         ooms = cgroup.oom_kills()
         if state.pids_hits is not None and hits > state.pids_hits:
             # the call holding the most tasks (threads count against pids.max too); a
@@ -557,15 +567,30 @@ class ResourceSensor:
             tasks = [(_tasks(path), ref) for _count, path, ref, _pids in holders]
             count, ref = max(tasks, key=lambda t: t[0], default=(0, None))
             limit = session.policy.sandbox.limits.pids
-            if ref is None or count * 4 < limit:
+            culprit = max(moved, key=lambda name: moved[name]) if moved else None
+            found = None
+            if culprit is not None and (ref is None or count * 4 < limit):
+                path = next((p for p in [h[1] for h in holders] + ended if p.name == culprit),
+                            None)
+                found = session.call_for_cgroup(str(path)) if path is not None else None
+                if found is not None:
+                    ref, count = found, 0
+            if found is None and (ref is None or count * 4 < limit):
+                # a running call that holds few tasks is not a bomb; a bomb that is over
+                # ended its call: the calls that ended in the interval come first
                 ran = [(_call_number(p), session.call_for_cgroup(str(p)))
-                       for p in [h[1] for h in holders] + ended]
+                       for p in (ended or [h[1] for h in holders])]
                 ran = [(n, r) for n, r in ran if r is not None]
                 charged = [r for _n, r in ran if r.call_id in state.pids_charged]
+                recent = state.pids_last
+                if not charged and recent is not None and \
+                        time.monotonic() - recent[1] <= _BOMB_TAIL_SECONDS:
+                    charged = [recent[0]]  # the tail of a bomb already charged and killed
                 newest = max(ran, key=lambda t: t[0], default=(0, None))[1]
                 ref, count = (charged[0] if charged else newest), 0
             if ref is not None:
                 state.pids_charged.add(ref.call_id)
+                state.pids_last = (ref, time.monotonic())
                 out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                     "res.scope": "session", "res.limit": "pids",
                     "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
