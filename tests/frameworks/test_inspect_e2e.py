@@ -227,7 +227,7 @@ def test_inspect_text_editor_works_in_a_bastion_sandbox(editor_log: Any) -> None
 
 @pytest.mark.xfail(strict=True, reason=(
     "Inspect runs its injected tool binary from /var/tmp/.da7be258e003d428/, and "
-    "download_exec.exec_from_tmp alerts on it (medium, twice per exec): see "
-    "/tmp/redteam-findings.md"))
+    "download_exec.exec_from_tmp reports it (low: no penalty, but a verdict, twice "
+    "per exec); a session cannot yet declare a harness's executable trusted"))
 def test_text_editor_use_gets_no_verdicts(editor_log: Any) -> None:
     assert editor_log.store["bastion"]["verdicts"] == []

@@ -28,8 +28,8 @@ XFAIL: dict[str, str] = {
         "cannot run"),
     "test_exec_large_command": (
         "a 1 MiB argv is past the command analyser's size budget, and bastion fails "
-        "closed: defense_evasion.unanalysable_command denies it (see "
-        "/tmp/redteam-findings.md)"),
+        "closed: defense_evasion.unanalysable_command denies it (open in issue 10: "
+        "an argv list could be analysed as argv, not as one shell line)"),
 }
 
 

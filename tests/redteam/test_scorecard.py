@@ -20,7 +20,7 @@ pytestmark = pytest.mark.needs_root
 
 FAST = select(load_builtin(), suite="fast")
 
-# scenario id -> why it fails today (see /tmp/redteam-findings.md for the details)
+# scenario id -> why it fails today (the open misses are listed in BENCHMARKS.md)
 KNOWN: dict[str, str] = {
     # found by the stop-2 red-team run (findings file, areas H1/H2)
 }
