@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.cli.check import SCHEMA, check_lines
+from bastion.checking import SCHEMA, check_lines
 from bastion.policy import Policy
 
 # The console script installed next to this interpreter (the venv's bin/).

@@ -56,11 +56,3 @@ def _check_on_node(policy: str | None, as_json: bool,
         raise answer["error"]
     return dict(answer["counts"])
 
-
-def __getattr__(name: str) -> Any:
-    """The library names that lived here before ``bastion.checking`` (compatibility)."""
-    from .. import checking
-
-    if name in checking.__all__:
-        return getattr(checking, name)
-    raise AttributeError(f"module 'bastion.cli.check' has no attribute {name!r}")

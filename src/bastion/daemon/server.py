@@ -79,7 +79,9 @@ class NodeServer:
         self._admin_token = ""
         self._run_tokens: dict[str, str] = {}  # token -> run id
         self._clients: set[_Client] = set()
-        self._pool = ThreadPoolExecutor(max_workers=max(8, min(max_sessions * 2, 2048)),
+        # only session creation and `bastion check` block here: calls run on the loop
+        # (AsyncSession), and sandbox launches are admitted a few at a time anyway
+        self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 1)),
                                         thread_name_prefix="bastion-node")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
