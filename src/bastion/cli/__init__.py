@@ -4,16 +4,18 @@ registers itself here, so the command's surface is visible in one list.
 ``main()`` (the console script) imports only the module of the command it was given:
 ``bastion check`` must not pay for the sandbox, the lab, the server and the red-team
 runner on every call. ``app`` (the whole command, for tests and ``--help``) is built on
-first use.
+first use. ``bastion run`` and ``bastion check`` are first offered to a running node
+daemon by ``cli.oneshot``, which imports neither typer nor any of bastion's machinery.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 # module -> the commands it registers. Order is the order of `bastion --help`.
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
@@ -30,6 +32,8 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 
 
 def _typer() -> typer.Typer:
+    import typer
+
     return typer.Typer(
         name="bastion",
         help="Contain, watch, record and stop autonomous agents that run code.",
@@ -65,6 +69,13 @@ def _module_for(argv: list[str]) -> str | None:
 
 
 def main() -> None:
+    if sys.argv[1:2] in (["run"], ["check"]):
+        # a running node answers these with nothing imported here (see cli.oneshot)
+        from .oneshot import answer
+
+        code = answer(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     only = _module_for(sys.argv[1:])
     build_app(only)(prog_name="bastion")
 
