@@ -37,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .analysis import analyze_command
+from .analysis import analyze_argv, analyze_command
 from .audit import TrailConfig, lease_trail, release_trail
 from .calls import analysable, check_call
 from .containment import disk_limit_verdict, supervisor_lost_verdict
@@ -727,7 +727,8 @@ class Session:
         cmd = check_call(cmd, step=step, call_id=call_id, timeout=timeout)
         self._check_usable()
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        analysis = yield Blocking(lambda: self._analyse(analysable(command)))
+        analysis = yield Blocking(lambda: self._analyse(
+            analysable(command) if isinstance(cmd, str) else [analysable(a) for a in cmd]))
         return (yield from self._call_steps(cmd, command, analysis, step=step,
                                             call_id=call_id, timeout=timeout, stdin=stdin,
                                             env=env, cwd=cwd))
@@ -833,11 +834,13 @@ class Session:
             raise ValueError("empty command")
         return list(cmd)
 
-    def _analyse(self, command: str) -> dict[str, Any]:
+    def _analyse(self, command: str | list[str]) -> dict[str, Any]:
         """Static analysis of a command before it runs (the command sensor): what it
-        would run once quoting, variables, eval and encoded payloads are resolved."""
+        would run once quoting, variables, eval and encoded payloads are resolved. An
+        argv list is analysed as argv (no shell parses it), not as one joined line."""
         try:
-            return analyze_command(command)
+            return analyze_command(command) if isinstance(command, str) else \
+                analyze_argv(command)
         except Exception as exc:  # analyze_command promises not to raise: a bug
             self._fail_closed(f"command analysis failed: {exc!r}")
             raise InternalError(f"command analysis failed on {command!r}") from exc

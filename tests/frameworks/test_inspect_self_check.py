@@ -26,10 +26,6 @@ XFAIL: dict[str, str] = {
         "bastion runs every call as the session's one unprivileged user (no root, no "
         "setuid inside); user='root' raises SandboxUserUnsupportedError, so adduser "
         "cannot run"),
-    "test_exec_large_command": (
-        "a 1 MiB argv is past the command analyser's size budget, and bastion fails "
-        "closed: defense_evasion.unanalysable_command denies it (open in issue 10: "
-        "an argv list could be analysed as argv, not as one shell line)"),
 }
 
 

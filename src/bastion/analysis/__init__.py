@@ -3,6 +3,8 @@
 Public entry point::
 
     analyze_command(cmd: str) -> dict[str, Any]
+    analyze_argv(argv: Sequence[str]) -> dict[str, Any]   (a call given as an argv list:
+                                                         no shell parses it)
 
 returns the ``cmd.*`` event fields (see ``bastion.events.FIELD_CATALOGUE``):
 
@@ -45,6 +47,7 @@ It never raises for any input string; what it cannot parse is reported through
 from __future__ import annotations
 
 from .analyzer import MAX_DEPTH as MAX_DEPTH
+from .analyzer import analyze_argv as analyze_argv
 from .analyzer import analyze_command as analyze_command
 
 FEATURES = (
@@ -92,4 +95,4 @@ FEATURES = (
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )
 
-__all__ = ["FEATURES", "MAX_DEPTH", "analyze_command"]
+__all__ = ["FEATURES", "MAX_DEPTH", "analyze_argv", "analyze_command"]

@@ -16,8 +16,10 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 import re
+import shlex
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import tree_sitter
@@ -32,7 +34,7 @@ from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patch
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang, web_shell
 
-__all__ = ["MAX_DEPTH", "Analyzer", "analyze_command"]
+__all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "analyze_argv", "analyze_command"]
 
 MAX_DEPTH = 4
 MAX_TEXT = 64 * 1024  # total characters analysed per command, all levels together
@@ -45,7 +47,16 @@ MAX_NODES = 20000
 # Long text is parsed in pieces of at most PARSE_CHUNK characters, cut at line ends,
 # which bounds the worst case of one parse; the deadline stops further pieces.
 TIME_BUDGET = 0.25
+TIME_PER_CHAR = 4e-6
+MAX_EXTRA_TIME = 2.0
 PARSE_CHUNK = 8192
+# An argv list (exec without a shell) is not parsed as shell: its size is bounded by what
+# the kernel execs (ARG_MAX, 2 MiB by default; one argument at most 128 KiB). Past this
+# total the call cannot run as given, and the analysis fails closed (``oversize``).
+MAX_ARGV = 4 * 1024 * 1024
+# Interpreter code is analysed whole up to the kernel's limit for one argument
+# (MAX_ARG_STRLEN): a padded script must not push its socket call out of view.
+MAX_CODE = 128 * 1024
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 # A tree-sitter Parser is not thread-safe (two threads parsing at once crash in the
@@ -164,7 +175,10 @@ class Analyzer:
         self.sudo_names: dict[str, None] = {}
         self.exec_names: dict[str, None] = {}
         self.names_log: list[str] = []  # names in first-seen order (slices stay cheap)
-        self.deadline = time.thread_time() + TIME_BUDGET
+        # Scanning code costs ~0.5 µs a character per feature: a long script (an argv's
+        # 128 KiB `python3 -c`) gets time in proportion, still bounded (MAX_EXTRA_TIME).
+        self.deadline = time.thread_time() + TIME_BUDGET + min(
+            MAX_EXTRA_TIME, TIME_PER_CHAR * len(raw))
         self.shell_payload_written = False
         self.last_ssh_remote = ""
         self.extra_text: list[str] = []
@@ -198,10 +212,20 @@ class Analyzer:
 
     # ------------------------------------------------------------ entry points
 
-    def run(self) -> dict[str, Any]:
-        self.analyse_text(self.raw, 0, env={})
-        if self.parse_error or _SOURCE_CODE.match(self.raw):
-            self.code_text(self.raw, 0, {})
+    def run(self, argv: list[str] | None = None) -> dict[str, Any]:
+        """Analyse the command (``argv`` given: the program and its arguments as exec
+        receives them, with no shell between; else ``raw`` is a shell command line)."""
+        if argv is None:
+            self.analyse_text(self.raw, 0, env={})
+            if self.parse_error or _SOURCE_CODE.match(self.raw):
+                self.code_text(self.raw, 0, {})
+        elif sum(len(a) + 1 for a in argv) > MAX_ARGV:
+            self.feature("oversize")
+        else:
+            # Each argument is what the program receives: code only where the program
+            # runs it (sh -c, python -c: analysed as such, within the text budget), data
+            # otherwise (printf's 1 MiB of text is printed, not parsed as shell).
+            self.simple(list(argv), 0, {})
         self._repl_input()
         for code in [*self.interp, *self.run_code]:
             self._code_writes(code)
@@ -1039,7 +1063,9 @@ class Analyzer:
                 if set(re.findall(r"[A-Za-z0-9_.+-]+", stripped)) & DOWNLOADERS:
                     self.feature("download_to_shell")
                 continue
-            self.interp.setdefault(code[:8192])
+            if len(code) > MAX_CODE:
+                self.feature("oversize")  # past what one exec argument can carry
+            self.interp.setdefault(code[:MAX_CODE])
             self.feature("interp_code")
             self.feature(f"interp_{lang}")
             for feat in code_features(code):
@@ -1066,7 +1092,7 @@ class Analyzer:
         if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash",
                     "web_shell_code", "shellcode_literal", "set_proc_name"}:
             self.feature("code_text")
-            self.run_code.append(text[:8192])
+            self.run_code.append(text[:MAX_CODE])
             for feat in feats:
                 self.feature(feat)
             for cmd in embedded_commands(text)[:16]:
@@ -1127,7 +1153,9 @@ class Analyzer:
         return None
 
     def _literal_payloads(self, args: list[str], depth: int, env: dict[str, str]) -> None:
-        for a in args:
+        for i, a in enumerate(args):
+            if not i & 63 and self.out_of_time():
+                return
             if len(a) >= 95 and _WALLET.search(a):
                 self.feature("wallet_address")
             if looks_like_base64(a):
@@ -2214,6 +2242,27 @@ def analyze_command(cmd: str) -> dict[str, Any]:
         an.feature("parse_error")
         an.feature("too_deep")
         return {**_fallback(cmd), "cmd.features": list(an.features)}
+
+
+def analyze_argv(argv: Sequence[str]) -> dict[str, Any]:
+    """Every ``cmd.*`` field for a call given as an argv list (run without a shell).
+
+    The arguments are not joined and re-parsed as one shell line: a 1 MiB list of data
+    arguments is data, while code handed to an interpreter or a shell in the list
+    (``["python3", "-c", SCRIPT]``, ``["sh", "-c", LINE]``) is analysed as code, within
+    the same budgets as a command line. ``cmd.raw`` is the list quoted for a shell."""
+    args = [a if isinstance(a, str) else str(a) for a in argv]
+    raw = shlex.join(args)
+    if not args:
+        return analyze_command(raw)
+    an = Analyzer(raw)
+    try:
+        return an.run(args)
+    except RecursionError:
+        an.parse_error = True
+        an.feature("parse_error")
+        an.feature("too_deep")
+        return {**_fallback(raw), "cmd.features": list(an.features)}
 
 
 def _fallback(cmd: str) -> dict[str, Any]:

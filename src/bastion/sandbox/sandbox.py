@@ -44,6 +44,9 @@ _BOOTSTRAP = ("import os,sys;fd=int(sys.argv[2]);b=b''\n"
               "os.close(fd);exec(compile(b,'bastion-supervisor','exec'))")
 _MAX_OUTPUT = 8 * 1024 * 1024  # per stream; the rest is counted and dropped
 _START_TIMEOUT = 10.0
+# One packet of the control socket carries at most the socket buffer (~200 KiB by
+# default); a larger message travels in a memfd (see Sandbox._send).
+_PACKET_MAX = 64 * 1024
 # Launching waits longer than a live supervisor may stay silent: a rollout burst of 64
 # session starts on 2 cores queues each supervisor's interpreter start behind the others.
 _LAUNCH_TIMEOUT = 30.0
@@ -581,6 +584,15 @@ class Sandbox:
     def _send(self, msg: Mapping[str, object], fds: tuple[int, ...] = ()) -> None:
         assert self._sock is not None
         data = marshal.dumps(dict(msg))  # see supervisor.py: host-to-sandbox is marshal
+        spill = -1
+        if len(data) > _PACKET_MAX:
+            # past what one packet of the socket carries (an exec with a 1 MiB argv):
+            # the message goes in a memfd, passed as the last fd of a "large" packet
+            spill = os.memfd_create("bastion-msg", os.MFD_CLOEXEC)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(spill, view):]
+            fds, data = (*fds, spill), marshal.dumps({"op": "large"})
         # a reply may have left the socket non-blocking: a send waits for room (the
         # supervisor reads at once; only a stopped one leaves it full, and is lost)
         self._sock.settimeout(_START_TIMEOUT)
@@ -594,6 +606,9 @@ class Sandbox:
         except OSError as exc:
             self._broken = self._broken or "supervisor gone"
             raise SessionBroken(f"the sandbox's supervisor is gone ({exc.strerror})") from exc
+        finally:
+            if spill >= 0:
+                os.close(spill)
 
     def _recv(self, timeout: float | None = None) -> tuple[dict[str, object], list[int]]:
         assert self._sock is not None

@@ -20,6 +20,8 @@ Supervisor to host: JSON text (the host never unmarshals what the sandbox wrote)
 
     host -> sup   {"op": "exec", "id": N, "argv": [b"..."], "env": {...}, "cwd": "..."}
                   + SCM_RIGHTS [stdin, stdout, stderr]
+    host -> sup   {"op": "large"} + SCM_RIGHTS [..., memfd]: a message too large for one
+                  packet (an exec of a 1 MiB argv), marshal-encoded in the memfd
     sup  -> host  {"op": "started", "id": N, "pid": <pid inside>}  + SCM_RIGHTS [pidfd]
     host -> sup   {"op": "go", "id": N}          (after moving the pid to its cgroup)
     host -> sup   {"op": "signal", "id": N, "sig": 9}   (kill the call's process group)
@@ -153,6 +155,10 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
             if level == sol_socket and kind == scm_rights:
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
         msg = marshal.loads(data)
+        if msg.get("op") == "large" and fds:  # the message itself is in a memfd (last fd)
+            spill = fds.pop()
+            msg = marshal.loads(os.pread(spill, os.fstat(spill).st_size, 0))
+            os.close(spill)
         op = msg.get("op")
         try:
             if op == "exec":
