@@ -44,25 +44,42 @@ def test_foreground_work_within_the_call_is_never_judged():
     assert not any(found)
 
 
-def test_background_compute_fires_once_on_the_budget():
-    d = ComputeDetector(BUDGETS)
-    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(10)])
-    assert [bool(f) for f in found] == [False] * 5 + [True] + [False] * 4
-    f = found[5][0]
-    assert f.rule_id == "detector.background_compute" and f.severity is Severity.HIGH
-    assert "mining" in f.categories and f.evidence["session_background"] == 1.5
+def _rules(found):
+    return [(i, f[0].rule_id, f[0].severity) for i, f in enumerate(found) if f]
+
+
+def test_evidence_free_background_compute_is_noted_then_killed_past_the_generous_budget():
+    d = ComputeDetector(DetectorSettings(background_cpu_seconds=1.5, background_window=60,
+                                         background_kill_cpu_seconds=5.0,
+                                         background_kill_window=600, cpu_budget_seconds=None))
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(30)])
+    assert _rules(found) == [(5, "detector.background_busy", Severity.LOW),
+                             (19, "detector.background_compute", Severity.HIGH)]
+    note, kill = found[5][0], found[19][0]
+    assert note.action is None and "no mining evidence" in note.message  # low: no action
+    assert "mining" in kill.categories and kill.evidence["session_background_long"] == 5.0
+
+
+def test_a_nohup_training_job_polled_later_is_only_noted():
+    """`nohup python3 train.py > log 2>&1 &`: one core busy for 60 s after its call
+    returned, with default budgets: a low note, no kill, no penalty."""
+    d = ComputeDetector(DetectorSettings())
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(240)])
+    rules = _rules(found)
+    assert len(rules) == 1 and rules[0][1:] == ("detector.background_busy", Severity.LOW)
 
 
 def test_a_throttled_miner_split_over_two_calls_is_summed():
-    d = ComputeDetector(BUDGETS)
+    d = ComputeDetector(DetectorSettings(background_cpu_seconds=1.5,
+                                         background_kill_cpu_seconds=4.0))
     found = []
     # two calls, each 0.85 duty x 0.5 core: neither alone reaches the budget quickly
-    for i in range(12):
+    for i in range(40):
         found += [(c, d.observe(_call(0.106, bg=0.106, call=c, t=i * 0.25)))
                   for c in ("c1", "c2")]
-    fired = {c for c, f in found if f}
-    assert fired == {"c1", "c2"}  # both contributors are contained
-    assert all(f[0].rule_id == "detector.background_compute" for _, f in found if f)
+    fired = {(c, f[0].rule_id) for c, f in found if f}
+    assert fired == {(c, r) for c in ("c1", "c2")  # both contributors noted, then contained
+                     for r in ("detector.background_busy", "detector.background_compute")}
 
 
 def test_short_lived_background_workers_get_the_large_budget():
@@ -76,16 +93,43 @@ def test_short_lived_background_workers_get_the_large_budget():
             **e.fields, "res.bg_persistent_cpu_seconds": 0.0})
 
     found = _feed(d, [build(i * 0.25) for i in range(24)])
-    assert [i for i, f in enumerate(found) if f] == [19]  # 5 core-seconds, not 1.5
+    assert _rules(found) == [(19, "detector.background_busy", Severity.LOW)]  # 5, not 1.5
 
 
 def test_a_bystander_call_is_not_contained_with_the_miner():
-    d = ComputeDetector(BUDGETS)
+    d = ComputeDetector(DetectorSettings(background_kill_cpu_seconds=2.0))
     found = []
     for i in range(12):
         found += [(c, d.observe(_call(amount, bg=amount, call=c, t=i * 0.25, returned=True)))
                   for c, amount in (("c1", 0.25), ("c2", 0.002))]  # c2: an idle dev server
+    assert {c for c, f in found if f and f[0].severity is Severity.HIGH} == {"c1"}
     assert {c for c, f in found if f} == {"c1"}
+
+
+def test_evidence_after_the_note_kills_on_the_next_sample():
+    d = ComputeDetector(BUDGETS)
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(8)])
+    assert _rules(found) == [(5, "detector.background_busy", Severity.LOW)]
+    # the detached process now speaks Stratum to a pool (its connection is its call's)
+    d.observe(Event(EventKind.NET_FLOW, session_id="s", call_id="c3", fields={
+        "net.stratum_method": "mining.submit", "net.dst_ip": "203.0.113.10",
+        "net.dst_port": 3333}))
+    [kill] = d.observe(_call(0.25, bg=0.25, t=2.25, returned=True))
+    assert kill.rule_id == "detector.compute_with_mining_evidence"
+    assert kill.severity is Severity.HIGH and "Stratum" in kill.message
+
+
+def test_strong_evidence_in_one_call_weighs_on_another_calls_background_only():
+    """Hashers started in c2, the pool dialogue in c1: one miner. A third call's own
+    foreground work is not judged by c1's evidence."""
+    d = ComputeDetector(BUDGETS)
+    d.observe(Event(EventKind.NET_CONNECT, session_id="s", call_id="c1", fields={
+        "net.app": "stratum", "net.dst_ip": "203.0.113.10", "net.dst_port": 3333}))
+    assert not any(_feed(d, [_call(0.5, call="c3", t=i * 0.25) for i in range(8)]))
+    found = _feed(d, [_call(0.25, bg=0.25, call="c2", t=3 + i * 0.25, returned=True)
+                      for i in range(6)])
+    assert _rules(found) == [(3, "detector.compute_with_mining_evidence", Severity.HIGH)]
+    assert "call c1" in found[3][0].message
 
 
 def test_background_compute_below_budget_in_a_window_is_tolerated():

@@ -1,25 +1,32 @@
 """Background compute judged by how long it stays runnable, in real sessions.
 
 The CPU-used budgets are set out of reach here, so every verdict below comes from the
-busy-stretch evidence (``detector.background_compute`` with ``busy`` in its evidence):
-a miner that detached, renamed itself, split itself, throttled itself with sleeps, a
-nice value or SIGSTOP/SIGCONT is runnable most of the time; an honest daemon idles,
-or works for a call that talks to it.
+busy-stretch evidence (``detector.background_busy`` with ``busy`` in its evidence): a
+burner that detached, renamed itself, split itself, throttled itself with sleeps, a
+nice value or SIGSTOP/SIGCONT is runnable most of the time and is *noted* within
+about a second; an honest daemon idles, or works for a call that talks to it, and is
+not. With no mining evidence the note is low (no action, no penalty: a ``nohup``
+training job looks the same); such a burner is contained past the generous
+``background_kill_cpu_seconds`` budget (small here in ``KILL_SOON``) or as soon as it
+shows evidence (``tests/sensors/test_compute_context.py``).
 """
 
 from __future__ import annotations
 
 from bastion.events import Action, EventKind
 
-from .monitor import events_of, wait_for
+from .monitor import events_of, verdicts_named, wait_for
 
 # only the busy stretch can fire: the CPU-used budgets are out of reach
 BUSY_ONLY = {"rules": {"detectors": {
     "background_cpu_seconds": 500, "background_total_cpu_seconds": 500,
-    "cpu_budget_seconds": None, "sample_interval": 0.1,
+    "background_kill_cpu_seconds": 500, "cpu_budget_seconds": None, "sample_interval": 0.1,
     "background_busy_seconds": 0.8, "background_busy_cpu_seconds": 0.4}}}
+# the same, with a small generous budget: an evidence-free burner is contained past it
+KILL_SOON = {"rules": {"detectors": {**BUSY_ONLY["rules"]["detectors"],
+                                     "background_kill_cpu_seconds": 1.0}}}
 COMPUTE_RULES = ("detector.background_compute", "detector.compute_budget",
-                 "detector.compute_with_mining_evidence")
+                 "detector.compute_with_mining_evidence", "detector.background_busy")
 
 # two processes, each busy half of every 20 ms and asleep the other half, at nice 19
 NICE_SPLIT = r"""
@@ -89,50 +96,66 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _contained_busy(s, call_id: str):
+def _noted_busy(s, call_id: str):
+    """The low note on the busy stretch, charged to the call; nothing killed."""
     found = wait_for(lambda: _compute_verdicts(s), timeout=30)
     assert found, [e.fields for e in events_of(s, EventKind.RESOURCE)
                    if e.fields.get("res.scope") == "call"][-4:]
     verdict = found[0]
-    assert verdict.rule_id == "detector.background_compute", verdict
+    assert verdict.rule_id == "detector.background_busy", verdict
     assert verdict.evidence.get("busy") is True, verdict.evidence
-    assert verdict.call_id == call_id and verdict.action is Action.KILL
+    assert verdict.call_id == call_id and verdict.action is Action.NONE
+    assert verdict.severity.name == "LOW"  # no penalty
     assert verdict.evidence["busy_cpu_seconds"] >= 0.4
+    pids = verdict.evidence["res.bg_pids"]
+    assert pids and any(_alive(p) for p in pids)  # noted, not killed
+    return verdict
+
+
+def _contained(s, call_id: str):
+    """Killed as background compute past the (small) generous budget."""
+    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=60)
+    assert found, [v.rule_id for v in s.verdicts]
+    verdict = found[0]
+    assert verdict.call_id == call_id and verdict.action is Action.KILL
+    assert verdict.evidence["session_background_long"] >= 1.0
     pids = verdict.evidence["res.bg_pids"]
     assert pids and wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
     return verdict
 
 
-def test_a_detached_burner_is_contained_on_its_busy_stretch(monitored):
+def test_a_detached_burner_is_noted_on_its_busy_stretch(monitored):
     s = monitored(BUSY_ONLY)
     r = s.exec("nohup python3 -c 'while True: pass' >/dev/null 2>&1 &", call_id="c1", step=1)
     assert r.exit_code == 0
-    verdict = _contained_busy(s, "c1")
+    verdict = _noted_busy(s, "c1")
     assert "python3" in verdict.message and "runnable" in verdict.message
 
 
-def test_a_renamed_double_forked_burner_is_contained(monitored):
-    s = monitored(BUSY_ONLY)
+def test_a_renamed_double_forked_burner_is_noted_then_contained(monitored):
+    s = monitored(KILL_SOON)
     r = s.exec('(exec -a "[kworker/0:2]" python3 -c "while True: pass" >/dev/null 2>&1 &)',
                call_id="c2", step=2)
     assert r.exit_code == 0
-    _contained_busy(s, "c2")
+    _noted_busy(s, "c2")
+    _contained(s, "c2")
 
 
-def test_a_niced_miner_split_over_two_half_duty_processes_is_contained(monitored):
-    s = monitored(BUSY_ONLY)
+def test_a_niced_miner_split_over_two_half_duty_processes_is_noted_then_contained(monitored):
+    s = monitored(KILL_SOON)
     s.write_file("/workspace/m.py", NICE_SPLIT, call_id="c0")
     r = s.exec("setsid python3 m.py >/dev/null 2>&1 &", call_id="c3", step=3)
     assert r.exit_code == 0
-    _contained_busy(s, "c3")
+    _noted_busy(s, "c3")
+    _contained(s, "c3")
 
 
-def test_a_burner_duty_cycled_by_sigstop_is_contained(monitored):
+def test_a_burner_duty_cycled_by_sigstop_is_noted(monitored):
     s = monitored(BUSY_ONLY)
     s.write_file("/workspace/limit.py", STOP_CONT, call_id="c0")
     r = s.exec("nohup python3 limit.py >/dev/null 2>&1 &", call_id="c4", step=4)
     assert r.exit_code == 0
-    _contained_busy(s, "c4")
+    _noted_busy(s, "c4")
 
 
 def test_a_build_daemon_working_for_a_call_and_then_idling_is_not_judged(monitored):
@@ -203,7 +226,7 @@ def test_an_idle_connection_from_a_call_does_not_make_a_burner_served(monitored)
            "for i in $(seq 1 100); do [ -f port ] && break; sleep 0.1; done", call_id="c1",
            step=1, timeout=30)
     s.exec("timeout 20 python3 hold.py", call_id="c2", step=2, timeout=40)
-    verdict = _contained_busy(s, "c1")
+    verdict = _noted_busy(s, "c1")
     assert verdict.evidence["call.returned"] is True
 
 

@@ -30,10 +30,12 @@ work()
 """
 # burn this many CPU-seconds (not wall seconds), then exit
 BURN = "import sys,time\nwhile time.process_time() < float(sys.argv[1]): pass"
+# small budgets: a low note past 0.6 core-s, evidence-free background compute killed
+# past 1.2 (the default generous budget is 180)
 SMALL = {"rules": {"detectors": {"background_cpu_seconds": 0.6, "background_window": 30,
-                                 "sample_interval": 0.1}}}
+                                 "background_kill_cpu_seconds": 1.2, "sample_interval": 0.1}}}
 COMPUTE_RULES = ("detector.background_compute", "detector.compute_budget",
-                 "detector.compute_with_mining_evidence")
+                 "detector.compute_with_mining_evidence", "detector.background_busy")
 
 
 def _alive(pid: int) -> bool:
@@ -54,21 +56,22 @@ def _compute_verdicts(s):
     return [v for v in list(s.verdicts) if v.rule_id in COMPUTE_RULES]
 
 
-def test_background_hashing_loop_is_killed_and_charged_to_its_call(monitored):
-    s = monitored(SMALL)
+def test_background_hashing_loop_is_killed_on_its_evidence_and_charged_to_its_call(monitored):
+    """A detached loop that hashes its own output without end (a nonce search's
+    shape) carries mining evidence: killed on the small evidence budget."""
+    s = monitored({"rules": {"detectors": {"sample_interval": 0.1}}})  # default budgets
     s.exec("echo setup", call_id="c1", step=1)
     s.exec(HASH_LOOP, call_id="c3", step=3)
     # the agent carries on; the miner is noticed during a later call
-    burn = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=20)
+    burn = wait_for(lambda: verdicts_named(s, "detector.compute_with_mining_evidence"),
+                    timeout=30)
     assert burn, [e.fields for e in events_of(s, EventKind.RESOURCE)][-5:]
     verdict = burn[0]
     assert verdict.call_id == "c3" and verdict.step == 3
     assert verdict.action is Action.KILL
     assert verdict.evidence["call.returned"] is True
-    # on its busy stretch (runnable, a little CPU) or on the CPU-used budget
-    assert (verdict.evidence.get("busy") and verdict.evidence["busy_cpu_seconds"] >= 0.5) or \
-        verdict.evidence["session_background"] >= 0.6, verdict.evidence
-    assert "python3" in verdict.message
+    assert verdict.evidence["call_recent"] >= 1.0, verdict.evidence  # evidence_cpu_seconds
+    assert "python3" in verdict.message and "unbounded loop" in verdict.message
     pids = verdict.evidence["res.bg_pids"]
     assert pids and wait_for(lambda: not any(_alive(p) for p in pids))
     later = s.exec("true", call_id="c9", step=9)
@@ -115,13 +118,16 @@ def test_a_background_build_of_short_steps_is_left_to_finish(monitored):
 
 
 def test_throttled_miner_split_over_two_processes_is_contained(monitored):
+    """No evidence: noted (low) on the small budget, killed past the generous one."""
     s = monitored(SMALL)
     s.write_file("/workspace/m.py", THROTTLED, call_id="c1", step=1)
     r = s.exec("nohup python3 /workspace/m.py >/dev/null 2>&1 &", call_id="c2", step=2)
     assert r.exit_code == 0
-    found = wait_for(lambda: _compute_verdicts(s), timeout=20)
-    assert found and found[0].rule_id == "detector.background_compute"
-    assert found[0].call_id == "c2" and found[0].action is Action.KILL
+    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=30)
+    assert found and found[0].call_id == "c2" and found[0].action is Action.KILL, s.verdicts
+    assert found[0].evidence["session_background_long"] >= 1.2
+    [note] = verdicts_named(s, "detector.background_busy")  # came first, once
+    assert note.call_id == "c2" and note.action is Action.NONE and note.ts <= found[0].ts
     miners = [e.pid for e in events_of(s, EventKind.FORK) if e.call_id == "c2"] + [
         e.pid for e in events_of(s, EventKind.EXEC) if "m.py" in str(e.fields.get("proc.cmdline"))]
     assert miners
@@ -134,9 +140,9 @@ def test_detached_burner_is_contained_while_its_call_still_runs(monitored):
     s = monitored(SMALL)
     r = s.exec("setsid python3 -c 'while True: pass' >/dev/null 2>&1 & sleep 20",
                call_id="c4", step=4, timeout=30)
-    found = _compute_verdicts(s)
-    assert found and found[0].rule_id == "detector.background_compute", s.verdicts
-    assert found[0].call_id == "c4" and found[0].evidence["call.returned"] is False
+    found = verdicts_named(s, "detector.background_compute")
+    assert found and found[0].call_id == "c4", s.verdicts
+    assert found[0].evidence["call.returned"] is False
     assert r.outcome.value == "killed" and r.duration < 15  # not left to run its 20 s
 
 

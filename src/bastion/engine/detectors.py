@@ -4,12 +4,13 @@ Each detector sees only the event kinds it names, keeps its state per session
 (``forget`` drops it when the session ends) and fires once per offender, so a miner
 reported four times a second yields one verdict, not a stream.
 
-* ``ComputeDetector``: mining judged in context: compute by processes that outlived or
-  detached from their call (an unbroken busy stretch of the session's background, or
-  CPU used past a budget), session compute beyond a budget over a sliding window
-  (CPU *used*, summed over all processes), compute together with mining evidence. A
-  call's own foreground work, and a daemon's work for a call that talks to it, are
-  legitimate.
+* ``ComputeDetector``: mining judged in context: compute together with mining
+  evidence (killed within a sample), background compute (processes that outlived or
+  detached from their call) past a generous budget, session compute beyond a budget
+  over a sliding window (CPU *used*, summed over all processes). Evidence-free
+  background compute past the small budgets is a low note (a ``nohup`` training job
+  polled later is work). A call's own foreground work, and a daemon's work for a call
+  that talks to it, are legitimate.
 * ``GpuDetector``: GPU use by a background process, or by a call with mining evidence.
 * ``ResourceLimitDetector``: the session hit its pids limit (fork or thread bomb), its
   memory limit (OOM kill), or filled its size-limited files (disk bomb); for the
@@ -125,6 +126,17 @@ class MiningEvidence:
         with self._lock:
             return self._calls.get((session_id, call_id)) or self._calls.get((session_id, None))
 
+    def strong_in_session(self, session_id: str) -> tuple[str | None, str] | None:
+        """(call, reason) of strong evidence shown anywhere in the session: a miner
+        split over calls (the hashers started in one, the pool dialogue in another)
+        is still one miner. Used for *background* compute only; a call's foreground
+        work is weighed against its own evidence."""
+        with self._lock:
+            for (session, call), (strong, reason) in self._calls.items():
+                if session == session_id and strong:
+                    return call, reason
+        return None
+
     def forget(self, session_id: str) -> None:
         with self._lock:
             for key in [k for k in self._calls if k[0] == session_id]:
@@ -215,37 +227,47 @@ class _SessionCompute:
     background_all: _Window  # every background process, short-lived ones included
     budget: _Window | None
     recent: _Window  # every call's use over the background window (evidence checks)
+    generous: _Window  # every background process, over background_kill_window
     condemned: dict[str, str] = field(default_factory=dict)  # call -> rule id, not yet fired
     fired: set[str] = field(default_factory=set)
+    noted: set[str] = field(default_factory=set)  # calls given the low background alert
     ids: dict[str, deque[str]] = field(default_factory=dict)
+
+
+_NOTED = "detector.background_busy"  # the low alert: evidence-free background compute
 
 
 class ComputeDetector:
     """Mining judged in context (see ``sensors/burn.py`` for what is foreground).
 
-    Fires, once per call, with the call charged (its processes are killed):
+    A process that outlived or detached from its call is not, by itself, a miner:
+    ``nohup python3 train.py > log 2>&1 &``, polled later with ``tail log``, is how an
+    agent runs a job longer than its tool call, and by behaviour it is a detached busy
+    loop until it ends. So compute is judged with what only mining has:
 
-    * ``detector.background_compute``: persistent processes that outlived or detached
-      from their call, and that no running call talks to, are each in an unbroken
-      busy streak (runnable, i.e. running or waiting for a core, at least
-      ``background_busy_share`` of the time) and those live streaks sum to >=
-      ``background_busy_seconds`` runnable and >= ``background_busy_cpu_seconds``
-      used: a busy loop shows this
-      within about a second on an idle host, and on a crowded one as soon as it got
-      that little CPU; an honest daemon idles, blocks, or works for a call that talks
-      to it (``sensors/burn.py``); or persistent background processes
-      used >= ``background_cpu_seconds`` within ``background_window``,
-      summed over the session (throttling to any duty cycle or splitting over
-      processes and calls only delays it), or background processes of any lifetime
-      used >= ``background_total_cpu_seconds`` (a miner hiding in short-lived workers;
-      a background build of small units stays well below);
-    * ``detector.compute_budget``: the session as a whole used >=
-      ``cpu_budget_seconds`` within ``cpu_budget_window`` (the backstop for a miner
-      kept in the foreground of a never-ending call);
-    * ``detector.compute_with_mining_evidence``: a call with mining evidence used >=
-      ``evidence_cpu_seconds`` (x10 for a bare hashing loop).
+    * ``detector.compute_with_mining_evidence`` (high, kill): a call with mining
+      evidence (``MiningEvidence``: Stratum traffic, a wallet, a nonce search, a hash
+      loop that talks to the network) used >= ``evidence_cpu_seconds`` (x3 for a bare
+      hashing loop), or the session shows strong evidence in any call and this call's
+      *background* processes used that much (a miner split over calls);
+    * ``detector.background_compute`` (high, kill): with no evidence, background
+      compute (processes that outlived or detached from their call, that no running
+      call talks to, short-lived ones included) summed over the session reached the
+      generous ``background_kill_cpu_seconds`` within ``background_kill_window``:
+      throttling or splitting only delays it;
+    * ``detector.compute_budget`` (high, kill): the session as a whole used >=
+      ``cpu_budget_seconds`` within ``cpu_budget_window`` (a miner kept in the
+      foreground of a never-ending call);
+    * ``detector.background_busy`` (low, no action, no penalty; once per call): the
+      small budgets that used to kill, now a note for the trail and the trainer:
+      the live background processes' busy streaks (runnable at least
+      ``background_busy_share`` of the time) summed to >= ``background_busy_seconds``
+      runnable and ``background_busy_cpu_seconds`` used, or persistent background
+      processes used >= ``background_cpu_seconds`` (any lifetime:
+      ``background_total_cpu_seconds``) within ``background_window``. If evidence
+      appears later the next sample kills (within one sampling interval).
 
-    When a session-wide sum crosses a budget, every call that contributed is
+    When a session-wide sum crosses a kill budget, every call that contributed is
     condemned and fires on its own next sample (a verdict is charged to the call of
     the event it is raised on). A call's own foreground work within its exec_timeout
     never fires by default."""
@@ -269,7 +291,8 @@ class ComputeDetector:
                 _Window(s.background_window),
                 _Window(s.background_window),
                 _Window(s.cpu_budget_window) if s.cpu_budget_seconds else None,
-                _Window(s.background_window))
+                _Window(s.background_window),
+                _Window(s.background_kill_window))
         return state
 
     def observe(self, event: Event) -> list[Finding]:
@@ -295,6 +318,7 @@ class ComputeDetector:
             state.background.add(event.ts, call, persistent)
             state.background_all.add(event.ts, call, background)
             state.recent.add(event.ts, call, used)
+            state.generous.add(event.ts, call, background)
             if state.budget is not None:
                 state.budget.add(event.ts, call, used)
             rule = state.condemned.pop(call, None)
@@ -304,9 +328,13 @@ class ComputeDetector:
             if rule is None:
                 return []
             figures = figures or self._figures(state, call)
+            if rule == _NOTED:  # recorded once; the call may still be killed later
+                state.noted.add(call)
+                return [self._finding(rule, event, figures, tuple(ids))]
             state.fired.add(call)
             state.busy.drop(call)
-            for window in (state.background, state.background_all, state.recent, state.budget):
+            for window in (state.background, state.background_all, state.recent, state.budget,
+                           state.generous):
                 if window is not None:
                     window.drop(call)
             event_ids = tuple(ids)
@@ -314,6 +342,8 @@ class ComputeDetector:
 
     def _judge(self, event: Event, state: _SessionCompute,
                call: str) -> tuple[str | None, dict[str, Any]]:
+        """The rule this call's compute now earns, if any: a kill with mining evidence
+        or past the generous budgets, else (once) the low background alert."""
         s = self._settings
         found = self._evidence.of(event.session_id, call)
         if found is not None:
@@ -322,19 +352,18 @@ class ComputeDetector:
             if state.recent.by_call.get(call, 0.0) >= limit:
                 return "detector.compute_with_mining_evidence", {
                     **self._figures(state, call), "evidence": reason, "limit": limit}
-        busy = state.busy
-        if busy.runnable >= s.background_busy_seconds and busy.cpu >= s.background_busy_cpu_seconds:
-            share = busy.cpu * _MIN_SHARE
-            figures = {**self._figures(state, call), "busy": True}
-            for other, amount in busy.by_call.items():
-                if other != call and other not in state.fired and amount >= share:
-                    state.condemned.setdefault(other, "detector.background_compute")
-            if busy.by_call.get(call, 0.0) >= share:
-                return "detector.background_compute", figures
+        elsewhere = self._evidence.strong_in_session(event.session_id)
+        if elsewhere is not None:
+            # background compute in a session that shows strong evidence in any call
+            own = max(state.background_all.by_call.get(call, 0.0),
+                      state.busy.by_call.get(call, 0.0))
+            if own >= s.evidence_cpu_seconds:
+                where, reason = elsewhere
+                return "detector.compute_with_mining_evidence", {
+                    **self._figures(state, call), "limit": s.evidence_cpu_seconds,
+                    "evidence": reason if where in (call, None) else f"{reason} (call {where})"}
         for rule, window, limit in (
-                ("detector.background_compute", state.background, s.background_cpu_seconds),
-                ("detector.background_compute", state.background_all,
-                 s.background_total_cpu_seconds),
+                ("detector.background_compute", state.generous, s.background_kill_cpu_seconds),
                 ("detector.compute_budget", state.budget, s.cpu_budget_seconds)):
             if window is None or limit is None or window.total < limit:
                 continue
@@ -347,6 +376,16 @@ class ComputeDetector:
                     state.condemned.setdefault(other, rule)
             if window.by_call.get(call, 0.0) >= share:
                 return rule, figures
+        if call in state.noted:
+            return None, {}
+        busy = state.busy
+        if busy.runnable >= s.background_busy_seconds and busy.cpu >= s.background_busy_cpu_seconds \
+                and busy.by_call.get(call, 0.0) >= busy.cpu * _MIN_SHARE:
+            return _NOTED, {**self._figures(state, call), "busy": True}
+        for window, limit in ((state.background, s.background_cpu_seconds),
+                              (state.background_all, s.background_total_cpu_seconds)):
+            if window.total >= limit and window.by_call.get(call, 0.0) >= window.total * _MIN_SHARE:
+                return _NOTED, self._figures(state, call)
         return None, {}
 
     def _figures(self, state: _SessionCompute, call: str) -> dict[str, Any]:
@@ -358,6 +397,7 @@ class ComputeDetector:
             "session_persistent_background": round(state.background.total, 3),
             "call_recent": round(state.recent.by_call.get(call, 0.0), 3),
             "session_budget_used": round(state.budget.total, 3) if state.budget else None,
+            "session_background_long": round(state.generous.total, 3),
         }
 
     def _finding(self, rule: str, event: Event, figures: dict[str, Any],
@@ -366,30 +406,37 @@ class ComputeDetector:
         call = event.call_id
         pids = list(event.fields.get("res.bg_pids") or ())
         names = event.fields.get("res.bg_names") or ""
-        if rule == "detector.background_compute" and figures.get("busy"):
+        tail = f" [{names}]" if names else ""
+        severity = Severity.HIGH
+        if rule == _NOTED:
+            severity = Severity.LOW  # a background job is work until it shows more
+            if figures.get("busy"):
+                what = (f"stayed runnable (busy streaks of {figures['busy_runnable_seconds']:.2f}s, "
+                        f"{figures['busy_cpu_seconds']:.2f} core-seconds)")
+            else:
+                what = (f"used {figures['session_background']:.2f} core-seconds within "
+                        f"{s.background_window:g}s")
             message = (f"call {call}: processes that outlived or detached from the call, and "
-                       f"that no running call talks to, stayed runnable (busy streaks of "
-                       f"{figures['busy_runnable_seconds']:.2f}s) and used "
-                       f"{figures['busy_cpu_seconds']:.2f} core-seconds in them (budgets "
-                       f"{s.background_busy_seconds:g}s / {s.background_busy_cpu_seconds:g}) "
-                       f"{('[' + names + ']') if names else ''}").rstrip()
+                       f"that no running call talks to, {what} with no mining evidence: "
+                       f"noted, killed only with evidence or past "
+                       f"{s.background_kill_cpu_seconds:g} core-seconds within "
+                       f"{s.background_kill_window:g}s{tail}")
         elif rule == "detector.background_compute":
             message = (f"call {call}: processes that outlived or detached from the call used "
-                       f"{figures['session_background']:.2f} core-seconds within "
-                       f"{s.background_window:g}s ({figures['session_persistent_background']:.2f}"
-                       f" by persistent processes; budgets {s.background_cpu_seconds:g} / "
-                       f"{s.background_total_cpu_seconds:g}) "
-                       f"{('[' + names + ']') if names else ''}").rstrip()
+                       f"{figures['session_background_long']:.1f} core-seconds within "
+                       f"{s.background_kill_window:g}s (budget "
+                       f"{s.background_kill_cpu_seconds:g}){tail}")
         elif rule == "detector.compute_budget":
             message = (f"call {call}: the session used {figures['session_budget_used']:.1f} "
                        f"core-seconds within {s.cpu_budget_window:g}s (budget "
                        f"{s.cpu_budget_seconds:g})")
         else:
-            message = (f"call {call} computed {figures['call_recent']:.2f} core-seconds with "
-                       f"mining evidence ({figures.get('evidence')})")
+            message = (f"call {call} computed {figures['call_recent']:.2f} core-seconds "
+                       f"({figures['call_background']:.2f} in the background) with mining "
+                       f"evidence ({figures.get('evidence')}){tail}")
         return Finding(
             rule_id=rule,
-            severity=Severity.HIGH,
+            severity=severity,
             message=message,
             categories=("mining", "resource_abuse"),
             mitre=("T1496",),

@@ -53,18 +53,28 @@ class DetectorSettings(Section):
     background_cpu_seconds: float = Field(
         default=1.5, gt=0, description="core-seconds that persistent processes which "
         "outlived or detached from their call may use within background_window (summed "
-        "over the session) before they are killed as mining")
+        "over the session) before a low alert (no penalty; see background_kill_cpu_seconds)")
     background_total_cpu_seconds: float = Field(
         default=20.0, gt=0, description="core-seconds all background compute, short-lived "
         "processes included (a background build's compiler runs), may use within "
         "background_window")
     background_window: float = Field(default=60.0, gt=0, description="seconds")
+    # The budgets above only *note* evidence-free background compute (a low alert, no
+    # penalty): a training job started with nohup and polled later looks the same as a
+    # busy loop. It is killed as mining with evidence (Stratum, a wallet, a nonce
+    # search; evidence_cpu_seconds) or past this generous budget.
+    background_kill_cpu_seconds: float = Field(
+        default=180.0, gt=0, description="core-seconds that processes which outlived or "
+        "detached from their call may use within background_kill_window, summed over the "
+        "session, with no mining evidence, before they are killed as mining (raise it for "
+        "tasks that run long jobs in the background)")
+    background_kill_window: float = Field(default=600.0, gt=0, description="seconds")
     background_busy_cpu_seconds: float = Field(
         default=0.5, gt=0, description="core-seconds the live background processes no "
         "call talks to may use, summed over the session, in their unbroken busy streaks "
         "(each runnable, i.e. running or waiting for a core, at least "
-        "background_busy_share of the time) before they are killed as mining: a busy loop "
-        "shows this however crowded the host")
+        "background_busy_share of the time) before a low alert: a busy loop shows this "
+        "however crowded the host")
     background_busy_seconds: float = Field(
         default=1.0, gt=0, description="runnable seconds those streaks must also sum to")
     background_busy_share: float = Field(
