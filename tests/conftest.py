@@ -23,9 +23,14 @@ from bastion import Policy, Session
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, step: float = 0.01) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, step: float = 0.01) -> T:
     """Poll ``predicate`` until it returns something truthy (returned) or ``timeout``
-    passes (its last value is returned, for the assertion to show)."""
+    passes (its last value is returned, for the assertion to show).
+
+    The default timeout is generous on purpose: a condition that holds returns at once
+    on a fast machine, and a loaded or slow one (CI, or seven helpers on two cores) gets
+    time to reach it. A test that asserts something does *not* happen passes its own
+    short ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

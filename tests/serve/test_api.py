@@ -251,7 +251,7 @@ def test_a_session_that_vanished_without_closing_is_lost(server: Server,
     assert server.get("/api/v1/episodes/ep-2", server.reader).json()["state"] == "live"
     (state_dir / "sessions" / "s-2").rmdir()
     assert wait_for(lambda: server.get("/api/v1/episodes/ep-2", server.reader).json()[
-        "state"] == "lost", timeout=5)
+        "state"] == "lost", timeout=30)
     assert server.get("/api/v1/sessions", server.reader, state="lost").json()[0][
         "session_id"] == "s-2"
 

@@ -160,7 +160,7 @@ def test_metrics_parse_and_equal_counts_over_the_trail(server: Server,
 
     from tests.conftest import wait_for
 
-    assert wait_for(lambda: low() == 1, timeout=5)
+    assert wait_for(lambda: low() == 1, timeout=30)
 
 
 def test_a_client_that_falls_behind_is_told_and_counted(serve_factory: Any,

@@ -116,7 +116,7 @@ def test_deny_refuses_the_command_before_it_runs(acting):
 def test_forbidden_exec_is_killed_with_its_call(acting):
     s = acting().session
     r = s.exec("cp /bin/sleep ./xmrig-test && ./xmrig-test 30", call_id="c1", timeout=20)
-    assert r.outcome is Outcome.KILLED and r.duration < 5
+    assert r.outcome is Outcome.KILLED and r.duration < 15  # killed, not its sleep of 30 s
     [v] = verdicts_named(s, "test.forbidden_exec")
     assert v.action is Action.KILL and v.call_id == "c1" and v in r.verdicts
     [act] = _actions(s, "kill")

@@ -10,6 +10,7 @@ executor: B's events are all there, promptly, and nobody is frozen.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from bastion import ExecResult, Policy, Session
 from bastion.events import Event, EventKind, Verdict
 from bastion.respond import Responder
+from bastion.respond.quarantine import MAX_QUARANTINE_BYTES, _copy_workspace
 from bastion.testing import MemoryRecorder
 from tests.conftest import wait_for
 from tests.sensors.monitor import make_engine
@@ -69,6 +71,24 @@ def _delays(busy: Session, recorder: TimedRecorder, storm: ExecResult) -> list[t
             for e in children]
 
 
+def _fill_until_copy_takes(workspace: Path, seconds: float) -> float:
+    """Write 4 KiB files into ``workspace`` until quarantine's own copy of it takes at
+    least ``seconds`` here; returns the last copy's time."""
+    made = 0
+    want = 3000
+    while True:
+        for i in range(made, want):
+            (workspace / f"f{i:06d}.bin").write_bytes(b"x" * 4096)
+        made = want
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as scratch:
+            t = time.monotonic()
+            _copy_workspace(workspace, Path(scratch) / "w", MAX_QUARANTINE_BYTES)
+            took = time.monotonic() - t
+        if took >= seconds or made >= 60_000:
+            return took
+        want = min(60_000, int(made * 1.5 * seconds / max(took, 0.01)))
+
+
 def _session(state_dir: Path, response: dict[str, str]) -> tuple[Session, TimedRecorder]:
     policy = Policy.from_dict({"response": response})
     recorder = TimedRecorder()
@@ -81,9 +101,10 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
     slow, slow_rec = _session(state_dir, {"high": "quarantine"})
     busy, busy_rec = _session(state_dir, {"high": "alert"})
     try:
-        # enough workspace that copying it takes a good while
-        for i in range(3000):
-            (slow.workspace / f"f{i:05d}.bin").write_bytes(b"x" * 4096)
+        # enough workspace that copying it takes a good while, on this machine: a fast
+        # one copies 3000 files before B's storm has begun, so grow it until a copy
+        # takes over half a second (the real one runs at nice 19: no faster)
+        _fill_until_copy_takes(slow.workspace, 0.6)
         # the same storm with nothing else going on: how far behind the host itself is
         baseline = _delays(busy, busy_rec, busy.exec(STORM_CMD, call_id="c0", timeout=60))
         trigger = threading.Thread(target=slow.exec, args=(
