@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 demo: bootstrap
 	$(VENV)/bin/bastion demo
 
+# --durations: the slowest tests in every log, to see where a slow machine spends its time
 test: bootstrap
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
 
 bench: bootstrap
