@@ -277,6 +277,11 @@ def test_long_connection_and_beacon():
     beacon = [d.observe(connect(100 + 10 * i + (0.2 if i % 2 else 0))) for i in range(6)]
     assert [bool(b) for b in beacon] == [False] * 4 + [True, False]
     assert beacon[4][0].rule_id == "detector.beacon"
+    # an allowed destination polled on a schedule: recorded, never a penalty
+    assert beacon[4][0].severity is Severity.LOW and beacon[4][0].action is None
+    # the same schedule to the session's own dev server (loopback) is no beacon
+    assert not any(d.observe(connect(100 + 10 * i, ip=ip)) for ip in ("127.0.0.1", "::1")
+                   for i in range(6))
     jitter = [0, 3, 30, 31, 90, 200]
     assert not any(d.observe(connect(t, ip="198.51.100.8")) for t in jitter)
 

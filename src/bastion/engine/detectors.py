@@ -18,7 +18,8 @@ reported four times a second yields one verdict, not a stream.
 * ``ForkStormDetector``: a fork rate above ``fork_storm_per_second`` whose children
   pile up.
 * ``ConnectionDetector``: outbound connections open for >= ``long_connection_seconds``
-  (net.flow / net.close) and periodic re-connections to one destination (beacons).
+  (net.flow / net.close) and periodic re-connections to one allowed destination outside
+  the session (beacons: low, recorded, no penalty; loopback is the session's own).
 * ``TelemetryLossDetector``: a sensor lost events or runs degraded; loss freezes the
   session (fail closed: an agent must not blind bastion by flooding it).
 """
@@ -26,6 +27,7 @@ reported four times a second yields one verdict, not a stream.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import statistics
 import threading
 from collections import deque
@@ -688,6 +690,8 @@ class ConnectionDetector:
         if event.fields.get("net.decision") == "deny":
             return []
         ip = str(event.fields.get("net.dst_ip") or "")
+        if _own_address(ip, str(event.fields.get("net.src_ip") or "")):
+            return []  # polling the session's own dev server is not a beacon
         port = int(event.fields.get("net.dst_port") or 0)
         key = (event.session_id, ip, port)
         with self._lock:
@@ -706,7 +710,11 @@ class ConnectionDetector:
             self._beacon_fired.add(key)
         return [Finding(
             rule_id="detector.beacon",
-            severity=Severity.MEDIUM,
+            # every connection judged here was allowed by the policy (refused ones are
+            # skipped above and have verdicts of their own): a periodic poll of an
+            # allowed host is how agents wait for a deploy, so it is recorded for the
+            # trail and the operator, never a penalty on the episode
+            severity=Severity.LOW,
             message=(f"periodic connections to {ip}:{port}: {len(gaps) + 1} connections "
                      f"every {mean:.1f}s"),
             categories=("command_and_control",),
@@ -720,6 +728,15 @@ class ConnectionDetector:
             self._beacon_fired = {k for k in self._beacon_fired if k[0] != session_id}
             for key in [k for k in self._connects if k[0] == session_id]:
                 del self._connects[key]
+
+
+def _own_address(dst: str, src: str) -> bool:
+    """A destination inside the session itself: loopback, or its own address."""
+    try:
+        addr = ipaddress.ip_address(dst)
+    except ValueError:
+        return False
+    return addr.is_loopback or addr.is_unspecified or (bool(src) and dst == src)
 
 
 class TelemetryLossDetector:
