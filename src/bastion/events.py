@@ -301,6 +301,8 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "proc.anames": ("list", "names of ancestors, parent first"),
     "proc.exit_code": ("int", "exit status (exit events)"),
     "proc.partial": ("bool", "true when /proc vanished before it could be read"),
+    "proc.trusted": ("bool", "the program run is a file the harness declared "
+                     "(Session.trust_executable), at that path, with that content"),
     "proc.source": ("str", "how the process event was observed: netlink or poll"),
     "proc.tid": ("int", "thread id when it differs from the pid"),
     "proc.exit_signal": ("int", "signal that ended the process (exit events), 0 if none"),

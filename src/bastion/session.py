@@ -82,6 +82,7 @@ from .sandbox.watch import watcher
 from .sensors.procfs import read_cgroup
 from .sensors.sockets import socket_owner
 from .state import check_traversable
+from .trusted_files import TrustedFiles
 
 __all__ = ["Session"]
 
@@ -405,6 +406,9 @@ class Session:
             raise
 
     def _ingest(self, event: Event) -> list[Verdict]:
+        if event.kind is EventKind.EXEC and self.trusted_files and self.trusted_files.matches(
+                str(event.fields.get("proc.exe") or ""), event.pid):
+            event = replace(event, fields={**event.fields, "proc.trusted": True})
         self.events.append(event)
         self._recorder.append_event(event)
         verdicts = self._engine.evaluate(event)
@@ -1055,6 +1059,22 @@ class Session:
             self.image_view.close()  # unmount before the upper layer goes with self.dir
         if hasattr(self, "dir"):
             shutil.rmtree(self.dir, ignore_errors=True)  # a configured workspace is kept
+
+    # -- a harness's own executables (see trusted_files.py) ----------------------------
+
+    @functools.cached_property
+    def trusted_files(self) -> TrustedFiles:
+        scratch = self.dir / "scratch"
+        return TrustedFiles({"/tmp": scratch / "tmp", "/var/tmp": scratch / "var-tmp",
+                             "/dev/shm": scratch / "shm", WORKSPACE: self.workspace})
+
+    def trust_executable(self, path: str, sha256: str) -> None:
+        """Declare the file a harness itself wrote into the sandbox at ``path`` (with
+        content digest ``sha256``) as the harness's program: running exactly that file,
+        unchanged, is not "a program run from a temp location". Recorded in the trail."""
+        self._check_open()
+        self.trusted_files.add(path, sha256)
+        self._lifecycle("trusted_file", **{"file.path": path, "file.sha256": sha256.lower()})
 
     # -- files (through the choke point) ----------------------------------------------
 

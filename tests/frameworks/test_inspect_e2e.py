@@ -225,9 +225,8 @@ def test_inspect_text_editor_works_in_a_bastion_sandbox(editor_log: Any) -> None
     assert not editor_log.store["bastion"]["contained"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Inspect runs its injected tool binary from /var/tmp/.da7be258e003d428/, and "
-    "download_exec.exec_from_tmp reports it (low: no penalty, but a verdict, twice "
-    "per exec); a session cannot yet declare a harness's executable trusted"))
 def test_text_editor_use_gets_no_verdicts(editor_log: Any) -> None:
+    """Inspect runs its injected tool binary from /var/tmp/.da7be258e003d428/: the
+    provider declared it (path and digest) when Inspect unpacked it through the
+    sandbox, so running it is not "a program run from a temp location"."""
     assert editor_log.store["bastion"]["verdicts"] == []

@@ -20,7 +20,12 @@ a contained violation is an observation for the agent, not a tool error.
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
+import itertools
 import os
+import posixpath
+import tarfile
 import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
@@ -39,6 +44,7 @@ from inspect_ai.util import (
     sandboxenv,
     store,
 )
+from inspect_ai.util._sandbox._cli import SANDBOX_TOOLS_DIR
 from inspect_ai.util._sandbox.environment import RootAccess, SandboxUnavailableError
 from pydantic import BaseModel
 from typing_extensions import override
@@ -234,8 +240,14 @@ class BastionSandboxEnvironment(SandboxEnvironment):
                    timeout_retry: bool = True, concurrency: bool = True) -> ExecResult[str]:
         if user is not None:
             await self._check_user(user)
-        result = await self._call(lambda: calls.run(self.session, list(cmd), stdin=input,
-                                                    cwd=cwd, env=env, timeout=timeout))
+
+        def run() -> BastionResult:
+            for path, digest in _harness_executables(list(cmd), input):
+                self.session.trust_executable(path, digest)
+            return calls.run(self.session, list(cmd), stdin=input, cwd=cwd, env=env,
+                             timeout=timeout)
+
+        result = await self._call(run)
         if result.outcome is Outcome.TIMEOUT:
             raise TimeoutError(f"command timed out after {timeout}s: {cmd!r}")
         return _inspect_result(result)
@@ -315,6 +327,38 @@ class BastionSandboxEnvironment(SandboxEnvironment):
             "ended": s.ended,
             "contained": contained is not None,
         })
+
+
+def _harness_executables(cmd: list[str], data: str | bytes | None) -> list[tuple[str, str]]:
+    """The executables of Inspect's own sandbox tools, when this exec is Inspect
+    unpacking them: the archive arrives on stdin (from Inspect, on the host) for ``tar``
+    run in its tools directory (``SANDBOX_TOOLS_DIR``, named in the command as the
+    directory or as its parent and leaf). Each is trusted at its path with the digest
+    of these bytes (``Session.trust_executable``): a changed byte, or the same name
+    anywhere else, is not the harness's program."""
+    if not isinstance(data, bytes):
+        return []
+    if data[:2] != b"\x1f\x8b" and data[257:262] != b"ustar":  # neither gzip nor tar
+        return []
+    parent, leaf = posixpath.split(SANDBOX_TOOLS_DIR)
+    if SANDBOX_TOOLS_DIR not in cmd and not any(
+            a == parent and b == leaf for a, b in itertools.pairwise(cmd)):
+        return []
+    found: list[tuple[str, str]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            for member in archive:
+                name = posixpath.normpath(member.name)
+                if (not member.isfile() or not member.mode & 0o111 or name.startswith(("/", ".."))
+                        or name.endswith(".so") or ".so." in name):
+                    continue  # only programs a process can exec (libraries are mapped)
+                f = archive.extractfile(member)
+                if f is not None:
+                    found.append((f"{SANDBOX_TOOLS_DIR}/{name}",
+                                  hashlib.sha256(f.read()).hexdigest()))
+    except (tarfile.TarError, OSError, EOFError):
+        return []  # not an archive after all: nothing is trusted
+    return found
 
 
 def _inspect_result(result: BastionResult) -> ExecResult[str]:
