@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .actions import ToolCall, parse_action
 from .env import BastionEnv
+from .grading import Grader, GradeResult, grade
 from .records import EpisodeRecord, StepRecord
 from .rogue import OrdinaryPolicy, RoguePolicy, ScriptedPolicy
 from .rollout import run_episode
@@ -22,6 +23,8 @@ __all__ = [
     "BreakerTripped",
     "EpisodeRecord",
     "FixBugTask",
+    "GradeResult",
+    "Grader",
     "OrdinaryPolicy",
     "RoguePolicy",
     "RunMonitor",
@@ -32,6 +35,7 @@ __all__ = [
     "Task",
     "ToolCall",
     "TrainingStepStats",
+    "grade",
     "judge",
     "parse_action",
     "run_episode",

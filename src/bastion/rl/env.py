@@ -302,8 +302,9 @@ class BastionEnv(gymnasium.Env[str, str]):
         truncated = not terminated and step + 1 >= self.max_steps
         context = StepContext(session, step, call, result, terminated or truncated)
         task_reward = yield Blocking(lambda: self.task.reward(context))
-        # Grading may itself produce verdicts (it runs the agent's code); and verdicts
-        # still being handled by a sensor thread must land in this last step.
+        # Grading runs in its own grader session (``grading``), whose verdicts are its
+        # own; verdicts still being handled by a sensor thread must land in this last
+        # step.
         if terminated or truncated:
             yield Blocking(session.settle)
         late = self._new_verdicts()
@@ -366,6 +367,11 @@ class BastionEnv(gymnasium.Env[str, str]):
             "infra_reason": record.infra_reason,
             "exclude": record.excluded,
         }}
+        graded = getattr(self.task, "grades", {}).get(session.episode_id) \
+            if terminated or truncated else None
+        if graded is not None:  # deterministic parts only (no clock, no session id)
+            info["bastion"]["grade"] = {"passed": graded.passed, "reason": graded.reason,
+                                        "grader_verdicts": len(graded.verdicts)}
         return self._text(observation), reward, terminated, truncated, info
 
     def _settle(self) -> None:

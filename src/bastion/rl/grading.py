@@ -1,0 +1,268 @@
+"""Grading outside the agent's reach.
+
+A grader that runs inside the agent's own sandbox runs in a place the agent shaped:
+its ``conftest.py`` forcing every test to pass, a ``pytest.py`` or ``unittest.py``
+shadowing the runner, a ``sitecustomize.py`` or ``.pth`` in its user site, rc files
+that change ``PATH``, and a background process still alive that rewrites a file (or
+the grader's own output) while the grader runs. Each of those changes the reward
+without solving the task.
+
+So an episode is graded here, after it ends, in a fresh short-lived session:
+
+1. the agent is stopped: every process of the episode's calls is killed (cgroup
+   kill, waited for), so nothing of the agent's runs while it is graded;
+2. the files under test are copied out of the agent's workspace from the host, by
+   file descriptor without following links (an agent's symlink cannot make the host
+   read something else), regular files only, within a size and count budget; what
+   hooks the interpreter or the test runner rather than being code under test
+   (dot paths, ``conftest.py``, runner configuration, ``sitecustomize``, ``.pth``,
+   bytecode caches, modules named like the runner) is never copied;
+3. the task's pristine tests are written over them, owned by root and read-only;
+4. the grader's command runs in a new session of the same sandbox policy with the
+   agent's workspace, network and rw mounts taken away: bastion's own environment
+   (the agent's ``PATH``, ``HOME`` and rc files do not exist there), and no process
+   of the agent's alive in it.
+
+The grader session is recorded in the run's trail under the episode's ids (its own
+session id, policy named ``<name>/grader``), and judged by the same rules; its
+verdicts never reach the agent's reward (``GradeResult.verdicts`` reports them),
+and a grader session that a verdict ended passes nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import BastionError, SessionBroken
+from ..policy import Policy
+from ..session import Session
+
+__all__ = ["GradeResult", "Grader", "grade", "grader_policy", "snapshot_workspace"]
+
+# Names that hook the interpreter or the test runner: never the code under test.
+_HOOK_NAMES = frozenset({
+    "conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", "tox.ini",
+    "setup.cfg", "pyproject.toml", "noxfile.py", "__pycache__",
+    # modules that would be imported instead of the runner (or its dependencies)
+    "pytest.py", "pytest", "_pytest", "_pytest.py", "py.py", "pluggy", "pluggy.py",
+    "iniconfig", "iniconfig.py", "unittest", "unittest.py", "site.py",
+})
+_HOOK_SUFFIXES = (".pth", ".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class Grader:
+    """One task's grading run.
+
+    ``tests``: the pristine test files (relative path -> content), written root-owned
+    and read-only over whatever the agent left at those paths. ``command``: the argv
+    run in the grader's workspace; it passes on exit status 0 (and, if
+    ``pass_marker`` is set, that text in its stdout). ``graded``: globs (over paths
+    relative to the workspace) of the agent's files that are copied in: the files
+    under test."""
+
+    tests: Mapping[str, str]
+    command: tuple[str, ...]
+    graded: tuple[str, ...] = ("*",)
+    pass_marker: str | None = None
+    timeout: float = 60.0
+    max_bytes: int = 64 * 1024 * 1024
+    max_files: int = 20_000
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """What grading found. ``passed`` is the only thing a reward reads."""
+
+    passed: bool
+    reason: str
+    seconds: float
+    session_id: str | None = None
+    copied: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # agent files left out, with why
+    verdicts: tuple[dict[str, Any], ...] = field(default=())  # the grader session's own
+
+
+class SnapshotTooLarge(BastionError):
+    """The agent's files under test exceed the grader's budget."""
+
+
+def grader_policy(policy: Policy) -> Policy:
+    """The agent's policy for the grader: the same sandbox (rootfs, image, limits,
+    protected and hidden paths) and rules, but a fresh workspace of its own, no
+    network, and the policy's extra mounts read-only (a rw cache is something the
+    agent could have written)."""
+    sandbox = policy.model.sandbox
+    mounts = [m.model_copy(update={"mode": "ro"}) for m in sandbox.mounts]
+    fresh = sandbox.model_copy(update={"workspace": None, "mounts": mounts})
+    network = type(policy.model.network)()
+    model = policy.model.model_copy(update={
+        "name": f"{policy.model.name}/grader", "sandbox": fresh, "network": network})
+    return Policy(model, source=f"{policy.source} (grader)")
+
+
+def snapshot_workspace(root: Path, grader: Grader) -> tuple[dict[str, tuple[bytes, int]],
+                                                             list[str]]:
+    """The agent's files under test, read from the host without following links:
+    ``({relative path: (content, mode)}, [skipped path: why])``. Raises
+    ``SnapshotTooLarge`` past the budget."""
+    files: dict[str, tuple[bytes, int]] = {}
+    skipped: list[str] = []
+    total = 0
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    tests = {str(PurePosixPath(p)) for p in grader.tests}
+
+    def walk(dir_fd: int, prefix: str) -> None:
+        nonlocal total
+        for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
+            rel = f"{prefix}{entry.name}"
+            if entry.name.startswith(".") or entry.name in _HOOK_NAMES \
+                    or entry.name.endswith(_HOOK_SUFFIXES):
+                skipped.append(f"{rel}: hooks the interpreter or the test runner")
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+                except OSError as exc:
+                    skipped.append(f"{rel}/: {exc.strerror}")
+                    continue
+                try:
+                    walk(sub, rel + "/")
+                finally:
+                    os.close(sub)
+                continue
+            if rel in tests:
+                continue  # the pristine copy goes there
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(f"{rel}: not a regular file")
+                continue
+            if not any(fnmatch.fnmatchcase(rel, g) for g in grader.graded):
+                continue
+            fd = os.open(entry.name, flags | os.O_NONBLOCK, dir_fd=dir_fd)
+            try:
+                fst = os.fstat(fd)
+                if not stat.S_ISREG(fst.st_mode):  # swapped since scandir
+                    skipped.append(f"{rel}: not a regular file")
+                    continue
+                total += fst.st_size
+                if total > grader.max_bytes or len(files) >= grader.max_files:
+                    raise SnapshotTooLarge(
+                        f"the files under test exceed the grader's budget "
+                        f"({grader.max_files} files, {grader.max_bytes} bytes)")
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                files[rel] = (b"".join(chunks), fst.st_mode & 0o755)
+            finally:
+                os.close(fd)
+
+    top = os.open(root, flags | os.O_DIRECTORY)
+    try:
+        walk(top, "")
+    finally:
+        os.close(top)
+    return files, skipped
+
+
+def _writer(files: Mapping[str, tuple[bytes, int]], tests: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """``prepare(workspace, uid)`` for the grader session: the agent's files owned by
+    the grader's uid, the pristine tests (and their directories) owned by root."""
+
+    def prepare(workspace: Path, uid: int) -> None:
+        for rel, (data, mode) in files.items():
+            target = workspace / rel
+            for parent in reversed(target.relative_to(workspace).parents[:-1]):
+                directory = workspace / parent
+                if not directory.exists():
+                    directory.mkdir(mode=0o755)
+                    os.chown(directory, uid, uid)
+            target.write_bytes(data)
+            os.chmod(target, mode | 0o600)
+            os.chown(target, uid, uid)
+        for rel, content in tests.items():
+            target = workspace / rel
+            if ".." in PurePosixPath(rel).parts or PurePosixPath(rel).is_absolute():
+                raise ValueError(f"grader test file {rel!r} escapes the workspace")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for parent in target.relative_to(workspace).parents[:-1]:
+                os.chown(workspace / parent, 0, 0)  # the agent's code cannot add beside them
+                os.chmod(workspace / parent, 0o755)
+            target.write_text(content)
+            os.chown(target, 0, 0)
+            os.chmod(target, 0o644)
+
+    return prepare
+
+
+def stop_agent(session: Session, timeout: float = 10.0) -> None:
+    """Kill every process the episode's calls left (background ones too) and wait
+    until their cgroups are empty. Raises ``SessionBroken`` if one survives."""
+    deadline = time.monotonic() + timeout
+    while live := session.live_calls():
+        if time.monotonic() > deadline:
+            raise SessionBroken(f"agent processes survived the kill before grading: {live}")
+        for call_id in live:
+            session.kill_call(call_id)
+        time.sleep(0.02)
+
+
+def grade(session: Session, grader: Grader, *, step: int | None = None) -> GradeResult:
+    """Grade the episode of ``session`` in a fresh grader session (see the module
+    docstring). Never raises for what the agent did: a failure to grade is a
+    ``GradeResult`` that did not pass, with the reason."""
+    started = time.monotonic()
+
+    def failed(reason: str, **kw: Any) -> GradeResult:
+        return GradeResult(False, reason, time.monotonic() - started, **kw)
+
+    if session.image_view is not None:
+        # the agent's tree is an overlay's upper layer: not supported yet, and never
+        # graded in place
+        return failed("grading outside the sandbox does not support image sessions yet")
+    try:
+        stop_agent(session)
+    except SessionBroken as exc:
+        return failed(str(exc))
+    try:
+        files, skipped = snapshot_workspace(session.workspace, grader)
+    except (SnapshotTooLarge, OSError) as exc:
+        return failed(f"the workspace could not be copied for grading: {exc}")
+    recorder = getattr(session, "_recorder", None)
+    kwargs: dict[str, Any] = {"recorder": recorder} if recorder is not None else {}
+    try:
+        grading = Session(grader_policy(session.policy), run_id=session.run_id,
+                          episode_id=session.episode_id, host=session.host,
+                          prepare=_writer(files, grader.tests), **kwargs)
+    except BastionError as exc:
+        return failed(f"the grader session could not be built: {exc}", skipped=tuple(skipped))
+    with grading:
+        call_id = "grade" if step is None else f"grade-{step}"
+        try:
+            result = grading.exec(list(grader.command), step=step, call_id=call_id,
+                                  timeout=grader.timeout)
+        except SessionBroken as exc:
+            result = None
+            reason = f"the grader's sandbox died: {exc}"
+        grading.settle()
+        verdicts = tuple(v.to_dict() for v in grading.verdicts)
+        ended = grading.ended
+    common = {"session_id": grading.session_id, "copied": tuple(files),
+              "skipped": tuple(skipped), "verdicts": verdicts}
+    if result is None:
+        return failed(reason, **common)
+    if ended is not None:
+        return failed(f"the grader session was ended: {ended}", **common)
+    if not result.ok:
+        return failed(f"the grader's command failed ({result.outcome.value}, exit "
+                      f"{result.exit_code})", **common)
+    if grader.pass_marker is not None and grader.pass_marker not in result.stdout:
+        return failed(f"{grader.pass_marker!r} missing from the grader's output", **common)
+    return GradeResult(True, "passed", time.monotonic() - started, **common)
