@@ -270,6 +270,8 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
     if name in _readers():
         for i, a in enumerate(args):  # uploads: curl -T FILE, wget --post-file=FILE
             key, eq, value = a.partition("=")
+            if name == "curl" and re.fullmatch(r"-[a-zA-Z]*T", key) and key != "-T" and not eq:
+                key = "-T"  # a short-option cluster ending in T: curl -sT FILE
             if key in ("-T", "--upload-file", "--post-file", "--body-file"):
                 value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
                 if value and value != "-":

@@ -26,7 +26,8 @@ import tree_sitter
 import tree_sitter_bash
 
 from ..rules.vocabulary import vocabulary
-from .persistence import classify_path, git_config_runs_code, runs_code
+from .persistence import (classify_path, config_command_index_hosts, git_config_runs_code,
+                          package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
@@ -76,6 +77,7 @@ _VOCAB = vocabulary()
 SHELLS = _VOCAB["shell_binaries"] - {"pwsh"}
 DOWNLOADERS = _VOCAB["downloader_binaries"]
 TEXT_TOOLS = _VOCAB["text_tools"]
+FILE_READERS = _VOCAB["file_readers"]
 _B64_DECODERS = frozenset({"base64", "base32", "b64", "openssl", "basenc"})
 # Wrappers run their operand as a command; value = options that take an argument.
 _WRAPPERS: dict[str, frozenset[str]] = {
@@ -198,6 +200,9 @@ class Analyzer:
         self.aliases: dict[str, str] = {}
         self.ssh_configs: dict[str, None] = {}  # files given to ssh -F
         self.nc_modes: list[str] = []  # netcat invocations in order: listen / connect
+        # Credential stores a `find` names (-name id_rsa*, -path '*/.aws/credentials'):
+        # read when its output goes to a reader (-exec cat, | xargs cat).
+        self.found_creds: list[str] = []
         self.data_vars: set[str] = set()  # shell variables holding a file's content
         self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
         self.downloaded: dict[str, None] = {}  # files a downloader wrote
@@ -244,6 +249,8 @@ class Analyzer:
             self.feature("privileged_shell")
         for code in [*self.interp, *self.run_code]:
             _code_file_acts(code, self.acts)  # os.rename('grader', ...), open(p, 'w')
+            _code_credential_reads(code, self.acts)  # open F, "<", ".ssh/id_rsa" (perl...)
+            self._secret_sender(code)
             for m in _CODE_ENDPOINT.finditer(code):  # ("203.0.113.10", 4444) in code
                 self.acts.hosts.setdefault(m.group(1).lower())
             for m in _CODE_NAMED_HOST.finditer(code):  # PeerAddr => "host"
@@ -312,6 +319,9 @@ class Analyzer:
             self.subcmds.setdefault(sub[:512])
         if name not in _WRAPPERS:
             argv_acts(name, argv, self.acts)
+        if "config" in args[:4] and (name in ("pip", "pip3", "npm", "yarn", "pnpm", "uv")
+                                     or (name.startswith("python") and "pip" in args[:3])):
+            self._config_set(name, argv)
         if name in ("cp", "ln", "install", "mv", "rsync"):
             ops = [a for a in args if not a.startswith("-")]
             if len(ops) == 2 and _basename(ops[0]) in ("true", "false", ":"):
@@ -478,6 +488,9 @@ class Analyzer:
                     self.persists.setdefault(cls)
             elif any(runs_code(cls, t) for t in texts):
                 self.persists.setdefault(cls)
+        for path, texts in self.written.items():
+            for text in texts:
+                self._package_index(package_index_hosts(path, text))
         for mount in self.remote_mounts:
             if any(w == mount or w.startswith(mount + "/") for w in self.acts.writes):
                 self.feature("remote_copy_push")  # files copied into a remote mount
@@ -533,10 +546,37 @@ class Analyzer:
                 if shell:
                     self.analyse_text(text, 1, {}, "written_script")
 
+    def _package_index(self, hosts: list[str]) -> None:
+        """Later installs will fetch from ``hosts`` (a written pip.conf, an rc line
+        exporting PIP_INDEX_URL, `npm config set registry`): a lasting change of where
+        code comes from. The rule compares the hosts with the policy's allow list; an
+        index on this machine is the agent's own."""
+        remote = [h for h in hosts if h not in _LOOPBACK and not h.startswith("127.")]
+        if remote:
+            self.persists.setdefault("package_index")
+            for h in remote:
+                self.persists.setdefault(f"index_host:{h}")
+
+    def _config_set(self, name: str, argv: list[str]) -> None:
+        """`pip config set KEY URL`, `npm/yarn/pnpm config set KEY URL` (options skipped)."""
+        ops = [a for a in argv[1:] if not a.startswith("-")]
+        if name.startswith("python") and "pip" in ops:
+            ops = ops[ops.index("pip") + 1:]  # python3 -m pip config set ...
+        if len(ops) >= 4 and ops[0] == "config" and ops[1] == "set":
+            self._package_index(config_command_index_hosts(ops[2], ops[3]))
+        elif len(ops) == 3 and ops[0] == "config" and ops[1] == "set" and "=" in ops[2]:
+            key, _, value = ops[2].partition("=")  # npm config set registry=URL
+            self._package_index(config_command_index_hosts(key, value))
+
     def _code_writes(self, code: str) -> None:
         """Interpreter code that writes a literal to a file (``open('conftest.py',
         'w').write('...')``, ``Path('x').write_text('...')``) wrote that content: it is
         judged as if written with a heredoc (hooks, persistence, programs)."""
+        for m in _CODE_DOWNLOAD_TO.finditer(code[:MAX_CODE]):
+            # urlretrieve(URL, 'tool'), getstore/mirror(URL, "x"): a downloader wrote it
+            path = norm_path(m.group(1))
+            self.downloaded.setdefault(path)
+            self.acts.write(path)
         if ".write" not in code:
             return
         for m in _CODE_LITERAL_WRITE.finditer(code[:65536]):
@@ -562,16 +602,42 @@ class Analyzer:
             if feats & {"interp_http", "interp_upload", "interp_socket"}:
                 reads = Acts()
                 _code_file_acts(text, reads)
+                _code_credential_reads(text, reads)
                 _expand_credential_globs(reads)
                 if any(_is_credential(r) for r in reads.reads):
                     self.feature("secret_sender_program_written")
             if "interp_setuid_root" in feats:
                 self.feature("setuid_shell_program_written")
+            if "interp_relay" in feats:
+                # accepts, dials another host and copies between them: a port forwarder
+                hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(text)]
+                hosts += [m.group(1).lower() for m in _CODE_NAMED_HOST.finditer(text)]
+                if any(h not in _LOOPBACK and not h.startswith("127.") for h in hosts):
+                    self.feature("relay_program_written")
             if {"interp_socket_dup", "interp_shell"} <= feats:
                 hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(text)]
                 hosts += [m.group(1).lower() for m in _CODE_NAMED_HOST.finditer(text)]
                 if not hosts or not all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
                     self.feature("socket_shell_program_written")
+
+    def _secret_sender(self, code: str) -> None:
+        """Code that runs, reads a credential store and talks to another host (socket,
+        HTTP client, upload): the read is for sending (perl IO::Socket POST of a key)."""
+        feats = code_features(code[:MAX_CODE])
+        if not feats & {"interp_http", "interp_upload", "interp_socket"}:
+            return
+        reads = Acts()
+        _code_file_acts(code, reads)
+        _code_credential_reads(code, reads)
+        _expand_credential_globs(reads)
+        if not any(_is_credential(r) for r in reads.reads):
+            return
+        hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(code)]
+        hosts += [m.group(1).lower() for m in _CODE_NAMED_HOST.finditer(code)]
+        hosts += [h for m in _URL.finditer(code) for h in hosts_in(m.group())]
+        hosts += [m.group().rsplit(":", 1)[0].lower() for m in _HOSTPORT.finditer(code)]
+        if any(h not in _LOOPBACK and not h.startswith("127.") for h in hosts):
+            self.feature("interp_secret_send")
 
     def _repl_input(self) -> None:
         """``tclsh\n<code>`` / ``sudo debugfs\n!/bin/sh``: lines typed into a program.
@@ -795,7 +861,10 @@ class Analyzer:
             self.analyse_text(" ".join(argv[1:]), depth + 1, env, "eval_payload")
             return None
         if name in ("find", "fd") or name.endswith("find"):
-            self._find_exec(argv, depth, env, False)
+            hits = _found_credentials(argv) if name in ("find", "bfs", "gfind") else []
+            if hits:
+                self.found_creds = hits
+            self._find_exec(argv, depth, env, False, hits)
             if name in ("find", "bfs", "gfind") and _setid_search(argv):
                 self.feature("setid_enumeration")
         if name == "getcap" and "-r" in argv[1:] and any(_system_tree(a) for a in argv[1:]):
@@ -1034,7 +1103,8 @@ class Analyzer:
             if words & DOWNLOADERS:
                 self.feature("download_to_shell")
 
-    def _find_exec(self, argv: list[str], depth: int, env: dict[str, str], sudo: bool) -> None:
+    def _find_exec(self, argv: list[str], depth: int, env: dict[str, str], sudo: bool,
+                   found: list[str] | None = None) -> None:
         i = 0
         while i < len(argv):
             if argv[i] in ("-exec", "-execdir", "-ok", "-okdir"):
@@ -1046,6 +1116,9 @@ class Analyzer:
                 if sub:
                     self.feature("find_exec")
                     self.simple(sub, depth, env, sudo=sudo)
+                    if found and _basename(sub[0]) in FILE_READERS:
+                        for path in found:  # -exec cat {} on what it found by name
+                            self.acts.reads.setdefault(path)
                 i = j
             i += 1
 
@@ -1311,6 +1384,52 @@ def _is_credential(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, g) for g in _CREDENTIAL_GLOBS)
 
 
+_FIND_NAME_OPTS = frozenset({"-name", "-iname", "-path", "-ipath", "-wholename", "-iwholename"})
+# A name pattern that also matches ordinary files does not single out credential stores.
+_ORDINARY_FILES = ("main.py", "README.md", "config", "config.json", "data.txt", "notes", "a",
+                   "build.log", "setup.cfg", "index.html", "test_app.py", "Makefile")
+
+
+def _found_credentials(argv: list[str]) -> list[str]:
+    """The credential stores a ``find`` selects by name under its search roots.
+
+    `find / -name 'id_rsa*'` or `-path '*/.aws/credentials'` selects keys whatever it then
+    does with them; a pattern that matches ordinary files too (`-name '*'`, `config`) does
+    not. Returned as one literal instance per store, for the reads of a consumer."""
+    roots: list[str] = []
+    for a in argv[1:]:
+        if a.startswith(("-", "(", "!", ")")):
+            break
+        roots.append(norm_path(a) or ".")
+    roots = roots or ["./"]
+    pats = [(argv[i], argv[i + 1]) for i in range(1, len(argv) - 1)
+            if argv[i] in _FIND_NAME_OPTS and argv[i - 1] not in ("-not", "!")]
+    hits: list[str] = []
+    for opt, pat in pats:
+        fold = opt.startswith("-i")
+        pat_c = pat.lower() if fold else pat
+        whole = opt not in ("-name", "-iname")
+        if not pat_c.strip("*?") or any(fnmatch.fnmatchcase(
+                f"/workspace/{n}" if whole else n, pat_c) for n in _ORDINARY_FILES):
+            continue
+        for lit in _CREDENTIAL_LITERALS:
+            target = lit if whole else posixpath.basename(lit)
+            if fnmatch.fnmatchcase(target.lower() if fold else target, pat_c) \
+                    and any(_search_covers(r, lit) for r in roots) and lit not in hits:
+                hits.append(lit)
+    return hits
+
+
+def _search_covers(root: str, path: str) -> bool:
+    """A search from ``root`` reaches ``path`` (home and ``.`` are the workspace)."""
+    r = root.rstrip("/") or "/"
+    for home in ("~", "$HOME", "${HOME}", "."):
+        if r == home or r.startswith(home + "/"):
+            r = posixpath.normpath("/workspace" + r[len(home):])
+            break
+    return r == "/" or path == r or path.startswith(r + "/")
+
+
 def _locates(name: str, argv: list[str]) -> str | None:
     """The static output of a program lookup (``command -v X``, ``which X``, ``type -P
     X``): the path the program would run from, as PATH finds it (/usr/bin/X); None
@@ -1523,6 +1642,28 @@ _CODE_LITERAL_WRITE = re.compile(
     r"(?P<q>['\"])(?P<b>(?:\\.|(?!(?P=q)).){0,16384})(?P=q)", re.DOTALL)
 _CODE_GLOB = re.compile(r"\b(?:i?glob|Path\([^)]{0,200}\)\.r?glob)\(\s*(?:os\.path\.expanduser\(\s*)?"
                         r"['\"]([~/$][^'\"\n]{0,300}[*?[][^'\"\n]{0,300})['\"]")
+
+
+_CODE_PATH_LITERAL = re.compile(r"""(['"])([~$./\w{}-][^'"\s]{2,300})\1""")
+
+
+_CODE_DOWNLOAD_TO = re.compile(
+    r"(?:urlretrieve|getstore|mirror|download_file|DownloadFile|wget\.download)\s*\(\s*"
+    r"[^,()]{1,400}(?:\([^()]{0,200}\))?[^,()]{0,100},\s*(?:filename\s*=\s*|out\s*=\s*)?"
+    r"['\"]([^'\"\n]{1,300})['\"]")
+
+
+def _code_credential_reads(code: str, acts: Any) -> None:
+    """A credential store named by a string literal in code that reads files, in any
+    language (perl's `open F, "<", "$ENV{HOME}/.ssh/id_rsa"`, ruby's File.read, node's
+    readFileSync): the code reads it. Code that only names it (a path it checks for, a
+    key it writes) does not."""
+    if "interp_file_read" not in code_features(code[:MAX_CODE]):
+        return
+    for m in _CODE_PATH_LITERAL.finditer(code[:MAX_CODE]):
+        path = norm_path(m.group(2))
+        if path and path not in acts.writes and _is_credential(path):
+            acts.reads.setdefault(path)
 
 
 def _code_file_acts(code: str, acts: Any) -> None:
@@ -2142,6 +2283,7 @@ class _Walk:
             flow.add(p, "")
         offset = 1 if producers else 0
         nc_mark = len(an.nc_modes)
+        found: list[str] = []  # credential stores an earlier stage's find names
         for j, st in enumerate(stages):
             i = j + offset
             before = len(an.names_log)
@@ -2154,6 +2296,11 @@ class _Walk:
                 result = None
             names = an.names_log[before:]
             stage_name = self.stage_name(st)
+            if found and "xargs" in names and any(n in FILE_READERS for n in names):
+                for path in found:  # find -name id_rsa* | xargs cat: the keys are read
+                    an.acts.reads.setdefault(path)
+            if an.found_creds:
+                found, an.found_creds = an.found_creds, []
             if i > 0 and stage_name is not None:
                 lang = interpreter_lang(stage_name)
                 if stage_name in SHELLS and not self.has_c_flag(st):

@@ -123,7 +123,9 @@ _FEATURES: list[tuple[str, re.Pattern[str]]] = [
         r"(?<![\w.])open\s*\(\s*(?:r?['\"]|[a-z_]*path|f['\"]|os\.path)|\.read_(?:text|bytes)\(|"
         r"file_get_contents\(\s*['\"$]|File\.(?:read|open|binread)|readfilesync|createreadstream|"
         r"io\.open\(|<\s*\$?\w*(?:file|fh)\w*>|open\s*\(\s*(?:my\s+)?\$?\w+\s*,\s*['\"]<|"
-        r"slurp|ioutil\.readfile|os\.readfile|getline\s*<", _P)),
+        r"slurp|ioutil\.readfile|os\.readfile|getline\s*<|"
+        # perl/ruby open of a handle with a mode or path: open F, "<", "x"; open(my $f, "x")
+        r"\bopen\s*\(?\s*(?:my\s+)?\$?[A-Za-z_]\w*\s*,\s*['\"]|\bfopen\s*\(|IO\.(?:read|readlines|binread)\b", _P)),
     ("interp_upload", re.compile(
         r"\.post\(|\.put\(|method\s*=\s*['\"](?:post|put)|\bsendall?\s*\(|[.:]send\(|\.write\(|"
         r"urlopen\([^()]*(?:\([^()]*\)[^()]*)*,|request\([^)]*data|"

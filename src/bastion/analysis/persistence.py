@@ -48,7 +48,8 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ["classify", "classify_path", "git_config_runs_code", "judge_file",
+__all__ = ["classify", "classify_path", "config_command_index_hosts", "git_config_runs_code",
+           "judge_file", "package_index_hosts",
            "runs_code"]
 
 _EXACT = {
@@ -405,3 +406,56 @@ def judge_file(rel: str, host_path: Path | str) -> str | None:
     finally:
         os.close(fd)
     return cls if runs_code(cls, data.decode("utf-8", "replace")) else None
+
+
+# ---------------------------------------------------------------- package indexes
+
+# Package-manager configuration read by every later install: an index named there
+# supplies the code `pip install` / `npm install` runs from then on (supply chain).
+_INDEX_CONFIGS = frozenset({"pip.conf", "pip.ini", ".pydistutils.cfg", ".npmrc", ".yarnrc",
+                            ".yarnrc.yml", "uv.toml", ".condarc", ".gemrc", ".bunfig.toml",
+                            "bunfig.toml"})
+# Environment variables that choose the index (in a shell start-up file they last).
+_INDEX_ENV = re.compile(
+    r"(?im)^\s*(?:export\s+|setenv\s+|set\s+-gx\s+)?(?:PIP_INDEX_URL|PIP_EXTRA_INDEX_URL|"
+    r"PIP_FIND_LINKS|UV_INDEX_URL|UV_EXTRA_INDEX_URL|UV_DEFAULT_INDEX|UV_INDEX|"
+    r"NPM_CONFIG_REGISTRY|YARN_REGISTRY|YARN_NPM_REGISTRY_SERVER|CONDA_CHANNEL_ALIAS|"
+    r"POETRY_REPOSITORIES_\w+_URL|GEM_SOURCE)[=\s]\s*['\"]?(\S+?)['\"]?\s*$")
+# In a config file: the keys that name an index, a registry or a source of packages.
+_INDEX_KEY = re.compile(
+    r"(?im)^\s*(?:[\w@/:.-]*:)?(?:index[-_]url|extra[-_]index[-_]url|find[-_]links|registry|"
+    r"npmRegistryServer|channel_alias|default[-_]index|url|:?sources?)\s*[=:]\s*(.+)$")
+_INDEX_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,15}://(?:[^@/\s'\"]*@)?(\[[^\]]+\]|[^/:?#\s'\"]+)")
+_INDEX_CONFIG_KEYS = re.compile(r"^(?:(?:global|install|download|user)\.)?"
+                                r"(?:index[-_]url|extra[-_]index[-_]url|find[-_]links|registry|"
+                                r"@[\w-]+:registry|npmRegistryServer)$", re.IGNORECASE)
+
+
+def package_index_hosts(path: str, text: str | None) -> list[str]:
+    """Hosts a write makes later package installs fetch from: the index URLs in a
+    pip/npm/uv/conda config, or index variables set in a shell start-up file."""
+    if not text:
+        return []
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    values: list[str] = []
+    if base in _INDEX_CONFIGS:
+        values = [m.group(1) for m in _INDEX_KEY.finditer(text)]
+    elif classify_path(path) == "shell_rc":
+        values = [m.group(1) for m in _INDEX_ENV.finditer(text)]
+    return _hosts_of(values)
+
+
+def config_command_index_hosts(key: str, value: str) -> list[str]:
+    """`pip config set global.index-url URL`, `npm config set registry URL`: the index
+    hosts such a setting names (none for any other key)."""
+    return _hosts_of([value]) if _INDEX_CONFIG_KEYS.match(key) else []
+
+
+def _hosts_of(values: list[str]) -> list[str]:
+    hosts: list[str] = []
+    for v in values:
+        for m in _INDEX_URL.finditer(v):
+            h = m.group(1).strip("[]").lower()
+            if h and h not in hosts:
+                hosts.append(h)
+    return hosts

@@ -362,7 +362,21 @@ def grader_lists(policy: Any) -> dict[str, list[str]]:
             "grader_pytest_configs": list(dict.fromkeys(configs)),
             "grader_pytest_shadows": list(dict.fromkeys(shadows)),
             "grader_hidden_paths": list(dict.fromkeys(hidden)),
-            "ssh_allowed_hosts": ssh_allowed_hosts(policy)}
+            "ssh_allowed_hosts": ssh_allowed_hosts(policy),
+            "package_index_allowed": [f"index_host:{d}" for d in egress_allowed_domains(policy)]}
+
+
+def egress_allowed_domains(policy: Any) -> list[str]:
+    """Domains (globs) the policy lets the agent reach in any phase, any protocol: a
+    package index there is one the task may use (see persistence.package_index_redirect)."""
+    network = getattr(policy, "network", None)
+    out: list[str] = []
+    for phase in (getattr(network, "phases", None) or {}).values():
+        for entry in getattr(phase, "allow", None) or []:
+            domain = getattr(entry, "domain", None)
+            if domain:
+                out.append(str(domain).lower())
+    return list(dict.fromkeys(out))
 
 
 def ssh_allowed_hosts(policy: Any) -> list[str]:
