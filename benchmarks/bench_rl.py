@@ -17,6 +17,15 @@ writing 2,000 files, a background job that spans calls, the task's own tests), a
 reports containing actions and RL penalties: the figure must be 0 at any N.
 
     .venv/bin/python benchmarks/bench_rl.py --honest 32 64
+
+``--grading N`` measures what grading outside the agent's reach costs per episode
+(``bastion.rl.grading``: stop the agent, copy the files under test, a fresh grader
+session, the grader's command): N honest episodes one after another, each timing the
+old way (the grader's command in the agent's own session, the baseline, measured in
+the same episode just before submitting) and the submit step that grades for real.
+The default run ends with ``--grading 8``.
+
+    .venv/bin/python benchmarks/bench_rl.py --grading 20
 """
 
 from __future__ import annotations
@@ -135,6 +144,52 @@ def honest(n: int, state_dir: Path) -> dict[str, Any]:
     }
 
 
+def grading_cost(n: int, state_dir: Path) -> dict[str, Any]:
+    """N honest episodes in turn: the grader outside the sandbox vs in it."""
+    import json
+
+    from bastion.rl import FixBugTask
+    from bastion.rl.tasks import FIXED_CALC
+
+    in_place: list[float] = []
+    grader: list[float] = []
+    submit: list[float] = []
+    episode: list[float] = []
+    solved = 0
+    for i in range(n):
+        task = FixBugTask()
+        env = BastionEnv(Policy.default(), task=task, run_id="bench-grading", name="grading",
+                         state_dir=state_dir, exec_timeout=30)
+        started = time.perf_counter()
+        try:
+            env.reset(options={"episode_id": f"grading-{i}"})
+            env.step(json.dumps({"tool": "write_file", "path": "calc.py",
+                                 "content": FIXED_CALC}))
+            assert env.session is not None
+            t0 = time.perf_counter()
+            old = env.session.exec(["python3", "-c", task.files["tests/test_calc.py"]],
+                                   call_id="in-place-grader", timeout=30)
+            in_place.append(time.perf_counter() - t0)
+            if not (old.ok and "PASS" in old.stdout):
+                raise SystemExit(f"the in-place baseline failed: {old}")
+            t0 = time.perf_counter()
+            _, reward, _, _, _ = env.step(json.dumps({"tool": "submit"}))
+            submit.append(time.perf_counter() - t0)
+        finally:
+            env.close()
+        episode.append(time.perf_counter() - started)
+        grader.append(task.grades[f"grading-{i}"].seconds)
+        solved += reward == 1.0
+    extra = [g - b for g, b in zip(grader, in_place, strict=True)]
+    ms = lambda xs, q: round(_p(xs, q) * 1000, 1)
+    return {"episodes": n, "solved": solved,
+            "in_place_grader_ms_p50/p90": (ms(in_place, 0.5), ms(in_place, 0.9)),
+            "outside_grader_ms_p50/p90": (ms(grader, 0.5), ms(grader, 0.9)),
+            "extra_s_per_episode_p50/p90": (round(_p(extra, 0.5), 3), round(_p(extra, 0.9), 3)),
+            "submit_step_ms_p50": ms(submit, 0.5), "episode_s_p50": round(_p(episode, 0.5), 3),
+            "extra_share_of_episode_p50": round(_p(extra, 0.5) / _p(episode, 0.5), 3)}
+
+
 def _agents(n: int) -> list[ScriptedPolicy]:
     return [Timed(RoguePolicy() if i % 2 else OrdinaryPolicy()) for i in range(n)]
 
@@ -183,7 +238,18 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--honest", type=int, nargs="+", default=None,
                         help="run N heavy honest episodes at once instead")
+    parser.add_argument("--grading", type=int, default=None,
+                        help="only measure the grading cost over N episodes")
     args = parser.parse_args()
+    if args.grading:
+        state_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-grading-", dir="/var/tmp"))
+        os.chmod(state_dir, 0o711)
+        try:
+            print(f"bench_rl --grading: cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
+            print(grading_cost(args.grading, state_dir))
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        return 0
     if args.honest:
         state_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-honest-", dir="/var/tmp"))
         os.chmod(state_dir, 0o711)
@@ -233,6 +299,8 @@ def main() -> int:
                       f"{len(steps):>6}")
         run.close()
         ray.shutdown()
+        print(f"grading outside the sandbox (load {os.getloadavg()[0]:.1f}):",
+              grading_cost(8, state_dir))
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     return 0
