@@ -608,6 +608,8 @@ class Analyzer:
                     self.feature("secret_sender_program_written")
             if "interp_setuid_root" in feats:
                 self.feature("setuid_shell_program_written")
+            if "interp_hash_spin" in feats:
+                self.feature("hash_spin_program_written")  # a nonce search, run later
             if "interp_relay" in feats:
                 # accepts, dials another host and copies between them: a port forwarder
                 hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(text)]

@@ -185,6 +185,59 @@ def _fork_in_loop(code: str) -> bool:
     return False
 
 
+_HASH_CALL = (r"(?:hashlib\.\w+|\bsha(?:1|224|256|384|512|3_\w+)|\bmd5|\bblake2\w*|\bblake3|"
+              r"\bkeccak\w*|\bscrypt|createhash|digest::\w+|randomx\w*)\s*\(")
+_HASH_FED = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*[^\n;]*?" + _HASH_CALL + r"[^\n;]*?\b\1\b", _P)
+_COUNTER = re.compile(r"\b([A-Za-z_]\w*)\s*(?:\+=\s*1\b|\+\+)|\+\+\s*\$?([A-Za-z_]\w*)|"
+                      r"\bfor\s+([A-Za-z_]\w*)\s+in\s+(?:itertools\.)?count\(", _P)
+_LEAVES = re.compile(r"\b(?:break|return|exit|die|last)\b|sys\.exit|os\._exit", _P)
+
+
+def _loop_bodies(code: str) -> list[tuple[str, str]]:
+    """(head line, body) of the unbounded loops in ``code`` (``_SPIN`` heads): the body
+    is the rest of the head's line and the lines indented under it, or up to 4 KiB
+    after a brace."""
+    lines = code.splitlines()
+    out: list[tuple[str, str]] = []
+    for m in _SPIN.finditer(code):
+        line_start = code.rfind("\n", 0, m.start()) + 1
+        line_end = code.find("\n", m.end())
+        line_end = len(code) if line_end < 0 else line_end
+        head = code[line_start:line_end]
+        if "{" in head:
+            out.append((head, code[m.end():m.end() + 4096]))
+            continue
+        body = [code[m.end():line_end]]
+        indent = len(head) - len(head.lstrip())
+        for line in lines[code.count("\n", 0, line_start) + 1:][:400]:
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            body.append(line)
+        out.append((head, "\n".join(body)))
+    return out
+
+
+def nonce_search(code: str) -> bool:
+    """Hashing that only a miner does: in an unbounded loop that nothing leaves
+    (no break/return/exit in its body: a toy proof-of-work returns its nonce), a hash
+    whose input changes every round because it is a counter (a nonce) or the hash's
+    own previous output. Checksumming files, hashing requests in a server loop, or a
+    bounded benchmark is none of these."""
+    for head, body in _loop_bodies(code):
+        if _LEAVES.search(body):
+            continue
+        if _HASH_FED.search(body):
+            return True
+        counters = {n for g in _COUNTER.findall(head + "\n" + body) for n in g if n}
+        if not counters:
+            continue
+        for line in body.splitlines():
+            if re.search(_HASH_CALL, line, _P) and any(
+                    re.search(rf"\b{re.escape(c)}\b", line) for c in counters):
+                return True
+    return False
+
+
 def web_shell(code: str) -> bool:
     """Server-side code that passes request input to a command runner."""
     return _WEB_INPUT.search(code) is not None and _WEB_EXEC.search(code) is not None
@@ -228,8 +281,8 @@ def code_features(code: str) -> set[str]:
     if "interp_bind" in feats and "interp_socket" in feats and _CONNECT.search(code) and \
             _RECV.search(code) and "interp_socket_exec" not in feats:
         feats.add("interp_relay")  # accepts, connects onwards and copies: a port forwarder
-    if "interp_hash" in feats and _SPIN.search(code):
-        feats.add("interp_hash_spin")  # hashing in an unbounded loop: a nonce search
+    if "interp_hash" in feats and _SPIN.search(code) and nonce_search(code):
+        feats.add("interp_hash_spin")  # a nonce search: see nonce_search
     if "\\x" in code and _SHELLCODE.search(code):
         feats.add("shellcode_literal")
     if "interp_hash" in feats and "interp_loop" in feats:

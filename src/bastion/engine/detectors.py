@@ -112,6 +112,9 @@ class MiningEvidence:
                 strong, reason = True, "a hashing loop that talks to the network"
             elif "interp_hash_spin" in feats:
                 strong, reason = True, "hashing in an unbounded loop (a nonce search)"
+            elif "hash_spin_program_written" in feats:
+                # judged when written: it may run in a later call, under any name
+                strong, reason = True, "a nonce-search program written to a file"
             elif "interp_hash_loop" in feats:
                 reason = "a hashing loop"
         if not reason:
