@@ -9,6 +9,7 @@ from bastion.engine.detectors import (
     GpuDetector,
     MiningEvidence,
     ResourceLimitDetector,
+    ResourceRequestDetector,
     TelemetryLossDetector,
 )
 from bastion.events import Action, Event, EventKind, Severity
@@ -296,3 +297,46 @@ def test_telemetry_loss_freezes_and_gap_is_reported():
         "telemetry.sensor": "process", "telemetry.reason": "polling", "telemetry.gap": True}))
     assert gap.rule_id == "telemetry.degraded" and gap.action is None
     assert not d.observe(Event(EventKind.TELEMETRY, fields={"telemetry.sensor": "x"}))
+
+
+def _command(raw: str, call: str = "c1") -> Event:
+    from bastion.analysis import analyze_command
+
+    return Event(EventKind.COMMAND, session_id="s", call_id=call, step=1,
+                 fields=analyze_command(raw))
+
+
+def test_requests_past_the_limits_are_verdicts_charged_to_their_call():
+    from bastion.policy.sandbox import Limits
+
+    d = ResourceRequestDetector(Limits(memory=4 << 30, disk=1 << 30))  # tmpfs: 1 GiB
+    bombs = {"fallocate -l 60G f": "disk", "dd if=/dev/zero of=f bs=1G count=100": "disk",
+             "head -c 50G /dev/zero > f": "disk", "dd if=/dev/zero of=fill": "disk",
+             "python3 -c 'b = bytearray(30 * 2**30)'": "memory",
+             "sudo fallocate --length=8GiB /workspace/big": "disk"}
+    for n, (raw, kind) in enumerate(bombs.items()):
+        [f] = d.observe(_command(raw, call=f"c{n}"))
+        assert f.rule_id == "detector.resource_request" and f.severity is Severity.MEDIUM, raw
+        assert f.evidence["request.kind"] == kind and "resource_abuse" in f.categories
+        assert f.action is Action.ALERT  # the kernel holds it; recorded, not killed
+    # just past the limit: an honest guess at a size, recorded without a penalty
+    [near] = d.observe(_command("fallocate -l 1536M data.bin", call="c9"))
+    assert near.severity is Severity.LOW
+
+
+def test_bounded_sizes_and_sparse_files_are_not_requests_past_the_limit():
+    from bastion.policy.sandbox import Limits
+
+    d = ResourceRequestDetector(Limits(memory=4 << 30, disk=1 << 30))
+    honest = [
+        ("dd if=/dev/urandom of=blob.bin bs=1M count=200 status=none && fallocate -l 300M p.bin"
+         " && truncate -s 100G sparse.img"),
+        "head -c 50G /dev/zero | sha256sum",  # streamed, nothing stored
+        "python3 -c 'table = [bytearray(1 << 20) for _ in range(600)]'",
+        "fallocate --punch-hole -o 0 -l 60G f",  # frees space
+        "dd if=/dev/zero of=/dev/null bs=1M count=100000",
+        "python3 -c 'import sys; b = bytearray(int(sys.argv[1]))' 1000",
+    ]
+    assert not any(d.observe(_command(raw)) for raw in honest)
+    # without the policy's limits nothing is judged (engines built by hand)
+    assert not ResourceRequestDetector().observe(_command("fallocate -l 60G f"))

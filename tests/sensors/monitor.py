@@ -45,7 +45,8 @@ def ruleset(policy: Policy, text: str = TEST_RULES):
 
 def make_engine(policy: Policy, text: str = TEST_RULES) -> Engine:
     return Engine(ruleset(policy, text), policy.response,
-                  default_detectors(policy.rules.detectors, cap_cores=policy.sandbox.limits.cpus))
+                  default_detectors(policy.rules.detectors, cap_cores=policy.sandbox.limits.cpus,
+                                    limits=policy.sandbox.limits))
 
 
 def monitored_session(state_dir: Path, policy: Policy | dict | None = None, *,

@@ -204,3 +204,24 @@ def test_a_background_memory_hog_is_an_oom_verdict_and_the_next_call_works(monit
     assert wait_for(lambda: not _call_pids(s), timeout=5)
     after = s.exec("echo alive", call_id="c2", step=2)
     assert after.outcome.value == "ok" and "alive" in after.stdout
+
+
+def test_requests_the_limits_refuse_whole_are_verdicts_on_their_call(make_session):
+    """`fallocate -l 60G` on the session's 1 GiB tmpfs and a 30 GiB bytearray are
+    refused whole by the kernel (ENOSPC / ENOMEM): no counter moves, the request is the
+    attempt. Bounded big files within the limit are not judged."""
+    s = make_session(None)  # default policy: 1 GiB of disk, 2 GiB of memory
+    honest = s.exec("dd if=/dev/urandom of=blob.bin bs=1M count=100 status=none && "
+                    "fallocate -l 200M p.bin && truncate -s 10G sparse.img && "
+                    "rm blob.bin p.bin sparse.img && echo ok", call_id="c0", step=0, timeout=120)
+    assert honest.outcome.value == "ok" and "ok" in honest.stdout, honest
+    disk = s.exec("fallocate -l 60G f; echo rc=$?", call_id="c1", step=1)
+    assert "rc=0" not in disk.stdout, disk  # the kernel refused it
+    memory = s.exec("python3 -c 'b = bytearray(30 * 2**30)'; echo rc=$?", call_id="c2", step=2)
+    assert "rc=0" not in memory.stdout, memory
+    found = verdicts_named(s, "detector.resource_request")
+    assert {(v.call_id, v.evidence["request.kind"]) for v in found} == {
+        ("c1", "disk"), ("c2", "memory")}, [(v.rule_id, v.call_id) for v in s.verdicts]
+    assert all("resource_abuse" in v.categories for v in found)
+    after = s.exec("echo alive", call_id="c3", step=3)
+    assert after.outcome.value == "ok" and "alive" in after.stdout

@@ -57,4 +57,5 @@ def build_engine(policy: Policy) -> Engine:
     """One engine per session: detector state is per session and dies with it."""
     return Engine(ruleset_for(policy), policy.response,
                   default_detectors(policy.rules.detectors,
-                                    cap_cores=policy.sandbox.limits.cpus))
+                                    cap_cores=policy.sandbox.limits.cpus,
+                                    limits=policy.sandbox.limits))

@@ -15,6 +15,9 @@ reported four times a second yields one verdict, not a stream.
 * ``ResourceLimitDetector``: the session hit its pids limit (fork or thread bomb), its
   memory limit (OOM kill), or filled its size-limited files (disk bomb); for the
   first two the call holding the processes is killed so the next call can run.
+* ``ResourceRequestDetector``: a command asks for more disk or memory than the
+  session's limits hold (``fallocate -l 60G``): refused whole by the kernel, no counter
+  moves, the request is the attempt.
 * ``ForkStormDetector``: a fork rate above ``fork_storm_per_second`` whose children
   pile up.
 * ``ConnectionDetector``: outbound connections open for >= ``long_connection_seconds``
@@ -38,6 +41,7 @@ from typing import Any
 from ..events import Action, Event, EventKind, Severity
 from ..policy.rules import DetectorSettings
 from .finding import Detector, Finding
+from .sizes import command_requests
 
 __all__ = [
     "ComputeDetector",
@@ -46,6 +50,7 @@ __all__ = [
     "GpuDetector",
     "MiningEvidence",
     "ResourceLimitDetector",
+    "ResourceRequestDetector",
     "TelemetryLossDetector",
     "default_detectors",
 ]
@@ -545,6 +550,77 @@ class ResourceLimitDetector:
             self._fired = {k for k in self._fired if k[0] != session_id}
 
 
+class ResourceRequestDetector:
+    """A command asks for more storage or memory than the session's limits can hold
+    (``engine/sizes.py``: ``fallocate -l 60G``, ``dd bs=1G count=100 of=f``, ``head -c
+    50G /dev/zero > f``, ``bytearray(30 * 2**30)``). The kernel refuses such a request
+    whole (ENOSPC, ENOMEM) before any counter moves, so the resource sensor never sees
+    it: the request is the attempt. Charged to the command's call, once per call and
+    kind. Medium (an alert: the limit already holds it) when it asks for at least
+    twice the limit, a bomb's size; low when just past it (an honest guess at a size)."""
+
+    name = "resource_requests"
+    kinds = frozenset({EventKind.COMMAND})
+
+    def __init__(self, limits: Any = None) -> None:
+        self._memory: int | None = None
+        self._disk: int | None = None
+        if limits is not None:
+            from ..sandbox.scratch import effective_size
+
+            self._memory = int(limits.memory)
+            self._disk = effective_size(int(limits.disk), int(limits.memory))
+        self._fired: set[tuple[str, str | None, str]] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, event: Event) -> list[Finding]:
+        if self._memory is None or self._disk is None:
+            return []
+        f = event.fields
+        if not f.get("cmd.argv") and not f.get("cmd.interp_code"):
+            return []
+        found = command_requests(f.get("cmd.argv") or (), f.get("cmd.interp_code") or (),
+                                 writes=bool(f.get("cmd.writes")))
+        out: list[Finding] = []
+        for request in found:
+            limit = self._disk if request.kind == "disk" else self._memory
+            if request.size <= limit:
+                continue
+            key = (event.session_id, event.call_id, request.kind)
+            with self._lock:
+                if key in self._fired:
+                    continue
+                self._fired.add(key)
+            asked = "until refused" if request.size == float("inf") else _bytes(request.size)
+            where = ("the session's writable filesystems" if request.kind == "disk"
+                     else "the session's memory")
+            out.append(Finding(
+                rule_id="detector.resource_request",
+                severity=Severity.MEDIUM if request.size >= 2 * limit else Severity.LOW,
+                message=(f"`{request.what}` asks for {asked}; {where} hold at most "
+                         f"{_bytes(limit)} (the kernel refuses it: a resource bomb held by "
+                         f"the limit)"),
+                categories=("resource_abuse",),
+                mitre=("T1499",),
+                action=Action.ALERT,
+                evidence={"request.kind": request.kind, "request.what": request.what,
+                          "request.bytes": request.size if request.size != float("inf")
+                          else None, "limit.bytes": limit},
+            ))
+        return out
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._fired = {k for k in self._fired if k[0] != session_id}
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} bytes"
+
+
 class GpuDetector:
     """GPU use in context: a call's foreground work may use the GPU (a training loop);
     a process that outlived or detached from its call (``proc.background``) or a call
@@ -787,16 +863,19 @@ network_detectors = _network_detectors
 
 
 def default_detectors(settings: DetectorSettings, *,
-                      cap_cores: float | None = None) -> list[Detector]:
+                      cap_cores: float | None = None, limits: Any = None) -> list[Detector]:
     """The detectors every engine runs, in evaluation order. ``cap_cores`` (the
     session's CPU limit) is accepted for compatibility: budgets are in core-seconds
-    of CPU used, which no CPU limit can make unreachable."""
+    of CPU used, which no CPU limit can make unreachable. ``limits`` (the policy's
+    ``sandbox.limits``) lets requests past them be judged (``ResourceRequestDetector``);
+    without it they are not."""
     evidence = MiningEvidence()
     return [
         TelemetryLossDetector(),
         ComputeDetector(settings, evidence),
         GpuDetector(settings, evidence),
         ResourceLimitDetector(),
+        ResourceRequestDetector(limits),
         ForkStormDetector(settings),
         ConnectionDetector(settings),
         *network_detectors(),  # the gateway's: scans, DNS exfiltration, stream cuts
