@@ -5,11 +5,17 @@ alike (medians over --rounds):
 
 * `python -c pass` — the interpreter's own start, the floor for any Python CLI;
 * `bwrap --ro-bind / / --unshare-all true` — a bare namespace sandbox, no monitoring;
-* `bastion check` with one command on stdin (policy, packs, analyser; nothing runs);
+* `bastion check` with one command on stdin, through the node (``cli.oneshot``: no
+  typer, pydantic or rules imported) and in-process (BASTION_NO_NODE=1: policy, packs,
+  analyser; nothing runs);
 * `bastion run -- true` in-process (BASTION_NO_NODE=1): a whole session is created,
   watched, recorded and torn down by the command itself;
 * `bastion run -- true` through a running `bastion node` of the same state directory:
-  the daemon owns the session, the command is a thin client.
+  the daemon owns the session, the command is a thin client (``cli.oneshot``).
+
+A run whose command fails is counted under ``failed`` and not timed. ``own CPU`` is the
+command's own user+system CPU (its process tree, not the node's): on a loaded machine,
+where wall times stretch, it shows what the command itself costs.
 
 Targets (issue 15): run ≤ 0.35 s median, check ≤ 0.2 s.
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -45,28 +52,49 @@ def main() -> None:
             "python -c pass": ([sys.executable, "-c", "pass"], env, None),
             "bwrap bare sandbox: true": (["bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
                                           "--unshare-all", "true"], env, None),
-            "bastion check (1 command)": ([bastion, "check"], env, b"ls -la\n"),
+            "bastion check (1 command, via node)": ([bastion, "check"], env, b"ls -la\n"),
+            "bastion check (1 command, no node)": ([bastion, "check"],
+                                                   {**env, "BASTION_NO_NODE": "1"}, b"ls -la\n"),
             "bastion run -- true (no node)": ([bastion, "run", "--", "true"],
                                               {**env, "BASTION_NO_NODE": "1"}, None),
             "bastion run -- true (via node)": ([bastion, "run", "--", "true"], env, None),
         }
         samples: dict[str, list[float]] = {k: [] for k in variants}
+        failed: dict[str, int] = dict.fromkeys(variants, 0)
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for name, (argv, venv, stdin) in variants.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                subprocess.run(argv, env=venv, input=stdin, capture_output=True, check=True)
-                samples[name].append(time.perf_counter() - t0)
+                r = subprocess.run(argv, env=venv, input=stdin, capture_output=True, check=False)
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if r.returncode != 0:  # counted, not timed (a loaded machine's bwrap can fail)
+                    failed[name] += 1
+                    continue
+                samples[name].append(wall)
+                # the command's own CPU (user + system): what it costs whatever the load
+                cpu[name].append(after.ru_utime - before.ru_utime
+                                 + after.ru_stime - before.ru_stime)
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=60)
         shutil.rmtree(state, ignore_errors=True)
     base = statistics.median(samples["python -c pass"])
-    print(f"{'command':<34} {'p50 s':>7} {'p90 s':>7} {'x python start':>15}")
+    print(f"{'command':<38} {'p50 s':>7} {'p90 s':>7} {'x python start':>15} "
+          f"{'own CPU p50 s':>14} failed")
     results = {}
     for name, xs in samples.items():
+        if not xs:
+            print(f"{name:<38} every run failed ({failed[name]})")
+            results[name] = {"failed": failed[name], "n": 0}
+            continue
         p50, p90 = statistics.median(xs), pct(xs, 90)
-        print(f"{name:<34} {p50:>7.3f} {p90:>7.3f} {p50 / base:>15.1f}")
-        results[name] = {"p50_s": round(p50, 4), "p90_s": round(p90, 4), "n": len(xs)}
+        own = statistics.median(cpu[name])
+        print(f"{name:<38} {p50:>7.3f} {p90:>7.3f} {p50 / base:>15.1f} {own:>14.3f} "
+              f"{failed[name]:>6}")
+        results[name] = {"p50_s": round(p50, 4), "p90_s": round(p90, 4), "n": len(xs),
+                         "cpu_p50_s": round(own, 4), "failed": failed[name]}
     emit("cli", results)
 
 

@@ -23,6 +23,9 @@ __all__ = ["build_engine", "ruleset_for"]
 _CACHE_SIZE = 16
 _cache: OrderedDict[tuple[object, ...], RuleSet] = OrderedDict()
 _lock = threading.Lock()
+# one compile at a time: a burst of N sessions created at once (a trainer's reset)
+# compiles a policy once and the others wait for it, instead of N compiles racing
+_compiling = threading.Lock()
 
 
 def _key(policy: Policy) -> tuple[object, ...]:
@@ -40,17 +43,27 @@ def _key(policy: Policy) -> tuple[object, ...]:
 def ruleset_for(policy: Policy) -> RuleSet:
     """The compiled rules of ``policy``, compiled once per policy content."""
     key = _key(policy)
+    cached = _cached(key)
+    if cached is not None:
+        return cached
+    with _compiling:
+        cached = _cached(key)  # compiled by another session while this one waited
+        if cached is not None:
+            return cached
+        ruleset = load_ruleset(policy)  # raises PolicyError with file:line:column
+        with _lock:
+            _cache[key] = ruleset
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return ruleset
+
+
+def _cached(key: tuple[object, ...]) -> RuleSet | None:
     with _lock:
         cached = _cache.get(key)
         if cached is not None:
             _cache.move_to_end(key)
-            return cached
-    ruleset = load_ruleset(policy)  # raises PolicyError with file:line:column
-    with _lock:
-        _cache[key] = ruleset
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return ruleset
+        return cached
 
 
 def build_engine(policy: Policy) -> Engine:
