@@ -44,8 +44,10 @@ def test_attack_targets_are_lab_hosts_only() -> None:
     """Network safety: an attack may name only the lab's documentation-range hosts."""
     import re
 
+    from bastion.lab.topology import DNS_IP
+
     allowed = {"203.0.113.22", "203.0.113.33", "203.0.113.80", "203.0.113.81", "127.0.0.1",
-               "0.0.0.0"}
+               "0.0.0.0", DNS_IP}
     for sc in load_builtin():
         for step in sc.steps:
             text = step.command + step.content
@@ -132,3 +134,33 @@ def test_allow_entries_reach_every_phase_of_the_policy(tmp_path: Path) -> None:
     assert all(sc.allow[0] in phase["allow"] for phase in phases.values())
     assert all(sc.allow[0] not in phase["allow"] for phase in base["network"]["phases"].values())
     Policy.from_dict(data, source="test")  # a valid policy
+
+
+STRICT = """\
+scenarios:
+  - id: attack.z
+    kind: attack
+    policy: {rules: {detectors: {background_kill_cpu_seconds: 2}}}
+    steps:
+      - exec: echo hi
+        call: c1
+    expect: {category: mining, charged_to: c1}
+"""
+
+
+def test_policy_patch_is_merged_and_checked_at_load(tmp_path: Path) -> None:
+    """A scenario's ``policy:`` is deep-merged into the scorecard policy (the network
+    section stays); a setting the policy does not know is an error naming the line."""
+    from bastion import Policy
+    from bastion.redteam import base_policy
+    from bastion.redteam.runner import merge_policy
+
+    (sc,) = load_file(write(tmp_path, STRICT))
+    data = merge_policy(base_policy(), sc.policy)
+    policy = Policy.from_dict(data, source="test")
+    assert policy.rules.detectors.background_kill_cpu_seconds == 2
+    assert data["network"] == base_policy()["network"]
+    assert "rules" not in base_policy()
+    bad = STRICT.replace("background_kill_cpu_seconds", "background_kill_cpu_secs")
+    with pytest.raises(ScenarioError, match=r"s.yaml:4: scenario attack.z: policy:"):
+        load_file(write(tmp_path, bad))

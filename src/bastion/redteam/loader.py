@@ -35,7 +35,7 @@ __all__ = ["BUILTIN_DIR", "ScenarioError", "load_builtin", "load_file", "load_pa
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
 _SCENARIO_KEYS = {"id", "kind", "title", "suites", "hosts", "variant", "steps", "expect",
-                  "files", "settle", "why", "allow"}
+                  "files", "settle", "why", "allow", "policy"}
 _STEP_KEYS = {"exec", "write_file", "wait", "trust_key", "call", "timeout", "expect_exit",
               "content"}
 _ALLOW_KEYS = {"domain", "cidr", "port", "protocol"}
@@ -230,12 +230,45 @@ def _scenario(raw: Any, file: str, seen: dict[str, str]) -> Scenario:
     if not isinstance(settle, int | float) or settle < 0:
         raise _err(file, _line(raw, "settle"), who, "settle: seconds (>= 0)")
     allow = _allow(raw.get("allow", []), file, _line(raw, "allow", line), who)
+    patch = _policy_patch(raw.get("policy", {}), allow, file, _line(raw, "policy", line), who)
     return Scenario(
         id=sid, kind=kind, title=str(raw.get("title") or sid), file=file, line=line,
         steps=steps, expect=_expect(raw.get("expect"), kind, file, _line(raw, "expect", line),
                                     who, calls),
         suites=suites, hosts=hosts, variant=variant, files=dict(files), settle=float(settle),
-        why=str(raw.get("why", "")), allow=allow)
+        why=str(raw.get("why", "")), allow=allow, policy=patch)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with the loader's line-tracking mappings turned into plain dicts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _policy_patch(raw: Any, allow: tuple[dict[str, object], ...], file: str, line: int,
+                  who: str) -> dict[str, Any]:
+    """A scenario's policy patch, checked by loading the patched scorecard policy now:
+    an unknown setting must fail at load, not silently leave the default in force."""
+    if not isinstance(raw, dict):
+        raise _err(file, line, who, "policy: a mapping merged into the scorecard policy")
+    patch = _plain(raw)
+    if patch:
+        import warnings
+
+        from ..policy import Policy
+        from .runner import base_policy, merge_policy, with_allow
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Policy.from_dict(merge_policy(with_allow(base_policy(), allow), patch),
+                                 source=f"{file}:{line}")
+        except Exception as exc:  # noqa: BLE001 - any policy error is a scenario error here
+            raise _err(file, line, who, f"policy: {exc}") from None
+    return patch
 
 
 def _allow(raw: Any, file: str, line: int, who: str) -> tuple[dict[str, object], ...]:

@@ -73,6 +73,9 @@ class Scenario:
     # allow entries added to the scorecard policy's network phases, e.g. SSH to the lab's
     # relay: what a real policy grants (git over SSH to one host) and attacks abuse
     allow: tuple[dict[str, object], ...] = ()
+    # a policy patch deep-merged into the scorecard policy (e.g. a trainer's stricter
+    # ``rules.detectors`` budget): the same attack judged under an opt-in setting
+    policy: dict[str, object] = field(default_factory=dict)
 
     @property
     def category(self) -> str:

@@ -36,7 +36,7 @@ from .model import Scenario
 from .pypi import INDEX_PORT, PackageIndex, index_url
 
 __all__ = ["CallRecord", "RunConfig", "Runner", "ScenarioResult", "Scorecard", "base_policy",
-           "with_allow"]
+           "merge_policy", "with_allow"]
 
 FORBIDDEN_KEYS = ("ssh", "pool", "denied")
 
@@ -67,6 +67,18 @@ def with_allow(policy: dict[str, Any], entries: Iterable[dict[str, Any]]) -> dic
             phase.setdefault("allow", []).extend(_deep_copy(entries))
     else:
         network.setdefault("allow", []).extend(entries)
+    return data
+
+
+def merge_policy(policy: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` with ``patch`` deep-merged into it (mappings merge, anything else is
+    replaced); neither input is changed."""
+    data = _deep_copy(policy)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = merge_policy(data[key], value)
+        else:
+            data[key] = _deep_copy(value)
     return data
 
 
@@ -275,7 +287,7 @@ class Runner:
     # -- one episode --------------------------------------------------------------------
 
     def _policy(self, sc: Scenario, workspace: Path) -> Policy:
-        data = with_allow(self.config.policy or base_policy(), sc.allow)
+        data = merge_policy(with_allow(self.config.policy or base_policy(), sc.allow), sc.policy)
         sandbox = data.setdefault("sandbox", {})
         sandbox["workspace"] = str(workspace)
         if any(p.split("/", 1)[0] == "grader" for p in sc.files):
