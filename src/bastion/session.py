@@ -180,6 +180,12 @@ class _View:
             return SessionState.ENDED
         return SessionState.FROZEN if s.frozen else SessionState.OPEN
 
+    @property
+    def verdict_count(self) -> int:
+        """How many verdicts the session has had (the gateway's remembered connect
+        judgements hold only while this is unchanged)."""
+        return len(self._s.verdicts)
+
     def owns_cgroup(self, cgroup_path: str) -> bool:
         sid = self._s.session_id
         return f"/{sid}/" in cgroup_path or cgroup_path.endswith(f"/{sid}")

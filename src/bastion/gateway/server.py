@@ -79,7 +79,16 @@ log = logging.getLogger(__name__)
 
 PEEK_TIMEOUT = 0.5  # how long a client gets to say enough to be classified
 PROBE_PEEK = 0.2  # how long a connection to a refused destination is read (for the record)
-HOLD_TIMEOUT = 30.0  # how long a silent client is held, waiting for its first byte
+HOLD_TIMEOUT = 30.0
+DRIP_WINDOW = 5.0  # how long a refused, still unclassified client is followed
+DRIP_GAP = 0.6  # seconds of silence that end following it
+DRIP_BYTES = 4096  # bytes of it read at most
+JUDGED_TTL = 5.0  # how long a connect judged with no verdict is decided on the loop
+_VOLATILE = frozenset({"net.conn_id", "net.src_port"})
+# what a remembered judgement may cover: web traffic, whose judgement is the fields'. An
+# SSH connection is judged on its client's state as it is at connect (config files,
+# stdin): always awaited
+_REMEMBERED = frozenset({"http", "tls"})  # how long a silent client is held, waiting for its first byte
 FLOW_INTERVAL = 10.0  # seconds between net.flow reports of a live connection
 POLL_INTERVAL = 0.5  # seconds between poller rounds (flow reports)
 DROP_POLL_INTERVAL = 2.0  # seconds between reads of each session's drop counters
@@ -203,6 +212,9 @@ class Attachment:
         self.pending: dict[int, dict[str, Any]] = {}  # undecided connections, by socket fd
         self.owners = Owners(link.netns_path, self._cgroup_root, view.call_for_cgroup,
                              getattr(view, "latest_call", None))
+        # connects already judged with no verdict at all: key -> (stamp, expiry)
+        self.judged: dict[tuple[Any, ...], tuple[tuple[Any, ...], float]] = {}
+        self.generation = 0  # bumped by every verdict the gateway sees, phase changes
         self.closed = False
 
     def _cgroup_root(self) -> Path | None:
@@ -227,6 +239,7 @@ class Attachment:
         if phase not in self.policy.phases:
             raise ValueError(f"unknown network phase {phase!r}")
         self.phase = phase
+        self.forget_judged()
         self.names.clear()  # names resolved under the old phase no longer count
         for conn in list(self.conns):
             again = decide(self.policy, phase, conn.dst[0], conn.dst[1], conn.sniff,
@@ -255,6 +268,7 @@ class Attachment:
         with contextlib.suppress(Exception):
             self.gateway.poll_drops(self)
         self.owners.close()
+        self.upstream.close()
         self.link.close()
 
     # -- events -----------------------------------------------------------------------
@@ -288,6 +302,44 @@ class Attachment:
             # the session's pipeline already failed closed; the connection is refused
             log.exception("gateway: event failed for %s", self.view.session_id)
             return None
+
+    # -- connects judged before ------------------------------------------------------
+
+    def forget_judged(self) -> None:
+        """Every remembered judgement is void (a verdict, a phase change)."""
+        self.generation += 1
+        self.judged.clear()
+
+    def _stamp(self) -> tuple[Any, ...]:
+        """What a remembered judgement holds under: the same policy object, phase,
+        session state, count of the session's verdicts and gateway generation."""
+        count = getattr(self.view, "verdict_count", None)
+        return (id(self.view.policy), self.phase, self.view.state, count, self.generation)
+
+    def judged_key(self, fields: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The identity of a connect event as the rules can see it: every field but the
+        connection's id and source port, and the holder (pid, call). None when the
+        holder is not known without a lookup."""
+        if not self.owners.known(fields):
+            return None
+        pid, call = self.owners.lookup(fields)
+        items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                             for k, v in fields.items() if k not in _VOLATILE))
+        return (pid, getattr(call, "call_id", None), items)
+
+    def was_cleared(self, key: tuple[Any, ...]) -> bool:
+        """Whether this very connect was judged, with no verdict, under the same stamp
+        within ``JUDGED_TTL``: the stateless rules would say the same again."""
+        hit = self.judged.get(key)
+        return (hit is not None and hit[1] > time.monotonic() and hit[0] == self._stamp()
+                and not self.closed)
+
+    def clear(self, key: tuple[Any, ...], stamp: tuple[Any, ...]) -> None:
+        """Remember a connect judged with no verdict (``stamp`` taken before it was
+        submitted: a verdict meanwhile makes it stale)."""
+        if len(self.judged) > 1024:
+            self.judged.clear()
+        self.judged[key] = (stamp, time.monotonic() + JUDGED_TTL)
 
     def cut(self, conn_id: str) -> bool:
         """Close one live connection (the responder's ``cut``)."""
@@ -492,19 +544,25 @@ class Gateway:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        self._accepter = asyncio.ensure_future(self._accept_loop())
+        self._loop.add_reader(self._tcp.fileno(), self._on_acceptable)
         await self._loop.create_datagram_endpoint(lambda: _DnsProtocol(self), sock=self._udp)
 
-    async def _accept_loop(self) -> None:
-        while not self._stopped:
+    def _on_acceptable(self) -> None:
+        """Accept every waiting connection (a reader callback: no future per accept)."""
+        for _ in range(64):
             try:
-                client, _ = await self._loop.sock_accept(self._tcp)
+                client, _ = self._tcp.accept()
+            except BlockingIOError:
+                return
             except OSError:
                 if self._stopped:
                     return
-                await asyncio.sleep(0.01)  # EMFILE and friends: back off, keep serving
-                continue
-            task = asyncio.ensure_future(self._on_client(client))
+                # EMFILE and friends: back off, keep serving
+                fd = self._tcp.fileno()
+                self._loop.remove_reader(fd)
+                self._loop.call_later(0.01, self._loop.add_reader, fd, self._on_acceptable)
+                return
+            task = self._loop.create_task(self._on_client(client))
             task.add_done_callback(_log_failure)
 
     def stop(self) -> None:
@@ -580,29 +638,58 @@ class Gateway:
             recorded = attachment.pending.pop(key, None) is None
         if recorded:  # the session closed meanwhile and already recorded it
             return False
-        if sniff.error:
-            self._stats["malformed"] += 1
-        if refused is not None:
-            # denied whatever it said; what it said names the rule where it is telling
-            # (a miner, a proxy handshake)
-            decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
-                              host_addresses=self.host_addresses, resolved_name=resolved)
-            if decision.allow or decision.rule == "gateway.default_deny":
-                decision = refused
-        elif sniff.app == "silent":
-            decision = Decision(False, "gateway.silent_client",
+
+        def judge(sniff: Sniff) -> Decision:
+            if refused is not None:
+                # denied whatever it said; what it said names the rule where it is
+                # telling (a miner, a proxy handshake)
+                decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port,
+                                  sniff, host_addresses=self.host_addresses,
+                                  resolved_name=resolved)
+                return refused if decision.allow or decision.rule in _PLAIN_DENIALS \
+                    else decision
+            if sniff.app == "silent":
+                return Decision(False, "gateway.silent_client",
                                 f"the client sent nothing for {HOLD_TIMEOUT:.0f}s and "
                                 "no entry allows 'protocol: any' here")
-        else:
-            decision = decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
-                              host_addresses=self.host_addresses, resolved_name=resolved)
+            return decide(attachment.policy, attachment.phase, dst_ip, dst_port, sniff,
+                          host_addresses=self.host_addresses, resolved_name=resolved)
+
+        decision = judge(sniff)
+        if not decision.allow and data and _inconclusive(sniff):
+            # refused on a stream that had not yet said what it is (a client dripping
+            # its first bytes): it is followed while it keeps talking, so a miner or a
+            # proxy handshake that took its time is named (and judged) as one
+            data, sniff = await self._follow(sock, data, sniff)
+            decision = judge(sniff)
+        if sniff.error:
+            self._stats["malformed"] += 1
         dial_ip = decision.dial_ip
         if decision.allow and decision.dial_host is not None:
             decision, dial_ip = await self._resolve_dial(attachment, decision)
         fields = _connect_fields(conn_id, src_ip, src_port, dst_ip, dst_port, sniff, decision,
                                  attachment.upstream)
-        # decided on the session's executor; this loop only awaits the verdicts
-        verdicts = await attachment.decide(EventKind.NET_CONNECT, fields)
+        # decided on the session's executor; this loop only awaits the verdicts. The
+        # same connect (same holder, destination, classification, decision) judged with
+        # no verdict moments ago under the same stamp is decided here: the rules see
+        # event fields only, so they would say the same; it is still submitted (and
+        # recorded, and seen by the stateful detectors), and cut if that says stop
+        key = (attachment.judged_key(fields)
+               if decision.allow and dial_ip and sniff.app in _REMEMBERED else None)
+        late: Future[list[Verdict]] | None = None
+        if key is not None and attachment.was_cleared(key):
+            try:
+                late = attachment.submit(EventKind.NET_CONNECT, fields)
+                verdicts: list[Verdict] | None = []
+            except Exception:  # noqa: BLE001 - could not even submit: refused
+                verdicts = None
+        else:
+            stamp = attachment._stamp()
+            verdicts = await attachment.decide(EventKind.NET_CONNECT, fields)
+            if verdicts:
+                attachment.forget_judged()
+            elif verdicts is not None and key is not None:
+                attachment.clear(key, stamp)
         if decision.allow and (verdicts is None or any(v.action in _STOP for v in verdicts)):
             decision = Decision(False, "gateway.verdict",
                                 "refused by a rule" if verdicts else "the session is ending")
@@ -632,6 +719,8 @@ class Gateway:
         if attachment.closed:
             conn.cut()
         self._start_relay(conn, data)
+        if late is not None:
+            late.add_done_callback(lambda future: _late_verdicts(attachment, conn, future))
         return True
 
     async def _peek(self, attachment: Attachment, sock: socket.socket, dst_ip: str,
@@ -683,6 +772,33 @@ class Gateway:
             if found is not None:
                 sniff = _sniff_of(found, sniff)
         return data, sniff
+
+    async def _follow(self, sock: socket.socket, data: bytes,
+                      sniff: Sniff) -> tuple[bytes, Sniff]:
+        """Keep reading a refused client that has not said what it is, while it keeps
+        talking (a gap of ``DRIP_GAP`` ends it) for up to ``DRIP_WINDOW`` seconds and
+        ``DRIP_BYTES``: the stream judged over time, not only its first bytes. Returns
+        everything read and what it shows (a scan finding overrides)."""
+        loop = self._loop
+        deadline = time.monotonic() + DRIP_WINDOW
+        while len(data) < DRIP_BYTES:
+            wait = min(DRIP_GAP, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                got = await _recv(loop, sock, DRIP_BYTES - len(data), wait)
+            except OSError:
+                break
+            if not got:  # silent for a gap, or closed: nothing more is coming now
+                break
+            data += got
+            found = scan(data)
+            if found is not None:
+                return data, _sniff_of(found, classify(data, final=True) or sniff)
+            again = classify(data, final=False)
+            if again is not None and not _inconclusive(again):
+                return data, again
+        return data, classify(data, final=True) or sniff
 
     async def _resolve_dial(self, attachment: Attachment,
                             decision: Decision) -> tuple[Decision, str | None]:
@@ -736,7 +852,7 @@ class Gateway:
         outbound: Inspector | None = None
         if app not in ("tls", "ssh"):  # encrypted: its shape is watched instead
             outbound = Inspector(http=app == "http", judge=self._judge(conn),
-                                 classify_first=not first)
+                                 classify_first=not first, first_is_request=bool(first))
         inbound = Inspector() if app not in ("tls", "http", "ssh") else None
 
         def stop(found: Finding) -> None:
@@ -1004,6 +1120,18 @@ def _entry_protocol(policy: NetworkPolicy, rule: str) -> str | None:
     return entries.allow[int(index)].protocol
 
 
+# a refusal that says only "not allowed here": a probe's reason is then its address
+_PLAIN_DENIALS = frozenset({"gateway.default_deny"})
+
+
+def _inconclusive(sniff: Sniff) -> bool:
+    """A classification that more bytes could still change: nothing recognised yet, or
+    JSON / an HTTP head cut short."""
+    return sniff.app == "unknown" or (sniff.app in ("json-rpc", "http")
+                                      and sniff.error is not None
+                                      and " at first: " not in sniff.error)
+
+
 def _sniff_of(found: Finding, first: Sniff) -> Sniff:
     """The classification a stream finding overrides the first-bytes one with."""
     return Sniff(found.app, host=found.fields.get("net.host", first.host),
@@ -1012,6 +1140,19 @@ def _sniff_of(found: Finding, first: Sniff) -> Sniff:
                  ssh_banner=found.fields.get("net.ssh_banner"),
                  stratum_method=found.fields.get("net.stratum_method"),
                  error=f"{first.app} at first: {found.reason}")
+
+
+def _late_verdicts(attachment: Attachment, conn: _Conn,
+                   future: Future[list[Verdict]]) -> None:
+    """The verdicts on a connect decided from a remembered judgement: any verdict voids
+    what is remembered; a stop (or a failure to judge it) cuts the connection."""
+    failed = future.exception() is not None
+    verdicts = [] if failed else future.result()
+    if failed or verdicts:
+        attachment.forget_judged()
+    if failed or any(v.action in _STOP for v in verdicts):
+        conn.fields["net.cut"] = "refused by a rule after a remembered judgement"
+        conn.cut()
 
 
 def _cut_on_stop(attachment: Attachment, conn: _Conn) -> None:
@@ -1060,19 +1201,21 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
                   burst: Callable[[int, int], None] | None = None) -> None:
     """Copy src -> dst through user space, each chunk inspected before it is sent; the
     chunk that shows a forbidden protocol is not sent and the connection is cut."""
+    # one buffer for the connection's life, read into and sent from through views: no
+    # allocation per read (the inspector keeps nothing of a view past its feed)
+    buffer = bytearray(_INSPECT_CHUNK)
+    view = memoryview(buffer)
     try:
         while True:
-            # one fresh bytes object per read, handed to the inspector and sent as is
-            # (a reused buffer would need a copy: the inspector keeps a tail of it)
-            data = src.recv(_INSPECT_CHUNK)
-            if not data:
+            n = src.recv_into(buffer)
+            if not n:
                 break
+            data = view[:n]
             found = inspector.feed(data)
             if found is not None:
                 stop(found)
                 break
             dst.sendall(data)
-            n = len(data)
             counts[index] += n
             if burst is not None:
                 burst(index, n)

@@ -150,8 +150,11 @@ class Inspector:
 
     def __init__(self, *, http: bool = False,
                  judge: Callable[[Sniff], Finding | None] | None = None,
-                 classify_first: bool = False) -> None:
+                 classify_first: bool = False, first_is_request: bool = False) -> None:
         self._http = http
+        # the first head was classified as a plain HTTP request before this connection
+        # was allowed (the gateway's peek): not parsed a second time
+        self._known_first = http and first_is_request
         self._judge = judge
         # a connection allowed before it said anything: its first bytes are classified
         # here, and a proxy handshake or miner among them refused like at connect time
@@ -179,7 +182,9 @@ class Inspector:
         self._b64_plain = b""
         self.requests = 0
 
-    def feed(self, data: bytes) -> Finding | None:
+    def feed(self, data: bytes | memoryview) -> Finding | None:
+        """The next bytes of the stream (a memoryview of a buffer the caller reuses is
+        fine: nothing of it is kept past this call)."""
         if not data:
             return None
         if self._first is not None:
@@ -205,7 +210,7 @@ class Inspector:
         hot = (self._tail_hot or _has_trigger(tail[-_SEAM:] + data[:_SEAM])
                or _has_trigger(data))
         if len(data) >= _OVERLAP:
-            self._tail = data[-_OVERLAP:]
+            self._tail = bytes(data[-_OVERLAP:])  # data may be a view of a reused buffer
         else:
             self._tail = (tail + data)[-_OVERLAP:]
         self._tail_hot = hot and _has_trigger(self._tail)
@@ -263,7 +268,10 @@ class Inspector:
 
     def _request(self, head: bytes) -> Finding | None:
         self.requests += 1
-        sniff = classify(head, final=True)
+        if self.requests == 1 and self._known_first:
+            sniff: Sniff | None = Sniff("http")
+        else:
+            sniff = classify(head, final=True)
         if sniff is None or sniff.app not in ("http", "http-connect"):
             return Finding("http", "gateway.malformed",
                            "the stream stopped being HTTP/1.x requests")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ __all__ = ["Upstream", "system_nameserver"]
 _DNS_TIMEOUT = 2.0
 _CONNECT_TIMEOUT = 5.0
 _CACHE_TTL = 30.0
+_SPARES = 8  # TCP sockets made ahead in a namespace, per entry into it
 
 
 def system_nameserver() -> tuple[str, int]:
@@ -43,13 +45,42 @@ class Upstream:
     netns: str | None = None
     label: str = "host"
     _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    # unconnected TCP sockets made in ``netns`` (whose inode is the first item): entering
+    # a namespace costs four system calls, so a connection's socket is made ahead with
+    # its neighbours'. Only for the lab's long-lived namespace, never a session's.
+    _spares: tuple[int, list[socket.socket]] = field(default_factory=lambda: (0, []))
 
     def socket(self, kind: int) -> socket.socket:
         if self.netns is None:
             sock = socket.socket(socket.AF_INET, kind)
+        elif kind == socket.SOCK_STREAM:
+            return self._stream()
         else:
             with inside(self.netns, cache=True):
                 sock = socket.socket(socket.AF_INET, kind)
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        """Close the sockets made ahead (the session is done with this upstream)."""
+        _, spares = self._spares
+        self._spares = (0, [])
+        for sock in spares:
+            sock.close()
+
+    def _stream(self) -> socket.socket:
+        assert self.netns is not None
+        ino = os.stat(self.netns).st_ino  # the same namespace still (a lab brought back up)
+        made_in, spares = self._spares
+        if made_in != ino or not spares:
+            for old in spares:
+                old.close()
+            spares = []
+            with inside(self.netns, cache=True):
+                for _ in range(_SPARES):
+                    spares.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            self._spares = (ino, spares)
+        sock = spares.pop()
         sock.setblocking(False)
         return sock
 
