@@ -65,7 +65,6 @@ HONEST = [
     "ln -s lib/util.py util.py", "nohup python3 -m http.server 8000 > /dev/null 2>&1 &",
     "python3 -c \"import urllib.request as u; u.urlretrieve('https://example.com/d.csv', 'd.csv')\" && head d.csv",
     "perl -MIO::Socket::INET -e 'open F, \"<\", \"data.csv\"; $s=IO::Socket::INET->new(PeerAddr=>\"127.0.0.1:8000\"); print $s <F>'",
-    "curl -F file=@report.csv https://upload.example.com/",
 ]
 
 

@@ -14,6 +14,7 @@ match what would actually run.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
 import re
 import shlex
@@ -33,7 +34,8 @@ from .decode import looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
 from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
-from .interp import code_features, embedded_commands, interpreter_code, interpreter_lang, web_shell
+from .interp import code_features as _code_features
+from .interp import embedded_commands, interpreter_code, interpreter_lang, web_shell
 
 __all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "analyze_argv", "analyze_command"]
 
@@ -72,6 +74,13 @@ def _parser() -> tree_sitter.Parser:
     return parser
 
 _VOCAB = vocabulary()
+
+
+@functools.lru_cache(maxsize=64)
+def code_features(code: str) -> frozenset[str]:
+    """interp.code_features, once per text: one command's code is judged by several
+    passes (features, credential reads, senders, written programs)."""
+    return frozenset(_code_features(code))
 # One definition of each class of program, shared with every rule pack
 # (rules/vocabulary.yaml).
 SHELLS = _VOCAB["shell_binaries"] - {"pwsh"}
@@ -112,6 +121,7 @@ _WRAPPERS: dict[str, frozenset[str]] = {
 # Programs whose job is to run another program (possibly with other limits or another
 # user's id) without changing what it can do: `sudo env /bin/sh` is the same as `sudo sh`.
 RUNNERS = _VOCAB["runner_binaries"]
+COMMAND_OPTIONS = _VOCAB["command_enabling_options"]
 NET_CLIENTS = (_VOCAB["raw_socket_clients"] - {"socket", "rcat"}) | {"ssh", "curl", "wget"}
 MAILERS = _VOCAB["mailer_binaries"]
 _REMOTE_STORE = re.compile(r"cat\s*>|\btee\b|\bdd\s|\btar\s+-?\w*x|\bmysql\b|\bpsql\b|"
@@ -736,7 +746,25 @@ class Analyzer:
             if root.has_error:
                 self.parse_error = True
                 self.feature("parse_error")
+                data, root = self._closed_quote(data, root)
             _Walk(self, data, depth, walk_env).visit(root)
+
+    def _closed_quote(self, data: bytes, root: tree_sitter.Node
+                      ) -> tuple[bytes, tree_sitter.Node]:
+        """Text that fails to parse only because a quote is never closed (`ssh h 'cat
+        >x"`, a typo or a truncated line) is read as the line it would be with the quote
+        closed at its end: what it asks for is still judged. Otherwise the partial parse
+        stands (and parse_error stays set either way)."""
+        if len(data) > PARSE_CHUNK:
+            return data, root
+        for quote in (b"'", b'"'):
+            if data.count(quote) % 2 == 0:
+                continue
+            fixed = data.rstrip(b"\n") + quote
+            alt = self._parse(fixed)
+            if alt is not None and not alt.has_error:
+                return fixed, alt
+        return data, root
 
     def _parse(self, data: bytes) -> tree_sitter.Node | None:
         """Parse with the command's deadline; None (and a feature) when it runs out."""
@@ -906,6 +934,9 @@ class Analyzer:
         spawned = [n for n in self.names_log[before:] if n in SHELLS]
         if target == "sed" and _sed_executes(inner[1:]):
             self.feature("sudo_shell_escape")  # GNU sed's `e` runs commands (as root)
+            return
+        if any(f"{target} {a}" in COMMAND_OPTIONS for a in inner[1:]):
+            self.feature("sudo_shell_escape")  # `sudo dvips -R0 x.dvi`: runs what x asks
             return
         if (spawned or _SHELL_REF.search(" ".join(inner[1:]))
                 or (stdin is not None and _SHELL_REF.search(stdin)) or self.shell_payload_written):
@@ -1389,7 +1420,8 @@ def _is_credential(path: str) -> bool:
 _FIND_NAME_OPTS = frozenset({"-name", "-iname", "-path", "-ipath", "-wholename", "-iwholename"})
 # A name pattern that also matches ordinary files does not single out credential stores.
 _ORDINARY_FILES = ("main.py", "README.md", "config", "config.json", "data.txt", "notes", "a",
-                   "build.log", "setup.cfg", "index.html", "test_app.py", "Makefile")
+                   "build.log", "setup.cfg", "index.html", "test_app.py", "Makefile", "main.c",
+                   "app.js", "lib.rs", "run.sh", "data.csv", ".gitignore", "x.rc")
 
 
 def _found_credentials(argv: list[str]) -> list[str]:
@@ -1411,7 +1443,9 @@ def _found_credentials(argv: list[str]) -> list[str]:
         fold = opt.startswith("-i")
         pat_c = pat.lower() if fold else pat
         whole = opt not in ("-name", "-iname")
-        if not pat_c.strip("*?") or any(fnmatch.fnmatchcase(
+        # a pattern with fewer than 3 literal characters (`*c`, `*/*`) selects anything
+        if len(re.sub(r"\[[^\]]*\]|[*?/]", "", pat_c if whole else pat_c.rsplit("/", 1)[-1])) < 3 \
+                or any(fnmatch.fnmatchcase(
                 f"/workspace/{n}" if whole else n, pat_c) for n in _ORDINARY_FILES):
             continue
         for lit in _CREDENTIAL_LITERALS:

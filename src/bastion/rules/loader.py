@@ -363,12 +363,14 @@ def grader_lists(policy: Any) -> dict[str, list[str]]:
             "grader_pytest_shadows": list(dict.fromkeys(shadows)),
             "grader_hidden_paths": list(dict.fromkeys(hidden)),
             "ssh_allowed_hosts": ssh_allowed_hosts(policy),
+            "egress_allowed_hosts": egress_allowed_domains(policy),
             "package_index_allowed": [f"index_host:{d}" for d in egress_allowed_domains(policy)]}
 
 
 def egress_allowed_domains(policy: Any) -> list[str]:
     """Domains (globs) the policy lets the agent reach in any phase, any protocol: a
-    package index there is one the task may use (see persistence.package_index_redirect)."""
+    package index there is one the task may use (persistence.package_index_redirect), an
+    upload there is one the task was granted (exfil.http_upload)."""
     network = getattr(policy, "network", None)
     out: list[str] = []
     for phase in (getattr(network, "phases", None) or {}).values():
