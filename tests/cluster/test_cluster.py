@@ -62,7 +62,7 @@ def test_16_parallel_episodes_fixture_engine(cluster_state):
             run.run_episodes(specs_for([OrdinaryPolicy()], prefix="late"), training_step=1)
         assert not any(e.episode_id == "late-000" for e in collecting.events)
         # delivered records were acknowledged: the nodes' spools hold nothing
-        spooled = ray.get([n.actor.spool_records.remote() for n in run.nodes])
+        spooled = ray.get([n.call("spool_records") for n in run.nodes])
         assert spooled == [0] * len(run.nodes)
         assert run.delivered == len(collecting.events) + len(collecting.verdicts)
     _check_16(outcomes, collecting)
@@ -153,7 +153,7 @@ def test_node_service_death_kills_sessions_and_tells_the_run(cluster_state):
         pids: list[int] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(pids) < 3:
-            pids = [p for ps in ray.get(node.actor.session_pids.remote()).values() for p in ps]
+            pids = [p for ps in ray.get(node.call("session_pids")).values() for p in ps]
             time.sleep(0.1)
         assert len(pids) >= 3, pids  # sandbox init + background sleep + foreground sleep
         while time.monotonic() < deadline and not any(

@@ -56,14 +56,14 @@ while time.monotonic() < deadline:
     # a call of an episode of each node has reached the run's trail
     seen = {e.episode_id for e in collecting.events
             if e.kind.value == "lifecycle" and e.get("life.state") == "call_end"}
-    infos = {n.node_id: ray.get(n.actor.info.remote()) for n in run.nodes}
+    infos = {n.node_id: ray.get(n.call("info")) for n in run.nodes}
     # both nodes run episodes, and one of the doomed node's has shipped a call
     if all(i["sessions"] for i in infos.values()) and \
             set(infos[doomed.node_id]["episodes"]) & seen and len(seen) >= 2:
         break
     time.sleep(0.1)
-placed = {n.node_id: ray.get(n.actor.info.remote())["sessions"] for n in run.nodes}
-pids = ray.get(doomed.actor.session_pids.remote())
+placed = {n.node_id: ray.get(n.call("info"))["sessions"] for n in run.nodes}
+pids = ray.get(doomed.call("session_pids"))
 cluster.remove_node(worker, allow_graceful=False)
 thread.join(120)
 outcomes = box["out"]

@@ -17,6 +17,7 @@ from bastion.cluster import ClusterRun
 from bastion.rl.actions import parse_action
 from bastion.rl.rogue import MALICIOUS_STAGES
 
+from ..conftest import wait_for
 from ..rl.fixtures import pattern_engine
 from .helpers import Collecting
 
@@ -88,7 +89,7 @@ def test_16_episodes_driven_from_the_trainer_through_remote_handles(cluster_stat
         outcomes = asyncio.run(trainer())
         run.drain()
         # every remote session was closed on its node; nothing of theirs is left
-        infos = ray.get([n.actor.info.remote() for n in run.nodes])
+        infos = ray.get([n.call("info") for n in run.nodes])
         assert all(info["sessions"] == 0 for info in infos)
         assert sum(n.in_flight for n in run.nodes) == 0
     assert len(outcomes) == 16
@@ -119,3 +120,68 @@ def test_16_episodes_driven_from_the_trainer_through_remote_handles(cluster_stat
                        for r in ("test.miner", "test.tunnel")}
     results = verify_state_dir(cluster_state, run="run-ray-remote")
     assert results and all(r.ok for r in results), [r.summary() for r in results]
+
+
+def test_a_handle_without_the_secrets_is_refused_and_cancel_kills_the_call(cluster_state):
+    """Another Ray client that holds the node actor's handle (they can be found in the
+    cluster) but not the run's or the session's secret gets nothing: not a session,
+    not a call, not a drain of the trail's records. And a trainer that cancels an
+    awaited call kills it on the node."""
+    run = ClusterRun(Policy.default(), run_id="run-ray-auth", state_dir=cluster_state)
+    with run:
+        node = run.nodes[0]
+        handle = run.open_session("auth-0")
+        other = run.open_session("auth-1")
+        try:
+            assert handle.exec("echo ok > mine.txt", step=0).ok
+            # the actor handle alone: every method refuses without the run's secret
+            for method, args in (("open_session", ("intruder",)), ("drain", ()),
+                                 ("info", ()), ("shutdown", ("stop",))):
+                for token in ("", "not-the-secret", None):
+                    with pytest.raises(PermissionError, match="refused"):
+                        ray.get(getattr(node.actor, method).remote(token, *args))
+            # a forged session handle: no secret, a wrong one, another session's one
+            forged = [type(handle)(node.actor, node.node_id, handle.session_id,
+                                   handle.episode_id, handle.run_id, token=t)
+                      for t in ("", "guess", other.token, run.token)]
+            for f in forged:
+                with pytest.raises(PermissionError, match="refused"):
+                    f.exec("echo pwned > mine.txt", step=1, call_id=f"forged-{id(f)}")
+                with pytest.raises(PermissionError, match="refused"):
+                    f.poll_verdicts()
+                with pytest.raises(PermissionError, match="refused"):
+                    ray.get(node.actor.close_session.remote(f.token, handle.session_id))
+            # nothing the forged handles asked for ran, the session is intact
+            assert handle.read_file("mine.txt", step=2).stdout == "ok\n"
+            info = ray.get(node.call("info"))
+            assert info["refused"] >= 12 + 3 * len(forged) and info["sessions"] == 2
+
+            # cancelling an awaited call cancels it on the node: the sleep is killed
+            def sleeping() -> bool:
+                pids = ray.get(node.call("session_pids"))[handle.session_id]
+                return any(_cmdline(p).startswith("sleep 300") for p in pids)
+
+            async def cancel() -> None:
+                task = asyncio.ensure_future(handle.aexec("sleep 300", step=3, timeout=600))
+                assert await asyncio.to_thread(wait_for, sleeping, 60), "the call never ran"
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                # the session's one-call-at-a-time lock is free again: the sleep is gone
+                result = await asyncio.wait_for(handle.aexec("echo after", step=4), 120)
+                assert result.stdout == "after\n"
+
+            asyncio.run(cancel())
+            assert not wait_for(sleeping, 0)
+        finally:
+            handle.close()
+            other.close()
+        assert ray.get(node.call("info"))["sessions"] == 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

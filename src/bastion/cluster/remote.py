@@ -13,11 +13,16 @@ A node that dies takes its sessions with it: the next call raises ``SessionBroke
 and the handle says ``infra_failed`` (not the agent's doing). A session the policy
 ended raises ``SessionBroken`` too, with ``ended`` set and ``infra_failed`` None.
 Each method has an ``a``-prefixed awaitable twin (Ray object refs are awaitable), for
-trainers that drive many sessions from one asyncio loop.
+trainers that drive many sessions from one asyncio loop; cancelling one cancels the
+call on the node, which kills its processes.
+
+Every call carries the session's own secret (``token``, from the node's
+``open_session``); the node refuses a handle without it (``NotAuthorized``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,7 @@ class RayRemoteSession:
     session_id: str
     episode_id: str
     run_id: str
+    token: str = field(default="", repr=False)  # the session's secret
     verdicts: list[Verdict] = field(default_factory=list)  # every one streamed back
     ended: str | None = None  # why the session stopped taking calls, once it did
     infra_failed: str | None = None  # set when it stopped for a reason not the agent's
@@ -65,7 +71,7 @@ class RayRemoteSession:
         import ray
 
         try:
-            data = ray.get(self.actor.session_verdicts.remote(self.session_id))
+            data = ray.get(self.actor.session_verdicts.remote(self.token, self.session_id))
         except ray.exceptions.RayActorError as exc:
             self._node_lost(exc)
             raise SessionBroken(self.infra_failed or "node lost") from exc
@@ -81,7 +87,7 @@ class RayRemoteSession:
             return []
         self.closed = True
         try:
-            data = ray.get(self.actor.close_session.remote(self.session_id))
+            data = ray.get(self.actor.close_session.remote(self.token, self.session_id))
         except ray.exceptions.RayActorError as exc:
             self._node_lost(exc)
             return []
@@ -116,7 +122,7 @@ class RayRemoteSession:
             raise SessionBroken(f"remote session {self.session_id} is closed")
         if self.ended is not None:
             raise SessionBroken(f"the session was ended: {self.ended}")
-        return self.actor.session_call.remote(self.session_id, tool, **kwargs)
+        return self.actor.session_call.remote(self.token, self.session_id, tool, **kwargs)
 
     def _get(self, ref: Any) -> ExecResult:
         import ray
@@ -133,6 +139,9 @@ class RayRemoteSession:
 
         try:
             data = await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)  # the node's task is cancelled: the call's processes killed
+            raise
         except ray.exceptions.RayActorError as exc:
             self._node_lost(exc)
             raise SessionBroken(self.infra_failed or "node lost") from exc

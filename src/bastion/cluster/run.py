@@ -13,12 +13,19 @@ episodes come back with status ``lost``, the run monitor is told which node and 
 episodes, and, when the node is this host, the driver freezes and kills the dead
 service's session cgroups (its sandboxes have already died with it through bwrap's
 ``--die-with-parent``). Works with a local ``ray.init()`` and with a cluster address.
+
+The actors are async (``NodeActor``): calls run on each actor's event loop, a bounded
+number at a time. ``start`` makes a per-run secret that every call to an actor must
+carry (``NodeHandle.call`` adds it), and each remote session has a secret of its own
+held by its ``RayRemoteSession``: a Ray client of the same cluster that finds an actor
+handle without them is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +38,8 @@ from ..errors import BastionError
 from ..policy import Policy
 from ..rl.records import EpisodeRecord
 from ..rl.safety import RunMonitor, TrainingStepStats
-from .node import EpisodeSpec, NodeService
+from .actor import NodeActor
+from .node import EpisodeSpec
 from .remote import RayRemoteSession
 from .shipping import deliver
 
@@ -66,6 +74,11 @@ class NodeHandle:
     alive: bool = True
     in_flight: int = 0
     cgroups: dict[str, str] = field(default_factory=dict)
+    token: str = field(default="", repr=False)  # the run's secret
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``actor.<method>.remote(...)`` with the run's secret: an object ref."""
+        return getattr(self.actor, method).remote(self.token, *args, **kwargs)
 
 
 class ClusterRun:
@@ -98,6 +111,7 @@ class ClusterRun:
         self._owns_ray = False
         self.nodes: list[NodeHandle] = []
         self.delivered = 0
+        self.token = ""  # the run's secret, made by start()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -117,22 +131,26 @@ class ClusterRun:
             from ..audit import open_trail
 
             self._recorder = open_trail(self.state_dir, self.run_id)
-        remote_cls = ray.remote(NodeService)
+        self.token = self.token or secrets.token_urlsafe(32)
+        remote_cls = ray.remote(NodeActor)
         for node in ray.nodes():
             if not node.get("Alive"):
                 continue
             slots = self._slots(node.get("Resources", {}))
             actor = remote_cls.options(
                 num_cpus=0,
-                max_concurrency=slots + 4,  # episodes plus drain/info calls
+                # tasks on the actor's loop at once: an episode or a remote session's
+                # call per slot, plus drains, info and opening/closing sessions
+                max_concurrency=2 * slots + 8,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-            ).remote(node["NodeID"], run_id=self.run_id, state_dir=self.state_dir,
-                     policy=self.policy, env_options=self.env_options, slots=slots)
+            ).remote(node["NodeID"], token=self.token, run_id=self.run_id,
+                     state_dir=self.state_dir, policy=self.policy,
+                     env_options=self.env_options, slots=slots)
             self.nodes.append(NodeHandle(node["NodeID"], node.get("NodeManagerAddress", ""),
-                                         slots, actor))
+                                         slots, actor, token=self.token))
         if not self.nodes:
             raise BastionError("no alive Ray node to place sessions on")
-        infos = ray.get([n.actor.info.remote() for n in self.nodes])  # fail loudly, now
+        infos = ray.get([n.call("info") for n in self.nodes])  # fail loudly, now
         for handle, info in zip(self.nodes, infos, strict=True):
             handle.cgroups.update(info["cgroups"])
         return self
@@ -159,7 +177,7 @@ class ClusterRun:
             if handle.alive:
                 with contextlib.suppress(ray.exceptions.RayActorError):
                     self._drain(handle, ray)
-                    ray.get(handle.actor.shutdown.remote("run closed"))
+                    ray.get(handle.call("shutdown", "run closed"))
                 ray.kill(handle.actor)
         self.nodes = []
         if self._recorder is not None and hasattr(self._recorder, "flush"):
@@ -241,8 +259,7 @@ class ClusterRun:
         node = max(free, key=lambda n: n.slots - n.in_flight)
         node.in_flight += 1
         try:
-            data = ray.get(node.actor.open_session.remote(episode_id, image=image,
-                                                          policy=policy))
+            data = ray.get(node.call("open_session", episode_id, image=image, policy=policy))
         except ray.exceptions.RayActorError as exc:
             node.in_flight -= 1
             self._node_lost(node, exc, ray)
@@ -258,7 +275,8 @@ class ClusterRun:
             node.in_flight -= 1
 
         return RayRemoteSession(node.actor, node.node_id, data["session_id"],
-                                data["episode_id"], data["run_id"], _release=release)
+                                data["episode_id"], data["run_id"],
+                                token=data["session_token"], _release=release)
 
     def drain(self) -> int:
         """Ship every node's records into the run's trail now (``run_episodes`` does
@@ -279,7 +297,7 @@ class ClusterRun:
                 return
             node = max(free, key=lambda n: n.slots - n.in_flight)
             index, spec = queue.popleft()
-            ref = node.actor.run_episode.remote(spec)
+            ref = node.call("run_episode", spec)
             node.in_flight += 1
             pending[ref] = (index, spec, node, time.monotonic())
 
@@ -300,13 +318,13 @@ class ClusterRun:
         """Ship a node's records into the run's trail; once they are durable there,
         the node drops them from its spool (``ShippingRecorder.acknowledge``), so
         node spools stay as small as what is in transit."""
-        records = ray.get(handle.actor.drain.remote())
+        records = ray.get(handle.call("drain"))
         assert self._recorder is not None
         if not records:
             return
         self.delivered += deliver(records, self._recorder)
         self._recorder.flush()
-        ray.get(handle.actor.acknowledge.remote())
+        ray.get(handle.call("acknowledge"))
 
     def _drain_all(self, ray: Any) -> None:
         for handle in self.nodes:
@@ -314,7 +332,7 @@ class ClusterRun:
                 continue
             try:
                 self._drain(handle, ray)
-                handle.cgroups.update(ray.get(handle.actor.info.remote())["cgroups"])
+                handle.cgroups.update(ray.get(handle.call("info"))["cgroups"])
             except ray.exceptions.RayActorError as exc:
                 self._node_lost(handle, exc, ray)
 
