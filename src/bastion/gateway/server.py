@@ -33,6 +33,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -215,6 +216,8 @@ class Attachment:
         # connects already judged with no verdict at all: key -> (stamp, expiry)
         self.judged: dict[tuple[Any, ...], tuple[tuple[Any, ...], float]] = {}
         self.generation = 0  # bumped by every verdict the gateway sees, phase changes
+        # ids of the latest connections decided from a remembered judgement (diagnostics)
+        self.remembered: deque[str] = deque(maxlen=256)
         self.closed = False
 
     def _cgroup_root(self) -> Path | None:
@@ -442,7 +445,8 @@ class Gateway:
         self._used: set[int] = set()
         self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bst-gw-ev")
         self._relays = _Workers("bst-relay")
-        self._stats = {"accepted": 0, "allowed": 0, "denied": 0, "dns_queries": 0,
+        self._stats = {"accepted": 0, "allowed": 0, "denied": 0, "remembered": 0,
+                       "dns_queries": 0,
                        "dns_denied": 0, "malformed": 0, "unknown_source": 0}
         try:
             self.slot: Slot = claim_slot()
@@ -681,6 +685,8 @@ class Gateway:
             try:
                 late = attachment.submit(EventKind.NET_CONNECT, fields)
                 verdicts: list[Verdict] | None = []
+                attachment.remembered.append(conn_id)
+                self._stats["remembered"] += 1
             except Exception:  # noqa: BLE001 - could not even submit: refused
                 verdicts = None
         else:
