@@ -158,9 +158,58 @@ def _acquire(loop: asyncio.AbstractEventLoop, request: Acquire) -> _Waiter:
     return _Waiter(future, cleanup)
 
 
+class _Next:
+    """What a chain of blocking steps ended on: the steps' next request that is not
+    ``Blocking`` (or a ``Blocking`` one, when the caller cancelled meanwhile), their
+    return value, or the exception they raised."""
+
+    __slots__ = ("done", "raised", "request", "value")
+
+    def __init__(self, *, request: Request | None = None, done: bool = False,
+                 value: Any = None, raised: BaseException | None = None) -> None:
+        self.request, self.done, self.value, self.raised = request, done, value, raised
+
+
+class _Chain:
+    """A ``Blocking`` step, then the steps themselves, on the session's executor thread,
+    up to their next request that is not ``Blocking``.
+
+    A call's blocking steps often follow one another (analysis, then the pipeline's
+    verdict on the command; the result, then the audit): answering each on the loop
+    would cost a round trip between the loop and the executor thread per step, two
+    thread wake-ups under a contended GIL. Steps are plain generators that ``drive``
+    runs on any thread, so running them here is the same code; the loop takes over
+    again at the next readiness wait or lock. Once the caller cancelled
+    (``stop``), the chain ends at the next ``Blocking`` request without running it, so
+    ``CallCancelled`` is thrown in exactly where the loop would have thrown it."""
+
+    __slots__ = ("_steps", "stop")
+
+    def __init__(self, steps: Steps[Any]) -> None:
+        self._steps = steps
+        self.stop = False
+
+    def run(self, request: Blocking) -> _Next:
+        while True:
+            try:
+                try:
+                    value = request.fn()
+                except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
+                    nxt = self._steps.throw(exc)
+                else:
+                    nxt = self._steps.send(value)
+            except StopIteration as stop:
+                return _Next(done=True, value=stop.value)
+            except BaseException as exc:  # noqa: BLE001 - the steps raised: the loop re-raises
+                return _Next(raised=exc)
+            if not isinstance(nxt, Blocking) or self.stop:
+                return _Next(request=nxt)
+            request = nxt
+
+
 def _blocking(offload: Callable[[Callable[[], Any]], concurrent.futures.Future[Any]],
-              request: Blocking) -> _Waiter:
-    future = asyncio.wrap_future(offload(request.fn))
+              chain: _Chain, request: Blocking) -> _Waiter:
+    future = asyncio.wrap_future(offload(lambda: chain.run(request)))
     return _Waiter(future, lambda: None)
 
 
@@ -191,16 +240,27 @@ async def _drive(steps: Steps[T],
     error: BaseException | None = None
     cancelled = False  # the awaiting task was cancelled
     told = False  # ... and the steps were told
+    chain = _Chain(steps)
+    chained: _Next | None = None  # where a chain of blocking steps left the steps
     while True:
+        if chained is not None and chained.done:  # the steps returned during the chain
+            if cancelled:
+                raise asyncio.CancelledError()
+            return chained.value  # type: ignore[no-any-return]
         try:
-            request: Request = steps.throw(error) if error is not None else steps.send(value)
+            if chained is not None and chained.raised is not None:
+                raise chained.raised  # the steps raised during the chain
+            if chained is not None and chained.request is not None:
+                request: Request = chained.request
+            else:
+                request = steps.throw(error) if error is not None else steps.send(value)
         except StopIteration as stop:
             if cancelled:
                 raise asyncio.CancelledError() from None
             return stop.value  # type: ignore[no-any-return]
         except CallCancelled:
             raise asyncio.CancelledError() from None
-        value, error = None, None
+        value, error, chained = None, None, None
         if not isinstance(request, Ready):
             watched.sync()  # the steps moved on from their fds (and may have closed them)
         if cancelled and not told:
@@ -211,7 +271,7 @@ async def _drive(steps: Steps[T],
             if isinstance(request, Ready):
                 waiter = watched.wait(request)
             elif isinstance(request, Blocking):
-                waiter = _blocking(offload, request)
+                waiter = _blocking(offload, chain, request)
             elif isinstance(request, Acquire):
                 waiter = _acquire(loop, request)
             else:  # pragma: no cover - a bug in the steps
@@ -222,12 +282,15 @@ async def _drive(steps: Steps[T],
         while True:
             try:
                 value = await asyncio.shield(waiter.future)
+                if isinstance(request, Blocking):
+                    chained, value = value, None  # the chain ran the steps on from there
                 break
             except asyncio.CancelledError:
                 if waiter.future.cancelled():  # not by us: the request itself failed
                     error = CallCancelled("the request was cancelled")
                     break
                 cancelled = True
+                chain.stop = True
                 if not told and not isinstance(request, Blocking):
                     waiter.abort()
                     told = True

@@ -23,6 +23,9 @@ def node(
     state_dir: str | None = StateDirOption,
     max_sessions: int = typer.Option(1024, "--max-sessions", min=1,
                                      help="refuse new sessions beyond this many"),
+    warm: int = typer.Option(0, "--warm", min=0, max=64,
+                             help="keep this many default-policy sessions ready for "
+                                  "one-shot `bastion run` (each holds a sandbox while idle)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every start and refusal"),
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; then every session is closed and recorded.
@@ -34,7 +37,7 @@ def node(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     with user_errors():
-        server = NodeServer(state_dir, max_sessions=max_sessions)
+        server = NodeServer(state_dir, max_sessions=max_sessions, warm=warm)
         print(f"bastion node: serving {server.state.root}; socket path in "
               f"{server.address.address_file}", file=sys.stderr, flush=True)
         try:

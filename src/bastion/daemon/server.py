@@ -70,11 +70,17 @@ class NodeServer:
     """``NodeServer(state_dir).run()`` serves until SIGTERM/SIGINT (or ``stop()``)."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, *,
-                 max_sessions: int = 1024,
+                 max_sessions: int = 1024, warm: int = 0,
                  session_factory: Callable[..., Any] | None = None) -> None:
         self.state = StateDir.resolve(state_dir)
         self.address = NodeAddress(self.state.root)
         self.max_sessions = max_sessions
+        # sessions of the default policy created ahead of time for one-shot use
+        # (`bastion run`): an open that asks for nothing else takes one at once
+        self.warm = max(0, warm)
+        self._spares: list[asyncio.Task[Any]] = []
+        self._closing: set[asyncio.Task[Any]] = set()
+        self.spares_used = 0
         self._session_factory = session_factory
         self._admin_token = ""
         self._run_tokens: dict[str, str] = {}  # token -> run id
@@ -114,12 +120,14 @@ class NodeServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
                     self._loop.add_signal_handler(sig, self._stopping.set)
+            self._refill()
             self.ready.set()
             log.info("bastion node: serving %s on %s", self.state.root, self._socket)
             async with server:
                 await self._stopping.wait()
                 server.close()
             await self._close_all()
+            await self._close_spares()
         finally:
             self._unpublish()
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -189,6 +197,57 @@ class NodeServer:
             if p is not None:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
+
+    # -- warm sessions -------------------------------------------------------------------
+
+    @staticmethod
+    def _plain_open(client: _Client, msg: dict[str, Any]) -> bool:
+        """An open a spare can answer: the default policy, no run, episode, image or lab
+        (what `bastion run` asks for), by a client that may open run-less sessions."""
+        return (client.run_id is None and msg.get("policy") is None
+                and not msg.get("run_id") and not msg.get("episode_id")
+                and not msg.get("image") and not msg.get("lab"))
+
+    def _refill(self) -> None:
+        self._spares = [t for t in self._spares if not t.done() or not t.cancelled()]
+        while len(self._spares) < self.warm:
+            self._spares.append(asyncio.get_running_loop().create_task(self._make_spare()))
+
+    async def _make_spare(self) -> Any:
+        from ..aio import AsyncSession
+
+        factory = self._session_factory or _default_session
+        return AsyncSession.wrap(await self._blocking(
+            factory, None, run_id="", episode_id="", state_dir=self.state.root, lab=False))
+
+    def _take_spare(self) -> Any | None:
+        """A ready spare session (and another one started in its place), else None."""
+        for task in self._spares:
+            if task.done() and not task.cancelled():
+                self._spares.remove(task)
+                self._refill()
+                if task.exception() is not None:
+                    log.warning("bastion node: a warm session failed: %s", task.exception())
+                    return None
+                session = task.result()
+                if session.ended or session.closed:  # ended while it waited: not handed out
+                    task = asyncio.get_running_loop().create_task(session.close())
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+                    return None
+                self.spares_used += 1
+                return session
+        return None
+
+    async def _close_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for task in spares:
+            if not task.done():
+                with contextlib.suppress(BaseException):
+                    await task  # a launch in flight: let it finish, then close it
+        await asyncio.gather(*(t.result().close() for t in spares
+                               if not t.cancelled() and t.exception() is None),
+                             return_exceptions=True)
 
     async def _close_all(self) -> None:
         sessions = [s for c in list(self._clients) for s in c.sessions.values()]
@@ -319,7 +378,7 @@ class NodeServer:
 
     async def _op_ping(self, client: _Client, msg: dict[str, Any], rid: Any) -> dict[str, Any]:
         return {"sessions": sum(len(c.sessions) for c in self._clients), "pid": os.getpid(),
-                "checked": self.checked}
+                "checked": self.checked, "warm_used": self.spares_used}
 
     async def _op_run_token(self, client: _Client, msg: dict[str, Any],
                             rid: Any) -> dict[str, Any]:
@@ -354,7 +413,9 @@ class NodeServer:
         factory = self._session_factory or _default_session
         from ..aio import AsyncSession
 
-        session = AsyncSession.wrap(await self._blocking(factory, policy, **kwargs))
+        session = self._take_spare() if self._plain_open(client, msg) else None
+        if session is None:
+            session = AsyncSession.wrap(await self._blocking(factory, policy, **kwargs))
         client.sessions[session.session_id] = session
         return {"session": session.session_id, "run_id": session.run_id,
                 "episode_id": session.episode_id, "policy_hash": session.session.policy.hash,
