@@ -37,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .analysis import analyze_argv, analyze_command
+from .analysis import CallMemory, analyze_argv, analyze_command
 from .audit import TrailConfig, lease_trail, release_trail
 from .calls import analysable, check_call
 from .containment import disk_limit_verdict, supervisor_lost_verdict
@@ -289,6 +289,8 @@ class Session:
         self._quiet = True  # no agent process exists (none has run yet)
         self._retired: set[str] = set()  # answered calls whose cgroup was seen empty
         self._step_counter = 0
+        # what earlier calls' commands fetched, for the next ones (analysis.CallMemory)
+        self._call_memory = CallMemory()
         self._deferred: list[Event] | None = None  # lifecycle events raised while acting
         self.created_at = time.time()
         self._deadline = time.monotonic() + policy.sandbox.limits.session_timeout
@@ -849,8 +851,8 @@ class Session:
         would run once quoting, variables, eval and encoded payloads are resolved. An
         argv list is analysed as argv (no shell parses it), not as one joined line."""
         try:
-            return analyze_command(command) if isinstance(command, str) else \
-                analyze_argv(command)
+            return analyze_command(command, self._call_memory) if isinstance(command, str) \
+                else analyze_argv(command, self._call_memory)
         except Exception as exc:  # analyze_command promises not to raise: a bug
             self._fail_closed(f"command analysis failed: {exc!r}")
             raise InternalError(f"command analysis failed on {command!r}") from exc

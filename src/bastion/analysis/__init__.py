@@ -47,6 +47,7 @@ It never raises for any input string; what it cannot parse is reported through
 from __future__ import annotations
 
 from .analyzer import MAX_DEPTH as MAX_DEPTH
+from .analyzer import CallMemory as CallMemory
 from .analyzer import analyze_argv as analyze_argv
 from .analyzer import analyze_command as analyze_command
 
@@ -96,4 +97,4 @@ FEATURES = (
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )
 
-__all__ = ["FEATURES", "MAX_DEPTH", "analyze_argv", "analyze_command"]
+__all__ = ["FEATURES", "MAX_DEPTH", "CallMemory", "analyze_argv", "analyze_command"]

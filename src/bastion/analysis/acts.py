@@ -66,6 +66,8 @@ _VALUE_OPTS["ncat"] = _VALUE_OPTS["netcat"] = _VALUE_OPTS["nc"]
 _VALUE_OPTS["autossh"] = _VALUE_OPTS["ssh"] | {"-M"}
 
 _COPIERS = frozenset({"cp", "mv", "install", "ln", "rsync"})
+_BUILDERS = frozenset({"gcc", "cc", "g++", "c++", "clang", "clang++", "tcc", "rustc", "go",
+                       "gfortran", "nasm", "as", "ld", "ghc", "nim", "zig"})
 _DELETERS = frozenset({"rm", "unlink", "shred", "rmdir", "srm", "wipe"})
 _MODERS = frozenset({"chmod", "chown", "chgrp", "chattr", "setfacl", "setcap"})
 _TOUCHERS = frozenset({"touch", "truncate", "mkfifo", "mknod"})
@@ -258,6 +260,12 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
             for a in args:
                 if a.startswith("if="):
                     acts.reads.setdefault(norm_path(a[3:]))
+    if name in _BUILDERS:
+        for i, a in enumerate(args):  # gcc -o prog, go build -o bin/x: the output is written
+            if a == "-o" and i + 1 < len(args):
+                acts.write(norm_path(args[i + 1]))
+            elif a.startswith("-o") and len(a) > 2 and name not in ("go", "make"):
+                acts.write(norm_path(a[2:]))
     if name == "ab":
         for i, a in enumerate(args[:-1]):
             if a in ("-p", "-u"):
@@ -329,6 +337,8 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
             acts.modes.setdefault(norm_path(o))
     elif name in ("curl", "wget"):
         for i, a in enumerate(args):
+            if name == "curl" and re.fullmatch(r"-[a-zA-Z]+o", a):
+                a = "-o"  # a short-option cluster ending in o: curl -so FILE
             if a in ("-o", "--output", "-O", "--output-document") and i + 1 < len(args):
                 if not (name == "curl" and a == "-O"):
                     if args[i + 1] not in ("-",) + _NO_FILE:

@@ -37,7 +37,7 @@ from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_doub
 from .interp import code_features as _code_features
 from .interp import embedded_commands, interpreter_code, interpreter_lang, web_shell
 
-__all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "analyze_argv", "analyze_command"]
+__all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "CallMemory", "analyze_argv", "analyze_command"]
 
 MAX_DEPTH = 4
 MAX_TEXT = 64 * 1024  # total characters analysed per command, all levels together
@@ -172,11 +172,40 @@ def _basename(word: str) -> str:
     return posixpath.basename(word.rstrip("/")) or word
 
 
+class CallMemory:
+    """What one session's earlier commands did that a later command completes: files a
+    downloader wrote (fetched in call 1, made executable and run in call 2 is one
+    download-and-execute, split over calls). One per session, shared by its calls."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._downloaded: dict[str, None] = {}
+
+    def downloaded(self) -> list[str]:
+        with self._lock:
+            return list(self._downloaded)
+
+    def update(self, fetched: list[str], rewritten: list[str]) -> None:
+        """Files fetched by this command are remembered; files it wrote otherwise or
+        deleted (a rebuilt binary, rm) are no longer the download."""
+        with self._lock:
+            for path in rewritten:
+                self._downloaded.pop(path, None)
+            for path in fetched:
+                self._downloaded.pop(path, None)
+                self._downloaded[path] = None
+            while len(self._downloaded) > self.LIMIT:
+                self._downloaded.pop(next(iter(self._downloaded)))
+
+
 class Analyzer:
     """Accumulates everything found in one command, across decoding levels."""
 
-    def __init__(self, raw: str) -> None:
+    def __init__(self, raw: str, memory: CallMemory | None = None) -> None:
         self.raw = raw
+        self.memory = memory
         self.names: dict[str, None] = {}
         self.argv: dict[str, None] = {}
         self.redirects: dict[str, None] = {}
@@ -216,6 +245,7 @@ class Analyzer:
         self.data_vars: set[str] = set()  # shell variables holding a file's content
         self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
         self.downloaded: dict[str, None] = {}  # files a downloader wrote
+        self.prior_downloads: set[str] = set()  # ... in an earlier call (CallMemory)
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
         self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
         self.remote_mounts: dict[str, None] = {}  # local dirs that are a remote host's
@@ -244,7 +274,17 @@ class Analyzer:
         self._repl_input()
         for code in [*self.interp, *self.run_code]:
             self._code_writes(code)
+        fetched = list(self.downloaded)
+        if self.memory is not None:
+            for path in self.memory.downloaded():  # fetched by an earlier call
+                if path not in self.acts.writes and path not in self.acts.deletes \
+                        and path not in self.downloaded:
+                    self.downloaded.setdefault(path)
+                    self.prior_downloads.add(path)
         self._written_files()
+        if self.memory is not None:
+            self.memory.update(fetched, [p for p in [*self.acts.writes, *self.acts.deletes]
+                                         if p not in fetched])
         # The raw command leads the text (kept for evidence and the index's scan; no
         # rule may match a substring of it, see rules/loader.py).
         text_parts = [*self.argv, *self.redirects, *self.payloads, *self.interp,
@@ -532,8 +572,15 @@ class Analyzer:
                 self.feature("ssh_config_forward")
         modes = {p.rsplit("/", 1)[-1] for p in self.acts.modes}
         ran_names = {p.rsplit("/", 1)[-1] for p in self.executed}
+        # a file an earlier call fetched counts when this one runs it (not compiles it)
+        ran_now = {p.rsplit("/", 1)[-1] for p, how in self.executed.items()
+                   if how not in _COMPILERS}
         for path in self.downloaded:
             base = path.rsplit("/", 1)[-1]
+            if path in self.prior_downloads:
+                if base in ran_now or (base in modes and any(a in self.args for a in _EXEC_MODES)):
+                    self.feature("download_then_run")
+                continue
             if path in self.executed or base in ran_names or (
                     base in modes and any(a in self.args for a in ("chmod +x", "chmod u+x",
                                                                   "chmod a+x", "chmod 755",
@@ -1273,6 +1320,8 @@ class Analyzer:
 
 # Programs a grader runs to score: a file by this name where PATH finds it first (or an
 # alias) replaces the grader's runner.
+_COMPILERS = frozenset({"gcc", "cc", "g++", "c++", "clang", "clang++", "tcc", "javac", "rustc",
+                        "go", "gfortran", "nasm", "as", "ld", "make", "cmake"})
 _RUNNER_NAMES = frozenset({"pytest", "py.test", "python", "python3", "nosetests", "tox",
                            "unittest", "pytest-3", "python3.10", "python3.11", "python3.12"})
 
@@ -1330,16 +1379,25 @@ def _loop_refs(var: str) -> tuple[str, str]:
     return f"${var}", f"${{{var}}}"
 
 
-def _name_enumeration(an: Analyzer, var: str, tokens: list[str]) -> None:
+_HASHED_LABEL = re.compile(r"[0-9a-f]{8,}|(?=(?:.*\d){3})(?=(?:.*[a-z]){3})[a-z0-9]{10,}", re.IGNORECASE)
+
+
+def _name_enumeration(an: Analyzer, var: str, tokens: list[str],
+                      words: list[str] | None = None) -> None:
     """A loop over a word list whose body looks up ``$WORD.parent.domain``: guessing the
     names that exist under a zone (subdomain brute force), a network map built one
-    DNS query at a time."""
+    DNS query at a time. Labels that are hashes or ids (`d1a2b3c4e5f6.cdn...`, the
+    content-addressed hosts of a CDN or model hub) are names the agent was given, not
+    guesses: a list mostly of those is not enumeration."""
+    if words and sum(1 for w in words if _HASHED_LABEL.fullmatch(w.strip("'\""))) * 2 >= len(words):
+        return
     prefixes = tuple(r + "." for r in _loop_refs(var))
     for t in tokens:
         prog, _, arg = t.partition(" ")
         host = arg.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
         if prog in _RESOLVERS and host.startswith(prefixes) and host.count(".") >= 2:
             an.feature("dns_name_enumeration")
+            an.acts.hosts.setdefault(host.lower())  # the zone queried (rules compare it)
             return
 
 
@@ -1948,7 +2006,7 @@ class _Walk:
             words = len(items) if not any(" " in w or "$(" in w for w in items) else 0
             if name and bound is None and words >= 3:
                 if words >= 4:
-                    _name_enumeration(an, name, list(an.args)[args_before:])
+                    _name_enumeration(an, name, list(an.args)[args_before:], items)
                 _login_guessing(an, name, list(an.argv)[argv_before:])
             if name in self.env and saved is None:
                 del self.env[name]
@@ -2413,11 +2471,12 @@ class _Walk:
             re.search(r"\s[^-\s][^\s]*\.(?:py|pl|rb|js|php|lua)\b", txt) is not None)
 
 
-def analyze_command(cmd: str) -> dict[str, Any]:
-    """Every ``cmd.*`` field for one submitted command. Never raises on bad input."""
+def analyze_command(cmd: str, memory: CallMemory | None = None) -> dict[str, Any]:
+    """Every ``cmd.*`` field for one submitted command. Never raises on bad input.
+    ``memory`` (one per session) carries what earlier calls fetched (see CallMemory)."""
     if not isinstance(cmd, str):
         cmd = str(cmd)
-    an = Analyzer(cmd)
+    an = Analyzer(cmd, memory)
     try:
         return an.run()
     except RecursionError:
@@ -2427,7 +2486,7 @@ def analyze_command(cmd: str) -> dict[str, Any]:
         return {**_fallback(cmd), "cmd.features": list(an.features)}
 
 
-def analyze_argv(argv: Sequence[str]) -> dict[str, Any]:
+def analyze_argv(argv: Sequence[str], memory: CallMemory | None = None) -> dict[str, Any]:
     """Every ``cmd.*`` field for a call given as an argv list (run without a shell).
 
     The arguments are not joined and re-parsed as one shell line: a 1 MiB list of data
@@ -2437,8 +2496,8 @@ def analyze_argv(argv: Sequence[str]) -> dict[str, Any]:
     args = [a if isinstance(a, str) else str(a) for a in argv]
     raw = shlex.join(args)
     if not args:
-        return analyze_command(raw)
-    an = Analyzer(raw)
+        return analyze_command(raw, memory)
+    an = Analyzer(raw, memory)
     try:
         return an.run(args)
     except RecursionError:
