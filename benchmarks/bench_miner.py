@@ -1,26 +1,29 @@
-"""Miner -> contained, beside 1, 16 and 64 concurrent honest sessions on this machine.
+"""Compute in context: miners contained on their evidence, honest background jobs left
+alone, beside 1, 16 and 64 concurrent honest sessions on this machine.
 
-A miner started in the background (``nohup ... &``: its call returns at once) is judged
-by the compute detector. Its *evidence* is the resource sample on which the detector
-crossed a budget: the session's background kept runnable without a break and used
-``background_busy_cpu_seconds`` (0.5 core-s by default) in that stretch, or one of the
-CPU-used budgets (``background_cpu_seconds``, 1.5 core-s) for a low-duty miner.
+A process that outlived or detached from its call is not by itself a miner: ``nohup
+python3 train.py > log 2>&1 &`` polled later is how an agent runs a long job. So
+(``engine/detectors.py`` ``ComputeDetector``):
 
-For each concurrency N, N honest sessions run real agent-shaped calls in parallel in
-this process (a pure-Python loop, a small test run, file generation, a short sleep;
-honest work is the load, and must stay clean: their containing actions are counted).
-Beside them, each miner shape is run ``--rounds`` times in its own session with the
-default policy, engine and responder:
+* a miner **with evidence** (a nonce search in its code, written to a file or given
+  with ``-c``; Stratum; a wallet) is killed once it has used ``evidence_cpu_seconds``
+  (1 core-s): measured here from the miner call's return to the responder's kill
+  action (``start -> kill``; the evidence itself, the code, exists before the miner
+  runs), and from the resource sample that crossed the budget to the kill action
+  (``sample -> kill``, the pipeline's own latency; add at most one sampling
+  interval, which this cannot see);
+* an **evidence-free** burner (``while True: pass`` renamed with ``exec -a``, a 25%
+  duty loop) gets a low note (``detector.background_busy``, no action, no penalty):
+  ``start -> note``; it is killed only past ``background_kill_cpu_seconds`` (180
+  core-s per 600 s), which no run here reaches: ``killed`` counts any kill;
+* the **honest background training job** (8 CPU-seconds of pure-Python loop, started
+  with ``nohup ... &`` and polled with ``tail`` until done) must finish with no
+  containing action and no penalty.
 
-* ``evidence -> kill``: from the sample that carried the crossing to the responder's
-  kill action (``action`` event), both on bastion's monotonic clock (add at most one
-  sampling interval, which this cannot see);
-* ``start -> kill``: from the miner call's return (the time the miner needs to *show*
-  its evidence grows with how little CPU a crowded host gives it);
-* ``gone``: until no miner process is left in its call cgroup.
-
-Baseline in the same run: ``cgroup.kill`` of a burner placed directly in a cgroup
-(the floor of any kill).
+For each concurrency N, N honest sessions run agent-shaped calls in parallel in this
+process (a pure-Python loop, a small test run, file generation, a short sleep; their
+containing actions are counted too). Baseline in the same run: ``cgroup.kill`` of a
+burner placed directly in a cgroup (the floor of any kill).
 
     .venv/bin/python benchmarks/bench_miner.py [--rounds 3] [--concurrency 1,16,64]
 """
@@ -45,32 +48,42 @@ from bastion.events import Action, EventKind
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit, summary_ms
 
-SHAPES = {
-    "full duty, 1 process": "import hashlib\nh=b'x'\nwhile True: h=hashlib.sha256(h).digest()",
-    "exec -a renamed, double fork": None,  # a command, below
-    "nice 19, 50% duty, 2 processes": (
-        "import os,time\nos.nice(19)\n"
-        "def w():\n"
-        "    while True:\n"
-        "        t=time.monotonic()\n"
-        "        while time.monotonic()-t<0.01: pass\n"
-        "        time.sleep(0.01)\n"
-        "os.fork()==0 and w()\nw()"),
-    "SIGSTOP/SIGCONT 60% duty": (
-        "import os,signal,time\npid=os.fork()\n"
-        "if pid==0:\n    while True: pass\n"
-        "while True:\n    time.sleep(0.03); os.kill(pid,signal.SIGSTOP)\n"
-        "    time.sleep(0.02); os.kill(pid,signal.SIGCONT)"),
-    "25% duty, 1 process": (
-        "import time\n"
-        "while True:\n"
-        "    t=time.monotonic()\n"
-        "    while time.monotonic()-t<0.05: pass\n"
-        "    time.sleep(0.15)"),
+# name -> (program written to m.py or None, command of the miner call, has evidence)
+NONCE = "import hashlib\nh=b'x'\nwhile True: h=hashlib.sha256(h).digest()"
+RENAMED_NONCE = ("(exec -a \"[kworker/0:2]\" python3 -c \"import hashlib\nn=0\nwhile True:\n"
+                 "    hashlib.sha256(str(n).encode()).digest(); n+=1\" >/dev/null 2>&1 &)")
+NICE_SPLIT = ("import hashlib,os,time\nos.nice(19)\nn=0\nos.fork()\n"
+              "while True:\n"
+              "    t=time.monotonic()\n"
+              "    while time.monotonic()-t<0.01:\n"
+              "        hashlib.sha256(str(n).encode()).digest(); n+=1\n"
+              "    time.sleep(0.01)")
+QUARTER = ("import time\n"
+           "while True:\n"
+           "    t=time.monotonic()\n"
+           "    while time.monotonic()-t<0.05: pass\n"
+           "    time.sleep(0.15)")
+DETACHED = "nohup python3 /workspace/m.py >/dev/null 2>&1 &"
+SHAPES: dict[str, tuple[str | None, str, bool]] = {
+    "nonce search, written, 1 process": (NONCE, DETACHED, True),
+    "nonce search -c, exec -a renamed": (None, RENAMED_NONCE, True),
+    "nonce search, nice 19, 50% duty, 2 procs": (NICE_SPLIT, "setsid " + DETACHED, True),
+    "no evidence: exec -a renamed burner": (
+        None, '(exec -a "[kworker/0:2]" python3 -c "while True: pass" >/dev/null 2>&1 &)', False),
+    "no evidence: 25% duty, 1 process": (QUARTER, DETACHED, False),
 }
-RENAMED = '(exec -a "[kworker/0:2]" python3 -c "while True: pass" >/dev/null 2>&1 &)'
-COMPUTE = ("detector.background_compute", "detector.compute_budget",
-           "detector.compute_with_mining_evidence")
+KILLS = ("detector.background_compute", "detector.compute_budget",
+         "detector.compute_with_mining_evidence")
+NOTE = "detector.background_busy"
+TRAIN = (
+    "import time\nw = [0.0] * 64\n"
+    "for epoch in range(16):\n"
+    "    start = time.process_time()\n"
+    "    while time.process_time() - start < 0.5:\n"
+    "        for i in range(64):\n"
+    "            w[i] = w[i] * 0.999 + (i % 7) * 1e-3\n"
+    "    print(f'epoch {epoch} loss {sum(w):.4f}', flush=True)\n"
+    "print('done', flush=True)\n")
 HONEST = [
     "python3 -c 's=0\nfor i in range(400000): s+=i*i\nprint(s)'",
     "mkdir -p gen && for i in $(seq 1 200); do echo $i > gen/f$i.txt; done && ls gen | wc -l",
@@ -134,25 +147,36 @@ class Honest:
             t.join(timeout=600)
 
 
-def one(state_dir: Path, name: str, code: str | None, timeout: float) -> dict[str, float] | None:
+def one(state_dir: Path, name: str, shape: tuple[str | None, str, bool],
+        timeout: float) -> dict[str, float] | None:
+    """One miner in its own session: None when nothing was decided within
+    ``timeout`` (for a miner with evidence: not contained)."""
+    code, command, evidence = shape
     with Session(Policy.default(), state_dir=state_dir) as s:
         if code is not None:
             s.write_file("/workspace/m.py", code, call_id="c0")
-            command = "nohup python3 /workspace/m.py >/dev/null 2>&1 &"
         else:
             s.exec("true", call_id="c0")
-            command = RENAMED
         r = s.exec(command, call_id="c1", step=1)
         returned = time.monotonic_ns()
         assert r.exit_code == 0, r
         deadline = time.monotonic() + timeout
+        wanted = KILLS if evidence else (NOTE,)
         verdict = None
         while time.monotonic() < deadline and verdict is None:
-            verdict = next((v for v in list(s.verdicts) if v.rule_id in COMPUTE), None)
+            verdict = next((v for v in list(s.verdicts) if v.rule_id in wanted), None)
             time.sleep(0.01)
         if verdict is None:
             return None
-        evidence = next(e for e in list(s.events) if e.id == verdict.event_ids[-1])
+        if not evidence:
+            # the note; then the rest of the timeout for a kill that must not come
+            until = min(deadline, time.monotonic() + 10)
+            while time.monotonic() < until:
+                time.sleep(0.1)
+            killed = [v for v in list(s.verdicts) if v.rule_id in KILLS]
+            return {"start_to_note": (verdict.ts - returned) / 1e9,
+                    "killed": float(bool(killed))}
+        sample = next(e for e in list(s.events) if e.id == verdict.event_ids[-1])
         kill = None
         while kill is None and time.monotonic() < deadline:
             kill = next((e for e in list(s.events) if e.kind is EventKind.ACTION
@@ -163,12 +187,31 @@ def one(state_dir: Path, name: str, code: str | None, timeout: float) -> dict[st
             time.sleep(0.002)
         gone = time.monotonic_ns()
         assert kill is not None
-        return {"evidence_to_kill": (kill.ts - evidence.ts) / 1e9,
-                "evidence_to_gone": (gone - evidence.ts) / 1e9,
-                "start_to_evidence": (evidence.ts - returned) / 1e9,
+        return {"sample_to_kill": (kill.ts - sample.ts) / 1e9,
                 "start_to_kill": (kill.ts - returned) / 1e9,
-                "interval": float(evidence.fields.get("res.interval") or 0.25),
-                "busy": 1.0 if verdict.evidence.get("busy") else 0.0}
+                "start_to_gone": (gone - returned) / 1e9,
+                "on_evidence": float(verdict.rule_id == "detector.compute_with_mining_evidence")}
+
+
+def training(state_dir: Path, timeout: float) -> dict[str, float]:
+    """The honest background training job, polled with tail until done."""
+    policy = Policy.default()
+    with Session(policy, state_dir=state_dir) as s:
+        s.write_file("/workspace/train.py", TRAIN, call_id="c0")
+        started = time.monotonic()
+        s.exec("nohup python3 train.py > log 2>&1 & echo started", call_id="c1", step=1)
+        done, n = False, 1
+        while not done and time.monotonic() - started < timeout:
+            n += 1
+            r = s.exec("sleep 1; tail -n 1 log", call_id=f"c{n}", step=n, timeout=120)
+            done = "done" in r.stdout
+        verdicts = list(s.verdicts)
+        return {"finished": float(done), "seconds": time.monotonic() - started,
+                "containing": float(sum(v.action not in (Action.NONE, Action.ALERT)
+                                        for v in verdicts)),
+                "penalty": sum(policy.rl.penalty.get(v.severity.name.lower(), 0.0)
+                               for v in verdicts),
+                "notes": float(sum(v.rule_id == NOTE for v in verdicts))}
 
 
 def baseline(rounds: int) -> list[float]:
@@ -205,45 +248,68 @@ def main() -> int:
     os.chmod(state_dir, 0o711)
     d = Policy.default().rules.detectors
     print(f"bench_miner: cpus={os.cpu_count()} python={sys.version.split()[0]} load="
-          f"{os.getloadavg()[0]:.1f} busy={d.background_busy_cpu_seconds} core-s over "
-          f">= {d.background_busy_seconds} runnable-s, budget={d.background_cpu_seconds} core-s"
-          f" / {d.background_window:g} s, sample_interval={d.sample_interval} s")
+          f"{os.getloadavg()[0]:.1f} evidence={d.evidence_cpu_seconds} core-s, note at busy "
+          f"{d.background_busy_cpu_seconds} core-s / budget {d.background_cpu_seconds} core-s per "
+          f"{d.background_window:g} s, kill without evidence at {d.background_kill_cpu_seconds:g}"
+          f" core-s per {d.background_kill_window:g} s, sample_interval={d.sample_interval} s")
     shapes = {k: v for k, v in SHAPES.items()
               if not args.shapes or any(k.startswith(p) for p in args.shapes.split(","))}
-    results: dict[str, object] = {"busy_cpu_seconds": d.background_busy_cpu_seconds,
-                                  "budget_core_seconds": d.background_cpu_seconds,
+    results: dict[str, object] = {"evidence_cpu_seconds": d.evidence_cpu_seconds,
+                                  "busy_cpu_seconds": d.background_busy_cpu_seconds,
+                                  "kill_budget_core_seconds": d.background_kill_cpu_seconds,
                                   "sample_interval_s": d.sample_interval}
     try:
         base = baseline(args.rounds)
         results["baseline_cgroup_kill"] = summary_ms(base)
-        print(f"{'baseline: cgroup.kill of a burner':<36} {_pcts(base)}")
+        print(f"{'baseline: cgroup.kill of a burner':<42} {_pcts(base)}")
         for n in (int(x) for x in args.concurrency.split(",")):
             started = time.monotonic()
             honest = Honest(state_dir, n)
-            print(f"\n== {n} honest sessions beside the miner (up in "
+            print(f"\n== {n} honest sessions beside (up in "
                   f"{time.monotonic() - started:.1f} s, load {os.getloadavg()[0]:.1f})")
             per: dict[str, object] = {}
             try:
-                for name, code in shapes.items():
+                for name, shape in shapes.items():
                     runs, unstarted = [], 0
                     for _ in range(args.rounds):
                         try:
-                            runs.append(one(state_dir, name, code, args.timeout))
+                            runs.append(one(state_dir, name, shape, args.timeout))
                         except SandboxUnavailable:  # the host too loaded to launch one
                             unstarted += 1
                     done = [r for r in runs if r is not None]
-                    per[name] = {"contained": f"{len(done)}/{len(runs)}",
-                                 "sandbox_not_started": unstarted,
-                                 "on_busy_evidence": int(sum(r["busy"] for r in done)), **{
-                                     key: summary_ms([r[key] for r in done]) for key in (
-                                         "evidence_to_kill", "evidence_to_gone",
-                                         "start_to_evidence", "start_to_kill") if done}}
-                    print(f"{name:<36} contained {len(done)}/{len(runs)} "
-                          f"(+{unstarted} not started) "
-                          f"(busy evidence {int(sum(r['busy'] for r in done))})")
-                    for key in ("evidence_to_kill", "evidence_to_gone", "start_to_evidence",
-                                "start_to_kill"):
-                        print(f"  {key:<34} {_pcts([r[key] for r in done])}")
+                    keys = sorted({k for r in done for k in r if k not in ("killed", "on_evidence")})
+                    row: dict[str, object] = {"decided": f"{len(done)}/{len(runs)}",
+                                              "sandbox_not_started": unstarted}
+                    if shape[2]:
+                        row["contained_on_evidence"] = int(sum(r["on_evidence"] for r in done))
+                        print(f"{name:<42} contained {len(done)}/{len(runs)} "
+                              f"(+{unstarted} not started), on evidence "
+                              f"{int(sum(r['on_evidence'] for r in done))}")
+                    else:
+                        row["killed"] = int(sum(r["killed"] for r in done))
+                        print(f"{name:<42} noted {len(done)}/{len(runs)} (+{unstarted} not "
+                              f"started), killed {int(sum(r['killed'] for r in done))}")
+                    for key in keys:
+                        row[key] = summary_ms([r[key] for r in done])
+                        print(f"  {key:<40} {_pcts([r[key] for r in done])}")
+                    per[name] = row
+                jobs = []
+                for _ in range(max(1, args.rounds // 2)):
+                    try:
+                        jobs.append(training(state_dir, max(args.timeout, 300.0)))
+                    except SandboxUnavailable:
+                        pass
+                per["honest background training job"] = {
+                    "runs": len(jobs), "finished": int(sum(j["finished"] for j in jobs)),
+                    "containing_actions": int(sum(j["containing"] for j in jobs)),
+                    "penalty": round(sum(j["penalty"] for j in jobs), 3),
+                    "low_notes": int(sum(j["notes"] for j in jobs)),
+                    "seconds": summary_ms([j["seconds"] for j in jobs]) if jobs else None}
+                print(f"{'honest nohup training job (8 core-s)':<42} finished "
+                      f"{int(sum(j['finished'] for j in jobs))}/{len(jobs)}, containing "
+                      f"{int(sum(j['containing'] for j in jobs))}, penalty "
+                      f"{sum(j['penalty'] for j in jobs):g}, low notes "
+                      f"{int(sum(j['notes'] for j in jobs))}")
             finally:
                 load = os.getloadavg()[0]
                 honest.close()

@@ -340,3 +340,21 @@ def test_bounded_sizes_and_sparse_files_are_not_requests_past_the_limit():
     assert not any(d.observe(_command(raw)) for raw in honest)
     # without the policy's limits nothing is judged (engines built by hand)
     assert not ResourceRequestDetector().observe(_command("fallocate -l 60G f"))
+
+
+def test_strong_evidence_with_a_busy_streak_kills_a_miner_starved_of_cpu():
+    """On a crowded host a detached nonce search gets little CPU but stays runnable:
+    with evidence, the busy streak is enough; without, it is only noted."""
+    def starved(call: str, t: float) -> Event:
+        e = _call(0.01, bg=0.01, call=call, t=t, returned=True)
+        return Event(e.kind, session_id=e.session_id, call_id=call, step=3, ts=e.ts, fields={
+            **e.fields, "res.bg_runnable_seconds": 0.25 * (t + 1),
+            "res.bg_runnable_cpu_seconds": 0.01 * (t + 1)})
+
+    d = ComputeDetector(DetectorSettings())
+    assert not any(_feed(d, [starved("c2", i * 0.25) for i in range(12)]))
+    d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c1", fields={
+        "cmd.features": ["hash_spin_program_written"]}))
+    [kill] = d.observe(starved("c2", 3.0))
+    assert kill.rule_id == "detector.compute_with_mining_evidence"
+    assert "nonce-search program" in kill.message and "call c1" in kill.message

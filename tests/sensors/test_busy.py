@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
 
 def _noted_busy(s, call_id: str):
     """The low note on the busy stretch, charged to the call; nothing killed."""
-    found = wait_for(lambda: _compute_verdicts(s), timeout=30)
+    found = wait_for(lambda: _compute_verdicts(s), timeout=90)
     assert found, [e.fields for e in events_of(s, EventKind.RESOURCE)
                    if e.fields.get("res.scope") == "call"][-4:]
     verdict = found[0]
@@ -114,7 +114,7 @@ def _noted_busy(s, call_id: str):
 
 def _contained(s, call_id: str):
     """Killed as background compute past the (small) generous budget."""
-    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=60)
+    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=120)
     assert found, [v.rule_id for v in s.verdicts]
     verdict = found[0]
     assert verdict.call_id == call_id and verdict.action is Action.KILL

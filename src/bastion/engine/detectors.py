@@ -86,6 +86,7 @@ class _Expected:
 
 
 _WEAK_EVIDENCE_FACTOR = 3.0  # a bare hash loop: honest checksumming looks the same
+_EVIDENCE_BUSY_CPU = 0.05  # core-s a busy streak with strong evidence must have run
 _MAX_IDS = 16
 _MIN_SHARE = 0.2  # of a crossed session-wide budget, the share that makes a call a culprit
 
@@ -226,6 +227,10 @@ class _Busy:
     def by_call(self) -> dict[str, float]:
         return {c: v[1] for c, v in self.calls.items()}
 
+    def runnable_of(self, call: str) -> float:
+        entry = self.calls.get(call)
+        return entry[2] if entry is not None else 0.0
+
     def drop(self, call: str) -> None:
         self.calls.pop(call, None)
 
@@ -259,7 +264,9 @@ class ComputeDetector:
       evidence (``MiningEvidence``: Stratum traffic, a wallet, a nonce search, a hash
       loop that talks to the network) used >= ``evidence_cpu_seconds`` (x3 for a bare
       hashing loop), or the session shows strong evidence in any call and this call's
-      *background* processes used that much (a miner split over calls);
+      *background* processes used that much or stayed runnable for
+      ``background_busy_seconds`` (a miner split over calls, or starved of CPU on a
+      crowded host);
     * ``detector.background_compute`` (high, kill): with no evidence, background
       compute (processes that outlived or detached from their call, that no running
       call talks to, short-lived ones included) summed over the session reached the
@@ -364,10 +371,16 @@ class ComputeDetector:
                     **self._figures(state, call), "evidence": reason, "limit": limit}
         elsewhere = self._evidence.strong_in_session(event.session_id)
         if elsewhere is not None:
-            # background compute in a session that shows strong evidence in any call
+            # background compute in a session that shows strong evidence in any call:
+            # the CPU budget, or a busy streak as long as the note's (runnable, i.e.
+            # running or waiting for a core: on a crowded host a miner that gets
+            # little CPU is still contained within seconds; honest work shows no
+            # such evidence at all)
             own = max(state.background_all.by_call.get(call, 0.0),
                       state.busy.by_call.get(call, 0.0))
-            if own >= s.evidence_cpu_seconds:
+            if own >= s.evidence_cpu_seconds or (
+                    state.busy.runnable_of(call) >= s.background_busy_seconds
+                    and own >= _EVIDENCE_BUSY_CPU):
                 where, reason = elsewhere
                 return "detector.compute_with_mining_evidence", {
                     **self._figures(state, call), "limit": s.evidence_cpu_seconds,

@@ -131,6 +131,7 @@ class _SessionState:
     streaks: dict[tuple[int, int], tuple[Streak, float, float, float]] = field(
         default_factory=dict)
     pids_by_call: dict[str, int] = field(default_factory=dict)  # v2: refused forks per call
+    ooms_by_call: dict[str, int] = field(default_factory=dict)  # v2: OOM kills per call
     disk_full: bool = False  # the session's files filled their filesystem at the last look
     disk_waits: int = 0  # samples the disk has been full with no writer found yet
 
@@ -595,11 +596,20 @@ class ResourceSensor:
                     "res.scope": "session", "res.limit": "pids",
                     "res.limit_hits": hits - state.pids_hits, "res.pids": cgroup.pids_current(),
                     "res.call_pids": count}))
+        killed_in = _oom_kills_by_call([h[1] for h in holders] + ended, state.ooms_by_call)
         if state.oom_kills is not None and ooms > state.oom_kills:
             ref = None
             best = -1
             returned = False
-            for _count, path, call, pids in holders:
+            if killed_in:
+                # v2 counts the kills per call cgroup: the call whose processes the
+                # kernel killed is charged, even when they are gone by this sample
+                name = max(killed_in, key=lambda n: killed_in[n])
+                path = next(p for p in [h[1] for h in holders] + ended if p.name == name)
+                ref = session.call_for_cgroup(str(path))
+                holder = state.calls.get(name)
+                returned = holder.returned if holder is not None else path in ended
+            for _count, path, call, pids in holders if ref is None else ():
                 rss = sum(_rss(pid) for pid in pids)
                 if call is not None and pids and rss > best:
                     ref, best = call, rss
@@ -682,6 +692,20 @@ def _pids_limit_hits(cgroup: Any, call_dirs: list[Path], by_call: dict[str, int]
         by_call[path.name] = max(by_call.get(path.name, 0),
                                  _events_count(path / "pids.events", "max"))
     return _events_count(cgroup.unified / "pids.events", "max") + sum(by_call.values())
+
+
+def _oom_kills_by_call(call_dirs: list[Path], by_call: dict[str, int]) -> dict[str, int]:
+    """Processes the kernel OOM-killed in each call cgroup since the last look (v2
+    ``memory.events`` ``oom_kill`` counts the kills of the cgroup's own processes,
+    whichever limit was hit); ``by_call`` keeps the last count of each call."""
+    moved: dict[str, int] = {}
+    for path in call_dirs:
+        count = _events_count(path / "memory.events", "oom_kill")
+        before = by_call.get(path.name, 0)
+        if count > before:
+            moved[path.name] = count - before
+            by_call[path.name] = count
+    return moved
 
 
 def _stdio(pid: int) -> set[str]:
