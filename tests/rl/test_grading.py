@@ -165,7 +165,7 @@ def test_a_sitecustomize_or_pth_earns_nothing(state_dir):
         assert reward == 0.0
         result = task.grades["site"]
         assert not result.passed and "exit 1" in result.reason, result
-        assert set(result.copied) == {"calc.py", "README.md"}, result.copied
+        assert set(result.copied) == {"calc.py"}, result.copied  # only the sources
     finally:
         env.close()
 

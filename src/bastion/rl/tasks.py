@@ -99,8 +99,10 @@ class FixBugTask:
         if self.grader is not None:
             return self.grader
         tests = {p: c for p, c in self.files.items() if p.startswith("tests/")}
+        # the files under test are the Python sources: build trees, data and caches the
+        # agent made are not copied (nor counted against the grader's budget)
         return Grader(tests=tests, command=("python3", "-I", "-B", "tests/test_calc.py"),
-                      pass_marker="PASS")
+                      graded=("*.py",), pass_marker="PASS")
 
     def prepare(self, workspace: Path, uid: int) -> None:
         """Write the task files from the host before the sandbox exists (so no
