@@ -213,21 +213,40 @@ def _sample(cores: float, name: str = "x", pid: int = 9, session: str = "s", int
         "proc.name": name, "proc.exe": f"/usr/bin/{name}", "proc.background": background})
 
 
+def _gpu(pid: int, name: str = "python3", background: bool = True, util: float = 80.0,
+         call: str = "c3") -> Event:
+    ev = _sample(0.1, name=name, pid=pid, background=background)
+    return Event(EventKind.RESOURCE, session_id="s", call_id=call, pid=pid, fields={
+        **ev.fields, "res.gpu_util": util, "res.gpu_mem_bytes": 1 << 30})
+
+
 def test_gpu_use_is_judged_in_context():
-    d = GpuDetector(SETTINGS)
+    """A background GPU job (nohup training) is noted, and killed only past the
+    session's background GPU budget; the call's own GPU work is never judged."""
+    d = GpuDetector(DetectorSettings(expected_processes=["pytest"],
+                                     gpu_background_kill_seconds=1.0))
+    assert not d.observe(_gpu(4, background=False))  # the call's own training loop
+    [note] = d.observe(_gpu(5))
+    assert note.rule_id == "detector.gpu_background" and note.severity is Severity.LOW
+    assert "80%" in note.message and note.action is None
+    assert not d.observe(_gpu(5))  # noted once per process
+    assert not d.observe(_gpu(6, util=2.0))
+    assert not d.observe(_gpu(7, name="pytest"))  # expected_processes
+    found = [d.observe(_gpu(5)) for _ in range(8)]  # 0.25 s samples: 1 s of GPU use
+    kills = [f[0] for f in found if f]
+    assert len(kills) == 1 and kills[0].rule_id == "detector.gpu_unexpected"
+    assert kills[0].severity is Severity.HIGH and "budget" in kills[0].message
+    assert not d.observe(_gpu(5))  # once per process
 
-    def gpu(pid: int, name: str = "python3", background: bool = True, util: float = 80.0):
-        ev = _sample(0.1, name=name, pid=pid, background=background)
-        return Event(EventKind.RESOURCE, session_id="s", call_id="c3", pid=pid, fields={
-            **ev.fields, "res.gpu_util": util, "res.gpu_mem_bytes": 1 << 30})
 
-    assert not d.observe(gpu(4, background=False))  # the call's own training loop
-    [f] = d.observe(gpu(5))
-    assert f.rule_id == "detector.gpu_unexpected" and "80%" in f.message
-    assert "outlived" in f.message
-    assert not d.observe(gpu(5))  # once per process
-    assert not d.observe(gpu(6, util=2.0))
-    assert not d.observe(gpu(7, name="pytest"))  # expected_processes
+def test_background_gpu_use_with_evidence_in_another_call_is_killed_at_once():
+    evidence = MiningEvidence()
+    d = GpuDetector(SETTINGS, evidence)
+    evidence.observe(Event(EventKind.NET_CONNECT, session_id="s", call_id="c1", fields={
+        "net.app": "stratum", "net.dst_ip": "203.0.113.10", "net.dst_port": 3333}))
+    [f] = d.observe(_gpu(9, call="c2"))
+    assert f.rule_id == "detector.gpu_unexpected" and "Stratum" in f.message
+    assert "call c1" in f.message
 
 
 def test_gpu_use_with_mining_evidence_in_the_foreground():

@@ -179,15 +179,20 @@ def test_session_samples_report_memory_and_pids(monitored):
                if e.fields.get("res.scope") == "process")
 
 
-def test_gpu_use_by_a_background_process_is_killed(monitored, gpu):
-    s = monitored()
-    s.exec("sleep 30 &", call_id="c5", step=5)
+def test_gpu_use_by_a_background_process_is_noted_then_killed_past_its_budget(monitored, gpu):
+    """A background process using the GPU (a training job, or a miner with no
+    evidence) is noted at once and killed past gpu_background_kill_seconds."""
+    s = monitored({"rules": {"detectors": {"gpu_background_kill_seconds": 1.0,
+                                           "sample_interval": 0.1}}})
+    s.exec("sleep 60 &", call_id="c5", step=5)
     sleeper = wait_for(lambda: [e.pid for e in events_of(s, EventKind.EXEC)
                                 if e.fields.get("proc.name") == "sleep"])
     assert sleeper
     gpu.set_samples([GpuSample(pid=sleeper[0], util_percent=97.0, mem_bytes=2 << 30),
                      GpuSample(pid=os.getpid(), util_percent=50.0, mem_bytes=1 << 30)])
-    found = wait_for(lambda: verdicts_named(s, "detector.gpu_unexpected"), timeout=3)
+    noted = wait_for(lambda: verdicts_named(s, "detector.gpu_background"), timeout=10)
+    assert noted and noted[0].call_id == "c5" and noted[0].action is Action.NONE
+    found = wait_for(lambda: verdicts_named(s, "detector.gpu_unexpected"), timeout=30)
     assert found and found[0].call_id == "c5" and found[0].pid == sleeper[0]
     assert found[0].action is Action.KILL
     assert wait_for(lambda: not _alive(sleeper[0]))

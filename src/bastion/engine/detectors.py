@@ -11,7 +11,8 @@ reported four times a second yields one verdict, not a stream.
   background compute past the small budgets is a low note (a ``nohup`` training job
   polled later is work). A call's own foreground work, and a daemon's work for a call
   that talks to it, are legitimate.
-* ``GpuDetector``: GPU use by a background process, or by a call with mining evidence.
+* ``GpuDetector``: GPU use with mining evidence, or by background processes past a
+  generous budget (before it, a low note: a background training job is work).
 * ``ResourceLimitDetector``: the session hit its pids limit (fork or thread bomb), its
   memory limit (OOM kill), or filled its size-limited files (disk bomb); for the
   first two the call holding the processes is killed so the next call can run.
@@ -635,18 +636,27 @@ def _bytes(n: float) -> str:
 
 
 class GpuDetector:
-    """GPU use in context: a call's foreground work may use the GPU (a training loop);
-    a process that outlived or detached from its call (``proc.background``) or a call
-    with mining evidence may not, unless its name is in ``expected_processes``."""
+    """GPU use in context: a call's foreground work may use the GPU (a training loop),
+    and so may a process that outlived or detached from its call (``proc.background``:
+    ``nohup python3 train.py &`` on a GPU box) until it shows mining evidence or the
+    session's background GPU time passes ``gpu_background_kill_seconds``; before that
+    it is a low note (``detector.gpu_background``, no action, no penalty).
+    ``detector.gpu_unexpected`` (high, kill): a background process or a call with
+    mining evidence (its own, or strong evidence anywhere in the session for a
+    background process), or background GPU time past the budget. Names in
+    ``expected_processes`` are never judged."""
 
     name = "gpu_unexpected"
     kinds = frozenset({EventKind.RESOURCE})
 
     def __init__(self, settings: DetectorSettings, evidence: MiningEvidence | None = None) -> None:
         self._util = settings.gpu_util_percent
+        self._budget = settings.gpu_background_kill_seconds
         self._expected = _Expected(settings.expected_processes)
         self._evidence = evidence or MiningEvidence()
         self._fired: set[tuple[str, int]] = set()
+        self._noted: set[tuple[str, int]] = set()
+        self._seconds: dict[str, float] = {}  # session -> background GPU seconds
         self._lock = threading.Lock()
 
     def observe(self, event: Event) -> list[Finding]:
@@ -660,16 +670,46 @@ class GpuDetector:
             return []
         background = bool(event.fields.get("proc.background"))
         evidence = self._evidence.of(event.session_id, event.call_id)
+        if background and evidence is None:
+            elsewhere = self._evidence.strong_in_session(event.session_id)
+            if elsewhere is not None:
+                evidence = (True, elsewhere[1] if elsewhere[0] in (event.call_id, None)
+                            else f"{elsewhere[1]} (call {elsewhere[0]})")
         if not background and evidence is None:
             return []  # the call's own foreground work
         key = (event.session_id, event.pid)
+        name = event.fields.get("proc.name") or "?"
         with self._lock:
             if key in self._fired:
                 return []
+            used = self._seconds.get(event.session_id, 0.0)
+            if background:
+                used += float(event.fields.get("res.interval") or 0.0)
+                self._seconds[event.session_id] = used
+            if evidence is None and used < self._budget:
+                if key in self._noted:
+                    return []
+                self._noted.add(key)
+                return [Finding(
+                    rule_id="detector.gpu_background",
+                    severity=Severity.LOW,  # a background training job is work
+                    message=(f"process {name} (pid {event.pid}) uses the GPU ({util:.0f}% "
+                             f"utilisation, {mem} bytes) after it outlived or detached from "
+                             f"its call, with no mining evidence: noted, killed only with "
+                             f"evidence or past {self._budget:g} GPU-seconds in the background"),
+                    categories=("mining", "resource_abuse"),
+                    mitre=("T1496",),
+                    evidence={"res.gpu_util": util, "res.gpu_mem_bytes": mem,
+                              "proc.name": name, "proc.background": True,
+                              "session_background_gpu_seconds": round(used, 3)},
+                )]
             self._fired.add(key)
-        name = event.fields.get("proc.name") or "?"
-        why = ("outlived or detached from its call" if background
-               else f"its call shows mining evidence ({evidence[1] if evidence else ''})")
+        if evidence is not None:
+            why = (("outlived or detached from its call and " if background else "")
+                   + f"its session shows mining evidence ({evidence[1]})")
+        else:
+            why = (f"outlived or detached from its call, and the session's background GPU "
+                   f"use reached {used:.0f} s (budget {self._budget:g})")
         return [Finding(
             rule_id="detector.gpu_unexpected",
             severity=Severity.HIGH,
@@ -678,12 +718,15 @@ class GpuDetector:
             categories=("mining", "resource_abuse"),
             mitre=("T1496",),
             evidence={"res.gpu_util": util, "res.gpu_mem_bytes": mem, "proc.name": name,
-                      "proc.background": background},
+                      "proc.background": background,
+                      "session_background_gpu_seconds": round(used, 3)},
         )]
 
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._fired = {k for k in self._fired if k[0] != session_id}
+            self._noted = {k for k in self._noted if k[0] != session_id}
+            self._seconds.pop(session_id, None)
 
 
 class ForkStormDetector:

@@ -92,6 +92,11 @@ class DetectorSettings(Section):
         "use the GPU"
     )
     gpu_util_percent: float = Field(default=10.0, ge=0)
+    gpu_background_kill_seconds: float = Field(
+        default=600.0, gt=0, description="seconds processes that outlived or detached from "
+        "their call may use the GPU, summed over the session, with no mining evidence, "
+        "before they are killed as mining (a low note before that: a background training "
+        "job is work)")
     long_connection_seconds: float = Field(default=300.0, gt=0)
     beacon_min_connections: int = Field(
         default=5, ge=3, description="re-connections to one destination before judging")
