@@ -23,6 +23,12 @@ So an episode is graded here, after it ends, in a fresh short-lived session:
    (the agent's ``PATH``, ``HOME`` and rc files do not exist there), and no process
    of the agent's alive in it.
 
+A session in a task image (``bastion.image``) is graded the same way over a copy of
+its overlay's upper layer: the files the agent added or changed under the image's
+workspace (``WORKDIR``, or the policy's ``workspace: /testbed``) are written, and the
+ones it deleted removed, in a fresh view of the same image; the pristine tests go
+over them.
+
 The grader session is recorded in the run's trail under the episode's ids (its own
 session id, policy named ``<name>/grader``), and judged by the same rules; its
 verdicts never reach the agent's reward (``GradeResult.verdicts`` reports them),
@@ -94,25 +100,50 @@ class SnapshotTooLarge(BastionError):
     """The agent's files under test exceed the grader's budget."""
 
 
-def grader_policy(policy: Policy) -> Policy:
+def grader_policy(policy: Policy, *, image: bool = False) -> Policy:
     """The agent's policy for the grader: the same sandbox (rootfs, image, limits,
-    protected and hidden paths) and rules, but a fresh workspace of its own, no
+    protected and hidden paths) and rules, but a fresh workspace of its own (in an
+    image session, the workspace is a path of the image's fresh view: kept), no
     network, and the policy's extra mounts read-only (a rw cache is something the
     agent could have written)."""
     sandbox = policy.model.sandbox
     mounts = [m.model_copy(update={"mode": "ro"}) for m in sandbox.mounts]
-    fresh = sandbox.model_copy(update={"workspace": None, "mounts": mounts})
+    workspace = sandbox.workspace if image else None
+    fresh = sandbox.model_copy(update={"workspace": workspace, "mounts": mounts})
     network = type(policy.model.network)()
     model = policy.model.model_copy(update={
         "name": f"{policy.model.name}/grader", "sandbox": fresh, "network": network})
     return Policy(model, source=f"{policy.source} (grader)")
 
 
-def snapshot_workspace(root: Path, grader: Grader) -> tuple[dict[str, tuple[bytes, int]],
-                                                             list[str]]:
-    """The agent's files under test, read from the host without following links:
-    ``({relative path: (content, mode)}, [skipped path: why])``. Raises
-    ``SnapshotTooLarge`` past the budget."""
+def _hook(name: str) -> bool:
+    """Whether a file or directory name hooks the interpreter or the test runner."""
+    return name.startswith(".") or name in _HOOK_NAMES or name.endswith(_HOOK_SUFFIXES)
+
+
+def _open_beneath(root: Path, rel: str) -> int:
+    """A directory fd for ``root/rel``, opening each component of ``rel`` without
+    following links (an agent-made link in the path fails with ``OSError``)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+    fd = os.open(root, flags)
+    try:
+        for part in PurePosixPath(rel).parts:
+            if part in ("/", "."):
+                continue
+            nxt = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def snapshot_workspace(root: Path, grader: Grader, *, beneath: str = ""
+                       ) -> tuple[dict[str, tuple[bytes, int]], list[str]]:
+    """The agent's files under test in ``root/beneath``, read from the host without
+    following links: ``({relative path: (content, mode)}, [skipped path: why])``.
+    Raises ``SnapshotTooLarge`` past the budget."""
     files: dict[str, tuple[bytes, int]] = {}
     skipped: list[str] = []
     total = 0
@@ -123,8 +154,7 @@ def snapshot_workspace(root: Path, grader: Grader) -> tuple[dict[str, tuple[byte
         nonlocal total
         for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
             rel = f"{prefix}{entry.name}"
-            if entry.name.startswith(".") or entry.name in _HOOK_NAMES \
-                    or entry.name.endswith(_HOOK_SUFFIXES):
+            if _hook(entry.name):
                 skipped.append(f"{rel}: hooks the interpreter or the test runner")
                 continue
             st = entry.stat(follow_symlinks=False)
@@ -164,7 +194,7 @@ def snapshot_workspace(root: Path, grader: Grader) -> tuple[dict[str, tuple[byte
             finally:
                 os.close(fd)
 
-    top = os.open(root, flags | os.O_DIRECTORY)
+    top = _open_beneath(root, beneath)
     try:
         walk(top, "")
     finally:
@@ -202,6 +232,75 @@ def _writer(files: Mapping[str, tuple[bytes, int]], tests: Mapping[str, str]):  
     return prepare
 
 
+def _image_changes(session: Session, grader: Grader
+                   ) -> tuple[str, dict[str, tuple[bytes, int]], list[str], list[str]]:
+    """An image session's changes under its workspace, from its overlay's upper layer:
+    ``(workspace, files, deleted paths, skipped)``, paths relative to the workspace."""
+    view = session.image_view
+    assert view is not None
+    workspace = view.cwd
+    top = workspace.rstrip("/") + "/"
+    files: dict[str, tuple[bytes, int]] = {}
+    skipped: list[str] = []
+    if os.path.lexists(view.overlay.upper / workspace.lstrip("/")):
+        files, skipped = snapshot_workspace(view.overlay.upper, grader,
+                                            beneath=workspace.lstrip("/"))
+    skipped = [s for s in skipped if not s.endswith(": not a regular file")]  # whiteouts
+    tests = {str(PurePosixPath(p)) for p in grader.tests}
+    deleted = []
+    for change in view.changes():
+        if change.kind != "deleted" or not change.path.startswith(top):
+            continue
+        rel = change.path[len(top):]
+        if rel in tests or any(_hook(part) for part in PurePosixPath(rel).parts):
+            continue
+        if any(fnmatch.fnmatchcase(rel, g) for g in grader.graded):
+            deleted.append(rel)
+    return workspace, files, deleted, skipped
+
+
+def _write_into_image(grading: Session, workspace: str, files: Mapping[str, tuple[bytes, int]],
+                      deleted: list[str], tests: Mapping[str, str]) -> None:
+    """Lay the agent's changes and the pristine tests into the grader's fresh view of
+    the image (from the host, before the grader's command runs: nothing of the
+    grader session's has run in it yet)."""
+    view = grading.image_view
+    assert view is not None
+    root = view.root / workspace.lstrip("/")
+    uid = grading.host_uid
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    for rel in deleted:
+        target = root / rel
+        if target.is_file() and not target.is_symlink():
+            target.unlink()
+    for rel, (data, mode) in files.items():
+        target = root / rel
+        for parent in reversed(PurePosixPath(rel).parents[:-1]):
+            directory = root / parent
+            if not directory.exists():
+                directory.mkdir(mode=0o755)
+                os.chown(directory, uid, uid)
+        if target.is_symlink():
+            target.unlink()
+        fd = os.open(target, flags, mode | 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(target, mode | 0o600)
+        os.chown(target, uid, uid)
+    for rel, content in tests.items():
+        if ".." in PurePosixPath(rel).parts or PurePosixPath(rel).is_absolute():
+            raise ValueError(f"grader test file {rel!r} escapes the workspace")
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()
+        fd = os.open(target, flags, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chown(target, 0, 0)
+        os.chmod(target, 0o644)
+
+
 def stop_agent(session: Session, timeout: float = 10.0) -> None:
     """Kill every process the episode's calls left (background ones too) and wait
     until their cgroups are empty. Raises ``SessionBroken`` if one survives."""
@@ -223,27 +322,38 @@ def grade(session: Session, grader: Grader, *, step: int | None = None) -> Grade
     def failed(reason: str, **kw: Any) -> GradeResult:
         return GradeResult(False, reason, time.monotonic() - started, **kw)
 
-    if session.image_view is not None:
-        # the agent's tree is an overlay's upper layer: not supported yet, and never
-        # graded in place
-        return failed("grading outside the sandbox does not support image sessions yet")
     try:
         stop_agent(session)
     except SessionBroken as exc:
         return failed(str(exc))
+    image = session.image_view is not None
+    deleted: list[str] = []
+    workspace = ""
     try:
-        files, skipped = snapshot_workspace(session.workspace, grader)
+        if image:
+            workspace, files, deleted, skipped = _image_changes(session, grader)
+        else:
+            files, skipped = snapshot_workspace(session.workspace, grader)
     except (SnapshotTooLarge, OSError) as exc:
         return failed(f"the workspace could not be copied for grading: {exc}")
     recorder = getattr(session, "_recorder", None)
     kwargs: dict[str, Any] = {"recorder": recorder} if recorder is not None else {}
+    if image:
+        kwargs["image"] = session._image_ref
+    else:
+        kwargs["prepare"] = _writer(files, grader.tests)
     try:
-        grading = Session(grader_policy(session.policy), run_id=session.run_id,
-                          episode_id=session.episode_id, host=session.host,
-                          prepare=_writer(files, grader.tests), **kwargs)
+        grading = Session(grader_policy(session.policy, image=image), run_id=session.run_id,
+                          episode_id=session.episode_id, host=session.host, **kwargs)
     except BastionError as exc:
         return failed(f"the grader session could not be built: {exc}", skipped=tuple(skipped))
     with grading:
+        if image:
+            try:
+                _write_into_image(grading, workspace, files, deleted, grader.tests)
+            except OSError as exc:
+                return failed(f"the agent's changes could not be laid into the grader's "
+                              f"image: {exc}", session_id=grading.session_id)
         call_id = "grade" if step is None else f"grade-{step}"
         try:
             result = grading.exec(list(grader.command), step=step, call_id=call_id,
