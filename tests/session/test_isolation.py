@@ -75,7 +75,7 @@ def _fill_until_copy_takes(workspace: Path, seconds: float) -> float:
     """Write 4 KiB files into ``workspace`` until quarantine's own copy of it takes at
     least ``seconds`` here; returns the last copy's time."""
     made = 0
-    want = 3000
+    want = 1000
     while True:
         for i in range(made, want):
             (workspace / f"f{i:06d}.bin").write_bytes(b"x" * 4096)
@@ -127,7 +127,7 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
         assert slow_rec.event_at[actions[0].id] > started
 
         # B lost nothing (every /bin/true was seen), no session froze for loss, and the
-        # slow session added less than 100 ms at p99 to how long B's events took to be
+        # slow session added less than 250 ms at p99 to how long B's events took to be
         # recorded (beside the same storm without it: the host's own lag)
         delays = _delays(busy, busy_rec, storm)
         for s in (slow, busy):
@@ -141,7 +141,10 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
               f"(alone: {base99:.1f} ms), {len(during)} recorded during the quarantine, "
               f"which took {(slow_rec.event_at[actions[0].id] - slow_rec.verdict_at[0]) / 1e6:.0f}"
               " ms")
-        assert p99 - base99 <= 100, (p99, base99, (storm_done - started) / 1e6)
+        # (the bug this guards against held B's events for the whole copy, which the
+        # workspace's size makes at least 600 ms: a bound well under that, with room for
+        # a loaded host's jitter)
+        assert p99 - base99 <= 250, (p99, base99, (storm_done - started) / 1e6)
     finally:
         slow.close()
         busy.close()
