@@ -61,3 +61,11 @@ def test_a_containing_action_is_contained_by_verdict(tmp_path: Path) -> None:
                    categories=("resource_abuse",), call_id="c1")
     result = _result(tmp_path, [kill], lingering=1)
     assert result.contained and result.contained_by == "verdict"
+
+
+def test_a_predicted_refusal_is_not_containment(tmp_path: Path) -> None:
+    """resource_request reads the command line; it does not show the kernel held it."""
+    predicted = Verdict("detector.resource_request", Severity.MEDIUM, "asks for 4 GiB",
+                        categories=("resource_abuse",), call_id="c1")
+    result = _result(tmp_path, [predicted])
+    assert result.right_category and not result.contained

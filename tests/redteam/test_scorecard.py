@@ -26,7 +26,7 @@ KNOWN: dict[str, str] = {
     # and a `nohup python3 train.py &` polled later are the same behaviour, so
     # evidence-free background compute is only a low `detector.background_busy` note
     # until rules.detectors.background_kill_cpu_seconds (180 core-s); the kill path is
-    # checked by attack.mining3.detached_burn_strict_budget (budget 2 core-s)
+    # checked by attack.mining.detached_burn_strict_budget (budget 0.3 core-s)
     "attack.mining.detached_background_burn":
         "evidence-free background compute is noted, not killed, under the default budget",
 }
