@@ -16,7 +16,9 @@ So an episode is graded here, after it ends, in a fresh short-lived session:
    read something else), regular files only, within a size and count budget; what
    hooks the interpreter or the test runner rather than being code under test
    (dot paths, ``conftest.py``, runner configuration, ``sitecustomize``, ``.pth``,
-   bytecode caches, modules named like the runner) is never copied;
+   bytecode caches, modules named like the runner, and any file of the agent's in
+   the directories of the pristine tests, where it would be collected with them and
+   could patch the code under test) is never copied;
 3. the task's pristine tests are written over them, owned by root and read-only;
 4. the grader's command runs in a new session of the same sandbox policy with the
    agent's workspace, network and rw mounts taken away: bastion's own environment
@@ -121,6 +123,12 @@ def _hook(name: str) -> bool:
     return name.startswith(".") or name in _HOOK_NAMES or name.endswith(_HOOK_SUFFIXES)
 
 
+def _test_trees(grader: Grader) -> tuple[str, ...]:
+    """The directories that hold the pristine tests (``tests/``): the grader's alone."""
+    trees = {str(PurePosixPath(p).parent) for p in grader.tests}
+    return tuple(sorted(f"{t}/" for t in trees if t not in ("", ".")))
+
+
 def _open_beneath(root: Path, rel: str) -> int:
     """A directory fd for ``root/rel``, opening each component of ``rel`` without
     following links (an agent-made link in the path fails with ``OSError``)."""
@@ -149,6 +157,7 @@ def snapshot_workspace(root: Path, grader: Grader, *, beneath: str = ""
     total = 0
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     tests = {str(PurePosixPath(p)) for p in grader.tests}
+    test_trees = _test_trees(grader)
 
     def walk(dir_fd: int, prefix: str) -> None:
         nonlocal total
@@ -171,6 +180,11 @@ def snapshot_workspace(root: Path, grader: Grader, *, beneath: str = ""
                 continue
             if rel in tests:
                 continue  # the pristine copy goes there
+            if any(rel.startswith(t) for t in test_trees):
+                # a test module of the agent's beside the pristine ones would be
+                # collected with them and could patch the code under test
+                skipped.append(f"{rel}: inside the grader's test tree")
+                continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(f"{rel}: not a regular file")
                 continue
@@ -252,7 +266,8 @@ def _image_changes(session: Session, grader: Grader
         if change.kind != "deleted" or not change.path.startswith(top):
             continue
         rel = change.path[len(top):]
-        if rel in tests or any(_hook(part) for part in PurePosixPath(rel).parts):
+        if rel in tests or any(_hook(part) for part in PurePosixPath(rel).parts) \
+                or any(rel.startswith(t) for t in _test_trees(grader)):
             continue
         if any(fnmatch.fnmatchcase(rel, g) for g in grader.graded):
             deleted.append(rel)
