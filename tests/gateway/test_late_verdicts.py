@@ -64,7 +64,7 @@ def test_a_failure_to_judge_cuts() -> None:
 
 def test_an_alert_voids_the_memory_but_keeps_the_connection() -> None:
     memory = _Memory()
-    conn, sandbox, far = _conn(memory)
+    conn, sandbox, _far = _conn(memory)
     future: Future[list[Verdict]] = Future()
     future.set_result([_verdict(Action.ALERT)])
     _late_verdicts(memory, conn, future)  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def test_an_alert_voids_the_memory_but_keeps_the_connection() -> None:
 
 def test_no_verdict_changes_nothing() -> None:
     memory = _Memory()
-    conn, sandbox, far = _conn(memory)
+    conn, _sandbox, far = _conn(memory)
     future: Future[list[Verdict]] = Future()
     future.set_result([])
     _late_verdicts(memory, conn, future)  # type: ignore[arg-type]

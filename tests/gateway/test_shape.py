@@ -5,6 +5,7 @@ in the lab (``tests/lab/test_tls_tunnels.py`` runs the same attacks for real).""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from bastion.gateway.shape import CUTS, Shape
 
@@ -187,3 +188,36 @@ def test_periodic_exchanges_on_one_connection() -> None:
     assert spread is not None and spread < 0.35
     assert beacon.fields()["net.shape_periodic"] == spread
     assert chat.periodic() is None or chat.periodic() > 0.35
+
+
+def _acked_dialogue(gap: Callable[[], float], beats: int = 30) -> str | None:
+    """TLS, a websocket upgrade, then ``beats`` exchanges of a 64-byte message answered
+    by a 39-byte one (a JSON ping / pong, or a share / ack: the same sizes on the wire),
+    the next one ``gap()`` seconds after each answer."""
+    shape = Shape(skip=2, app="tls")
+    bursts = [(1, 3000), (0, 80), (1, 510), (0, 300), (1, 180)] + [(0, 64), (1, 39)] * beats
+    now = 0.0
+    for direction, size in bursts:
+        shape.note(direction, size, now=now)
+        if shape.tunnel():
+            return shape.tunnel()
+        now += gap() if direction == 1 else 0.01
+    return None
+
+
+def test_a_websocket_heartbeat_is_not_a_miner() -> None:
+    """An application's keep-alive over wss ({"type":"ping"} answered {"type":"pong"})
+    has the share/ack sizes, but on a clock: never cut (a false cut of an honest client
+    is as bad as a miss), with or without jitter."""
+    rng = random.Random(5)
+    assert _acked_dialogue(lambda: 25.0) is None
+    assert _acked_dialogue(lambda: 20 + rng.uniform(-2, 2)) is None
+    assert _acked_dialogue(lambda: 1.0) is None
+
+
+def test_shares_found_at_random_times_are_a_miner() -> None:
+    """The same sizes at the times a miner finds shares (random, seconds apart) or
+    back to back: cut after RPC_RUN acknowledged exchanges."""
+    rng = random.Random(6)
+    assert _acked_dialogue(lambda: rng.expovariate(1 / 5)) == "stratum"
+    assert _acked_dialogue(lambda: 0.06) == "stratum"

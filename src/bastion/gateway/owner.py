@@ -23,6 +23,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class SocketInfo:
     family: int
 
 
+@lru_cache(maxsize=1024)
 def _packed(family: int, ip: str) -> bytes:
     addr = ipaddress.ip_address(ip)
     if family == socket.AF_INET6 and addr.version == 4:

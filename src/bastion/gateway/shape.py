@@ -32,7 +32,9 @@ proxy on an allowed name) from web traffic:
   dialogue; no HTTP response is that small (a status line and a
   ``Content-Length`` header alone are ~40 bytes; real servers send a ``Date`` too).
   The pool still receives the login and the first shares: what shape cannot see is not
-  stopped before it is seen.
+  stopped before it is seen. A run whose exchanges come on a clock at least a second
+  apart is an application's keep-alive (a websocket's JSON ping answered by a short
+  pong has exactly this shape), not a miner, whose shares come when they are found.
 
 ``Shape.note`` is called by the relay threads for every burst (a few integer updates;
 nothing is stored per burst but a handful of counters). ``tunnel(alpn)`` says which of
@@ -60,6 +62,8 @@ CBC_RESIDUE = 5  # every record of a TLS 1.0-1.2 CBC channel: 5 + 16 (IV) + 16k 
 RPC_RUN = 8  # consecutive request / tiny-acknowledgement exchanges
 ACK_MAX = 96  # bytes on the wire: the largest reply that still counts as an ack
 ACK_RATIO = 1.5  # a request at least this many times its ack (an echo is not an ack)
+HEARTBEAT_MIN_PERIOD = 1.0  # seconds: acked exchanges this far apart on a clock are a
+HEARTBEAT_SPREAD = 0.25  # keep-alive (median absolute deviation / median of the gaps)
 INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
 EXCHANGE_GAP = 1.0  # seconds of silence before a client burst starts a new exchange
 PERIODIC_MIN = 12  # exchanges before their timing is judged
@@ -75,7 +79,8 @@ class Shape:
     """Burst statistics of one connection; updated from two threads without locks
     (counts may be off by one under a race, which no threshold here cares about)."""
 
-    __slots__ = ("_dir", "_last", "_reply", "_request", "_skip", "alpn", "app", "bursts", "cbc",
+    __slots__ = ("_acked_at", "_dir", "_last", "_reply", "_request", "_request_at", "_skip",
+                 "alpn", "app", "bursts", "cbc",
                  "exchanges", "first_in_before_out", "h2", "rpc_run", "run_fresh", "run_len",
                  "run_res", "run_sizes", "server_first", "since_big", "small", "turns")
 
@@ -112,6 +117,10 @@ class Shape:
         self._request = 0
         self._reply = 0
         self.rpc_run = 0
+        # when the open exchange began, and when each exchange of the current acked run
+        # did (a heartbeat's exchanges come on a clock; a miner's shares do not)
+        self._request_at = 0.0
+        self._acked_at: deque[float] = deque(maxlen=RPC_RUN + 1)
         # start times of client exchanges after silence: a beacon on a kept-alive
         # connection is periodic exchanges, not periodic connections
         self.exchanges: deque[float] = deque(maxlen=2 * PERIODIC_MIN)
@@ -146,6 +155,7 @@ class Shape:
             if self._dir != 0:  # a new request: the previous exchange is complete
                 self._close_exchange()
                 self._request = size
+                self._request_at = now
             else:
                 self._request += size
         elif self._request:
@@ -167,8 +177,10 @@ class Shape:
             return
         if _acked(self._request, self._reply):
             self.rpc_run += 1
+            self._acked_at.append(self._request_at)
         else:
             self.rpc_run = 0
+            self._acked_at.clear()
         self._request = self._reply = 0
 
     def _acked_run(self) -> int:
@@ -196,9 +208,24 @@ class Shape:
             return None
         if self._run(RUN, RUN_SIZES):
             return "ssh"
-        if not self.h2 and self.app == "tls" and self._acked_run() >= RPC_RUN:
+        if (not self.h2 and self.app == "tls" and self._acked_run() >= RPC_RUN
+                and not self._heartbeat()):
             return "stratum"
         return None
+
+    def _heartbeat(self) -> bool:
+        """Whether the acked run's exchanges come on a clock at least
+        ``HEARTBEAT_MIN_PERIOD`` apart: an application's keep-alive (a websocket's JSON
+        ping answered by a short pong), not a miner (its shares come when found)."""
+        starts = list(self._acked_at)
+        if self._request and _acked(self._request, self._reply):
+            starts.append(self._request_at)
+        if len(starts) < 3:
+            return False
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        median = statistics.median(gaps)
+        return (median >= HEARTBEAT_MIN_PERIOD
+                and statistics.median(abs(g - median) for g in gaps) <= HEARTBEAT_SPREAD * median)
 
     def verdict(self) -> str | None:
         found = self.tunnel()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 __all__ = ["MAX_PEEK", "Sniff", "classify"]
 
@@ -290,6 +291,7 @@ def _incomplete(app: str, final: bool) -> Sniff | None:
     return Sniff("unknown", error=f"{app}: truncated") if final else None
 
 
+@lru_cache(maxsize=1024)
 def _hostname(raw: bytes) -> str | None:
     """A DNS hostname in lower case, or None if ``raw`` is not one."""
     try:
