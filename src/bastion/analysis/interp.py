@@ -100,7 +100,7 @@ _FEATURES: list[tuple[str, re.Pattern[str]]] = [
         r"\.exec\(|shell\s*:\s*true", _P)),
     ("interp_shell", re.compile(
         r"/bin/(?:ba|z|da|k|c|tc|a)?sh\b|['\"](?:ba|z|da)?sh['\"]|\bsh\s+-i\b|bash\s+-i|"
-        r"cmd\.exe|powershell", _P)),
+        r"\bexec\s+(?:ba|z|da)?sh\s+-c\b|cmd\.exe|powershell", _P)),
     ("interp_dup2", re.compile(
         r"dup2|os\.dup\b|fileno\(\)|fdopen|open\(\s*stdin|open\(\s*stdout|\bstdin\b.*>&|"
         r"reopen|\.pipe\(\s*\w+\.std(?:in|out)|stdio\s*:\s*\[", _P)),
@@ -142,10 +142,13 @@ _WEB_EXEC = re.compile(r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|pc
                        r"runtime|processbuilder)\b|`\$_", _P)
 _CONNECT = re.compile(r"\.connect\s*\(|create_?connection|fsockopen|tcpsocket\.(?:new|open)|"
                       r"socket\.tcp|net\.(?:connect|dial)|/inet/(?:tcp|udp)/|io::socket::inet|"
-                      r"\bconnect\s*\(|tcpclient|stream_socket_client|peeraddr|ztcp|dial\(", _P)
+                      r"\bconnect\s*\(|tcpclient|stream_socket_client|peeraddr|ztcp|dial\(|"
+                      r"\bsocket\s+(?!-server\b)[\w.$:-]+\s+\d{1,5}\b", _P)  # tcl: socket HOST PORT
 # Reading from the connection (what arrives is then run: a command channel).
 _RECV = re.compile(r"\brecv\w*\(|[.:]receive\b|[.:]gets\b|socket_read|[.:]readline|"
-                   r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(", _P)
+                   r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(|\bgets\s+\$\w+", _P)
+# Copying one stream into another (node's a.pipe(b)): a relay's body without a read loop.
+_PIPE_COPY = re.compile(r"\.pipe\(\s*[\w$]+\s*\)", _P)
 _FD_PASS = re.compile(r"fileno|std(?:in|out|err)\s*[=:]|\[:in,|>&\s*\$?\w|<&\s*\d|dup2?\b", _P)
 _PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"]\[?k", _P)
 _SPIN = re.compile(r"while\s*\(?\s*(?:true|1|!0)\s*\)?\s*[:{]|while\s*:|for\s*\(\s*;\s*;|"
@@ -279,7 +282,7 @@ def code_features(code: str) -> set[str]:
         if _SETUID_ROOT.search(code):
             feats.add("interp_setuid_root")  # becoming uid 0 from code
     if "interp_bind" in feats and "interp_socket" in feats and _CONNECT.search(code) and \
-            _RECV.search(code) and "interp_socket_exec" not in feats:
+            (_RECV.search(code) or _PIPE_COPY.search(code)) and "interp_socket_exec" not in feats:
         feats.add("interp_relay")  # accepts, connects onwards and copies: a port forwarder
     if "interp_hash" in feats and _SPIN.search(code) and nonce_search(code):
         feats.add("interp_hash_spin")  # a nonce search: see nonce_search

