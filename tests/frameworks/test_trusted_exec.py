@@ -33,13 +33,16 @@ def _flagged(session: Session, call_id: str) -> bool:
 
 def test_the_declared_program_is_trusted_until_the_agent_changes_it(
         session: Session) -> None:
-    program = Path("/bin/echo").read_bytes()  # an ELF program, not a script
+    # an ELF program, not a script; each run lasts a second so that its exec is seen
+    # with its image even on a loaded machine (a process gone before /proc is read
+    # shows no executable to judge)
+    program = Path("/bin/sleep").read_bytes()
     assert session.write_file(TOOL, program, call_id="w1").ok
     assert session.exec(f"chmod +x {TOOL}", call_id="w2").ok
     session.trust_executable(TOOL, hashlib.sha256(program).hexdigest())
 
-    r = session.exec(f"{TOOL} harness-ran", call_id="trusted")
-    assert r.stdout == "harness-ran\n"
+    r = session.exec(f"{TOOL} 1 && echo harness-ran", call_id="trusted")
+    assert r.stdout == "harness-ran\n", r.stderr
     event = wait_for(lambda: _exec_event(session, TOOL, "trusted"), timeout=60)
     assert event and event.fields.get("proc.trusted") is True  # type: ignore[union-attr]
     assert not _flagged(session, "trusted")
@@ -48,13 +51,13 @@ def test_the_declared_program_is_trusted_until_the_agent_changes_it(
                and e.fields.get("file.path") == TOOL for e in session.events)
 
     # the same bytes under another name are the agent's program, not the harness's
-    r = session.exec(f"cp {TOOL} /var/tmp/.harness/copy && /var/tmp/.harness/copy x",
+    r = session.exec(f"cp {TOOL} /var/tmp/.harness/copy && /var/tmp/.harness/copy 1",
                      call_id="copy")
-    assert r.stdout == "x\n"
+    assert r.exit_code == 0, r.stderr
     assert wait_for(lambda: _flagged(session, "copy"), timeout=60)
 
-    # the agent overwrites the trusted file: it loses the trust
-    r = session.exec(f"cat /bin/true > {TOOL} && {TOOL}", call_id="changed")
+    # the agent changes one byte of the trusted file (it still runs): it loses the trust
+    r = session.exec(f"printf x >> {TOOL} && {TOOL} 1", call_id="changed")
     assert r.exit_code == 0, r.stderr
     assert wait_for(lambda: _flagged(session, "changed"), timeout=60)
     event = _exec_event(session, TOOL, "changed")
