@@ -56,6 +56,7 @@ class Task(Protocol):
     def reward(self, context: StepContext) -> float: ...
 
 
+_KEPT_GRADES = 4096  # GradeResults kept by FixBugTask.grades (latest episodes)
 _BUGGY = "def add(a, b):\n    return a - b\n"
 _FIXED = "def add(a, b):\n    return a + b\n"
 _TEST = (
@@ -77,7 +78,8 @@ class FixBugTask:
     the workspace copy, in a fresh grader session (``grading.grade``) over a copy of
     the agent's files under test, with every process of the agent's killed first.
     ``grader`` replaces the default grading run (``python3 -I -B tests/test_calc.py``
-    printing PASS); ``grades`` keeps each episode's ``GradeResult`` by episode id.
+    printing PASS); ``grades`` keeps each episode's ``GradeResult`` by episode id
+    (the latest 4,096 episodes).
     """
 
     prompt: str = (
@@ -140,6 +142,8 @@ class FixBugTask:
         # under test; its verdicts are its own, never the agent's penalty
         result = grade(context.session, self.grading(), step=context.step)
         self.grades[context.session.episode_id] = result
+        while len(self.grades) > _KEPT_GRADES:  # a long run: the latest episodes only
+            self.grades.pop(next(iter(self.grades)))
         return 1.0 if result.passed else 0.0
 
 
