@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: a one-shot command does not import typing
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
 # module -> the commands it registers. Order is the order of `bastion --help`.

@@ -24,7 +24,10 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Self
+
+TYPE_CHECKING = False  # not typing's: importing typing costs this command ~10 ms
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 __all__ = ["answer"]
 
