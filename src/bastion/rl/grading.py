@@ -316,7 +316,7 @@ def _write_into_image(grading: Session, workspace: str, files: Mapping[str, tupl
         os.chmod(target, 0o644)
 
 
-def stop_agent(session: Session, timeout: float = 10.0) -> None:
+def stop_agent(session: Session, timeout: float = 30.0) -> None:
     """Kill every process the episode's calls left (background ones too) and wait
     until their cgroups are empty. Raises ``SessionBroken`` if one survives."""
     deadline = time.monotonic() + timeout
