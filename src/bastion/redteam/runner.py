@@ -388,6 +388,9 @@ class Runner:
             rl = session.policy.rl
         finally:
             session.close()
+            # a workspace is not needed once its session is closed: at 64 episodes at once
+            # (and disk-bomb scenarios) keeping them to the end of the run fills the disk
+            shutil.rmtree(ws, ignore_errors=True)
         if exclusive:
             after = _forbidden_counters(self.lab)
             forbidden = {k: after.get(k, 0) - before.get(k, 0) for k in sc.expect.forbidden
