@@ -344,6 +344,24 @@ def _harness_executables(cmd: list[str], data: str | bytes | None) -> list[tuple
     if SANDBOX_TOOLS_DIR not in cmd and not any(
             a == parent and b == leaf for a, b in itertools.pairwise(cmd)):
         return []
+    return list(_archive_programs(hashlib.sha256(data).hexdigest(), data))
+
+
+_programs_cache: dict[str, tuple[tuple[str, str], ...]] = {}  # archive sha256 -> programs
+
+
+def _archive_programs(key: str, data: bytes) -> tuple[tuple[str, str], ...]:
+    """The programs of one tools archive, read once per process (every sample's
+    sandbox gets the same archive; unpacking it costs a few hundred ms)."""
+    hit = _programs_cache.get(key)
+    if hit is None:
+        if len(_programs_cache) >= 8:  # one or two archives in practice (arch, gzip or not)
+            _programs_cache.clear()
+        hit = _programs_cache[key] = tuple(_read_programs(data))
+    return hit
+
+
+def _read_programs(data: bytes) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
