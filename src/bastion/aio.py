@@ -423,6 +423,13 @@ class AsyncSession:
         s = self.session
         await drive_async(_one(Blocking(s.settle)), s._executor.submit)
 
+    async def trust_executable(self, path: str, sha256: str) -> None:
+        """``Session.trust_executable``, awaited (its record goes through the pipeline on
+        the session's executor, off the loop)."""
+        s = self.session
+        await drive_async(_one(Blocking(lambda: s.trust_executable(path, sha256))),
+                          s._executor.submit)
+
     def terminate(self, reason: str) -> None:
         """End the episode now (kill everything, refuse further calls)."""
         self.session.terminate(reason)

@@ -245,6 +245,10 @@ class _Handle:
     def _read_message(path: str, step: int | None, call_id: str | None) -> dict[str, Any]:
         return {"op": "read_file", "path": path, "step": step, "call_id": call_id}
 
+    @staticmethod
+    def _trust_message(path: str, sha256: str) -> dict[str, Any]:
+        return {"op": "trust", "path": path, "sha256": sha256}
+
     def _verdicts_message(self, wait: float) -> dict[str, Any]:
         return {"op": "verdicts", "since": self._seen, "wait": wait}
 
@@ -291,6 +295,10 @@ class RemoteSession(_Handle):
         """Verdicts not returned by this method before (late ones included), waiting up
         to ``wait`` seconds for one."""
         return self._take_verdicts(self._request(self._verdicts_message(wait)))
+
+    def trust_executable(self, path: str, sha256: str) -> None:
+        """``Session.trust_executable``: the harness's own program at ``path``."""
+        self._request(self._trust_message(path, sha256))
 
     def close(self) -> None:
         if self._closed:
@@ -460,6 +468,9 @@ class AsyncRemoteSession(_Handle):
 
     async def poll_verdicts(self, wait: float = 0.0) -> list[Verdict]:
         return self._take_verdicts(await self._request(self._verdicts_message(wait)))
+
+    async def trust_executable(self, path: str, sha256: str) -> None:
+        await self._request(self._trust_message(path, sha256))
 
     async def close(self) -> None:
         if self._closed:

@@ -459,6 +459,20 @@ class NodeServer:
             out["stdout"] = ""
         return {"result": out, "content_b64": b64(data)}
 
+    async def _op_trust(self, client: _Client, msg: dict[str, Any],
+                        rid: Any) -> dict[str, Any]:
+        """The harness declares a program it wrote into this session's sandbox
+        (``Session.trust_executable``): that path with that digest only."""
+        session = self._session(client, msg)
+        path, digest = msg.get("path"), msg.get("sha256")
+        if not isinstance(path, str) or not isinstance(digest, str):
+            raise ProtocolError("trust needs path and sha256 strings")
+        try:
+            await session.trust_executable(path, digest)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        return {"trusted": True}
+
     async def _op_cancel(self, client: _Client, msg: dict[str, Any],
                          rid: Any) -> dict[str, Any]:
         """The client gave up on a pending request (its await was cancelled): cancel
@@ -551,6 +565,7 @@ _OPS: dict[str, Callable[..., Any]] = {
     "write_file": NodeServer._op_write_file,
     "read_file": NodeServer._op_read_file,
     "cancel": NodeServer._op_cancel,
+    "trust": NodeServer._op_trust,
     "verdicts": NodeServer._op_verdicts,
     "close": NodeServer._op_close,
     "check": NodeServer._op_check,
