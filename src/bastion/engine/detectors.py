@@ -570,8 +570,10 @@ class ResourceRequestDetector:
     50G /dev/zero > f``, ``bytearray(30 * 2**30)``). The kernel refuses such a request
     whole (ENOSPC, ENOMEM) before any counter moves, so the resource sensor never sees
     it: the request is the attempt. Charged to the command's call, once per call and
-    kind. Medium (an alert: the limit already holds it) when it asks for at least
-    twice the limit, a bomb's size; low when just past it (an honest guess at a size)."""
+    kind. Medium (an alert) when it asks for at least twice the limit, a bomb's size;
+    low when just past it (an honest guess at a size). Where the operator put the
+    workspace on the host's disk (``sandbox.workspace``) nothing bounds a write there
+    but the host: the request is then a disk bomb that may succeed, still reported."""
 
     name = "resource_requests"
     kinds = frozenset({EventKind.COMMAND})
@@ -611,9 +613,10 @@ class ResourceRequestDetector:
             out.append(Finding(
                 rule_id="detector.resource_request",
                 severity=Severity.MEDIUM if request.size >= 2 * limit else Severity.LOW,
-                message=(f"`{request.what}` asks for {asked}; {where} hold at most "
-                         f"{_bytes(limit)} (the kernel refuses it: a resource bomb held by "
-                         f"the limit)"),
+                message=(f"`{request.what}` asks for {asked}; {where} may hold at most "
+                         f"{_bytes(limit)}: a resource bomb (a size-limited filesystem or "
+                         f"the memory limit refuses it whole; a workspace the operator put "
+                         f"on the host's disk is not size-limited)"),
                 categories=("resource_abuse",),
                 mitre=("T1499",),
                 action=Action.ALERT,
