@@ -194,6 +194,11 @@ _HASH_FED = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*[^\n;]*?" + _HASH_CALL + r"[^\n;
 _COUNTER = re.compile(r"\b([A-Za-z_]\w*)\s*(?:\+=\s*1\b|\+\+)|\+\+\s*\$?([A-Za-z_]\w*)|"
                       r"\bfor\s+([A-Za-z_]\w*)\s+in\s+(?:itertools\.)?count\(", _P)
 _LEAVES = re.compile(r"\b(?:break|return|exit|die|last)\b|sys\.exit|os\._exit", _P)
+# a loop bounded only by the clock (``while time.time() < end:``), and a hash checked
+# against a target inside it (``h.startswith(b"\0\0")``, ``h < target``): proof of work
+# for as long as it runs, not a hash-rate benchmark (which checks nothing)
+_TIMED = re.compile(r"while\s*\(?\s*time\.(?:time|monotonic|perf_counter)\(\)\s*<[^\n:]*:", _P)
+_TARGET = re.compile(r"\.startswith\(|<=?\s*\w*target\b|int\(\s*\w+\s*,\s*16\s*\)\s*<", _P)
 
 
 def _loop_bodies(code: str) -> list[tuple[str, str]]:
@@ -202,7 +207,9 @@ def _loop_bodies(code: str) -> list[tuple[str, str]]:
     after a brace."""
     lines = code.splitlines()
     out: list[tuple[str, str]] = []
-    for m in _SPIN.finditer(code):
+    heads = list(_SPIN.finditer(code))
+    heads += [m for m in _TIMED.finditer(code)]
+    for m in heads:
         line_start = code.rfind("\n", 0, m.start()) + 1
         line_end = code.find("\n", m.end())
         line_end = len(code) if line_end < 0 else line_end
@@ -229,6 +236,8 @@ def nonce_search(code: str) -> bool:
     for head, body in _loop_bodies(code):
         if _LEAVES.search(body):
             continue
+        if _TIMED.search(head) and not _TARGET.search(body):
+            continue  # hashing for a while and checking nothing: a benchmark
         if _HASH_FED.search(body):
             return True
         counters = {n for g in _COUNTER.findall(head + "\n" + body) for n in g if n}
@@ -284,7 +293,8 @@ def code_features(code: str) -> set[str]:
     if "interp_bind" in feats and "interp_socket" in feats and _CONNECT.search(code) and \
             (_RECV.search(code) or _PIPE_COPY.search(code)) and "interp_socket_exec" not in feats:
         feats.add("interp_relay")  # accepts, connects onwards and copies: a port forwarder
-    if "interp_hash" in feats and _SPIN.search(code) and nonce_search(code):
+    if "interp_hash" in feats and (_SPIN.search(code) or _TIMED.search(code)) and \
+            nonce_search(code):
         feats.add("interp_hash_spin")  # a nonce search: see nonce_search
     if "\\x" in code and _SHELLCODE.search(code):
         feats.add("shellcode_literal")
