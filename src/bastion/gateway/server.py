@@ -13,7 +13,10 @@ reports long-lived connections as ``net.flow`` events.
 The gateway holds each session's read-only view and its event sink, never the session:
 it submits events and awaits the verdicts on the ones it must decide (a connection, a
 DNS answer); the session's own executor records, evaluates and responds, never this
-loop.
+loop. The one exception saves that round trip, not the judgement: a web connect that is
+the very same as one judged moments ago with no verdict (same holder, destination,
+classification and decision; same policy, phase, session state and verdict count) is
+carried at once, still submitted, and cut if its verdicts say stop.
 
 Fail closed: an event that cannot be recorded (the sink's future failed, the session is
 being terminated) refuses the connection; a parse error denies it; nothing here ever lets a
@@ -668,7 +671,15 @@ class Gateway:
             # refused on a stream that had not yet said what it is (a client dripping
             # its first bytes): it is followed while it keeps talking, so a miner or a
             # proxy handshake that took its time is named (and judged) as one
-            data, sniff = await self._follow(sock, data, sniff)
+            attachment.pending[key] = _connect_fields(conn_id, src_ip, src_port, dst_ip,
+                                                      dst_port, sniff, decision,
+                                                      attachment.upstream)
+            try:
+                data, sniff = await self._follow(sock, data, sniff)
+            finally:
+                recorded = attachment.pending.pop(key, None) is None
+            if recorded:  # the session closed meanwhile and recorded what it had said
+                return False
             decision = judge(sniff)
         if sniff.error:
             self._stats["malformed"] += 1
