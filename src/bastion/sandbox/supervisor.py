@@ -64,7 +64,10 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
     sol_socket, scm_rights = _socket.SOL_SOCKET, _socket.SCM_RIGHTS
     calls = {}  # pid -> (call id, go-pipe write end)
     pgids = {}  # call id -> pgid
-    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    # a write to a dead reader raises instead of killing the supervisor: the host may
+    # kill a call (a cancelled await) while its "go" is still in the socket, and the
+    # supervisor then writes "go" into a pipe nobody reads any more
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _signal.set_wakeup_fd(sig_w)
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
@@ -90,6 +93,8 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
                 return
             entry = calls.pop(pid, None)
             if entry is not None:
+                if entry[1] is not None:
+                    os.close(entry[1])  # ended before its "go" (killed while it waited)
                 send('{"op":"exited","id":%d,"status":%d}' % (entry[0], status))
 
     def start(msg, fds):
@@ -166,7 +171,10 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
             elif op == "go":
                 for pid, (cid, go_w) in list(calls.items()):
                     if cid == msg["id"] and go_w is not None:
-                        os.write(go_w, b"g")
+                        try:
+                            os.write(go_w, b"g")
+                        except BrokenPipeError:
+                            pass  # killed before it was let go: reap() reports its end
                         os.close(go_w)
                         calls[pid] = (cid, None)
             elif op == "signal":
