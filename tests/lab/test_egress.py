@@ -225,8 +225,8 @@ import socket, sys, time
 message = sys.argv[1].encode()
 try:
     s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
-    for i in range(0, len(message), 6):  # six bytes every 0.15 s: ~1.5 s for a login
-        s.sendall(message[i:i + 6]); time.sleep(0.15)
+    for i in range(0, len(message), 8):  # eight bytes every 0.1 s: ~1 s for a login
+        s.sendall(message[i:i + 8]); time.sleep(0.1)
     s.settimeout(2)
     print("reply", s.recv(100))
 except OSError as exc:

@@ -200,14 +200,14 @@ def test_a_script_on_stdin_that_dials_the_pool(lab: Lab,
 
 def test_a_script_still_being_written_into_the_pipe(
         lab: Lab, make_session: Callable[..., Session]) -> None:
-    """A writer that is still writing when ssh connects (``(sleep 3; cat dial.sh) | ssh
+    """A writer that is still writing when ssh connects (``(sleep 6; cat dial.sh) | ssh
     host bash``): what will come cannot be read yet. Reported at the connect as
     ``tunnels.ssh_remote_stdin`` (medium), charged to its call — the documented limit;
     a script already in the pipe is judged (test above)."""
     session = make_session(policy(SSH_ALLOWED), lab=True)
     _trusted_key(lab, session)
     session.write_file("/workspace/dial.sh", DIAL_SCRIPT)
-    session.exec(f"(sleep 3; cat /workspace/dial.sh) | timeout 10 ssh {SSH_OPTS} "
+    session.exec(f"(sleep 6; cat /workspace/dial.sh) | timeout 12 ssh {SSH_OPTS} "
                  f"root@{RELAY} bash; echo rc=$?", call_id="drip")
     reported = _verdicts(session, "tunnels.ssh_remote_stdin", "drip")
     assert reported and reported[0].severity.name == "MEDIUM"
