@@ -107,7 +107,15 @@ def test_cancelling_an_await_kills_the_call(node: NodeServer, state_dir: Path) -
         async with await client.session(run_id="r-async") as s:
             task = asyncio.create_task(s.exec("sleep 30; echo late > /workspace/late",
                                               step=0))
-            await asyncio.sleep(1.0)
+            # cancel once `sleep 30` runs in the sandbox (seen by the node's session),
+            # so the kill is what is tested, whatever the machine's speed
+            served = next(c.sessions[s.session_id] for c in list(node._clients)
+                          if s.session_id in c.sessions)
+            deadline = asyncio.get_running_loop().time() + 60
+            while not any(e.kind.value == "exec" and e.fields.get("proc.args") == ["sleep", "30"]
+                          for e in list(served.session.events)):
+                assert asyncio.get_running_loop().time() < deadline, "sleep 30 never started"
+                await asyncio.sleep(0.02)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
