@@ -258,9 +258,12 @@ def test_fuzz_random_shell_like_text() -> None:
 def test_pathological_input_is_cut_off_by_the_time_budget(cmd: str) -> None:
     import time
 
-    t0 = time.monotonic()
+    # CPU time of this thread (the budget's own clock): wall time on a loaded host is
+    # many times larger and says nothing about the analyser. With the budget these take
+    # 0.25 s plus the parse step that overran (0.3-0.7 CPU-s measured at load 35).
+    t0 = time.thread_time()
     out = analyze_command(cmd)
-    assert time.monotonic() - t0 < 5.0  # budget 0.25 s plus one bounded parse piece
+    assert time.thread_time() - t0 < 3.0
     assert {"parse_timeout", "analysis_timeout"} & set(out["cmd.features"])
     assert out["cmd.parse_error"] is True
 

@@ -63,6 +63,12 @@ _VALUE_OPTS: dict[str, frozenset[str]] = {
                       "--exclude-from", "--exclude"}),
 }
 _VALUE_OPTS["ncat"] = _VALUE_OPTS["netcat"] = _VALUE_OPTS["nc"]
+_VALUE_OPTS["grep"] = frozenset({"-m", "-A", "-B", "-C", "-d", "-D", "--max-count", "--context",
+                                 "--after-context", "--before-context", "--label", "--include",
+                                 "--exclude", "--exclude-dir", "--color", "--colour"})
+_VALUE_OPTS["egrep"] = _VALUE_OPTS["fgrep"] = _VALUE_OPTS["grep"]
+# Programs whose short-option clusters end in a value option (`grep -zom 1`).
+_CLUSTER_VALUES = frozenset({"grep", "egrep", "fgrep"})
 _VALUE_OPTS["autossh"] = _VALUE_OPTS["ssh"] | {"-M"}
 
 _COPIERS = frozenset({"cp", "mv", "install", "ln", "rsync"})
@@ -140,7 +146,8 @@ def _operands(name: str, args: list[str]) -> list[str]:
             out.append(a)
         elif a == "--":
             only = True
-        elif a in takes:
+        elif a in takes or (name in _CLUSTER_VALUES and not a.startswith("--") and len(a) > 2
+                            and f"-{a[-1]}" in takes):
             i += 1
         i += 1
     return out
@@ -237,7 +244,12 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
             a in ("-r", "-R", "-a", "--recursive", "--archive") or (
                 a.startswith("-") and not a.startswith("--") and ("r" in a or "a" in a or "R" in a))
             for a in args))
-        for o in ops:
+        reads = ops
+        if name in ("grep", "egrep", "fgrep", "rg", "ag", "ack", "jq") and ops and not any(
+                a in ("-e", "-f", "--regexp", "--file") or a.startswith(("--regexp=", "--file="))
+                for a in args):
+            reads = ops[1:]  # the first operand is the pattern (`grep -zom 1 ".*"`), not a file
+        for o in reads:
             if base and not o.startswith(("/", "~", "$", "-")):
                 o = posixpath.join(base, o)  # tar -C DIR NAME reads DIR/NAME
             if _looks_like_path(o) or o.startswith("/") or (

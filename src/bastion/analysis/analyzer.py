@@ -164,6 +164,11 @@ _HOSTPORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]{1,63}(?:\.[a-z0-
 _SSH_CONFIG_FWD = re.compile(r"(?im)^\s*(?:remoteforward|localforward|dynamicforward|"
                              r"proxycommand|proxyjump|tunnel\s*=?\s*(?:yes|point-to-point|"
                              r"ethernet))\b")
+# ssh_config lines that run a command on the client at every connection.
+_SSH_CONFIG_EXEC = re.compile(r"(?im)^\s*(?:LocalCommand|KnownHostsCommand)\b\s*=?\s*\S|^\s*Match\b.*\bexec\b")
+# npm/yarn settings that make every script's node load a module or run another shell.
+_NPM_RUNS = re.compile(r"(?im)^\s*(?:node[-_]options|nodeOptions)\s*[=:].*(?:--require|-r\s|--import|"
+                       r"--loader|--experimental-loader)|^\s*script[-_]shell\s*[=:]")
 _WRITE_OP = re.compile(r"\d*>>?\|?|&>>?|>>?&|\d*<>")
 _BRACE = re.compile(r"^\{?([^{},\s]+(?:,[^{},]*)+)\}$")
 
@@ -297,6 +302,7 @@ class Analyzer:
         for code in [*self.interp, *self.run_code]:
             _code_file_acts(code, self.acts)  # os.rename('grader', ...), open(p, 'w')
             _code_credential_reads(code, self.acts)  # open F, "<", ".ssh/id_rsa" (perl...)
+            _code_reads(code, self.acts)  # io.open("x"), readFileSync("x"), open(F, "<x")
             self._secret_sender(code)
             for m in _CODE_ENDPOINT.finditer(code):  # ("203.0.113.10", 4444) in code
                 self.acts.hosts.setdefault(m.group(1).lower())
@@ -538,8 +544,16 @@ class Analyzer:
             elif any(runs_code(cls, t) for t in texts):
                 self.persists.setdefault(cls)
         for path, texts in self.written.items():
+            base = path.rsplit("/", 1)[-1]
             for text in texts:
                 self._package_index(package_index_hosts(path, text))
+                if not text:
+                    continue
+                if (path in self.ssh_configs or path.endswith("/.ssh/config")) \
+                        and _SSH_CONFIG_EXEC.search(text):
+                    self.persists.setdefault("ssh_config_exec")  # runs on every ssh
+                if base in (".npmrc", ".yarnrc", ".yarnrc.yml") and _NPM_RUNS.search(text):
+                    self.persists.setdefault("node_preload")  # every npm-run node loads it
         for mount in self.remote_mounts:
             if any(w == mount or w.startswith(mount + "/") for w in self.acts.writes):
                 self.feature("remote_copy_push")  # files copied into a remote mount
@@ -630,9 +644,12 @@ class Analyzer:
         """Interpreter code that writes a literal to a file (``open('conftest.py',
         'w').write('...')``, ``Path('x').write_text('...')``) wrote that content: it is
         judged as if written with a heredoc (hooks, persistence, programs)."""
+        for m in _CODE_RUNS_FILE.finditer(code[:MAX_CODE]):
+            # exec(open('x').read()), runpy.run_path('x'), perl `do "x"`: x's code runs
+            self.executed.setdefault(norm_path(next(g for g in m.groups() if g)), "python")
         for m in _CODE_DOWNLOAD_TO.finditer(code[:MAX_CODE]):
             # urlretrieve(URL, 'tool'), getstore/mirror(URL, "x"): a downloader wrote it
-            path = norm_path(m.group(1))
+            path = norm_path(m.group(1) or m.group(2))
             self.downloaded.setdefault(path)
             self.acts.write(path)
         if ".write" not in code:
@@ -953,6 +970,13 @@ class Analyzer:
         lang = interpreter_lang(name)
         if lang is not None:
             self._interpreter(lang, argv, depth, env, stdin)
+            if lang == "python" and "-m" in argv[1:3]:
+                i = argv.index("-m")
+                mod = argv[i + 1] if i + 1 < len(argv) else ""
+                if mod in ("zipfile", "tarfile") and "-c" in argv[i + 2:i + 4]:
+                    # python3 -m zipfile -c out.zip .ssh .aws: an archiver reading trees
+                    rest = argv[argv.index("-c", i + 2) + 1:]
+                    argv_acts("zip", ["zip", "-r", *rest], self.acts)
         if name in ("echo", "printf"):
             out = self._echo(name, argv)
             self.pending_code.append(out)
@@ -1669,7 +1693,7 @@ _EXEC_MODES = frozenset({f"chmod {m}" for m in ("+x", "u+x", "a+x", "ug+x", "755
                                                   "750", "0750", "711", "555", "+rx", "a+rx")})
 _CODE_FILE_OP = re.compile(
     r"(?:os\.(rename|replace|remove|unlink|rmdir|removedirs|makedirs|mkdir|chmod|chown|truncate)|"
-    r"shutil\.(rmtree|move|copy\w*)|(open)|(?:Path|pathlib\.Path)\(\s*['\"]([^'\"]+)['\"]\s*\)\."
+    r"shutil\.(rmtree|move|copy\w*)|(?<![\w.])(open)|(?:Path|pathlib\.Path)\(\s*['\"]([^'\"]+)['\"]\s*\)\."
     r"(write_text|write_bytes|unlink|rename|replace|chmod|rmdir|mkdir|touch))"
     r"\(\s*(?:['\"]([^'\"\n]{1,300})['\"])?(?:\s*,\s*['\"]([^'\"\n]{1,300})['\"])?")
 
@@ -1688,14 +1712,16 @@ _CREDENTIAL_LITERALS = tuple(p for p in _VOCAB["credential_paths"] if not _GLOB_
 
 
 def _shell_glob(pattern: str) -> re.Pattern[str] | None:
-    """A shell glob as the shell expands it: ``*`` and ``?`` never cross ``/``."""
+    """A shell glob as the shell expands it: ``*`` and ``?`` never cross ``/``, and at
+    the start of a name they do not match a leading dot (`cat ./*` skips .netrc)."""
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
+        first = i == 0 or pattern[i - 1] == "/"
         if c == "*":
-            out.append("[^/]*")
+            out.append("(?!\\.)[^/]*" if first else "[^/]*")
         elif c == "?":
-            out.append("[^/]")
+            out.append("[^/.]" if first else "[^/]")
         elif c == "[":
             j = pattern.find("]", i + 2)
             if j < 0:
@@ -1722,6 +1748,7 @@ def _expand_credential_globs(acts: Any) -> None:
     if not globbed:
         return
     dirs = {d.rstrip("/") or "/" for d in acts.paths if d.startswith("/")}
+    dirs.add("/workspace")  # a session's commands start in the workspace, which is HOME
     for pat in globbed:
         for home in ("~/", "$HOME/", "${HOME}/"):
             if pat.startswith(home):  # HOME is the workspace in a session
@@ -1746,7 +1773,7 @@ _CODE_PATH_READ = re.compile(r"(?:Path|pathlib\.Path|PurePath|PosixPath)\(\s*['\
 
 
 _CODE_LITERAL_WRITE = re.compile(
-    r"(?:open\(\s*['\"](?P<p1>[^'\"\n]{1,300})['\"]\s*,\s*['\"][wa]b?\+?['\"]\s*\)\.write|"
+    r"(?:open\(\s*(?:os\.path\.expanduser\(\s*)?['\"](?P<p1>[^'\"\n]{1,300})['\"]\s*\)?\s*,\s*['\"][wa]b?\+?['\"]\s*\)\.write|"
     r"Path\(\s*['\"](?P<p2>[^'\"\n]{1,300})['\"]\s*\)\.write_text)\(\s*"
     r"(?P<q>['\"])(?P<b>(?:\\.|(?!(?P=q)).){0,16384})(?P=q)", re.DOTALL)
 _CODE_GLOB = re.compile(r"\b(?:i?glob|Path\([^)]{0,200}\)\.r?glob)\(\s*(?:os\.path\.expanduser\(\s*)?"
@@ -1756,10 +1783,41 @@ _CODE_GLOB = re.compile(r"\b(?:i?glob|Path\([^)]{0,200}\)\.r?glob)\(\s*(?:os\.pa
 _CODE_PATH_LITERAL = re.compile(r"""(['"])([~$./\w{}-][^'"\s]{2,300})\1""")
 
 
+_CODE_RUNS_FILE = re.compile(
+    r"\b(?:exec|eval)\s*\(\s*(?:compile\s*\(\s*)?open\s*\(\s*['\"]([^'\"\n]{1,300})['\"]"
+    r"|runpy\.run_path\s*\(\s*['\"]([^'\"\n]{1,300})['\"]"
+    r"|spec_from_file_location\s*\([^,()]{1,200},\s*['\"]([^'\"\n]{1,300})['\"]"
+    r"|\bdo\s*\(?\s*['\"]([^'\"\n]{1,300})['\"]")
 _CODE_DOWNLOAD_TO = re.compile(
     r"(?:urlretrieve|getstore|mirror|download_file|DownloadFile|wget\.download)\s*\(\s*"
     r"[^,()]{1,400}(?:\([^()]{0,200}\))?[^,()]{0,100},\s*(?:filename\s*=\s*|out\s*=\s*)?"
-    r"['\"]([^'\"\n]{1,300})['\"]")
+    r"['\"]([^'\"\n]{1,300})['\"]"
+    # open('x', 'wb').write(urlopen(URL).read()) / requests.get(URL).content
+    r"|open\(\s*['\"]([^'\"\n]{1,300})['\"]\s*,\s*['\"][wa]b?\+?['\"]\s*\)\.write\(\s*"
+    r"[\w.]{0,40}(?:urlopen|get|request|fetch)\s*\(")
+
+
+_CODE_READ_CALL = re.compile(
+    r"(?:\bio\.open|\bfopen|\bFile\.(?:read|open|binread|readlines)|readFileSync|createReadStream|"
+    r"file_get_contents|\bIO\.(?:read|readlines|binread))\s*\(\s*['\"]([^'\"\n]{1,300})['\"]"
+    r"(?:\s*,\s*['\"]([^'\"\n]{0,10})['\"])?"
+    r"|\bopen\s*\(?\s*(?:my\s+)?\$?\w+\s*,\s*['\"]<['\"]\s*,\s*['\"]([^'\"\n]{1,300})['\"]"
+    r"|\bopen\s*\(?\s*(?:my\s+)?\$?\w+\s*,\s*['\"]<\s*([^'\"\n<>|]{1,300})['\"]")
+
+
+def _code_reads(code: str, acts: Any) -> None:
+    """Files that code in other languages opens for reading with a literal path (lua
+    io.open, node readFileSync/createReadStream, php file_get_contents/fopen, ruby
+    File.read, perl open with '<'); a write mode is not a read."""
+    if "open" not in code and "read" not in code.lower() and "file_get" not in code:
+        return
+    for m in _CODE_READ_CALL.finditer(code[:65536]):
+        path, mode, perl3, perl2 = m.groups()
+        if path and mode and any(c in mode for c in "wa+"):
+            continue
+        target = path or perl3 or perl2
+        if target and "://" not in target:
+            acts.reads.setdefault(norm_path(target.strip()))
 
 
 def _code_credential_reads(code: str, acts: Any) -> None:
@@ -1769,7 +1827,8 @@ def _code_credential_reads(code: str, acts: Any) -> None:
     key it writes) does not."""
     if "interp_file_read" not in code_features(code[:MAX_CODE]):
         return
-    for m in _CODE_PATH_LITERAL.finditer(code[:MAX_CODE]):
+    code = fold_path_constants(code[:65536])  # path.join(os.homedir(), '.ssh', 'id_rsa')
+    for m in _CODE_PATH_LITERAL.finditer(code):
         path = norm_path(m.group(2))
         if path and path not in acts.writes and _is_credential(path):
             acts.reads.setdefault(path)

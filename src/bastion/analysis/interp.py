@@ -336,11 +336,16 @@ def embedded_commands(code: str) -> list[str]:
 
 _STR = r"(?:'[^'\\\n]*'|\"[^\"\\\n]*\")"
 _CONCAT = re.compile(rf"({_STR})\s*\+\s*({_STR})")
-_JOIN_CALL = re.compile(rf"\b(os\.path\.join|posixpath\.join|(?:pathlib\.)?(?:Pure|Posix)?Path)"
+_JOIN_CALL = re.compile(rf"(os\.path\.join|posixpath\.join|\bpath\.join|\bpath\.resolve|\bFile\.join|"
+                        rf"require\(\s*['\"]path['\"]\s*\)\.(?:join|resolve)|"
+                        rf"\bfilepath\.Join|\b(?:pathlib\.)?(?:Pure|Posix)?Path)"
                         rf"\(\s*({_STR}(?:\s*,\s*{_STR})*)\s*,?\s*\)")
 
 
 _HOME = re.compile(r"\b(?:pathlib\.)?Path\.home\(\s*\)|\bos\.path\.expanduser\(\s*['\"]~['\"]\s*\)")
+# The home directory in other languages (node, ruby, go, perl, php): the literal '~'.
+_HOME_EXPR = re.compile(r"(?:\bos|require\(\s*['\"]os['\"]\s*\))\.homedir\(\s*\)|\bprocess\.env\.HOME\b|\bENV\[\s*['\"]HOME['\"]\s*\]|"
+                        r"\bDir\.home\b|\bos\.UserHomeDir\(\s*\)|\$ENV\{HOME\}|getenv\(\s*['\"]HOME['\"]\s*\)")
 _EXPANDUSER = re.compile(r"\bos\.path\.expanduser\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)")
 _PATH_DIV = re.compile(r"\b(?:pathlib\.)?Path\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)\s*/\s*('[^'\n]*'|\"[^\"\n]*\")")
 
@@ -350,6 +355,8 @@ def fold_path_constants(code: str) -> str:
     ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
     one literal path. Only string literals are folded (no evaluation); the result keeps
     the call so the file-act scanner sees ``Path('/etc/shadow').read_bytes()``."""
+    if "HOME" in code or "home" in code:
+        code = _HOME_EXPR.sub("'~'", code)
     for _ in range(64):
         new = _CONCAT.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
         if new == code:
