@@ -249,10 +249,15 @@ def test_no_thread_per_call(state_dir: Path) -> None:
         sessions = [await make() for _ in range(4)]
         await asyncio.gather(*(s.exec("true") for s in sessions))  # pools warmed
         before = threading.active_count()
-        tasks = [asyncio.create_task(s.exec("sleep 1")) for s in sessions]
-        await asyncio.sleep(0.5)
+        tasks = [asyncio.create_task(s.exec("sleep 30")) for s in sessions]
+        # counted while every call is in flight (not after a fixed delay: a slow host
+        # may not have started them yet, a fast one may have finished them)
+        assert await await_true(lambda: all(s.session.live_calls() for s in sessions),
+                                timeout=60)
         during = threading.active_count()
-        await asyncio.gather(*tasks)
+        for task in tasks:
+            task.cancel()  # (a cancelled call is killed in its sandbox)
+        await asyncio.gather(*tasks, return_exceptions=True)
         return before, during
 
     before, during = run(state_dir, body)
