@@ -127,8 +127,8 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
         assert slow_rec.event_at[actions[0].id] > started
 
         # B lost nothing (every /bin/true was seen), no session froze for loss, and the
-        # slow session added less than 250 ms at p99 to how long B's events took to be
-        # recorded (beside the same storm without it: the host's own lag)
+        # slow session added far less than its copy's time to how long B's events took to
+        # be recorded at p99 (beside the same storm without it: the host's own lag)
         delays = _delays(busy, busy_rec, storm)
         for s in (slow, busy):
             assert not [v for v in s.verdicts if v.rule_id == "telemetry.loss"]
@@ -141,10 +141,12 @@ def test_a_slow_quarantine_does_not_stall_another_session(state_dir: Path) -> No
               f"(alone: {base99:.1f} ms), {len(during)} recorded during the quarantine, "
               f"which took {(slow_rec.event_at[actions[0].id] - slow_rec.verdict_at[0]) / 1e6:.0f}"
               " ms")
-        # (the bug this guards against held B's events for the whole copy, which the
-        # workspace's size makes at least 600 ms: a bound well under that, with room for
-        # a loaded host's jitter)
-        assert p99 - base99 <= 250, (p99, base99, (storm_done - started) / 1e6)
+        # (the bug this guards against held B's events for the whole copy: the bound is
+        # half of what the copy took here, at least 300 ms by the workspace's size, so a
+        # loaded host's jitter is not mistaken for it; figures belong in benchmarks)
+        took = (slow_rec.event_at[actions[0].id] - slow_rec.verdict_at[0]) / 1e6
+        assert p99 - base99 <= max(100.0, took / 2), (p99, base99, took,
+                                                       (storm_done - started) / 1e6)
     finally:
         slow.close()
         busy.close()
