@@ -37,7 +37,7 @@ def test_background_process_stays_charged_to_its_call(monitored, sensors):
     s.exec("setsid sh -c '(sleep 0.3; exec sleep 0.2) &' &", step=3, call_id="c3")
     s.exec("true", step=4, call_id="c4")
     late = wait_for(lambda: [e for e in events_of(s, EventKind.EXEC)
-                             if e.fields.get("proc.cmdline") == "sleep 0.2"], timeout=3)
+                             if e.fields.get("proc.cmdline") == "sleep 0.2"])
     assert late and late[0].call_id == "c3"
 
 
