@@ -332,7 +332,8 @@ def test_requests_past_the_limits_are_verdicts_charged_to_their_call():
     bombs = {"fallocate -l 60G f": "disk", "dd if=/dev/zero of=f bs=1G count=100": "disk",
              "head -c 50G /dev/zero > f": "disk", "dd if=/dev/zero of=fill": "disk",
              "python3 -c 'b = bytearray(30 * 2**30)'": "memory",
-             "sudo fallocate --length=8GiB /workspace/big": "disk"}
+             "sudo fallocate --length=8GiB /workspace/big": "disk",
+             "python3 -c 'a = []\nwhile True:\n    a.append(bytearray(1 << 26))'": "memory"}
     for n, (raw, kind) in enumerate(bombs.items()):
         [f] = d.observe(_command(raw, call=f"c{n}"))
         assert f.rule_id == "detector.resource_request" and f.severity is Severity.MEDIUM, raw
@@ -355,6 +356,9 @@ def test_bounded_sizes_and_sparse_files_are_not_requests_past_the_limit():
         "fallocate --punch-hole -o 0 -l 60G f",  # frees space
         "dd if=/dev/zero of=/dev/null bs=1M count=100000",
         "python3 -c 'import sys; b = bytearray(int(sys.argv[1]))' 1000",
+        # a reader loop that stops at the end of its input
+        ("python3 -c 'import sys\nparts = []\nwhile True:\n    c = sys.stdin.buffer.read(65536)"
+         "\n    if not c: break\n    parts.append(bytes(c))'"),
     ]
     assert not any(d.observe(_command(raw)) for raw in honest)
     # without the policy's limits nothing is judged (engines built by hand)

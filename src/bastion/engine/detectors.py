@@ -607,7 +607,8 @@ class ResourceRequestDetector:
                 if key in self._fired:
                     continue
                 self._fired.add(key)
-            asked = "until refused" if request.size == float("inf") else _bytes(request.size)
+            asked = ("more without end" if request.size == float("inf")
+                     else _bytes(request.size))
             where = ("the session's writable filesystems" if request.kind == "disk"
                      else "the session's memory")
             out.append(Finding(

@@ -14,7 +14,9 @@ the session's limit cannot hold. Only requests that are *real* count:
 * ``head -c SIZE`` of ``/dev/zero`` or ``/dev/*random`` when the command writes a file;
 * interpreter code allocating ``bytearray(N)``, ``bytes(N)``, ``b"\\0" * N``,
   ``os.urandom(N)``, ``mmap.mmap(-1, N)``, ``numpy.zeros/ones/empty(N)`` (bytes:
-  N elements of 8 bytes), with N a constant expression.
+  N elements of 8 bytes), with N a constant expression; or keeping an allocation every
+  round of a loop that nothing leaves (``while True: a.append(bytearray(1 << 26))``:
+  without end).
 
 ``truncate -s`` makes a sparse file (no space is used) and is not a request.
 """
@@ -154,8 +156,35 @@ def _constant(expr: str) -> float | None:
         return None
 
 
+# an allocation kept forever: appended to a list or added to a buffer, every round of a
+# loop that nothing leaves (``a = []; while True: a.append(bytearray(1 << 26))``)
+_FOREVER = re.compile(r"^([ \t]*)(?:while\s*\(?\s*(?:True|1)\s*\)?\s*:|for\s+\w+\s+in\s+"
+                      r"(?:itertools\.)?count\(\s*\)\s*:)(.*)$", re.MULTILINE)
+_KEEP = re.compile(r"\.(?:append|extend)\(\s*(?:bytearray|bytes|b['\"]|['\"]|os\.urandom)|"
+                   r"\+=\s*(?:b?['\"][^'\"]*['\"]\s*\*|bytearray\(|bytes\()")
+_LEAVE = re.compile(r"\b(?:break|return|exit)\b|sys\.exit|os\._exit")
+
+
+def _grows_forever(code: str) -> bool:
+    lines = code.splitlines()
+    for m in _FOREVER.finditer(code):
+        body = [m.group(2)]
+        indent = len(m.group(1).expandtabs())
+        start = code.count("\n", 0, m.start()) + 1
+        for line in lines[start:start + 200]:
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            body.append(line)
+        text = "\n".join(body)
+        if _KEEP.search(text) and not _LEAVE.search(text):
+            return True
+    return False
+
+
 def _code(code: str) -> list[Request]:
     out: list[Request] = []
+    if _grows_forever(code[:65536]):
+        out.append(Request("memory", UNBOUNDED, "an allocation kept every round of an endless loop"))
     for m in _ALLOC.finditer(code[:65536]):
         expr = next(g for g in m.groups() if g is not None).strip()
         n = _constant(expr)
