@@ -213,6 +213,7 @@ def test_a_websocket_heartbeat_is_not_a_miner() -> None:
     assert _acked_dialogue(lambda: 25.0) is None
     assert _acked_dialogue(lambda: 20 + rng.uniform(-2, 2)) is None
     assert _acked_dialogue(lambda: 1.0) is None
+    assert _acked_dialogue(lambda: 0.6 + rng.uniform(-0.05, 0.05)) is None  # a 0.6 s clock
 
 
 def test_shares_found_at_random_times_are_a_miner() -> None:

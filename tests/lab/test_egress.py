@@ -228,7 +228,7 @@ try:
     for i in range(0, len(message), 8):  # eight bytes every 0.1 s: ~1 s for a login
         s.sendall(message[i:i + 8]); time.sleep(0.1)
     s.settimeout(2)
-    print("reply", s.recv(100))
+    print("reply", s.recv(400))
 except OSError as exc:
     print("refused", type(exc).__name__)
 """
@@ -248,7 +248,10 @@ def test_a_slow_drip_miner_to_an_allowed_http_host_is_named_and_judged(
     honest = ("GET /hello HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n"
               "Connection: close\r\n\r\n")
     r = session.exec(["python3", "/workspace/drip.py", honest], call_id="slow-honest")
-    assert "reply b'HTTP/1.1 200" in r.stdout, r.stdout
+    assert "reply b'HTTP/1.1 200" in r.stdout, (r.stdout, [
+        {k: v for k, v in e.fields.items() if k in ("net.app", "net.rule", "net.error",
+                                                     "net.host", "net.decision")}
+        for e in session.events if e.kind is EventKind.NET_CONNECT])
     before = len(lab.relay_bytes())
     r = session.exec(["python3", "/workspace/drip.py", SUBSCRIBE + "\n"], call_id="drip")
     assert "mining" not in r.stdout, r.stdout

@@ -32,7 +32,7 @@ proxy on an allowed name) from web traffic:
   dialogue; no HTTP response is that small (a status line and a
   ``Content-Length`` header alone are ~40 bytes; real servers send a ``Date`` too).
   The pool still receives the login and the first shares: what shape cannot see is not
-  stopped before it is seen. A run whose exchanges come on a clock at least a second
+  stopped before it is seen. A run whose exchanges come on a clock at least 0.5 s
   apart is an application's keep-alive (a websocket's JSON ping answered by a short
   pong has exactly this shape), not a miner, whose shares come when they are found.
 
@@ -62,7 +62,7 @@ CBC_RESIDUE = 5  # every record of a TLS 1.0-1.2 CBC channel: 5 + 16 (IV) + 16k 
 RPC_RUN = 8  # consecutive request / tiny-acknowledgement exchanges
 ACK_MAX = 96  # bytes on the wire: the largest reply that still counts as an ack
 ACK_RATIO = 1.5  # a request at least this many times its ack (an echo is not an ack)
-HEARTBEAT_MIN_PERIOD = 1.0  # seconds: acked exchanges this far apart on a clock are a
+HEARTBEAT_MIN_PERIOD = 0.5  # seconds: acked exchanges this far apart on a clock are a
 HEARTBEAT_SPREAD = 0.25  # keep-alive (median absolute deviation / median of the gaps)
 INTERACTIVE_MIN = 40  # small bursts each way, and turns, for the dialogue pattern
 EXCHANGE_GAP = 1.0  # seconds of silence before a client burst starts a new exchange
