@@ -34,7 +34,7 @@ class Server:
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def get(self, path: str, token: str | None = None, **params: Any) -> httpx.Response:
         return self._pool.get(path, params=params, headers=self._auth(token))
@@ -50,7 +50,7 @@ class Server:
     def _pool(self) -> httpx.Client:
         # one client for the test (creating one builds an SSL context: ~tens of ms)
         if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=10)
+            self._client = httpx.Client(base_url=self.url, timeout=30)
         return self._client
 
     def run_token(self, run: str) -> str:
