@@ -82,6 +82,36 @@ def test_two_writers_one_chain(audit_state: Path) -> None:
     assert result.ok and result.records == 100, result.problem
 
 
+def test_two_trails_of_one_run_export_the_same_checkpoint_at_once(audit_state: Path) -> None:
+    """Two trail objects of one run in one process checkpoint the same size together:
+    neither renames the other's temporary export away (that failed a trail, closed)."""
+    a = AuditTrail(audit_state, "r")
+    b = AuditTrail(audit_state, "r")
+    a.append_event(_ev(0))
+    b.append_event(_ev(1))
+    together = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def export(trail: AuditTrail) -> None:
+        try:
+            for _ in range(100):
+                together.wait(timeout=60)
+                trail.checkpoint()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            together.abort()
+
+    threads = [threading.Thread(target=export, args=(t,)) for t in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and a.failed is None and b.failed is None, errors[:1]
+    a.close()
+    b.close()
+    assert verify_state_dir(audit_state)[0].ok
+
+
 def test_reopen_continues_the_chain(audit_state: Path) -> None:
     with AuditTrail(audit_state, "r") as trail:
         assert trail.append_event(_ev(0)) == 0
