@@ -304,6 +304,7 @@ class Analyzer:
             _code_credential_reads(code, self.acts)  # open F, "<", ".ssh/id_rsa" (perl...)
             _code_reads(code, self.acts)  # io.open("x"), readFileSync("x"), open(F, "<x")
             self._secret_sender(code)
+            self._file_sender(code)
             for m in _CODE_ENDPOINT.finditer(code):  # ("203.0.113.10", 4444) in code
                 self.acts.hosts.setdefault(m.group(1).lower())
             for m in _CODE_NAMED_HOST.finditer(code):  # PeerAddr => "host"
@@ -699,6 +700,21 @@ class Analyzer:
                 hosts += [(m.group(1) or m.group(2)).lower() for m in _CODE_PORT_HOST.finditer(text)]
                 if not hosts or not all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
                     self.feature("socket_shell_program_written")
+
+    def _file_sender(self, code: str) -> None:
+        """One program that reads a file (a literal path, any language) and sends data
+        over a socket or HTTP: the file's content may leave (judged with the hosts by
+        exfil.covert_channel). Two programs in one command, one fetching and one reading
+        what was fetched, are not one sender."""
+        feats = code_features(code[:MAX_CODE])
+        if "interp_upload" not in feats or not feats & {"interp_socket", "interp_http"}:
+            return
+        reads = Acts()
+        _code_file_acts(code, reads)
+        _code_reads(code, reads)
+        _code_credential_reads(code, reads)
+        if reads.reads:
+            self.feature("interp_file_send")
 
     def _secret_sender(self, code: str) -> None:
         """Code that runs, reads a credential store and talks to another host (socket,
