@@ -12,6 +12,7 @@ false-positive rate on `benign` lines, for
   shared/reference/indicators.md, applied to the raw command line.
 
 Usage:  python benchmarks/bench_corpus.py [--corpora DIR] [--show-misses N] [--show-fps N]
+        [--scenarios]  (also: every step of the scorecard's benign scenarios, judged statically)
 """
 
 from __future__ import annotations
@@ -118,7 +119,11 @@ def main() -> None:
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     ap.add_argument("--show-misses", type=int, default=0)
     ap.add_argument("--show-fps", type=int, default=0)
+    ap.add_argument("--scenarios", action="store_true",
+                    help="also judge every step of the scorecard's benign scenarios statically")
     args = ap.parse_args()
+    if args.scenarios:
+        _benign_scenarios()
 
     policy = Policy.default()
     ruleset = load_ruleset(policy)
@@ -189,6 +194,47 @@ def main() -> None:
         print(f"MISS {f} {cat}: {cmd[:180]!r}")
     for f, cmd, rules in fps[: args.show_fps]:
         print(f"FP   {f} {rules}: {cmd[:180]!r}")
+
+
+def _benign_scenarios() -> None:
+    """Every exec / write_file step of the scorecard's benign scenarios, analysed as the
+    session would (one CallMemory per scenario, write_file as a heredoc) and matched with
+    the scorecard's policy (its allow list, a protected grader): the verdicts honest work
+    would get before it runs. Runtime sensors are not involved."""
+    import shlex
+
+    import yaml
+
+    from bastion.analysis import CallMemory
+    from bastion.redteam.runner import base_policy, merge_policy
+
+    scen_dir = Path(__file__).resolve().parents[1] / "src" / "bastion" / "redteam" / "scenarios"
+    steps = flagged = 0
+    for fn in sorted(scen_dir.glob("benign_*.yaml")):
+        data = yaml.safe_load(fn.read_text())
+        for sc in data.get("scenarios", data) if isinstance(data, dict) else data:
+            pol = merge_policy(base_policy(), sc["policy"]) if sc.get("policy") else base_policy()
+            sandbox = pol.setdefault("sandbox", {})
+            sandbox["protected"] = [*sandbox.get("protected", []), "/workspace/grader"]
+            ruleset = load_ruleset(Policy.from_dict(pol))
+            memory = CallMemory()
+            for st in sc.get("steps", []):
+                if "exec" in st:
+                    cmd = st["exec"]
+                elif "write_file" in st:
+                    body = st.get("content", "")
+                    body = body if body.endswith("\n") else body + "\n"
+                    cmd = f"cat > {shlex.quote(st['write_file'])} <<'BASTION_EOF'\n{body}BASTION_EOF"
+                else:
+                    continue
+                steps += 1
+                fields = analyze_command(cmd, memory)
+                hits = [m for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields))
+                        if str(m.severity) != "low"]
+                if hits:
+                    flagged += 1
+                    print(f"BENIGN {sc['id']} {[m.rule_id for m in hits]}: {cmd[:140]!r}")
+    print(f"benign scenario steps: {steps}, with a medium+ static verdict: {flagged}")
 
 
 def _pct(n: int, d: int) -> str:
