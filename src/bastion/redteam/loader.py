@@ -16,6 +16,13 @@ A scenario file holds ``scenarios:``, a list of mappings::
           - wait: 1
         expect: {category: mining, charged_to: c1}
 
+Optional keys: ``files`` (workspace seed), ``settle`` (seconds to wait for late
+verdicts), ``why`` (what honest work a benign scenario stands for), ``allow`` (network
+allow entries added to every phase) and ``policy`` (a patch deep-merged into the
+scorecard policy, e.g. ``{rules: {detectors: {background_kill_cpu_seconds: 0.3}}}``: the
+same attack under a setting a trainer may choose). Both are loaded into a real policy
+when the file is read.
+
 Unknown keys and wrong types are errors (``file:line: scenario X: ...``): a typo must
 not silently turn an expectation off.
 """
