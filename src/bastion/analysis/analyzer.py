@@ -35,7 +35,7 @@ from .interp import fold_path_constants
 from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features as _code_features
-from .interp import embedded_commands, interpreter_code, interpreter_lang, web_shell
+from .interp import _STRATUM_METHOD, embedded_commands, interpreter_code, interpreter_lang, web_shell
 
 __all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "CallMemory", "analyze_argv", "analyze_command"]
 
@@ -328,6 +328,12 @@ class Analyzer:
         hosts = self.acts.hosts
         if hosts and all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
             self.feature("loopback_only")  # every host it contacts is this machine
+        elif hosts and self.features.keys() & {"devtcp", "nc_connect"} and any(
+                a.startswith(("echo ", "printf ")) and _STRATUM_METHOD.search(a)
+                for a in self.argv):
+            # the shell's own connection (/dev/tcp, nc) fed the Stratum protocol's
+            # JSON-RPC: a pool client in builtins, however the text was decoded
+            self.feature("shell_stratum")
         _expand_credential_globs(self.acts)
         return {
             "cmd.raw": self.raw,
@@ -686,6 +692,8 @@ class Analyzer:
                 self.feature("setuid_shell_program_written")
             if "interp_hash_spin" in feats:
                 self.feature("hash_spin_program_written")  # a nonce search, run later
+            if "interp_stratum" in feats:
+                self.feature("stratum_program_written")  # a pool client, run later
             if "interp_relay" in feats:
                 # accepts, dials another host and copies between them: a port forwarder
                 hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(text)]
