@@ -14,6 +14,7 @@ from typing import Any
 
 from ..analysis import analyze_command
 from ..events import ATTRIBUTE_FIELDS, Event, EventKind
+from ..sensors.procfs import process_name
 from .ruleset import RuleSet
 
 __all__ = ["TEST_GRADER_POLICY", "RuleTestFailure", "event_for_case", "run_rule_tests"]
@@ -56,7 +57,10 @@ def event_for_case(case: str | Mapping[str, Any]) -> Event:
         if args is not None and "proc.cmdline" not in fields:
             fields["proc.cmdline"] = " ".join(args)
         if "proc.exe" in fields and "proc.name" not in fields:
-            fields["proc.name"] = str(fields["proc.exe"]).rsplit("/", 1)[-1]
+            # named as the process sensor names it (a multi-call binary by its applet)
+            exe = str(fields["proc.exe"])
+            fields["proc.name"] = process_name(exe.rsplit("/", 1)[-1][:15], exe,
+                                               [str(a) for a in args or ()])
     pid = fields.pop("proc.pid", None)
     return Event(kind=kind, fields=fields, pid=pid, **context)
 

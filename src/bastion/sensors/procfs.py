@@ -56,12 +56,24 @@ class ProcInfo:
         return " ".join(self.args)
 
 
+_MULTICALL = frozenset({"busybox", "toybox"})
+
+
 def process_name(comm: str, exe: str, args: tuple[str, ...] | list[str]) -> str:
     """The name rules match as ``proc.name``, as Falco defines it: the kernel's comm,
     which exec sets to the basename of the path that was executed (``python3``,
     ``nc``, ``miner.sh``; not the symlink target ``python3.11`` or ``nc.openbsd``),
     extended past comm's 15-character limit when the basename of argv[0] or of the
     executable starts with it."""
+    if exe and args and exe.rsplit("/", 1)[-1] in _MULTICALL:
+        # busybox/toybox run the applet argv[0] names (``busybox APPLET ...`` when argv[0]
+        # is the binary itself), whatever path or /proc/self/exe re-exec started them:
+        # `wc -c` run by busybox's own shell is wc, not busybox (nor "exe")
+        applet = args[0].rsplit("/", 1)[-1]
+        if applet in _MULTICALL and len(args) > 1 and not args[1].startswith("-"):
+            applet = args[1].rsplit("/", 1)[-1]
+        if applet:
+            return applet
     if not comm:
         return (exe.rsplit("/", 1)[-1] if exe else "") or (
             args[0].rsplit("/", 1)[-1] if args else "")
