@@ -159,7 +159,9 @@ def test_a_verdict_reaches_the_awaiting_caller(state_dir: Path) -> None:
         assert r.outcome is Outcome.DENIED
         assert r.verdicts and all(v.call_id == "pre" for v in r.verdicts)
         # ...and killed while it runs: what it executes is only seen at run time
-        spell = "''.join(reversed('wodahs/cte/ tac'))"
+        # (the shell that runs it stays, so its arguments are there to read however
+        # loaded the host: a `cat` refused at once can be gone before /proc is read)
+        spell = "''.join(reversed('003 peels ;wodahs/cte/ tac'))"
         r = await s.exec(f"python3 -c \"import os; os.system({spell})\"; sleep 300",
                          call_id="live", timeout=120)
         assert r.outcome is Outcome.KILLED and r.duration < 60
