@@ -1303,16 +1303,32 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
 async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int,
                 timeout: float) -> bytes | None:
     """Up to ``size`` bytes, or None after ``timeout``. Tries the socket first: the
-    client's first bytes have usually arrived by the time we look."""
+    client's first bytes have usually arrived by the time we look.
+
+    Waits for readability and only then reads: a ``sock_recv`` cancelled by the timeout
+    just after it had read loses those bytes (a dripping client's chunk vanished from
+    the middle of its Host header), and what was read here is what gets relayed."""
     try:
         return sock.recv(size)
     except BlockingIOError:
         pass
-    try:
-        async with asyncio.timeout(timeout):
-            return await loop.sock_recv(sock, size)
-    except TimeoutError:
-        return None
+    deadline = loop.time() + timeout
+    fd = sock.fileno()
+    while (left := deadline - loop.time()) > 0:
+        ready = loop.create_future()
+        loop.add_reader(fd, lambda ready=ready: ready.done() or ready.set_result(None))
+        try:
+            async with asyncio.timeout(left):
+                await ready
+        except TimeoutError:
+            return None  # anything that arrives meanwhile stays in the socket, unread
+        finally:
+            loop.remove_reader(fd)
+        try:
+            return sock.recv(size)
+        except BlockingIOError:  # woken without data: wait on
+            continue
+    return None
 
 
 def _original_dst(sock: socket.socket) -> tuple[str, int]:
