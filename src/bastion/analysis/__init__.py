@@ -59,7 +59,7 @@ FEATURES = (
     "interp_shell_payload", "decoded_payload", "shell_runs_stream", "dynamic_code",
     # decoding and obfuscation
     "base64_decode", "base64_literal", "hex_decode", "reversed_text", "printf_escape",
-    "echo_escape", "ansi_c_string", "ifs_obfuscation", "brace_obfuscation",
+    "echo_escape", "translated_text", "ansi_c_string", "ifs_obfuscation", "brace_obfuscation",
     "obfuscated_name", "variable_resolved",
     # shells and processes
     "devtcp", "interactive_shell", "privileged_shell", "sudo", "detached", "background",

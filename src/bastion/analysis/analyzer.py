@@ -1005,7 +1005,7 @@ class Analyzer:
             out = self._echo(name, argv)
             self.pending_code.append(out)
             return out
-        if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac"):
+        if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac", "tr"):
             return self._transform(name, argv, stdin)
         self._literal_payloads(argv[1:], depth, env)
         self._program_escapes(argv[1:], depth, env)
@@ -1339,6 +1339,14 @@ class Analyzer:
             out = "\n".join(line[::-1] for line in stdin.splitlines())
             self.extra_text.append(out)
             return out
+        if name == "tr":
+            # a character map (rot13, a shuffled alphabet) turns text into a command:
+            # what tr would print is what the next program reads
+            out = _tr_translate(args, stdin)
+            if out is not None and out != stdin:
+                self.feature("translated_text")
+                self.extra_text.append(out)
+            return out
         if name == "xxd":
             if "-r" in " ".join(args):
                 out = try_hex(stdin)
@@ -1368,6 +1376,47 @@ class Analyzer:
                 if decoded and re.search(r"[ /;|]", decoded):
                     self.feature("base64_literal")
                     self.analyse_text(decoded, depth + 1, env, "decoded_payload")
+
+
+def _tr_set(spec: str) -> str | None:
+    """The characters of a ``tr`` SET, ranges and escapes expanded (None if it uses a
+    form this does not model: classes, equivalence, repeats, or more than 4096 chars)."""
+    if "[" in spec:
+        return None
+    chars: list[str] = []
+    i = 0
+    while i < len(spec):
+        c = spec[i]
+        if c == "\\" and i + 1 < len(spec):
+            c = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}.get(spec[i + 1], spec[i + 1])
+            i += 1
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            end = spec[i + 2]
+            if ord(end) < ord(c) or ord(end) - ord(c) > 4096:
+                return None
+            chars.extend(chr(x) for x in range(ord(c), ord(end) + 1))
+            i += 3
+        else:
+            chars.append(c)
+            i += 1
+        if len(chars) > 4096:
+            return None
+    return "".join(chars)
+
+
+def _tr_translate(args: list[str], text: str) -> str | None:
+    """What ``tr SET1 SET2`` prints for ``text`` (plain translation only: -d, -s, -c
+    are not a character map and give None)."""
+    if len(args) != 2 or any(a.startswith("-") and len(a) > 1 for a in args):
+        return None
+    src, dst = _tr_set(args[0]), _tr_set(args[1])
+    if not src or not dst:
+        return None
+    dst = (dst + dst[-1] * len(src))[:len(src)]  # tr repeats SET2's last character
+    table: dict[int, str] = {}
+    for a, b in zip(src, dst):
+        table[ord(a)] = b
+    return text.translate(table)
 
 
 # Programs a grader runs to score: a file by this name where PATH finds it first (or an
