@@ -18,6 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..events import Action, Event, EventKind, Severity, Verdict
+from ..textsafe import plain as _plain
 from .reader import Record, episode_records
 
 __all__ = [
@@ -239,15 +240,6 @@ def terminal_safe(value: object) -> str:
     inject rich markup; control and other non-printable characters are escaped."""
     return escape(_plain(value))
 
-
-def _plain(value: object) -> str:
-    """Like ``terminal_safe`` for a ``Text`` (which takes no markup)."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else
-                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-                   for c in text)
 
 
 def render_terminal(report: EpisodeReport, console: Console | None = None) -> None:

@@ -25,6 +25,8 @@ import os
 import socket
 import sys
 
+from ..textsafe import plain as _plain
+
 TYPE_CHECKING = False  # not typing's: importing typing costs this command ~10 ms
 if TYPE_CHECKING:
     from typing import Any, Self
@@ -278,13 +280,3 @@ def _say(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
-
-def _plain(value: object) -> str:
-    """Text from the node as a terminal may show it (``audit.report._plain``): nothing
-    a writer put there can start a line or move the cursor."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else
-                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-                   for c in text)
