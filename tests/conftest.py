@@ -23,6 +23,15 @@ from bastion import Policy, Session
 T = TypeVar("T")
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, exited but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, step: float = 0.01) -> T:
     """Poll ``predicate`` until it returns something truthy (returned) or ``timeout``
     passes (its last value is returned, for the assertion to show).

@@ -14,7 +14,7 @@ from bastion.host import Host
 from bastion.respond import Responder
 from bastion.rules import PackSource, compile_sources
 from bastion.sensors import uninstall_sensors
-from tests.conftest import wait_for  # noqa: F401 - one definition, shared by every test
+from tests.conftest import alive, wait_for  # noqa: F401 - one definition, shared by every test
 
 TEST_RULES = """
 - requires_engine: 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bastion.events import Action, EventKind
 
-from .monitor import events_of, verdicts_named, wait_for
+from .monitor import alive, events_of, verdicts_named, wait_for
 
 # only the busy stretch can fire: the CPU-used budgets are out of reach
 BUSY_ONLY = {"rules": {"detectors": {
@@ -90,13 +90,6 @@ def _compute_verdicts(s):
     return [v for v in list(s.verdicts) if v.rule_id in COMPUTE_RULES]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
 
 def _noted_busy(s, call_id: str):
     """The low note on the busy stretch, charged to the call; nothing killed."""
@@ -110,7 +103,7 @@ def _noted_busy(s, call_id: str):
     assert verdict.severity.name == "LOW"  # no penalty
     assert verdict.evidence["busy_cpu_seconds"] >= 0.4
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and any(_alive(p) for p in pids)  # noted, not killed
+    assert pids and any(alive(p) for p in pids)  # noted, not killed
     return verdict
 
 
@@ -122,7 +115,7 @@ def _contained(s, call_id: str):
     assert verdict.call_id == call_id and verdict.action is Action.KILL
     assert verdict.evidence["session_background_long"] >= 4.0
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
     return verdict
 
 

@@ -15,7 +15,7 @@ import time
 
 from bastion.events import Action, EventKind, Severity
 
-from .monitor import events_of, verdicts_named, wait_for
+from .monitor import alive, events_of, verdicts_named, wait_for
 
 # a small CPU-bound training loop: 8 epochs of 0.5 CPU-second each (CPU time, not wall
 # time, so it really uses that much however crowded the host), progress per epoch
@@ -72,15 +72,8 @@ def test_a_detached_nonce_search_is_killed_on_its_evidence(make_session):
     assert verdict.call_id == "c1" and verdict.action is Action.KILL
     assert verdict.severity is Severity.HIGH and "mining" in verdict.categories
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 # four hashers at 30% duty each: a miner split and throttled to look like nothing much
@@ -111,6 +104,6 @@ def test_a_nonce_search_program_written_in_one_call_convicts_its_split_runs_in_a
     assert "nonce-search program" in found[0].message and "call c1" in found[0].message
     miners = {e.pid for e in events_of(s, EventKind.EXEC)
               if "w.py" in str(e.fields.get("proc.cmdline"))}
-    assert len(miners) >= 4 and wait_for(lambda: not any(_alive(p) for p in miners), timeout=10)
+    assert len(miners) >= 4 and wait_for(lambda: not any(alive(p) for p in miners), timeout=10)
     written = verdicts_named(s, "mining.hash_spin_code")
     assert written and written[0].call_id == "c1" and written[0].action is Action.NONE

@@ -13,7 +13,7 @@ import pytest
 from bastion.events import Action, EventKind
 from bastion.sensors import GpuSample
 
-from .monitor import events_of, verdicts_named, wait_for
+from .monitor import alive, events_of, verdicts_named, wait_for
 
 HASH_LOOP = ("nohup python3 -c 'import hashlib\nh=b\"x\"\nwhile True: h=hashlib.sha256(h).digest()'"
              " >/dev/null 2>&1 &")
@@ -39,13 +39,6 @@ SMALL = {"rules": {"detectors": {"background_cpu_seconds": 0.6, "background_wind
 COMPUTE_RULES = ("detector.background_compute", "detector.compute_budget",
                  "detector.compute_with_mining_evidence", "detector.background_busy")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _call_pids(s) -> list[str]:
@@ -77,7 +70,7 @@ def test_background_hashing_loop_is_killed_on_its_evidence_and_charged_to_its_ca
         verdict.evidence["busy_runnable_seconds"] >= 1.0, verdict.evidence
     assert "python3" in verdict.message and "unbounded loop" in verdict.message
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and wait_for(lambda: not any(_alive(p) for p in pids))
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids))
     later = s.exec("true", call_id="c9", step=9)
     assert later.outcome.value == "ok"  # c9 itself was not touched
     assert verdict.id in {v.id for v in later.verdicts}  # delivered late, charged to c3
@@ -135,7 +128,7 @@ def test_throttled_miner_split_over_two_processes_is_contained(monitored):
     miners = [e.pid for e in events_of(s, EventKind.FORK) if e.call_id == "c2"] + [
         e.pid for e in events_of(s, EventKind.EXEC) if "m.py" in str(e.fields.get("proc.cmdline"))]
     assert miners
-    assert wait_for(lambda: not any(_alive(p) for p in miners))
+    assert wait_for(lambda: not any(alive(p) for p in miners))
 
 
 def test_detached_burner_is_contained_while_its_call_still_runs(monitored):
@@ -200,7 +193,7 @@ def test_gpu_use_by_a_background_process_is_noted_then_killed_past_its_budget(mo
     found = wait_for(lambda: verdicts_named(s, "detector.gpu_unexpected"), timeout=30)
     assert found and found[0].call_id == "c5" and found[0].pid == sleeper[0]
     assert found[0].action is Action.KILL
-    assert wait_for(lambda: not _alive(sleeper[0]))
+    assert wait_for(lambda: not alive(sleeper[0]))
     # the host process the backend also reported is no session's business
     assert all(v.pid != os.getpid() for v in s.verdicts)
 
@@ -268,4 +261,4 @@ def test_an_oom_kill_is_charged_to_the_call_whose_process_was_killed(monitored):
     found = wait_for(lambda: verdicts_named(s, "detector.memory_limit"), timeout=20)
     assert found and {v.call_id for v in found} == {"c2"}, [(v.rule_id, v.call_id)
                                                              for v in s.verdicts]
-    assert _alive(server[-1])  # the bystander was not killed
+    assert alive(server[-1])  # the bystander was not killed

@@ -16,7 +16,7 @@ from bastion.events import Action, EventKind
 from bastion.lab import Lab
 from bastion.respond import Responder
 
-from .monitor import events_of
+from .monitor import alive, events_of
 
 # The method names are put together at run time: a pool client whose text carries them
 # is refused when it is written (mining.stratum_client_code); this one is the case only
@@ -81,14 +81,8 @@ def test_background_stratum_miner_is_killed_and_charged_to_its_call(lab, state_d
         assert kill.ts / 1e9 - started < 2.5
         miners = [e.pid for e in events_of(s, EventKind.EXEC)
                   if "/workspace/w.py" in str(e.fields.get("proc.cmdline"))]
-        assert miners and not any(_running(p) for p in miners)
+        assert miners and not any(alive(p) for p in miners)
         # every detection that fired is charged to c3, whichever sensor saw it
         assert {v.call_id for v in mining} == {"c3"}, [(v.rule_id, v.call_id) for v in mining]
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False

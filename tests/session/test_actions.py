@@ -24,7 +24,7 @@ from bastion.errors import SessionBroken
 from bastion.events import Action, Event, EventKind, Severity, Verdict
 from bastion.respond import Responder
 from bastion.results import Outcome
-from tests.conftest import wait_for
+from tests.conftest import alive, wait_for
 from tests.sensors.conftest import gpu, sensors  # noqa: F401
 from tests.sensors.monitor import events_of, make_engine, verdicts_named
 
@@ -84,13 +84,6 @@ def _actions(session: Session, name: str) -> list[Event]:
     return [e for e in events_of(session, EventKind.ACTION) if e.fields["action.name"] == name]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
 
 def _background_sleep(session: Session, call_id: str) -> int:
     session.exec("sleep 60 >/dev/null 2>&1 &", call_id=call_id)
@@ -128,7 +121,7 @@ def test_kill_by_pid_when_no_call_is_known(acting):
     pid = _background_sleep(a.session, "c1")
     verdict = a.act(Action.KILL, pid=pid)
     assert verdict.action is Action.KILL and f"[{pid}]" in verdict.evidence["response"]
-    assert wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not alive(pid))
     [act] = _actions(a.session, "kill")
     assert act.fields["action.verdict"] == verdict.id
 
@@ -153,7 +146,7 @@ def test_cut_of_a_connection_that_is_not_open_kills_its_call(acting):
     v = a.act(Action.CUT, call_id="c2", pid=pid, fields={"net.conn_id": "conn-gone"})
     assert v.action is Action.KILL
     assert "'conn-gone' not open" in v.evidence["response"]
-    assert wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not alive(pid))
 
 
 def test_freeze_stops_every_process(acting):
@@ -172,7 +165,7 @@ def test_terminate_ends_the_episode(acting):
     pid = _background_sleep(s, "c1")
     v = a.act(Action.TERMINATE, call_id="c1")
     assert v.action is Action.TERMINATE and s.ended and "t.rule" in s.ended
-    assert wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not alive(pid))
     with pytest.raises(SessionBroken):
         s.exec("true")
     # nothing left to do for later containing verdicts: recorded as not carried out
@@ -222,7 +215,7 @@ def test_quarantine_keeps_workspace_and_process_list(acting, state_dir):
     assert any(p["pid"] == pid and p["name"] == "sleep" for p in procs)
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["verdict"]["rule_id"] == "t.rule" and manifest["files_skipped"] == 1
-    assert wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not alive(pid))
 
 
 class _Hook(BaseHTTPRequestHandler):
