@@ -87,3 +87,53 @@ def test_cpu_quota_is_applied(make_session) -> None:
                 ("import time,os\nt=time.time()\nwhile time.time()-t<1: pass\n"
                  "print(os.times().user+os.times().system)")])
     assert float(r.stdout) < 0.75
+
+
+def test_closing_a_session_under_a_waiting_call_ends_the_call_cleanly(
+        make_session, monkeypatch) -> None:
+    """A node shutting down closes sessions from its own thread while their calls wait
+    on the sandbox's socket: the call must end as a broken session (or a killed call),
+    never with an internal error from a socket torn down under it. The race is made
+    certain: once the call's wait wakes, it is held until the teardown is done."""
+    import threading
+    import traceback
+
+    from bastion import SessionBroken
+    from bastion.sandbox import steps
+
+    real_ready = steps.ready
+    holding = threading.Event()
+
+    for close_first in ("terminate", "close"):
+        s = make_session()
+        box: dict[str, object] = {}
+
+        def held_ready(request, s=s):
+            woke = real_ready(request)
+            if woke and holding.is_set():
+                wait_for(lambda: s.sandbox._sock is None, timeout=20)
+            return woke
+
+        monkeypatch.setattr(steps, "ready", held_ready)
+
+        def call(s=s, box=box) -> None:
+            try:
+                box["result"] = s.exec("sleep 30", timeout=60)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                box["error"] = exc
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        wait_for(lambda: s.live_calls(), timeout=30)
+        holding.set()
+        if close_first == "terminate":
+            s.terminate("node shutting down")
+        s.close()
+        worker.join(30)
+        holding.clear()
+        assert not worker.is_alive()
+        error = box.get("error")
+        if error is not None:
+            assert isinstance(error, SessionBroken), "".join(traceback.format_exception(error))
+        else:
+            assert box["result"].outcome is not Outcome.OK, box["result"]

@@ -581,8 +581,17 @@ class Sandbox:
 
     # -- protocol ---------------------------------------------------------------------
 
+    def _control(self) -> socket.socket:
+        """The control socket, or SessionBroken when the sandbox was torn down
+        meanwhile (a node shutting down ends sessions from another thread while a
+        call is still waiting on the socket)."""
+        sock = self._sock
+        if sock is None:
+            raise SessionBroken(f"the sandbox was ended ({self._broken or 'closed'})")
+        return sock
+
     def _send(self, msg: Mapping[str, object], fds: tuple[int, ...] = ()) -> None:
-        assert self._sock is not None
+        sock = self._control()
         data = marshal.dumps(dict(msg))  # see supervisor.py: host-to-sandbox is marshal
         spill = -1
         if len(data) > _PACKET_MAX:
@@ -595,14 +604,14 @@ class Sandbox:
             fds, data = (*fds, spill), marshal.dumps({"op": "large"})
         # a reply may have left the socket non-blocking: a send waits for room (the
         # supervisor reads at once; only a stopped one leaves it full, and is lost)
-        self._sock.settimeout(_START_TIMEOUT)
+        sock.settimeout(_START_TIMEOUT)
         try:
             if fds:
-                self._sock.sendmsg(
+                sock.sendmsg(
                     [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                 )
             else:
-                self._sock.send(data)
+                sock.send(data)
         except OSError as exc:
             self._broken = self._broken or "supervisor gone"
             raise SessionBroken(f"the sandbox's supervisor is gone ({exc.strerror})") from exc
@@ -611,11 +620,11 @@ class Sandbox:
                 os.close(spill)
 
     def _recv(self, timeout: float | None = None) -> tuple[dict[str, object], list[int]]:
-        assert self._sock is not None
-        self._sock.settimeout(timeout)
+        sock = self._control()
         fds = array.array("i")
         try:
-            data, ancdata, _, _ = self._sock.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
+            sock.settimeout(timeout)
+            data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
         except TimeoutError:
             raise
         except BlockingIOError:  # timeout=0 and nothing there yet
@@ -649,13 +658,12 @@ class Sandbox:
         cannot make bastion act on a message meant for another call). A caller that
         cancels meanwhile still waits for the reply: the process it announces must be
         accounted for (and killed) before the next call uses the socket."""
-        assert self._sock is not None
-        sock_fd = self._sock.fileno()
         start = time.monotonic()
         deadline = start + _START_TIMEOUT
         progress = _sched_progress(self.supervisor_pid)
         while True:
             self._check_supervisor()
+            sock_fd = self._control().fileno()  # torn down meanwhile: SessionBroken
             ready = yield from _wait(Ready((sock_fd,), (), _REPLY_SLICE), call)
             if not ready:
                 now = time.monotonic()
@@ -833,8 +841,6 @@ class Sandbox:
         should_stop: Callable[[], str | None] | None,
         call: _CallFlags,
     ) -> Steps[RawResult]:
-        assert self._sock is not None
-        sock_fd = self._sock.fileno()
         bufs: dict[int, bytearray] = {out_r: bytearray(), err_r: bytearray()}
         reading = {out_r, err_r}  # until each reaches end of file
         truncated = False
@@ -870,11 +876,16 @@ class Sandbox:
                     raise SupervisorLost(self.lost or "supervisor unresponsive")
                 wait = min(max(deadline - now, 0.0), max(next_look - now, 0.0))
                 writing = (in_w,) if in_w >= 0 else ()
+                # the sandbox may be torn down from another thread (a node shutting
+                # down): its fds are looked up afresh each turn, never used once closed
+                sock_fd, poke_r = self._control().fileno(), self._poke_r
+                if poke_r < 0:
+                    raise SessionBroken(f"the sandbox was ended ({self._broken or 'closed'})")
                 ready = yield from _wait(
-                    Ready((sock_fd, self._poke_r, *reading), writing, wait), call)
-                if self._poke_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._poke_r, 4096)
+                    Ready((sock_fd, poke_r, *reading), writing, wait), call)
+                if poke_r in ready:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        os.read(poke_r, 4096)
                 if sock_fd in ready:
                     try:
                         msg, extra = self._recv(timeout=0)
