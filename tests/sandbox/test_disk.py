@@ -113,18 +113,17 @@ def test_a_prepared_workspace_larger_than_the_limit_is_refused(make_session) -> 
         make_session({"sandbox": {"limits": {"disk": "4MiB"}}}, prepare=prepare)
 
 
-def test_a_configured_workspace_says_its_disk_limit_is_not_enforced(make_session,
-                                                                      tmp_path: Path) -> None:
+def test_a_configured_workspace_is_limited_too(make_session, tmp_path: Path) -> None:
     import tempfile
 
     ws = Path(tempfile.mkdtemp(prefix="bastion-ws-", dir="/var/tmp"))
     try:
         s = make_session({"sandbox": {"workspace": str(ws)}})
         created = [e for e in s.events if e.fields.get("life.state") == "created"]
-        assert "disk(workspace)" in created[0].fields["unenforced"]
-        # /tmp is limited all the same
-        r = s.exec("head -c 2G /dev/zero > /tmp/fill")
-        assert "No space left on device" in r.stderr
+        assert "disk" not in created[0].fields["unenforced"]  # an overlay (scratch.py)
+        for place in ("/tmp", "/workspace"):
+            r = s.exec(f"head -c 2G /dev/zero > {place}/fill")
+            assert "No space left on device" in r.stderr, place
     finally:
         import shutil
 

@@ -105,7 +105,9 @@ def remove_leftovers(state: StateDir, cgroups: CgroupHost, leftovers: list[Lefto
             cg.remove()
         if item.directory:
             # the session's size-limited filesystems first, or rmtree would empty them
-            # and leave the mounts behind
+            # and leave the mounts behind; a host workspace it overlaid is written back
+            # and detached before the tmpfs holding the changes goes
+            scratch.release_leftover_overlay(state.sessions / item.session_id)
             for mount in scratch.mounts_below(state.sessions / item.session_id):
                 scratch.unmount(mount)
             # a dead image session's overlay is still mounted there: detach it first

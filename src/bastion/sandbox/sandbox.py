@@ -424,6 +424,10 @@ class Sandbox:
             _copy_tree(self.workspace, target / "workspace")
             scratch.bind(target / "workspace", self.workspace)
             self._mounts.append(self.workspace)
+        elif scratch.overlay_workspace(self.workspace, target) is None:
+            # a workspace on the host's disk: an overlay puts the agent's writes on
+            # the tmpfs; unmount() writes them back at close (scratch.py)
+            self._mounts.append(self.workspace)
         else:
             self.unenforced.append("disk(workspace)")
         return target
