@@ -571,9 +571,9 @@ class ResourceRequestDetector:
     whole (ENOSPC, ENOMEM) before any counter moves, so the resource sensor never sees
     it: the request is the attempt. Charged to the command's call, once per call and
     kind. Medium (an alert) when it asks for at least twice the limit, a bomb's size;
-    low when just past it (an honest guess at a size). Where the operator put the
-    workspace on the host's disk (``sandbox.workspace``) nothing bounds a write there
-    but the host: the request is then a disk bomb that may succeed, still reported."""
+    low when just past it (an honest guess at a size). A workspace the operator put on
+    the host's disk (``sandbox.workspace``) is held by the same limit (an overlay whose
+    upper layer is the session's tmpfs, ``sandbox/scratch.py``)."""
 
     name = "resource_requests"
     kinds = frozenset({EventKind.COMMAND})
@@ -616,8 +616,7 @@ class ResourceRequestDetector:
                 severity=Severity.MEDIUM if request.size >= 2 * limit else Severity.LOW,
                 message=(f"`{request.what}` asks for {asked}; {where} may hold at most "
                          f"{_bytes(limit)}: a resource bomb (a size-limited filesystem or "
-                         f"the memory limit refuses it whole; a workspace the operator put "
-                         f"on the host's disk is not size-limited)"),
+                         f"the memory limit refuses it whole)"),
                 categories=("resource_abuse",),
                 mitre=("T1499",),
                 action=Action.ALERT,

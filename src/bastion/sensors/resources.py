@@ -494,8 +494,9 @@ class ResourceSensor:
         (``sandbox/scratch.py``: the kernel refuses writes past it with ENOSPC), once
         per filling: the filesystem's own statfs counters, not a guess. Charged to
         the call whose live processes wrote the most (``wchar``), else the newest
-        call with processes, else the latest call. An operator-configured workspace on the host's disk is not the
-        session's tmpfs and is not judged here."""
+        call with processes, else the latest call. An operator-configured workspace on
+        the host's disk is an overlay whose upper layer is that tmpfs (its statfs is the
+        tmpfs's): judged the same way."""
         session = state.session.view
         limits = session.policy.sandbox.limits
         use = scratch.usage(session.workspace)
