@@ -54,6 +54,20 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, step: float = 0.
 _ROOT_FIXTURES = frozenset({"state_dir", "make_session", "session", "lab"})
 
 
+_FAILED_LIST = "BASTION_FAILED_TESTS"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With ``BASTION_FAILED_TESTS=<file>`` set (CI's ``.ci/run``), the node id of every
+    test that failed (in its setup, call or teardown) is appended to that file, one a
+    line, as it fails: the CI script retries exactly those once and names them in its
+    log. A list written as the run goes survives a run killed part-way."""
+    path = os.environ.get(_FAILED_LIST)
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(report.nodeid + "\n")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _ROOT_FIXTURES.intersection(getattr(item, "fixturenames", ())):

@@ -17,10 +17,11 @@ def test_fork_bomb_is_contained(make_session) -> None:
     current = s.sandbox.cgroup.pids_current()
     assert current is not None and current <= 64
     # the host stays responsive while the bomb's remains sit at the limit
-    # (a bound for a loaded machine: a host starved by the bomb would take far longer)
+    # (a bound for a machine loaded by other work too: a host starved by the bomb would
+    # not start a process for as long as the bomb lives)
     t = time.monotonic()
     subprocess.run(["true"], check=True)
-    assert time.monotonic() - t < 5.0
+    assert time.monotonic() - t < 15.0
     # and the session can still be killed cleanly
     s.kill_call("c0")
     assert s.sandbox.cgroup.pids_current() <= 64
@@ -40,7 +41,7 @@ def test_memory_hog_is_killed_at_limit(make_session) -> None:
 def test_call_past_timeout_is_killed(session) -> None:
     t = time.monotonic()
     r = session.exec("sleep 30; echo never", timeout=0.5)
-    assert time.monotonic() - t < 10  # the call's 0.5 s, not the sleep's 30
+    assert time.monotonic() - t < 20  # the call's 0.5 s, not the sleep's 30
     assert r.timed_out and r.outcome is Outcome.TIMEOUT
     assert "never" not in r.stdout
     assert session.exec("pgrep -x sleep || echo none").stdout.strip() == "none"
@@ -49,19 +50,25 @@ def test_call_past_timeout_is_killed(session) -> None:
 def test_exec_timeout_from_policy_caps_the_call(make_session) -> None:
     s = make_session({"sandbox": {"limits": {"exec_timeout": "400ms"}}})
     r = s.exec("sleep 30", timeout=60)  # the caller cannot extend the policy's limit
-    assert r.timed_out and r.duration < 10  # the policy's 0.4 s, not the caller's 60 s
+    assert r.timed_out and r.duration < 20  # the policy's 0.4 s, not the caller's 60 s
 
 
 def test_session_timeout_ends_the_session(make_session) -> None:
     from bastion import SessionBroken
 
-    # the clock starts when the session is made, before its sandbox starts: long
-    # enough for a loaded machine to start one and begin a call
+    # the clock starts when the session is made, before its sandbox starts: on most
+    # machines the call begins well inside the 4 s and is cut by the timeout; on one so
+    # loaded that starting the sandbox took them all, the call is refused before it
+    # begins, which is the same promise kept
     created = time.monotonic()
     s = make_session({"sandbox": {"limits": {"session_timeout": "4s"}}})
-    r = s.exec("sleep 60")
-    assert r.outcome is Outcome.TIMEOUT
-    assert time.monotonic() - created < 30  # the session's 4 s, not the sleep
+    try:
+        r = s.exec("sleep 60")
+    except SessionBroken as exc:
+        assert "timeout" in str(exc)
+    else:
+        assert r.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - created < 45  # the session's 4 s, not the sleep's 60
     wait_for(lambda: time.time() > s.created_at + 4.2)  # past it, whatever the timer's slack
     try:
         s.exec("true")

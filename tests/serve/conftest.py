@@ -72,7 +72,7 @@ def start_server(state_dir: Path, *, control: SessionControl | None = None,
                                            lifespan="on", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a bound for a loaded machine; returns once started
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("bastion serve did not start")

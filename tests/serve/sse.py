@@ -62,7 +62,7 @@ class SSEFollower:
         except httpx.HTTPError:
             return
 
-    def next(self, timeout: float = 5.0, *, kind: str | None = None) -> SSEEvent:
+    def next(self, timeout: float = 30.0, *, kind: str | None = None) -> SSEEvent:
         while True:
             event = self.events.get(timeout=timeout)
             if kind is None or event.event == kind:

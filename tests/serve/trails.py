@@ -26,6 +26,13 @@ def verdict(run: str, episode: str, session: str, step: int, rule: str, severity
                    run_id=run, episode_id=episode, step=step, call_id=f"c{step}", pid=4242)
 
 
+def action(run: str, episode: str, session: str, step: int) -> Event:
+    """A kill action event of call ``c<step>``."""
+    return _ev(run, episode, session, EventKind.ACTION, step,
+               **{"action.name": "kill", "action.target": "pid 4242",
+                  "action.rule": "x.burst", "action.ok": True})
+
+
 def write_episode(trail: AuditTrail, run: str, episode: str, session: str, *,
                   steps: int = 4, close: bool = True, live_dir: Path | None = None) -> None:
     """One session of an episode: created, ``steps`` calls (step 2 mines and is killed,
