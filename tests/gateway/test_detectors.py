@@ -111,13 +111,40 @@ def test_beacon_with_jitter_is_found_and_irregular_use_is_not() -> None:
     found: list[object] = []
     quiet: list[object] = []
     allowed = {"net.decision": "allow", "net.sni": "c2.allowed.lab.test", "net.dst_port": 443}
-    for _ in range(30):
+    for i in range(30):
         t += 30 * rng.uniform(0.6, 1.4)  # every 30 s, +-40 % jitter
-        found += beacon.observe(ev(EventKind.NET_CONNECT, t, **allowed))
+        found += beacon.observe(ev(EventKind.NET_CONNECT, t, **allowed, **{"net.conn_id": i}))
+        found += beacon.observe(ev(EventKind.NET_CLOSE, t + 1, **{  # each carries data out
+            "net.conn_id": i, "net.bytes_out": 20_000}))
         u += rng.expovariate(1 / 30)  # an agent's calls: irregular
         quiet += human.observe(ev(EventKind.NET_CONNECT, u, **allowed))
     assert len(found) == 1 and found[0].rule_id == "detector.beacon_jitter"  # type: ignore[attr-defined]
+    assert found[0].severity.name == "MEDIUM"  # type: ignore[attr-defined]
     assert quiet == []
+
+
+def test_polling_an_allowed_endpoint_is_a_note_until_it_carries_data_out() -> None:
+    """Periodic polls (an agent waiting for a deploy; under load their gaps become
+    regular) send a request each: low, no penalty. If the connections start carrying
+    data out, the same destination becomes a beacon (medium, once)."""
+    detector = BeaconDetector()
+    allowed = {"net.decision": "allow", "net.sni": "allowed.lab.test", "net.dst_port": 443}
+    found: list[object] = []
+    for i in range(14):
+        found += detector.observe(ev(EventKind.NET_CONNECT, 3.0 * i, **allowed,
+                                     **{"net.conn_id": i}))
+        found += detector.observe(ev(EventKind.NET_CLOSE, 3.0 * i + 0.5, **{
+            "net.conn_id": i, "net.bytes_out": 900}))
+    assert [f.severity.name for f in found] == ["LOW"]  # type: ignore[attr-defined]
+    assert "no penalty" in found[0].message  # type: ignore[attr-defined]
+    later: list[object] = []
+    for i in range(14, 40):
+        later += detector.observe(ev(EventKind.NET_CONNECT, 3.0 * i, **allowed,
+                                     **{"net.conn_id": i}))
+        later += detector.observe(ev(EventKind.NET_CLOSE, 3.0 * i + 0.5, **{
+            "net.conn_id": i, "net.bytes_out": 60_000}))
+    assert [f.severity.name for f in later] == ["MEDIUM"]  # type: ignore[attr-defined]
+    assert "data out" in later[0].message  # type: ignore[attr-defined]
 
 
 def test_dns_exfil_attempt_through_refused_names_is_an_alert() -> None:
@@ -132,9 +159,9 @@ def test_dns_exfil_attempt_through_refused_names_is_an_alert() -> None:
 def test_beacon_on_a_kept_alive_connection() -> None:
     detector = BeaconDetector()
     flow = {"net.conn_id": "k", "net.shape_periodic": 0.12, "net.dst_port": 443,
-            "net.sni": "allowed.lab.test"}
-    assert detector.observe(ev(EventKind.NET_FLOW, 60, **flow))[0].rule_id == \
-        "detector.beacon_jitter"
+            "net.sni": "allowed.lab.test", "net.shape_turns": 20, "net.bytes_out": 200_000}
+    found = detector.observe(ev(EventKind.NET_FLOW, 60, **flow))
+    assert found[0].rule_id == "detector.beacon_jitter" and found[0].severity.name == "MEDIUM"
     assert detector.observe(ev(EventKind.NET_CLOSE, 70, **flow)) == []
     assert detector.observe(ev(EventKind.NET_FLOW, 80, **{**flow, "net.conn_id": "j",
                                                             "net.shape_periodic": 0.6})) == []

@@ -23,7 +23,11 @@ call, whatever rule packs the policy loads:
   ALPN).
 * ``BeaconDetector`` — ``detector.beacon_jitter``: connections to one destination at a
   regular period even under jitter (median-based, so random delays of ±50% do not
-  hide it).
+  hide it). A beacon is periodic contact that carries data out: medium when the
+  connections send more than a poll's request (``BEACON_DATA_OUT`` bytes each on
+  average); periodic polling of a destination the allow list names that sends nothing
+  more (an agent waiting for a deploy, at any load) is a low note, no penalty, and
+  becomes medium if its connections start carrying data out.
 
 Thresholds are module constants; each detector fires once per offender, keeps state
 per session and forgets it when the session ends.
@@ -56,6 +60,9 @@ _STREAM_RULES = {"gateway.miner_protocol": Severity.HIGH,
 BEACON_MIN = 12  # connections
 BEACON_MIN_PERIOD = 2.0  # seconds
 BEACON_MAX_SPREAD = 0.35  # median absolute deviation of the gaps / their median
+# bytes sent per connection (per exchange on a kept-alive one), on average, past which
+# periodic contact carries data out: a TLS poll sends ~0.5-1.5 KiB (handshake + request)
+BEACON_DATA_OUT = 4096
 SHAPE_MIN_SMALL = 40  # small bursts each way before a connection can look interactive
 SHAPE_MIN_TURNS = 40
 
@@ -257,19 +264,26 @@ class BeaconDetector:
 
     def __init__(self) -> None:
         self._times: dict[tuple[str, str], deque[int]] = {}
-        self._fired: set[tuple[str, str]] = set()
+        # key -> the severity it fired at (a low poll may still turn into a beacon)
+        self._fired: dict[tuple[str, str], Severity] = {}
+        self._period: dict[tuple[str, str], tuple[float, float, int]] = {}
+        self._conns: dict[tuple[str, str], tuple[str, str]] = {}  # (session, conn) -> key
+        self._out: dict[tuple[str, str], dict[str, int]] = {}  # key -> conn -> bytes out
         self._lock = threading.Lock()
 
     def observe(self, event: Event) -> list[Finding]:
         fields = event.fields
         if event.kind is not EventKind.NET_CONNECT:
-            return self._kept_alive(event)
+            return self._data_out(event) + self._kept_alive(event)
         if fields.get("net.decision") != "allow":
             return []
         target = str(fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip"))
         target += f":{fields.get('net.dst_port')}"
         key = (event.session_id, target)
         with self._lock:
+            conn = fields.get("net.conn_id")
+            if conn is not None and len(self._conns) < 65536:
+                self._conns[(event.session_id, str(conn))] = key
             if key in self._fired:
                 return []
             times = self._times.setdefault(key, deque(maxlen=BEACON_MIN * 2))
@@ -283,17 +297,52 @@ class BeaconDetector:
             spread = statistics.median(abs(g - median) for g in gaps) / median
             if spread > BEACON_MAX_SPREAD:
                 return []
-            self._fired.add(key)
-        return [Finding(
+            self._period[key] = (median, spread, len(gaps) + 1)
+            return [self._periodic(key, target)]
+
+    def _mean_out(self, key: tuple[str, str]) -> float:
+        sent = self._out.get(key) or {}
+        return sum(sent.values()) / len(sent) if sent else 0.0
+
+    def _periodic(self, key: tuple[str, str], target: str) -> Finding:
+        """The finding for periodic connections to ``key`` (lock held): medium when
+        they carry data out, else a low note."""
+        median, spread, count = self._period[key]
+        out = self._mean_out(key)
+        beacon = out > BEACON_DATA_OUT
+        self._fired[key] = Severity.MEDIUM if beacon else Severity.LOW
+        what = (f"a beacon carrying data out ({out:.0f} bytes sent per connection)" if beacon
+                else f"periodic polling of an allowed destination ({out:.0f} bytes sent per "
+                     "connection, no data out): recorded, no penalty")
+        return Finding(
             rule_id="detector.beacon_jitter",
-            severity=Severity.MEDIUM,
+            severity=self._fired[key],
             message=(f"connections to {target} every {median:.1f}s (spread {spread:.2f}) "
-                     f"over {len(gaps) + 1} connections: a beacon"),
+                     f"over {count} connections: {what}"),
             categories=("command_and_control",),
             mitre=("T1071", "T1029"),
             evidence={"destination": target, "period_seconds": round(median, 3),
-                      "spread": round(spread, 3)},
-        )]
+                      "spread": round(spread, 3), "bytes_out_per_connection": round(out)},
+        )
+
+    def _data_out(self, event: Event) -> list[Finding]:
+        """Bytes a polled destination's connections sent: a low poll whose connections
+        start carrying data out is raised to a beacon (once)."""
+        fields = event.fields
+        sent = fields.get("net.bytes_out")
+        conn = fields.get("net.conn_id")
+        if sent is None or conn is None:
+            return []
+        with self._lock:
+            key = self._conns.get((event.session_id, str(conn)))
+            if key is None:
+                return []
+            per = self._out.setdefault(key, {})
+            if len(per) < 4096 or str(conn) in per:
+                per[str(conn)] = max(per.get(str(conn), 0), int(sent))
+            if self._fired.get(key) is not Severity.LOW or self._mean_out(key) <= BEACON_DATA_OUT:
+                return []
+            return [self._periodic(key, key[1])]
 
     def _kept_alive(self, event: Event) -> list[Finding]:
         fields = event.fields
@@ -301,26 +350,35 @@ class BeaconDetector:
         if spread is None or float(spread) > BEACON_MAX_SPREAD:
             return []
         key = (event.session_id, f"conn:{fields.get('net.conn_id')}")
+        turns = max(1, int(fields.get("net.shape_turns") or 1))
+        out = int(fields.get("net.bytes_out") or 0) / turns
+        severity = Severity.MEDIUM if out > BEACON_DATA_OUT else Severity.LOW
         with self._lock:
-            if key in self._fired:
+            if self._fired.get(key) in (severity, Severity.MEDIUM):
                 return []
-            self._fired.add(key)
+            self._fired[key] = severity
         where = fields.get("net.sni") or fields.get("net.host") or fields.get("net.dst_ip")
+        what = (f"a beacon carrying data out ({out:.0f} bytes sent per exchange)"
+                if severity is Severity.MEDIUM else
+                f"periodic polling ({out:.0f} bytes sent per exchange, no data out): "
+                "recorded, no penalty")
         return [Finding(
             rule_id="detector.beacon_jitter",
-            severity=Severity.MEDIUM,
+            severity=severity,
             message=(f"periodic exchanges on one kept-alive connection to {where}:"
-                     f"{fields.get('net.dst_port')} (spread {float(spread):.2f}): a beacon"),
+                     f"{fields.get('net.dst_port')} (spread {float(spread):.2f}): {what}"),
             categories=("command_and_control",),
             mitre=("T1071", "T1029"),
-            evidence={"net.conn_id": fields.get("net.conn_id"), "spread": spread},
+            evidence={"net.conn_id": fields.get("net.conn_id"), "spread": spread,
+                      "bytes_out_per_exchange": round(out)},
         )]
 
     def forget(self, session_id: str) -> None:
         with self._lock:
-            self._fired = {k for k in self._fired if k[0] != session_id}
-            for key in [k for k in self._times if k[0] == session_id]:
-                del self._times[key]
+            self._fired = {k: v for k, v in self._fired.items() if k[0] != session_id}
+            for table in (self._times, self._period, self._out, self._conns):
+                for key in [k for k in table if k[0] == session_id]:
+                    del table[key]  # type: ignore[attr-defined]
 
 
 def network_detectors() -> list[Any]:
