@@ -139,8 +139,12 @@ def test_killed_supervisor_ends_the_session_with_a_verdict(make_session) -> None
 def test_changed_supervisor_limits_or_priority_end_the_session(make_session, attack) -> None:
     s = make_session()
     pid = _supervisor_pid_inside(s)
-    r = s.exec(["python3", "-c", attack.format(pid=pid)])
-    assert r.exit_code == 0, r.stderr  # the change itself is allowed by the kernel...
+    try:
+        r = s.exec(["python3", "-c", attack.format(pid=pid)])
+    except SessionBroken:
+        pass  # the watch saw the change (and ended the sandbox) before the call's end was read
+    else:
+        assert r.exit_code == 0, r.stderr  # the change itself is allowed by the kernel...
     _wait_ended(s)  # ...and noticed
     verdicts = _tamper_verdicts(s)
     assert verdicts and verdicts[0].severity.name == "CRITICAL"

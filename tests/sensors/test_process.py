@@ -41,18 +41,22 @@ def test_background_process_stays_charged_to_its_call(monitored, sensors):
     assert late and late[0].call_id == "c3"
 
 
-def test_process_that_vanished_before_proc_was_read_is_recorded_partial(monitored, sensors):
+def test_process_that_vanished_before_proc_was_read_keeps_its_exec_time_argv(monitored, sensors):
     s = monitored()
     s.exec("true", call_id="warm")
     # Hold the sensor while a short process runs and exits: when it catches up the
-    # kernel still reports the exec, but /proc/<pid> is gone.
+    # kernel still reports the exec, but /proc/<pid> is gone. The argv the exec was
+    # asked with was recorded by the exec listener while the exec waited.
     with sensors.process._lock:
         s.exec("/bin/sleep 0", call_id="c1")
         time.sleep(0.05)
-    partial = wait_for(lambda: [e for e in events_of(s, EventKind.EXEC)
-                                if e.call_id == "c1" and e.fields.get("proc.partial")])
-    assert partial, [e.fields for e in events_of(s, EventKind.EXEC)]
-    ev = partial[0]
+    execs = wait_for(lambda: [e for e in events_of(s, EventKind.EXEC)
+                              if e.call_id == "c1" and e.fields.get("proc.name") == "sleep"])
+    assert execs, [e.fields for e in events_of(s, EventKind.EXEC)]
+    ev = execs[0]
+    assert ev.fields["proc.args"] == ["/bin/sleep", "0"]
+    assert ev.fields["proc.argv_source"] == "exec"
+    assert ev.fields["proc.partial"] is False
     assert ev.pid and ev.session_id == s.session_id
     assert wait_for(lambda: [e for e in events_of(s, EventKind.EXIT) if e.pid == ev.pid])
 

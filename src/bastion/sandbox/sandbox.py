@@ -31,7 +31,9 @@ from ..policy.sandbox import SandboxPolicy
 from . import scratch, supervisor
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
-from .seccomp import compiled_filter
+from .execnotify import available as exec_notify_gap
+from .execnotify import listener_fd_ok, notifier
+from .seccomp import compiled_filter, notify_filter, seccomp_syscall_nr
 from .steps import Acquire, Blocking, CallCancelled, Ready, Steps, drive
 from .watch import SupervisorLost, supervisor_problem, watcher
 
@@ -269,6 +271,7 @@ class Sandbox:
         self.lost: str | None = None  # why the supervisor was lost, if it was
         self.supervisor_pid: int | None = None  # host pid of the in-sandbox supervisor
         self._sup_pidfd = -1
+        self._listener = -1  # the exec listener, owned by the notifier once registered
         self._mounts: list[Path] = []  # size-limited filesystems mounted for this sandbox
         # close() may come from two threads at once (a node shutting down its sessions
         # while the episode's own thread closes them): teardown runs once at a time, and
@@ -331,8 +334,12 @@ class Sandbox:
         python = list(self.image.runtime.command) if self.image is not None else [self._python]
         view = (self.policy if self.image is None
                 else self.policy.model_copy(update={"rootfs": str(self.image.root)}))
+        # the exec listener's filter (execnotify.py), unless the kernel has none: then
+        # the process sensor says so once per session and reads /proc alone
+        notify = ([notify_filter().hex(), str(seccomp_syscall_nr())]
+                  if exec_notify_gap() is None else ["", ""])
         command = [*python, "-I", "-S", "-c", _BOOTSTRAP, str(child_sock.fileno()),
-                   str(src_r)]
+                   str(src_r), *notify]
         try:
             argv, args_fd = args_via_fd(build_argv(view, spec, command))
         except BaseException:
@@ -382,6 +389,8 @@ class Sandbox:
             os.write(block_w, b"go")
             self._sock = host_sock
             self._send({"op": "ping"})
+            if notify[0]:
+                self._take_listener()
             reply, _ = self._recv(timeout=_LAUNCH_TIMEOUT)
             if reply.get("op") != "pong":
                 raise SandboxUnavailable(f"sandbox supervisor answered {reply!r}")
@@ -455,6 +464,31 @@ class Sandbox:
             if not was_full:
                 found.append(what)
         return found
+
+    def _take_listener(self) -> None:
+        """The supervisor's first message: the exec listener it installed before any
+        call could run. Without it the session does not start (fail closed): this
+        kernel has the feature (``exec_notify_gap``), so a missing listener is a fault."""
+        reply, fds = self._recv(timeout=_LAUNCH_TIMEOUT)
+        listener = fds.pop(0) if fds and reply.get("op") == "listener" else -1
+        for fd in fds:
+            os.close(fd)
+        if listener < 0 or not listener_fd_ok(listener):
+            if listener >= 0:
+                os.close(listener)
+            code = reply.get("errno")
+            why = os.strerror(code) if isinstance(code, int) else repr(reply)
+            raise SandboxUnavailable(f"the supervisor could not install the exec listener: {why}")
+        try:
+            notifier().register(listener, self._exec_notifier_failed)
+        except OSError as exc:
+            raise SandboxUnavailable(str(exc.strerror or exc)) from exc
+        self._listener = listener
+
+    def _exec_notifier_failed(self, reason: str) -> None:
+        """Every exec of the session waits for the host's notifier: one that failed
+        leaves the session unwatchable (or hung), so it ends like a lost supervisor."""
+        self._supervisor_lost(reason)
 
     def _watch_supervisor(self) -> None:
         """Find the supervisor's host pid (the one process of the init cgroup besides
@@ -565,6 +599,9 @@ class Sandbox:
         if self.cgroup is not None:
             members = self.cgroup.pids()
             self.cgroup.remove()  # kills everything first
+        listener, self._listener = self._listener, -1
+        if listener >= 0:  # after the kill: an exec still waiting is answered, not failed
+            notifier().unregister(listener)
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()

@@ -19,7 +19,7 @@ import tempfile
 
 from ..errors import SandboxUnavailable
 
-__all__ = ["DENIED_SYSCALLS", "compiled_filter"]
+__all__ = ["DENIED_SYSCALLS", "compiled_filter", "notify_filter", "seccomp_syscall_nr"]
 
 DENIED_SYSCALLS: tuple[str, ...] = (
     # debugging / cross-process memory access
@@ -40,15 +40,47 @@ DENIED_SYSCALLS: tuple[str, ...] = (
 )
 
 
-@functools.cache
-def compiled_filter() -> bytes:
-    """The BPF program for the native architecture."""
+def _pyseccomp():  # type: ignore[no-untyped-def]
     try:
         import pyseccomp as seccomp
     except (ImportError, OSError) as exc:  # libseccomp.so missing
         raise SandboxUnavailable(
             "libseccomp is missing: install it with `apt-get install libseccomp2`"
         ) from exc
+    return seccomp
+
+
+def _export(filt) -> bytes:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryFile() as out:
+        filt.export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+@functools.cache
+def notify_filter() -> bytes:
+    """The second filter, installed by the supervisor with a listener for the host
+    (``execnotify.py``): every ``execve``/``execveat`` waits until the host has read
+    its argv (``SECCOMP_RET_USER_NOTIF``). Anything else passes to the deny list."""
+    seccomp = _pyseccomp()
+    filt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in ("execve", "execveat"):
+        filt.add_rule(seccomp.NOTIFY, name)
+    return _export(filt)
+
+
+@functools.cache
+def seccomp_syscall_nr() -> int:
+    """The number of seccomp(2) on this architecture (the supervisor has no libc
+    wrapper for it, only ``syscall``)."""
+    seccomp = _pyseccomp()
+    return int(seccomp.resolve_syscall(seccomp.system_arch(), "seccomp"))
+
+
+@functools.cache
+def compiled_filter() -> bytes:
+    """The BPF program for the native architecture."""
+    seccomp = _pyseccomp()
     filt = seccomp.SyscallFilter(seccomp.ALLOW)
     for name in DENIED_SYSCALLS:
         try:
@@ -56,7 +88,4 @@ def compiled_filter() -> bytes:
         except (ValueError, RuntimeError, OSError):
             # a syscall this architecture or libseccomp version does not know
             continue
-    with tempfile.TemporaryFile() as out:
-        filt.export_bpf(out)
-        out.seek(0)
-        return out.read()
+    return _export(filt)

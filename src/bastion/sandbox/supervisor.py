@@ -22,6 +22,8 @@ Supervisor to host: JSON text (the host never unmarshals what the sandbox wrote)
                   + SCM_RIGHTS [stdin, stdout, stderr]
     host -> sup   {"op": "large"} + SCM_RIGHTS [..., memfd]: a message too large for one
                   packet (an exec of a 1 MiB argv), marshal-encoded in the memfd
+    sup  -> host  {"op": "listener"} + SCM_RIGHTS [seccomp listener]   (first, once; or
+                  {"op": "listener", "errno": N} if it could not be installed)
     sup  -> host  {"op": "started", "id": N, "pid": <pid inside>}  + SCM_RIGHTS [pidfd]
     host -> sup   {"op": "go", "id": N}          (after moving the pid to its cgroup)
     host -> sup   {"op": "signal", "id": N, "sig": 9}   (kill the call's process group)
@@ -62,6 +64,44 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
     sock = _socket.socket(fileno=control_fd)
     os.set_inheritable(control_fd, False)  # agent commands must never see the control socket
     sol_socket, scm_rights = _socket.SOL_SOCKET, _socket.SCM_RIGHTS
+
+    if len(sys.argv) > 4 and sys.argv[3]:
+        # the exec listener (execnotify.py), before any call exists: every exec of every
+        # call then waits until the host has read its argv. The listener goes to the
+        # host and is closed here, so nothing of the agent's can reach it in this process
+        class _Long(_ctypes._SimpleCData):
+            _type_ = "l"
+
+        class _Char(_ctypes._SimpleCData):
+            _type_ = "c"
+
+        class _Sys(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = _Long
+
+        bpf = bytes.fromhex(sys.argv[3])
+
+        class _Prog(_ctypes.Array):
+            _type_ = _Char
+            _length_ = len(bpf)
+
+        class _Fprog(_ctypes.Array):  # struct sock_fprog {u16 len; struct sock_filter *}
+            _type_ = _Char
+            _length_ = 16
+
+        prog = _Prog.from_buffer_copy(bpf)
+        fprog = _Fprog.from_buffer_copy((len(bpf) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                                        + _ctypes.addressof(prog).to_bytes(8, sys.byteorder))
+        syscall = _Sys(_ctypes.dlsym(_ctypes.dlopen(None, 2), "syscall"))
+        # seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog)
+        listener = syscall(_Long(int(sys.argv[4])), _Long(1), _Long(8),
+                           _Long(_ctypes.addressof(fprog)))
+        if listener < 0:
+            sock.send(b'{"op":"listener","errno":%d}' % _ctypes.get_errno())
+        else:
+            sock.sendmsg([b'{"op":"listener"}'],
+                         [(sol_socket, scm_rights, array.array("i", [listener]))])
+            os.close(listener)
     calls = {}  # pid -> (call id, go-pipe write end)
     pgids = {}  # call id -> pgid
     # a write to a dead reader raises instead of killing the supervisor: the host may

@@ -39,15 +39,17 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from ..contracts import CallRef, EventSink, SessionState, Watched
 from ..errors import InternalError
 from ..events import Event, EventKind
+from ..sandbox import execnotify
 from . import netlink
 from .guard import Observed, report_degraded, report_loss, run_guarded, telemetry
-from .procfs import ProcInfo, read_process, read_stat
+from .procfs import ProcInfo, process_name, read_process, read_stat
 from .wait import wait_readable
 
 __all__ = ["ProcessSensor"]
@@ -99,6 +101,8 @@ class ProcessSensor:
         self.lagged = 0
         self._lag_reported = 0.0  # monotonic time of the last degraded report
         self.events = 0
+        self._notifier = execnotify.notifier()
+        self._exec_gap = execnotify.available()
         if mode != "poll":
             try:
                 self._sock = netlink.open_connector(rcvbuf)
@@ -160,6 +164,10 @@ class ProcessSensor:
                     self._table[pid] = _Proc(observed, call, info.ppid, info.name, info.cmdline)
         if self.gap_reason:
             sink.submit(telemetry(view, "process", self.gap_reason, gap=True))
+        if self._exec_gap:
+            sink.submit(telemetry(view, "process", f"{self._exec_gap}: the argv of a process "
+                                  "that exits or execs again before /proc is read is lost",
+                                  gap=True))
 
     def unregister(self, view: Watched) -> None:
         with self._lock:
@@ -288,19 +296,27 @@ class ProcessSensor:
                 return
             read_ns = time.monotonic_ns()
             info = read_process(ev.tgid)
-            if (ev.ts <= entry.read_ns and not info.partial
+            # read after /proc: the record of a later exec that /proc may already show
+            # is in the table by then (it is recorded before that exec may proceed)
+            record, later = self._notifier.lookup(ev.tgid, ev.ts)
+            if record is not None:
+                info, argv_source, now_args = _exec_time(info, record, later)
+            elif (ev.ts <= entry.read_ns and not info.partial
                     and entry.image == (info.exe, info.args)):
                 # /proc is read after the kernel reports an exec; when a process execs
                 # twice in quick succession (bash -c exec'ing its command) the read for
                 # the first exec already showed the second image: reported, skip it
                 return
+            else:
+                argv_source, now_args = ("none" if info.partial else "procfs"), None
             entry.read_ns = read_ns
             entry.image = (info.exe, info.args)
-            self._exec(entry, info, ev.tgid, ev.ts, "netlink")
+            self._exec(entry, info, ev.tgid, ev.ts, "netlink", argv_source, now_args)
         elif what == netlink.EXIT:
             if ev.pid != ev.tgid:
                 return
             entry = self._table.pop(ev.tgid, None)
+            self._notifier.forget(ev.tgid, ev.ts)
             if entry is None or entry.call is None:
                 return
             status = ev.exit_code
@@ -311,7 +327,8 @@ class ProcessSensor:
             self._emit(entry.session, entry.call, EventKind.EXIT, ev.tgid, entry.ppid, ev.ts,
                        fields)
 
-    def _exec(self, entry: _Proc, info: ProcInfo, pid: int, ts: int, source: str) -> None:
+    def _exec(self, entry: _Proc, info: ProcInfo, pid: int, ts: int, source: str,
+              argv_source: str | None = None, now_args: tuple[str, ...] | None = None) -> None:
         view = entry.session.view
         if info.cgroup is not None:
             # read on every exec: the pid may belong to a new process by now, and only a
@@ -336,7 +353,12 @@ class ProcessSensor:
             "proc.pcmdline": parent.cmdline if parent else "",
             "proc.partial": info.partial,
             "proc.source": source,
+            "proc.argv_source": argv_source or ("none" if info.partial else "procfs"),
         }
+        if now_args is not None:
+            # the process rewrote its argv after exec (or another thread changed it while
+            # the exec waited): both are recorded, the exec-time one is judged
+            fields["proc.args_now"] = list(now_args)
         if info.uid is not None:
             fields["proc.uid"] = info.uid
         self._emit(entry.session, call, EventKind.EXEC, pid, entry.ppid, ts, fields)
@@ -394,6 +416,27 @@ class ProcessSensor:
                                                  info.cmdline)
             for pid in [p for p in self._table if p not in alive]:
                 del self._table[pid]
+
+
+def _exec_time(info: ProcInfo, record: execnotify.ExecRecord,
+               later: bool) -> tuple[ProcInfo, str, tuple[str, ...] | None]:
+    """The exec as the kernel was asked for it (``record``), completed from /proc
+    (``info``) where /proc still shows this image. Returns the info to report, where
+    its argv came from, and the argv /proc shows now if that differs (rewritten)."""
+    exec_comm = record.filename.rsplit("/", 1)[-1][:15]  # what exec sets comm to
+    if not info.partial and not later:
+        # /proc shows this image: everything from it but the argv and the name, which
+        # the program may have changed since (setproctitle, prctl, or to hide); proc.comm
+        # stays what /proc shows now (a comm changed to imitate a kernel thread is news)
+        name = process_name(exec_comm or info.comm, info.exe, record.argv)
+        if info.args == record.argv:
+            return replace(info, name=name), "exec", None
+        return replace(info, args=record.argv, name=name), "exec", info.args
+    # gone, partial, or already showing a later exec: only the record is this exec's
+    exe = record.filename
+    return (ProcInfo(info.pid, info.ppid, process_name(exec_comm, exe, record.argv), exe,
+                     record.argv, info.cwd, info.uid, exec_comm, info.cgroup, False),
+            "exec", None)
 
 
 def _call_dirs(unified: Path) -> list[Path]:
