@@ -43,7 +43,7 @@ def test_nothing_but_healthz_answers_without_a_valid_token(server: Server) -> No
                                 ("GET", "/ui/fragments/overview")]
     assert ("GET", "/metrics") in routes and ("GET", "/api/v1/stream") in routes
     checked = 0
-    c = httpx.Client(base_url=server.url, timeout=10)
+    c = httpx.Client(base_url=server.url, timeout=30)
     for method, path in routes:
         if path == "/healthz":
             continue
@@ -149,7 +149,7 @@ def test_property_based_requests_never_get_a_5xx(server: Server) -> None:
     doc = server.get("/api/v1/openapi.json", server.reader).json()
     gets = [(p, ops["get"]) for p, ops in doc["paths"].items()
             if "get" in ops and p not in ("/api/v1/stream",)]
-    client = httpx.Client(base_url=server.url, timeout=10,
+    client = httpx.Client(base_url=server.url, timeout=30,
                           headers={"Authorization": f"Bearer {server.reader}"})
 
     @settings(max_examples=40, deadline=None, derandomize=True,

@@ -74,7 +74,7 @@ def test_serve_over_tls_prints_tokens_and_url(state_dir: Path, tmp_path: Path) -
         admin = re.search(r"admin token .*: (bst_\S+)", out).group(1)  # type: ignore[union-attr]
         url = re.search(r"dashboard: (\S+)", out).group(1)  # type: ignore[union-attr]
         assert url.startswith(f"https://127.0.0.1:{port}/ui/login?token=bst_")
-        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as c:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=30) as c:
             deadline = time.monotonic() + 120  # a loaded machine; returns once it answers
             while True:
                 try:
