@@ -186,3 +186,21 @@ def test_a_second_live_session_on_the_same_directory_is_not_stacked(overlay,
     assert why is not None and "another live session" in why
     assert subprocess.run(["findmnt", "-n", "-o", "FSTYPE", str(ws)], capture_output=True,
                           text=True, check=False).stdout.split() == ["overlay"]
+
+
+def test_the_file_sensor_sees_writes_in_an_overlaid_workspace(monitored, sensors,
+                                                              host_ws: Path) -> None:
+    """Real-time file events come from the overlay the agent writes through (fanotify
+    marks it by file handle where the kernel can, else inotify)."""
+    from bastion.events import EventKind
+
+    from .monitor import events_of, wait_for
+
+    s = monitored({"sandbox": {"workspace": str(host_ws)}})
+    s.exec("mkdir -p .config/systemd/user && echo '[Service]' > "
+           ".config/systemd/user/x.service", call_id="c7", step=7)
+    found = wait_for(lambda: [e for e in events_of(s, EventKind.FILE_WRITE)
+                              if e.fields["file.path"].endswith("x.service")])
+    assert found[0].fields["file.class"] == "systemd" and found[0].call_id == "c7"
+    if sensors.files.attributes_writers:
+        assert found[0].fields["file.attribution"] == "writer"

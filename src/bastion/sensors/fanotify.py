@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import struct
 import threading
@@ -43,6 +44,7 @@ FAN_EVENT_ON_CHILD = 0x08000000
 FAN_ONDIR = 0x40000000
 FAN_NOFD = -1
 _AT_FDCWD = -100
+_AT_HANDLE_FID = 0x200  # a handle that identifies, need not decode (Linux >= 6.5)
 _MAX_HANDLE_SZ = 128
 
 _INFO_FID, _INFO_DFID_NAME, _INFO_DFID = 1, 2, 3
@@ -126,10 +128,20 @@ class Fanotify:
         buf = ctypes.create_string_buffer(_HANDLE.size + _MAX_HANDLE_SZ)
         struct.pack_into("=Ii", buf, 0, _MAX_HANDLE_SZ, 0)
         mount_id = ctypes.c_int()
-        # flags 0: never follow a final symlink (the agent controls the tree)
+        # flags 0: never follow a final symlink (the agent controls the tree); a
+        # filesystem that cannot make decodable handles (an overlay: a workspace on
+        # the host's disk, sandbox/scratch.py) may still identify a directory the way
+        # fanotify reports it (AT_HANDLE_FID, Linux >= 6.5)
         if self._n2h(_AT_FDCWD, path, buf, ctypes.byref(mount_id), 0) < 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"name_to_handle_at {path!r}: {os.strerror(err)}")
+            if err == errno.EOPNOTSUPP:
+                struct.pack_into("=Ii", buf, 0, _MAX_HANDLE_SZ, 0)
+                if self._n2h(_AT_FDCWD, path, buf, ctypes.byref(mount_id), _AT_HANDLE_FID) < 0:
+                    err = ctypes.get_errno()
+                else:
+                    err = 0
+            if err:
+                raise OSError(err, f"name_to_handle_at {path!r}: {os.strerror(err)}")
         size, handle_type = _HANDLE.unpack_from(buf.raw, 0)
         return _key(handle_type, buf.raw[_HANDLE.size:_HANDLE.size + size])
 
