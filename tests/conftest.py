@@ -68,6 +68,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             f.write(report.nodeid + "\n")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Beside that list, ``<file>.status`` gets the run's exit status once it ended by
+    itself: a run killed part-way (out of memory, a hard timeout) writes none, so its
+    failures are not retried into a pass for a suite that never ran to its end."""
+    path = os.environ.get(_FAILED_LIST)
+    if path:
+        with open(path + ".status", "w") as f:
+            f.write(f"{int(exitstatus)}\n")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _ROOT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
