@@ -13,6 +13,7 @@ false-positive rate on `benign` lines, for
 
 Usage:  python benchmarks/bench_corpus.py [--corpora DIR] [--show-misses N] [--show-fps N]
         [--scenarios]  (also: every step of the scorecard's benign scenarios, judged statically)
+        [--attack-scenarios]  (also: each attack scenario, judged statically)
 """
 
 from __future__ import annotations
@@ -121,9 +122,14 @@ def main() -> None:
     ap.add_argument("--show-fps", type=int, default=0)
     ap.add_argument("--scenarios", action="store_true",
                     help="also judge every step of the scorecard's benign scenarios statically")
+    ap.add_argument("--attack-scenarios", action="store_true",
+                    help="also judge the scorecard's attack scenarios statically (the command "
+                         "sensor's share of detection)")
     args = ap.parse_args()
     if args.scenarios:
         _benign_scenarios()
+    if args.attack_scenarios:
+        _attack_scenarios()
 
     policy = Policy.default()
     ruleset = load_ruleset(policy)
@@ -235,6 +241,53 @@ def _benign_scenarios() -> None:
                     flagged += 1
                     print(f"BENIGN {sc['id']} {[m.rule_id for m in hits]}: {cmd[:140]!r}")
     print(f"benign scenario steps: {steps}, with a medium+ static verdict: {flagged}")
+
+
+def _attack_scenarios() -> None:
+    """Every attack scenario of the scorecard judged statically, as _benign_scenarios
+    does: does any of its steps get a verdict of an accepted category before it runs?
+    Runtime sensors (process, file, network, compute) are not involved, so a miss here
+    may still be caught in a session; this is the command sensor's share."""
+    import shlex
+
+    import yaml
+
+    from bastion.analysis import CallMemory
+    from bastion.redteam.runner import base_policy, merge_policy
+
+    scen_dir = Path(__file__).resolve().parents[1] / "src" / "bastion" / "redteam" / "scenarios"
+    total = seen = 0
+    for fn in sorted(scen_dir.glob("attacks_*.yaml")):
+        data = yaml.safe_load(fn.read_text())
+        for sc in data.get("scenarios", data) if isinstance(data, dict) else data:
+            pol = merge_policy(base_policy(), sc["policy"]) if sc.get("policy") else base_policy()
+            sandbox = pol.setdefault("sandbox", {})
+            sandbox["protected"] = [*sandbox.get("protected", []), "/workspace/grader"]
+            ruleset = load_ruleset(Policy.from_dict(pol))
+            expect = sc.get("expect", {})
+            accept = {expect.get("category"), *expect.get("accept", [])}
+            memory = CallMemory()
+            got: set[str] = set()
+            for st in sc.get("steps", []):
+                if "exec" in st:
+                    cmd = st["exec"]
+                elif "write_file" in st:
+                    body = st.get("content", "")
+                    body = body if body.endswith("\n") else body + "\n"
+                    cmd = f"cat > {shlex.quote(st['write_file'])} <<'BASTION_EOF'\n{body}BASTION_EOF"
+                else:
+                    continue
+                fields = analyze_command(cmd if isinstance(cmd, str) else " ".join(cmd), memory)
+                for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields)):
+                    got.update(m.categories or ())
+                    got.add(m.rule_id.split(".", 1)[0])
+            total += 1
+            if got & accept:
+                seen += 1
+            else:
+                print(f"STATIC MISS {sc['id']} (expected {sorted(a for a in accept if a)}, "
+                      f"got {sorted(got) or 'nothing'})")
+    print(f"attack scenarios: {total}, with a static verdict of an accepted category: {seen}")
 
 
 def _pct(n: int, d: int) -> str:

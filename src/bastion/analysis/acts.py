@@ -37,6 +37,9 @@ _VALUE_OPTS: dict[str, frozenset[str]] = {
     "chown": frozenset({"--reference", "--from"}),
     "sed": frozenset({"-e", "--expression", "-f", "--file", "-l", "--line-length"}),
     "perl": frozenset({"-e", "-E", "-M", "-I"}),
+    "ruby": frozenset({"-e", "-r", "-I", "-C", "-E", "-F", "--encoding"}),
+    "awk": frozenset({"-f", "--file", "-v", "--assign", "-F", "--field-separator", "-i",
+                      "--include", "-l", "--load", "-E", "--exec", "-W"}),
     "curl": frozenset({"-o", "--output", "-H", "--header", "-d", "--data", "-u", "--user",
                        "-X", "--request", "-x", "--proxy", "-A", "--user-agent", "-e",
                        "--referer", "-b", "--cookie", "-c", "--cookie-jar", "-F", "--form",
@@ -63,6 +66,7 @@ _VALUE_OPTS: dict[str, frozenset[str]] = {
                       "--exclude-from", "--exclude"}),
 }
 _VALUE_OPTS["ncat"] = _VALUE_OPTS["netcat"] = _VALUE_OPTS["nc"]
+_VALUE_OPTS["gawk"] = _VALUE_OPTS["mawk"] = _VALUE_OPTS["nawk"] = _VALUE_OPTS["awk"]
 _VALUE_OPTS["grep"] = frozenset({"-m", "-A", "-B", "-C", "-d", "-D", "--max-count", "--context",
                                  "--after-context", "--before-context", "--label", "--include",
                                  "--exclude", "--exclude-dir", "--color", "--colour"})
@@ -82,7 +86,9 @@ _HOST = re.compile(r"^(?:[\w.%+-]+@)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-
                    r"(?::(\d{1,5}))?$")
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15})://(?:[^@/\s]*@)?(\[[^\]]+\]|[^/:?#\s]+)"
                   r"(?::(\d{1,5}))?")
-_MODE = re.compile(r"-[rwxXst]+")  # chmod -x FILE: a mode, not an option
+_MODE = re.compile(r"-[rwxXst]+")
+# perl/ruby switches up to an in-place edit: -i, -pi, -lni.bak (-M/-I/-e take values)
+_SWITCHES_INPLACE = re.compile(r"^-[0-9aclnpsuUwWxX]*i")  # chmod -x FILE: a mode, not an option
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 
 
@@ -234,6 +240,16 @@ def _tar_directory(args: list[str]) -> str | None:
     return None
 
 
+def _awk_inplace(args: list[str]) -> bool:
+    """gawk loads its in-place extension: ``-i inplace``, ``-iinplace``, ``--include=inplace``."""
+    for i, a in enumerate(args):
+        if a in ("-i", "--include") and i + 1 < len(args) and args[i + 1] in ("inplace", "inplace.awk"):
+            return True
+        if a in ("-iinplace", "--include=inplace", "-iinplace.awk", "--include=inplace.awk"):
+            return True
+    return False
+
+
 def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
     """Record what ``argv`` (program ``name``) reads, writes, deletes, re-modes and contacts."""
     args = argv[1:]
@@ -329,13 +345,25 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
         for a in args:
             if a.startswith("of=") and a[3:] not in _NO_FILE:
                 acts.write(norm_path(a[3:]))
-    elif name in ("sed", "perl") and any(
+    elif name == "sed" and any(
             a == "--in-place" or a.startswith("--in-place=")
             or (a.startswith("-") and not a.startswith("--") and "i" in a[1:]) for a in args):
         has_script_opt = any(a in ("-e", "--expression", "-f", "--file", "-E") for a in args)
-        files = ops if has_script_opt or name == "perl" else ops[1:]
+        files = ops if has_script_opt else ops[1:]
         for o in files:
             acts.write(norm_path(o))
+    elif name in ("perl", "ruby") and any(_SWITCHES_INPLACE.match(a) for a in args):
+        # perl/ruby -i[.bak] (alone or ending a switch cluster: -pi, -lpi.bak): every
+        # file operand is rewritten in place; the code comes from -e or the first operand
+        has_script_opt = any(a in ("-e", "-E") or re.fullmatch(r"-[a-zA-Z]*e", a) for a in args)
+        for o in ops if has_script_opt else ops[1:]:
+            acts.write(norm_path(o))
+    elif name in ("awk", "gawk") and _awk_inplace(args):
+        # gawk -i inplace: each input file is replaced by the program's output
+        has_script_opt = any(a in ("-f", "--file", "-E", "--exec") for a in args)
+        for o in ops if has_script_opt else ops[1:]:
+            if "=" not in o:  # var=value operands are assignments, not files
+                acts.write(norm_path(o))
     elif name in _TOUCHERS:
         for o in ops if name != "truncate" else [a for a in ops]:
             if not re.fullmatch(r"[+-<>/%]?\d+[KMGTP]?", o):

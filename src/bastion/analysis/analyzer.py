@@ -35,7 +35,8 @@ from .interp import fold_path_constants
 from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features as _code_features
-from .interp import _STRATUM_METHOD, embedded_commands, interpreter_code, interpreter_lang, web_shell
+from .stratum import STRATUM_METHOD
+from .interp import embedded_commands, interpreter_code, interpreter_lang, web_shell
 
 __all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "CallMemory", "analyze_argv", "analyze_command"]
 
@@ -179,19 +180,40 @@ def _basename(word: str) -> str:
 
 
 class CallMemory:
-    """What one session's earlier commands did that a later command completes: files a
-    downloader wrote (fetched in call 1, made executable and run in call 2 is one
-    download-and-execute, split over calls). One per session, shared by its calls."""
+    """What one session's earlier commands did that a later command completes. One per
+    session, shared by its calls:
+
+    - files a downloader wrote (fetched in call 1, made executable and run in call 2 is
+      one download-and-execute, split over calls);
+    - links (``ln -s``, ``os.symlink``): a link made in call 1 and read or written
+      through in call 2 reads or writes its target, whatever the link is called;
+    - scripts written with known text (a heredoc, a write_file tool call): run in a
+      later call, their code is judged as the code that runs then (``$0`` is the path).
+    """
 
     LIMIT = 1024
+    SCRIPT_LIMIT = 256  # scripts remembered (the most recent)
+    SCRIPT_BYTES = 64 * 1024  # longer scripts are not remembered (judged when written)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._downloaded: dict[str, None] = {}
+        self._links: dict[str, str] = {}
+        self._scripts: dict[str, str] = {}
 
     def downloaded(self) -> list[str]:
         with self._lock:
             return list(self._downloaded)
+
+    def links(self) -> dict[str, str]:
+        """Link path -> what it points at (both normalised as acts are)."""
+        with self._lock:
+            return dict(self._links)
+
+    def scripts(self) -> dict[str, str]:
+        """Path -> the text last written there by an earlier call."""
+        with self._lock:
+            return dict(self._scripts)
 
     def update(self, fetched: list[str], rewritten: list[str]) -> None:
         """Files fetched by this command are remembered; files it wrote otherwise or
@@ -204,6 +226,27 @@ class CallMemory:
                 self._downloaded[path] = None
             while len(self._downloaded) > self.LIMIT:
                 self._downloaded.pop(next(iter(self._downloaded)))
+
+    def update_files(self, links: dict[str, str], scripts: dict[str, str | None],
+                     deleted: list[str]) -> None:
+        """Links made by this command; scripts it wrote (``None``: written with text
+        not known, so no longer what was remembered); paths it deleted."""
+        with self._lock:
+            for path in deleted:
+                self._links.pop(path, None)
+                self._scripts.pop(path, None)
+            for path, target in links.items():
+                self._links.pop(path, None)
+                self._links[path] = target
+                self._scripts.pop(path, None)
+            for path, text in scripts.items():
+                self._scripts.pop(path, None)
+                if text is not None and len(text) <= self.SCRIPT_BYTES:
+                    self._scripts[path] = text
+            while len(self._links) > self.LIMIT:
+                self._links.pop(next(iter(self._links)))
+            while len(self._scripts) > self.SCRIPT_LIMIT:
+                self._scripts.pop(next(iter(self._scripts)))
 
 
 class Analyzer:
@@ -248,6 +291,7 @@ class Analyzer:
         self.data_vars: set[str] = set()  # shell variables holding a file's content
         self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
         self.downloaded: dict[str, None] = {}  # files a downloader wrote
+        self.links: dict[str, str] = {}  # links made now: link path -> its target
         self.prior_downloads: set[str] = set()  # ... in an earlier call (CallMemory)
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
         self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
@@ -284,7 +328,10 @@ class Analyzer:
                         and path not in self.downloaded:
                     self.downloaded.setdefault(path)
                     self.prior_downloads.add(path)
+        prior = self._prior_scripts()
         self._written_files()
+        for path, (text, how) in prior.items():
+            self._run_written(path, [text], how)  # written by an earlier call, run now
         if self.memory is not None:
             self.memory.update(fetched, [p for p in [*self.acts.writes, *self.acts.deletes]
                                          if p not in fetched])
@@ -330,11 +377,19 @@ class Analyzer:
         if hosts and all(h in _LOOPBACK or h.startswith("127.") for h in hosts):
             self.feature("loopback_only")  # every host it contacts is this machine
         elif hosts and self.features.keys() & {"devtcp", "nc_connect"} and any(
-                a.startswith(("echo ", "printf ")) and _STRATUM_METHOD.search(a)
+                a.startswith(("echo ", "printf ")) and STRATUM_METHOD.search(a)
                 for a in self.argv):
             # the shell's own connection (/dev/tcp, nc) fed the Stratum protocol's
             # JSON-RPC: a pool client in builtins, however the text was decoded
             self.feature("shell_stratum")
+        self._code_links()
+        self._through_links()
+        if self.memory is not None:
+            scripts: dict[str, str | None] = {}
+            for path in self.acts.writes:
+                texts = self.written.get(path)
+                scripts[path] = texts[-1] if texts and texts[-1] else None
+            self.memory.update_files(self.links, scripts, list(self.acts.deletes))
         _expand_credential_globs(self.acts)
         return {
             "cmd.raw": self.raw,
@@ -385,6 +440,9 @@ class Analyzer:
         if "config" in args[:4] and (name in ("pip", "pip3", "npm", "yarn", "pnpm", "uv")
                                      or (name.startswith("python") and "pip" in args[:3])):
             self._config_set(name, argv)
+        if name in ("ln", "link", "cp"):
+            for link, target in _link_pairs(name, args):
+                self.links[link] = target
         if name in ("cp", "ln", "install", "mv", "rsync"):
             ops = [a for a in args if not a.startswith("-")]
             if len(ops) == 2 and _basename(ops[0]) in ("true", "false", ":"):
@@ -615,16 +673,84 @@ class Analyzer:
             if how is None:
                 self._written_program(texts)
                 continue
-            self.feature("written_then_run")
-            for text in texts:
-                if not text:
-                    continue
-                self.code_text(text, 1, {})
-                shell = how in SHELLS or (how == "" and not _SOURCE_CODE.match(text) and not (
-                    text.startswith("#!") and not re.match(r"#!\s*\S*/(?:env\s+)?(?:ba|da|z|k)?sh\b",
-                                                           text)))
-                if shell:
-                    self.analyse_text(text, 1, {}, "written_script")
+            self._run_written(path, texts, how)
+
+    def _prior_scripts(self) -> dict[str, tuple[str, str]]:
+        """Scripts an earlier call wrote (CallMemory) that this command runs, and are not
+        rewritten or deleted by it first: path -> (text, the program that runs it)."""
+        if self.memory is None:
+            return {}
+        ran = {p.rsplit("/", 1)[-1]: how for p, how in self.executed.items()}
+        out: dict[str, tuple[str, str]] = {}
+        for path, text in self.memory.scripts().items():
+            if path in self.written or path in self.acts.writes or path in self.acts.deletes:
+                continue
+            how = self.executed.get(path, ran.get(path.rsplit("/", 1)[-1]))
+            if how is not None:
+                out[path] = (text, how)
+        return out
+
+    def _run_written(self, path: str, texts: list[str], how: str) -> None:
+        """Code written to ``path`` runs (by ``how``: a shell, an interpreter, a compiler,
+        "" for the path run directly): it is judged as the code that runs. A shell script
+        sees its own path as ``$0`` (``"$(dirname "$0")"/../tests``)."""
+        self.feature("written_then_run")
+        for text in texts:
+            if not text:
+                continue
+            self.code_text(text, 1, {})
+            shell = how in SHELLS or (how == "" and not _SOURCE_CODE.match(text) and not (
+                text.startswith("#!") and not re.match(r"#!\s*\S*/(?:env\s+)?(?:ba|da|z|k)?sh\b",
+                                                       text)))
+            if shell:
+                self.analyse_text(text, 1, {"0": path}, "written_script")
+
+    def _code_links(self) -> None:
+        """Links made by code that runs: os.symlink/os.link(T, L), fs.symlinkSync(T, L),
+        File.symlink(T, L), perl symlink(T, L), Path(L).symlink_to(T)."""
+        for code in [*self.interp, *self.run_code]:
+            if "link" not in code:
+                continue
+            folded = fold_path_constants(code[:65536])
+            for m in _CODE_LINK.finditer(folded):
+                target, link = (m.group(2), m.group(4)) if m.group(2) else (m.group(8), m.group(6))
+                lp, tp = norm_path(link), norm_path(target)
+                if lp and tp and lp != tp:
+                    self.links[lp] = tp
+                    self.acts.writes.setdefault(lp)
+                    self.acts.paths.setdefault(tp)
+
+    def _through_links(self) -> None:
+        """A link is its target: reading, writing or chmod-ing a link (made now or by an
+        earlier call, CallMemory) reads, writes or re-modes what it points at. Deleting
+        or replacing a link does not touch the target. Code that names a link in a
+        string literal opens it (``configparser.read('config.ini')``)."""
+        links = {**(self.memory.links() if self.memory is not None else {}), **self.links}
+        if not links:
+            return
+        ordered = sorted(links, key=len, reverse=True)
+
+        def target(path: str) -> str | None:
+            for link in ordered:
+                if path == link or path.startswith(link.rstrip("/") + "/"):
+                    return links[link] + path[len(link):]
+            return None
+
+        acts = self.acts
+        for code in [*self.interp, *self.run_code]:
+            for m in _CODE_PATH_LITERAL.finditer(code[:65536]):
+                path = norm_path(m.group(2))
+                if path in links and path not in acts.writes:
+                    acts.reads.setdefault(path)
+        made = set(self.links)
+        for kind in (acts.reads, acts.writes, acts.modes, acts.paths):
+            for path in list(kind):
+                if kind is not acts.reads and path in made or (
+                        kind is acts.paths and path in acts.deletes):
+                    continue  # `ln -sf T L` and `rm L` touch the link L, not T
+                resolved = target(path)
+                if resolved is not None and resolved != path:
+                    kind.setdefault(resolved)
 
     def _package_index(self, hosts: list[str]) -> None:
         """Later installs will fetch from ``hosts`` (a written pip.conf, an rc line
@@ -910,6 +1036,9 @@ class Analyzer:
             self.sudo_names.setdefault(name)
         if name == "busybox" and len(argv) > 1:
             return self.simple(argv[1:], depth, env, stdin, sudo)
+        if name in _EDITORS:
+            for path in _editor_writes(name, argv[1:], stdin):
+                self.acts.write(path)
         if name == "run-parts":
             shell = _run_parts_shell(argv)
             if shell is not None:
@@ -1005,6 +1134,11 @@ class Analyzer:
                     # python3 -m zipfile -c out.zip .ssh .aws: an archiver reading trees
                     rest = argv[argv.index("-c", i + 2) + 1:]
                     argv_acts("zip", ["zip", "-r", *rest], self.acts)
+        if name in ("dirname", "basename") and len(argv) == 2 and "$" not in argv[1] \
+                and not argv[1].startswith("-"):
+            # a path's parts are known statically: "$(dirname "$0")"/../tests
+            path = argv[1].rstrip("/") or "/"
+            return (posixpath.dirname(path) or ".") if name == "dirname" else _basename(path)
         if name in ("echo", "printf"):
             out = self._echo(name, argv)
             self.pending_code.append(out)
@@ -1594,6 +1728,94 @@ def _run_parts_shell(argv: list[str]) -> list[str] | None:
 _CREDENTIAL_GLOBS = tuple(_VOCAB["credential_paths"])
 
 
+_EDITORS = frozenset({"ed", "red", "ex", "vi", "vim", "nvim", "view", "vim.basic", "vim.tiny"})
+# An editor command that saves: ed's w/wq/W (after an address), ex/vim's :w, :x, :wq,
+# :update, :saveas, :wall, :xall (any case of bang, in a |-chain or on its own line).
+_ED_SAVE = re.compile(r"(?m)^\s*[\d,.$;'a-z+-]*[wW][q]?(?:\s+\S+)?\s*$")
+_EX_SAVE = re.compile(r"(?:^|[|\n])\s*:?\s*(?:%|\d+(?:,\d+)?)?\s*"
+                      r"(?:w|wq|x|xit|exit|up|update|sav|saveas|wa|wall|wqa|wqall|xa|xall)!?(?:\s|$|\|)")
+
+
+def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
+    """Files a line or screen editor run without a terminal saves: ``ed FILE`` fed a
+    script with ``w``; ``ex``/``vim -es`` with ``-c CMD``/``+CMD`` or a script on stdin
+    that writes (``:wq``, ``x``, ``:update``). An editor that only prints saves nothing."""
+    files: list[str] = []
+    commands: list[str] = []
+    skip = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif name in ("ed", "red"):
+            skip = a == "-p"  # ed -p PROMPT
+            if not a.startswith("-") or a == "-":
+                files.append(a)
+        elif a in ("--cmd", "-S") or re.fullmatch(r"-[a-zA-Z]*c", a):
+            if a != "-S" and i + 1 < len(args):
+                commands.append(args[i + 1])
+            skip = True  # -c CMD, -sc CMD, -S session file
+        elif a.startswith("+"):
+            commands.append(a[1:])
+        elif a in ("-u", "-U", "-i", "-T", "-w", "-W", "-t", "-q"):
+            skip = True  # options that take a file or a name
+        elif not a.startswith("-") or a == "-":
+            files.append(a)
+    if name in ("ed", "red"):
+        saves = stdin is not None and _ED_SAVE.search(stdin) is not None
+    else:
+        script = "\n".join(commands) + ("\n" + stdin if stdin else "")
+        saves = _EX_SAVE.search(script) is not None
+    return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+def _link_pairs(name: str, args: list[str]) -> list[tuple[str, str]]:
+    """The links ``ln``/``link``/``cp -s|-l`` make: (link path, target), normalised. A
+    relative symlink target is relative to the link's directory (``ln -s ../a d/l``),
+    a hard link's (and ``ln -r``'s) to the current directory. ``ln T DIR`` cannot be
+    told from ``ln T NEWNAME`` statically: both readings are kept."""
+    if name == "cp" and not any(a in ("--symbolic-link", "--link")
+                                or re.fullmatch(r"-[a-zA-Z]*[sl][a-zA-Z]*", a) for a in args):
+        return []
+    symbolic = any(a in ("--symbolic", "--symbolic-link") or re.fullmatch(r"-[a-zA-Z]*s[a-zA-Z]*", a)
+                   for a in args) and name != "link"
+    relative = name == "ln" and any(a == "--relative" or re.fullmatch(r"-[a-zA-Z]*r[a-zA-Z]*", a)
+                                    for a in args)
+    directory: str | None = None
+    ops: list[str] = []
+    skip = ended = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif ended or not a.startswith("-") or a == "-":
+            ops.append(a)
+        elif a == "--":
+            ended = True
+        elif a in ("-t", "--target-directory"):
+            directory = args[i + 1] if i + 1 < len(args) else None
+            skip = True
+        elif a.startswith("--target-directory="):
+            directory = a.split("=", 1)[1]
+        elif a in ("-S", "--suffix"):
+            skip = True
+    pairs: list[tuple[str, str]] = []
+    if directory is not None:
+        pairs = [(posixpath.join(directory, _basename(t)), t) for t in ops]
+    elif len(ops) == 1:
+        pairs = [(_basename(ops[0]), ops[0])]
+    elif len(ops) >= 2:
+        pairs = [(posixpath.join(ops[-1], _basename(t)), t) for t in ops[:-1]]
+        if len(ops) == 2 and not ops[1].endswith("/"):
+            pairs.append((ops[1], ops[0]))
+    out: list[tuple[str, str]] = []
+    for link, tgt in pairs:
+        if symbolic and not relative and not tgt.startswith(("/", "~", "$")):
+            tgt = posixpath.join(posixpath.dirname(link), tgt)
+        lp, tp = norm_path(link), norm_path(tgt)
+        if lp and tp and lp != tp:
+            out.append((lp, tp))
+    return out
+
+
 def _is_credential(path: str) -> bool:
     """A read path that is a credential store (``~`` is the workspace)."""
     for home in ("~/", "$HOME/"):
@@ -1922,9 +2144,20 @@ def _code_credential_reads(code: str, acts: Any) -> None:
             acts.reads.setdefault(path)
 
 
+_CODE_LINK = re.compile(
+    r"""\b(?:symlink|link|symlinkSync|linkSync)\s*\(?\s*(['"])([^'"\n]{1,300})\1\s*,\s*(['"])([^'"\n]{1,300})\3"""
+    r"""|Path\(\s*(['"])([^'"\n]{1,300})\5\s*\)\.(?:symlink_to|hardlink_to)\W{0,3}(?:Path\()?\s*(['"])([^'"\n]{1,300})\7""")
+_FILEINPUT_INPLACE = re.compile(r"\b(?:input|FileInput)\s*\(([^()]{0,2000}?\binplace\s*=\s*(?:True|1)\b[^()]{0,200})\)")
+
+
 def _code_file_acts(code: str, acts: Any) -> None:
     """File acts of interpreter code that runs: what it renames, deletes, creates or
     writes (string-literal paths only)."""
+    if "inplace" in code:
+        # fileinput.input(files, inplace=True): what the loop prints replaces each file
+        for m in _FILEINPUT_INPLACE.finditer(code[:65536]):
+            for lit in _CODE_PATH_LITERAL.finditer(m.group(1)):
+                acts.writes.setdefault(norm_path(lit.group(2)))
     if "os." not in code and "shutil" not in code and "open" not in code and "Path" not in code:
         return
     code = fold_path_constants(code[:65536])

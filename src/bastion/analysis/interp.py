@@ -12,6 +12,8 @@ from __future__ import annotations
 import posixpath
 import re
 
+from .stratum import STRATUM_METHOD
+
 __all__ = ["INTERPRETERS", "code_features", "embedded_commands", "interpreter_code",
            "interpreter_lang", "web_shell"]
 
@@ -144,11 +146,6 @@ _CONNECT = re.compile(r"\.connect\s*\(|create_?connection|fsockopen|tcpsocket\.(
                       r"socket\.tcp|net\.(?:connect|dial)|/inet/(?:tcp|udp)/|io::socket::inet|"
                       r"\bconnect\s*\(|tcpclient|stream_socket_client|peeraddr|ztcp|dial\(|"
                       r"\bsocket\s+(?!-server\b)[\w.$:-]+\s+\d{1,5}\b", _P)  # tcl: socket HOST PORT
-# The Stratum mining protocol's own JSON-RPC methods (what a pool answers to, and what
-# the gateway names a stream by): a program that connects and carries one speaks Stratum.
-_STRATUM_METHOD = re.compile(r"mining\.(?:subscribe|authorize|submit|extranonce\.subscribe)\b"
-                             r"|[\"']method[\"']\s*:\s*[\"'](?:login|submit|getjob)[\"']"
-                             r"[^\n]{0,200}[\"'](?:agent|pass|rigid|job_id|nonce)[\"']", _P)
 # Reading from the connection (what arrives is then run: a command channel).
 _RECV = re.compile(r"\brecv\w*\(|[.:]receive\b|[.:]gets\b|socket_read|[.:]readline|"
                    r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(|\bgets\s+\$\w+", _P)
@@ -302,7 +299,7 @@ def code_features(code: str) -> set[str]:
             nonce_search(code):
         feats.add("interp_hash_spin")  # a nonce search: see nonce_search
     if "interp_socket" in feats and ("mining." in low or "method" in low) and \
-            _CONNECT.search(code) and _STRATUM_METHOD.search(code):
+            _CONNECT.search(code) and STRATUM_METHOD.search(code):
         feats.add("interp_stratum")  # connects and speaks the mining protocol
     if "\\x" in code and _SHELLCODE.search(code):
         feats.add("shellcode_literal")

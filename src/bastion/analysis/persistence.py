@@ -76,7 +76,8 @@ _EXACT = {
     ".emacs.d/init.el": "editor_rc", ".config/emacs/init.el": "editor_rc",
 }
 _GLOBS = (
-    (".cron/*", "cron"), ("*.cron", "cron"),
+    # (no `*.cron` / `.cron/*`: cron reads only its system directories and spool, where
+    # `crontab FILE` installs a file; a job line in a repo's deploy/x.cron runs nowhere)
     (".config/systemd/user/*", "systemd"), (".local/share/systemd/user/*", "systemd"),
     (".config/autostart/*", "autostart"), (".config/environment.d/*", "shell_rc"),
     (".config/fish/conf.d/*", "shell_rc"),
