@@ -279,19 +279,28 @@ async def _drive(steps: Steps[T],
         except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
             error = exc
             continue
+        blocking = isinstance(request, Blocking)
         while True:
             try:
-                value = await asyncio.shield(waiter.future)
-                if isinstance(request, Blocking):
+                # A blocking step's future is shielded: a cancelled caller must not lose
+                # where the chain left the steps. Readiness and lock futures are awaited
+                # as they are (one loop hop fewer per wait): only a cancelled caller
+                # cancels them, and abort() below handles a result that came first. Once
+                # the steps were told, they are cleaning up: a second cancel must not
+                # cancel what they wait for, so everything is shielded from then on.
+                shielded = blocking or told
+                value = await (asyncio.shield(waiter.future) if shielded
+                               else waiter.future)
+                if blocking:
                     chained, value = value, None  # the chain ran the steps on from there
                 break
             except asyncio.CancelledError:
-                if waiter.future.cancelled():  # not by us: the request itself failed
+                if blocking and waiter.future.cancelled():  # the request itself failed
                     error = CallCancelled("the request was cancelled")
                     break
                 cancelled = True
                 chain.stop = True
-                if not told and not isinstance(request, Blocking):
+                if not told and not blocking:
                     waiter.abort()
                     told = True
                     error = CallCancelled("the caller cancelled the call")

@@ -100,6 +100,9 @@ _STOPPING = (Action.KILL, Action.TERMINATE, Action.QUARANTINE, Action.FREEZE, Ac
 _CONTAINING = (Action.KILL, Action.CUT, Action.FREEZE, Action.TERMINATE, Action.QUARANTINE)
 # A file written through write_file is recorded verbatim up to this size (if it is text).
 _RECORDED_TEXT = 64 * 1024
+# a session's trail: queued appends (exec() flushes before a command runs), and what
+# nobody waits for lingers 50 ms so that the records of a call share a commit
+_TRAIL_CONFIG = TrailConfig(durable_appends=False, linger=0.05)
 # ... and analysed as a command up to this size (a larger file is judged by its path).
 _ANALYSED_TEXT = 1024 * 1024
 
@@ -274,9 +277,11 @@ class Session:
         self._webhook = WebhookSender(policy.response.webhook) if policy.response.webhook else None
         # Appends are queued and group-committed; exec() flushes before a command runs,
         # so nothing the agent does can precede the durable record of what it asked.
+        # What nobody waits for (the sensors' records during a call, resource samples)
+        # lingers up to 50 ms for company: a call's records share a transaction.
         self._owns_recorder = recorder is None
         self._recorder: EventRecorder = recorder or lease_trail(
-            self.host.state.root, self.run_id, config=TrailConfig(durable_appends=False))
+            self.host.state.root, self.run_id, config=_TRAIL_CONFIG)
         self._lock = threading.RLock()  # the call tables; never held across pipeline work
         self._calls: dict[str, _Call] = {}
         self._calls_by_cgroup: dict[str, _Call] = {}

@@ -129,6 +129,31 @@ def test_a_call_cancelled_before_it_runs_never_runs(state_dir: Path) -> None:
     assert end["outcome"] == "killed" and end["reason"] == "cancelled by the caller"
 
 
+def test_cancelling_again_while_the_call_is_cleaned_up_still_kills_and_records_it(
+        state_dir: Path) -> None:
+    """A trainer may cancel a task more than once (a timeout, then its own shutdown):
+    cancels that land while the steps kill and record the call must not cut that short
+    or leave the driver spinning on a cancelled wait."""
+    async def body(make: Callable[..., Awaitable[AsyncSession]]) -> None:
+        s = await make(episode_id="e-twice")
+        task = asyncio.create_task(s.exec("sleep 300 & sleep 301", call_id="twice"))
+        assert await await_true(lambda: s.session.live_calls().get("twice", 0) >= 2)
+        cancels = 0
+        while not task.done():  # cancel at every turn of the loop until it ends
+            task.cancel()
+            cancels += 1
+            await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cancels >= 2  # the first cancel did not end the task on its own turn
+        assert await await_true(lambda: "twice" not in s.session.live_calls())
+        assert (await s.exec("echo next")).stdout == "next\n"
+
+    run(state_dir, body)
+    end = call_end(state_dir, "e-twice", "twice")
+    assert end["outcome"] == "killed" and end["reason"] == "cancelled by the caller"
+
+
 def test_asyncio_timeout_cancels_the_call(state_dir: Path) -> None:
     async def body(make: Callable[..., Awaitable[AsyncSession]]) -> None:
         s = await make()

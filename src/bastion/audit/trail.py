@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -79,6 +79,15 @@ class TrailConfig:
     # queued (lower latency); a failed commit then fails the trail, and the *next*
     # append or flush raises, so a session still stops at its next event.
     durable_appends: bool = True
+    # seconds a queued record nobody waits for may wait for company before the writer
+    # commits it: the records of one tool call (its command, the sensors' exec, fork,
+    # exit and resource events, its end) then share one transaction instead of one
+    # commit each. Anyone who waits (flush, a durable append, Ticket.wait) has the
+    # queue committed at once, so an acknowledgement is never delayed by it and a crash
+    # still loses no acknowledged record. 0: commit whatever is queued at once.
+    linger: float = 0.0
+    # ... unless this many records are queued
+    linger_records: int = 512
 
 
 @dataclass(frozen=True)
@@ -91,12 +100,13 @@ class TrailStatistics:
 
 
 class _Batch:
-    __slots__ = ("done", "error", "first_seq")
+    __slots__ = ("done", "error", "first_seq", "urge")
 
-    def __init__(self) -> None:
+    def __init__(self, urge: Callable[[_Batch], None] | None = None) -> None:
         self.done = threading.Event()
         self.first_seq = -1
         self.error: AuditError | None = None
+        self.urge = urge  # someone waits: commit without lingering
 
 
 class Ticket:
@@ -116,11 +126,14 @@ class Ticket:
         return self._batch.done.is_set()
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._batch.done.wait(self._timeout if timeout is None else timeout):
+        batch = self._batch
+        if batch.urge is not None and not batch.done.is_set():
+            batch.urge(batch)
+        if not batch.done.wait(self._timeout if timeout is None else timeout):
             raise AuditError("the audit writer did not commit in time; record not acknowledged")
-        if self._batch.error is not None:
-            raise self._batch.error
-        return self._batch.first_seq + self._index
+        if batch.error is not None:
+            raise batch.error
+        return batch.first_seq + self._index
 
 
 # (type, episode_id, canonical rest, episode end?, policy hash or None)
@@ -187,7 +200,9 @@ class AuditTrail:
         self._conn = connect(self.path, busy_timeout_ms=self.config.busy_timeout_ms)
         self._cond = threading.Condition()
         self._queue: list[_Item] = []
-        self._batch = _Batch()
+        self._queued_at = 0.0  # when the oldest queued record was queued
+        self._urgent = False  # someone waits for the queue: no lingering
+        self._batch = _Batch(self._urge)
         self._inflight: _Batch | None = None  # swapped out, being committed
         self._force_checkpoint = False
         self._closing = False
@@ -267,9 +282,22 @@ class AuditTrail:
             if self._closing:
                 raise AuditError("the audit trail is closed")
             ticket = Ticket(self._batch, len(self._queue), self.config.wait_timeout, len(items))
-            self._queue.extend(items)
-            self._cond.notify()
+            if not self._queue:
+                self._queued_at = time.monotonic()
+                self._queue.extend(items)
+                self._cond.notify()  # the writer starts its linger (or commits)
+            else:
+                self._queue.extend(items)
+                if len(self._queue) >= self.config.linger_records:
+                    self._cond.notify()
         return ticket
+
+    def _urge(self, batch: _Batch) -> None:
+        """Someone waits for ``batch``: if it is still being queued, commit it now."""
+        with self._cond:
+            if batch is self._batch and not self._urgent:
+                self._urgent = True
+                self._cond.notify()
 
     def _event_item(self, event: Event) -> _Item:
         type_ = record_type(event)
@@ -338,6 +366,8 @@ class AuditTrail:
                 if self._inflight is None:
                     return self._size
                 batch = self._inflight
+            else:
+                self._urgent = True
             self._cond.notify()
         Ticket(batch, 0, self.config.wait_timeout).wait()
         return self._size
@@ -388,18 +418,37 @@ class AuditTrail:
         return (self._failure is None and self._since_checkpoint > 0 and
                 time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval)
 
+    def _lingering(self) -> float | None:
+        """Seconds the queued records may still wait for company, or None when they
+        are to be committed now (called with the condition held)."""
+        linger = self.config.linger
+        if (linger <= 0 or self._urgent or self._closing or self._force_checkpoint
+                or self._failure is not None
+                or len(self._queue) >= self.config.linger_records):
+            return None
+        left = self._queued_at + linger - time.monotonic()
+        return left if left > 0 else None
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._queue or self._closing or self._force_checkpoint
-                           or self._due_by_time()):
+                while True:
+                    if self._queue:
+                        left = self._lingering()
+                        if left is None:
+                            break
+                        self._cond.wait(left)
+                        continue
+                    if self._closing or self._force_checkpoint or self._due_by_time():
+                        break
                     wait = None
                     if self._since_checkpoint > 0 and self._failure is None:
                         wait = max(0.0, self._last_checkpoint + self.config.checkpoint_interval
                                    - time.monotonic())
                     self._cond.wait(wait)
                 items, batch = self._queue, self._batch
-                self._queue, self._batch = [], _Batch()
+                self._queue, self._batch = [], _Batch(self._urge)
+                self._urgent = False
                 self._inflight = batch
                 force, self._force_checkpoint = self._force_checkpoint, False
                 closing = self._closing
