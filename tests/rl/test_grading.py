@@ -244,3 +244,57 @@ def test_a_grader_verdict_is_reported_not_charged(state_dir, response):
             assert reward == 0.0 and "was ended" in result.reason, result
     finally:
         env.close()
+
+
+def test_the_grader_session_is_made_while_the_episode_runs(state_dir):
+    """``grader_start="first_call"``: the grader session exists before the agent
+    submits, is the one that grades (in the trail under the episode's ids), and the
+    agent's files laid into it from the host cost no verdict."""
+    task = FixBugTask()
+    env = _env(state_dir, task)
+    try:
+        env.reset(options={"episode_id": "ahead"})
+        _, _, _, _, info = env.step(_write("calc.py", _FIXED))
+        assert info["bastion"]["outcome"] == "ok", info
+        prepared = task._prepared["ahead"]
+        assert wait_for(prepared.ready)  # created while the episode is still open
+        made = prepared.session
+        assert made is not None and not made.closed
+        assert made.episode_id == "ahead" and made.run_id == env.session.run_id
+        assert made.policy.name.endswith("/grader")
+        _, reward, terminated, _, info = env.step('{"tool": "submit"}')
+        assert terminated and reward == 1.0, info
+        result = task.grades["ahead"]
+        assert result.passed and result.session_id == made.session_id
+        assert result.verdicts == () and made.closed
+        assert "ahead" not in task._prepared
+    finally:
+        env.close()
+
+
+def test_an_episode_closed_before_grading_discards_its_prepared_grader(state_dir):
+    task = FixBugTask()
+    env = _env(state_dir, task)
+    try:
+        env.reset(options={"episode_id": "dropped"})
+        env.step("echo working")
+        prepared = task._prepared["dropped"]
+        assert wait_for(prepared.ready)
+        made = prepared.session
+        assert made is not None and not made.closed
+    finally:
+        env.close()  # the agent never submitted
+    assert "dropped" not in task._prepared
+    assert wait_for(lambda: made.closed)
+
+
+def test_grading_at_the_end_still_works(state_dir):
+    task = FixBugTask(grader_start="end")
+    env = _env(state_dir, task)
+    try:
+        reward, _ = _episode(env, [_write("calc.py", _FIXED)], "late")
+        assert reward == 1.0 and not task._prepared
+    finally:
+        env.close()
+    with pytest.raises(ValueError):
+        FixBugTask(grader_start="sometime")

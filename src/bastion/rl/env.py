@@ -430,6 +430,9 @@ class BastionEnv(gymnasium.Env[str, str]):
     def _close_session(self) -> None:
         if self.session is not None:
             session = self.session
+            discard = getattr(self.task, "discard", None)
+            if discard is not None:  # a grader session prepared for an ungraded episode
+                discard(session.episode_id)
             try:
                 session.close()
                 self._collect_after_close()

@@ -25,6 +25,13 @@ So an episode is graded here, after it ends, in a fresh short-lived session:
    (the agent's ``PATH``, ``HOME`` and rc files do not exist there), and no process
    of the agent's alive in it.
 
+The grader session can be started early (``PreparedGrader``, which ``FixBugTask``
+does at the episode's first step): it is created in the background, with only the
+pristine tests in its workspace, while the agent's calls run; at grading the agent's
+files are written into it from the host (nothing of the grader session has run yet,
+so its workspace holds nothing an agent made) and its command runs. Grading then adds
+the copy and the grader's call to the episode's wall time, not a session's creation.
+
 A session in a task image (``bastion.image``) is graded the same way over a copy of
 its overlay's upper layer: the files the agent added or changed under the image's
 workspace (``WORKDIR``, or the policy's ``workspace: /testbed``) are written, and the
@@ -39,9 +46,11 @@ and a grader session that a verdict ended passes nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import os
 import stat
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,7 +61,8 @@ from ..errors import BastionError, SessionBroken
 from ..policy import Policy
 from ..session import Session
 
-__all__ = ["GradeResult", "Grader", "grade", "grader_policy", "snapshot_workspace"]
+__all__ = ["GradeResult", "Grader", "PreparedGrader", "grade", "grader_policy",
+           "snapshot_workspace"]
 
 # Names that hook the interpreter or the test runner: never the code under test.
 _HOOK_NAMES = frozenset({
@@ -246,6 +256,44 @@ def _writer(files: Mapping[str, tuple[bytes, int]], tests: Mapping[str, str]):  
     return prepare
 
 
+def _lay_files(root: Path, uid: int, files: Mapping[str, tuple[bytes, int]],
+               deleted: list[str], tests: Mapping[str, str]) -> None:
+    """Write the agent's files (owned by ``uid``) and the pristine tests (root's,
+    read-only) under ``root``, a fresh grader workspace nothing has run in, without
+    following links; remove ``deleted``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    for rel in deleted:
+        target = root / rel
+        if target.is_file() and not target.is_symlink():
+            target.unlink()
+    for rel, (data, mode) in files.items():
+        target = root / rel
+        for parent in reversed(PurePosixPath(rel).parents[:-1]):
+            directory = root / parent
+            if not directory.exists():
+                directory.mkdir(mode=0o755)
+                os.chown(directory, uid, uid)
+        if target.is_symlink():
+            target.unlink()
+        fd = os.open(target, flags, mode | 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(target, mode | 0o600)
+        os.chown(target, uid, uid)
+    for rel, content in tests.items():
+        if ".." in PurePosixPath(rel).parts or PurePosixPath(rel).is_absolute():
+            raise ValueError(f"grader test file {rel!r} escapes the workspace")
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()
+        fd = os.open(target, flags, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chown(target, 0, 0)
+        os.chmod(target, 0o644)
+
+
 def _image_changes(session: Session, grader: Grader
                    ) -> tuple[str, dict[str, tuple[bytes, int]], list[str], list[str]]:
     """An image session's changes under its workspace, from its overlay's upper layer:
@@ -281,39 +329,7 @@ def _write_into_image(grading: Session, workspace: str, files: Mapping[str, tupl
     grader session's has run in it yet)."""
     view = grading.image_view
     assert view is not None
-    root = view.root / workspace.lstrip("/")
-    uid = grading.host_uid
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    for rel in deleted:
-        target = root / rel
-        if target.is_file() and not target.is_symlink():
-            target.unlink()
-    for rel, (data, mode) in files.items():
-        target = root / rel
-        for parent in reversed(PurePosixPath(rel).parents[:-1]):
-            directory = root / parent
-            if not directory.exists():
-                directory.mkdir(mode=0o755)
-                os.chown(directory, uid, uid)
-        if target.is_symlink():
-            target.unlink()
-        fd = os.open(target, flags, mode | 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(target, mode | 0o600)
-        os.chown(target, uid, uid)
-    for rel, content in tests.items():
-        if ".." in PurePosixPath(rel).parts or PurePosixPath(rel).is_absolute():
-            raise ValueError(f"grader test file {rel!r} escapes the workspace")
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink():
-            target.unlink()
-        fd = os.open(target, flags, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-        os.chown(target, 0, 0)
-        os.chmod(target, 0o644)
+    _lay_files(view.root / workspace.lstrip("/"), grading.host_uid, files, deleted, tests)
 
 
 def stop_agent(session: Session, timeout: float = 30.0) -> None:
@@ -328,10 +344,85 @@ def stop_agent(session: Session, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def grade(session: Session, grader: Grader, *, step: int | None = None) -> GradeResult:
+_PREPARE_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_PREPARE_LOCK = threading.Lock()
+
+
+def _prepare_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _PREPARE_POOL
+    with _PREPARE_LOCK:
+        if _PREPARE_POOL is None:
+            _PREPARE_POOL = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="bastion-grader-prepare")
+        return _PREPARE_POOL
+
+
+def _grader_kwargs(session: Session, grader: Grader) -> dict[str, Any]:
+    recorder = getattr(session, "_recorder", None)
+    kwargs: dict[str, Any] = {"recorder": recorder} if recorder is not None else {}
+    if session.image_view is not None:
+        kwargs["image"] = session._image_ref
+    return kwargs
+
+
+class PreparedGrader:
+    """A grader session created ahead of grading, in the background, while the
+    episode's calls still run: the same session ``grade`` would create (the agent's
+    policy as ``grader_policy``, the episode's run and episode ids, the run's trail),
+    with only the pristine tests in its workspace. ``grade(..., prepared=p)`` uses it;
+    ``close()`` discards an unused one (an episode that ended without grading)."""
+
+    def __init__(self, session: Session, grader: Grader) -> None:
+        self.episode_id = session.episode_id
+        self._image = session.image_view is not None
+        policy = grader_policy(session.policy, image=self._image)
+        kwargs = _grader_kwargs(session, grader)
+        if not self._image:
+            kwargs["prepare"] = _writer({}, grader.tests)
+        self._lock = threading.Lock()
+        self._taken = False
+        self._future = _prepare_pool().submit(
+            lambda: Session(policy, run_id=session.run_id, episode_id=session.episode_id,
+                            host=session.host, **kwargs))
+
+    def ready(self) -> bool:
+        return self._future.done()
+
+    @property
+    def session(self) -> Session | None:
+        """The grader session once created (None before, or if creating it failed)."""
+        if not self._future.done() or self._future.exception() is not None:
+            return None
+        return self._future.result()
+
+    def take(self) -> Session:
+        """The grader session (waiting for its creation); once only. Raises what the
+        creation raised."""
+        with self._lock:
+            if self._taken:
+                raise RuntimeError("a prepared grader session is used once")
+            self._taken = True
+        return self._future.result()
+
+    def close(self) -> None:
+        """Discard the session if it was not taken (closed once created)."""
+        with self._lock:
+            if self._taken:
+                return
+            self._taken = True
+
+        def discard(future: concurrent.futures.Future[Session]) -> None:
+            if future.exception() is None:
+                future.result().close()
+
+        self._future.add_done_callback(discard)
+
+
+def grade(session: Session, grader: Grader, *, step: int | None = None,
+          prepared: PreparedGrader | None = None) -> GradeResult:
     """Grade the episode of ``session`` in a fresh grader session (see the module
-    docstring). Never raises for what the agent did: a failure to grade is a
-    ``GradeResult`` that did not pass, with the reason."""
+    docstring), ``prepared`` ahead if given. Never raises for what the agent did: a
+    failure to grade is a ``GradeResult`` that did not pass, with the reason."""
     started = time.monotonic()
 
     def failed(reason: str, **kw: Any) -> GradeResult:
@@ -340,6 +431,8 @@ def grade(session: Session, grader: Grader, *, step: int | None = None) -> Grade
     try:
         stop_agent(session)
     except SessionBroken as exc:
+        if prepared is not None:
+            prepared.close()
         return failed(str(exc))
     image = session.image_view is not None
     deleted: list[str] = []
@@ -350,25 +443,36 @@ def grade(session: Session, grader: Grader, *, step: int | None = None) -> Grade
         else:
             files, skipped = snapshot_workspace(session.workspace, grader)
     except (SnapshotTooLarge, OSError) as exc:
+        if prepared is not None:
+            prepared.close()
         return failed(f"the workspace could not be copied for grading: {exc}")
-    recorder = getattr(session, "_recorder", None)
-    kwargs: dict[str, Any] = {"recorder": recorder} if recorder is not None else {}
-    if image:
-        kwargs["image"] = session._image_ref
-    else:
+    kwargs = _grader_kwargs(session, grader)
+    if not image:
         kwargs["prepare"] = _writer(files, grader.tests)
     try:
-        grading = Session(grader_policy(session.policy, image=image), run_id=session.run_id,
-                          episode_id=session.episode_id, host=session.host, **kwargs)
+        if prepared is not None and prepared.episode_id == session.episode_id:
+            grading = prepared.take()
+        else:
+            if prepared is not None:
+                prepared.close()  # another episode's: never used for this one
+            grading = Session(grader_policy(session.policy, image=image),
+                              run_id=session.run_id, episode_id=session.episode_id,
+                              host=session.host, **kwargs)
+            prepared = None
     except BastionError as exc:
         return failed(f"the grader session could not be built: {exc}", skipped=tuple(skipped))
     with grading:
-        if image:
-            try:
+        try:
+            if image:
                 _write_into_image(grading, workspace, files, deleted, grader.tests)
-            except OSError as exc:
-                return failed(f"the agent's changes could not be laid into the grader's "
-                              f"image: {exc}", session_id=grading.session_id)
+            elif prepared is not None:
+                # made ahead with the pristine tests only (written before its sandbox
+                # existed, masked read-only since, and nothing of the grader session's
+                # has run): the agent's files now, from the host
+                _lay_files(grading.workspace, grading.host_uid, files, [], {})
+        except OSError as exc:
+            return failed(f"the agent's files could not be laid into the grader's "
+                          f"workspace: {exc}", session_id=grading.session_id)
         call_id = "grade" if step is None else f"grade-{step}"
         try:
             result = grading.exec(list(grader.command), step=step, call_id=call_id,

@@ -25,7 +25,7 @@ from typing import Protocol
 from ..results import ExecResult
 from ..session import Session
 from .actions import ToolCall
-from .grading import Grader, GradeResult, grade
+from .grading import Grader, GradeResult, PreparedGrader, grade
 
 __all__ = ["FixBugTask", "StepContext", "Task"]
 
@@ -80,6 +80,13 @@ class FixBugTask:
     ``grader`` replaces the default grading run (``python3 -I -B tests/test_calc.py``
     printing PASS); ``grades`` keeps each episode's ``GradeResult`` by episode id
     (the latest 4,096 episodes).
+
+    ``grader_start`` says when the grader session is created: ``"first_call"`` (the
+    default) in the background once the agent's first call is answered, so its
+    creation overlaps the episode's remaining calls (and the model's turns) instead
+    of adding to the episode's end; ``"setup"`` at reset (overlaps every call, but a
+    rollout burst then creates two sessions per episode at once); ``"end"`` when the
+    episode is graded.
     """
 
     prompt: str = (
@@ -93,6 +100,29 @@ class FixBugTask:
     )
     grader: Grader | None = None
     grades: dict[str, GradeResult] = field(default_factory=dict, repr=False)
+    grader_start: str = "first_call"
+    _prepared: dict[str, PreparedGrader] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.grader_start not in ("first_call", "setup", "end"):
+            raise ValueError(f"grader_start must be first_call, setup or end, "
+                             f"not {self.grader_start!r}")
+
+    def _prepare_grader(self, session: Session) -> None:
+        """Start the episode's grader session in the background (once)."""
+        if session.episode_id in self._prepared or session.ended:
+            return
+        stale = self._prepared.pop(session.episode_id, None)
+        if stale is not None:
+            stale.close()
+        self._prepared[session.episode_id] = PreparedGrader(session, self.grading())
+
+    def discard(self, episode_id: str) -> None:
+        """Drop the episode's prepared grader session, if it was never used (the
+        environment calls this when it closes an episode)."""
+        prepared = self._prepared.pop(episode_id, None)
+        if prepared is not None:
+            prepared.close()
 
     def grading(self) -> Grader:
         """The grading run: the given one, or this task's tests run by ``python3 -I``
@@ -131,16 +161,24 @@ class FixBugTask:
         sandbox); a session made elsewhere gets the files now."""
         if not all((session.workspace / path).exists() for path in self.files):
             self.prepare(session.workspace, session.host_uid)
+        if self.grader_start == "setup":
+            self._prepare_grader(session)
 
     def reward(self, context: StepContext) -> float:
+        episode = context.session.episode_id
         if not context.episode_over:
+            if self.grader_start == "first_call" and context.result is not None:
+                self._prepare_grader(context.session)
             return 0.0
-        self.grades.pop(context.session.episode_id, None)  # a last episode of that name
+        self.grades.pop(episode, None)  # a last episode of that name
+        prepared = self._prepared.pop(episode, None)
         if context.session.ended:  # a terminated episode earns no task reward
+            if prepared is not None:
+                prepared.close()
             return 0.0
         # outside the agent's reach: a fresh grader session over a copy of the files
         # under test; its verdicts are its own, never the agent's penalty
-        result = grade(context.session, self.grading(), step=context.step)
+        result = grade(context.session, self.grading(), step=context.step, prepared=prepared)
         self.grades[context.session.episode_id] = result
         while len(self.grades) > _KEPT_GRADES:  # a long run: the latest episodes only
             self.grades.pop(next(iter(self.grades)))
