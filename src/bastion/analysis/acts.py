@@ -62,6 +62,8 @@ _VALUE_OPTS: dict[str, frozenset[str]] = {
                          "--checkers", "--include", "--exclude", "--filter", "--config",
                          "--bwlimit", "--log-file", "--log-level", "--max-depth", "--backup-dir",
                          "--suffix", "--include-from", "--exclude-from", "--filter-from"}),
+    "mount": frozenset({"-o", "--options", "-t", "--types", "-L", "--label", "-U", "--uuid",
+                        "-O", "--test-opts", "-N", "--namespace"}),
     "tar": frozenset({"-f", "--file", "-C", "--directory", "-T", "--files-from", "-X",
                       "--exclude-from", "--exclude"}),
 }
@@ -364,6 +366,10 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
         for o in ops if has_script_opt else ops[1:]:
             if "=" not in o:  # var=value operands are assignments, not files
                 acts.write(norm_path(o))
+    elif name == "mount" and len(ops) >= 2:
+        # a mount (a bind of another file, a tmpfs, an overlay) puts something else over
+        # the mount point: the path now reads as the source, as if it had been replaced
+        acts.write(norm_path(ops[-1]))
     elif name in _TOUCHERS:
         for o in ops if name != "truncate" else [a for a in ops]:
             if not re.fullmatch(r"[+-<>/%]?\d+[KMGTP]?", o):

@@ -36,7 +36,7 @@ from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patch
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features as _code_features
 from .stratum import STRATUM_METHOD
-from .interp import embedded_commands, interpreter_code, interpreter_lang, web_shell
+from .interp import embedded_commands, fold_strings, interpreter_code, interpreter_lang, web_shell
 
 __all__ = ["MAX_ARGV", "MAX_DEPTH", "Analyzer", "CallMemory", "analyze_argv", "analyze_command"]
 
@@ -292,6 +292,11 @@ class Analyzer:
         self.path_dirs: dict[str, None] = {}  # directories put on PATH (normalised)
         self.downloaded: dict[str, None] = {}  # files a downloader wrote
         self.links: dict[str, str] = {}  # links made now: link path -> its target
+        # How files were written (for what a later call runs): appended to (>>, tee -a),
+        # truncated first (>), edited in place (sed -i: the text is not the whole file).
+        self.appended: set[str] = set()
+        self.truncated: set[str] = set()
+        self.edited: set[str] = set()
         self.prior_downloads: set[str] = set()  # ... in an earlier call (CallMemory)
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
         self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
@@ -385,10 +390,7 @@ class Analyzer:
         self._code_links()
         self._through_links()
         if self.memory is not None:
-            scripts: dict[str, str | None] = {}
-            for path in self.acts.writes:
-                texts = self.written.get(path)
-                scripts[path] = texts[-1] if texts and texts[-1] else None
+            scripts = {path: self._file_text(path) for path in self.acts.writes}
             self.memory.update_files(self.links, scripts, list(self.acts.deletes))
         _expand_credential_globs(self.acts)
         return {
@@ -443,6 +445,8 @@ class Analyzer:
         if name in ("ln", "link", "cp"):
             for link, target in _link_pairs(name, args):
                 self.links[link] = target
+        if name == "tee" and any(a in ("-a", "--append") for a in args):
+            self.appended.update(norm_path(a) for a in args if not a.startswith("-"))
         if name in ("cp", "ln", "install", "mv", "rsync"):
             ops = [a for a in args if not a.startswith("-")]
             if len(ops) == 2 and _basename(ops[0]) in ("true", "false", ":"):
@@ -673,7 +677,23 @@ class Analyzer:
             if how is None:
                 self._written_program(texts)
                 continue
+            if path in self.appended:
+                texts = [*texts, self._file_text(path) or ""]  # the file as a whole, too
             self._run_written(path, texts, how)
+
+    def _file_text(self, path: str) -> str | None:
+        """The whole text of ``path`` after this command, where it is known: what it
+        wrote last, or, for appends, what an earlier call left there (CallMemory) and
+        what this one added (`printf 'cu' > x` ... `printf 'rl ...' >> x` over calls)."""
+        texts = self.written.get(path)
+        if not texts or any(t is None for t in texts) or path in self.edited:
+            return None
+        if path not in self.appended:
+            return texts[-1] or None
+        base = ""
+        if path not in self.truncated and self.memory is not None:
+            base = self.memory.scripts().get(path) or ""  # unknown before: what we know
+        return (base + "".join(texts)) or None
 
     def _prior_scripts(self) -> dict[str, tuple[str, str]]:
         """Scripts an earlier call wrote (CallMemory) that this command runs, and are not
@@ -1397,6 +1417,9 @@ class Analyzer:
         codes = interpreter_code(lang, argv)
         if stdin is not None and (len(argv) == 1 or "-" in argv[1:]):
             codes.append(stdin)
+        # the same code with its spelled-out constants folded ('wg' + 'et', fromhex):
+        # judged beside the code as written
+        codes += [f for c in codes[:8] if c and (f := fold_strings(c[:MAX_CODE])) != c[:MAX_CODE]]
         for code in codes:
             if not code:
                 continue
@@ -1431,6 +1454,9 @@ class Analyzer:
         """
         if len(text) < 12 or not re.search(r"[(;{`]", text):
             return
+        folded = fold_strings(text[:MAX_CODE])
+        if folded != text[:MAX_CODE]:
+            text = folded  # constants spelled out ('wg' + 'et', fromhex) read as written
         feats = code_features(text)
         if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash",
                     "web_shell_code", "shellcode_literal", "set_proc_name"}:
@@ -2682,6 +2708,7 @@ class _Walk:
             elif prog in ("sed", "perl"):
                 texts = [_sed_result(m) for a in argv[1:] for m in _SED_REPLACEMENT.finditer(a)]
                 texts = texts or [None]
+                an.edited.update(targets)
         for target in dict.fromkeys(targets):
             an.written.setdefault(target, []).extend(texts or [None])  # type: ignore[list-item]
         an.acts.recent = []
@@ -2719,6 +2746,7 @@ class _Walk:
                 if (_WRITE_OP.fullmatch(op) and target and not target.isdigit()
                         and target != "-" and not target.startswith(("/dev/", "&"))):
                     an.acts.write(norm_path(target))
+                    (an.appended if ">>" in op else an.truncated).add(norm_path(target))
                 elif op.endswith("<") and not op.endswith("<<") and target:
                     an.acts.paths.setdefault(norm_path(target))
                     an.acts.reads.setdefault(norm_path(target))
@@ -2753,6 +2781,21 @@ class _Walk:
         body = node.child_by_field_name("body") or (node.children[0] if node.children else None)
         redirects = [c for c in node.children if c is not body and c.type in
                      ("file_redirect", "heredoc_redirect", "herestring_redirect")]
+        while body is not None and body.type == "list":
+            # tree-sitter reads `a > x && b >> x` as `(a > x && b) >> x`; in bash the
+            # trailing redirection is b's alone: a runs as it is, b gets the redirection
+            parts = [c for c in body.children if c.is_named]
+            if not parts:
+                break
+            for c in parts[:-1]:
+                self.visit(c)
+            body = parts[-1]
+        if body is not None and body.type == "redirected_statement":
+            inner = body.child_by_field_name("body") or (body.children[0] if body.children else None)
+            if inner is not None and inner.type == "command":
+                more = [c for c in body.children if c is not inner and c.type in
+                        ("file_redirect", "heredoc_redirect", "herestring_redirect")]
+                return self.command(inner, [*more, *redirects], stdin)
         if body is not None and body.type == "command":
             return self.command(body, redirects, stdin)
         # A redirection of a compound statement (`{ a; b; } > f`, `a && b > f` as bash

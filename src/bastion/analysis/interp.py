@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 
 from .stratum import STRATUM_METHOD
 
-__all__ = ["INTERPRETERS", "code_features", "embedded_commands", "interpreter_code",
+__all__ = ["INTERPRETERS", "code_features", "embedded_commands", "fold_strings", "interpreter_code",
            "interpreter_lang", "web_shell"]
 
 # name -> language; names are matched after stripping version suffixes (python3.11).
@@ -275,6 +276,12 @@ _GATES: dict[str, tuple[str, ...]] = {
 }
 
 
+# chmod from code with a set-uid mode: os.chmod(p, 0o4755), perl chmod(04755, $f) or
+# chmod(oct("4755"), ...), fs.chmodSync(p, '4755'), File.chmod(04755, p), S_ISUID.
+_SETUID_MODE = re.compile(r"chmod\w*\s*\(?[^;\n]{0,200}?(?:\b0o?|\b|['\"])[4-7][0-7]{3}\b"
+                          r"|chmod\w*\s*\([^;\n]{0,200}\bS_ISUID\b", re.IGNORECASE)
+
+
 def code_features(code: str) -> set[str]:
     low = code.lower()
     feats = {name for name, rx in _FEATURES
@@ -289,6 +296,8 @@ def code_features(code: str) -> set[str]:
         feats.add("ptrace_code")
     if "interp_loop" in feats and "fork" in low and _fork_in_loop(code):
         feats.add("fork_bomb")
+    if "chmod" in low and _SETUID_MODE.search(code):
+        feats.add("interp_setuid_mode")  # a file made set-uid/gid-root-runnable from code
     if "setuid" in low or "setresuid" in low or "setreuid" in low:
         if _SETUID_ROOT.search(code):
             feats.add("interp_setuid_root")  # becoming uid 0 from code
@@ -330,12 +339,79 @@ _SHELL_LITERAL = re.compile(r"(['\"])((?:(?!\1)[^\n]){0,300}(?:/dev/(?:tcp|udp)/
                             r"\bsh\s+-i\b|bash\s+-i\b)(?:(?!\1)[^\n]){0,300})\1")
 
 
+# An argv list handed to a process runner: subprocess.run(['su', '-c', 'id', 'root']).
+_ARGV_CALL = re.compile(r"\b(?:run|call|Popen|check_output|check_call|spawnSync|spawn|execFileSync|"
+                        r"execFile|execvpe?|execve?|ProcessBuilder)\s*\(\s*(?:['\"][^'\"\n]*['\"]\s*,\s*)?"
+                        r"\[\s*((?:'[^'\\\n]*'|\"[^\"\\\n]*\")(?:\s*,\s*(?:'[^'\\\n]*'|\"[^\"\\\n]*\"))*)\s*,?\s*\]")
+
+
 def embedded_commands(code: str) -> list[str]:
-    """String literals the code hands to a shell (``os.system("...")`` and friends), and
+    """String literals the code hands to a shell (``os.system("...")`` and friends), argv
+    lists it hands to a process runner (joined as the command line they are), and
     literals that are shell commands wiring a shell to a socket wherever they appear
     (``new ProcessBuilder("bash", "-c", "bash -i >& /dev/tcp/...")``)."""
     out = [m.group(2) for m in _STRING_CALL.finditer(code)]
+    for m in _ARGV_CALL.finditer(code):
+        words = [w[1:-1] for w in re.findall(r"'[^'\\\n]*'|\"[^\"\\\n]*\"", m.group(1))]
+        if len(words) > 1:
+            line = " ".join(shlex.quote(w) for w in words)
+            if line not in out:
+                out.append(line)
     out += [m.group(2) for m in _SHELL_LITERAL.finditer(code) if m.group(2) not in out]
+    return out
+
+
+_LIT = r"(?:'[^'\\\n]*'|\"[^\"\\\n]*\")"
+# Two literals joined: + (python, js, ruby, java), . (perl, php), .. (lua), nothing
+# (python's implicit concatenation, awk's juxtaposition).
+_JOINED = re.compile(rf"({_LIT})[ \t]*(?:\+|\.\.|\.|)[ \t]*({_LIT})")
+_HEX_CALL = re.compile(r"(?:\b(?:bytes|bytearray)\.fromhex|\bbinascii\.(?:unhexlify|a2b_hex)|\bunhexlify)"
+                       r"\(\s*(['\"])([0-9a-fA-F\s]{2,4096})\1\s*\)"
+                       r"|\bpack\s*\(?\s*(['\"])H\*\3\s*,\s*(['\"])([0-9a-fA-F]{2,4096})\4\s*\)?"
+                       r"|\bBuffer\.from\(\s*(['\"])([0-9a-fA-F]{2,4096})\6\s*,\s*['\"]hex['\"]\s*\)")
+_REVERSED = re.compile(rf"({_LIT})\s*\[\s*::\s*-1\s*\]")
+_CHR = re.compile(r"\b(?:chr|String\.fromCharCode)\(\s*(\d{1,3})\s*\)")
+
+
+def _quoted(text: str) -> str | None:
+    if "\n" in text or "\\" in text:
+        return None
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    return None
+
+
+def fold_strings(code: str) -> str:
+    """Constant text in code spelled so that no literal shows it, folded to the literal a
+    reader would write: ``'wg' + 'et'``, perl's ``"47" . "55"``, awk's ``"s" "h"``,
+    ``bytes.fromhex('6375726c')``, perl ``pack("H*", "2f...")``, ``'us'[::-1]``,
+    ``chr(47)``. Nothing is evaluated but these spellings of a string constant; the
+    result is analysed beside the code as written (embedded commands, paths)."""
+    if len(code) > 65536:
+        return code
+
+    def lit(text: str, m: re.Match[str]) -> str:
+        q = _quoted(text)
+        return q if q is not None else m.group(0)
+
+    def unhex(m: re.Match[str]) -> str:
+        digits = "".join((m.group(2) or m.group(5) or m.group(7) or "").split())
+        try:
+            text = bytes.fromhex(digits).decode()
+        except ValueError:
+            return m.group(0)
+        return lit(text, m) if text.isprintable() else m.group(0)
+
+    out = _HEX_CALL.sub(unhex, code)
+    out = _CHR.sub(lambda m: lit(chr(int(m.group(1))), m) if 32 <= int(m.group(1)) < 127 else m.group(0), out)
+    out = _REVERSED.sub(lambda m: lit(m.group(1)[1:-1][::-1], m), out)
+    for _ in range(256):
+        new = _JOINED.sub(lambda m: lit(m.group(1)[1:-1] + m.group(2)[1:-1], m), out)
+        if new == out:
+            break
+        out = new
     return out
 
 
