@@ -12,7 +12,7 @@
   256 KiB reads, an HTTP body) vs the five ``in`` tests it replaced and vs a plain copy
   of each read, in this process: what inspection costs per byte, apart from the relay.
 
-Everything happens inside namespaces this script creates (its own lab, "bstbench"), on
+Everything happens inside namespaces this script creates (its own lab, "bstbn<pid>"), on
 the documentation ranges. The clients run as separate processes (a Python loop for
 latency, curl for throughput) in the namespace of the path being measured: the lab's own
 namespace for "direct" and the proxies, a real session's namespace for the gateway.
@@ -21,7 +21,9 @@ proxy.py and mitmproxy are looked for in $BASTION_BENCH_VENV (default
 kept out of the project venv because mitmproxy pins an older ``cryptography``) and on
 PATH; if absent the row says so.
 
-Run: ``sudo .venv/bin/python benchmarks/bench_gateway.py [--quick]``
+Run: ``sudo .venv/bin/python benchmarks/bench_gateway.py [--quick]``; ``--profile N``
+instead times each stage of N gateway connects (perf_counter_ns spans) and the CPU each
+thread of the process spends per connection, to show where the added latency goes.
 """
 
 from __future__ import annotations
@@ -224,6 +226,107 @@ def inspection_pass(data: bytes, rounds: int = 5) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in speeds.items()}
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, by Python thread name
+    (numbers stripped: a pool's threads summed)."""
+    import re
+    import threading
+
+    names = {t.native_id: re.sub(r"[-_]?\d+$", "", t.name) for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def profile_connects(session_ns: str, count: int) -> None:
+    """Where a connection's time goes on the gateway: each stage of the connect path
+    wrapped with a perf_counter_ns span (medians per connection), the latency client's
+    own p50 beside the direct path's, and the CPU each thread of this process spent per
+    connection. Spans are wall time on a loaded machine: read them relatively.
+    BENCH_CPROFILE=1 adds cProfile of the gateway loop's thread (by internal time)."""
+    import asyncio
+    import functools
+    import threading
+
+    from bastion.gateway import decide as decide_mod
+    from bastion.gateway import owner as owner_mod
+    from bastion.gateway import server as server_mod
+    from bastion.gateway import upstream as upstream_mod
+
+    spans: dict[str, list[int]] = {}
+
+    def timed(owner: object, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+        if asyncio.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def wrapper(*a: object, **kw: object) -> object:
+                start = time.perf_counter_ns()
+                try:
+                    return await fn(*a, **kw)
+                finally:
+                    spans.setdefault(label, []).append(time.perf_counter_ns() - start)
+        else:
+            @functools.wraps(fn)
+            def wrapper(*a: object, **kw: object) -> object:  # type: ignore[misc]
+                start = time.perf_counter_ns()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    spans.setdefault(label, []).append(time.perf_counter_ns() - start)
+        setattr(owner, attr, wrapper)
+
+    for owner, attr, label in (
+            (server_mod.Gateway, "_handle", "handle (accept to relay started)"),
+            (owner_mod.Owners, "lookup", "owner lookup"),
+            (server_mod.Gateway, "_peek", "peek + classify"),
+            (server_mod, "decide", "decide"),
+            (server_mod, "reachable", "reachable"),
+            (server_mod.Attachment, "judged_key", "judged key"),
+            (server_mod.Attachment, "submit", "submit (make_event + hand-off)"),
+            (server_mod.Attachment, "decide", "awaited decide"),
+            (upstream_mod.Upstream, "connect", "upstream connect"),
+            (server_mod.Gateway, "_start_relay", "relay start (+ first send)")):
+        timed(owner, attr, label)
+    del decide_mod
+    profiler = None
+    if os.environ.get("BENCH_CPROFILE"):  # the gateway loop's own functions, by tottime
+        import cProfile
+
+        profiler = cProfile.Profile()
+        loop = server_mod.Gateway.get()._loop
+        loop.call_soon_threadsafe(profiler.enable)
+    before = _thread_cpu()
+    out = _run_in(session_ns, [sys.executable, "-c", LATENCY_CLIENT, WEB_IP, str(BULK_PORT),
+                               "/64", str(count), WEB_IP], timeout=600)
+    after = _thread_cpu()
+    if profiler is not None:
+        import pstats
+
+        done = threading.Event()
+        loop.call_soon_threadsafe(lambda: (profiler.disable(), done.set()))
+        done.wait(5)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    lat = json.loads(out.stdout)
+    total = count + 20
+    print(f"profile: {count} connections, client p50 {pct(lat, 0.5) * 1e3:.3f} ms "
+          f"p99 {pct(lat, 0.99) * 1e3:.3f} ms")
+    for label, values in spans.items():
+        print(f"  {label:34} n={len(values):5d} p50 {pct(values, 0.5) / 1e3:8.1f} us  "
+              f"p90 {pct(values, 0.9) / 1e3:8.1f} us")
+    for name in sorted(after):
+        used = after[name] - before.get(name, 0.0)
+        if used > 0:
+            print(f"  cpu {name:20} {used / total * 1e3:7.3f} ms/connection")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -232,13 +335,17 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="only profile N gateway connects (stage spans, thread CPU)")
     args = parser.parse_args()
     count = 100 if args.quick else 400
     bulk = (64 if args.quick else 128) * 1024 * 1024
     runs = 2 if args.quick else 3
 
-    os.environ["BASTION_LAB"] = "bstbench"
-    lab = Lab("bstbench").up()
+    # a lab of this run's own (another run's teardown must not take this one's away)
+    name = f"bstbn{os.getpid() % 1000000}"
+    os.environ["BASTION_LAB"] = name
+    lab = Lab(name).up()
     state = Path(tempfile.mkdtemp(prefix="bastion-bench-", dir="/var/tmp"))
     os.chmod(state, 0o711)
     zero = state / "zero.bin"
@@ -274,6 +381,13 @@ def main() -> int:
             creates.append(time.perf_counter() - start)
         session = Session(policy, state_dir=state, lab=True)
         session_ns = session._network.netns_path  # type: ignore[union-attr]
+        if args.profile:
+            direct = json.loads(_run_in(
+                lab.netns_path, [sys.executable, "-c", LATENCY_CLIENT, WEB_IP, str(BULK_PORT),
+                                 "/64", str(args.profile), WEB_IP], timeout=300).stdout)
+            print(f"direct p50 {pct(direct, 0.5) * 1e3:.3f} ms (same run, before)")
+            profile_connects(session_ns, args.profile)
+            return 0
 
         # -- the four paths ---------------------------------------------------------------
         paths: dict[str, tuple[str, str, int, str]] = {
@@ -315,16 +429,23 @@ def main() -> int:
         # latency: paths interleaved in rounds, so drift in machine load hits all alike
         # ("every connect awaited": the gateway with remembered judgements off, the
         # round trip to the session's executor on each connection, as before them)
+        # ("upstream as before": the upstream connect awaited through the loop and the
+        # lab namespace's identity checked on every connect, as before stop 4)
         awaited = "gateway, every connect awaited"
-        latencies: dict[str, list[float]] = {name: [] for name in [*paths, awaited]}
+        old_dial = "gateway, upstream dialled as before"
+        latencies: dict[str, list[float]] = {name: [] for name in [*paths, awaited, old_dial]}
         for _ in range(4):
-            for name, (netns, address, port, prefix) in [*paths.items(),
-                                                         (awaited, paths["bastion gateway"])]:
+            for name, (netns, address, port, prefix) in [
+                    *paths.items(), (awaited, paths["bastion gateway"]),
+                    (old_dial, paths["bastion gateway"])]:
                 attachment.remember = name != awaited
+                attachment.upstream.poll_first = name != old_dial
+                attachment.upstream.recheck = 0.0 if name == old_dial else 1.0
                 out = _run_in(netns, [sys.executable, "-c", LATENCY_CLIENT, address, str(port),
                                       f"{prefix}64", str(count // 4), WEB_IP], timeout=300)
                 latencies[name] += json.loads(out.stdout)
         attachment.remember = True
+        attachment.upstream.poll_first, attachment.upstream.recheck = True, 1.0
         results: dict[str, dict[str, float]] = {}
         for name, (netns, address, port, prefix) in paths.items():
             lat = latencies[name]
@@ -388,8 +509,11 @@ def main() -> int:
             print(f"{name:18} {r['p50']:8.3f} {r['p99']:8.3f} {r['p50'] - base['p50']:10.3f} "
                   f"{r['p99'] - base['p99']:10.3f} {r['mbps']:9.1f} "
                   f"{r['mbps'] / base['mbps']:9.2f} {gw['mbps'] / r['mbps']:10.2f}")
-        print(f"{awaited}: p50 {pct(slow, 0.5) * 1e3:.3f} ms, p99 {pct(slow, 0.99) * 1e3:.3f} ms "
-              f"(added p50 {pct(slow, 0.5) * 1e3 - base['p50']:.3f} ms)")
+        for label in (awaited, old_dial):
+            values = latencies[label]
+            print(f"{label}: p50 {pct(values, 0.5) * 1e3:.3f} ms, p99 "
+                  f"{pct(values, 0.99) * 1e3:.3f} ms (added p50 "
+                  f"{pct(values, 0.5) * 1e3 - base['p50']:.3f} ms)")
         print(f"network attach per session: p50 {pct(attach, 0.5) * 1e3:.2f} ms, "
               f"p99 {pct(attach, 0.99) * 1e3:.2f} ms; "
               f"whole session create (sandbox + network), p50 "
@@ -409,6 +533,9 @@ def main() -> int:
         print("JSON " + json.dumps({"paths": results, "upload_mbps": upload,
                                     "awaited_ms": {"p50": pct(slow, 0.5) * 1e3,
                                                    "p99": pct(slow, 0.99) * 1e3},
+                                    "old_dial_ms": {
+                                        "p50": pct(latencies[old_dial], 0.5) * 1e3,
+                                        "p99": pct(latencies[old_dial], 0.99) * 1e3},
                                     "upload_pair_ratio": upload_pair_ratio,
                                     "dns_ms": {k: {"p50": pct(v, 0.5) * 1e3,
                                                    "p99": pct(v, 0.99) * 1e3}

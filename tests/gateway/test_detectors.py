@@ -43,6 +43,28 @@ def test_one_recon_verdict_per_sweep() -> None:
     assert sum(len(d) for d in drops) == 1
 
 
+def test_refused_upstream_connects_to_an_allowed_host_are_a_sweep() -> None:
+    """A port sweep over an allowed host: each connect is allowed and the host refuses
+    it (the close says so); closes that carried traffic, and one closed port retried,
+    are not probes."""
+    detector = ReconDetector()
+    found = []
+    for i in range(RECON_DISTINCT * 3):  # honest: one closed port retried, real closes
+        found += detector.observe(ev(EventKind.NET_CLOSE, i * 0.05, **{
+            "net.decision": "allow", "net.dst_ip": "203.0.113.80", "net.dst_port": 8080,
+            "net.upstream_failed": True}))
+        found += detector.observe(ev(EventKind.NET_CLOSE, i * 0.05, **{
+            "net.decision": "allow", "net.dst_ip": "203.0.113.80", "net.dst_port": 1000 + i,
+            "net.bytes_out": 100, "net.bytes_in": 100}))
+    assert found == []
+    for port in range(1, RECON_DISTINCT + 10):
+        found += detector.observe(ev(EventKind.NET_CLOSE, 10 + port * 0.01, call="glob", **{
+            "net.decision": "allow", "net.dst_ip": "203.0.113.80", "net.dst_port": port,
+            "net.upstream_failed": True}))
+    assert len(found) == 1 and found[0].rule_id == "recon.network_scan"
+    assert found[0].evidence["hosts"] == ["203.0.113.80"]
+
+
 def test_honest_refusals_are_not_a_sweep() -> None:
     detector = ReconDetector()
     found = []

@@ -24,6 +24,7 @@ from bastion import Session
 from bastion.events import Event, EventKind
 from bastion.lab import Lab
 from bastion.lab.topology import host
+from tests.conftest import wait_for
 
 from .conftest import LAB_POLICY
 
@@ -530,6 +531,59 @@ def test_stratum_in_a_chunked_body_is_cut(lab: Lab, make_session: Callable[..., 
     assert b'"mining.subscribe"' not in received and b"params" not in received
 
 
+RECHUNK = r"""
+import json, random, socket, sys, time
+mode, framing = sys.argv[1], sys.argv[2]
+random.seed(7)
+stream = b"".join(json.dumps(m).encode() + b"\n" for m in (
+    {"id": 1, "method": "mining.subscribe", "params": ["xmrig/6.21"]},
+    {"id": 2, "method": "mining.authorize", "params": ["44AFFq5kSiGBoZ4NMDwYtN18obc8", "x"]},
+    {"id": 3, "method": "mining.submit", "params": ["w", "j1", "00", "5f5e1000", "deadbeef"]}))
+s = socket.create_connection(("relay.allowed.lab.test", 80), timeout=3)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if framing == "http":  # an honest-looking request head, the stream as its body
+    s.sendall(b"POST /rpc HTTP/1.1\r\nHost: relay.allowed.lab.test\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(stream))
+# a forwarder re-chunking what a miner wrote: one byte per write, or shuffled sizes
+sizes = [1] * len(stream) if mode == "bytes" else []
+while sum(sizes) < len(stream):
+    sizes.append(random.choice([1, 2, 3, 5, 8, 13, 21]))
+pos = 0
+try:
+    for size in sizes:
+        s.sendall(stream[pos:pos + size]); pos += size
+        time.sleep(random.random() * 0.002)
+    print(s.recv(200))
+except OSError as exc:
+    print("cut", exc)
+"""
+
+
+@pytest.mark.parametrize("framing", ["http", "raw"])
+@pytest.mark.parametrize("mode", ["bytes", "shuffled"])
+def test_a_rechunking_forwarder_is_judged_on_the_reassembled_stream(
+        lab: Lab, make_session: Callable[..., Session], mode: str, framing: str) -> None:
+    """A forwarder that re-chunks a miner's stream (1-byte writes, shuffled sizes)
+    hides no method name from the inspector: it judges the stream, not its reads. Raw
+    framing goes through an entry allowing any TCP protocol (only the stream inspection
+    stands between the miner and the host); HTTP framing through the plain entry."""
+    entry = ({"domain": RELAY, "port": 80, "protocol": "tcp"} if framing == "raw"
+             else {"domain": RELAY})
+    session = make_session(policy(entry), lab=True)
+    session.write_file("/workspace/rechunk.py", RECHUNK)
+    before = len(lab.relay_bytes())
+    session.exec(["python3", "/workspace/rechunk.py", mode, framing], call_id="fwd",
+                 timeout=60)
+    stopped = wait_events(session, EventKind.NET_FLOW,
+                          lambda e: e.get("net.rule") == "gateway.miner_protocol", wait=15)
+    stopped += [e for e in session.events if e.kind is EventKind.NET_CONNECT
+                and e.get("net.rule") == "gateway.miner_protocol"]
+    assert stopped and all(e.call_id == "fwd" for e in stopped)
+    received = lab.relay_bytes()[before:]
+    assert b"mining.subscribe" not in received and b"mining.submit" not in received
+    assert b"44AFFq5k" not in received
+
+
 POST_STRATUM = r"""
 import base64, gzip, json, socket, sys
 mode = sys.argv[1]
@@ -656,11 +710,14 @@ def test_a_200_probe_sweep_is_one_recon_verdict_charged_to_its_call(
     session.write_file("/workspace/sweep.py", SWEEP)
     session.exec("true", call_id="before")
     session.exec(["python3", "/workspace/sweep.py"], call_id="sweep")
-    probes = wait_events(session, EventKind.NET_CONNECT,
-                         lambda e: str(e.get("net.dst_ip", "")).startswith("10."))
-    time.sleep(1.0)
-    probes = [e for e in session.events if e.kind is EventKind.NET_CONNECT
-              and str(e.get("net.dst_ip", "")).startswith("10.")]
+
+    def seen() -> list[Event]:
+        return [e for e in session.events if e.kind is EventKind.NET_CONNECT
+                and str(e.get("net.dst_ip", "")).startswith("10.")]
+
+    # the gateway's records of the probes may still be arriving on a slow machine
+    wait_for(lambda: len(seen()) >= 100)
+    probes = seen()
     # the verdict (high: kill) ends the scanner mid-sweep; probes whose connection it
     # reset before the gateway accepted them are gone for good
     assert len(probes) >= 100
@@ -670,6 +727,60 @@ def test_a_200_probe_sweep_is_one_recon_verdict_charged_to_its_call(
     assert all(e.get("net.rule") == "gateway.private" for e in probes)
     scans = [v for v in session.verdicts if v.rule_id == "recon.network_scan"]
     assert len(scans) == 1 and scans[0].call_id == "sweep"
+
+
+ALLOWED_IP = host("allowed").ip
+
+
+@pytest.mark.parametrize("target", ["denied-address", "allowed-host"])
+def test_a_curl_port_glob_is_one_recon_verdict_charged_to_its_call(
+        lab: Lab, make_session: Callable[..., Session], target: str) -> None:
+    """``curl http://HOST:[1-40]/``: a port sweep written as a URL glob, by behaviour at
+    the gateway (no rule pack reads the command here). Over an address nothing allows,
+    each connect is refused; over an allowed host (a CIDR entry, any port), each is
+    allowed and the host refuses it: both are a sweep, charged to the call."""
+    if target == "denied-address":
+        session = make_session(LAB_POLICY, lab=True)
+        url, ip = "http://203.0.113.5:[1-40]/", "203.0.113.5"
+    else:
+        session = make_session(policy({"cidr": f"{ALLOWED_IP}/32"}, name="cidr"), lab=True)
+        url, ip = f"http://{ALLOWED_IP}:[1001-1040]/", ALLOWED_IP
+    session.exec(["curl", "-s", "-m", "2", "-o", "/dev/null", url], call_id="glob",
+                 timeout=120)
+    scans = wait_events_verdict(session, "recon.network_scan")
+    assert len(scans) == 1 and scans[0].call_id == "glob"
+    probes = [e for e in session.events if e.get("net.dst_ip") == ip
+              and e.kind in (EventKind.NET_CONNECT, EventKind.NET_CLOSE)]
+    assert probes and all(e.call_id == "glob" for e in probes)
+    if target == "allowed-host":
+        assert any(e.get("net.upstream_failed") for e in probes)
+
+
+def test_honest_requests_over_a_url_glob_are_no_sweep(
+        lab: Lab, make_session: Callable[..., Session]) -> None:
+    """Thirty pages of one allowed site by a URL glob, and one closed port retried:
+    no recon verdict."""
+    session = make_session(policy({"cidr": f"{ALLOWED_IP}/32"}, name="cidr"), lab=True)
+    r = session.exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} ",
+                      "http://allowed.lab.test/page[1-30]"], call_id="pages", timeout=120)
+    assert r.stdout.split() and "000" not in r.stdout.split(), r.stdout
+    session.exec(["curl", "-s", "-m", "2", "--retry", "3", "--retry-connrefused",
+                  "--retry-delay", "0", "-o", "/dev/null", f"http://{ALLOWED_IP}:1001/"],
+                 call_id="retry", timeout=120)
+    failed = wait_events(session, EventKind.NET_CLOSE, lambda e: bool(e.get("net.upstream_failed")))
+    assert failed  # the retried port was seen, and counted once
+    session.exec("true", call_id="after")  # a call boundary: detectors have run
+    assert "recon.network_scan" not in rules(session)
+
+
+def wait_events_verdict(session: Session, rule: str, wait: float = 15.0) -> list[Any]:
+    """The session's verdicts of ``rule``, waited for."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [v for v in list(session.verdicts) if v.rule_id == rule]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_drops_and_v4_mapped_connections_are_attributed(

@@ -3,7 +3,6 @@ connection is obeyed before anything is dialled."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +11,7 @@ from bastion import Session
 from bastion.events import Action, Event, EventKind, Severity, Verdict
 from bastion.gateway import server
 from bastion.lab import Lab
+from tests.conftest import wait_for
 
 from .conftest import LAB_POLICY
 
@@ -33,10 +33,7 @@ def test_long_lived_connection_yields_flow_events(
     session.write_file("/workspace/keep.py", KEEPALIVE)
     r = session.exec(["python3", "/workspace/keep.py"])
     assert r.stdout.count("HTTP/1.1 200 OK") == 3, r.stderr
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and not any(
-            e.kind is EventKind.NET_CLOSE for e in session.events):
-        time.sleep(0.05)
+    wait_for(lambda: [e for e in session.events if e.kind is EventKind.NET_CLOSE])
     flows = [e for e in session.events if e.kind is EventKind.NET_FLOW]
     close = [e for e in session.events if e.kind is EventKind.NET_CLOSE]
     assert len(flows) >= 2 and len(close) == 1
@@ -77,7 +74,12 @@ s = socket.create_connection(("denied.lab.test", 80), timeout=5)
 s.sendall(b"GET /1 HTTP/1.1\r\nHost: denied.lab.test\r\n\r\n")
 print(s.recv(4096).split(b"\r\n")[0].decode(), flush=True)
 open("/workspace/ready", "w").close()
-time.sleep(2.0)
+for _ in range(3000):  # until the test has switched the phase (30 s at most)
+    try:
+        open("/workspace/go").close()
+        break
+    except OSError:
+        time.sleep(0.01)
 try:
     s.sendall(b"GET /2 HTTP/1.1\r\nHost: denied.lab.test\r\n\r\n")
     data = s.recv(4096)
@@ -99,18 +101,12 @@ def test_phase_switch_cuts_connections_the_new_phase_refuses(
     runner = threading.Thread(target=lambda: result.append(
         session.exec(["python3", "/workspace/phased.py"], call_id="bg")))
     runner.start()
-    deadline = time.monotonic() + 10
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ready.exists()
+    assert wait_for(ready.exists)
     session.set_network_phase("agent")
-    runner.join(15)
+    (session.workspace / "go").write_text("")  # the second request only after the switch
+    runner.join(60)
     out = result[0].stdout  # type: ignore[attr-defined]
     assert out.startswith("HTTP/1.1 200 OK"), out
     assert "second: HTTP/1.1 200" not in out, out
-    closes = [e for e in session.events if e.kind is EventKind.NET_CLOSE]
-    deadline = time.monotonic() + 3
-    while not closes and time.monotonic() < deadline:
-        time.sleep(0.05)
-        closes = [e for e in session.events if e.kind is EventKind.NET_CLOSE]
+    closes = wait_for(lambda: [e for e in session.events if e.kind is EventKind.NET_CLOSE])
     assert closes and closes[0].get("net.cut", "").startswith("phase agent")

@@ -68,8 +68,14 @@ SHAPE_MIN_TURNS = 40
 
 
 class ReconDetector:
+    """Refused destinations counted per session: connects the gateway denied, firewall
+    drops, and allowed connects whose destination refused them (or never answered,
+    ``net.upstream_failed`` on the close): a port sweep over an allowed host — a curl
+    URL glob over ports — is as much a sweep as one over denied addresses. A client
+    retrying one closed port is one destination, not a sweep."""
+
     name = "recon_scan"
-    kinds = frozenset({EventKind.NET_CONNECT, EventKind.NET_DROP})
+    kinds = frozenset({EventKind.NET_CONNECT, EventKind.NET_DROP, EventKind.NET_CLOSE})
 
     def __init__(self) -> None:
         self._seen: dict[str, deque[tuple[int, tuple[str, Any]]]] = {}
@@ -78,12 +84,15 @@ class ReconDetector:
 
     def observe(self, event: Event) -> list[Finding]:
         fields = event.fields
-        if fields.get("net.decision") != "deny":
-            return []
         ip = fields.get("net.dst_ip")
-        rule = str(fields.get("net.rule") or "")
-        if ip is None or not rule.startswith(_PROBE_RULES):
-            return []
+        if event.kind is EventKind.NET_CLOSE:
+            if ip is None or fields.get("net.upstream_failed") is not True:
+                return []
+        else:
+            rule = str(fields.get("net.rule") or "")
+            if (fields.get("net.decision") != "deny" or ip is None
+                    or not rule.startswith(_PROBE_RULES)):
+                return []
         target = (str(ip), fields.get("net.dst_port"))
         now = event.ts
         with self._lock:

@@ -726,7 +726,10 @@ class Gateway:
         try:
             upstream = await attachment.upstream.connect(dial_ip, dst_port)
         except (TimeoutError, OSError) as exc:
+            # an allowed destination that refused or never answered: a probe of a port
+            # nobody serves (a sweep over an allowed host counts these, not denials)
             closing = {**fields, "net.error": f"upstream connect failed: {exc}",
+                       "net.upstream_failed": True,
                        "net.bytes_out": 0, "net.bytes_in": 0, "net.duration": 0.0}
             attachment.emit(EventKind.NET_CLOSE, closing)
             return False

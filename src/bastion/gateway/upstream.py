@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ _DNS_TIMEOUT = 2.0
 _CONNECT_TIMEOUT = 5.0
 _CACHE_TTL = 30.0
 _SPARES = 8  # TCP sockets made ahead in a namespace, per entry into it
+_RECHECK = 1.0  # seconds between checks that the namespace is still the same one
 
 
 def system_nameserver() -> tuple[str, int]:
@@ -49,6 +52,11 @@ class Upstream:
     # a namespace costs four system calls, so a connection's socket is made ahead with
     # its neighbours'. Only for the lab's long-lived namespace, never a session's.
     _spares: tuple[int, list[socket.socket]] = field(default_factory=lambda: (0, []))
+    _checked: float = 0.0  # when the namespace's identity is to be checked again
+    # whether a fresh connect is polled once before the loop watches it (the benchmark
+    # turns it off to measure what it saves)
+    poll_first: bool = True
+    recheck: float = _RECHECK  # seconds between checks of the namespace's identity
 
     def socket(self, kind: int) -> socket.socket:
         if self.netns is None:
@@ -70,8 +78,16 @@ class Upstream:
 
     def _stream(self) -> socket.socket:
         assert self.netns is not None
-        ino = os.stat(self.netns).st_ino  # the same namespace still (a lab brought back up)
         made_in, spares = self._spares
+        now = time.monotonic()
+        ino = made_in
+        if not spares or now >= self._checked:
+            # the same namespace still (a lab brought back up)? A stat of a path under
+            # /run/netns costs a few hundred microseconds on a host with many
+            # namespaces: asked when the spares run out and at most once a second (a
+            # spare left from a namespace since removed fails to connect: refused)
+            ino = os.stat(self.netns).st_ino
+            self._checked = now + self.recheck
         if made_in != ino or not spares:
             for old in spares:
                 old.close()
@@ -109,13 +125,40 @@ class Upstream:
         return addresses
 
     async def connect(self, ip: str, port: int) -> socket.socket:
+        """A connected TCP socket to ``ip:port`` (raises OSError / TimeoutError).
+
+        The handshake is often over by the time ``connect`` returns EINPROGRESS (a
+        nearby server: the SYN-ACK is processed in the same system call), so the socket
+        is polled once without waiting before the loop is asked to watch it: a round
+        through the event loop costs more than the handshake itself."""
         loop = asyncio.get_running_loop()
         sock = self.socket(socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            async with asyncio.timeout(_CONNECT_TIMEOUT):
-                await loop.sock_connect(sock, (ip, port))
+            err = sock.connect_ex((ip, port))
+            if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+                if self.poll_first and poller.poll(0):
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                else:
+                    async with asyncio.timeout(_CONNECT_TIMEOUT):
+                        await _writable(loop, sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, f"connect to {ip}:{port}: {os.strerror(err)}")
         except BaseException:
             sock.close()
             raise
         return sock
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Until ``sock`` is writable (its non-blocking connect finished, either way)."""
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
