@@ -366,6 +366,10 @@ def argv_acts(name: str, argv: list[str], acts: Acts) -> None:
         for o in ops if has_script_opt else ops[1:]:
             if "=" not in o:  # var=value operands are assignments, not files
                 acts.write(norm_path(o))
+    elif name in ("split", "csplit") and len(ops) >= 2 and not ops[-1].isdigit():
+        # split FILE PREFIX writes PREFIXaa, PREFIXab...: the pieces, as a glob
+        acts.write(norm_path(ops[-1]) + "*")
+        acts.reads.pop(norm_path(ops[-1]), None)
     elif name == "mount" and len(ops) >= 2:
         # a mount (a bind of another file, a tmpfs, an overlay) puts something else over
         # the mount point: the path now reads as the source, as if it had been replaced

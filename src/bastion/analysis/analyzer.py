@@ -200,6 +200,8 @@ class CallMemory:
         self._downloaded: dict[str, None] = {}
         self._links: dict[str, str] = {}
         self._scripts: dict[str, str] = {}
+        self._secrets: dict[str, str] = {}  # file made from a credential -> the credential
+        self._staged_secret = False  # a secret's copy was `git add`ed (pushed later?)
 
     def downloaded(self) -> list[str]:
         with self._lock:
@@ -214,6 +216,28 @@ class CallMemory:
         """Path -> the text last written there by an earlier call."""
         with self._lock:
             return dict(self._scripts)
+
+    def secrets(self) -> dict[str, str]:
+        """Files earlier calls made from a credential store (copies, pieces, encodings)
+        -> the credential they came from."""
+        with self._lock:
+            return dict(self._secrets)
+
+    def staged_secret(self) -> bool:
+        with self._lock:
+            return self._staged_secret
+
+    def update_secrets(self, made: dict[str, str], rewritten: list[str], staged: bool) -> None:
+        with self._lock:
+            for path in rewritten:
+                if path not in made:
+                    self._secrets.pop(path, None)
+            for path, origin in made.items():
+                self._secrets.pop(path, None)
+                self._secrets[path] = origin
+            while len(self._secrets) > self.LIMIT:
+                self._secrets.pop(next(iter(self._secrets)))
+            self._staged_secret = self._staged_secret or staged
 
     def update(self, fetched: list[str], rewritten: list[str]) -> None:
         """Files fetched by this command are remembered; files it wrote otherwise or
@@ -297,6 +321,7 @@ class Analyzer:
         self.appended: set[str] = set()
         self.truncated: set[str] = set()
         self.edited: set[str] = set()
+        self.git_added: list[str] = []  # paths given to `git add` (".", -A, commit -a)
         self.prior_downloads: set[str] = set()  # ... in an earlier call (CallMemory)
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
         self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
@@ -389,6 +414,7 @@ class Analyzer:
             self.feature("shell_stratum")
         self._code_links()
         self._through_links()
+        self._secret_copies()
         if self.memory is not None:
             scripts = {path: self._file_text(path) for path in self.acts.writes}
             self.memory.update_files(self.links, scripts, list(self.acts.deletes))
@@ -445,6 +471,14 @@ class Analyzer:
         if name in ("ln", "link", "cp"):
             for link, target in _link_pairs(name, args):
                 self.links[link] = target
+        if name == "git":
+            ops = [a for a in args if not a.startswith("-")]
+            if ops[:1] == ["add"]:
+                self.git_added.extend(norm_path(a) if a != "." else "." for a in ops[1:])
+                self.git_added.extend(a for a in args if a in ("-A", "--all"))
+            elif ops[:1] == ["commit"] and any(a == "-a" or a == "--all" or re.fullmatch(r"-[a-zA-Z]*a[a-zA-Z]*", a)
+                                               for a in args):
+                self.git_added.append("-a")
         if name == "tee" and any(a in ("-a", "--append") for a in args):
             self.appended.update(norm_path(a) for a in args if not a.startswith("-"))
         if name in ("cp", "ln", "install", "mv", "rsync"):
@@ -740,6 +774,36 @@ class Analyzer:
                     self.acts.writes.setdefault(lp)
                     self.acts.paths.setdefault(tp)
 
+    def _secret_copies(self) -> None:
+        """A file made from a credential store (cp, split, base64 > f, tar) is the secret:
+        reading it later (an upload of the pieces in another call) reads the credential,
+        and pushing a commit that holds it sends it. The files written by a command that
+        reads a credential are its copies (remembered for later calls, CallMemory)."""
+        acts = self.acts
+        known = self.memory.secrets() if self.memory is not None else {}
+        creds = [r for r in acts.reads if _is_credential(r)]
+        made = {w: creds[0] for w in acts.writes if creds and not _is_credential(w)}
+        secrets = {**known, **made}
+        if secrets:
+            for r in list(acts.reads):
+                for path, origin in secrets.items():
+                    if path in made:
+                        continue  # a copy made now is read by its own maker: not twice
+                    if r == path or fnmatch.fnmatchcase(r, path) or fnmatch.fnmatchcase(path, r):
+                        acts.reads.setdefault(origin)
+        staged = False
+        for path in self.git_added:
+            if path in (".", "./", "-A", "--all", "-a") and (secrets or creds):
+                staged = True
+            elif path in secrets or _is_credential(path) or any(
+                    fnmatch.fnmatchcase(path, s) or fnmatch.fnmatchcase(s, path) for s in secrets):
+                staged = True
+        pushed = "git push" in self.subcmds
+        if pushed and (staged or (self.memory is not None and self.memory.staged_secret())):
+            self.feature("secret_pushed")  # a commit holding a credential sent to a remote
+        if self.memory is not None:
+            self.memory.update_secrets(made, [*acts.writes, *acts.deletes], staged)
+
     def _through_links(self) -> None:
         """A link is its target: reading, writing or chmod-ing a link (made now or by an
         earlier call, CallMemory) reads, writes or re-modes what it points at. Deleting
@@ -875,13 +939,20 @@ class Analyzer:
         """Code that runs, reads a credential store and talks to another host (socket,
         HTTP client, upload): the read is for sending (perl IO::Socket POST of a key)."""
         feats = code_features(code[:MAX_CODE])
-        if not feats & {"interp_http", "interp_upload", "interp_socket"}:
+        lookups = "getaddrinfo" in code or "gethostby" in code or "resolve" in code.lower() \
+            or "lookup" in code
+        if not feats & {"interp_http", "interp_upload", "interp_socket"} and not lookups:
             return
         reads = Acts()
         _code_file_acts(code, reads)
         _code_credential_reads(code, reads)
         _expand_credential_globs(reads)
         if not any(_is_credential(r) for r in reads.reads):
+            return
+        if lookups and _DATA_LOOKUP.search(code[:MAX_CODE]):
+            # a name to resolve built from data, in code that reads a key: the key leaves
+            # in DNS labels (the resolver carries them to the domain's name server)
+            self.feature("interp_secret_send")
             return
         hosts = [m.group(1).lower() for m in _CODE_ENDPOINT.finditer(code)]
         hosts += [m.group(1).lower() for m in _CODE_NAMED_HOST.finditer(code)]
@@ -2173,6 +2244,14 @@ def _code_credential_reads(code: str, acts: Any) -> None:
 _CODE_LINK = re.compile(
     r"""\b(?:symlink|link|symlinkSync|linkSync)\s*\(?\s*(['"])([^'"\n]{1,300})\1\s*,\s*(['"])([^'"\n]{1,300})\3"""
     r"""|Path\(\s*(['"])([^'"\n]{1,300})\5\s*\)\.(?:symlink_to|hardlink_to)\W{0,3}(?:Path\()?\s*(['"])([^'"\n]{1,300})\7""")
+# A name resolved that is built from data: f"{chunk}.x.example", d + ".x.example",
+# "%s.x.example" % d, "{}.x".format(d) handed to getaddrinfo/gethostbyname/dns lookups.
+_DATA_LOOKUP = re.compile(
+    r"(?:getaddrinfo|gethostbyname(?:_ex)?|dns\.resolver\.(?:resolve|query)|\bresolve[46]?|"
+    r"dns\.lookup|Resolv\.getaddress(?:es)?|\bgethost)\s*\(\s*"
+    r"(?:f['\"][^'\"\n]*\{[^}\n]+\}[^'\"\n]*\.[A-Za-z][\w-]*['\"]"
+    r"|[A-Za-z_][\w\[\]:.()]*\s*\+\s*['\"]\.[\w.-]+['\"]"
+    r"|[`'\"][^`'\"\n]*(?:%s|\{\}|\$\{[^}\n]+\})[^`'\"\n]*\.[A-Za-z][\w-]*[`'\"])")
 _FILEINPUT_INPLACE = re.compile(r"\b(?:input|FileInput)\s*\(([^()]{0,2000}?\binplace\s*=\s*(?:True|1)\b[^()]{0,200})\)")
 
 
