@@ -11,7 +11,10 @@ python3 train.py > log 2>&1 &`` polled later is how an agent runs a long job. So
   action (``start -> kill``; the evidence itself, the code, exists before the miner
   runs), and from the resource sample that crossed the budget to the kill action
   (``sample -> kill``, the pipeline's own latency; add at most one sampling
-  interval, which this cannot see);
+  interval, which this cannot see), and from the first sample that showed the
+  miner's call computing to the kill action (``seen -> kill``: the compute and its
+  code's evidence both in hand, i.e. "after the evidence appears"; the verdict keeps
+  its call's last 16 sample ids, so past 16 samples this reads short);
 * an **evidence-free** burner (``while True: pass`` renamed with ``exec -a``, a 25%
   duty loop) gets a low note (``detector.background_busy``, no action, no penalty):
   ``start -> note``; it is killed only past ``background_kill_cpu_seconds`` (180
@@ -31,6 +34,7 @@ burner placed directly in a cgroup (the floor of any kill).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -159,6 +163,9 @@ def one(state_dir: Path, name: str, shape: tuple[str | None, str, bool],
             s.exec("true", call_id="c0")
         r = s.exec(command, call_id="c1", step=1)
         returned = time.monotonic_ns()
+        if r.outcome.value == "denied":  # refused before it ran: contained, nothing to time
+            print(f"  (refused before it ran: {r.reason})")
+            return {"refused": 1.0} if evidence else None
         assert r.exit_code == 0, r
         deadline = time.monotonic() + timeout
         wanted = KILLS if evidence else (NOTE,)
@@ -177,6 +184,10 @@ def one(state_dir: Path, name: str, shape: tuple[str | None, str, bool],
             return {"start_to_note": (verdict.ts - returned) / 1e9,
                     "killed": float(bool(killed))}
         sample = next(e for e in list(s.events) if e.id == verdict.event_ids[-1])
+        # the first sample that showed the miner's call computing: from then on the
+        # compute and its code's evidence were both in hand ("evidence -> kill")
+        first = next((e for e in list(s.events) if e.id in set(verdict.event_ids)
+                      and e.call_id == verdict.call_id), sample)
         kill = None
         while kill is None and time.monotonic() < deadline:
             kill = next((e for e in list(s.events) if e.kind is EventKind.ACTION
@@ -187,7 +198,15 @@ def one(state_dir: Path, name: str, shape: tuple[str | None, str, bool],
             time.sleep(0.002)
         gone = time.monotonic_ns()
         assert kill is not None
+        # how often the session was actually sampled meanwhile (the policy says every
+        # 250 ms; a starved sampler is the first suspect of a slow kill)
+        stamps = [e.ts for e in list(s.events) if e.kind is EventKind.RESOURCE
+                  and e.fields.get("res.scope") == "session"
+                  and first.ts - 5e9 <= e.ts <= kill.ts]
+        gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)] or [0.0]
         return {"sample_to_kill": (kill.ts - sample.ts) / 1e9,
+                "sample_gap_max": max(gaps),
+                "seen_to_kill": (kill.ts - first.ts) / 1e9,
                 "start_to_kill": (kill.ts - returned) / 1e9,
                 "start_to_gone": (gone - returned) / 1e9,
                 "on_evidence": float(verdict.rule_id == "detector.compute_with_mining_evidence")}
@@ -243,6 +262,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--timeout", type=float, default=120.0, help="per miner, seconds")
     parser.add_argument("--shapes", default="", help="comma-separated shape name prefixes")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="leave out the honest background training job (minutes under load)")
     args = parser.parse_args()
     state_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-miner-", dir="/var/tmp"))
     os.chmod(state_dir, 0o711)
@@ -277,24 +298,29 @@ def main() -> int:
                         except SandboxUnavailable:  # the host too loaded to launch one
                             unstarted += 1
                     done = [r for r in runs if r is not None]
-                    keys = sorted({k for r in done for k in r if k not in ("killed", "on_evidence")})
+                    keys = sorted({k for r in done for k in r
+                                   if k not in ("killed", "on_evidence", "refused")})
                     row: dict[str, object] = {"decided": f"{len(done)}/{len(runs)}",
                                               "sandbox_not_started": unstarted}
                     if shape[2]:
-                        row["contained_on_evidence"] = int(sum(r["on_evidence"] for r in done))
+                        row["contained_on_evidence"] = int(sum(r.get("on_evidence", 0)
+                                                               for r in done))
+                        row["refused_before_run"] = int(sum(r.get("refused", 0) for r in done))
                         print(f"{name:<42} contained {len(done)}/{len(runs)} "
                               f"(+{unstarted} not started), on evidence "
-                              f"{int(sum(r['on_evidence'] for r in done))}")
+                              f"{row['contained_on_evidence']}, refused before it ran "
+                              f"{row['refused_before_run']}")
                     else:
                         row["killed"] = int(sum(r["killed"] for r in done))
                         print(f"{name:<42} noted {len(done)}/{len(runs)} (+{unstarted} not "
                               f"started), killed {int(sum(r['killed'] for r in done))}")
                     for key in keys:
-                        row[key] = summary_ms([r[key] for r in done])
-                        print(f"  {key:<40} {_pcts([r[key] for r in done])}")
+                        values = [r[key] for r in done if key in r]
+                        row[key] = summary_ms(values)
+                        print(f"  {key:<40} {_pcts(values)}")
                     per[name] = row
                 jobs = []
-                for _ in range(max(1, args.rounds // 2)):
+                for _ in range(0 if args.skip_training else max(1, args.rounds // 2)):
                     try:
                         jobs.append(training(state_dir, max(args.timeout, 300.0)))
                     except SandboxUnavailable:

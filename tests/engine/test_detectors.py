@@ -381,3 +381,24 @@ def test_strong_evidence_with_a_busy_streak_kills_a_miner_starved_of_cpu():
     [kill] = d.observe(starved("c2", 3.0))
     assert kill.rule_id == "detector.compute_with_mining_evidence"
     assert "nonce-search program" in kill.message and "call c1" in kill.message
+
+
+def test_strong_evidence_kills_after_half_a_second_runnable_however_little_cpu():
+    """The kill must come within 2 s of the evidence on a crowded host: half a second
+    runnable with 0.02 core-s used is enough with strong evidence, and nothing
+    without (an honest background job starved the same way is not judged on it)."""
+    def starved(call: str, t: float, session: str) -> Event:
+        e = _call(0.0, bg=0.0, call=call, t=t, returned=True)
+        return Event(e.kind, session_id=session, call_id=call, step=3, ts=e.ts, fields={
+            **e.fields, "res.bg_runnable_seconds": 0.25 * (t / 0.25 + 1),
+            "res.bg_runnable_cpu_seconds": 0.01 * (t / 0.25 + 1)})
+
+    d = ComputeDetector(DetectorSettings())
+    d.observe(Event(EventKind.COMMAND, session_id="miner", call_id="c1", fields={
+        "cmd.features": ["interp_hash_spin"]}))
+    first = d.observe(starved("c1", 0.0, "miner"))  # 0.25 s runnable: not yet
+    assert not [f for f in first if f.rule_id == "detector.compute_with_mining_evidence"]
+    [kill] = d.observe(starved("c1", 0.25, "miner"))  # 0.5 s runnable, 0.02 core-s
+    assert kill.rule_id == "detector.compute_with_mining_evidence"
+    honest = [f for t in range(12) for f in d.observe(starved("c1", t * 0.25, "honest"))]
+    assert not [f for f in honest if f.severity.name != "LOW"]

@@ -87,7 +87,12 @@ class _Expected:
 
 
 _WEAK_EVIDENCE_FACTOR = 3.0  # a bare hash loop: honest checksumming looks the same
-_EVIDENCE_BUSY_CPU = 0.05  # core-s a busy streak with strong evidence must have run
+# a busy streak with strong mining evidence in the session: runnable this long, having
+# run at least this much, is a miner however little CPU a crowded host gives it (at 32
+# sessions on 2 cores a nice-19 miner took 7 s to run 0.05 core-s; the evidence, not
+# the CPU, is what says "miner", and the kill must come within 2 s of it)
+_EVIDENCE_BUSY_SECONDS = 0.5
+_EVIDENCE_BUSY_CPU = 0.01
 _MAX_IDS = 16
 _MIN_SHARE = 0.2  # of a crossed session-wide budget, the share that makes a call a culprit
 
@@ -107,7 +112,10 @@ class MiningEvidence:
 
     def observe(self, event: Event) -> None:
         strong, reason = False, ""
-        if event.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW):
+        if event.kind is EventKind.RESOURCE:
+            if event.fields.get("res.bg_evidence"):  # what a busy process runs (runcode.py)
+                strong, reason = True, str(event.fields["res.bg_evidence"])
+        elif event.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW):
             if event.fields.get("net.app") == "stratum" or event.fields.get("net.stratum_method"):
                 strong, reason = True, (f"Stratum traffic to {event.fields.get('net.dst_ip')}:"
                                         f"{event.fields.get('net.dst_port')}")
@@ -265,9 +273,9 @@ class ComputeDetector:
       evidence (``MiningEvidence``: Stratum traffic, a wallet, a nonce search, a hash
       loop that talks to the network) used >= ``evidence_cpu_seconds`` (x3 for a bare
       hashing loop), or the session shows strong evidence in any call and this call's
-      *background* processes used that much or stayed runnable for
-      ``background_busy_seconds`` (a miner split over calls, or starved of CPU on a
-      crowded host);
+      *background* processes used that much or stayed runnable for 0.5 s (at most
+      ``background_busy_seconds``; a miner split over calls, or starved of CPU on a
+      crowded host: the evidence says miner, the streak says it is running);
     * ``detector.background_compute`` (high, kill): with no evidence, background
       compute (processes that outlived or detached from their call, that no running
       call talks to, short-lived ones included) summed over the session reached the
@@ -319,6 +327,8 @@ class ComputeDetector:
             return []
         if event.fields.get("res.scope") != "call" or event.call_id is None:
             return []
+        if event.fields.get("res.bg_evidence"):
+            self._evidence.observe(event)
         call = event.call_id
         used = float(event.fields.get("res.cpu_seconds") or 0.0)
         background = float(event.fields.get("res.bg_cpu_seconds") or 0.0)
@@ -379,9 +389,9 @@ class ComputeDetector:
             # such evidence at all)
             own = max(state.background_all.by_call.get(call, 0.0),
                       state.busy.by_call.get(call, 0.0))
+            streak = min(s.background_busy_seconds, _EVIDENCE_BUSY_SECONDS)
             if own >= s.evidence_cpu_seconds or (
-                    state.busy.runnable_of(call) >= s.background_busy_seconds
-                    and own >= _EVIDENCE_BUSY_CPU):
+                    state.busy.runnable_of(call) >= streak and own >= _EVIDENCE_BUSY_CPU):
                 where, reason = elsewhere
                 return "detector.compute_with_mining_evidence", {
                     **self._figures(state, call), "limit": s.evidence_cpu_seconds,

@@ -17,7 +17,14 @@ each session gets
 Sampling takes at most ``_MAX_SHARE`` (15%) of a core: with many sessions in one
 process the samples are spaced out beyond ``interval`` (the budgets count CPU used,
 which no sample misses; only the latency grows) instead of starving the process
-sensor's thread of the interpreter.
+sensor's thread of the interpreter. The share is the sampler thread's own CPU time
+(``time.thread_time``), not wall time: on a crowded host a sample waits for a core
+far longer than it computes, and counting that wait spaced 64 sessions' samples
+seconds apart, which is what delayed a miner's kill there. A session with live
+background compute (a busy streak: a miner's shape, or an honest ``nohup`` job) is
+*urgent*: sampled every ``interval`` whatever the spacing of the others, so its
+evidence is judged on time; so is one whose call just returned (what outlived it
+is seen at once).
 
 Only CPU *used* is measured, never run-queue demand: on a host shared by many
 sessions, waiting for a core is not burning one. Bastion's own processes in the
@@ -65,6 +72,7 @@ from .procfs import (
     read_stat,
     read_tcp_established,
 )
+from .runcode import mining_code
 from .tcpinfo import TcpActivity
 
 __all__ = ["ResourceSensor"]
@@ -126,11 +134,17 @@ class _SessionState:
     # only once that call has ended and the next one runs
     pids_last: tuple[CallRef, float] | None = None
     tcp: TcpActivity | None = None  # sock_diag in the session's network namespace
+    # live background compute at the last sample, or a call that returned since: the
+    # session is sampled every interval, not spaced out with the others (module doc)
+    urgent: bool = True
     busy_share: float = 0.5  # rules.detectors.background_busy_share
     # (pid, start) of background processes -> (streak, run, wait, at) at the last read
     streaks: dict[tuple[int, int], tuple[Streak, float, float, float]] = field(
         default_factory=dict)
     pids_by_call: dict[str, int] = field(default_factory=dict)  # v2: refused forks per call
+    # (pid, start) of busy background processes -> mining evidence in the code they
+    # run (runcode.py), read once each
+    code: dict[tuple[int, int], str | None] = field(default_factory=dict)
     ooms_by_call: dict[str, int] = field(default_factory=dict)  # v2: OOM kills per call
     disk_full: bool = False  # the session's files filled their filesystem at the last look
     disk_waits: int = 0  # samples the disk has been full with no writer found yet
@@ -192,8 +206,9 @@ class ResourceSensor:
     def unregister(self, session: Watched) -> None:
         with self._lock:
             state = self._sessions.pop(session.session_id, None)
-        with self._sampling:
-            pass  # a sample in flight finishes before the session is let go
+        with self._sampling:  # a sample in flight finishes before the session is let go
+            if state is not None and self._broken is None:
+                self._last_look(state)
         if state is not None and state.tcp is not None:
             state.tcp.close()  # it holds the session's network namespace
             state.tcp = None
@@ -225,16 +240,40 @@ class ResourceSensor:
                 # the latency grows) rather than starving the process sensor's thread
                 floor = self._cost * len(self._sessions) / _MAX_SHARE
                 for state in due:
-                    state.next_due = max(state.next_due + max(state.interval, floor), now)
+                    gap = state.interval if state.urgent else max(state.interval, floor)
+                    state.next_due = max(state.next_due + gap, now)
                     with self._sampling:
                         if state.session.view.session_id in self._sessions:
-                            started = time.perf_counter()
+                            started = time.thread_time()
                             self.sample(state, gpu)
-                            cost = time.perf_counter() - started
+                            cost = time.thread_time() - started
                             self._cost += (cost - self._cost) * 0.1
                 continue
             self._wake.wait(max(0.0, upcoming - time.monotonic()))
             self._wake.clear()
+
+    def _last_look(self, state: _SessionState) -> None:
+        """The kernel's counters once more as the session ends (it unregisters before
+        its closing checkpoint): an OOM kill or refused forks since the last sample,
+        by a call too short for any sample to see, still reach the trail. Counters
+        only: no process is judged for compute at close."""
+        session, sink = state.session
+        cgroup = session.cgroup
+        if cgroup is None:
+            return
+        # never sampled: a fresh session's counters started at zero
+        state.oom_kills = 0 if state.oom_kills is None else state.oom_kills
+        state.pids_hits = 0 if state.pids_hits is None else state.pids_hits
+        holders: list[tuple[int, Path, CallRef | None, list[int]]] = []
+        ended: list[Path] = []
+        for path in _call_dirs(cgroup.unified, state.retired):
+            pids = _procs(path)
+            if pids:
+                holders.append((len(pids), path, session.call_for_cgroup(str(path)), pids))
+            else:
+                ended.append(path)
+        for event in self._limits(state, cgroup, holders, ended):
+            sink.submit(event)
 
     def _gpu_samples(self) -> dict[int, GpuSample]:
         if self._gpu is None:
@@ -346,6 +385,7 @@ class ResourceSensor:
                                and compute.runnable < _MIN_REPORTED_SECONDS):
                 continue
             names = sorted({procs[p].name for p in compute.background_pids})
+            evidence = self._code_evidence(state, procs, streaks, compute.background_pids)
             events.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                 "res.scope": "call", "res.cpu_seconds": round(compute.used, 4),
                 "res.bg_cpu_seconds": round(compute.background, 4),
@@ -356,7 +396,13 @@ class ResourceSensor:
                 "res.cpu_cores": round(compute.used / interval, 4) if interval > 0 else 0.0,
                 "res.interval": round(interval, 4), "call.returned": compute.returned,
                 "res.procs": len(procs), "res.bg_pids": list(compute.background_pids)[:16],
-                "res.bg_names": ",".join(names[:8])}))
+                "res.bg_names": ",".join(names[:8]),
+                **({"res.bg_evidence": evidence} if evidence else {})}))
+        # urgent: live background compute (a streak was read), or a call returned
+        # since the last sample and left processes behind
+        state.urgent = bool(streaks) or any(
+            c.returned and c.procs and not (state.calls.get(n) and state.calls[n].returned)
+            for n, c in calls.items())
         state.calls = calls
         events += self._limits(state, cgroup, holders, ended)
         events += self._disk(state, holders)
@@ -385,6 +431,24 @@ class ResourceSensor:
         self.samples += 1
         for event in events:
             sink.submit(event)
+
+    @staticmethod
+    def _code_evidence(state: _SessionState, procs: dict[int, ProcSample],
+                       streaks: dict[int, Streak], background: Any) -> str | None:
+        """Mining evidence in the code a busy background process of the call runs
+        (``runcode.py``): read once per process, only for those in a busy streak."""
+        found = None
+        for pid in background:
+            proc = procs.get(pid)
+            if proc is None or pid not in streaks:
+                continue
+            key = (pid, proc.start)
+            if key not in state.code:
+                if len(state.code) > 1024:
+                    state.code.clear()
+                state.code[key] = mining_code(pid)
+            found = found or state.code[key]
+        return found
 
     @staticmethod
     def _served(state: _SessionState, reads: list[_CallRead], now: float) -> set[int]:
@@ -616,6 +680,12 @@ class ResourceSensor:
                     ref, best = call, rss
                     holder = state.calls.get(path.name)
                     returned = holder.returned if holder is not None else False
+            gone = ended + [path for count, path, _call, _pids in holders if not count]
+            if ref is None and gone:
+                # no per-call count (v1 memory) and nothing alive holds memory: the
+                # bomb's call was over by this sample; the newest call that ended
+                newest = max(gone, key=_call_number)
+                ref, returned = session.call_for_cgroup(str(newest)), True
             out.append(make_event(session, EventKind.RESOURCE, call=ref, **{
                 "res.scope": "session", "res.limit": "memory", "call.returned": returned,
                 "res.limit_hits": ooms - state.oom_kills, "res.mem_bytes": cgroup.memory_bytes()}))
