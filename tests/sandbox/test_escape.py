@@ -213,3 +213,66 @@ def test_background_process_persists_between_calls(session: Session) -> None:
     r = session.exec("sleep 30 & echo $! > /workspace/pid")
     assert r.outcome is Outcome.OK
     assert session.exec("kill -0 $(cat /workspace/pid) && echo alive").stdout == "alive\n"
+
+
+_LISTENER_ATTACK = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+# every fd of every process the agent can see: none is the exec listener
+seen, listeners = 0, []
+for p in os.listdir('/proc'):
+    if not p.isdigit():
+        continue
+    try:
+        fds = os.listdir(f'/proc/{p}/fd')
+    except OSError:
+        continue  # the supervisor is non-dumpable: its fd/ is closed to the agent
+    for fd in fds:
+        seen += 1
+        try:
+            if 'seccomp' in os.readlink(f'/proc/{p}/fd/{fd}'):
+                listeners.append((p, fd))
+        except OSError:
+            pass
+print('listeners', listeners, seen > 0)
+# steal an fd of the supervisor's with pidfd_getfd (438): refused by the deny list
+sup = None
+for p in os.listdir('/proc'):
+    if p.isdigit():
+        try:
+            c = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if c[0].endswith(b'python3') and c[1:3] == [b'-I', b'-S']:
+            sup = int(p)
+pidfd = os.pidfd_open(sup)
+got = [libc.syscall(438, pidfd, fd, 0) for fd in range(0, 16)]
+print('getfd', sorted(set(got)), ctypes.get_errno())
+# install a listener of its own (to answer its own execs): one listener per task tree
+prog = (ctypes.c_uint64 * 1)(0x7FFF0000 << 32 | 0x06)  # BPF_RET|BPF_K SECCOMP_RET_ALLOW
+fprog = (ctypes.c_uint64 * 2)(1, ctypes.addressof(prog))
+rc = libc.syscall(317, 1, 8, ctypes.byref(fprog))
+print('listener', rc, ctypes.get_errno())
+"""
+
+
+def test_cannot_reach_or_replace_the_exec_listener(session: Session) -> None:
+    """The exec listener (sandbox/execnotify.py) lives on the host only: the supervisor
+    closed its copy after sending it, its fds are closed to the agent anyway, fds
+    cannot be taken with pidfd_getfd, and a second listener cannot be installed."""
+    import errno
+    import platform
+
+    from bastion.sandbox.execnotify import notifier
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the attack spells x86_64 syscall numbers")
+    r = session.exec(["python3", "-c", _LISTENER_ATTACK])
+    assert r.exit_code == 0, r.stderr
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert lines["listeners"] == "[] True"
+    assert lines["getfd"] == f"[-1] {errno.EPERM}"
+    assert lines["listener"] == f"-1 {errno.EBUSY}"
+    before = notifier().handled
+    assert session.exec("/bin/true").ok  # execs are still seen by the host
+    assert notifier().handled > before

@@ -221,21 +221,21 @@ class ExecNotifier:
                 raise
 
     def _fail(self, reason: str) -> None:
-        with self._lock:
-            if self.broken:
-                return
-            self.broken = reason
-            failing = list(self._fds.values())
+        # without the lock: the thread may be stuck holding it
+        if self.broken:
+            return
+        self.broken = reason
+        failing = list(self._fds.values())
         for on_fail in failing:
             with contextlib.suppress(Exception):
                 on_fail(f"the exec notifier failed ({reason})")
 
     def _watch(self) -> None:
         while self.broken is None:
-            time.sleep(1.0)
+            time.sleep(min(1.0, STUCK_AFTER / 4))
             since = self._busy_since
             if since and time.monotonic_ns() - since > STUCK_AFTER * 1e9:
-                self._fail(f"one exec notification was not answered within {STUCK_AFTER:.0f} s")
+                self._fail(f"one exec notification was not answered within {STUCK_AFTER:g} s")
 
     def _run(self) -> None:
         buf = bytearray(_NOTIF_SIZE)
@@ -253,6 +253,8 @@ class ExecNotifier:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
+                # from here to the answer an exec may be waiting: the watchdog times it
+                self._busy_since = time.monotonic_ns()
                 with self._lock:
                     if fd not in self._fds or fd in self._closing:
                         continue  # unregistered meanwhile
@@ -263,6 +265,7 @@ class ExecNotifier:
                             self._epoll.unregister(fd)
                         continue
                 self._answer(fd, buf)
+            self._busy_since = 0
 
     def _answer(self, fd: int, buf: bytearray) -> None:
         buf[:] = bytes(_NOTIF_SIZE)  # the kernel wants it zeroed
@@ -271,11 +274,15 @@ class ExecNotifier:
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
                 return  # the caller was killed before we took it
-            if exc.errno in (errno.EBADF, errno.ENOTTY):
-                return  # the owner closed it while we polled
+            if exc.errno in (errno.EBADF, errno.ENOTTY, errno.EINVAL):
+                with self._lock:  # not (or no longer) a listener: never poll it again
+                    if self._fds.pop(fd, None) is not None:
+                        with contextlib.suppress(OSError):
+                            self._epoll.unregister(fd)
+                        self._closing.append(fd)
+                return
             raise
         recv_ns = time.monotonic_ns()
-        self._busy_since = recv_ns
         try:
             notif_id, tid, _flags, nr, _arch = struct.unpack_from("=QIIiI", buf)
             args = struct.unpack_from("=6Q", buf, 32)
@@ -291,7 +298,7 @@ class ExecNotifier:
             with contextlib.suppress(OSError):  # ENOENT: killed since ID_VALID
                 fcntl.ioctl(fd, _SEND, struct.pack("=QqiI", notif_id, 0, 0, _FLAG_CONTINUE))
         finally:
-            self._busy_since = 0
+            self._busy_since = time.monotonic_ns()  # the next one (if any) from now
 
 
 @cache
@@ -422,9 +429,11 @@ _notifier_lock = threading.Lock()
 
 
 def notifier() -> ExecNotifier:
-    """The process's one notifier (started on first use)."""
+    """The process's one notifier (started on first use). One that failed has ended
+    every session it served; the next sandbox gets a fresh one (a trainer's process
+    outlives one stall)."""
     global _notifier
     with _notifier_lock:
-        if _notifier is None:
+        if _notifier is None or _notifier.broken is not None:
             _notifier = ExecNotifier()
         return _notifier

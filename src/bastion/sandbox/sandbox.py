@@ -32,7 +32,7 @@ from . import scratch, supervisor
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
 from .execnotify import available as exec_notify_gap
-from .execnotify import listener_fd_ok, notifier
+from .execnotify import ExecNotifier, listener_fd_ok, notifier
 from .seccomp import compiled_filter, notify_filter, seccomp_syscall_nr
 from .steps import Acquire, Blocking, CallCancelled, Ready, Steps, drive
 from .watch import SupervisorLost, supervisor_problem, watcher
@@ -272,6 +272,7 @@ class Sandbox:
         self.supervisor_pid: int | None = None  # host pid of the in-sandbox supervisor
         self._sup_pidfd = -1
         self._listener = -1  # the exec listener, owned by the notifier once registered
+        self._notifier: ExecNotifier | None = None  # the one it is registered with
         self._mounts: list[Path] = []  # size-limited filesystems mounted for this sandbox
         # close() may come from two threads at once (a node shutting down its sessions
         # while the episode's own thread closes them): teardown runs once at a time, and
@@ -479,11 +480,13 @@ class Sandbox:
             code = reply.get("errno")
             why = os.strerror(code) if isinstance(code, int) else repr(reply)
             raise SandboxUnavailable(f"the supervisor could not install the exec listener: {why}")
+        serving = notifier()
         try:
-            notifier().register(listener, self._exec_notifier_failed)
+            serving.register(listener, self._exec_notifier_failed)
         except OSError as exc:
             raise SandboxUnavailable(str(exc.strerror or exc)) from exc
         self._listener = listener
+        self._notifier = serving
 
     def _exec_notifier_failed(self, reason: str) -> None:
         """Every exec of the session waits for the host's notifier: one that failed
@@ -600,8 +603,9 @@ class Sandbox:
             members = self.cgroup.pids()
             self.cgroup.remove()  # kills everything first
         listener, self._listener = self._listener, -1
-        if listener >= 0:  # after the kill: an exec still waiting is answered, not failed
-            notifier().unregister(listener)
+        if listener >= 0 and self._notifier is not None:
+            # after the kill: an exec still waiting is answered, not failed
+            self._notifier.unregister(listener)
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()

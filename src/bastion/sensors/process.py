@@ -101,7 +101,6 @@ class ProcessSensor:
         self.lagged = 0
         self._lag_reported = 0.0  # monotonic time of the last degraded report
         self.events = 0
-        self._notifier = execnotify.notifier()
         self._exec_gap = execnotify.available()
         if mode != "poll":
             try:
@@ -298,7 +297,7 @@ class ProcessSensor:
             info = read_process(ev.tgid)
             # read after /proc: the record of a later exec that /proc may already show
             # is in the table by then (it is recorded before that exec may proceed)
-            record, later = self._notifier.lookup(ev.tgid, ev.ts)
+            record, later = execnotify.notifier().lookup(ev.tgid, ev.ts)
             if record is not None:
                 info, argv_source, now_args = _exec_time(info, record, later)
             elif (ev.ts <= entry.read_ns and not info.partial
@@ -316,7 +315,7 @@ class ProcessSensor:
             if ev.pid != ev.tgid:
                 return
             entry = self._table.pop(ev.tgid, None)
-            self._notifier.forget(ev.tgid, ev.ts)
+            execnotify.notifier().forget(ev.tgid, ev.ts)
             if entry is None or entry.call is None:
                 return
             status = ev.exit_code

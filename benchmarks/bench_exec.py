@@ -1,0 +1,111 @@
+"""What the exec listener costs (``sandbox/execnotify.py``): every exec of a session
+waits until the host has read its argv.
+
+The same honest loop, ``for i in $(seq N); do /bin/true; done`` (a build's shape:
+thousands of short execs), timed inside the sandbox (so the call's own overhead is not
+counted), in the same run, interleaved round by round so that the host's load hits
+every mode alike:
+
+- ``host``: the loop on the host, no sandbox (reference);
+- ``sandbox_no_notifier``: a default-policy ``Session`` whose supervisor installs no
+  exec listener (the host's switch is turned off for this benchmark only, as on a
+  kernel without ``SECCOMP_RET_USER_NOTIF``); the process sensor still runs;
+- ``sandbox_notifier``: the same session as shipped.
+
+Reported: ms per exec (median of the rounds), the ratio notifier / no notifier and
+the added µs per exec; session create p50 with and without the listener (the
+supervisor installs the filter and sends the fd before its first answer).
+
+    .venv/bin/python benchmarks/bench_exec.py [--execs 2000] [--rounds 5] [--creates 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import bench_state_dir, emit, pct  # noqa: E402
+
+from bastion import Session  # noqa: E402
+from bastion.sandbox import sandbox as sandbox_module  # noqa: E402
+from bastion.sandbox.execnotify import available, notifier  # noqa: E402
+
+LOOP = 's=$(date +%s%N); for i in $(seq {n}); do /bin/true; done; e=$(date +%s%N); echo $((e-s))'
+
+
+def _with_notifier(enabled: bool) -> None:
+    sandbox_module.exec_notify_gap = (available if enabled  # type: ignore[assignment]
+                                      else (lambda: "disabled by bench_exec"))
+
+
+def _session(state: Path, enabled: bool) -> Session:
+    _with_notifier(enabled)
+    try:
+        return Session(state_dir=state)
+    finally:
+        _with_notifier(True)
+
+
+def _in_session(s: Session, n: int) -> float:
+    r = s.exec(LOOP.format(n=n), timeout=600)
+    assert r.ok, r.stderr
+    return int(r.stdout.strip()) / 1e9
+
+
+def _on_host(n: int) -> float:
+    out = subprocess.run(["bash", "-c", LOOP.format(n=n)], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.strip()) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--execs", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--creates", type=int, default=10)
+    args = ap.parse_args()
+    if available() is not None:
+        sys.exit(f"bench_exec: {available()}")
+    state = bench_state_dir()
+    n = args.execs
+    with_n, without_n = _session(state, True), _session(state, False)
+    handled0 = notifier().handled
+    times: dict[str, list[float]] = {"host": [], "sandbox_no_notifier": [],
+                                     "sandbox_notifier": []}
+    try:
+        _in_session(with_n, 50), _in_session(without_n, 50)  # warm the page cache
+        for _ in range(args.rounds):
+            times["host"].append(_on_host(n))
+            times["sandbox_no_notifier"].append(_in_session(without_n, n))
+            times["sandbox_notifier"].append(_in_session(with_n, n))
+        assert notifier().handled - handled0 >= n * args.rounds, "the listener saw too few execs"
+    finally:
+        with_n.close()
+        without_n.close()
+    creates: dict[str, list[float]] = {"notifier": [], "no_notifier": []}
+    for _ in range(args.creates):
+        for mode, enabled in (("no_notifier", False), ("notifier", True)):
+            t = time.perf_counter()
+            _session(state, enabled).close()  # create + close, the listener's both ends
+            creates[mode].append(time.perf_counter() - t)
+    per_exec = {k: statistics.median(v) / n * 1000 for k, v in times.items()}
+    ratio = per_exec["sandbox_notifier"] / per_exec["sandbox_no_notifier"]
+    emit("exec", {
+        "execs_per_round": n, "rounds": args.rounds,
+        "ms_per_exec_median": {k: round(v, 4) for k, v in per_exec.items()},
+        "ms_per_exec_rounds": {k: [round(x / n * 1000, 4) for x in v] for k, v in times.items()},
+        "ratio_notifier_vs_no_notifier": round(ratio, 3),
+        "added_us_per_exec": round((per_exec["sandbox_notifier"]
+                                    - per_exec["sandbox_no_notifier"]) * 1000, 1),
+        "session_create_close_p50_s": {k: round(pct(v, 50), 3) for k, v in creates.items()},
+        "load_avg_1m_after": round(__import__("os").getloadavg()[0], 1),
+    })
+
+
+if __name__ == "__main__":
+    main()
