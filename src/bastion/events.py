@@ -300,7 +300,10 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "proc.pcmdline": ("str", "parent command line"),
     "proc.anames": ("list", "names of ancestors, parent first"),
     "proc.exit_code": ("int", "exit status (exit events)"),
-    "proc.partial": ("bool", "true when /proc vanished before it could be read"),
+    "proc.partial": ("bool", "true when neither the exec listener nor /proc gave the argv"),
+    "proc.argv_source": ("str", "where proc.args came from: exec (the exec listener, as "
+                         "exec'd), procfs (/proc after the exec), none"),
+    "proc.args_now": ("list", "argv /proc shows when the process changed it after exec"),
     "proc.trusted": ("bool", "the program run is a file the harness declared "
                      "(Session.trust_executable), at that path, with that content"),
     "proc.source": ("str", "how the process event was observed: netlink or poll"),
