@@ -183,9 +183,9 @@ def test_a_verdict_reaches_the_awaiting_caller(state_dir: Path) -> None:
         r = await s.exec("cat $(echo wodahs/cte/ | rev)", call_id="pre")
         assert r.outcome is Outcome.DENIED
         assert r.verdicts and all(v.call_id == "pre" for v in r.verdicts)
-        # ...and killed while it runs: what it executes is only seen at run time
-        # (the shell that runs it stays, so its arguments are there to read however
-        # loaded the host: a `cat` refused at once can be gone before /proc is read)
+        # ...and killed while it runs: what it executes is only seen at run time. The
+        # `cat` is refused and gone in a millisecond: it is judged by the argv the exec
+        # listener read while its exec waited, however late the sensor reads /proc
         spell = "''.join(reversed('003 peels ;wodahs/cte/ tac'))"
         r = await s.exec(f"python3 -c \"import os; os.system({spell})\"; sleep 300",
                          call_id="live", timeout=120)
