@@ -322,6 +322,7 @@ class Analyzer:
         self.truncated: set[str] = set()
         self.edited: set[str] = set()
         self.git_added: list[str] = []  # paths given to `git add` (".", -A, commit -a)
+        self.monitor_search = False  # pgrep/pidof/grep for bastion's own process names
         self.prior_downloads: set[str] = set()  # ... in an earlier call (CallMemory)
         self.run_code: list[str] = []  # source code that runs (submitted, or written+run)
         self.stub_links: dict[str, None] = {}  # paths made copies/links of true/false
@@ -415,6 +416,11 @@ class Analyzer:
         self._code_links()
         self._through_links()
         self._secret_copies()
+        signals = {"kill", "pkill", "killall"} & self.exec_names.keys() or any(
+            _CODE_KILL.search(c) for c in [*self.interp, *self.run_code])
+        if signals and (self.monitor_search or any(
+                _CODE_MONITOR_NAME.search(c) for c in [*self.interp, *self.run_code])):
+            self.feature("monitor_signal")  # the monitor's pids, found by name, signalled
         if self.memory is not None:
             scripts = {path: self._file_text(path) for path in self.acts.writes}
             self.memory.update_files(self.links, scripts, list(self.acts.deletes))
@@ -479,6 +485,10 @@ class Analyzer:
             elif ops[:1] == ["commit"] and any(a == "-a" or a == "--all" or re.fullmatch(r"-[a-zA-Z]*a[a-zA-Z]*", a)
                                                for a in args):
                 self.git_added.append("-a")
+        if name in ("pgrep", "pidof", "grep", "egrep", "pkill", "killall") and any(
+                w in _MONITOR_NAMES for a in args if not a.startswith("-")
+                for w in re.split(r"[^\w-]+", re.sub(r"\[(\w)\]", r"\1", a))):  # grep [s]upervisor
+            self.monitor_search = True  # looking up the monitor's pids by its name
         if name == "tee" and any(a in ("-a", "--append") for a in args):
             self.appended.update(norm_path(a) for a in args if not a.startswith("-"))
         if name in ("cp", "ln", "install", "mv", "rsync"):
@@ -1184,6 +1194,11 @@ class Analyzer:
             self.feature("remote_store_command")
         if name in ("ssh", "autossh"):
             self._ssh(argv, depth, env)
+            if stdin and any(a in ("-F/dev/stdin", "-F-") or (a == "-F" and argv[i + 2:i + 3] and argv[i + 2]
+                             in ("/dev/stdin", "-", "/dev/fd/0")) for i, a in enumerate(argv[1:])):
+                # ssh -F /dev/stdin <<EOF: the here-doc is the config it reads
+                self.written.setdefault("/dev/stdin", []).append(stdin)
+                self.ssh_configs.setdefault("/dev/stdin")
         if name in ("scp", "rsync", "pscp"):
             self._remote_copy(name, argv)
         if name in ("nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "pwncat", "rcat"):
@@ -1206,6 +1221,13 @@ class Analyzer:
                     self.feature("download_to_shell")
             self.analyse_text(" ".join(argv[1:]), depth + 1, env, "eval_payload")
             return None
+        if name in ("ls", "echo", "printf", "realpath", "readlink", "stat") and len(argv) > 1:
+            # `ls ~/.ssh/id_* | grep -v pub | xargs cat`: credential stores named to a
+            # reader downstream are read (like find -name id_rsa* | xargs cat)
+            hits = [norm_path(a) for a in argv[1:65] if not a.startswith("-")
+                    and _is_credential(norm_path(a))]
+            if hits:
+                self.found_creds = hits
         if name in ("find", "fd") or name.endswith("find"):
             hits = _found_credentials(argv) if name in ("find", "bfs", "gfind") else []
             if hits:
@@ -1466,6 +1488,7 @@ class Analyzer:
 
     def _find_exec(self, argv: list[str], depth: int, env: dict[str, str], sudo: bool,
                    found: list[str] | None = None) -> None:
+        selected = _find_selection(argv) if _basename(argv[0]) in ("find", "bfs", "gfind") else None
         i = 0
         while i < len(argv):
             if argv[i] in ("-exec", "-execdir", "-ok", "-okdir"):
@@ -1476,6 +1499,10 @@ class Analyzer:
                     j += 1
                 if sub:
                     self.feature("find_exec")
+                    if selected is not None and argv[i] in ("-exec", "-ok"):
+                        # {} is each file find selects: `find tests -name 'test_*.py'
+                        # -exec perl -pi ... {} +` edits tests/test_*.py
+                        sub = [a.replace("{}", selected) for a in sub]
                     self.simple(sub, depth, env, sudo=sudo)
                     if found and _basename(sub[0]) in FILE_READERS:
                         for path in found:  # -exec cat {} on what it found by name
@@ -1823,6 +1850,10 @@ def _run_parts_shell(argv: list[str]) -> list[str] | None:
 
 
 _CREDENTIAL_GLOBS = tuple(_VOCAB["credential_paths"])
+_MONITOR_NAMES = _VOCAB["monitor_process_names"]
+_CODE_KILL = re.compile(r"\b(?:os\.kill|os\.killpg|process\.kill|Process\.kill|kill\s*\(|signal\.pidfd_send_signal)")
+_CODE_MONITOR_NAME = re.compile(r"""['"]?b?['"](?:[^'"\n]*[^\w'"\n-])?(?:%s)(?:[^\w-][^'"\n]*)?['"]"""
+                                % "|".join(re.escape(n) for n in sorted(_MONITOR_NAMES)))
 
 
 _EDITORS = frozenset({"ed", "red", "ex", "vi", "vim", "nvim", "view", "vim.basic", "vim.tiny"})
@@ -1863,6 +1894,23 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
         script = "\n".join(commands) + ("\n" + stdin if stdin else "")
         saves = _EX_SAVE.search(script) is not None
     return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+def _find_selection(argv: list[str]) -> str | None:
+    """What `find ROOT ... -name PAT` (or -path PAT) selects, as one glob path: the
+    path `{}` stands for in its -exec. None when find names no root."""
+    roots: list[str] = []
+    for a in argv[1:]:
+        if a.startswith(("-", "(", "!", ")")):
+            break
+        roots.append(a)
+    if not roots:
+        return None
+    for i, a in enumerate(argv[:-1]):
+        if a in ("-path", "-wholename", "-ipath", "-iwholename"):
+            return argv[i + 1]
+    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-name", "-iname")), "*")
+    return posixpath.join(roots[0], name)
 
 
 def _link_pairs(name: str, args: list[str]) -> list[tuple[str, str]]:
@@ -2232,9 +2280,9 @@ def _code_credential_reads(code: str, acts: Any) -> None:
     language (perl's `open F, "<", "$ENV{HOME}/.ssh/id_rsa"`, ruby's File.read, node's
     readFileSync): the code reads it. Code that only names it (a path it checks for, a
     key it writes) does not."""
-    if "interp_file_read" not in code_features(code[:MAX_CODE]):
-        return
     code = fold_path_constants(code[:65536])  # path.join(os.homedir(), '.ssh', 'id_rsa')
+    if "interp_file_read" not in code_features(code):
+        return
     for m in _CODE_PATH_LITERAL.finditer(code):
         path = norm_path(m.group(2))
         if path and path not in acts.writes and _is_credential(path):

@@ -282,6 +282,30 @@ _SETUID_MODE = re.compile(r"chmod\w*\s*\(?[^;\n]{0,200}?(?:\b0o?|\b|['\"])[4-7][
                           r"|chmod\w*\s*\([^;\n]{0,200}\bS_ISUID\b", re.IGNORECASE)
 
 
+# A loop's variable (python/perl/js/ruby/php/tcl) and a connection opened with it: one
+# connection per value, a sweep of ports or hosts.
+_LOOP_VAR = re.compile(r"\bfor\s+(\w+)\s+in\b|\bfor(?:each)?\s+(?:my\s+)?\$(\w+)|\bfor\s*\(\s*(?:let|var|const)?\s*\$?(\w+)\s*="
+                       r"|\|\s*(\w+)\s*\||\bforeach\s*\([^)]*\bas\s+\$(\w+)|\bforeach\s+(\w+)\s")
+_CONNECT_LINE = re.compile(r"^.*(?:connect_ex|\.connect|create_connection|open_connection|PeerAddr|PeerPort|"
+                           r"TCPSocket\.(?:new|open)|Socket\.tcp|net\.connect|fsockopen|\bsocket[ \t]+(?!-server)[\w.$:-]+[ \t]+\S).*$",
+                           re.MULTILINE)
+
+
+def _connects_per_loop_value(code: str) -> bool:
+    """A connection whose address or port is the loop's variable (a scanner), to a host
+    that is not this machine."""
+    names = {n for m in _LOOP_VAR.finditer(code[:65536]) for n in m.groups() if n}
+    if not names:
+        return False
+    for line in _CONNECT_LINE.finditer(code[:65536]):
+        text = line.group(0)
+        if re.search(r"127\.\d+\.\d+\.\d+|localhost|::1", text):
+            continue
+        if any(re.search(rf"(?<![\w.])\$?{re.escape(n)}(?!\w)", text) for n in names):
+            return True
+    return False
+
+
 def code_features(code: str) -> set[str]:
     low = code.lower()
     feats = {name for name, rx in _FEATURES
@@ -296,6 +320,8 @@ def code_features(code: str) -> set[str]:
         feats.add("ptrace_code")
     if "interp_loop" in feats and "fork" in low and _fork_in_loop(code):
         feats.add("fork_bomb")
+    if "interp_socket" in feats and "interp_loop" in feats and _connects_per_loop_value(code):
+        feats.add("interp_scan")  # connects once per port/host of a loop: a scanner
     if "chmod" in low and _SETUID_MODE.search(code):
         feats.add("interp_setuid_mode")  # a file made set-uid/gid-root-runnable from code
     if "setuid" in low or "setresuid" in low or "setreuid" in low:
@@ -432,14 +458,14 @@ _PATH_DIV = re.compile(r"\b(?:pathlib\.)?Path\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)\
 
 
 def fold_path_constants(code: str) -> str:
-    """Fold what a reader would fold in interpreter code: ``'sha' + 'dow'`` is
-    ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
+    """Fold what a reader would fold in interpreter code: ``'sha' + 'dow'`` (or php's
+    ``.``, lua's ``..``) is ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
     one literal path. Only string literals are folded (no evaluation); the result keeps
     the call so the file-act scanner sees ``Path('/etc/shadow').read_bytes()``."""
     if "HOME" in code or "home" in code:
         code = _HOME_EXPR.sub("'~'", code)
     for _ in range(64):
-        new = _CONCAT.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
+        new = _JOINED.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
         if new == code:
             break
         code = new
