@@ -96,6 +96,11 @@ def test_rewriting_argv_after_exec_does_not_hide_it(monitored, sensors):
     assert "hidden-arg" in fields["proc.args"] and fields["proc.args"][0] == "perl"
     assert fields["proc.args_now"] == ["innocent"]
     assert fields["proc.argv_source"] == "exec"
+    # and judged as /proc shows it as well (a caller's other thread could have changed
+    # the argv between the listener's read and the kernel's copy: then /proc is the truth)
+    now = [e for e in events_of(s, EventKind.EXEC) if e.pid == ev[0].pid
+           and e.fields["proc.argv_source"] == "procfs"]
+    assert now and now[0].fields["proc.args"] == ["innocent"] and now[0].ts == ev[0].ts
 
 
 def test_a_large_argv_is_read_whole(monitored, sensors):
@@ -113,3 +118,22 @@ def test_a_large_argv_is_read_whole(monitored, sensors):
 
 def test_the_argv_budget_is_the_analysers():
     assert execnotify.MAX_ARGV_BYTES == MAX_ARGV
+
+
+def test_a_refused_read_that_exits_at_once_is_judged_every_time(make_session):
+    """The incident: ``cat /etc/shadow`` spelled at run time, refused by the mask in a
+    millisecond, inside ``sh -c "...; sleep 300"``. Judged from /proc alone it was
+    missed ~3 runs in 10 on a quiet host (gone before /proc was read); its exec-time
+    argv makes it judged every time (20 of 20 by hand, see BENCHMARKS.md)."""
+    from bastion import Outcome
+    from bastion.events import Action
+
+    s = make_session()
+    spell = "''.join(reversed('003 peels ;wodahs/cte/ tac'))"
+    for i in range(3):
+        r = s.exec(f"python3 -c \"import os; os.system({spell})\"", call_id=f"live{i}",
+                   timeout=120)
+        assert r.outcome is Outcome.KILLED and r.duration < 60, (i, r)
+        killing = [v for v in r.verdicts if v.action is Action.KILL]
+        assert killing and killing[0].call_id == f"live{i}", (i, r.verdicts)
+        assert killing[0].rule_id.startswith("credentials."), killing[0]

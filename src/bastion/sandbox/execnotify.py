@@ -411,7 +411,26 @@ def _argv(mem: int, addr: int) -> tuple[tuple[str, ...], bool]:
 
 
 def _strings(mem: int, pointers: list[int]) -> tuple[tuple[str, ...], bool]:
-    out: list[str] = []
+    if pointers:
+        # the strings usually lie together (the caller's stack or one buffer): one read
+        # of the span instead of one per argument
+        low, high = min(pointers), max(pointers)
+        if high - low < 256 * 1024:
+            try:
+                block = os.pread(mem, high - low + 4096, low)
+            except OSError:
+                block = b""
+            out: list[str] = []
+            for ptr in pointers:
+                start = ptr - low
+                end = block.find(b"\0", start)
+                if end < 0:
+                    break
+                out.append(block[start:end].decode(errors="replace"))
+            else:
+                if sum(len(a) + 1 for a in out) <= MAX_ARGV_BYTES:
+                    return tuple(out), False
+    out = []
     left = MAX_ARGV_BYTES
     for ptr in pointers:
         if left <= 0:

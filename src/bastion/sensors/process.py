@@ -298,6 +298,7 @@ class ProcessSensor:
             # read after /proc: the record of a later exec that /proc may already show
             # is in the table by then (it is recorded before that exec may proceed)
             record, later = execnotify.notifier().lookup(ev.tgid, ev.ts)
+            now_info = info
             if record is not None:
                 info, argv_source, now_args = _exec_time(info, record, later)
             elif (ev.ts <= entry.read_ns and not info.partial
@@ -311,6 +312,12 @@ class ProcessSensor:
             entry.read_ns = read_ns
             entry.image = (info.exe, info.args)
             self._exec(entry, info, ev.tgid, ev.ts, "netlink", argv_source, now_args)
+            if now_args is not None:
+                # judged as /proc shows it too: the exec-time argv is read from the
+                # caller's memory while it waits, and another thread of the caller can
+                # change it before the kernel copies it (what runs is then what /proc
+                # shows); a program that rewrote its own argv is judged twice, harmlessly
+                self._exec(entry, now_info, ev.tgid, ev.ts, "netlink", "procfs", None)
         elif what == netlink.EXIT:
             if ev.pid != ev.tgid:
                 return
