@@ -442,13 +442,18 @@ def fold_strings(code: str) -> str:
 
 
 _STR = r"(?:'[^'\\\n]*'|\"[^\"\\\n]*\")"
-_CONCAT = re.compile(rf"({_STR})\s*\+\s*({_STR})")
 _JOIN_CALL = re.compile(rf"(os\.path\.join|posixpath\.join|\bpath\.join|\bpath\.resolve|\bFile\.join|"
                         rf"require\(\s*['\"]path['\"]\s*\)\.(?:join|resolve)|"
                         rf"\bfilepath\.Join|\b(?:pathlib\.)?(?:Pure|Posix)?Path)"
                         rf"\(\s*({_STR}(?:\s*,\s*{_STR})*)\s*,?\s*\)")
 
 
+# A join from an absolute literal root with variables between literals
+# (os.path.join('/proc', pid, 'environ')), and an f-string path from a root
+# (f'/proc/{pid}/environ'): every path the variable may stand for, as a glob.
+_JOIN_VARS = re.compile(rf"(?:os\.path\.join|posixpath\.join|\bpath\.join|\bFile\.join|\bfilepath\.Join)"
+                        rf"\(\s*(['\"]/[^'\"\n]*['\"](?:\s*,\s*(?:{_STR}|[A-Za-z_][\w.]*(?:\[[^\]\n]*\])?))+)\s*,?\s*\)")
+_FSTRING_PATH = re.compile(r"\bf(['\"])(/[^'\"\n{}]*(?:\{[^}\n]{1,80}\}[^'\"\n{}]*)*\{[^}\n]{1,80}\}/[^'\"\n{}]+)\1")
 _HOME = re.compile(r"\b(?:pathlib\.)?Path\.home\(\s*\)|\bos\.path\.expanduser\(\s*['\"]~['\"]\s*\)")
 # The home directory in other languages (node, ruby, go, perl, php): the literal '~'.
 _HOME_EXPR = re.compile(r"(?:\bos|require\(\s*['\"]os['\"]\s*\))\.homedir\(\s*\)|\bprocess\.env\.HOME\b|\bENV\[\s*['\"]HOME['\"]\s*\]|"
@@ -475,6 +480,16 @@ def fold_path_constants(code: str) -> str:
         joined = posixpath.join(*parts) if parts else ""
         return f"{m.group(1)}({joined!r})" if "Path" in m.group(1) else repr(joined)
     code = _JOIN_CALL.sub(join, code)
+    if "join" in code or "Join" in code:
+        def join_vars(m: re.Match[str]) -> str:
+            words = re.findall(rf"{_STR}|[A-Za-z_][\w.]*(?:\[[^\]\n]*\])?", m.group(1))
+            if not words or words[-1][:1] not in "'\"":
+                return m.group(0)  # /etc/<name>: what the file is, the variable decides
+            return repr(posixpath.join(*[w[1:-1] if w[:1] in "'\"" else "*" for w in words]))
+        code = _JOIN_VARS.sub(join_vars, code)
+    if "f'/" in code or 'f"/' in code:
+        code = _FSTRING_PATH.sub(lambda m: repr(re.sub(r"\{[^}]*\}", "*", re.sub(
+            r"\{\s*(?:os\.)?getpid\(\)\s*\}", "self", m.group(2)))), code)  # own pid: self
     if "home" in code or "expanduser" in code or "/" in code:
         # Path.home() / '.aws' / 'credentials', Path('~/x').expanduser(),
         # os.path.expanduser('~/.ssh/id_rsa'): the home-relative path (~ is the workspace)
