@@ -136,7 +136,13 @@ def test_16_parallel_episodes_session_defaults(cluster_state):
             assert all(v["contained"] for v in record.violations)
             assert not outcome.live_calls
     events = [e for e in collecting.events if e.kind.value == "command"]
-    assert {e.episode_id for e in events} == {f"d-{i:03d}" for i in range(16)}
+    # an episode lost to the loaded machine (not to a verdict) was run again under a new
+    # id, and says so; every episode's final attempt has its commands in the trail
+    ran = {o.spec.episode_id for o in outcomes}
+    assert {i.split("-retry")[0] for i in ran} == {f"d-{i:03d}" for i in range(16)}
+    for outcome in outcomes:
+        assert outcome.retried == ("-retry" in outcome.spec.episode_id), outcome
+    assert ran <= {e.episode_id for e in events}
 
 
 def test_node_service_death_kills_sessions_and_tells_the_run(cluster_state):
@@ -167,6 +173,9 @@ def test_node_service_death_kills_sessions_and_tells_the_run(cluster_state):
         stats = run.monitor.stats(0)
         assert stats.infra_failed == 1 and stats.judged == 0 and not run.monitor.paused
         assert any("died" in n and "fail closed" in n for n in run.monitor.notices)
+        # no node left to run it again: reported lost, never silently dropped
+        assert not outcome.retried
+        assert any("not retried" in n and "doomed" in n for n in run.monitor.notices)
         assert run.lost_nodes() == [node.node_id]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(running(p) for p in pids):

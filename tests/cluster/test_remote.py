@@ -185,3 +185,44 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_a_handle_of_another_run_is_refused(cluster_state):
+    """The per-run secret is the boundary: two runs on one Ray cluster (two trainers,
+    or a stale driver) each hold only their own. Run B's secret and B's session
+    handles are refused by run A's node actor, and the other way round; nothing they
+    asked for ran."""
+    run_a = ClusterRun(Policy.default(), run_id="run-ray-a", state_dir=cluster_state)
+    run_b = ClusterRun(Policy.default(), run_id="run-ray-b", state_dir=cluster_state)
+    with run_a, run_b:
+        assert run_a.token != run_b.token
+        node_a, node_b = run_a.nodes[0], run_b.nodes[0]
+        mine = run_a.open_session("a-0")
+        theirs = run_b.open_session("b-0")
+        try:
+            assert mine.exec("echo a > owner.txt", step=0).ok
+            assert theirs.exec("echo b > owner.txt", step=0).ok
+            # B's run secret on A's actor (and A's on B's): every control call refused
+            for actor, token in ((node_a.actor, run_b.token), (node_b.actor, run_a.token)):
+                for method, args in (("open_session", ("intruder",)), ("drain", ()),
+                                     ("info", ()), ("session_pids", ())):
+                    with pytest.raises(PermissionError, match="refused"):
+                        ray.get(getattr(actor, method).remote(token, *args))
+            # B's session handle pointed at A's actor and A's session: refused
+            crossed = [type(theirs)(node_a.actor, node_a.node_id, mine.session_id,
+                                    mine.episode_id, mine.run_id, token=t)
+                       for t in (theirs.token, run_b.token)]
+            for handle in crossed:
+                with pytest.raises(PermissionError, match="refused"):
+                    handle.exec("echo pwned > owner.txt", step=1, call_id=f"x-{id(handle)}")
+            # A session id of B's does not exist on A's actor, even with B's secret
+            lost = type(theirs)(node_a.actor, node_a.node_id, theirs.session_id,
+                                theirs.episode_id, theirs.run_id, token=theirs.token)
+            with pytest.raises(PermissionError, match="refused"):
+                lost.exec("echo pwned > owner.txt", step=1, call_id="x-lost")
+            assert mine.read_file("owner.txt", step=2).stdout == "a\n"
+            assert theirs.read_file("owner.txt", step=1).stdout == "b\n"
+            assert ray.get(node_a.call("info"))["refused"] >= 4 + len(crossed) + 1
+        finally:
+            mine.close()
+            theirs.close()

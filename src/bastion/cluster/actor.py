@@ -17,6 +17,16 @@ Whoever drives the actor must prove it belongs to the run:
 - a remote session's calls take that session's own secret, returned by
   ``open_session`` to the driver only: one session's handle cannot drive another.
 
+Why a per-run secret and not the node daemon's token (``bastion node``): the actors
+are not the daemon. Each ``ClusterRun`` creates its own actors, holding its own
+sessions and trail, for the run's lifetime; whoever can reach one is a process on the
+Ray cluster (another trainer, a stale driver, a job), not a local user of the node's
+socket. The run is therefore the unit of trust: a run's secret lets its driver drive
+*its* actors and nothing else, a second run on the same cluster holds a different one
+(tests/cluster/test_remote.py: a handle of another run is refused), and a leaked
+session secret reaches one session only. The daemon's token guards a different door
+(the node's local socket, file permissions).
+
 A call with a missing or wrong secret raises ``NotAuthorized`` before it touches
 anything, and is counted (``info()["refused"]``). Cancelling the trainer's awaitable
 (``RayRemoteSession.aexec``) cancels the task here, which kills the call's processes

@@ -14,6 +14,14 @@ episodes, and, when the node is this host, the driver freezes and kills the dead
 service's session cgroups (its sandboxes have already died with it through bwrap's
 ``--die-with-parent``). Works with a local ``ray.init()`` and with a cluster address.
 
+A lost episode (its node gone, or its sandbox lost to an infrastructure failure, not
+a verdict: ``EpisodeOutcome.infra_failed``) is run again, up to ``retries`` times
+(default once), under a new episode id (``<id>-retry<k>``) on a node still alive.
+Never silently: the lost attempt is counted by the run monitor as infra-failed, a
+notice names both ids and the node, and the outcome returned for the spec is the
+retry's, with ``retried_from`` listing every lost attempt. An episode a verdict ended
+is the agent's outcome and is never retried.
+
 The actors are async (``NodeActor``): calls run on each actor's event loop, a bounded
 number at a time. ``start`` makes a per-run secret that every call to an actor must
 carry (``NodeHandle.call`` adds it), and each remote session has a secret of its own
@@ -29,7 +37,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -57,6 +65,16 @@ class EpisodeOutcome:
     agent_report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    # the lost attempts this outcome replaces: "<episode id> on node <id>: <why>"
+    retried_from: tuple[str, ...] = ()
+
+    @property
+    def retried(self) -> bool:
+        return bool(self.retried_from)
+
+    @property
+    def episode_id(self) -> str:
+        return self.spec.episode_id
 
     @property
     def infra_failed(self) -> bool:
@@ -96,7 +114,12 @@ class ClusterRun:
         recorder: EventRecorder | None = None,
         monitor: RunMonitor | None = None,
         drain_interval: float = 0.2,
+        retries: int = 1,
     ) -> None:
+        """``retries``: how many times a lost episode is run again (0: never)."""
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
         self.policy = policy or Policy.default()
         self.run_id = run_id
         self.state_dir = str(Path(state_dir).absolute())
@@ -204,6 +227,7 @@ class ClusterRun:
         queue = deque(enumerate(specs))
         outcomes: dict[int, EpisodeOutcome] = {}
         pending: dict[Any, tuple[int, EpisodeSpec, NodeHandle, float]] = {}
+        lost_before: dict[int, list[str]] = {}  # index -> the lost attempts so far
         last_drain = 0.0
         total = len(queue)
         while queue or pending:
@@ -215,11 +239,19 @@ class ClusterRun:
                 index, spec, handle, started = pending.pop(ref)
                 handle.in_flight -= 1
                 outcome = self._collect(ref, spec, handle, started, ray)
-                outcomes[index] = outcome
+                earlier = lost_before.get(index, [])
+                outcome.retried_from = tuple(earlier)
                 if outcome.record is not None:
                     self.monitor.record(outcome.record, training_step=training_step)
                 else:
                     self.monitor.record_lost(training_step=training_step)
+                if outcome.infra_failed:
+                    retry = self._retry(outcome, len(earlier))
+                    if retry is not None:
+                        lost_before[index] = [*earlier, self._describe_loss(outcome)]
+                        queue.appendleft((index, retry))
+                        continue
+                outcomes[index] = outcome
                 if on_done is not None:
                     on_done(outcome)
             if time.monotonic() - last_drain >= self.drain_interval:
@@ -229,6 +261,30 @@ class ClusterRun:
         if end_step:
             self.end_training_step(training_step)
         return [outcomes[i] for i in range(total)]
+
+    @staticmethod
+    def _describe_loss(outcome: EpisodeOutcome) -> str:
+        why = outcome.error or (outcome.record.infra_reason if outcome.record else None) \
+            or outcome.status
+        return f"{outcome.spec.episode_id} on node {outcome.node_id[:12]}: {why}"
+
+    def _retry(self, outcome: EpisodeOutcome, attempts: int) -> EpisodeSpec | None:
+        """The spec to run again for a lost episode, or None (retries used up, or no
+        node left); either way the run is told."""
+        lost = self._describe_loss(outcome)
+        if attempts >= self.retries:
+            if self.retries:
+                self.monitor.notify(f"episode lost and not retried again ({attempts} "
+                                    f"retries used): {lost}")
+            return None
+        if not any(n.alive for n in self.nodes):
+            self.monitor.notify(f"episode lost and not retried (no node service left): {lost}")
+            return None
+        base = outcome.spec.episode_id.rsplit("-retry", 1)[0] if attempts else \
+            outcome.spec.episode_id
+        retry = replace(outcome.spec, episode_id=f"{base}-retry{attempts + 1}")
+        self.monitor.notify(f"episode lost, retried as {retry.episode_id}: {lost}")
+        return retry
 
     def end_training_step(self, training_step: int) -> TrainingStepStats:
         """Judge a finished training step with the run's circuit breaker; when it
