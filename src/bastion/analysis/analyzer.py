@@ -1898,7 +1898,8 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
 
 def _find_selection(argv: list[str]) -> str | None:
     """What `find ROOT ... -name PAT` (or -path PAT) selects, as one glob path: the
-    path `{}` stands for in its -exec. None when find names no root."""
+    path `{}` stands for in its -exec. None when find names no root, or walks a tree
+    outside the workspace with no name to select by."""
     roots: list[str] = []
     for a in argv[1:]:
         if a.startswith(("-", "(", "!", ")")):
@@ -1909,8 +1910,10 @@ def _find_selection(argv: list[str]) -> str | None:
     for i, a in enumerate(argv[:-1]):
         if a in ("-path", "-wholename", "-ipath", "-iwholename"):
             return argv[i + 1]
-    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-name", "-iname")), "*")
-    return posixpath.join(roots[0], name)
+    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-name", "-iname")), None)
+    if name is None and roots[0].startswith(("/", "~", "$")):
+        return None  # every file of a system tree (`find /etc -exec grep x {} \;`): not one
+    return posixpath.join(roots[0], name or "*")
 
 
 def _link_pairs(name: str, args: list[str]) -> list[tuple[str, str]]:
