@@ -390,12 +390,17 @@ def test_ssh_inside_an_allowed_tls_channel_never_reaches_a_shell(
     relayed = len([x for x in lab.relay_log() if x.startswith("tls-relay")])
     r = session.exec("python3 /workspace/fwd.py & "
                      "while [ ! -e /workspace/fwd-ready ]; do sleep 0.05; done; "
-                     f"timeout 10 ssh {SSH_OPTS} -p 2222 root@127.0.0.1 "
-                     "'echo SHELL-REACHED; sleep 3'; echo rc=$?", call_id="tls-ssh")
+                     # long enough for the handshake on a loaded machine (the cut
+                     # comes with it): a shell that came up would print here
+                     f"timeout 60 ssh {SSH_OPTS} -p 2222 root@127.0.0.1 "
+                     "'echo SHELL-REACHED; sleep 3'; echo rc=$?", call_id="tls-ssh",
+                     timeout=120)
     assert "SHELL-REACHED" not in r.stdout
     # the relay did carry the TLS connection to its sshd: the gateway cut it inside,
-    # at the latest as authentication completed, before any session channel
-    assert len([x for x in lab.relay_log() if x.startswith("tls-relay")]) > relayed
+    # at the latest as authentication completed, before any session channel (the
+    # relay's log line may land a moment after the call ends)
+    assert wait_for(lambda: len([x for x in lab.relay_log()
+                                 if x.startswith("tls-relay")]) > relayed)
     assert lab.shell_sessions() == sessions
     assert lab.shell_logins() - logins <= 1
     cut = wait_events(session, EventKind.NET_FLOW,

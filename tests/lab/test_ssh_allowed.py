@@ -54,7 +54,7 @@ def _verdicts(session: Session, rule: str, call: str) -> list:
     from tests.conftest import wait_for
 
     return wait_for(lambda: [v for v in session.verdicts
-                             if v.rule_id == rule and v.call_id == call], timeout=5)
+                             if v.rule_id == rule and v.call_id == call])
 
 
 def test_allowed_ssh_still_works(lab: Lab, make_session: Callable[..., Session]) -> None:
@@ -207,8 +207,12 @@ def test_a_script_still_being_written_into_the_pipe(
     session = make_session(policy(SSH_ALLOWED), lab=True)
     _trusted_key(lab, session)
     session.write_file("/workspace/dial.sh", DIAL_SCRIPT)
-    session.exec(f"(sleep 6; cat /workspace/dial.sh) | timeout 12 ssh {SSH_OPTS} "
-                 f"root@{RELAY} bash; echo rc=$?", call_id="drip")
+    # the writer starts writing only once ssh's connection is up (seen in the session's
+    # own /proc/net/tcp: remote port 22, established), however slow the machine
+    writer = ("(while ! grep -q ':0016 01 ' /proc/net/tcp; do sleep 0.1; done; sleep 1; "
+              "cat /workspace/dial.sh)")
+    session.exec(f"{writer} | timeout 60 ssh {SSH_OPTS} root@{RELAY} bash; echo rc=$?",
+                 call_id="drip", timeout=120)
     reported = _verdicts(session, "tunnels.ssh_remote_stdin", "drip")
     assert reported and reported[0].severity.name == "MEDIUM"
 
@@ -220,7 +224,7 @@ def test_an_honest_script_through_a_pipe_runs(lab: Lab,
     session = make_session(policy(SSH_ALLOWED), lab=True)
     _trusted_key(lab, session)
     session.write_file("/workspace/setup.sh", "echo PROVISIONED-$((6*7))\nuname -s\n")
-    r = session.exec(f"cat /workspace/setup.sh | timeout 10 ssh {SSH_OPTS} root@{RELAY} bash",
-                     call_id="provision")
+    r = session.exec(f"cat /workspace/setup.sh | timeout 60 ssh {SSH_OPTS} root@{RELAY} bash",
+                     call_id="provision", timeout=120)
     assert "PROVISIONED-42" in r.stdout, r.stdout + r.stderr
     assert not [v for v in session.verdicts if v.rule_id.startswith("tunnels.")]
