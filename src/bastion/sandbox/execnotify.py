@@ -43,8 +43,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-__all__ = ["MAX_ARGV_BYTES", "ExecNotifier", "ExecRecord", "available", "notifier",
-           "listener_fd_ok"]
+__all__ = [
+    "MAX_ARGV_BYTES",
+    "ExecNotifier",
+    "ExecRecord",
+    "available",
+    "listener_fd_ok",
+    "notifier",
+]
 
 # the analyser's budget (analysis.analyzer.MAX_ARGV; a test keeps them equal): more
 # than the kernel accepts for argv and environment together, so in practice all of it

@@ -21,9 +21,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SandboxUnavailable, SessionBroken
 from ..image.view import ImageView
@@ -31,8 +31,8 @@ from ..policy.sandbox import SandboxPolicy
 from . import scratch, supervisor
 from .bwrap import BwrapSpec, args_via_fd, build_argv
 from .cgroups import CgroupHost, SessionCgroup
-from .execnotify import available as exec_notify_gap
 from .execnotify import ExecNotifier, listener_fd_ok, notifier
+from .execnotify import available as exec_notify_gap
 from .seccomp import compiled_filter, notify_filter, seccomp_syscall_nr
 from .steps import Acquire, Blocking, CallCancelled, Ready, Steps, drive
 from .watch import SupervisorLost, supervisor_problem, watcher
