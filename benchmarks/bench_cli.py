@@ -10,11 +10,12 @@ alike (medians over --rounds):
   analyser; nothing runs);
 * `bastion run -- true` in-process (BASTION_NO_NODE=1): a whole session is created,
   watched, recorded and torn down by the command itself;
-* `bastion run -- true` through a running `bastion node` of the same state directory:
-  the daemon owns the session, the command is a thin client (``cli.oneshot``);
-* the same through `bastion node --warm 1`: a default session is ready before the
-  command asks (the next one is made while the command runs; a round that comes
-  before it is ready pays a creation).
+* `bastion run -- true` through a running `bastion node --warm 0` of the same state
+  directory: the daemon owns the session, the command is a thin client
+  (``cli.oneshot``), and every run pays a session's creation in the daemon;
+* the same through `bastion node` as it starts by default (``--warm 1``): a default
+  session is ready before the command asks (the next one is made while the command
+  runs; a round that comes before it is ready pays a creation).
 
 A run whose command fails is counted under ``failed`` and not timed. ``own CPU`` is the
 command's own user+system CPU (its process tree, not the node's): on a loaded machine,
@@ -47,12 +48,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
     bastion = bastion_command()
+    load0 = os.getloadavg()[0]
     state = bench_state_dir()
     env = {**os.environ, "BASTION_STATE_DIR": str(state)}
-    node = start_node(state)
+    node = start_node(state, "--warm", "0")
     warm_state = bench_state_dir()
     warm_env = {**os.environ, "BASTION_STATE_DIR": str(warm_state)}
-    warm_node = start_node(warm_state, "--warm", "1")
+    warm_node = start_node(warm_state)  # the default: --warm 1
     try:
         variants: dict[str, tuple[list[str], dict[str, str], bytes | None]] = {
             "python -c pass": ([sys.executable, "-c", "pass"], env, None),
@@ -63,9 +65,10 @@ def main() -> None:
                                                    {**env, "BASTION_NO_NODE": "1"}, b"ls -la\n"),
             "bastion run -- true (no node)": ([bastion, "run", "--", "true"],
                                               {**env, "BASTION_NO_NODE": "1"}, None),
-            "bastion run -- true (via node)": ([bastion, "run", "--", "true"], env, None),
-            "bastion run -- true (via node --warm 1)": ([bastion, "run", "--", "true"],
-                                                        warm_env, None),
+            "bastion run -- true (via node --warm 0)": ([bastion, "run", "--", "true"],
+                                                        env, None),
+            "bastion run -- true (via node, default --warm 1)": (
+                [bastion, "run", "--", "true"], warm_env, None),
         }
         samples: dict[str, list[float]] = {k: [] for k in variants}
         failed: dict[str, int] = dict.fromkeys(variants, 0)
@@ -91,20 +94,23 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(warm_state, ignore_errors=True)
     base = statistics.median(samples["python -c pass"])
-    print(f"{'command':<42} {'p50 s':>7} {'p90 s':>7} {'x python start':>15} "
+    load = os.getloadavg()
+    print(f"load average: {load0:.1f} at the start, {load[0]:.1f} at the end")
+    print(f"{'command':<50} {'p50 s':>7} {'p90 s':>7} {'x python start':>15} "
           f"{'own CPU p50 s':>14} failed")
     results = {}
     for name, xs in samples.items():
         if not xs:
-            print(f"{name:<42} every run failed ({failed[name]})")
+            print(f"{name:<50} every run failed ({failed[name]})")
             results[name] = {"failed": failed[name], "n": 0}
             continue
         p50, p90 = statistics.median(xs), pct(xs, 90)
         own = statistics.median(cpu[name])
-        print(f"{name:<42} {p50:>7.3f} {p90:>7.3f} {p50 / base:>15.1f} {own:>14.3f} "
+        print(f"{name:<50} {p50:>7.3f} {p90:>7.3f} {p50 / base:>15.1f} {own:>14.3f} "
               f"{failed[name]:>6}")
         results[name] = {"p50_s": round(p50, 4), "p90_s": round(p90, 4), "n": len(xs),
                          "cpu_p50_s": round(own, 4), "failed": failed[name]}
+    results["load_average"] = [load0, load[0]]
     emit("cli", results)
 
 

@@ -144,25 +144,43 @@ def honest(n: int, state_dir: Path) -> dict[str, Any]:
     }
 
 
-def grading_cost(n: int, state_dir: Path) -> dict[str, Any]:
-    """N honest episodes in turn: the grader outside the sandbox vs in it."""
-    import json
-
-    from bastion.rl import FixBugTask
-    from bastion.rl.tasks import FIXED_CALC
-
-    in_place: list[float] = []
-    grader: list[float] = []
-    submit: list[float] = []
-    episode: list[float] = []
-    solved = 0
+def grading_cost(n: int, state_dir: Path,
+                 starts: tuple[str, ...] = ("end", "first_call")) -> dict[str, Any]:
+    """N honest episodes per way of starting the grader session (``FixBugTask.
+    grader_start``), interleaved in one run: the grader outside the sandbox vs in it."""
+    out: dict[str, Any] = {}
+    figures = {start: _GradingFigures() for start in starts}
     for i in range(n):
-        task = FixBugTask()
+        for start in starts:
+            figures[start].episode(i, start, state_dir)
+    for start in starts:
+        out[start] = figures[start].report()
+    return out
+
+
+class _GradingFigures:
+    def __init__(self) -> None:
+        self.in_place: list[float] = []
+        self.grader: list[float] = []
+        self.submit: list[float] = []
+        self.episodes: list[float] = []
+        self.solved = 0
+
+    def episode(self, i: int, start: str, state_dir: Path) -> None:
+        import json
+
+        from bastion.rl import FixBugTask
+        from bastion.rl.tasks import FIXED_CALC
+
+        in_place, grader, submit, episode = (self.in_place, self.grader, self.submit,
+                                             self.episodes)
+        task = FixBugTask(grader_start=start)
         env = BastionEnv(Policy.default(), task=task, run_id="bench-grading", name="grading",
                          state_dir=state_dir, exec_timeout=30)
         started = time.perf_counter()
+        name = f"grading-{start}-{i}"
         try:
-            env.reset(options={"episode_id": f"grading-{i}"})
+            env.reset(options={"episode_id": name})
             env.step(json.dumps({"tool": "write_file", "path": "calc.py",
                                  "content": FIXED_CALC}))
             assert env.session is not None
@@ -178,16 +196,23 @@ def grading_cost(n: int, state_dir: Path) -> dict[str, Any]:
         finally:
             env.close()
         episode.append(time.perf_counter() - started)
-        grader.append(task.grades[f"grading-{i}"].seconds)
-        solved += reward == 1.0
-    extra = [g - b for g, b in zip(grader, in_place, strict=True)]
-    ms = lambda xs, q: round(_p(xs, q) * 1000, 1)
-    return {"episodes": n, "solved": solved,
-            "in_place_grader_ms_p50/p90": (ms(in_place, 0.5), ms(in_place, 0.9)),
-            "outside_grader_ms_p50/p90": (ms(grader, 0.5), ms(grader, 0.9)),
-            "extra_s_per_episode_p50/p90": (round(_p(extra, 0.5), 3), round(_p(extra, 0.9), 3)),
-            "submit_step_ms_p50": ms(submit, 0.5), "episode_s_p50": round(_p(episode, 0.5), 3),
-            "extra_share_of_episode_p50": round(_p(extra, 0.5) / _p(episode, 0.5), 3)}
+        grader.append(task.grades[name].seconds)
+        self.solved += reward == 1.0
+
+    def report(self) -> dict[str, Any]:
+        in_place, grader, submit, episode = (self.in_place, self.grader, self.submit,
+                                             self.episodes)
+        n, solved = len(grader), self.solved
+        extra = [g - b for g, b in zip(grader, in_place, strict=True)]
+        ms = lambda xs, q: round(_p(xs, q) * 1000, 1)  # noqa: E731
+        return {"episodes": n, "solved": solved,
+                "in_place_grader_ms_p50/p90": (ms(in_place, 0.5), ms(in_place, 0.9)),
+                "outside_grader_ms_p50/p90": (ms(grader, 0.5), ms(grader, 0.9)),
+                "extra_s_per_episode_p50/p90": (round(_p(extra, 0.5), 3),
+                                                round(_p(extra, 0.9), 3)),
+                "submit_step_ms_p50/p90": (ms(submit, 0.5), ms(submit, 0.9)),
+                "episode_s_p50": round(_p(episode, 0.5), 3),
+                "extra_share_of_episode_p50": round(_p(extra, 0.5) / _p(episode, 0.5), 3)}
 
 
 def _agents(n: int) -> list[ScriptedPolicy]:

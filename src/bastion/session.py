@@ -407,6 +407,16 @@ class Session:
         failure re-raised: bastion never carries on blind."""
         return self._executor.call(self._process, event)
 
+    def _ingest_command(self, event: Event) -> list[Verdict]:
+        """``ingest`` for a call's command, whose records are flushed before the
+        command runs: their commit starts now, so it overlaps the call's launch
+        instead of lingering (``TrailConfig.linger``) until that flush."""
+        verdicts = self.ingest(event)
+        commit_soon = getattr(self._recorder, "commit_soon", None)
+        if commit_soon is not None:
+            commit_soon()
+        return verdicts
+
     def _process(self, event: Event) -> list[Verdict]:
         assert self._executor.on_thread(), "the pipeline runs on the session's executor only"
         try:
@@ -774,7 +784,7 @@ class Session:
         try:
             # waited for: a command is judged (and refused) before it runs
             event = self.event(EventKind.COMMAND, call=call, **analysis)
-            pre: list[Verdict] = yield Blocking(lambda: self.ingest(event))
+            pre: list[Verdict] = yield Blocking(lambda: self._ingest_command(event))
         except CallCancelled:
             self._abandon(call, late)
             raise

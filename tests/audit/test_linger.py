@@ -115,3 +115,18 @@ def test_sigkill_while_lingering_loses_no_acknowledged_record(audit_state: Path)
     result = verify_state_dir(audit_state)[0]
     assert result.ok
     assert result.records >= 5  # every acknowledged record survived the kill
+
+
+def test_commit_soon_starts_the_commit_without_waiting(audit_state: Path) -> None:
+    """What a session does once a command is judged: its records' commit starts at
+    once (overlapping the call's launch) instead of lingering until the flush."""
+    trail = AuditTrail(audit_state, "r", config=_FOREVER)
+    try:
+        trail.append_event(_ev(0))
+        trail.append_event(_ev(1))
+        trail.commit_soon()
+        assert wait_for(lambda: trail.statistics().size == 2)
+        trail.commit_soon()  # nothing queued: nothing to do
+        assert trail.statistics().size == 2
+    finally:
+        trail.close()

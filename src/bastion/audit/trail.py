@@ -372,6 +372,15 @@ class AuditTrail:
         Ticket(batch, 0, self.config.wait_timeout).wait()
         return self._size
 
+    def commit_soon(self) -> None:
+        """Start committing what is queued now, without waiting for it: for a
+        producer that will ``flush`` shortly (a command about to run), so the commit
+        overlaps what it does meanwhile instead of starting at the flush."""
+        with self._cond:
+            if self._queue and not self._urgent:
+                self._urgent = True
+                self._cond.notify()
+
     def checkpoint(self) -> int:
         """Sign and export a checkpoint now; returns its size."""
         return self.flush(checkpoint=True)

@@ -23,9 +23,10 @@ def node(
     state_dir: str | None = StateDirOption,
     max_sessions: int = typer.Option(1024, "--max-sessions", min=1,
                                      help="refuse new sessions beyond this many"),
-    warm: int = typer.Option(0, "--warm", min=0, max=64,
+    warm: int = typer.Option(1, "--warm", min=0, max=64,
                              help="keep this many default-policy sessions ready for "
-                                  "one-shot `bastion run` (each holds a sandbox while idle)"),
+                                  "one-shot `bastion run` (each holds a sandbox while "
+                                  "idle; 0: none, every run pays a session's creation)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every start and refusal"),
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; then every session is closed and recorded.
