@@ -137,3 +137,20 @@ def test_a_refused_read_that_exits_at_once_is_judged_every_time(make_session):
         killing = [v for v in r.verdicts if v.action is Action.KILL]
         assert killing and killing[0].call_id == f"live{i}", (i, r.verdicts)
         assert killing[0].rule_id.startswith("credentials."), killing[0]
+
+
+def test_exec_from_a_thread_is_seen_with_its_argv(monitored, sensors):
+    """An exec from a thread other than the leader: the kernel reports the old
+    leader's exit (de_thread) before the exec event of the same pid. The exec was
+    dropped as a process that had already gone."""
+    s = monitored()
+    s.exec("true", call_id="warm")
+    code = ("import os, threading; t = threading.Thread(target=lambda: "
+            "os.execv('/bin/echo', ['echo', 'from-thread'])); t.start(); t.join()")
+    with sensors.process._lock:
+        r = s.exec(["python3", "-c", code], call_id="t1")
+    assert r.stdout == "from-thread\n", r.stderr
+    ev = wait_for(lambda: _execs(s, "t1", "echo"))
+    assert ev, [e.fields.get("proc.args") for e in events_of(s, EventKind.EXEC)]
+    assert ev[0].fields["proc.args"] == ["echo", "from-thread"]
+    assert ev[0].fields["proc.argv_source"] == "exec"

@@ -60,6 +60,7 @@ STUCK_AFTER = 10.0  # seconds one notification may take before every session is 
 RETAIN_NS = 120 * 10**9  # how long a record waits for the sensor (its lag is seconds)
 MAX_RECORDS_PER_PID = 16
 MAX_TOTAL_BYTES = 64 * 1024 * 1024  # argv bytes held for all sessions together
+MAX_RECORDS = 200_000  # records held for all sessions together
 
 # <linux/seccomp.h>
 _NOTIF_SIZE = 80  # struct seccomp_notif
@@ -185,14 +186,17 @@ class ExecNotifier:
                     later = True
             return found, later
 
-    def forget(self, tgid: int, before_ns: int) -> None:
-        """The process ``tgid`` exited at ``before_ns``: its records are no longer needed
-        (one of a new process that reused the pid since then is kept)."""
+    def forget(self, tgid: int, before_ns: int, *, keep_last: bool = False) -> None:
+        """Drop ``tgid``'s records received before ``before_ns``: at a fork that makes a
+        new process with this pid they belong to an older one. At an exit, with
+        ``keep_last``: an exec from a non-leader thread reports the old leader's exit
+        *before* its own exec event, which still needs the latest record."""
         with self._lock:
             entry = self._table.get(tgid)
             if entry is None:
                 return
-            while entry.records and entry.records[0].recv_ns < before_ns:
+            keep = 1 if keep_last else 0
+            while len(entry.records) > keep and entry.records[0].recv_ns < before_ns:
                 entry.records.popleft()
             if not entry.records:
                 del self._table[tgid]
@@ -207,7 +211,8 @@ class ExecNotifier:
             self._bytes += rec.size
             horizon = rec.recv_ns - RETAIN_NS
             while self._order and (self._order[0].recv_ns < horizon
-                                   or self._bytes > MAX_TOTAL_BYTES):
+                                   or self._bytes > MAX_TOTAL_BYTES
+                                   or len(self._order) > MAX_RECORDS):
                 old = self._order.popleft()
                 self._bytes -= old.size
                 held = self._table.get(old.tgid)

@@ -57,6 +57,7 @@ __all__ = ["ProcessSensor"]
 _DEFAULT_RCVBUF = 16 * 1024 * 1024
 _MAX_ANCESTRY = 32
 _BATCH = 64  # messages taken per wake-up
+_MAX_EXITED = 4096  # exited processes remembered for a late exec event of their pid
 _LAG_REPORT_INTERVAL = 5.0  # seconds between two 'fell behind' reports
 
 
@@ -91,6 +92,9 @@ class ProcessSensor:
         self._lock = threading.Lock()
         self._sessions: dict[str, Observed] = {}
         self._table: dict[int, _Proc] = {}
+        # the latest exited processes, oldest first: an exec from a non-leader thread
+        # comes after its old leader's exit event (see _handle)
+        self._exited: dict[int, _Proc] = {}
         self._max_lag_ns = int(max_lag * 1e9)
         self._poll_interval = poll_interval
         self._stop = threading.Event()
@@ -173,6 +177,8 @@ class ProcessSensor:
             self._sessions.pop(view.session_id, None)
             for pid in [p for p, e in self._table.items() if e.session.view is view]:
                 del self._table[pid]
+            for pid in [p for p, e in self._exited.items() if e.session.view is view]:
+                del self._exited[pid]
 
     def close(self) -> None:
         self._stop.set()
@@ -276,6 +282,9 @@ class ProcessSensor:
         if what == netlink.FORK:
             if ev.pid != ev.tgid:
                 return  # a new thread, not a process
+            # a new process under this pid: what was recorded for the pid is an older one's
+            execnotify.notifier().forget(ev.tgid, ev.ts)
+            self._exited.pop(ev.tgid, None)
             parent = self._table.get(ev.ptgid)
             if parent is None:
                 # a new process outside every session (bastion's launcher among them):
@@ -292,7 +301,12 @@ class ProcessSensor:
         elif what == netlink.EXEC:
             entry = self._table.get(ev.tgid)
             if entry is None:
-                return
+                # an exec from a non-leader thread reports the old leader's exit first
+                # (de_thread), then the exec under the same pid: the same process
+                entry = self._exited.pop(ev.tgid, None)
+                if entry is None:
+                    return
+                self._table[ev.tgid] = entry
             read_ns = time.monotonic_ns()
             info = read_process(ev.tgid)
             # read after /proc: the record of a later exec that /proc may already show
@@ -322,7 +336,11 @@ class ProcessSensor:
             if ev.pid != ev.tgid:
                 return
             entry = self._table.pop(ev.tgid, None)
-            execnotify.notifier().forget(ev.tgid, ev.ts)
+            execnotify.notifier().forget(ev.tgid, ev.ts, keep_last=True)
+            if entry is not None:
+                self._exited[ev.tgid] = entry
+                while len(self._exited) > _MAX_EXITED:
+                    del self._exited[next(iter(self._exited))]
             if entry is None or entry.call is None:
                 return
             status = ev.exit_code
