@@ -64,6 +64,49 @@ def _on_host(n: int) -> float:
     return int(out.strip()) / 1e9
 
 
+# what the supervisor adds to its start: the same _ctypes code (supervisor.py), timed
+# inside a python3 -I -S like the supervisor's, after no_new_privs as bwrap leaves it
+_INSTALL = """
+import time
+import _ctypes, sys, os
+t = time.perf_counter()
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+class _Char(_ctypes._SimpleCData):
+    _type_ = "c"
+class _Sys(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Long
+libc = _ctypes.dlopen(None, 2)
+prctl = _Sys(_ctypes.dlsym(libc, "prctl"))
+prctl(_Long(38), _Long(1), _Long(0), _Long(0), _Long(0))
+bpf = bytes.fromhex(sys.argv[1])
+class _Prog(_ctypes.Array):
+    _type_ = _Char
+    _length_ = len(bpf)
+class _Fprog(_ctypes.Array):
+    _type_ = _Char
+    _length_ = 16
+prog = _Prog.from_buffer_copy(bpf)
+fprog = _Fprog.from_buffer_copy((len(bpf) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                                + _ctypes.addressof(prog).to_bytes(8, sys.byteorder))
+syscall = _Sys(_ctypes.dlsym(libc, "syscall"))
+fd = syscall(_Long(int(sys.argv[2])), _Long(1), _Long(8), _Long(_ctypes.addressof(fprog)))
+assert fd >= 0, _ctypes.get_errno()
+os.close(fd)
+print((time.perf_counter() - t) * 1e6)
+"""
+
+
+def _install_times(n: int) -> list[float]:
+    from bastion.sandbox.seccomp import notify_filter, seccomp_syscall_nr
+
+    argv = ["python3", "-I", "-S", "-c", _INSTALL, notify_filter().hex(),
+            str(seccomp_syscall_nr())]
+    return [float(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+            for _ in range(n)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=2000)
@@ -75,7 +118,7 @@ def main() -> None:
     state = bench_state_dir()
     n = args.execs
     with_n, without_n = _session(state, True), _session(state, False)
-    handled0 = notifier().handled
+    handled0, cpu0 = notifier().handled, notifier().cpu_ns
     times: dict[str, list[float]] = {"host": [], "sandbox_no_notifier": [],
                                      "sandbox_notifier": []}
     try:
@@ -84,7 +127,9 @@ def main() -> None:
             times["host"].append(_on_host(n))
             times["sandbox_no_notifier"].append(_in_session(without_n, n))
             times["sandbox_notifier"].append(_in_session(with_n, n))
-        assert notifier().handled - handled0 >= n * args.rounds, "the listener saw too few execs"
+        handled = notifier().handled - handled0
+        assert handled >= n * args.rounds, "the listener saw too few execs"
+        cpu_per_exec_us = (notifier().cpu_ns - cpu0) / handled / 1000
     finally:
         with_n.close()
         without_n.close()
@@ -107,6 +152,8 @@ def main() -> None:
         "ratio_per_round_median": round(statistics.median(pairs), 3),
         "added_us_per_exec": round((per_exec["sandbox_notifier"]
                                     - per_exec["sandbox_no_notifier"]) * 1000, 1),
+        "notifier_cpu_us_per_exec": round(cpu_per_exec_us, 1),
+        "supervisor_listener_install_us_p50": round(pct(_install_times(args.creates), 50), 1),
         "session_create_close_p50_s": {k: round(pct(v, 50), 3) for k, v in creates.items()},
         "load_avg_1m_after": round(__import__("os").getloadavg()[0], 1),
     })
