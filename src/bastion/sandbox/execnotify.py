@@ -326,6 +326,11 @@ def _execveat_nr() -> int:
 
 
 def _tgid(tid: int) -> int:
+    # a single-threaded caller (nearly every exec) is its own thread group: listing
+    # its task/ costs a tenth of generating /proc/PID/status
+    with contextlib.suppress(OSError):
+        if os.listdir(f"/proc/{tid}/task") == [str(tid)]:
+            return tid
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
             head = f.read(512)
