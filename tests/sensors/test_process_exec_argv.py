@@ -37,7 +37,7 @@ def test_short_lived_exec_in_a_burst_keeps_its_argv(monitored, sensors):
     assert ev.fields["proc.args"][1].startswith("needle-")
     assert ev.fields["proc.argv_source"] == "exec"
     assert ev.fields["proc.partial"] is False
-    assert ev.fields["proc.exe"] == "/bin/echo"
+    assert ev.fields["proc.exe"].endswith("/echo")
     trues = wait_for(lambda: len(_execs(s, "burst", "true")) >= 200 and _execs(s, "burst", "true"))
     assert all(e.fields["proc.args"] == ["/bin/true"] for e in trues)
 
