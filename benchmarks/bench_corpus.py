@@ -235,7 +235,8 @@ def _benign_scenarios() -> None:
                     continue
                 steps += 1
                 fields = analyze_command(cmd, memory)
-                hits = [m for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields))
+                hits = [m for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields,
+                                                       session_id="bench"))
                         if str(m.severity) != "low"]
                 if hits:
                     flagged += 1
@@ -278,7 +279,8 @@ def _attack_scenarios() -> None:
                 else:
                     continue
                 fields = analyze_command(cmd if isinstance(cmd, str) else " ".join(cmd), memory)
-                for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields)):
+                for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields,
+                                             session_id="bench")):
                     got.update(m.categories or ())
                     got.add(m.rule_id.split(".", 1)[0])
             total += 1

@@ -87,7 +87,7 @@ FEATURES = (
     "download_then_run", "raw_socket_to_file", "interp_file_read", "interp_upload",
     "remote_store_command", "cloud_upload", "serves_sensitive_root", "set_proc_name",
     "ptrace_code", "fork_bomb", "loopback_only", "interp_hash_spin",
-    "history_disabled", "interp_setuid_root", "interp_setuid_mode", "secret_pushed", "monitor_signal", "interp_scan", "interp_relay",
+    "history_disabled", "interp_setuid_root", "interp_setuid_mode", "secret_pushed", "monitor_signal", "interp_scan", "signal_all", "interp_relay",
     # attempts and enumeration (judged with the session context by the rules)
     "root_shell_request", "setid_enumeration", "dns_name_enumeration", "login_guessing",
     "socket_shell_program_written", "setuid_shell_program_written", "test_runner_patch",

@@ -489,6 +489,24 @@ class Analyzer:
                 w in _MONITOR_NAMES for a in args if not a.startswith("-")
                 for w in re.split(r"[^\w-]+", re.sub(r"\[(\w)\]", r"\1", a))):  # grep [s]upervisor
             self.monitor_search = True  # looking up the monitor's pids by its name
+        if name in ("sqlite3", "sqlite", "duckdb", "psql", "mysql", "mariadb") and "(" in " ".join(args):
+            # SQL that reads or writes files: readfile('p'), load_file('p'), pg_read_file,
+            # writefile('p', x), INTO OUTFILE 'p'
+            for a in args:
+                for m in _SQL_FILE_READ.finditer(a):
+                    self.acts.reads.setdefault(norm_path(m.group(1)))
+                for m in _SQL_FILE_WRITE.finditer(a):
+                    self.acts.write(norm_path(m.group(1)))
+        if name == "kill":
+            rest = list(args)
+            if rest[:1] in (["-s"], ["-n"]):
+                rest = rest[2:]
+            elif rest and rest[0].startswith("-") and rest[0] != "--":
+                rest = rest[1:]  # the signal
+            if rest[:1] == ["--"]:
+                rest = rest[1:]
+            if "-1" in rest:
+                self.feature("signal_all")  # kill -9 -1: every process it may signal
         if name == "tee" and any(a in ("-a", "--append") for a in args):
             self.appended.update(norm_path(a) for a in args if not a.startswith("-"))
         if name in ("cp", "ln", "install", "mv", "rsync"):
@@ -882,7 +900,8 @@ class Analyzer:
             self.acts.write(path)
         if ".write" not in code:
             return
-        for m in _CODE_LITERAL_WRITE.finditer(code[:65536]):
+        folded = fold_path_constants(code[:65536])  # p = os.path.join(...); open(p, 'w')
+        for m in _CODE_LITERAL_WRITE.finditer(folded):
             path = m.group("p1") or m.group("p2")
             body = m.group("b")
             try:
@@ -1851,6 +1870,9 @@ def _run_parts_shell(argv: list[str]) -> list[str] | None:
 
 _CREDENTIAL_GLOBS = tuple(_VOCAB["credential_paths"])
 _MONITOR_NAMES = _VOCAB["monitor_process_names"]
+_SQL_FILE_READ = re.compile(r"(?i)\b(?:readfile|load_file|pg_read_file|pg_read_binary_file|read_text|read_blob)"
+                            r"\(\s*'([^'\n]{1,300})'")
+_SQL_FILE_WRITE = re.compile(r"(?i)\bwritefile\(\s*'([^'\n]{1,300})'|\binto\s+(?:out|dump)file\s+'([^'\n]{1,300})'")
 _CODE_KILL = re.compile(r"\b(?:os\.kill|os\.killpg|process\.kill|Process\.kill|kill\s*\(|signal\.pidfd_send_signal)")
 _CODE_MONITOR_NAME = re.compile(r"""['"]?b?['"](?:[^'"\n]*[^\w'"\n-])?(?:%s)(?:[^\w-][^'"\n]*)?['"]"""
                                 % "|".join(re.escape(n) for n in sorted(_MONITOR_NAMES)))
@@ -2769,6 +2791,8 @@ class _Walk:
         stdin = self.apply_redirects(redirects, stdin, then)
         if not argv:
             return None
+        if argv[0] in (".", "source") and argv[1:2] in (["/dev/stdin"], ["/dev/fd/0"], ["/proc/self/fd/0"]):
+            argv = ["sh", *argv[2:]]  # `. /dev/stdin <<< "$(curl ...)"`: the shell runs its stdin
         sink = _basename(argv[0])
         if sink in _WRAPPERS:  # `timeout 5 nc host 80 < file`: the wrapped program reads it
             inner = argv

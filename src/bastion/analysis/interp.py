@@ -397,6 +397,15 @@ _HEX_CALL = re.compile(r"(?:\b(?:bytes|bytearray)\.fromhex|\bbinascii\.(?:unhexl
                        r"|\bBuffer\.from\(\s*(['\"])([0-9a-fA-F]{2,4096})\6\s*,\s*['\"]hex['\"]\s*\)")
 _REVERSED = re.compile(rf"({_LIT})\s*\[\s*::\s*-1\s*\]")
 _CHR = re.compile(r"\b(?:chr|String\.fromCharCode)\(\s*(\d{1,3})\s*\)")
+# A list of character codes mapped to characters: perl `map { chr } (98, 97)`, python
+# `map(chr, [98, 97])`, `bytes([98, 97])`, js `String.fromCharCode(98, 97)`.
+_CODES = r"((?:\d{1,3}\s*,\s*){1,4095}\d{1,3})"
+_CHR_LIST = re.compile(rf"\bmap\s*\{{\s*chr(?:\s*\(\s*\$_\s*\))?\s*\}}\s*\(\s*{_CODES}\s*\)"
+                       rf"|\bmap\(\s*chr\s*,\s*[\[(]\s*{_CODES}\s*[\])]\s*\)"
+                       rf"|\bbytes\(\s*\[\s*{_CODES}\s*\]\s*\)|\bString\.fromCharCode\(\s*{_CODES}\s*\)")
+# join with an empty separator of one literal: perl `join "", "x"`, python `''.join(['x'])`
+_JOIN_ONE = re.compile(rf"\bjoin\s*\(\s*(['\"])\1\s*,\s*({_LIT})\s*\)|\bjoin\s+(['\"])\3\s*,\s*({_LIT})"
+                       rf"|(['\"])\5\.join\(\s*\[?\s*({_LIT})\s*\]?\s*\)")
 
 
 def _quoted(text: str) -> str | None:
@@ -432,6 +441,15 @@ def fold_strings(code: str) -> str:
 
     out = _HEX_CALL.sub(unhex, code)
     out = _CHR.sub(lambda m: lit(chr(int(m.group(1))), m) if 32 <= int(m.group(1)) < 127 else m.group(0), out)
+
+    def chars(m: re.Match[str]) -> str:
+        codes = [int(c) for c in re.findall(r"\d+", next(g for g in m.groups() if g))]
+        if not all(32 <= c < 127 or c in (9, 10) for c in codes):
+            return m.group(0)
+        return lit("".join(map(chr, codes)), m)
+    out = _CHR_LIST.sub(chars, out)
+    if "join" in out:
+        out = _JOIN_ONE.sub(lambda m: m.group(2) or m.group(4) or m.group(6), out)
     out = _REVERSED.sub(lambda m: lit(m.group(1)[1:-1][::-1], m), out)
     for _ in range(256):
         new = _JOINED.sub(lambda m: lit(m.group(1)[1:-1] + m.group(2)[1:-1], m), out)
@@ -503,4 +521,24 @@ def fold_path_constants(code: str) -> str:
             code = new
         code = re.sub(r"\(\s*(Path\('[^'\n]*'\))\s*\)", r"\1", code)
         code = _JOIN_CALL.sub(join, code)  # os.path.join(os.path.expanduser('~'), ...)
+    return _propagate_path_names(code)
+
+
+_ASSIGN_PATH = re.compile(r"(?:^|[;\n{(]|\b(?:my|const|let|var|local))\s*(\$?[A-Za-z_]\w*)\s*=\s*"
+                          r"('[^'\\\n]*/[^'\\\n]*'|\"[^\"\\\n$]*/[^\"\\\n$]*\")\s*(?=[;\n)]|$)")
+
+
+def _propagate_path_names(code: str) -> str:
+    """A name bound once to a path literal and handed to a call stands for that path:
+    ``p = '.git/hooks/post-merge'; open(p, 'w')`` opens the hook (the file-act scanners
+    read literals only)."""
+    if "=" not in code or len(code) > 65536:
+        return code
+    bound: dict[str, str] = {}
+    for m in _ASSIGN_PATH.finditer(code):
+        name = m.group(1)
+        bound[name] = "" if name in bound else m.group(2)  # bound twice: unknown
+    for name, value in bound.items():
+        if value:
+            code = re.sub(rf"(\(\s*){re.escape(name)}(?=\s*[,)])", lambda m, v=value: m.group(1) + v, code)
     return code
