@@ -7,6 +7,8 @@ counted), in the same run, interleaved round by round so that the host's load hi
 every mode alike:
 
 - ``host``: the loop on the host, no sandbox (reference);
+- ``host_listener``: the same loop on the host under the exec filter, answered by the
+  notifier thread of this process (the listener's own cost, without the sandbox);
 - ``sandbox_no_notifier``: a default-policy ``Session`` whose supervisor installs no
   exec listener (the host's switch is turned off for this benchmark only, as on a
   kernel without ``SECCOMP_RET_USER_NOTIF``); the process sensor still runs;
@@ -61,6 +63,51 @@ def _in_session(s: Session, n: int) -> float:
 def _on_host(n: int) -> float:
     out = subprocess.run(["bash", "-c", LOOP.format(n=n)], capture_output=True, text=True,
                          check=True).stdout
+    return int(out.strip()) / 1e9
+
+
+def _on_host_with_listener(n: int) -> float:
+    """The loop on the host under the same exec filter, answered by this process's
+    notifier: the listener's cost without the sandbox's (and its sensors') noise."""
+    import array
+    import ctypes
+    import os
+    import socket
+
+    from bastion.sandbox.seccomp import notify_filter, seccomp_syscall_nr
+
+    bpf = notify_filter()
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(38, 1, 0, 0, 0)  # no_new_privs, as bwrap leaves the supervisor
+            prog = ctypes.create_string_buffer(bpf, len(bpf))
+            fprog = (ctypes.c_uint64 * 2)(len(bpf) // 8, ctypes.addressof(prog))
+            fd = libc.syscall(seccomp_syscall_nr(), 1, 8, ctypes.byref(fprog))
+            child.sendmsg([b"l"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            os.close(fd)
+            child.recv(1)
+            os.dup2(out_w, 1)
+            os.execv("/bin/bash", ["bash", "-c", LOOP.format(n=n)])
+        finally:
+            os._exit(127)
+    os.close(out_w)
+    _, anc, _, _ = parent.recvmsg(1, socket.CMSG_SPACE(4))
+    listener = array.array("i", anc[0][2])[0]
+    serving = notifier()
+    serving.register(listener, lambda reason: None)
+    parent.send(b"g")
+    out = b""
+    while chunk := os.read(out_r, 4096):
+        out += chunk
+    os.waitpid(pid, 0)
+    os.close(out_r)
+    serving.unregister(listener)
+    parent.close()
+    child.close()
     return int(out.strip()) / 1e9
 
 
@@ -119,12 +166,13 @@ def main() -> None:
     n = args.execs
     with_n, without_n = _session(state, True), _session(state, False)
     handled0, cpu0 = notifier().handled, notifier().cpu_ns
-    times: dict[str, list[float]] = {"host": [], "sandbox_no_notifier": [],
+    times: dict[str, list[float]] = {"host": [], "host_listener": [], "sandbox_no_notifier": [],
                                      "sandbox_notifier": []}
     try:
         _in_session(with_n, 50), _in_session(without_n, 50)  # warm the page cache
         for _ in range(args.rounds):
             times["host"].append(_on_host(n))
+            times["host_listener"].append(_on_host_with_listener(n))
             times["sandbox_no_notifier"].append(_in_session(without_n, n))
             times["sandbox_notifier"].append(_in_session(with_n, n))
         handled = notifier().handled - handled0
@@ -143,6 +191,7 @@ def main() -> None:
     ratio = per_exec["sandbox_notifier"] / per_exec["sandbox_no_notifier"]
     # each round's two sandbox loops ran back to back: their ratio is the least noisy
     pairs = [a / b for a, b in zip(times["sandbox_notifier"], times["sandbox_no_notifier"])]
+    host_pairs = [a / b for a, b in zip(times["host_listener"], times["host"])]
     emit("exec", {
         "execs_per_round": n, "rounds": args.rounds,
         "ms_per_exec_median": {k: round(v, 4) for k, v in per_exec.items()},
@@ -150,6 +199,9 @@ def main() -> None:
         "ratio_notifier_vs_no_notifier": round(ratio, 3),
         "ratio_per_round": [round(x, 3) for x in pairs],
         "ratio_per_round_median": round(statistics.median(pairs), 3),
+        "host_ratio_listener_vs_none_per_round": [round(x, 3) for x in host_pairs],
+        "host_ratio_listener_vs_none_median": round(statistics.median(host_pairs), 3),
+        "host_added_us_per_exec": round((per_exec["host_listener"] - per_exec["host"]) * 1000, 1),
         "added_us_per_exec": round((per_exec["sandbox_notifier"]
                                     - per_exec["sandbox_no_notifier"]) * 1000, 1),
         "notifier_cpu_us_per_exec": round(cpu_per_exec_us, 1),
