@@ -579,10 +579,14 @@ def test_a_rechunking_forwarder_is_judged_on_the_reassembled_stream(
     before = len(lab.relay_bytes())
     session.exec(["python3", "/workspace/rechunk.py", mode, framing], call_id="fwd",
                  timeout=60)
+    # cut mid-stream (a flow report) or refused at connect, whichever saw it first
     stopped = wait_events(session, EventKind.NET_FLOW,
-                          lambda e: e.get("net.rule") == "gateway.miner_protocol", wait=15)
-    stopped += [e for e in session.events if e.kind is EventKind.NET_CONNECT
-                and e.get("net.rule") == "gateway.miner_protocol"]
+                          lambda e: e.get("net.rule") == "gateway.miner_protocol", wait=0)
+    stopped += wait_events(session, EventKind.NET_CONNECT,
+                           lambda e: e.get("net.rule") == "gateway.miner_protocol", wait=0)
+    if not stopped:
+        stopped = wait_for(lambda: [e for e in session.events
+                                    if e.get("net.rule") == "gateway.miner_protocol"])
     assert stopped and all(e.call_id == "fwd" for e in stopped)
     received = lab.relay_bytes()[before:]
     assert b"mining.subscribe" not in received and b"mining.submit" not in received
@@ -772,13 +776,14 @@ def test_honest_requests_over_a_url_glob_are_no_sweep(
     session.exec(["curl", "-s", "-m", "2", "--retry", "3", "--retry-connrefused",
                   "--retry-delay", "0", "-o", "/dev/null", f"http://{ALLOWED_IP}:1001/"],
                  call_id="retry", timeout=120)
-    failed = wait_events(session, EventKind.NET_CLOSE, lambda e: bool(e.get("net.upstream_failed")))
+    failed = wait_events(session, EventKind.NET_CLOSE,
+                         lambda e: bool(e.get("net.upstream_failed")), wait=30)
     assert failed  # the retried port was seen, and counted once
     session.exec("true", call_id="after")  # a call boundary: detectors have run
     assert "recon.network_scan" not in rules(session)
 
 
-def wait_events_verdict(session: Session, rule: str, wait: float = 15.0) -> list[Any]:
+def wait_events_verdict(session: Session, rule: str, wait: float = 30.0) -> list[Any]:
     """The session's verdicts of ``rule``, waited for."""
     deadline = time.monotonic() + wait
     while True:
