@@ -115,7 +115,7 @@ def _contained(s, call_id: str):
     assert verdict.call_id == call_id and verdict.action is Action.KILL
     assert verdict.evidence["session_background_long"] >= 4.0
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids))
     return verdict
 
 

@@ -72,7 +72,7 @@ def test_a_detached_nonce_search_is_killed_on_its_evidence(make_session):
     assert verdict.call_id == "c1" and verdict.action is Action.KILL
     assert verdict.severity is Severity.HIGH and "mining" in verdict.categories
     pids = verdict.evidence["res.bg_pids"]
-    assert pids and wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids))
 
 
 
@@ -104,6 +104,6 @@ def test_a_nonce_search_program_written_in_one_call_convicts_its_split_runs_in_a
     assert "nonce-search program" in found[0].message and "call c1" in found[0].message
     miners = {e.pid for e in events_of(s, EventKind.EXEC)
               if "w.py" in str(e.fields.get("proc.cmdline"))}
-    assert len(miners) >= 4 and wait_for(lambda: not any(alive(p) for p in miners), timeout=10)
+    assert len(miners) >= 4 and wait_for(lambda: not any(alive(p) for p in miners))
     written = verdicts_named(s, "mining.hash_spin_code")
     assert written and written[0].call_id == "c1" and written[0].action is Action.NONE

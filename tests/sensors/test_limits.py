@@ -25,7 +25,7 @@ def test_a_thread_bomb_that_already_died_is_a_pids_verdict_on_its_call(monitored
     # held by pids.max: it dies of it, or (a slow host) is killed by the verdict first
     assert r.exit_code != 0, r
     assert "can't start new thread" in r.stderr or r.outcome.value == "killed", r
-    found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"), timeout=10)
+    found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"))
     assert found, [v.rule_id for v in s.verdicts]
     assert found[0].call_id == "c3" and found[0].action is Action.KILL
     after = s.exec("echo alive", call_id="c4", step=4)
@@ -39,7 +39,7 @@ def test_a_disk_bomb_deleted_in_its_own_call_still_gets_a_verdict(monitored):
     r = s.exec("head -c 80M /dev/zero > fill; ls -l fill; sleep 0.5; rm -f fill",
                call_id="c1", step=1, timeout=60)
     assert "33554432" in r.stdout or "No space" in r.stderr, r  # refused at the limit
-    found = wait_for(lambda: verdicts_named(s, "detector.disk_limit"), timeout=10)
+    found = wait_for(lambda: verdicts_named(s, "detector.disk_limit"))
     assert found, [v.rule_id for v in s.verdicts]
     v = found[0]
     assert v.call_id == "c1" and "resource_abuse" in v.categories
@@ -54,7 +54,7 @@ def test_a_background_disk_filler_is_charged_to_the_call_that_started_it(monitor
     assert r.exit_code == 0
     s.exec("for i in $(seq 1 100); do [ -s fill ] && break; sleep 0.1; done; sleep 1",
            call_id="c2", step=2, timeout=60)
-    found = wait_for(lambda: verdicts_named(s, "detector.disk_limit"), timeout=10)
+    found = wait_for(lambda: verdicts_named(s, "detector.disk_limit"))
     assert found and found[0].call_id == "c1", [(v.rule_id, v.call_id) for v in s.verdicts]
 
 

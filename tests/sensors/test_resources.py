@@ -65,9 +65,9 @@ def test_background_hashing_loop_is_killed_on_its_evidence_and_charged_to_its_ca
     assert verdict.call_id == "c3" and verdict.step == 3
     assert verdict.action is Action.KILL
     assert verdict.evidence["call.returned"] is True
-    # evidence_cpu_seconds used, or a busy streak (runnable) as long as the note's
+    # evidence_cpu_seconds used, or a busy streak (runnable) of half a second
     assert verdict.evidence["call_recent"] >= 1.0 or \
-        verdict.evidence["busy_runnable_seconds"] >= 1.0, verdict.evidence
+        verdict.evidence["busy_runnable_seconds"] >= 0.5, verdict.evidence
     assert "python3" in verdict.message and "unbounded loop" in verdict.message
     pids = verdict.evidence["res.bg_pids"]
     assert pids and wait_for(lambda: not any(alive(p) for p in pids))
@@ -85,9 +85,13 @@ def test_honest_cpu_heavy_foreground_work_is_never_judged(monitored):
     r2 = s.exec(f"python3 -c '{BURN}' 0.4 & python3 -c '{BURN}' 0.4 & wait", call_id="c2",
                 timeout=120)
     assert r1.outcome.value == "ok" and r2.outcome.value == "ok", (r1, r2)
-    calls = [e for e in events_of(s, EventKind.RESOURCE) if e.fields.get("res.scope") == "call"]
-    used = sum(e.fields["res.cpu_seconds"] for e in calls)
-    assert used > 1.4, used  # past the 0.6 core-second background budget, twice over
+    def calls() -> list:
+        return [e for e in events_of(s, EventKind.RESOURCE) if e.fields.get("res.scope") == "call"]
+
+    # past the 0.6 core-second background budget, twice over (the calls' last CPU is
+    # reported by the first sample after they ended: waited for, on a slow host)
+    assert wait_for(lambda: sum(e.fields["res.cpu_seconds"] for e in calls()) > 1.4)
+    calls = calls()  # type: ignore[assignment]
     assert sum(e.fields["res.bg_cpu_seconds"] for e in calls) < 0.3
     assert not _compute_verdicts(s)
     assert not [v for v in s.verdicts if v.action is not Action.NONE], s.verdicts
@@ -116,13 +120,16 @@ def test_a_background_build_of_short_steps_is_left_to_finish(monitored):
 
 def test_throttled_miner_split_over_two_processes_is_contained(monitored):
     """No evidence: noted (low) on the small budget, killed past the generous one."""
-    s = monitored(SMALL)
+    # the kill budget well past the note's (0.6): two 85% processes on a fast quiet
+    # machine would otherwise cross both within a sample or two
+    s = monitored({"rules": {"detectors": {**SMALL["rules"]["detectors"],
+                                           "background_kill_cpu_seconds": 4.0}}})
     s.write_file("/workspace/m.py", THROTTLED, call_id="c1", step=1)
     r = s.exec("nohup python3 /workspace/m.py >/dev/null 2>&1 &", call_id="c2", step=2)
     assert r.exit_code == 0
-    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=30)
+    found = wait_for(lambda: verdicts_named(s, "detector.background_compute"), timeout=180)
     assert found and found[0].call_id == "c2" and found[0].action is Action.KILL, s.verdicts
-    assert found[0].evidence["session_background_long"] >= 1.2
+    assert found[0].evidence["session_background_long"] >= 4.0
     [note] = verdicts_named(s, "detector.background_busy")  # came first, once
     assert note.call_id == "c2" and note.action is Action.NONE and note.ts <= found[0].ts
     miners = [e.pid for e in events_of(s, EventKind.FORK) if e.call_id == "c2"] + [
@@ -149,7 +156,7 @@ def test_fork_bomb_becomes_a_verdict_and_the_next_call_works(monitored):
                    "rules": {"detectors": {"sample_interval": 0.1}}})
     bomb = s.exec("b() { b | b & }; b", call_id="c1", step=1, timeout=10)
     assert bomb.call_id == "c1"
-    found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"), timeout=10)
+    found = wait_for(lambda: verdicts_named(s, "detector.pids_limit"))
     assert found, [v.rule_id for v in s.verdicts]
     assert found[0].call_id == "c1" and found[0].action is Action.KILL
     assert "c1" in found[0].message
@@ -188,7 +195,7 @@ def test_gpu_use_by_a_background_process_is_noted_then_killed_past_its_budget(mo
     assert sleeper
     gpu.set_samples([GpuSample(pid=sleeper[0], util_percent=97.0, mem_bytes=2 << 30),
                      GpuSample(pid=os.getpid(), util_percent=50.0, mem_bytes=1 << 30)])
-    noted = wait_for(lambda: verdicts_named(s, "detector.gpu_background"), timeout=10)
+    noted = wait_for(lambda: verdicts_named(s, "detector.gpu_background"))
     assert noted and noted[0].call_id == "c5" and noted[0].action is Action.NONE
     found = wait_for(lambda: verdicts_named(s, "detector.gpu_unexpected"), timeout=30)
     assert found and found[0].call_id == "c5" and found[0].pid == sleeper[0]
