@@ -15,6 +15,15 @@ agent's. When /proc is already gone, the pid table (filled from fork events: a c
 inherits its parent's call) still attributes the event, which is then recorded with
 ``proc.partial = true``. Ancestry comes from the same table.
 
+Argv: /proc is read after the exec, so a process that exits at once, execs again or
+rewrites its argv shows nothing or something else by then. Each exec's argv as it was
+asked for is recorded by the exec listener while the exec waits
+(``sandbox/execnotify.py``); an exec event takes the latest record of its pid received
+before the event's kernel time, and says where its argv came from
+(``proc.argv_source``: ``exec``, ``procfs``, ``none``). When /proc still shows the image
+but another argv, both are judged (two events, the second ``procfs``): the record is
+read from the caller's memory, which another of its threads could change in between.
+
 The sensor only reads and submits: it holds each session's read-only view and event
 sink, and the session's own executor evaluates and responds, so the netlink thread
 is never held up by a slow response in one session.
