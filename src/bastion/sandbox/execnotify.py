@@ -56,7 +56,9 @@ __all__ = [
 # than the kernel accepts for argv and environment together, so in practice all of it
 MAX_ARGV_BYTES = 4 * 1024 * 1024
 MAX_ARGS = 65536
-STUCK_AFTER = 10.0  # seconds one notification may take before every session is ended
+STUCK_AFTER = 30.0  # seconds one notification may take before every session is ended
+# (generous: a host so loaded that the thread waits that long is not a reason to end
+# honest episodes; a notifier that never answers is)
 RETAIN_NS = 120 * 10**9  # how long a record waits for the sensor (its lag is seconds)
 MAX_RECORDS_PER_PID = 16
 MAX_TOTAL_BYTES = 64 * 1024 * 1024  # argv bytes held for all sessions together
