@@ -1135,7 +1135,11 @@ class Analyzer:
             argv = m.group(1).split(",")
             self.feature("brace_obfuscation")
         if any(ch.isspace() for ch in argv[0]) and argv[0].strip():
-            argv = [*_CAPTURE_SPLIT.split(argv[0].strip()), *argv[1:]]
+            words = _CAPTURE_SPLIT.split(argv[0].strip())
+            if len(words) > 2 and _basename(words[0]) in SHELLS and words[1] == "-c":
+                # bash${IFS}-c${IFS}'cmd args': the quoted command stays one field
+                words = [words[0], "-c", " ".join(words[2:])]
+            argv = [*words, *argv[1:]]
         self.argv.setdefault(" ".join(argv))
         name = _basename(argv[0])
         self.add_name(name)

@@ -320,7 +320,8 @@ def code_features(code: str) -> set[str]:
         feats.add("ptrace_code")
     if "interp_loop" in feats and "fork" in low and _fork_in_loop(code):
         feats.add("fork_bomb")
-    if "interp_socket" in feats and "interp_loop" in feats and _connects_per_loop_value(code):
+    if "interp_loop" in feats and ("connect" in low or "peeraddr" in low or "socket" in low) \
+            and _connects_per_loop_value(code):
         feats.add("interp_scan")  # connects once per port/host of a loop: a scanner
     if "chmod" in low and _SETUID_MODE.search(code):
         feats.add("interp_setuid_mode")  # a file made set-uid/gid-root-runnable from code
@@ -538,7 +539,17 @@ def _propagate_path_names(code: str) -> str:
     for m in _ASSIGN_PATH.finditer(code):
         name = m.group(1)
         bound[name] = "" if name in bound else m.group(2)  # bound twice: unknown
+    changed = False
     for name, value in bound.items():
         if value:
-            code = re.sub(rf"(\(\s*){re.escape(name)}(?=\s*[,)])", lambda m, v=value: m.group(1) + v, code)
+            new = re.sub(rf"(\(\s*){re.escape(name)}(?=\s*(?:[,)]|\+\s*['\"]))",
+                         lambda m, v=value: m.group(1) + v, code)
+            changed = changed or new != code
+            code = new
+    if changed:  # open(d + '/sync.service', 'w') -> open('~/.config/...' '/sync.service', 'w')
+        for _ in range(16):
+            new = _JOINED.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
+            if new == code:
+                break
+            code = new
     return code
