@@ -196,7 +196,10 @@ def test_include_written_after_exec_is_read_when_the_connection_arrives(tmp_path
         late.write_text("  RemoteForward 9000 localhost:22\n")
         from tests.conftest import wait_for
 
-        assert wait_for(lambda: _children(runner.pid), timeout=10)
+        # the ProxyCommand child once it runs its command (a socket is its own only
+        # then; judged mid-exec its identity and command line would disagree)
+        assert wait_for(lambda: [c for c in _children(runner.pid)
+                                 if client_identity(c) is None])
         child = _children(runner.pid)[0]
         connect = Event(kind=EventKind.NET_CONNECT, session_id="s", pid=child, fields={
             "net.app": "ssh", "net.decision": "allow", "net.dst_ip": "203.0.113.66",
