@@ -18,6 +18,7 @@ Python work in the trainer's process; the commands themselves run in other
 processes), and honest episodes that got any verdict (must be 0).
 
     .venv/bin/python benchmarks/bench_async.py [--n 8 32 64 [256]] [--no-thread]
+    .venv/bin/python benchmarks/bench_async.py --trail 2000   # the trail's commits alone
 """
 
 from __future__ import annotations
@@ -214,8 +215,10 @@ async def run_mode(make: Callable[[int], Any], n: int) -> dict[str, Any]:
 
     calls_from = len(probe.lags)
     t = time.monotonic()
+    calls_cpu0 = time.process_time()
     await asyncio.gather(*(episode(e) for e in live))
     calls_wall = time.monotonic() - t
+    calls_cpu = time.process_time() - calls_cpu0
     calls_lags = probe.lags[calls_from:] or [0.0]
     verdicts = [[v for v in e.verdicts()] for e in live]
     await asyncio.gather(*(e.close() for e in live), return_exceptions=True)
@@ -240,6 +243,8 @@ async def run_mode(make: Callable[[int], Any], n: int) -> dict[str, Any]:
         "loop_lag_calls_p99_ms": round(pct(calls_lags, 99) * 1000, 1),
         "loop_lag_calls_max_ms": round(max(calls_lags) * 1000, 1),
         "process_cpu_s": round(cpu, 2),
+        # the trainer process's CPU (all threads) during the call phase, per call
+        "calls_cpu_ms_per_call": round(1000 * calls_cpu / max(1, len(live) * len(CALLS)), 2),
         "wall_s": round(wall, 2),
         "failed_calls": failures,
         "episodes_lost": len(lost),
@@ -272,14 +277,50 @@ def one(mode: str, n: int, state: Path) -> dict[str, Any]:
     return asyncio.run(run_mode(lambda i: make(state, i), n))
 
 
+def trail_cost(records: int, rounds: int = 2) -> dict[str, Any]:
+    """The audit trail as a session drives it, without sandboxes: records arriving
+    0.5 ms apart from one thread, a flush every 10 (a call's command before it runs),
+    with commits at once (linger 0, before stop 5) and lingering 50 ms (sessions'
+    setting), alternating. CPU is the process's, all threads (the writer's commits)."""
+    from bastion import Event, EventKind
+    from bastion.audit import AuditTrail, TrailConfig
+
+    out: dict[str, list[dict[str, float]]] = {"linger_0": [], "linger_50ms": []}
+    for _ in range(rounds):
+        for name, linger in (("linger_0", 0.0), ("linger_50ms", 0.05)):
+            where = tempfile.mkdtemp(prefix="bastion-bench-trail-", dir="/var/tmp")
+            trail = AuditTrail(where, "r", config=TrailConfig(durable_appends=False,
+                                                              linger=linger))
+            cpu, wall = time.process_time(), time.monotonic()
+            for i in range(records):
+                trail.append_event(Event(EventKind.EXEC, run_id="r", episode_id="e", step=i,
+                                         pid=i, fields={"proc.name": "p"}))
+                if i % 10 == 9:
+                    trail.flush()
+                time.sleep(0.0005)
+            trail.flush()
+            stats = trail.statistics()
+            out[name].append({"cpu_s": round(time.process_time() - cpu, 3),
+                              "wall_s": round(time.monotonic() - wall, 3),
+                              "commits": stats.batches})
+            trail.close()
+            shutil.rmtree(where, ignore_errors=True)
+    return {"records": records, "load_average": os.getloadavg()[0], **out}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trail", type=int, metavar="RECORDS",
+                        help="only the audit trail's commit cost, linger 0 vs 50 ms")
     parser.add_argument("--n", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--no-thread", action="store_true",
                         help="skip the to_thread comparison")
     parser.add_argument("--one", nargs=3, metavar=("MODE", "N", "STATE"),
                         help=argparse.SUPPRESS)  # a child run: one mode, one N
     args = parser.parse_args()
+    if args.trail:
+        print(json.dumps(trail_cost(args.trail), indent=2))
+        return 0
     if args.one:
         mode, n, where = args.one
         print(json.dumps(one(mode, int(n), Path(where))))

@@ -204,7 +204,7 @@ class _GradingFigures:
                                              self.episodes)
         n, solved = len(grader), self.solved
         extra = [g - b for g, b in zip(grader, in_place, strict=True)]
-        ms = lambda xs, q: round(_p(xs, q) * 1000, 1)  # noqa: E731
+        ms = lambda xs, q: round(_p(xs, q) * 1000, 1)
         return {"episodes": n, "solved": solved,
                 "in_place_grader_ms_p50/p90": (ms(in_place, 0.5), ms(in_place, 0.9)),
                 "outside_grader_ms_p50/p90": (ms(grader, 0.5), ms(grader, 0.9)),

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .analysis import CallMemory, analyze_argv, analyze_command
 from .audit import TrailConfig, lease_trail, release_trail
@@ -382,7 +382,7 @@ class Session:
 
     # -- context management -------------------------------------------------------------
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
