@@ -686,6 +686,15 @@ class Analyzer:
                     self.persists.setdefault("ssh_config_exec")  # runs on every ssh
                 if base in (".npmrc", ".yarnrc", ".yarnrc.yml") and _NPM_RUNS.search(text):
                     self.persists.setdefault("node_preload")  # every npm-run node loads it
+        for path, texts in self.written.items():
+            # A program put where PATH finds it (a bin directory, or one this command puts
+            # on PATH) that fetches and runs code: whatever it is named after (git,
+            # python, ls), every later use runs the download first.
+            parent = path.rsplit("/", 1)[0]
+            if (("/bin/" in path and not path.startswith(("./", "/tmp/"))) or parent in self.path_dirs) \
+                    and self.depth < MAX_DEPTH and any(
+                    t and len(t) < 16384 and _fetches_and_runs(t) for t in texts):
+                self.persists.setdefault("path_program_exec")
         for mount in self.remote_mounts:
             if any(w == mount or w.startswith(mount + "/") for w in self.acts.writes):
                 self.feature("remote_copy_push")  # files copied into a remote mount
@@ -1920,6 +1929,12 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
         script = "\n".join(commands) + ("\n" + stdin if stdin else "")
         saves = _EX_SAVE.search(script) is not None
     return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+def _fetches_and_runs(text: str) -> bool:
+    """Shell text that fetches code and runs it (curl | sh, a download run)."""
+    feats = set(Analyzer(text).run()["cmd.features"])
+    return bool(feats & {"download_to_shell", "download_then_run"})
 
 
 def _find_selection(argv: list[str]) -> str | None:
