@@ -112,9 +112,6 @@ class FixBugTask:
         """Start the episode's grader session in the background (once)."""
         if session.episode_id in self._prepared or session.ended:
             return
-        stale = self._prepared.pop(session.episode_id, None)
-        if stale is not None:
-            stale.close()
         self._prepared[session.episode_id] = PreparedGrader(session, self.grading())
 
     def discard(self, episode_id: str) -> None:
