@@ -117,9 +117,10 @@ def test_two_nodes_one_killed_mid_run(state_dir):
         assert o["status"] == "ok" and o["node"] == out["head"] and o["steps"] == 4, o
         assert o["episode"].endswith("-retry1")
         [first] = o["retried_from"]
-        assert first.startswith(o["episode"].removesuffix("-retry1") + " on node "
-                                + out["doomed"][:12]), first
+        assert first.startswith(o["episode"].removesuffix("-retry1") + " on node "), first
         assert any(f"retried as {o['episode']}" in n for n in out["notices"]), out["notices"]
+    # (a loaded machine may also lose a head episode's sandbox: retried the same way)
+    assert any(f" on node {out['doomed'][:12]}" in o["retried_from"][0] for o in retried)
     assert all(o["status"] == "ok" for o in out["outcomes"])
     assert out["infra_failed"] == len(retried) and out["paused"] is None
     assert any("died" in n for n in out["notices"])

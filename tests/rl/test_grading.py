@@ -266,7 +266,10 @@ def test_the_grader_session_is_made_while_the_episode_runs(state_dir):
         assert terminated and reward == 1.0, info
         result = task.grades["ahead"]
         assert result.passed and result.session_id == made.session_id
-        assert result.verdicts == () and made.closed
+        # no verdict on the grader's own work (a loaded machine's low telemetry notes
+        # reach every open session, and are not about it)
+        assert not [v for v in result.verdicts if not v["rule_id"].startswith("telemetry.")]
+        assert made.closed
         assert "ahead" not in task._prepared
     finally:
         env.close()
