@@ -47,8 +47,14 @@ def test_live_session_stream_state_and_operator_actions(serve_factory: Any,
         assert (got["id"], got["rule_id"], got["run_id"], got["episode_id"], got["step"],
                 got["call_id"]) == (mine.id, mine.rule_id, "run-live", "ep-live", 1, "c1")
 
-        ep = wait_for(lambda: _episode(server, "ep-live").get("calls") == 2
-                      and _episode(server, "ep-live"))
+        def both_ended() -> dict[str, Any]:
+            # both calls counted AND both ended: a call is counted from its start record,
+            # and its end can be indexed a poll later (fast machines see the gap)
+            e = _episode(server, "ep-live")
+            done = e.get("calls") == 2 and all(c["outcome"] for c in e["calls_list"])
+            return e if done else {}
+
+        ep = wait_for(both_ended)
         assert ep["state"] == "live" and ep["sessions"] == [session.session_id]
         assert [(c["call_id"], c["outcome"]) for c in ep["calls_list"]] == [
             ("c0", "ok"), ("c1", "denied")]
