@@ -373,6 +373,10 @@ def _read_exec(tid: int, nr: int, args: tuple[int, ...], recv_ns: int) -> ExecRe
                 filename = base.removesuffix(" (deleted)")  # as /proc/PID/exe shows it
             elif filename:
                 filename = base.rstrip("/") + "/" + filename
+    if not filename and not argv:
+        # nothing could be read (the memory went away under the read): an empty record
+        # would hide what /proc still shows of this exec, so there is none
+        return None
     return ExecRecord(_tgid(tid), recv_ns, filename, argv, truncated or short)
 
 
