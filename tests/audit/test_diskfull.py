@@ -36,9 +36,16 @@ def small_fs() -> Iterator[Path]:
 
 
 def _fill(fs: Path) -> Path:
+    """Fill ``fs``; it may be full already (the session's own state filled 2 MiB on a
+    fast machine before the test got here: then not even the filler can be created)."""
     filler = fs / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as out:
+    try:
+        out = open(filler, "wb")  # noqa: SIM115 - closed below, after the fill
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+        return filler
+    with out:
         try:
             while True:
                 out.write(chunk)
@@ -64,7 +71,7 @@ def test_append_raises_on_full_disk_and_keeps_acknowledged(small_fs: Path) -> No
     with pytest.raises(AuditError, match="refuses appends"):
         trail.append_event(_event(0))  # fail closed: no later record slips in
     trail.close()
-    filler.unlink()
+    filler.unlink(missing_ok=True)
     results = verify_state_dir(small_fs / "state")
     assert results[0].ok, results[0].problem
     assert results[0].records >= len(acked)
@@ -128,7 +135,7 @@ def test_session_stops_when_its_audit_fails(small_fs: Path) -> None:
                 session.exec("echo again > /workspace/after", step=stopped_at + 1)
             assert not (workspace / "after").exists()
         trail.close()
-        filler.unlink()
+        filler.unlink(missing_ok=True)
         result = verify_state_dir(state)[0]
         assert result.ok, result.problem
         conn = sqlite3.connect(f"file:{state}/audit/full.db?mode=ro", uri=True)
