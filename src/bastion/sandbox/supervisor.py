@@ -37,6 +37,40 @@ of every session's creation time.
 """
 
 
+def install_exec_listener(bpf: "bytes", seccomp_nr: "int") -> "tuple[int, int]":
+    """Install the exec listener's filter (compiled by ``seccomp.notify_filter``) on this
+    process with seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER):
+    ``(listener fd, 0)``, or ``(-1, errno)``. Built-in modules only (see above);
+    ``benchmarks/bench_exec.py`` times this very function."""
+    import _ctypes
+    import sys
+
+    class _Long(_ctypes._SimpleCData):
+        _type_ = "l"
+
+    class _Char(_ctypes._SimpleCData):
+        _type_ = "c"
+
+    class _Sys(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = _Long
+
+    class _Prog(_ctypes.Array):
+        _type_ = _Char
+        _length_ = len(bpf)
+
+    class _Fprog(_ctypes.Array):  # struct sock_fprog {u16 len; struct sock_filter *}
+        _type_ = _Char
+        _length_ = 16
+
+    prog = _Prog.from_buffer_copy(bpf)
+    fprog = _Fprog.from_buffer_copy((len(bpf) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                                    + _ctypes.addressof(prog).to_bytes(8, sys.byteorder))
+    syscall = _Sys(_ctypes.dlsym(_ctypes.dlopen(None, 2), "syscall"))
+    listener = syscall(_Long(seccomp_nr), _Long(1), _Long(8), _Long(_ctypes.addressof(fprog)))
+    return (listener, 0) if listener >= 0 else (-1, _ctypes.get_errno())
+
+
 def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to end
     import _ctypes
     import _signal
@@ -69,35 +103,9 @@ def main() -> None:  # pragma: no cover - runs inside the sandbox, tested end to
         # the exec listener (execnotify.py), before any call exists: every exec of every
         # call then waits until the host has read its argv. The listener goes to the
         # host and is closed here, so nothing of the agent's can reach it in this process
-        class _Long(_ctypes._SimpleCData):
-            _type_ = "l"
-
-        class _Char(_ctypes._SimpleCData):
-            _type_ = "c"
-
-        class _Sys(_ctypes.CFuncPtr):
-            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-            _restype_ = _Long
-
-        bpf = bytes.fromhex(sys.argv[3])
-
-        class _Prog(_ctypes.Array):
-            _type_ = _Char
-            _length_ = len(bpf)
-
-        class _Fprog(_ctypes.Array):  # struct sock_fprog {u16 len; struct sock_filter *}
-            _type_ = _Char
-            _length_ = 16
-
-        prog = _Prog.from_buffer_copy(bpf)
-        fprog = _Fprog.from_buffer_copy((len(bpf) // 8).to_bytes(2, sys.byteorder) + bytes(6)
-                                        + _ctypes.addressof(prog).to_bytes(8, sys.byteorder))
-        syscall = _Sys(_ctypes.dlsym(_ctypes.dlopen(None, 2), "syscall"))
-        # seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog)
-        listener = syscall(_Long(int(sys.argv[4])), _Long(1), _Long(8),
-                           _Long(_ctypes.addressof(fprog)))
+        listener, error = install_exec_listener(bytes.fromhex(sys.argv[3]), int(sys.argv[4]))
         if listener < 0:
-            sock.send(b'{"op":"listener","errno":%d}' % _ctypes.get_errno())
+            sock.send(b'{"op":"listener","errno":%d}' % error)
         else:
             sock.sendmsg([b'{"op":"listener"}'],
                          [(sol_socket, scm_rights, array.array("i", [listener]))])
