@@ -202,11 +202,11 @@ def main() -> None:
         print(f"FP   {f} {rules}: {cmd[:180]!r}")
 
 
-def _benign_scenarios() -> None:
-    """Every exec / write_file step of the scorecard's benign scenarios, analysed as the
-    session would (one CallMemory per scenario, write_file as a heredoc) and matched with
-    the scorecard's policy (its allow list, a protected grader): the verdicts honest work
-    would get before it runs. Runtime sensors are not involved."""
+def _scenario_commands(pattern: str):
+    """Each scorecard scenario of the files matching ``pattern``, with the ruleset of its
+    policy (the scorecard's allow list, a protected grader) and a judge of its steps in
+    order, analysed as the session would (one CallMemory per scenario, write_file as a
+    heredoc): yields (scenario, [(command, matches), ...])."""
     import shlex
 
     import yaml
@@ -215,8 +215,7 @@ def _benign_scenarios() -> None:
     from bastion.redteam.runner import base_policy, merge_policy
 
     scen_dir = Path(__file__).resolve().parents[1] / "src" / "bastion" / "redteam" / "scenarios"
-    steps = flagged = 0
-    for fn in sorted(scen_dir.glob("benign_*.yaml")):
+    for fn in sorted(scen_dir.glob(pattern)):
         data = yaml.safe_load(fn.read_text())
         for sc in data.get("scenarios", data) if isinstance(data, dict) else data:
             pol = merge_policy(base_policy(), sc["policy"]) if sc.get("policy") else base_policy()
@@ -224,71 +223,57 @@ def _benign_scenarios() -> None:
             sandbox["protected"] = [*sandbox.get("protected", []), "/workspace/grader"]
             ruleset = load_ruleset(Policy.from_dict(pol))
             memory = CallMemory()
+            judged = []
             for st in sc.get("steps", []):
                 if "exec" in st:
                     cmd = st["exec"]
+                    cmd = cmd if isinstance(cmd, str) else " ".join(cmd)
                 elif "write_file" in st:
                     body = st.get("content", "")
                     body = body if body.endswith("\n") else body + "\n"
                     cmd = f"cat > {shlex.quote(st['write_file'])} <<'BASTION_EOF'\n{body}BASTION_EOF"
                 else:
                     continue
-                steps += 1
                 fields = analyze_command(cmd, memory)
-                hits = [m for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields,
-                                                       session_id="bench"))
-                        if str(m.severity) != "low"]
-                if hits:
-                    flagged += 1
-                    print(f"BENIGN {sc['id']} {[m.rule_id for m in hits]}: {cmd[:140]!r}")
+                judged.append((cmd, ruleset.match(Event(kind=EventKind.COMMAND, fields=fields,
+                                                        session_id="bench"))))
+            yield sc, judged
+
+
+def _benign_scenarios() -> None:
+    """Every exec / write_file step of the scorecard's benign scenarios: the verdicts
+    honest work would get before it runs. Runtime sensors are not involved."""
+    steps = flagged = 0
+    for sc, judged in _scenario_commands("benign_*.yaml"):
+        for cmd, matches in judged:
+            steps += 1
+            hits = [m for m in matches if str(m.severity) != "low"]
+            if hits:
+                flagged += 1
+                print(f"BENIGN {sc['id']} {[m.rule_id for m in hits]}: {cmd[:140]!r}")
     print(f"benign scenario steps: {steps}, with a medium+ static verdict: {flagged}")
 
 
 def _attack_scenarios() -> None:
-    """Every attack scenario of the scorecard judged statically, as _benign_scenarios
-    does: does any of its steps get a verdict of an accepted category before it runs?
-    Runtime sensors (process, file, network, compute) are not involved, so a miss here
-    may still be caught in a session; this is the command sensor's share."""
-    import shlex
-
-    import yaml
-
-    from bastion.analysis import CallMemory
-    from bastion.redteam.runner import base_policy, merge_policy
-
-    scen_dir = Path(__file__).resolve().parents[1] / "src" / "bastion" / "redteam" / "scenarios"
+    """Every attack scenario of the scorecard judged statically: does any of its steps
+    get a verdict of an accepted category before it runs? Runtime sensors (process,
+    file, network, compute) are not involved, so a miss here may still be caught in a
+    session; this is the command sensor's share."""
     total = seen = 0
-    for fn in sorted(scen_dir.glob("attacks_*.yaml")):
-        data = yaml.safe_load(fn.read_text())
-        for sc in data.get("scenarios", data) if isinstance(data, dict) else data:
-            pol = merge_policy(base_policy(), sc["policy"]) if sc.get("policy") else base_policy()
-            sandbox = pol.setdefault("sandbox", {})
-            sandbox["protected"] = [*sandbox.get("protected", []), "/workspace/grader"]
-            ruleset = load_ruleset(Policy.from_dict(pol))
-            expect = sc.get("expect", {})
-            accept = {expect.get("category"), *expect.get("accept", [])}
-            memory = CallMemory()
-            got: set[str] = set()
-            for st in sc.get("steps", []):
-                if "exec" in st:
-                    cmd = st["exec"]
-                elif "write_file" in st:
-                    body = st.get("content", "")
-                    body = body if body.endswith("\n") else body + "\n"
-                    cmd = f"cat > {shlex.quote(st['write_file'])} <<'BASTION_EOF'\n{body}BASTION_EOF"
-                else:
-                    continue
-                fields = analyze_command(cmd if isinstance(cmd, str) else " ".join(cmd), memory)
-                for m in ruleset.match(Event(kind=EventKind.COMMAND, fields=fields,
-                                             session_id="bench")):
-                    got.update(m.categories or ())
-                    got.add(m.rule_id.split(".", 1)[0])
-            total += 1
-            if got & accept:
-                seen += 1
-            else:
-                print(f"STATIC MISS {sc['id']} (expected {sorted(a for a in accept if a)}, "
-                      f"got {sorted(got) or 'nothing'})")
+    for sc, judged in _scenario_commands("attacks_*.yaml"):
+        expect = sc.get("expect", {})
+        accept = {expect.get("category"), *expect.get("accept", [])}
+        got: set[str] = set()
+        for _cmd, matches in judged:
+            for m in matches:
+                got.update(m.categories or ())
+                got.add(m.rule_id.split(".", 1)[0])
+        total += 1
+        if got & accept:
+            seen += 1
+        else:
+            print(f"STATIC MISS {sc['id']} (expected {sorted(a for a in accept if a)}, "
+                  f"got {sorted(got) or 'nothing'})")
     print(f"attack scenarios: {total}, with a static verdict of an accepted category: {seen}")
 
 
