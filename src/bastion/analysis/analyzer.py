@@ -662,16 +662,25 @@ class Analyzer:
         code that runs; content in a persistence location is persistence when it runs
         code later (shared judgement with the file sensor, analysis/persistence.py)."""
         if any(a in self.args for a in _EXEC_MODES):
+            known = self.memory.scripts() if self.memory is not None else {}
             for path in self.acts.modes:
-                if classify_path(path) == "git_hook":
-                    self.persists.setdefault("git_hook")  # git runs only executable hooks
+                if classify_path(path) != "git_hook":
+                    continue
+                # git runs only executable hooks: making one executable counts unless
+                # its content, written here or by an earlier call, is judged harmless
+                same = _workspace_spellings(path)  # ./x, /workspace/x, ~/x: one file
+                texts = self.written.get(path) or [known[p] for p in same if p in known][:1]
+                if not texts or any(t is None or runs_code("git_hook", t) for t in texts):
+                    self.persists.setdefault("git_hook")
         for path in self.acts.writes:
             cls = classify_path(path)
             if cls is None:
                 continue
             texts = self.written.get(path)
+            if path in self.downloaded:
+                texts = None  # fetched: whatever the server sends
             if texts is None:
-                if runs_code(cls, None):
+                if runs_code(cls, None) or (cls == "git_hook" and path in self.downloaded):
                     self.persists.setdefault(cls)
             elif any(runs_code(cls, t) for t in texts):
                 self.persists.setdefault(cls)
@@ -1929,6 +1938,16 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
         script = "\n".join(commands) + ("\n" + stdin if stdin else "")
         saves = _EX_SAVE.search(script) is not None
     return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+def _workspace_spellings(path: str) -> list[str]:
+    """The ways a command names one workspace file (the session's cwd and HOME are
+    /workspace): ``./a``, ``/workspace/a`` and ``~/a``."""
+    for prefix in ("./", "/workspace/", "~/", "$HOME/"):
+        if path.startswith(prefix):
+            rest = path[len(prefix):]
+            return [path, "./" + rest, "/workspace/" + rest, "~/" + rest]
+    return [path]
 
 
 def _fetches_and_runs(text: str) -> bool:

@@ -17,7 +17,10 @@ autostart       init.d, rc.local, rc?.d, xdg autostart,        anything
 shell_rc        .bashrc .profile .zshrc ... /etc/profile.d     a line that runs a program
                                                                (not env/alias/PATH/
                                                                completion lines, comments)
-git_hook        .git/hooks/* (not *.sample)                    anything
+git_hook        .git/hooks/* (not *.sample)                    what the policy would stop,
+                                                               a background job, a hidden
+                                                               program (analysis/hooks.py);
+                                                               a lint/test hook is not
 git_config      .git/config, .gitconfig, gitconfig             core.hooksPath, ``!`` aliases,
                                                                core.fsmonitor/sshCommand/
                                                                pager/editor, filters, ...
@@ -366,9 +369,13 @@ def runs_code(cls: str, text: str | None) -> bool:
     cannot tell, and an unknown copy onto them is still counted (it replaces the file
     whole, rarely what set-up does)."""
     if text is None:
-        # An editor rc copied in whole is a dotfiles install; the file sensor judges
-        # its content once it lands (judge_file), so a copy alone is not counted.
-        return cls != "editor_rc"
+        # An editor rc copied in whole is a dotfiles install, a hook copied in is the
+        # project's lint hook as often as not: the file sensor judges their content
+        # once it lands (judge_file), so a copy alone is not counted.
+        return cls not in ("editor_rc", "git_hook")
+    if cls == "git_hook":
+        from .hooks import hook_runs_code  # (it analyses the hook as a command)
+        return hook_runs_code(text)
     if cls == "shell_rc":
         return _rc_runs_code(text)
     if cls == "git_config":
