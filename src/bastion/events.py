@@ -339,6 +339,9 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "cmd.hosts": ("list", "hosts the command contacts (URLs, ssh/scp/nc destinations)"),
     "cmd.persists": ("list", "persistence classes planted: a location that runs things "
                      "written with content that runs code (cron, shell_rc, git_config, ...)"),
+    "cmd.via": ("str", "exec when the command is inline code a running process of the "
+                "call handed to a shell or interpreter (sh -c, python -c); absent for the "
+                "typed command"),
     # network events
     "net.dst_ip": ("ip", "destination address as dialled by the sandbox"),
     "net.dst_port": ("int", "destination port"),

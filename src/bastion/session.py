@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .analysis import CallMemory, analyze_argv, analyze_command
+from .analysis.nested import inline_code
 from .audit import TrailConfig, lease_trail, release_trail
 from .calls import analysable, check_call
 from .containment import disk_limit_verdict, supervisor_lost_verdict
@@ -296,6 +297,8 @@ class Session:
         self._step_counter = 0
         # what earlier calls' commands fetched, for the next ones (analysis.CallMemory)
         self._call_memory = CallMemory()
+        # (call, argv) of inline code already judged (see _nested_command)
+        self._nested_seen: set[tuple[str, tuple[str, ...]]] = set()
         self._deferred: list[Event] | None = None  # lifecycle events raised while acting
         self.created_at = time.time()
         self._deadline = time.monotonic() + policy.sandbox.limits.session_timeout
@@ -447,7 +450,48 @@ class Session:
             if self._webhook is not None:
                 self._alert(verdict)
             taken.append(verdict)
+        if event.kind is EventKind.EXEC:
+            nested = self._nested_command(event)
+            if nested is not None:
+                taken.extend(self._ingest(nested))
         return taken
+
+    _NESTED_LIMIT = 4096  # distinct inline programs judged per session
+
+    def _nested_command(self, event: Event) -> Event | None:
+        """The command event for code a process of a call handed to a shell (``-c``)
+        or an interpreter (``python3 -c``, ``perl -e``): what the typed command only
+        made at run time (decoded from a file, spelled with chr) is judged by the same
+        analyser and packs, charged to the call and the process (``cmd.via``: exec).
+        The call's own command line, harness-trusted programs and code already judged
+        in this call are skipped."""
+        if event.call_id is None or event.fields.get("proc.trusted"):
+            return None
+        argv = inline_code(event.fields)
+        if argv is None:
+            return None
+        with self._lock:
+            call = self._calls.get(event.call_id)
+        if call is None:
+            return None
+        args = [str(a) for a in event.fields.get("proc.args") or []]
+        if call.command in (args[-1], shlex.join(args)):
+            return None  # the call's own line, judged before it ran
+        key = (call.call_id, tuple(argv))
+        if key in self._nested_seen or len(self._nested_seen) >= self._NESTED_LIMIT:
+            return None
+        self._nested_seen.add(key)
+        # no CallMemory: what the code writes or fetches is not the agent's next line
+        fields = self._analyse_nested(argv)
+        return self.event(EventKind.COMMAND, call=call, pid=event.pid,
+                          **{**fields, "cmd.via": "exec"})
+
+    def _analyse_nested(self, argv: list[str]) -> dict[str, Any]:
+        try:
+            return analyze_argv(argv)
+        except Exception as exc:  # analyze_argv promises not to raise: a bug
+            self._fail_closed(f"command analysis failed: {exc!r}")
+            raise InternalError(f"command analysis failed on {argv!r}") from exc
 
     def _carry_out(self, verdict: Verdict, commands: list[Command]) -> Verdict:
         """Execute a plan; record one ``action`` event per command, then the lifecycle
