@@ -525,9 +525,11 @@ class Analyzer:
         # a path run directly, sources compiled.
         if "/" in argv[0]:
             self.executed.setdefault(norm_path(argv[0]), "")
-        if name in SHELLS or interpreter_lang(name) is not None or name in ("source", "."):
+        if name in SHELLS and _shell_noexec(args):
+            pass  # `bash -n x.sh`: a syntax check reads the script, runs nothing
+        elif name in SHELLS or interpreter_lang(name) is not None or name in ("source", "."):
             for a in args:
-                if not a.startswith("-"):
+                if not a.startswith("-") and not (name in SHELLS and a.startswith("+")):
                     self.executed.setdefault(norm_path(a), "sh" if name in ("source", ".")
                                              else name)
                     break
@@ -1938,6 +1940,30 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
         script = "\n".join(commands) + ("\n" + stdin if stdin else "")
         saves = _EX_SAVE.search(script) is not None
     return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+def _shell_noexec(args: list[str]) -> bool:
+    """A shell's options up to its script say noexec (``-n``, ``-xn``, ``-o noexec``)
+    and nothing undoes it (``+n``, ``+o noexec``) or makes it interactive (``-i``
+    ignores -n), and no ``-c`` line is given."""
+    noexec = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-o", "+o") and i + 1 < len(args):
+            if args[i + 1] == "noexec":
+                noexec = a == "-o"
+            i += 2
+            continue
+        if a == "--" or not a.startswith(("-", "+")) or a.startswith("--"):
+            break
+        letters = a[1:]
+        if "c" in letters or "i" in letters or "s" in letters:
+            return False
+        if "n" in letters:
+            noexec = a.startswith("-")
+        i += 1
+    return noexec
 
 
 def _workspace_spellings(path: str) -> list[str]:

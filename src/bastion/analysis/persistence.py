@@ -48,6 +48,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shlex
 import stat
 from pathlib import Path
 
@@ -217,7 +218,75 @@ def git_config_runs_code(key: str, value: str) -> bool:
         return False
     if not _GIT_EXEC_KEYS.match(k):
         return False
-    return not _GIT_INERT_VALUE.match(v)
+    if not v or _GIT_INERT_VALUE.match(v):
+        return False  # `core.pager ''` turns the pager off
+    if k in ("core.pager", "core.editor", "sequence.editor") or k.startswith("pager."):
+        return not _plain_viewer(v)
+    if k.startswith(("filter.", "diff.")) and k.endswith((".clean", ".smudge", ".textconv")):
+        return not _workspace_tool(v)
+    return True
+
+
+# Pagers and editors a git config names, and their options that run commands.
+_VIEWERS = frozenset({"less", "more", "most", "cat", "bat", "batcat", "delta", "diff-so-fancy",
+                      "vim", "vi", "nvim", "nano", "emacs", "emacsclient", "code", "subl",
+                      "micro", "ed", "true", "false", "kak", "hx", "helix", "mg", "joe"})
+_VIEWER_RUNS = {
+    "vim": {"-c", "--cmd", "-S", "-s", "-W"}, "vi": {"-c", "--cmd", "-S", "-s"},
+    "nvim": {"-c", "--cmd", "-S", "-s", "-l"}, "emacs": {"--eval", "-l", "--load", "-f",
+                                                        "--funcall", "-x", "--script"},
+    "emacsclient": {"-e", "--eval"}, "less": {"-k", "--lesskey-file", "--lesskey-src"},
+    "kak": {"-e", "-E"},
+}
+_SHELL_META = re.compile(r"[;&|`$<>(){}\\!\n]")
+
+
+def _plain_viewer(value: str) -> bool:
+    """``less -+F -S``, ``vim -u NONE``, ``emacsclient -t``: a known pager or editor
+    with options that only set how it shows text (no ``-c``/``--cmd``/``+!cmd``, no
+    vimrc of the agent's, no shell metacharacters)."""
+    if _SHELL_META.search(value):
+        return False
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        return False
+    if not words or words[0].rsplit("/", 1)[-1] not in _VIEWERS:
+        return False
+    rest = words[1:]
+    runs = _VIEWER_RUNS.get(words[0].rsplit("/", 1)[-1], set())
+    for i, w in enumerate(rest):
+        if w in runs or w.split("=", 1)[0] in runs:
+            return False
+        if w in ("-u", "-U") and (i + 1 >= len(rest) or rest[i + 1] not in ("NONE", "NORC", "DEFAULTS")):
+            return False
+        if w.startswith("+") and not re.fullmatch(r"\+[\w]*", w):
+            return False  # `+cmd` ex commands beyond a plain word (`+F`, `+startinsert`)
+    return True
+
+
+def _workspace_tool(value: str) -> bool:
+    """A filter or textconv that runs a program of the project's own, in the foreground:
+    ``python3 tools/strip_outputs.py``, ``tools/sqlite-dump.sh``, ``nbstripout``. Not a
+    program under /tmp or a hidden directory, no shell metacharacters, nothing fetched.
+    What it runs is watched when git runs it, like any process of the call."""
+    if _SHELL_META.search(value):
+        return False
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        return False
+    if not words:
+        return False
+    for w in words:
+        if w.startswith(("/tmp/", "/dev/shm/", "/var/tmp/", "/run/", "/proc/", "~", "http:", "https:")):
+            return False
+        if "/" in w and any(part.startswith(".") and part not in (".", "..") for part in w.split("/")):
+            return False
+        if w.rsplit("/", 1)[-1] in ("curl", "wget", "nc", "ncat", "socat", "ssh", "bash", "sh",
+                                     "dash", "zsh", "eval", "exec"):
+            return False
+    return True
 
 
 def _git_config_text_runs_code(text: str) -> bool:
