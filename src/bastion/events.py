@@ -304,6 +304,11 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "proc.argv_source": ("str", "where proc.args came from: exec (the exec listener, as "
                          "exec'd), procfs (/proc after the exec), none"),
     "proc.args_now": ("list", "argv /proc shows when the process changed it after exec"),
+    "proc.copy_of": ("str", "the system program (shell, interpreter, network client...) "
+                     "whose bytes the executable has, when it runs from outside the "
+                     "system directories"),
+    "proc.renamed": ("bool", "the executable is such a copy under another program's name "
+                     "(proc.name is then the real program's)"),
     "proc.trusted": ("bool", "the program run is a file the harness declared "
                      "(Session.trust_executable), at that path, with that content"),
     "proc.source": ("str", "how the process event was observed: netlink or poll"),

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .analysis import CallMemory, analyze_argv, analyze_command
-from .analysis.nested import inline_code
+from .analysis.nested import inline_code, names_code_runner
 from .audit import TrailConfig, lease_trail, release_trail
 from .calls import analysable, check_call
 from .containment import disk_limit_verdict, supervisor_lost_verdict
@@ -475,8 +475,10 @@ class Session:
         if call is None:
             return None
         args = [str(a) for a in event.fields.get("proc.args") or []]
-        if call.command in (args[-1], shlex.join(args)):
-            return None  # the call's own line, judged before it ran
+        if call.command in (args[-1], shlex.join(args)) and names_code_runner(args[0]):
+            # the call's own line, judged before it ran as this shell or interpreter
+            # (a renamed copy's line was judged as an unknown program: judged again)
+            return None
         key = (call.call_id, tuple(argv))
         if key in self._nested_seen or len(self._nested_seen) >= self._NESTED_LIMIT:
             return None

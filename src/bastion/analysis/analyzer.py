@@ -1180,6 +1180,9 @@ class Analyzer:
             self.sudo_names.setdefault(name)
         if name == "busybox" and len(argv) > 1:
             return self.simple(argv[1:], depth, env, stdin, sudo)
+        if interpreter_lang(name) == "awk":
+            for path in _awk_runs_input(argv):
+                self.executed.setdefault(path, "sh")  # each line of it is a command
         if name in _EDITORS:
             for path in _editor_writes(name, argv[1:], stdin):
                 self.acts.write(path)
@@ -1940,6 +1943,23 @@ def _editor_writes(name: str, args: list[str], stdin: str | None) -> list[str]:
         script = "\n".join(commands) + ("\n" + stdin if stdin else "")
         saves = _EX_SAVE.search(script) is not None
     return [norm_path(f) for f in files if f != "-"] if saves else []
+
+
+# An awk program that hands its input to a shell: system($0) / system($N), or the
+# record printed into a pipe to a shell, or run as a command with getline.
+_AWK_RUNS_INPUT = re.compile(
+    r"system\s*\(\s*\$\s*(?:\d+|NF|\w+)?\s*\)|print\s*(?:\$\w*)?\s*\|\s*\"(?:/bin/|/usr/bin/)?(?:ba|da|z|k)?sh\"|"
+    r"\$\d+\s*\|\s*getline")
+
+
+def _awk_runs_input(argv: list[str]) -> list[str]:
+    """The files an awk program runs line by line as shell commands (``awk '{system($0)}'
+    notes.txt``): the same as ``sh notes.txt``."""
+    code = interpreter_code("awk", argv)
+    if not code or not _AWK_RUNS_INPUT.search(code[0]):
+        return []
+    after = argv[argv.index(code[0]) + 1:] if code[0] in argv else []
+    return [norm_path(a) for a in after if a != "-" and not a.startswith("-") and "=" not in a]
 
 
 def _shell_noexec(args: list[str]) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..rules.vocabulary import vocabulary
 
-__all__ = ["inline_code", "program_family"]
+__all__ = ["inline_code", "names_code_runner", "program_family"]
 
 _VOCAB = vocabulary()
 _SHELLS = _VOCAB["shell_binaries"]
@@ -57,11 +57,18 @@ def program_family(name: str) -> str:
     return base
 
 
+def names_code_runner(name: str) -> bool:
+    """Does ``name`` (as typed) name a shell or an interpreter, so that static analysis
+    judged its inline code already?"""
+    family = program_family(name)
+    return family in _SHELLS or family in _INTERPRETERS
+
+
 def _family(fields: Mapping[str, Any], args: list[str]) -> str | None:
     """The shell or interpreter family the exec ran, from its executable, its argv[0]
     or its comm (whichever names one: a copy renamed ``x`` still has its exe path)."""
-    for name in (str(fields.get("proc.exe") or ""), args[0] if args else "",
-                 str(fields.get("proc.comm") or "")):
+    for name in (str(fields.get("proc.copy_of") or ""), str(fields.get("proc.exe") or ""),
+                 args[0] if args else "", str(fields.get("proc.comm") or "")):
         family = program_family(name) if name else ""
         if family in _SHELLS or family in _INTERPRETERS:
             return family

@@ -58,6 +58,7 @@ from ..events import Event, EventKind
 from ..sandbox import execnotify
 from . import netlink
 from .guard import Observed, report_degraded, report_loss, run_guarded, telemetry
+from .identity import ProgramIdentity, family
 from .procfs import ProcInfo, process_name, read_process, read_stat
 from .wait import wait_readable
 
@@ -101,6 +102,7 @@ class ProcessSensor:
         self._lock = threading.Lock()
         self._sessions: dict[str, Observed] = {}
         self._table: dict[int, _Proc] = {}
+        self._identity = ProgramIdentity()  # renamed copies of system programs
         # the latest exited processes, oldest first: an exec from a non-leader thread
         # comes after its old leader's exit event (see _handle)
         self._exited: dict[int, _Proc] = {}
@@ -388,6 +390,14 @@ class ProcessSensor:
             "proc.source": source,
             "proc.argv_source": argv_source or ("none" if info.partial else "procfs"),
         }
+        copy_of = self._identity.copy_of(pid, info.exe)
+        if copy_of is not None:
+            # a byte-identical copy of a system program: judged as that program, named
+            # however its file is (`cp $(command -v bash) .cache/rt`)
+            fields["proc.copy_of"] = copy_of
+            if family(copy_of) != family(info.name):
+                fields["proc.renamed"] = True
+                fields["proc.name"] = copy_of
         if now_args is not None:
             # the process rewrote its argv after exec (or another thread changed it while
             # the exec waited): both are recorded, the exec-time one is judged
