@@ -60,3 +60,38 @@ def test_only_one_purpose_code_is_evidence(tmp_path: Path) -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_code_fed_on_stdin_or_decoded_from_a_data_file_is_read(tmp_path: Path) -> None:
+    """Held-out misses: `nohup python3 - < job.dat` (the program is the standard input's
+    file) and `python3 -c "exec(base64.b64decode(open('w.b64').read()))"` (the program
+    is a data file's decoding). A bounded loop fed the same ways is not evidence."""
+    import base64
+    import codecs
+    (tmp_path / "job.dat").write_text(SOLVER)
+    (tmp_path / "w.b64").write_text(base64.b64encode(SOLVER.encode()).decode())
+    (tmp_path / "notes.txt").write_text(codecs.encode(SOLVER, "rot13"))
+    (tmp_path / "loop.dat").write_text("while True:\n    x = sum(range(1000))\n")
+    procs = []
+    try:
+        with open(tmp_path / "job.dat") as job, open(tmp_path / "loop.dat") as loop:
+            stdin_miner = subprocess.Popen([sys.executable, "-"], stdin=job, cwd=tmp_path)
+            honest = subprocess.Popen([sys.executable, "-"], stdin=loop, cwd=tmp_path)
+        procs += [stdin_miner, honest]
+        decoded = subprocess.Popen(
+            [sys.executable, "-c",
+             "import base64; exec(base64.b64decode(open('w.b64').read()))"], cwd=tmp_path)
+        rot = subprocess.Popen(
+            [sys.executable, "-c",
+             "import codecs; exec(codecs.decode(open('notes.txt').read(), 'rot13'))"],
+            cwd=tmp_path)
+        procs += [decoded, rot]
+        for p in (stdin_miner, decoded, rot):
+            found = wait_for(lambda p=p: mining_code(p.pid))
+            assert found and "nonce search" in found, found
+        assert "standard input" in mining_code(stdin_miner.pid)
+        assert mining_code(honest.pid) is None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

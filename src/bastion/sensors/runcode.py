@@ -16,8 +16,11 @@ Only the features derived from it are kept, never its text.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import contextlib
 import os
+import re
 import stat
 
 from ..analysis.analyzer import code_features
@@ -65,22 +68,77 @@ def _read_script(pid: int, path: str) -> str | None:
         os.close(fd)
 
 
+# A file name a piece of inline code reads: open('x'), readFileSync("x"), Path('x').
+_READ_PATHS = re.compile(r"""(?:open|readFileSync|read_text|read_bytes|Path|File\.read|"""
+                         r"""IO\.read|file_get_contents|slurp)\s*\(\s*['"]([^'"\n]{1,200})['"]""")
+
+
+def _decodings(text: str) -> list[str]:
+    """The file's text and what it decodes to (base64, hex, reversed, rot13): code
+    kept in a data file is rarely kept as code."""
+    out = [text]
+    body = text.strip()
+    with contextlib.suppress(Exception):
+        if re.fullmatch(r"[A-Za-z0-9+/=\s]{16,}", body):
+            out.append(base64.b64decode("".join(body.split()), validate=False)
+                       .decode(errors="replace"))
+    with contextlib.suppress(Exception):
+        if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", "".join(body.split())):
+            out.append(bytes.fromhex("".join(body.split())).decode(errors="replace"))
+    out.append(body[::-1])
+    out.append(codecs.decode(body, "rot13"))
+    return out
+
+
+def _read_stdin(pid: int) -> str | None:
+    """The process's standard input when it is a regular file (read from the start)."""
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
+            return None
+        return os.pread(fd, MAX_BYTES, 0).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def mining_code(pid: int) -> str | None:
     """What makes the code process ``pid`` runs a miner's, in words, or None."""
     args = _args(pid)
     if not args or not _interpreter(args[0]):
         return None
     texts: list[tuple[str, str]] = []
+    operand = False
     for i, arg in enumerate(args[1:], start=1):
         if arg in _CODE_FLAGS and i + 1 < len(args):
             texts.append(("its inline code", args[i + 1]))
+            # code kept in a data file and run by eval/exec (`eval(Buffer.from(
+            # readFileSync('w.b64'), 'base64'))`, `exec(open('n.txt').read()[::-1])`)
+            for path in _READ_PATHS.findall(args[i + 1])[:4]:
+                text = _read_script(pid, path)
+                if text is not None:
+                    texts.extend((path, t) for t in _decodings(text))
+            operand = True
             break
+        if arg == "-":
+            break  # the program is read from stdin
         if arg.startswith("-"):
             continue
         text = _read_script(pid, arg)
         if text is not None:
             texts.append((arg, text))
+        operand = True
         break  # the first operand is the program; the rest are its arguments
+    if not operand:
+        # `python3 - < job.dat`, `nohup perl < x`: the program is its stdin's file
+        text = _read_stdin(pid)
+        if text is not None:
+            texts.append(("its standard input", text))
     for where, text in texts:
         with contextlib.suppress(Exception):  # odd code: no evidence, never an error
             feats = code_features(text)
