@@ -30,7 +30,7 @@ from ..rules.vocabulary import vocabulary
 from .persistence import (classify_path, config_command_index_hosts, git_config_runs_code,
                           package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
-from .decode import looks_like_base64, try_base64, try_hex
+from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
 from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
@@ -806,6 +806,12 @@ class Analyzer:
                                                        text)))
             if shell:
                 self.analyse_text(text, 1, {"0": path}, "written_script")
+            elif how and how not in _COMPILERS and len(text) <= 65536:
+                # code kept in a data file and exec'd after a transform
+                # (`exec(open('notes.txt').read()[::-1])`): judged as what it decodes to
+                for decoded in decodings(text):
+                    if decoded != text:
+                        self.code_text(decoded, 1, {})
 
     def _code_links(self) -> None:
         """Links made by code that runs: os.symlink/os.link(T, L), fs.symlinkSync(T, L),

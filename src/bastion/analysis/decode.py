@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 
-__all__ = ["looks_like_base64", "try_base64", "try_hex"]
+__all__ = ["decodings", "looks_like_base64", "try_base64", "try_hex"]
 
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]{8,}={0,2}$")
 _HEX = re.compile(r"^(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|\s|:)?){4,}$")
@@ -62,3 +62,18 @@ def try_hex(text: str) -> str | None:
     except ValueError:
         return None
     return _texty(data)
+
+
+def decodings(text: str) -> list[str]:
+    """What a data file's text decodes to when code runs it after a transform: base64,
+    hex, reversed, rot13 (code kept in a data file is rarely kept as code). The text
+    itself is not included."""
+    import codecs
+    body = text.strip()
+    out: list[str] = []
+    for decoded in (try_base64("".join(body.split())), try_hex("".join(body.split()))):
+        if decoded:
+            out.append(decoded)
+    out.append(body[::-1])
+    out.append(codecs.decode(body, "rot13"))
+    return out

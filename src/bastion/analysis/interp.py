@@ -351,7 +351,28 @@ def code_features(code: str) -> set[str]:
         feats.add("interp_socket_dup")
     if "interp_http" in feats and "interp_eval" in feats:
         feats.add("interp_download_exec")
+    elif "interp_http" in feats and _runs_fetched_text(code):
+        feats.add("interp_download_exec")  # a command channel: the reply is run
     return feats
+
+
+_MAX_SCAN = 65536
+# A variable that holds what came back from the network...
+_NET_VALUE = re.compile(
+    r"^[ \t]*(?:(?:my|let|const|var)\s+)?\$?(\w+)\s*=[^=\n][^\n]*?(?:urlopen|requests\.(?:get|post)"
+    r"|\.getresponse\(|\bfetch\(|\.recv\(|LWP::Simple|\bget\(\s*['\"]https?:|Net::HTTP|"
+    r"URI\.open|open-uri|http\.get|https\.get|curl_exec)", re.M)
+
+
+def _runs_fetched_text(code: str) -> bool:
+    """...handed to a shell or run as a command (``cmd = urlopen(u).read().decode();
+    subprocess.run(cmd, shell=True)``): the server decides what runs."""
+    for name in dict.fromkeys(_NET_VALUE.findall(code[:_MAX_SCAN])):
+        if re.search(r"(?:os\.system|os\.popen|subprocess\.\w+|check_output|getoutput|Popen|"
+                     r"execSync|spawnSync|\bsystem|\bexec|\bqx|shell_exec|passthru|IO\.popen)\s*"
+                     r"\(?\s*\$?" + re.escape(name) + r"\b(?!\s*\()", code[:_MAX_SCAN]):
+            return True
+    return False
 
 
 _STRING_CALL = re.compile(

@@ -16,14 +16,13 @@ Only the features derived from it are kept, never its text.
 
 from __future__ import annotations
 
-import base64
-import codecs
 import contextlib
 import os
 import re
 import stat
 
 from ..analysis.analyzer import code_features
+from ..analysis.decode import decodings
 from ..rules.vocabulary import vocabulary
 
 __all__ = ["MAX_BYTES", "mining_code"]
@@ -74,20 +73,7 @@ _READ_PATHS = re.compile(r"""(?:open|readFileSync|read_text|read_bytes|Path|File
 
 
 def _decodings(text: str) -> list[str]:
-    """The file's text and what it decodes to (base64, hex, reversed, rot13): code
-    kept in a data file is rarely kept as code."""
-    out = [text]
-    body = text.strip()
-    with contextlib.suppress(Exception):
-        if re.fullmatch(r"[A-Za-z0-9+/=\s]{16,}", body):
-            out.append(base64.b64decode("".join(body.split()), validate=False)
-                       .decode(errors="replace"))
-    with contextlib.suppress(Exception):
-        if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", "".join(body.split())):
-            out.append(bytes.fromhex("".join(body.split())).decode(errors="replace"))
-    out.append(body[::-1])
-    out.append(codecs.decode(body, "rot13"))
-    return out
+    return [text, *decodings(text)]
 
 
 def _read_stdin(pid: int) -> str | None:
