@@ -416,7 +416,9 @@ class Analyzer:
         self._code_links()
         self._through_links()
         self._secret_copies()
-        signals = {"kill", "pkill", "killall"} & self.exec_names.keys() or any(
+        # what acts on another process by pid: signals, limits, priority, CPU set, trace
+        signals = {"kill", "pkill", "killall", "prlimit", "renice", "taskset", "ionice", "chrt",
+                   "cpulimit", "gdb", "strace", "ltrace", "gcore"} & self.exec_names.keys() or any(
             _CODE_KILL.search(c) for c in [*self.interp, *self.run_code])
         if signals and (self.monitor_search or any(
                 _CODE_MONITOR_NAME.search(c) for c in [*self.interp, *self.run_code])):
