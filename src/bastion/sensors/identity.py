@@ -113,6 +113,8 @@ class ProgramIdentity:
             with self._lock:
                 if key in self._files:
                     return self._files[key]
+            if self._is_original(pid, candidates, st):
+                return None  # a #! script named the program: /proc/PID/exe is /usr/bin/env
             digest = _sha256(fd, st.st_size)
         except OSError:
             return None
@@ -141,6 +143,17 @@ class ProgramIdentity:
                 self._files.clear()
             self._files[key] = found
         return found
+
+    @staticmethod
+    def _is_original(pid: int, candidates: list[tuple[str, str]], st: os.stat_result) -> bool:
+        for _name, path in candidates:
+            try:
+                orig = os.stat(f"/proc/{pid}/root/{path}")
+            except OSError:
+                continue
+            if (orig.st_dev, orig.st_ino) == (st.st_dev, st.st_ino):
+                return True
+        return False
 
     def _root(self, pid: int) -> _Root | None:
         root = f"/proc/{pid}/root"
