@@ -33,6 +33,18 @@ ssh             .ssh/authorized_keys, .ssh/rc,                 anything (a key i
 editor_rc       .vimrc .exrc init.vim init.lua .emacs ...      a line that runs a program
                                                                (``!cmd``, system(), jobs,
                                                                shell-command), not settings
+shell_          ~/.bash_completion (every interactive shell);  top-level lines as shell_rc;
+completion,     .bash_completion.d/*, bash-completion/         a completion function's body
+completion_     completions/* (loaded when completing)         when it fetches, connects,
+script                                                         backgrounds, pipes to a shell
+gdb_rc          .gdbinit (home, cwd), ~/.config/gdb/gdbinit,   shell/!/pipe/make/eval/source/
+                gdbinit.d, gdbearlyinit                        guile lines; a python block
+                                                               that runs programs, connects,
+                                                               evals, writes (not printers,
+                                                               not ``set ...`` settings)
+pdb_rc          .pdbrc (home, cwd)                             a line (``!stmt``, statement,
+                                                               expression) whose python runs
+                                                               programs, connects, evals
 =============== ============================================= ============================
 
 ``classify(rel)`` says which class a workspace-relative path belongs to (the file sensor
@@ -78,6 +90,12 @@ _EXACT = {
     ".vim/vimrc": "editor_rc", ".config/nvim/init.vim": "editor_rc",
     ".config/nvim/init.lua": "editor_rc", ".emacs": "editor_rc", ".emacs.el": "editor_rc",
     ".emacs.d/init.el": "editor_rc", ".config/emacs/init.el": "editor_rc",
+    # bash-completion sources the user's file in every interactive shell
+    # (BASH_COMPLETION_USER_FILE, default ~/.bash_completion; also the XDG spelling)
+    ".bash_completion": "shell_completion", ".config/bash_completion": "shell_completion",
+    # gdb runs these at every start (~/.gdbinit, the XDG one since gdb 11)
+    ".config/gdb/gdbinit": "gdb_rc", ".gdbearlyinit": "gdb_rc",
+    ".config/gdb/gdbearlyinit": "gdb_rc",
 }
 _GLOBS = (
     # (no `*.cron` / `.cron/*`: cron reads only its system directories and spool, where
@@ -86,10 +104,18 @@ _GLOBS = (
     (".config/autostart/*", "autostart"), (".config/environment.d/*", "shell_rc"),
     (".config/fish/conf.d/*", "shell_rc"),
     (".vim/plugin/*", "editor_rc"), (".config/nvim/plugin/*", "editor_rc"),
+    # completion scripts: sourced at shell start (.bash_completion.d, sourced by the
+    # user file by convention) or when the command is first completed (XDG dir)
+    (".bash_completion.d/*", "completion_script"),
+    (".local/share/bash-completion/completions/*", "completion_script"),
+    (".gdbinit.d/*", "gdb_rc"), (".config/gdb/gdbinit.d/*", "gdb_rc"),
 )
 _BASENAMES = {
     "sitecustomize.py": "python_startup", "usercustomize.py": "python_startup",
     "ld.so.preload": "ld_preload",
+    # gdb reads ~/.gdbinit and, where auto-load allows, ./.gdbinit of the directory it
+    # starts in; pdb reads ~/.pdbrc and ./.pdbrc (both: commands run at every start)
+    ".gdbinit": "gdb_rc", ".pdbrc": "pdb_rc",
 }
 _PARENTS = {"crontabs": "cron", "cron.d": "cron", "cron.hourly": "cron", "cron.daily": "cron",
             "cron.weekly": "cron", "cron.monthly": "cron", "profile.d": "shell_rc"}
@@ -111,6 +137,9 @@ _SYSTEM: tuple[tuple[str, str], ...] = (
     ("/etc/zsh/*", "shell_rc"), ("/etc/zshrc", "shell_rc"), ("/etc/profile.d/*", "shell_rc"),
     ("/etc/environment", "shell_rc"), ("/etc/csh.cshrc", "shell_rc"),
     ("/etc/csh.login", "shell_rc"), ("/etc/gitconfig", "git_config"),
+    ("/etc/bash_completion.d/*", "completion_script"),
+    ("/usr/share/bash-completion/completions/*", "completion_script"),
+    ("/etc/gdb/gdbinit", "gdb_rc"), ("/etc/gdb/gdbinit.d/*", "gdb_rc"),
     ("*/site-packages/*.pth", "python_pth"), ("*/dist-packages/*.pth", "python_pth"),
 )
 _HOME_PREFIXES = ("~/", "$HOME/", "${HOME}/", "/workspace/", "/root/")
@@ -180,6 +209,7 @@ _RC_INERT = re.compile(
       | (?:source|\.)\s+[\w./~${}-]*(?:completion|_completion|\.bash_aliases|\.aliases|
          env|activate|nvm\.sh|cargo/env|\.bashrc|\.profile|bash_completion\S*|\.sdkman\S*)\S*\s*
       | eval\s+["']?\$\((?:[\w./-]+\s+)*?[\w./-]*(?:init|env|completion|shellenv|hook|alias)\b[^`;|&]*\)["']?\s*
+      | (?:source|\.)\s+<\(\s*(?:[\w./-]+\s+)*?[\w./-]*(?:completion|completions|init|shellenv)\b[^`;|&()$]*\)\s*
       | (?:if|then|else|elif|fi|for|do|done|esac|case|while|\[\[|\[|\}|\{|function\s+\w+|\w+\s*\(\)\s*\{?)\b.*
     )$""",
     re.VERBOSE,
@@ -425,6 +455,133 @@ def _rc_runs_code(text: str) -> bool:
     return False
 
 
+# A completion function's body runs when the user completes: it is a hook only when it
+# does more than complete (fetch, connect, background, pipe into a shell, decode).
+_COMPLETION_BODY_RUNS = re.compile(
+    r"\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b|/dev/(?:tcp|udp)/|"
+    r"\b(?:python\d?(?:\.\d+)?|perl|ruby|node|php)\s+-[ce]\b")
+_BODY_FETCH_CMDS = frozenset({"curl", "wget", "nc", "ncat", "netcat", "socat", "telnet", "ssh",
+                              "scp", "sftp", "openssl", "base64", "xxd", "nohup", "setsid",
+                              "disown", "eval", "exec", "bash", "sh", "dash", "zsh"})
+_FUNC_START = re.compile(r"^(?:function\s+[\w.:-]+\s*(?:\(\s*\))?|[\w.:-]+\s*\(\s*\))\s*(\{.*)?$")
+
+
+def _completion_body_runs(body: str) -> bool:
+    if _BACKGROUND.search(re.sub(r"[0-9]*>&[0-9-]+|&>", " ", body)) or \
+            _COMPLETION_BODY_RUNS.search(body):
+        return True
+    return any(w.rsplit("/", 1)[-1] in _BODY_FETCH_CMDS or _hidden_path(w)
+               for w in _body_words(body))
+
+
+def _completion_runs_code(text: str) -> bool:
+    """A completion script: what runs when it is sourced (top-level lines, judged as a
+    shell start-up file's) and what its functions do when the user completes (only a
+    fetch, a connection, a background job, a pipe into a shell counts: ``COMPREPLY=(
+    $(compgen -W ...) )`` and ``$(mycli --list-commands)`` are what completion is)."""
+    lines = text.splitlines()
+    top: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        m = _FUNC_START.match(line)
+        if m is None:
+            top.append(line)
+            continue
+        body_lines = [m.group(1) or ""]
+        if not m.group(1) and i < len(lines) and lines[i].strip().startswith("{"):
+            body_lines = [lines[i].strip()]
+            i += 1
+        depth = sum(b.count("{") - b.count("}") for b in body_lines)
+        while depth > 0 and i < len(lines):
+            body_lines.append(lines[i])
+            depth += lines[i].count("{") - lines[i].count("}")
+            i += 1
+        body = "\n".join(body_lines).strip()
+        if body.startswith("{"):
+            body = body[1:]
+        if body.rstrip().endswith("}"):
+            body = body.rstrip()[:-1]
+        if _completion_body_runs(body):
+            return True
+        if len(body_lines) == 1 and m.group(1) and definition_persists(line):
+            return True  # `ls() { command ls "$@"; python3 x.py; }`: shadows ls
+    return _rc_runs_code("\n".join(top))
+
+
+# What python code in a debugger's start-up file may do without being a hook: nothing
+# in this set (pretty-printer registration imports and calls; sys.path edits).
+_PY_ACTS = frozenset({"interp_socket", "interp_bind", "interp_exec", "interp_shell",
+                      "interp_dup2", "interp_file_write", "interp_http", "interp_eval",
+                      "interp_upload", "interp_download_exec", "interp_socket_exec"})
+_GDB_EXECUTE = re.compile(r"\bgdb\.execute\s*\(\s*(?![rbuf]?['\"](?:set|show|info|handle|echo|"
+                          r"break|tbreak|b|display|skip|alias|directory|dir)\b)")
+
+
+def _python_acts(code: str) -> bool:
+    from .interp import code_features, fold_strings  # (interp does not import this module)
+    code = code[:65536]
+    folded = fold_strings(code)
+    return bool((code_features(code) | code_features(folded)) & _PY_ACTS) or \
+        _GDB_EXECUTE.search(folded) is not None
+
+
+# gdb commands that run a program or load code (gdb takes unique prefixes: `she`,
+# `py`, `sou`): shell, !, pipe, |, make, eval (a formatted command), source, guile.
+_GDB_RUN_WORDS = frozenset({"she", "shel", "shell", "pipe", "make", "eval", "so", "sou", "sour",
+                            "sourc", "source", "gu", "gui", "guil", "guile", "gr", "guile-repl"})
+_GDB_PY_WORDS = frozenset({"py", "pyt", "pyth", "pytho", "python", "pi", "python-interactive"})
+
+
+def _gdb_runs_code(text: str) -> bool:
+    """A gdbinit: a line that runs a program or loads code, or a python block whose
+    code acts (runs programs, connects, evals, writes). ``set pagination off``,
+    ``set print pretty on``, breakpoints, ``define`` bodies of such lines, and a python
+    block registering pretty-printers are configuration."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("!", "|")):
+            return True
+        m = re.match(r"^([\w-]+)\s*(.*)$", line)
+        if m is None:
+            continue
+        word, rest = m.group(1).lower(), m.group(2)
+        if word in _GDB_RUN_WORDS:
+            return True
+        if word in _GDB_PY_WORDS:
+            if word in ("pi", "python-interactive") and not rest:
+                return True  # an interactive interpreter at every start
+            if rest:
+                code = rest
+            else:
+                block = []
+                while i < len(lines) and lines[i].strip() != "end":
+                    block.append(lines[i])
+                    i += 1
+                i += 1
+                code = "\n".join(block)
+            if _python_acts(code):
+                return True
+    return False
+
+
+# pdb commands whose argument is not python (the rest of a line is python: `!stmt`,
+# a statement pdb does not know, p/pp/display/condition expressions).
+def _pdb_runs_code(text: str) -> bool:
+    """A .pdbrc: pdb runs each line at start; a line that is not a pdb command is a
+    python statement. Counted when the python acts (runs programs, connects, evals,
+    writes); ``alias``, breakpoints, ``import rlcompleter`` are set-up."""
+    code = "\n".join(line.strip().lstrip("!").strip() for line in text.splitlines()
+                     if line.strip() and not line.strip().startswith("#"))
+    return _python_acts(code)
+
+
 def _pth_runs_code(text: str) -> bool:
     # site.py executes a .pth line only when it starts with "import" (then it runs it).
     return any(re.match(r"^import[\s\t]", line) for line in text.splitlines())
@@ -441,7 +598,8 @@ def runs_code(cls: str, text: str | None) -> bool:
         # An editor rc copied in whole is a dotfiles install, a hook copied in is the
         # project's lint hook as often as not: the file sensor judges their content
         # once it lands (judge_file), so a copy alone is not counted.
-        return cls not in ("editor_rc", "git_hook")
+        # The same for completion scripts installed into a completions directory.
+        return cls not in ("editor_rc", "git_hook", "completion_script")
     if cls == "git_hook":
         from .hooks import hook_runs_code  # (it analyses the hook as a command)
         return hook_runs_code(text)
@@ -453,6 +611,12 @@ def runs_code(cls: str, text: str | None) -> bool:
         return _pth_runs_code(text)
     if cls == "editor_rc":
         return _EDITOR_RUNS.search(text) is not None
+    if cls in ("shell_completion", "completion_script"):
+        return _completion_runs_code(text)
+    if cls == "gdb_rc":
+        return _gdb_runs_code(text)
+    if cls == "pdb_rc":
+        return _pdb_runs_code(text)
     if cls == "tmux_rc":
         return _TMUX_RUNS.search(text) is not None
     if cls == "cron":
@@ -537,7 +701,7 @@ def package_index_hosts(path: str, text: str | None) -> list[str]:
     values: list[str] = []
     if base in _INDEX_CONFIGS:
         values = [m.group(1) for m in _INDEX_KEY.finditer(text)]
-    elif classify_path(path) == "shell_rc":
+    elif classify_path(path) in ("shell_rc", "shell_completion"):
         values = [m.group(1) for m in _INDEX_ENV.finditer(text)]
     return _hosts_of(values)
 

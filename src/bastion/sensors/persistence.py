@@ -15,6 +15,15 @@ from ..analysis.persistence import runs_code as runs_code
 __all__ = ["WATCH_DIRS", "classify", "classify_path", "git_config_runs_code", "judge_file",
            "runs_code"]
 
+# The user site-packages (site.getusersitepackages(): ~/.local/lib/pythonX.Y/
+# site-packages): every python of the user reads its .pth files at start, so a .pth
+# written there by a path the command does not show (shutil.copyfile to a computed
+# path) is seen when it is written, charged to its writer's call. One entry per python
+# version the sandbox may run; each is followed when the agent creates it.
+_USER_SITE = tuple(d for minor in range(6, 20)
+                   for d in (f".local/lib/python3.{minor}",
+                             f".local/lib/python3.{minor}/site-packages"))
+
 # Directories the real-time watcher follows (besides the workspace root); deeper
 # locations (git hooks of nested repositories, .pth files in virtualenvs) are found
 # by the end-of-episode diff.
@@ -23,4 +32,9 @@ WATCH_DIRS = frozenset({
     ".config/environment.d", ".config/fish", ".config/git", ".local", ".local/share",
     ".local/share/systemd", ".local/share/systemd/user", ".cron", "crontabs", "cron.d",
     ".git", ".git/hooks",
+    # start-up files of shells' completion and of debuggers (gdb)
+    ".bash_completion.d", ".local/share/bash-completion",
+    ".local/share/bash-completion/completions", ".config/gdb", ".config/gdb/gdbinit.d",
+    ".gdbinit.d",
+    ".local/lib", *_USER_SITE,
 })
