@@ -107,3 +107,13 @@ def test_code_does_not_tamper(code: str) -> None:
 def test_framework_source_writes(cmd: str, hit: bool) -> None:
     writes = analyze_command(cmd).get("cmd.writes", [])
     assert any("/site-packages/_pytest/" in w for w in writes) is hit
+
+
+def test_python_code_that_rewrites_pytest_or_plants_a_plugin_is_a_runner_patch_when_run() -> None:
+    """The analyzer hook: interpreter code judged by code_tampers_test_framework."""
+    from bastion.analysis import analyze_command
+    patch = ("python3 -c \"import importlib.util as u; p = u.find_spec('_pytest.runner').origin; "
+             "s = open(p).read(); open(p, 'w').write(s.replace('item.runtest()', 'pass'))\"")
+    honest = ("python3 -c \"import importlib.util as u; print(u.find_spec('_pytest.runner').origin)\"")
+    assert "test_runner_patch" in analyze_command(patch)["cmd.features"]
+    assert "test_runner_patch" not in analyze_command(honest)["cmd.features"]

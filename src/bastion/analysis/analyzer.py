@@ -32,7 +32,8 @@ from .persistence import (classify_path, config_command_index_hosts, git_config_
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
-from .grading import HOOK_FILES, alters_test_outcomes, overrides_test_run, patches_test_runner
+from .grading import (HOOK_FILES, alters_test_outcomes, code_tampers_test_framework,
+                      overrides_test_run, patches_test_runner)
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features as _code_features
 from .stratum import STRATUM_METHOD
@@ -1588,6 +1589,8 @@ class Analyzer:
             self.feature(f"interp_{lang}")
             for feat in code_features(code):
                 self.feature(feat)
+            if lang == "python" and code_tampers_test_framework(code[:MAX_CODE]):
+                self.feature("test_runner_patch")  # rewrites pytest or plants a [pytest11]
             for cmd in embedded_commands(code)[:16]:
                 self.analyse_text(cmd, depth + 1, env, "interp_shell_payload")
             for lit in re.findall(r"['\"]([A-Za-z0-9+/=_-]{16,})['\"]", code)[:8]:
