@@ -75,3 +75,29 @@ def test_a_supervisor_without_a_listener_is_refused(state_dir):
             print("started")
     """)
     assert out.strip() == "refused True"
+
+
+def test_records_stay_for_every_reader_and_a_reused_pid_does_not_get_an_older_argv():
+    """Several process sensors (one per host in a process) read the same exec table at
+    their own pace. A sensor that saw a process exit used to drop its records, and a
+    sensor still behind then found no argv for that process's exec (seen as a flaky
+    `bash -c "sh -c ..."` test under load). Lookups are bounded by the process's own
+    fork time instead; nothing is taken away by a reader."""
+    from bastion.sandbox.execnotify import ExecNotifier, ExecRecord
+
+    table = ExecNotifier()
+    first = ExecRecord(tgid=4242, recv_ns=100, filename="/bin/sh", argv=("sh", "-c", "x"),
+                       truncated=False)
+    table._record(first)
+    # the fast reader has handled the exec and the exit; the slow one looks it up now
+    assert table.lookup(4242, before_ns=150, after_ns=50) == (first, False)
+    assert table.lookup(4242, before_ns=150, after_ns=50) == (first, False)  # still there
+    # pid 4242 is reused: forked at 300, exec'd at 400 without a record of its own
+    reused, later = table.lookup(4242, before_ns=400, after_ns=300)
+    assert reused is None and later is False
+    second = ExecRecord(tgid=4242, recv_ns=350, filename="/bin/ls", argv=("ls",),
+                        truncated=False)
+    table._record(second)
+    assert table.lookup(4242, before_ns=400, after_ns=300) == (second, False)
+    # the slow reader, still on the first process, is told a later exec exists
+    assert table.lookup(4242, before_ns=150, after_ns=50) == (first, True)

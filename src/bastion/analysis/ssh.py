@@ -336,6 +336,9 @@ class SshExecDetector:
         fields = event.fields
         args = [str(a) for a in (fields.get("proc.args") or [])]
         name = str(fields.get("proc.name") or os.path.basename(args[0] if args else ""))
+        if fields.get("proc.renamed"):
+            # proc.name is the real program's: the name it was run under is the file's
+            name = os.path.basename(str(fields.get("proc.exe") or (args[0] if args else name)))
         return _judge(pid, identity, args, str(fields.get("proc.cwd") or "/"), name)
 
     def _connect(self, event: Event) -> list[Finding]:

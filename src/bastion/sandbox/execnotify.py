@@ -172,10 +172,13 @@ class ExecNotifier:
 
     # -- the table, for the process sensor --------------------------------------------------
 
-    def lookup(self, tgid: int, before_ns: int) -> tuple[ExecRecord | None, bool]:
+    def lookup(self, tgid: int, before_ns: int, after_ns: int = 0) -> tuple[ExecRecord | None, bool]:
         """The latest record of ``tgid`` received before ``before_ns`` (the kernel's
-        time of an exec event), and whether a later one exists (a later exec began:
-        what /proc shows now may be that one's)."""
+        time of an exec event) and not before ``after_ns`` (when the consumer saw this
+        process forked: older records are an earlier process's under the same pid), and
+        whether a later one exists (a later exec began: what /proc shows now may be that
+        one's). Records are not taken away by a lookup: several sensors (one per host)
+        read the same table, each at its own pace; age and size bound it."""
         with self._lock:
             entry = self._table.get(tgid)
             if entry is None:
@@ -183,6 +186,8 @@ class ExecNotifier:
             found = None
             later = False
             for rec in entry.records:
+                if rec.recv_ns < after_ns:
+                    continue
                 if rec.recv_ns < before_ns:
                     found = rec
                 else:

@@ -74,7 +74,7 @@ _LAG_REPORT_INTERVAL = 5.0  # seconds between two 'fell behind' reports
 class _Proc:
     """What the sensor remembers of one session process."""
 
-    __slots__ = ("call", "cmdline", "image", "name", "ppid", "read_ns", "session")
+    __slots__ = ("born_ns", "call", "cmdline", "image", "name", "ppid", "read_ns", "session")
 
     def __init__(self, session: Observed, call: CallRef | None, ppid: int | None, name: str,
                  cmdline: str) -> None:
@@ -85,6 +85,7 @@ class _Proc:
         self.cmdline = cmdline
         self.read_ns = 0  # when /proc was read for the last exec
         self.image: tuple[str, tuple[str, ...]] | None = None  # (exe, argv) it showed
+        self.born_ns = 0  # the fork's kernel time, when seen: older exec records are not its
 
 
 class ProcessSensor:
@@ -293,8 +294,9 @@ class ProcessSensor:
         if what == netlink.FORK:
             if ev.pid != ev.tgid:
                 return  # a new thread, not a process
-            # a new process under this pid: what was recorded for the pid is an older one's
-            execnotify.notifier().forget(ev.tgid, ev.ts)
+            # a new process under this pid: what was recorded for the pid before now is an
+            # older one's (lookups from this entry start at born_ns; the records are left
+            # for other sensors reading the same table, which may lag behind this one)
             self._exited.pop(ev.tgid, None)
             parent = self._table.get(ev.ptgid)
             if parent is None:
@@ -302,8 +304,9 @@ class ProcessSensor:
                 # whatever the table held under this pid is a process that is gone
                 self._table.pop(ev.tgid, None)
                 return
-            self._table[ev.tgid] = _Proc(parent.session, parent.call, ev.ptgid, parent.name,
-                                         parent.cmdline)
+            child = self._table[ev.tgid] = _Proc(parent.session, parent.call, ev.ptgid,
+                                                 parent.name, parent.cmdline)
+            child.born_ns = ev.ts
             if parent.call is not None:
                 self._emit(parent.session, parent.call, EventKind.FORK, ev.tgid, ev.ptgid,
                            ev.ts, {"proc.name": parent.name, "proc.cmdline": parent.cmdline,
@@ -322,7 +325,7 @@ class ProcessSensor:
             info = read_process(ev.tgid)
             # read after /proc: the record of a later exec that /proc may already show
             # is in the table by then (it is recorded before that exec may proceed)
-            record, later = execnotify.notifier().lookup(ev.tgid, ev.ts)
+            record, later = execnotify.notifier().lookup(ev.tgid, ev.ts, entry.born_ns)
             now_info = info
             if record is not None:
                 info, argv_source, now_args = _exec_time(info, record, later)
@@ -347,7 +350,6 @@ class ProcessSensor:
             if ev.pid != ev.tgid:
                 return
             entry = self._table.pop(ev.tgid, None)
-            execnotify.notifier().forget(ev.tgid, ev.ts, keep_last=True)
             if entry is not None:
                 self._exited[ev.tgid] = entry
                 while len(self._exited) > _MAX_EXITED:
