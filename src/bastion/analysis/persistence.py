@@ -271,16 +271,21 @@ _VIEWER_RUNS = {
 _SHELL_META = re.compile(r"[;&|`$<>(){}\\!\n]")
 
 
+def _plain_words(value: str) -> list[str]:
+    """A config value's words when it is a plain command line (no shell syntax), else []."""
+    if _SHELL_META.search(value):
+        return []
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return []
+
+
 def _plain_viewer(value: str) -> bool:
     """``less -+F -S``, ``vim -u NONE``, ``emacsclient -t``: a known pager or editor
     with options that only set how it shows text (no ``-c``/``--cmd``/``+!cmd``, no
     vimrc of the agent's, no shell metacharacters)."""
-    if _SHELL_META.search(value):
-        return False
-    try:
-        words = shlex.split(value)
-    except ValueError:
-        return False
+    words = _plain_words(value)
     if not words or words[0].rsplit("/", 1)[-1] not in _VIEWERS:
         return False
     rest = words[1:]
@@ -300,12 +305,7 @@ def _workspace_tool(value: str) -> bool:
     ``python3 tools/strip_outputs.py``, ``tools/sqlite-dump.sh``, ``nbstripout``. Not a
     program under /tmp or a hidden directory, no shell metacharacters, nothing fetched.
     What it runs is watched when git runs it, like any process of the call."""
-    if _SHELL_META.search(value):
-        return False
-    try:
-        words = shlex.split(value)
-    except ValueError:
-        return False
+    words = _plain_words(value)
     if not words:
         return False
     for w in words:

@@ -52,15 +52,21 @@ def _interpreter(name: str) -> bool:
 
 def _read_script(pid: int, path: str) -> str | None:
     where = f"/proc/{pid}/root{path}" if path.startswith("/") else f"/proc/{pid}/cwd/{path}"
+    return _read_regular(where, os.O_NOFOLLOW)
+
+
+def _read_regular(where: str, extra_flags: int = 0) -> str | None:
+    """A regular file's text from its start, at most MAX_BYTES; None for anything else
+    (a FIFO is never waited on: O_NONBLOCK)."""
     try:
-        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | extra_flags)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
             return None
-        return os.read(fd, MAX_BYTES).decode(errors="replace")
+        return os.pread(fd, MAX_BYTES, 0).decode(errors="replace")
     except OSError:
         return None
     finally:
@@ -78,19 +84,7 @@ def _decodings(text: str) -> list[str]:
 
 def _read_stdin(pid: int) -> str | None:
     """The process's standard input when it is a regular file (read from the start)."""
-    try:
-        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
-            return None
-        return os.pread(fd, MAX_BYTES, 0).decode(errors="replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    return _read_regular(f"/proc/{pid}/fd/0")
 
 
 def mining_code(pid: int) -> str | None:
