@@ -80,3 +80,15 @@ def test_code_kept_reversed_in_a_data_file_is_judged_when_exec_d():
     analyze_command("cat > notes/fixture.txt <<'EOF'\nreturn a list of users\nEOF", fixture)
     read = analyze_command("python3 -c \"print(open('notes/fixture.txt').read()[::-1])\"", fixture)
     assert "interp_download_exec" not in read["cmd.features"]
+
+
+def test_a_node_tls_pool_client_is_a_stratum_client():
+    """Held-out miss: a node miner eval'd from a base64 file connects with tls.connect:
+    a TLS socket is a socket, so its mining.subscribe makes it a pool client."""
+    from bastion.analysis.analyzer import code_features
+    js = ("const t=require('tls');const s=t.connect({host:'pool.lab.test',port:443},()=>{"
+          "s.write(JSON.stringify({id:1,method:'mining.subscribe',params:['nm/1']})+'\\n');});")
+    honest = ("const t=require('tls');const s=t.connect({host:'api.example.com',port:443},()=>{"
+              "s.write('GET / HTTP/1.1\\r\\nHost: api.example.com\\r\\n\\r\\n');});")
+    assert "interp_stratum" in code_features(js)
+    assert "interp_stratum" not in code_features(honest)

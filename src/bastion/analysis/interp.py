@@ -88,7 +88,7 @@ _P = re.IGNORECASE
 _FEATURES: list[tuple[str, re.Pattern[str]]] = [
     ("interp_socket", re.compile(
         r"socket|fsockopen|tcpsocket|tcpserver|udpsocket|io::socket|\bnet\.(?:socket|connect|"
-        r"createconnection|createserver)|require\(['\"]net['\"]\)|/inet/(?:tcp|udp)/|"
+        r"createconnection|createserver)|require\(['\"](?:node:)?(?:net|tls)['\"]\)|\btls\.connect|/inet/(?:tcp|udp)/|"
         r"stream_socket_|socket_create|sock_stream|\bnet\.dial|dial\(|new-object\s+"
         r"system\.net\.sockets|tcpclient|ztcp|connect\s*\(\s*[\[(]?['\"]?\d", _P)),
     ("interp_bind", re.compile(
