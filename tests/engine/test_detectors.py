@@ -120,6 +120,34 @@ def test_evidence_after_the_note_kills_on_the_next_sample():
     assert kill.severity is Severity.HIGH and "Stratum" in kill.message
 
 
+def test_compute_by_a_hidden_program_is_judged_like_compute_with_evidence():
+    """A renamed copy of an interpreter (`cp $(command -v awk) .cache/update`) or a
+    process dressed as a kernel thread (`exec -a "[kworker/0:1]"`) keeping a core busy
+    in the background: hiding is the evidence. The same compute by `python3 train.py`
+    under its own name is only noted."""
+    for hidden in ({"proc.renamed": True, "proc.copy_of": "mawk", "proc.name": "mawk",
+                    "proc.exe": "/workspace/.cache/update", "proc.comm": "update"},
+                   {"proc.name": "python3", "proc.exe": "/usr/bin/python3.11",
+                    "proc.comm": "[kworker/0:1]"}):
+        d = ComputeDetector(BUDGETS)
+        d.observe(Event(EventKind.EXEC, session_id="s", call_id="c3", fields=hidden))
+        found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(8)])
+        assert "detector.compute_with_mining_evidence" in [r[1] for r in _rules(found)], hidden
+    d = ComputeDetector(BUDGETS)  # argv0 set like a kernel thread's, by the command
+    d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
+        "cmd.features": ["exec_argv0"], "cmd.args": ['exec [kworker/1:2]', "exec -a"]}))
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(8)])
+    assert "detector.compute_with_mining_evidence" in [r[1] for r in _rules(found)]
+    d = ComputeDetector(BUDGETS)  # a server naming its workers is not hiding
+    d.observe(Event(EventKind.COMMAND, session_id="s", call_id="c3", fields={
+        "cmd.features": ["set_proc_name", "interp_code"],
+        "cmd.interp_code": ["import setproctitle; setproctitle.setproctitle('app: worker 1')"]}))
+    d.observe(Event(EventKind.EXEC, session_id="s", call_id="c3", fields={
+        "proc.name": "python3", "proc.exe": "/usr/bin/python3.11", "proc.comm": "python3"}))
+    found = _feed(d, [_call(0.25, bg=0.25, t=i * 0.25, returned=True) for i in range(8)])
+    assert "detector.compute_with_mining_evidence" not in [r[1] for r in _rules(found)]
+
+
 def test_strong_evidence_in_one_call_weighs_on_another_calls_background_only():
     """Hashers started in c2, the pool dialogue in c1: one miner. A third call's own
     foreground work is not judged by c1's evidence."""

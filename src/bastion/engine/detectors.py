@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import re
 import statistics
 import threading
 from collections import deque
@@ -97,6 +98,12 @@ _MAX_IDS = 16
 _MIN_SHARE = 0.2  # of a crossed session-wide budget, the share that makes a call a culprit
 
 
+_KERNEL_THREAD_NAMES = ("kworker", "ksoftirqd", "kthreadd", "migration", "rcu_", "[k")
+_DRESSED_AS_SYSTEM = re.compile(r"(?:^exec |['\"\[])\[?(?:kworker|ksoftirqd|kthreadd|migration/|"
+                                r"rcu_|kswapd|jbd2|irq/|systemd-|sshd:|crond?\b|dbus-daemon|"
+                                r"watchdog)", re.M)
+
+
 class MiningEvidence:
     """What each call of a session showed that only mining needs, from structured
     fields: the Stratum protocol seen by the gateway, a wallet address, a hashing
@@ -119,6 +126,18 @@ class MiningEvidence:
             if event.fields.get("net.app") == "stratum" or event.fields.get("net.stratum_method"):
                 strong, reason = True, (f"Stratum traffic to {event.fields.get('net.dst_ip')}:"
                                         f"{event.fields.get('net.dst_port')}")
+        elif event.kind is EventKind.EXEC:
+            # hiding what runs is only needed by what should not run: compute by a
+            # renamed copy of an interpreter or shell, or by a process dressed as a
+            # kernel thread, is judged like compute with mining evidence
+            fields = event.fields
+            comm = str(fields.get("proc.comm") or "")
+            if fields.get("proc.renamed"):
+                strong, reason = True, (f"a renamed copy of {fields.get('proc.copy_of')} "
+                                        f"({fields.get('proc.exe')})")
+            elif comm.startswith(_KERNEL_THREAD_NAMES) and not str(
+                    fields.get("proc.name") or "").startswith(_KERNEL_THREAD_NAMES):
+                strong, reason = True, f"a process dressed as the kernel thread {comm!r}"
         elif event.kind is EventKind.COMMAND:
             feats = set(event.fields.get("cmd.features") or ())
             if "wallet_address" in feats:
@@ -130,6 +149,12 @@ class MiningEvidence:
             elif "hash_spin_program_written" in feats:
                 # judged when written: it may run in a later call, under any name
                 strong, reason = True, "a nonce-search program written to a file"
+            elif feats & {"exec_argv0", "set_proc_name"} and _DRESSED_AS_SYSTEM.search(
+                    "\n".join(str(t) for t in [*(event.fields.get("cmd.args") or ()),
+                                                *(event.fields.get("cmd.interp_code") or ())])):
+                # `exec -a "[kworker/1:2]"`, prctl(PR_SET_NAME, "kworker/0:1"): dressed as
+                # a kernel thread or a system daemon (see the EXEC case)
+                strong, reason = True, "a process renamed to look like a system component"
             elif "interp_hash_loop" in feats:
                 reason = "a hashing loop"
         if not reason:
@@ -300,7 +325,7 @@ class ComputeDetector:
 
     name = "compute"
     kinds = frozenset({EventKind.RESOURCE, EventKind.COMMAND, EventKind.NET_CONNECT,
-                       EventKind.NET_FLOW})
+                       EventKind.NET_FLOW, EventKind.EXEC})
 
     def __init__(self, settings: DetectorSettings, evidence: MiningEvidence | None = None) -> None:
         self._settings = settings
