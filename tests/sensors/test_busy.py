@@ -127,13 +127,23 @@ def test_a_detached_burner_is_noted_on_its_busy_stretch(monitored):
     assert "python3" in verdict.message and "runnable" in verdict.message
 
 
-def test_a_renamed_double_forked_burner_is_noted_then_contained(monitored):
-    s = monitored(KILL_SOON)
+def test_a_double_forked_burner_dressed_as_a_kernel_thread_is_contained_as_mining(monitored):
+    """Hiding is the evidence: argv0 set to "[kworker/0:2]" makes its background compute
+    judged like compute with mining evidence, killed on its busy stretch rather than
+    noted until the generous budget."""
+    s = monitored(BUSY_ONLY)
     r = s.exec('(exec -a "[kworker/0:2]" python3 -c "while True: pass" >/dev/null 2>&1 &)',
                call_id="c2", step=2)
     assert r.exit_code == 0
-    _noted_busy(s, "c2")
-    _contained(s, "c2")
+    found = wait_for(lambda: verdicts_named(s, "detector.compute_with_mining_evidence"),
+                     timeout=90)
+    assert found, [v.rule_id for v in s.verdicts]
+    verdict = found[0]
+    assert verdict.call_id == "c2" and verdict.action is Action.KILL
+    assert "system component" in verdict.message, verdict.message
+    pids = verdict.evidence["res.bg_pids"]
+    assert pids and wait_for(lambda: not any(alive(p) for p in pids))
+    assert not verdicts_named(s, "detector.background_compute")
 
 
 def test_a_niced_miner_split_over_two_half_duty_processes_is_noted_then_contained(monitored):
