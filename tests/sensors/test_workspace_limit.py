@@ -197,8 +197,11 @@ def test_the_file_sensor_sees_writes_in_an_overlaid_workspace(monitored, sensors
     from .monitor import events_of, wait_for
 
     s = monitored({"sandbox": {"workspace": str(host_ws)}})
-    s.exec("mkdir -p .config/systemd/user && echo '[Service]' > "
-           ".config/systemd/user/x.service", call_id="c7", step=7)
+    # the directory first, then the file once the sensor follows it (a file already there
+    # when the watch is added is reported with the mkdir's exited pid: latest_call), by
+    # a writer still alive when its cgroup is read
+    s.exec("mkdir -p .config/systemd/user && sleep 0.5 && echo '[Service]' > "
+           ".config/systemd/user/x.service && sleep 0.5", call_id="c7", step=7)
     found = wait_for(lambda: [e for e in events_of(s, EventKind.FILE_WRITE)
                               if e.fields["file.path"].endswith("x.service")])
     assert found[0].fields["file.class"] == "systemd" and found[0].call_id == "c7"
