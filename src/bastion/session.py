@@ -492,16 +492,9 @@ class Session:
             return None
         self._nested_seen.add(key)
         # no CallMemory: what the code writes or fetches is not the agent's next line
-        fields = self._analyse_nested(argv)
+        fields = self._analyse(argv, remember=False)
         return self.event(EventKind.COMMAND, call=call, pid=event.pid,
                           **{**fields, "cmd.via": "exec"})
-
-    def _analyse_nested(self, argv: list[str]) -> dict[str, Any]:
-        try:
-            return analyze_argv(argv)
-        except Exception as exc:  # analyze_argv promises not to raise: a bug
-            self._fail_closed(f"command analysis failed: {exc!r}")
-            raise InternalError(f"command analysis failed on {argv!r}") from exc
 
     def _carry_out(self, verdict: Verdict, commands: list[Command]) -> Verdict:
         """Execute a plan; record one ``action`` event per command, then the lifecycle
@@ -915,13 +908,16 @@ class Session:
             raise ValueError("empty command")
         return list(cmd)
 
-    def _analyse(self, command: str | list[str]) -> dict[str, Any]:
+    def _analyse(self, command: str | list[str], *, remember: bool = True) -> dict[str, Any]:
         """Static analysis of a command before it runs (the command sensor): what it
         would run once quoting, variables, eval and encoded payloads are resolved. An
-        argv list is analysed as argv (no shell parses it), not as one joined line."""
+        argv list is analysed as argv (no shell parses it), not as one joined line.
+        ``remember=False`` for code a running process hands on (see _nested_command): it
+        is judged without the session's CallMemory and leaves nothing in it."""
+        memory = self._call_memory if remember else None
         try:
-            return analyze_command(command, self._call_memory) if isinstance(command, str) \
-                else analyze_argv(command, self._call_memory)
+            return analyze_command(command, memory) if isinstance(command, str) \
+                else analyze_argv(command, memory)
         except Exception as exc:  # analyze_command promises not to raise: a bug
             self._fail_closed(f"command analysis failed: {exc!r}")
             raise InternalError(f"command analysis failed on {command!r}") from exc

@@ -78,10 +78,6 @@ _READ_PATHS = re.compile(r"""(?:open|readFileSync|read_text|read_bytes|Path|File
                          r"""IO\.read|file_get_contents|slurp)\s*\(\s*['"]([^'"\n]{1,200})['"]""")
 
 
-def _decodings(text: str) -> list[str]:
-    return [text, *decodings(text)]
-
-
 def _read_stdin(pid: int) -> str | None:
     """The process's standard input when it is a regular file (read from the start)."""
     return _read_regular(f"/proc/{pid}/fd/0")
@@ -102,7 +98,7 @@ def mining_code(pid: int) -> str | None:
             for path in _READ_PATHS.findall(args[i + 1])[:4]:
                 text = _read_script(pid, path)
                 if text is not None:
-                    texts.extend((path, t) for t in _decodings(text))
+                    texts.extend((path, t) for t in [text, *decodings(text)])
             operand = True
             break
         if arg == "-":
