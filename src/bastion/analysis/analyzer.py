@@ -27,8 +27,8 @@ import tree_sitter
 import tree_sitter_bash
 
 from ..rules.vocabulary import vocabulary
-from .persistence import (classify_path, config_command_index_hosts, git_config_runs_code,
-                          package_index_hosts, runs_code)
+from .persistence import (GIT_HOOK_NAMES, classify_path, config_command_index_hosts,
+                          git_config_runs_code, package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
@@ -679,6 +679,14 @@ class Analyzer:
                     self.persists.setdefault("git_hook")
         for path in self.acts.writes:
             cls = classify_path(path)
+            if cls is None and path.rsplit("/", 1)[-1] in GIT_HOOK_NAMES:
+                # a hook written into a directory a core.hooksPath may name (set before
+                # or after): judged by what it runs, like one in .git/hooks
+                texts = self.written.get(path)
+                if texts and path not in self.downloaded \
+                        and any(t is not None and runs_code("git_hook", t) for t in texts):
+                    self.persists.setdefault("git_hook")
+                continue
             if cls is None:
                 continue
             texts = self.written.get(path)

@@ -64,8 +64,9 @@ import shlex
 import stat
 from pathlib import Path
 
-__all__ = ["classify", "classify_path", "config_command_index_hosts", "git_config_runs_code",
-           "judge_file", "package_index_hosts",
+__all__ = ["GIT_HOOK_NAMES", "classify", "classify_path", "config_command_index_hosts",
+           "git_config_runs_code", "hooks_dir", "hooks_run_code", "judge_file",
+           "package_index_hosts",
            "runs_code"]
 
 _EXACT = {
@@ -143,6 +144,39 @@ _SYSTEM: tuple[tuple[str, str], ...] = (
     ("*/site-packages/*.pth", "python_pth"), ("*/dist-packages/*.pth", "python_pth"),
 )
 _HOME_PREFIXES = ("~/", "$HOME/", "${HOME}/", "/workspace/", "/root/")
+
+# The hooks git runs (githooks(5)): in a hooks directory a file of any other name
+# never runs.
+GIT_HOOK_NAMES = frozenset({
+    "applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
+    "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout",
+    "post-merge", "pre-push", "pre-receive", "update", "proc-receive", "post-receive",
+    "post-update", "reference-transaction", "push-to-checkout", "pre-auto-gc",
+    "post-rewrite", "sendemail-validate", "fsmonitor-watchman", "p4-changelist",
+    "p4-prepare-changelist", "p4-post-changelist", "p4-pre-submit", "post-index-change"})
+
+
+def hooks_dir(value: str) -> tuple[bool, str] | None:
+    """Where a ``core.hooksPath`` value points when it is a directory of the agent's
+    own workspace: ``(True, path)`` relative to the repository's work tree (how git
+    reads a relative value), ``(False, path)`` relative to the workspace (``~/h``,
+    ``/workspace/h``). None for anything else: /tmp, another tree, ``..`` out of the
+    workspace, or a value spelled with variables or escapes."""
+    v = value.strip().strip("\"'")
+    anchored = True
+    for prefix in ("~/", "$HOME/", "${HOME}/", "/workspace/"):
+        if v.startswith(prefix):
+            v, anchored = v[len(prefix):], False
+            break
+    else:
+        if v.startswith(("/", "~", "$")):
+            return None
+    if not v or any(c in v for c in "$`\\\n*?["):
+        return None
+    parts = [p for p in v.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return anchored, "/".join(parts)
 
 def classify(rel: str) -> str | None:
     """The persistence class of a workspace-relative path, or None."""
@@ -250,6 +284,12 @@ def git_config_runs_code(key: str, value: str) -> bool:
         return False
     if not v or _GIT_INERT_VALUE.match(v):
         return False  # `core.pager ''` turns the pager off
+    if k == "core.hookspath":
+        # the project's own hooks directory (`.githooks`, `tools/hooks`) is how
+        # repositories ship their lint hooks: what it runs is its hooks' content, judged
+        # where the file sensor reads it (judge_file) and when a hook is written there.
+        # A directory outside the workspace (/tmp/h) or spelled at run time is planted.
+        return hooks_dir(v) is None
     if k in ("core.pager", "core.editor", "sequence.editor") or k.startswith("pager."):
         return not _plain_viewer(v)
     if k.startswith(("filter.", "diff.")) and k.endswith((".clean", ".smudge", ".textconv")):
@@ -666,7 +706,83 @@ def judge_file(rel: str, host_path: Path | str) -> str | None:
         data = os.read(fd, _READ_LIMIT + 1)
     finally:
         os.close(fd)
-    return cls if runs_code(cls, data.decode("utf-8", "replace")) else None
+    text = data.decode("utf-8", "replace")
+    if runs_code(cls, text):
+        return cls
+    if cls == "git_config" and _named_hooks_run_code(rel, Path(host_path), text):
+        return cls
+    return None
+
+
+def _config_values(text: str, wanted: str) -> list[str]:
+    """The values of the git config key ``wanted`` (lower-case ``section.key``)."""
+    values, section = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = re.match(r'^\[\s*([\w.-]+)(?:\s+"([^"]*)")?\s*\]\s*(.*)$', line)
+        if m:
+            section = m.group(1).lower() + (f".{m.group(2)}" if m.group(2) is not None else "")
+            line = m.group(3).strip()
+        key, eq, value = line.partition("=")
+        if eq and f"{section}.{key.strip().lower()}" == wanted:
+            values.append(value.strip())
+    return values
+
+
+def _named_hooks_run_code(rel: str, host_path: Path, text: str) -> bool:
+    """A git config at workspace path ``rel`` whose ``core.hooksPath`` names a
+    workspace directory: do the hooks in that directory run code later? (A relative
+    value is relative to the repository's work tree; the global configs are read in
+    repositories at the workspace root.)"""
+    root = host_path
+    for _ in rel.split("/"):
+        root = root.parent  # the workspace's directory on the host
+    repo = rel[: -len("/.git/config")] if rel.endswith("/.git/config") else ""
+    for value in _config_values(text, "core.hookspath"):
+        found = hooks_dir(value)
+        if found is None:
+            continue  # already judged by runs_code
+        relative, path = found
+        if hooks_run_code(root, f"{repo}/{path}".lstrip("/") if relative else path):
+            return True
+    return False
+
+
+def hooks_run_code(root: Path, rel_dir: str) -> bool:
+    """Do the hooks in the workspace directory ``rel_dir`` run code later? Each file
+    named as a hook is judged by its content (analysis/hooks.py); one that cannot be
+    read as a regular file, or a directory that leads out of the workspace, counts.
+    A directory not there yet holds nothing to run (a hook written into it later is
+    judged when it is written)."""
+    from .hooks import hook_runs_code
+    directory = root / rel_dir
+    try:
+        real, top = directory.resolve(), root.resolve()
+        if real != top and top not in real.parents:
+            return True  # a link out of the workspace
+        entries = [e for e in os.scandir(directory) if e.name in GIT_HOOK_NAMES]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    for entry in entries[:64]:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(entry.path, flags)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _READ_LIMIT:
+                return True
+            data = os.read(fd, _READ_LIMIT + 1)
+        finally:
+            os.close(fd)
+        if hook_runs_code(data.decode("utf-8", "replace")):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- package indexes
