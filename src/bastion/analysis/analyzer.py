@@ -189,7 +189,10 @@ class CallMemory:
     - links (``ln -s``, ``os.symlink``): a link made in call 1 and read or written
       through in call 2 reads or writes its target, whatever the link is called;
     - scripts written with known text (a heredoc, a write_file tool call): run in a
-      later call, their code is judged as the code that runs then (``$0`` is the path).
+      later call, their code is judged as the code that runs then (``$0`` is the path);
+    - renamed copies of programs (``cp "$(command -v bash)" .cache/x``): run in a later
+      call, ``x`` is judged as the program it copies (``curl … | .cache/x`` is a
+      download run by a shell).
     """
 
     LIMIT = 1024
@@ -202,6 +205,7 @@ class CallMemory:
         self._links: dict[str, str] = {}
         self._scripts: dict[str, str] = {}
         self._secrets: dict[str, str] = {}  # file made from a credential -> the credential
+        self._aliases: dict[str, str] = {}  # a copy's name -> the program it copies
         self._staged_secret = False  # a secret's copy was `git add`ed (pushed later?)
 
     def downloaded(self) -> list[str]:
@@ -223,6 +227,24 @@ class CallMemory:
         -> the credential they came from."""
         with self._lock:
             return dict(self._secrets)
+
+    def aliases(self) -> dict[str, str]:
+        """Names of renamed copies earlier calls made -> the program each copies."""
+        with self._lock:
+            return dict(self._aliases)
+
+    def update_aliases(self, made: dict[str, str], rewritten: list[str]) -> None:
+        """Copies made by this command; names of files it wrote otherwise or deleted
+        (no longer the copy)."""
+        with self._lock:
+            for name in rewritten:
+                if name not in made:
+                    self._aliases.pop(name, None)
+            for name, real in made.items():
+                self._aliases.pop(name, None)
+                self._aliases[name] = real
+            while len(self._aliases) > self.LIMIT:
+                self._aliases.pop(next(iter(self._aliases)))
 
     def staged_secret(self) -> bool:
         with self._lock:
@@ -307,7 +329,8 @@ class Analyzer:
         self.written: dict[str, list[str]] = {}
         self.executed: dict[str, str] = {}  # path -> the program that runs it ("" direct)
         # Renamed copies of programs made in this command (cp /usr/bin/ssh ./x): x -> ssh.
-        self.aliases: dict[str, str] = {}
+        self.aliases: dict[str, str] = dict(memory.aliases()) if memory is not None else {}
+        self.prior_aliases = dict(self.aliases)  # made by earlier calls (CallMemory)
         self.ssh_configs: dict[str, None] = {}  # files given to ssh -F
         self.nc_modes: list[str] = []  # netcat invocations in order: listen / connect
         # Credential stores a `find` names (-name id_rsa*, -path '*/.aws/credentials'):
@@ -427,6 +450,9 @@ class Analyzer:
         if self.memory is not None:
             scripts = {path: self._file_text(path) for path in self.acts.writes}
             self.memory.update_files(self.links, scripts, list(self.acts.deletes))
+            made = {k: v for k, v in self.aliases.items() if self.prior_aliases.get(k) != v}
+            self.memory.update_aliases(made, [_basename(p) for p in
+                                              [*self.acts.writes, *self.acts.deletes]])
         _expand_credential_globs(self.acts)
         return {
             "cmd.raw": self.raw,
@@ -3161,7 +3187,10 @@ class _Walk:
             argv = self.an._unwrap(_basename(argv[0]), argv)
         if argv and _basename(argv[0]) == "busybox":
             argv = argv[1:]
-        return _basename(argv[0]) if argv else None
+        if not argv:
+            return None
+        name = _basename(argv[0])
+        return self.an.aliases.get(name, name)  # a renamed copy is what it copies
 
     def has_c_flag(self, node: tree_sitter.Node) -> bool:
         txt = self.text(node)
