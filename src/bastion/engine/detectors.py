@@ -104,6 +104,23 @@ _DRESSED_AS_SYSTEM = re.compile(r"(?:^exec |['\"\[])\[?(?:kworker|ksoftirqd|kthr
                                 r"watchdog)", re.M)
 
 
+# A command name only kernel threads carry (comm, as set by exec or by prctl/
+# pthread_setname_np at run time): no process of a session can be a kernel thread.
+_KERNEL_THREAD_COMM = re.compile(
+    r"^\[|^(?:kworker|ksoftirqd|migration|cpuhp|idle_inject|irq|jbd2|kswapd|watchdog)/"
+    r"|^(?:kthreadd|khugepaged|kcompactd\d+|kdevtmpfs|kswapd\d+|rcu_(?:gp|par_gp|preempt|sched|tasks\w*)"
+    r"|kblockd|kauditd|ksmd|oom_reaper|writeback|kintegrityd)$")
+
+
+def _dressed_as_kernel_thread(event: Event) -> str:
+    """The first busy background process of a call-scope sample whose current name is
+    a kernel thread's, or ""."""
+    for name in str(event.fields.get("res.bg_names") or "").split(","):
+        if name and _KERNEL_THREAD_COMM.search(name.strip()):
+            return name.strip()
+    return ""
+
+
 class MiningEvidence:
     """What each call of a session showed that only mining needs, from structured
     fields: the Stratum protocol seen by the gateway, a wallet address, a hashing
@@ -120,8 +137,13 @@ class MiningEvidence:
     def observe(self, event: Event) -> None:
         strong, reason = False, ""
         if event.kind is EventKind.RESOURCE:
+            dressed = _dressed_as_kernel_thread(event)
             if event.fields.get("res.bg_evidence"):  # what a busy process runs (runcode.py)
                 strong, reason = True, str(event.fields["res.bg_evidence"])
+            elif dressed:
+                # renamed after it started (prctl(PR_SET_NAME), no exec to see): the
+                # busy process's name now is a kernel thread's, which it cannot be
+                strong, reason = True, f"a busy process named like the kernel thread {dressed!r}"
         elif event.kind in (EventKind.NET_CONNECT, EventKind.NET_FLOW):
             if event.fields.get("net.app") == "stratum" or event.fields.get("net.stratum_method"):
                 strong, reason = True, (f"Stratum traffic to {event.fields.get('net.dst_ip')}:"
@@ -352,7 +374,7 @@ class ComputeDetector:
             return []
         if event.fields.get("res.scope") != "call" or event.call_id is None:
             return []
-        if event.fields.get("res.bg_evidence"):
+        if event.fields.get("res.bg_evidence") or _dressed_as_kernel_thread(event):
             self._evidence.observe(event)
         call = event.call_id
         used = float(event.fields.get("res.cpu_seconds") or 0.0)
