@@ -107,9 +107,9 @@ _DRESSED_AS_SYSTEM = re.compile(r"(?:^exec |['\"\[])\[?(?:kworker|ksoftirqd|kthr
 # A command name only kernel threads carry (comm, as set by exec or by prctl/
 # pthread_setname_np at run time): no process of a session can be a kernel thread.
 _KERNEL_THREAD_COMM = re.compile(
-    r"^\[|^(?:kworker|ksoftirqd|migration|cpuhp|idle_inject|irq|jbd2|kswapd|watchdog)/"
-    r"|^(?:kthreadd|khugepaged|kcompactd\d+|kdevtmpfs|kswapd\d+|rcu_(?:gp|par_gp|preempt|sched|tasks\w*)"
-    r"|kblockd|kauditd|ksmd|oom_reaper|writeback|kintegrityd)$")
+    r"^\[?(?:kworker|ksoftirqd|migration|cpuhp|idle_inject|irq|jbd2|kswapd|watchdog)/"
+    r"|^\[?(?:kthreadd|khugepaged|kcompactd\d+|kdevtmpfs|kswapd\d+|rcu_(?:gp|par_gp|preempt|sched|tasks\w*)"
+    r"|kblockd|kauditd|ksmd|oom_reaper|writeback|kintegrityd)\]?$")
 
 
 def _dressed_as_kernel_thread(event: Event) -> str:
