@@ -109,3 +109,17 @@ def test_a_global_config_reads_workspace_paths(tmp_path: Path) -> None:
     assert judge_file(".gitconfig", tmp_path / ".gitconfig") is None
     (tmp_path / ".hooks" / "post-checkout").write_text(FETCH)
     assert judge_file(".gitconfig", tmp_path / ".gitconfig") == "git_config"
+
+
+def test_a_template_directory_is_judged_by_the_hooks_it_installs(tmp_path: Path) -> None:
+    # held-out: init.templateDir whose hooks/post-checkout beacons; every later
+    # `git init`/`git clone` copies and runs it
+    assert not git_config_runs_code("init.templateDir", "~/.config/git/tmpl")
+    assert git_config_runs_code("init.templateDir", "/tmp/tmpl")
+    (tmp_path / ".gitconfig").write_text("[init]\n\ttemplateDir = /workspace/.config/git/tmpl\n")
+    hooks = tmp_path / ".config" / "git" / "tmpl" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "post-checkout").write_text(LINT)
+    assert judge_file(".gitconfig", tmp_path / ".gitconfig") is None
+    (hooks / "post-checkout").write_text(FETCH)
+    assert judge_file(".gitconfig", tmp_path / ".gitconfig") == "git_config"

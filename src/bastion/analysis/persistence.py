@@ -252,7 +252,7 @@ _RC_EXEC_IN_CONTROL = re.compile(r"\b(?:then|do|else|\{|&&|\|\|)\s+(?!export\b|a
                                  r"source\b|\.\s|PATH=|[A-Z_]+=)[\w./~$-]+")
 
 _GIT_EXEC_KEYS = re.compile(
-    r"^(?:core\.(?:hookspath|fsmonitor|sshcommand|pager|editor|askpass|gitproxy)|"
+    r"^(?:core\.(?:hookspath|fsmonitor|sshcommand|pager|editor|askpass|gitproxy)|init\.templatedir|"
     r"(?:sequence\.editor|diff\.external|gpg\.program|gpg\.\w+\.program|credential\.helper|"
     r"web\.browser|browser\.\w+\.cmd|uploadpack\.packobjectshook|pager\.\w+|"
     r"filter\.[^.]+\.(?:clean|smudge|process)|diff\.[^.]+\.(?:textconv|command)|"
@@ -284,10 +284,12 @@ def git_config_runs_code(key: str, value: str) -> bool:
         return False
     if not v or _GIT_INERT_VALUE.match(v):
         return False  # `core.pager ''` turns the pager off
-    if k == "core.hookspath":
+    if k in ("core.hookspath", "init.templatedir"):
         # the project's own hooks directory (`.githooks`, `tools/hooks`) is how
         # repositories ship their lint hooks: what it runs is its hooks' content, judged
         # where the file sensor reads it (judge_file) and when a hook is written there.
+        # init.templateDir is the same through one more step: every later `git init`
+        # and `git clone` copies its hooks/ into the new repository and runs them.
         # A directory outside the workspace (/tmp/h) or spelled at run time is planted.
         return hooks_dir(v) is None
     if k in ("core.pager", "core.editor", "sequence.editor") or k.startswith("pager."):
@@ -738,12 +740,15 @@ def _named_hooks_run_code(rel: str, host_path: Path, text: str) -> bool:
     for _ in rel.split("/"):
         root = root.parent  # the workspace's directory on the host
     repo = rel[: -len("/.git/config")] if rel.endswith("/.git/config") else ""
-    for value in _config_values(text, "core.hookspath"):
+    named = [(v, "") for v in _config_values(text, "core.hookspath")]
+    named += [(v, "/hooks") for v in _config_values(text, "init.templatedir")]
+    for value, below in named:
         found = hooks_dir(value)
         if found is None:
             continue  # already judged by runs_code
         relative, path = found
-        if hooks_run_code(root, f"{repo}/{path}".lstrip("/") if relative else path):
+        where = f"{repo}/{path}".lstrip("/") if relative else path
+        if hooks_run_code(root, where + below):
             return True
     return False
 
