@@ -32,6 +32,7 @@ from .persistence import (GIT_HOOK_NAMES, classify_path, config_command_index_ho
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
+from .hosts import hosted_programs
 from .grading import (HOOK_FILES, alters_test_outcomes, code_tampers_test_framework,
                       overrides_test_run, patches_test_runner)
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
@@ -118,7 +119,8 @@ _WRAPPERS: dict[str, frozenset[str]] = {
     "runuser": frozenset({"-u", "-g", "-l"}), "sg": frozenset(), "systemd-run": frozenset(
         {"--unit", "-u", "--on-calendar", "--on-active", "-p", "--property", "--uid"}),
     "busybox": frozenset(), "unbuffer": frozenset(), "rlwrap": frozenset(),
-    "gdb": frozenset(), "valgrind": frozenset(), "perf": frozenset(), "dbus-launch": frozenset(),
+    "gdb": frozenset({"-ex", "--ex", "-iex", "-x", "-ix", "-eval-command", "-command", "-p", "--pid",
+                      "-c", "--core", "-d", "--directory", "-cd", "-s", "-e", "-se"}), "valgrind": frozenset(), "perf": frozenset(), "dbus-launch": frozenset(),
 }
 # Wrappers whose first operand is not the command (chroot DIR cmd, taskset MASK cmd...).
 # Programs whose job is to run another program (possibly with other limits or another
@@ -1240,6 +1242,9 @@ class Analyzer:
             # `command -v curl`, `which curl`: prints where curl is and runs nothing, so
             # `cp $(command -v curl) ./x` copies curl (a renamed copy, see aliases)
             return located
+        for sub in hosted_programs(name, argv):  # gdb -ex 'python CODE': code run in-process
+            self.feature("hosted_code")
+            self.simple(sub, depth + 1, env)
         if name in _WRAPPERS:
             if name == "exec" and "-a" in argv[1:3]:
                 self.feature("exec_argv0")  # exec -a NAME: the process lies about its name

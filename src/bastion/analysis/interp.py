@@ -13,6 +13,7 @@ import posixpath
 import re
 import shlex
 
+from .constfold import fold_python, fold_tcl, python_dynamic_exec, tcl_computed_name
 from .stratum import STRATUM_METHOD
 
 __all__ = ["INTERPRETERS", "code_features", "embedded_commands", "fold_strings", "interpreter_code",
@@ -25,7 +26,7 @@ INTERPRETERS = {
     "node": "node", "nodejs": "node", "deno": "node", "bun": "node", "php": "php",
     "lua": "lua", "luajit": "lua", "awk": "awk", "gawk": "awk", "mawk": "awk",
     "nawk": "awk", "busybox-awk": "awk", "julia": "julia", "r": "r", "rscript": "r",
-    "tclsh": "tcl", "wish": "tcl", "jrunscript": "java", "jjs": "java", "groovy": "java",
+    "tclsh": "tcl", "wish": "tcl", "expect": "tcl", "jrunscript": "java", "jjs": "java", "groovy": "java",
     "osascript": "js", "pwsh": "powershell", "powershell": "powershell",
     "crystal": "crystal", "elixir": "elixir", "iex": "elixir", "scala": "java",
     "kotlin": "java", "dart": "dart", "erl": "erlang", "escript": "erlang",
@@ -33,7 +34,7 @@ INTERPRETERS = {
 _CODE_FLAGS = {
     "python": ("-c",), "perl": ("-e", "-E"), "ruby": ("-e",), "node": ("-e", "--eval", "-p",
     "--print", "eval"), "php": ("-r",), "lua": ("-e",), "julia": ("-e", "--eval"),
-    "r": ("-e",), "tcl": (), "java": ("-e",), "js": ("-e",),
+    "r": ("-e",), "tcl": ("-c",), "java": ("-e",), "js": ("-e",),
     "powershell": ("-c", "-command", "-Command", "-EncodedCommand", "-enc"),
     "crystal": ("eval", "-e"), "elixir": ("-e", "--eval"), "dart": ("-e",),
     "erlang": ("-eval", "-s"),
@@ -349,11 +350,46 @@ def code_features(code: str) -> set[str]:
         feats.add("interp_socket_exec")
     if "interp_socket" in feats and "interp_dup2" in feats:
         feats.add("interp_socket_dup")
+    if ("getattr" in code or "import" in code or "vars(" in code or "__dict__" in code) \
+            and python_dynamic_exec(code):
+        feats.update(("interp_dynamic_exec", "interp_eval"))  # exec reached by a computed name
+    if _TCL_CODE.search(code):
+        _tcl_features(code, feats)
     if "interp_http" in feats and "interp_eval" in feats:
         feats.add("interp_download_exec")
     elif "interp_http" in feats and _runs_fetched_text(code):
         feats.add("interp_download_exec")  # a command channel: the reply is run
     return feats
+
+
+# Tcl (tclsh, wish, expect): what its commands can do, in its own syntax
+_TCL_CODE = re.compile(r"\[\s*(?:open|socket|exec|http::geturl|::http::geturl|eval|uplevel|string\s+reverse|"
+                       r"binary\s+decode)\b|^\s*(?:package\s+require\s+\w|set\s+\w+\s+\[|proc\s+\w+\s+\{|"
+                       r"(?:exec|eval|uplevel)\s)", re.MULTILINE)
+_TCL_FEATURES: list[tuple[str, re.Pattern[str]]] = [
+    ("interp_file_read", re.compile(r"\[\s*open\s+(?![^\]\n]*\s[wa]\+?\s*\])|^\s*open\s+\S", re.M)),
+    ("interp_http", re.compile(r"(?:::)?http::geturl\b")),
+    ("interp_upload", re.compile(r"(?:::)?http::geturl\b[^\n]*\s-(?:query|querychannel)\s|"
+                                 r"\bputs\s+(?:-nonewline\s+)?\$\w+\s+\S|\bfcopy\s|\bchan\s+copy\s")),
+    ("interp_exec", re.compile(r"(?:^|[\[;{])\s*(?:exec|open\s+\|)\s", re.M)),
+    ("interp_eval", re.compile(r"(?:^|[\[;{])\s*(?:eval|uplevel(?:\s+#?\d+)?|interp\s+eval\s+\S+)\s+[\[$]", re.M)),
+    ("interp_bind", re.compile(r"\bsocket\s+-server\b")),
+]
+
+
+def _tcl_features(code: str, feats: set[str]) -> None:
+    """Capabilities of Tcl code (``[open path]``, ``http::geturl URL -query data``,
+    ``exec``, ``eval [...]``, ``socket -server``), and a name computed so no literal
+    shows it (string reverse, binary decode, format %c) in code that also talks to the
+    network: concealment is evidence beside the network use, never alone."""
+    folded = fold_tcl(code) or code
+    for name, rx in _TCL_FEATURES:
+        if rx.search(folded):
+            feats.add(name)
+    if feats & {"interp_http", "interp_socket"} and tcl_computed_name(code):
+        feats.add("interp_computed_name")
+    if "interp_http" in feats and "interp_eval" in feats:
+        feats.add("interp_download_exec")
 
 
 _MAX_SCAN = 65536
@@ -448,6 +484,9 @@ def fold_strings(code: str) -> str:
     result is analysed beside the code as written (embedded commands, paths)."""
     if len(code) > 65536:
         return code
+    # the shared step (analysis/constfold.py): python's constant expressions and
+    # computed-name lookups, Tcl's constant command substitutions
+    code = fold_python(code) or fold_tcl(code) or code
 
     def lit(text: str, m: re.Match[str]) -> str:
         q = _quoted(text)
@@ -507,6 +546,7 @@ def fold_path_constants(code: str) -> str:
     ``.``, lua's ``..``) is ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
     one literal path. Only string literals are folded (no evaluation); the result keeps
     the call so the file-act scanner sees ``Path('/etc/shadow').read_bytes()``."""
+    code = fold_python(code) or fold_tcl(code) or code  # 'di_'[::-1], open [file join $env(HOME) [string reverse swa.] ...]
     if "HOME" in code or "home" in code:
         code = _HOME_EXPR.sub("'~'", code)
     for _ in range(64):

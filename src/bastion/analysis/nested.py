@@ -11,8 +11,10 @@ back to the same analyser and rule packs as a command of that call ("cmd.via": e
 ``inline_code(fields)`` picks the exec events that carry such code and returns the
 argv to judge, with the program named by its family (``python3.11`` → ``python3``,
 ``-bash`` → ``bash``), so a renamed or versioned copy of an interpreter is judged as
-that interpreter. Which programs are shells and interpreters comes from the shared
-vocabulary (rules/vocabulary.yaml).
+that interpreter. Programs that embed an interpreter (gdb's ``-ex 'python ...'``,
+analysis/hosts.py) are judged the same way when their argv carries code. Which programs
+are shells, interpreters and hosts comes from the shared vocabulary
+(rules/vocabulary.yaml).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..rules.vocabulary import vocabulary
+from .hosts import CODE_HOSTS, hosted_programs
 
 __all__ = ["inline_code", "names_code_runner", "program_family"]
 
@@ -35,6 +38,7 @@ _CODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "node": ("-e", "-p", "--eval", "--print"), "nodejs": ("-e", "-p", "--eval", "--print"),
     "php": ("-r",), "lua": ("-e",), "luajit": ("-e",), "julia": ("-e",),
     "Rscript": ("-e",), "tclsh": (), "deno": ("eval",), "bun": ("-e", "--eval"),
+    "expect": ("-c",),
 }
 _AWKS = frozenset({"awk", "gawk", "mawk", "nawk"})
 # awk options that take a value (the program is the first other word)
@@ -46,7 +50,7 @@ def program_family(name: str) -> str:
     """``python3.11`` → ``python3``, ``/usr/bin/perl5.36`` → ``perl``, ``-bash`` (a login
     shell) → ``bash``; a name of no known family is returned as its basename."""
     base = name.rsplit("/", 1)[-1].lstrip("-")
-    if base in _SHELLS or base in _INTERPRETERS:
+    if base in _SHELLS or base in _INTERPRETERS or base in CODE_HOSTS:
         return base
     stripped = re.sub(r"(?<=[a-zA-Z])[\d.]*\d$", "", base)  # version suffix
     for candidate in (re.sub(r"(?<=[a-zA-Z])\d+\.\d+$", "", base), stripped):
@@ -61,7 +65,7 @@ def names_code_runner(name: str) -> bool:
     """Does ``name`` (as typed) name a shell or an interpreter, so that static analysis
     judged its inline code already?"""
     family = program_family(name)
-    return family in _SHELLS or family in _INTERPRETERS
+    return family in _SHELLS or family in _INTERPRETERS or family in CODE_HOSTS
 
 
 def _family(fields: Mapping[str, Any], args: list[str]) -> str | None:
@@ -70,7 +74,7 @@ def _family(fields: Mapping[str, Any], args: list[str]) -> str | None:
     for name in (str(fields.get("proc.copy_of") or ""), str(fields.get("proc.exe") or ""),
                  args[0] if args else "", str(fields.get("proc.comm") or "")):
         family = program_family(name) if name else ""
-        if family in _SHELLS or family in _INTERPRETERS:
+        if family in _SHELLS or family in _INTERPRETERS or family in CODE_HOSTS:
             return family
     return None
 
@@ -138,6 +142,8 @@ def inline_code(fields: Mapping[str, Any]) -> list[str] | None:
         return None
     if family in _SHELLS:
         return [family, *args[1:]] if _shell_code(args) is not None else None
+    if family in CODE_HOSTS:  # gdb -ex 'python CODE': the code runs inside gdb
+        return [family, *args[1:]] if hosted_programs(family, args) else None
     if _interpreter_code(family, args):
         return [family, *args[1:]]
     return None

@@ -1,0 +1,79 @@
+"""Programs that embed an interpreter and take its code on the command line or in a file.
+
+gdb runs Python (``gdb -batch -ex 'python CODE'``, ``-ex 'pi CODE'``, ``-x f.py``,
+``-ex 'source f.py'``, a command file's ``python ... end`` block) and shell commands
+(``-ex 'shell CMD'``, ``-ex '!CMD'``) inside its own process: no python3 or sh process
+is ever exec'd, so neither the command-name rules nor the exec sensor see the code.
+The code is judged as what it is: ``hosted_programs`` returns the argv an interpreter
+would have been given for the same code (``["python3", "-c", CODE]``), which the
+analyser judges like a typed command.
+
+Only hosts installed where sessions run and plausible for an agent are listed (vim
+here is built without +python3/+perl/+lua: its ``:!`` and ``system()`` are shell escapes,
+judged as such by the analyser).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..rules.vocabulary import vocabulary
+
+__all__ = ["CODE_HOSTS", "hosted_programs"]
+
+CODE_HOSTS = vocabulary()["code_host_binaries"]
+# gdb options whose value is a gdb command, and those whose value is a command file
+_GDB_COMMAND = ("-ex", "--ex", "-eval-command", "--eval-command", "-iex", "--iex",
+                "-init-eval-command", "--init-eval-command")
+_GDB_FILE = ("-x", "--x", "-command", "--command", "-ix", "--ix", "-init-command", "--init-command")
+_PY = re.compile(r"^\s*(?:python|python-interactive|py|pi)(?:\s+(.+)|\s*\n(.*?)(?:\n\s*end\s*)?)$", re.DOTALL)
+_SHELL = re.compile(r"^\s*(?:shell\s+|!\s*)(.+)$", re.DOTALL)
+_SOURCE = re.compile(r"^\s*source\s+(?:-[sv]\s+)*(\S+)\s*$")
+_MAX_ITEMS = 32
+
+
+def _gdb_command(cmd: str) -> list[str] | None:
+    """The interpreter argv a gdb command runs, if it runs code."""
+    m = _PY.match(cmd)
+    if m:
+        code = m.group(1) or m.group(2) or ""
+        return ["python3", "-c", code] if code.strip() else None
+    m = _SHELL.match(cmd)
+    if m:
+        return ["sh", "-c", m.group(1)]
+    m = _SOURCE.match(cmd)
+    if m:
+        return ["python3", m.group(1)]  # a .py runs as python; a command file's blocks likewise
+    return None
+
+
+def hosted_programs(name: str, argv: list[str]) -> list[list[str]]:
+    """The interpreter argvs that ``argv`` (a host program, see CODE_HOSTS) runs inside
+    itself: each inline program and each script file given to it. Empty for any other
+    program and for a host given no code (``gdb -batch -ex bt ./core``)."""
+    if name not in CODE_HOSTS:
+        return []
+    out: list[list[str]] = []
+    args = argv[1:]
+    i = 0
+    while i < len(args) and len(out) < _MAX_ITEMS:
+        a = args[i]
+        if a in ("--args", "-args"):
+            break  # the rest is the debugged program's own argv
+        value: str | None = None
+        opt = a
+        if "=" in a and a.startswith("-"):
+            opt, value = a.split("=", 1)
+        elif a in _GDB_COMMAND or a in _GDB_FILE:
+            value = args[i + 1] if i + 1 < len(args) else None
+            i += 1
+        i += 1
+        if value is None:
+            continue
+        if opt in _GDB_COMMAND:
+            sub = _gdb_command(value)
+            if sub is not None:
+                out.append(sub)
+        elif opt in _GDB_FILE:
+            out.append(["python3", value])  # a command file or a .py: its code runs
+    return out
