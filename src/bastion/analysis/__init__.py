@@ -93,6 +93,7 @@ FEATURES = (
     "socket_shell_program_written", "setuid_shell_program_written", "test_runner_patch",
     "secret_sender_program_written", "interp_secret_send", "interp_file_send", "relay_program_written",
     "hash_spin_program_written", "interp_stratum", "stratum_program_written", "shell_stratum",
+    "coproc_remote_commands",
     # limits
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )

@@ -316,6 +316,7 @@ class Analyzer:
         self.names_log: list[str] = []  # names in first-seen order (slices stay cheap)
         self.deadline = time.thread_time() + TIME_BUDGET
         self.shell_payload_written = False
+        self.coproc_net = False  # a coprocess of this shell is a network client
         self.last_ssh_remote = ""
         self.extra_text: list[str] = []
         # Parsed facts for rules (see acts.py): "PROGRAM ARG" tokens, subcommands, what
@@ -439,6 +440,10 @@ class Analyzer:
             # the shell's own connection (/dev/tcp, nc) fed the Stratum protocol's
             # JSON-RPC: a pool client in builtins, however the text was decoded
             self.feature("shell_stratum")
+        if self.coproc_net and self.exec_names.keys() & {"eval", "source", ".", *SHELLS}:
+            # what the network client reads is read back by this shell and run: the
+            # remote end chooses the commands (a reverse shell without a pipe to sh)
+            self.feature("coproc_remote_commands")
         self._code_links()
         self._through_links()
         self._secret_copies()
@@ -1245,6 +1250,13 @@ class Analyzer:
         for sub in hosted_programs(name, argv):  # gdb -ex 'python CODE': code run in-process
             self.feature("hosted_code")
             self.simple(sub, depth + 1, env)
+        if name == "coproc":
+            inner = _coproc_command(argv)
+            if not inner:
+                return None
+            if _basename(inner[0]) in NET_CLIENTS | {"openssl"}:
+                self.coproc_net = True  # its output is read by this shell (see run())
+            return self.simple(inner, depth, env, stdin, sudo)
         if name in _WRAPPERS:
             if name == "exec" and "-a" in argv[1:3]:
                 self.feature("exec_argv0")  # exec -a NAME: the process lies about its name
@@ -2175,6 +2187,23 @@ def _search_covers(root: str, path: str) -> bool:
             r = posixpath.normpath("/workspace" + r[len(home):])
             break
     return r == "/" or path == r or path.startswith(r + "/")
+
+
+def _coproc_command(argv: list[str]) -> list[str]:
+    """The command ``coproc [NAME] { cmd …; }`` / ``coproc cmd …`` runs: the optional
+    name (only before a ``{``/``(`` group) and the group's braces dropped."""
+    rest = argv[1:]
+    if len(rest) >= 2 and re.fullmatch(r"[A-Za-z_]\w*", rest[0]) and rest[1][:1] in ("{", "("):
+        rest = rest[1:]
+    if rest and rest[0] in ("{", "("):
+        rest = rest[1:]
+    elif rest and rest[0][:1] == "(":
+        rest = [rest[0][1:], *rest[1:]]
+    while rest and rest[-1] in ("}", ")", ";"):
+        rest = rest[:-1]
+    if rest and rest[-1].endswith(")"):
+        rest = [*rest[:-1], rest[-1][:-1]]
+    return [a for a in rest if a]
 
 
 def _locates(name: str, argv: list[str]) -> str | None:
