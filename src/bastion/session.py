@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .analysis import CallMemory, analyze_argv, analyze_command
+from .analysis.sandboxfs import SandboxFiles
 from .analysis.nested import inline_code, names_code_runner
 from .audit import TrailConfig, lease_trail, release_trail
 from .calls import analysable, check_call
@@ -315,6 +316,8 @@ class Session:
         self._executor = SerialExecutor(f"bastion-pipeline-{self.session_id}")
         try:
             self._setup_dirs()
+            # a client's config as the sandbox has it now (analysis/clientconf.py)
+            self._call_memory.files = SandboxFiles(self.trusted_files.host_dirs)
             if prepare is not None:
                 prepare(self.workspace, self.host_uid)
             if self._image_ref is not None:

@@ -55,6 +55,11 @@ class TrustedFiles:
         with self._lock:
             self._files[os.path.normpath(path)] = digest
 
+    @property
+    def host_dirs(self) -> dict[str, Path]:
+        """Sandbox directory -> the host directory that holds it (the writable trees)."""
+        return dict(self._host_dirs)
+
     def __bool__(self) -> bool:
         return bool(self._files)
 

@@ -94,6 +94,8 @@ FEATURES = (
     "secret_sender_program_written", "interp_secret_send", "interp_file_send", "relay_program_written",
     "hash_spin_program_written", "interp_stratum", "stratum_program_written", "shell_stratum",
     "coproc_remote_commands",
+    # network clients judged with their configuration (clientconf.py)
+    "client_secret_request", "client_config_secret_written",
     # limits
     "parse_error", "depth_limit", "oversize", "too_deep", "parse_timeout", "analysis_timeout",
 )

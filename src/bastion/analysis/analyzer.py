@@ -20,7 +20,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tree_sitter
@@ -30,6 +30,7 @@ from ..rules.vocabulary import vocabulary
 from .persistence import (GIT_HOOK_NAMES, classify_path, config_command_index_hosts,
                           git_config_runs_code, package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
+from . import clientconf
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
 from .hosts import hosted_programs
@@ -209,6 +210,9 @@ class CallMemory:
         self._secrets: dict[str, str] = {}  # file made from a credential -> the credential
         self._aliases: dict[str, str] = {}  # a copy's name -> the program it copies
         self._staged_secret = False  # a secret's copy was `git add`ed (pushed later?)
+        # the session's reader of sandbox files (sandboxfs.SandboxFiles): a client's
+        # config on disk now, whoever wrote it (clientconf.file_text)
+        self.files: Callable[[str], str | None] | None = None
 
     def downloaded(self) -> list[str]:
         with self._lock:
@@ -356,6 +360,7 @@ class Analyzer:
         self.remote_mounts: dict[str, None] = {}  # local dirs that are a remote host's
         self.server_configs: dict[str, None] = {}  # configs handed to a web server
         self.parse_error = False
+        self.stdin_paths: list[str] = []  # files the simple command being run reads on stdin
         self.depth = 0
         self.budget = MAX_TEXT
         self.nodes = 0
@@ -388,6 +393,7 @@ class Analyzer:
                     self.prior_downloads.add(path)
         prior = self._prior_scripts()
         self._written_files()
+        clientconf.judge_written(self)  # a .curlrc/.wgetrc/git config that sends a key
         for path, (text, how) in prior.items():
             self._run_written(path, [text], how)  # written by an earlier call, run now
         if self.memory is not None:
@@ -1220,6 +1226,8 @@ class Analyzer:
             name = real
             argv = [real, *argv[1:]]
             self.add_name(name)
+        if name in clientconf.CLIENTS:  # curl -K f, ~/.curlrc, wget -e, git -c: merged
+            argv = clientconf.client_argv(self, name, argv, env, stdin)
         self._record(name, argv)
         if name in _WRAPPERS or not (
                 (len(argv) > 1 and argv[1] in INERT_ARGS)
@@ -1364,6 +1372,10 @@ class Analyzer:
             return out
         if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac", "tr"):
             return self._transform(name, argv, stdin)
+        if name in ("sed", "head", "tail", "awk", "gawk", "mawk"):
+            picked = clientconf.selected_lines(self, name, argv, stdin)  # a known file's line
+            if picked is not None:
+                return picked
         self._literal_payloads(argv[1:], depth, env)
         self._program_escapes(argv[1:], depth, env)
         return None
@@ -2983,6 +2995,7 @@ class _Walk:
         writes = any(r.type == "file_redirect" and re.match(r"^\d?>", self.text(r).lstrip("0123456789"))
                      for r in redirects) or any(c.type == "file_redirect" for r in redirects
                                                  if r.type == "heredoc_redirect" for c in r.children)
+        self.an.stdin_paths = list(self.stdin_files)  # `curl -K - < cfg` (clientconf)
         out = self.an.simple(argv, self.depth, local_env, stdin)
         real = self.an.aliases.get(sink, sink)
         if self.an.acts.recent:
