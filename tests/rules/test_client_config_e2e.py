@@ -9,11 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion import Policy, Session
+from bastion.audit.reader import open_logs
 from bastion.engine.build import build_engine
 from bastion.respond.responder import Responder
 
 POLICY = "name: e2e-clientconf\nresponse:\n  high: kill\n  critical: kill\n"
 RULES = {"exfil.client_config_sends_secret", "exfil.http_upload"}
+
+
+def trail_verdicts(state_dir: Path) -> set[tuple[str, str | None]]:
+    """(rule id, call id) of every verdict the durable trail holds."""
+    out: set[tuple[str, str | None]] = set()
+    for log in open_logs(state_dir):
+        with log:
+            for record in log.records(types=("verdict",)):
+                out.add((str(record.data.get("rule_id")), record.call_id))
+    return out
 
 
 def session(state_dir: Path) -> Session:
@@ -47,6 +58,7 @@ def test_curl_K_file_written_earlier_is_refused_and_recorded(state_dir: Path) ->
                     timeout=20)
         assert ok.outcome.value != "denied" and "done" in ok.stdout, ok
         assert not [v for v in s.verdicts if v.call_id in ("c3", "c4") and v.action.value != "none"]
+    assert ("exfil.client_config_sends_secret", "c2") in trail_verdicts(state_dir)
 
 
 def test_curlrc_written_by_python_makes_a_plain_curl_refused(state_dir: Path) -> None:
@@ -66,3 +78,4 @@ def test_curlrc_written_by_python_makes_a_plain_curl_refused(state_dir: Path) ->
         plain = s.exec("curl -q -s -m 1 http://127.0.0.1:9/ ; echo done", step=3, call_id="c3",
                        timeout=20)
         assert plain.outcome.value != "denied" and "done" in plain.stdout, plain
+    assert ("exfil.client_config_sends_secret", "c2") in trail_verdicts(state_dir)

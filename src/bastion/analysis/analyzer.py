@@ -3205,6 +3205,7 @@ class _Walk:
         if (flow.literal and "$" not in flow.text_marks) or flow.relay:
             return
         text = self.text(st)
+        clientconf.piped_arguments(self.an, sink, text)  # `... key | xargs -I{} curl -H "X: {}"`
         if sink == "ssh":
             if self.an.last_ssh_remote and _REMOTE_STORE.search(self.an.last_ssh_remote):
                 self.an.feature("pipe_to_remote_store")

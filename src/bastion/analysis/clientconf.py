@@ -58,7 +58,7 @@ from .acts import hosts_in, norm_path
 from .sandboxfs import UNREADABLE
 
 __all__ = ["CLIENTS", "client_argv", "curl_config_args", "file_text", "git_config_entries",
-           "judge_written", "selected_lines", "wgetrc_args"]
+           "judge_written", "piped_arguments", "selected_lines", "wgetrc_args"]
 
 CLIENTS = frozenset({"curl", "wget", "git"})
 _HOME = "/workspace"  # a session's HOME and working directory
@@ -526,6 +526,24 @@ def client_argv(an: Any, name: str, argv: list[str], env: dict[str, str],
     if any(_credential(an, f) for f in files) and _remote_destination(dests, False):
         an.feature("client_secret_request")
     return merged
+
+
+_ARG_CLIENTS = CLIENTS | frozenset({"curlie", "http", "https", "xh", "nc", "ncat", "socat",
+                                    "ssh", "dig", "nslookup", "host", "ping", "whois"})
+
+
+def piped_arguments(an: Any, sink: str, stage: str) -> None:
+    """A pipe into ``xargs CLIENT``: what flows in becomes the client's arguments (a
+    header, a URL, a DNS name). When the command reads a credential, its content rides
+    in the request, whichever client it is."""
+    words = stage.split()
+    if sink not in _ARG_CLIENTS or not words or words[0].rsplit("/", 1)[-1] != "xargs":
+        return
+    if not any(_credential(an, r) for r in an.acts.reads):
+        return
+    urls = [w.strip("'\"") for w in words if "://" in w]
+    if _remote_destination(urls, unknown_is_remote=True):
+        an.feature("client_secret_request")
 
 
 def judge_written(an: Any) -> None:
