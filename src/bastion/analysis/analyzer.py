@@ -31,6 +31,7 @@ from .persistence import (GIT_HOOK_NAMES, classify_path, config_command_index_ho
                           git_config_runs_code, package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
 from . import clientconf
+from .knownlines import selected_lines
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
 from .hosts import hosted_programs
@@ -1373,7 +1374,7 @@ class Analyzer:
         if name in _B64_DECODERS or name in ("xxd", "rev", "cat", "tac", "tr"):
             return self._transform(name, argv, stdin)
         if name in ("sed", "head", "tail", "awk", "gawk", "mawk"):
-            picked = clientconf.selected_lines(self, name, argv, stdin)  # a known file's line
+            picked = selected_lines(self, name, argv, stdin)  # a known file's line
             if picked is not None:
                 return picked
         self._literal_payloads(argv[1:], depth, env)
