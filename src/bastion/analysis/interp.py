@@ -201,8 +201,13 @@ _LEAVES = re.compile(r"\b(?:break|return|exit|die|last)\b|sys\.exit|os\._exit", 
 # a loop bounded only by the clock (``while time.time() < end:``), and a hash checked
 # against a target inside it (``h.startswith(b"\0\0")``, ``h < target``): proof of work
 # for as long as it runs, not a hash-rate benchmark (which checks nothing)
-_TIMED = re.compile(r"while\s*\(?\s*time\.(?:time|monotonic|perf_counter)\(\)\s*<[^\n:]*:", _P)
-_TARGET = re.compile(r"\.startswith\(|<=?\s*\w*target\b|int\(\s*\w+\s*,\s*16\s*\)\s*<", _P)
+_TIMED = re.compile(r"while\s*\(?\s*(?:time\.(?:time|monotonic|perf_counter)\(\)|time(?:\(\))?|"
+                    r"Date\.now\(\)|performance\.now\(\)|Time\.now(?:\.to_f)?|microtime\(\s*true\s*\))"
+                    r"\s*<[^\n:{]*[:{]", _P)  # python, perl, node, ruby, php
+# a target: a prefix or bytes of the hash compared with zeros (``h[31]===0``,
+# ``substr($h,0,2) eq "\0\0"``, ``hex.startsWith('0000')``), or ``h < target``
+_TARGET = re.compile(r"\.startswith\(|<=?\s*\w*target\b|int\(\s*\w+\s*,\s*16\s*\)\s*<|"
+                     r"\w\[\s*-?\d+\s*\]\s*={2,3}\s*0\b|(?:==|===|\beq)\s*b?[\"'](?:\\0|\\x00|0{3})", _P)
 
 
 def _loop_bodies(code: str) -> list[tuple[str, str]]:

@@ -48,6 +48,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +63,7 @@ from .identity import ProgramIdentity, family
 from .procfs import ProcInfo, process_name, read_process, read_stat
 from .wait import wait_readable
 
-__all__ = ["ProcessSensor"]
+__all__ = ["ProcessSensor", "launched"]
 
 _DEFAULT_RCVBUF = 16 * 1024 * 1024
 _MAX_ANCESTRY = 32
@@ -86,6 +87,20 @@ class _Proc:
         self.read_ns = 0  # when /proc was read for the last exec
         self.image: tuple[str, tuple[str, ...]] | None = None  # (exe, argv) it showed
         self.born_ns = 0  # the fork's kernel time, when seen: older exec records are not its
+
+
+_LIVE: weakref.WeakSet[ProcessSensor] = weakref.WeakSet()
+
+
+def launched(pid: int) -> tuple[str, tuple[str, ...]] | None:
+    """(exe, argv) of the exec session process ``pid`` last made, or the process it
+    was forked from: what it was started as, whatever it calls itself since (a
+    process that rewrote its title, ``$0 = "make"``, ``process.title``)."""
+    for sensor in list(_LIVE):
+        entry = sensor._table.get(pid)
+        if entry is not None and entry.image is not None:
+            return entry.image
+    return None
 
 
 class ProcessSensor:
@@ -118,6 +133,7 @@ class ProcessSensor:
         self._lag_reported = 0.0  # monotonic time of the last degraded report
         self.events = 0
         self._exec_gap = execnotify.available()
+        _LIVE.add(self)
         if mode != "poll":
             try:
                 self._sock = netlink.open_connector(rcvbuf)
@@ -307,6 +323,7 @@ class ProcessSensor:
             child = self._table[ev.tgid] = _Proc(parent.session, parent.call, ev.ptgid,
                                                  parent.name, parent.cmdline)
             child.born_ns = ev.ts
+            child.image = parent.image  # what it runs until it execs (runcode.py reads it)
             if parent.call is not None:
                 self._emit(parent.session, parent.call, EventKind.FORK, ev.tgid, ev.ptgid,
                            ev.ts, {"proc.name": parent.name, "proc.cmdline": parent.cmdline,

@@ -8,6 +8,13 @@ there when the episode started) is only judged here, when it runs in the backgro
 and keeps a core busy. Only one-purpose code counts as mining evidence: a nonce search
 (hashing without end) or a Stratum pool client (``analysis.interp``).
 
+A process that rewrote its title (node ``process.title``, perl ``$0``, setproctitle)
+no longer names its program or script in /proc/PID/cmdline: its program is its exe,
+and its script is read from the command line it was started with (the process
+sensor's exec record, inherited by a process forked after it). A title that names
+another compiled program than the interpreter running (``make -j2`` on perl) is
+hiding, which only code that should not run needs: it is evidence by itself.
+
 The file is read through the process's own view (``/proc/PID/cwd``, ``/proc/PID/root``)
 as root, so it is opened without following a final link, without blocking (a FIFO),
 only if it is a regular file, and at most ``MAX_BYTES``: the agent controls the path.
@@ -24,6 +31,8 @@ import stat
 from ..analysis.analyzer import code_features
 from ..analysis.decode import decodings
 from ..rules.vocabulary import vocabulary
+from .identity import family
+from .process import launched
 
 __all__ = ["MAX_BYTES", "mining_code"]
 
@@ -83,11 +92,55 @@ def _read_stdin(pid: int) -> str | None:
     return _read_regular(f"/proc/{pid}/fd/0")
 
 
-def mining_code(pid: int) -> str | None:
-    """What makes the code process ``pid`` runs a miner's, in words, or None."""
-    args = _args(pid)
-    if not args or not _interpreter(args[0]):
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+_PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def _dressed_as(pid: int, name: str, exe: str) -> str | None:
+    """The program file the title ``name`` of interpreter process ``pid`` names, when
+    that is another compiled program than the one running (``$0 = "make -j2"`` on
+    perl): hiding what runs. A title naming the interpreter itself, a script (an entry
+    point the interpreter runs: ``gunicorn: master``) or nothing that exists (``celeryd``,
+    ``tsserver``) is no claim to be another program."""
+    base = name.lstrip("-").rstrip(":")
+    if not base or base.startswith("[") or family(base) == family(os.path.basename(exe)):
         return None
+    paths = [base] if base.startswith("/") else [] if "/" in base else [
+        f"{d}/{base}" for d in _PATH_DIRS]
+    try:
+        running = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    for path in paths:
+        try:  # opened in the process's own root, never waited on, regular files only
+            fd = os.open(f"/proc/{pid}/root{path}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if os.pread(fd, 4, 0) != b"\x7fELF":
+                return None  # a script: run by an interpreter, maybe this one
+            if (st.st_dev, st.st_ino) == (running.st_dev, running.st_ino):
+                return None
+            return path
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return None
+
+
+def _texts(pid: int, args: list[str]) -> list[tuple[str, str]]:
+    """The code an interpreter started with ``args`` runs: its script, its inline
+    code (and the data files that code reads), or its standard input's file."""
     texts: list[tuple[str, str]] = []
     operand = False
     for i, arg in enumerate(args[1:], start=1):
@@ -115,10 +168,43 @@ def mining_code(pid: int) -> str | None:
         text = _read_stdin(pid)
         if text is not None:
             texts.append(("its standard input", text))
-    for where, text in texts:
-        with contextlib.suppress(Exception):  # odd code: no evidence, never an error
-            feats = code_features(text)
-            for feature, what in _EVIDENCE.items():
-                if feature in feats:
-                    return f"{what} in {where} (pid {pid})"
+    return texts
+
+
+def mining_code(pid: int) -> str | None:
+    """What makes the code process ``pid`` runs a miner's, in words, or None.
+
+    A process may have rewritten its title since it started (node ``process.title``,
+    perl ``$0``, setproctitle): /proc/PID/cmdline then names neither its program nor
+    its script. Its program is its exe; its script is read from the command line it
+    was started with (kept by the process sensor from its exec, or its parent's when
+    it was forked after). A title that names another compiled program than the
+    interpreter running (``make -j2`` on perl) is itself evidence: only code that
+    should not run needs to hide what it is."""
+    args = _args(pid)
+    if not args:
+        return None
+    title = args[0].split() if len(args) == 1 and " " in args[0] else args
+    exe = _exe(pid)
+    runs_interpreter = bool(exe) and _interpreter(exe)
+    if not _interpreter(title[0]):
+        if not runs_interpreter:
+            return None
+        other = _dressed_as(pid, title[0], exe)
+        if other is not None:
+            return (f"a {family(os.path.basename(exe))} process titled {' '.join(title)[:60]!r},"
+                    f" dressed as another program ({other}) (pid {pid})")
+    candidates = [title] if _interpreter(title[0]) else []
+    if runs_interpreter:
+        start = launched(pid)
+        if start is not None and start[1] and list(start[1]) != title and (
+                _interpreter(start[1][0]) or _interpreter(start[0])):
+            candidates.append(list(start[1]))
+    for argv in candidates:
+        for where, text in _texts(pid, argv):
+            with contextlib.suppress(Exception):  # odd code: no evidence, never an error
+                feats = code_features(text)
+                for feature, what in _EVIDENCE.items():
+                    if feature in feats:
+                        return f"{what} in {where} (pid {pid})"
     return None
