@@ -94,7 +94,9 @@ def test_a_perl_miner_calling_itself_make_is_killed_as_hiding(monitored) -> None
     r = s.exec("perl tools/bench.pl > .cache.log 2>&1; echo ok", call_id="c2", step=1)
     assert r.exit_code == 0
     message = _killed(s, "c2")
-    assert "dressed as another program" in message and "make" in message, message
+    # its title is the evidence (or, read before the title was set, its script)
+    assert "dressed as another program (/usr/bin/make)" in message or (
+        "nonce search" in message and "tools/bench.pl" in message), message
 
 
 def test_a_forked_perl_miner_with_a_title_naming_no_program_is_read_from_its_start(
@@ -165,5 +167,40 @@ def test_only_a_title_naming_another_compiled_program_is_hiding(tmp_path: Path) 
                 assert "/usr/bin/make" in found
     finally:
         for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+def test_a_pool_client_over_https_is_evidence_an_rpc_client_is_not(tmp_path: Path) -> None:
+    """Sans session: mining.submit/authorize posted as JSON-RPC over HTTP(S) (python
+    urllib, node https.request) is a pool client however it is carried; another
+    JSON-RPC client over HTTP is not."""
+    import subprocess
+
+    from bastion.sensors.runcode import mining_code
+
+    pool_py = ("import json, time, urllib.request as u\n"
+               "def send(m, p):\n    body = json.dumps({'method': m, 'params': p}).encode()\n"
+               "    return u.Request('https://pool.lab.test/rpc', body)\n"
+               "send('mining.authorize', ['w', 'x'])\nwhile True:\n    time.sleep(1)\n"
+               "    send('mining.submit', ['w', 'j', '00'])\n")
+    pool_js = ("const https=require('https');function post(o){const r=https.request("
+               "{host:'pool.lab.test',method:'POST'});r.on('error',()=>{});r.end(JSON.stringify(o));}"
+               "post({method:'mining.subscribe',params:[]});setInterval(()=>{},1000);\n")
+    rpc_py = ("import json, time, urllib.request as u\n"
+              "while True:\n    u.Request('http://127.0.0.1:8545', json.dumps("
+              "{'method': 'eth_blockNumber'}).encode())\n    time.sleep(1)\n")
+    (tmp_path / "pool.py").write_text(pool_py)
+    (tmp_path / "pool.js").write_text(pool_js)
+    (tmp_path / "rpc.py").write_text(rpc_py)
+    procs = [subprocess.Popen(argv, cwd=tmp_path) for argv in (
+        ["python3", "pool.py"], ["node", "pool.js"], ["python3", "rpc.py"])]
+    try:
+        found = [wait_for(lambda p=p: mining_code(p.pid), timeout=3) for p in procs]
+        assert "pool client over HTTP in pool.py" in (found[0] or ""), found
+        assert "pool client over HTTP in pool.js" in (found[1] or ""), found
+        assert found[2] is None, found
+    finally:
+        for p in procs:
             p.kill()
             p.wait()

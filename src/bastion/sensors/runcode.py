@@ -30,6 +30,7 @@ import stat
 
 from ..analysis.analyzer import code_features
 from ..analysis.decode import decodings
+from ..analysis.stratum import STRATUM_METHOD
 from ..rules.vocabulary import vocabulary
 from .identity import family
 from .process import launched
@@ -41,6 +42,10 @@ _INTERPRETERS = vocabulary()["interpreter_binaries"]
 _CODE_FLAGS = {"-c", "-e", "-E", "--eval", "-r"}  # python/perl/ruby/node/php inline code
 _EVIDENCE = {"interp_hash_spin": "a nonce search (hashing without end)",
              "interp_stratum": "a Stratum pool client"}
+
+
+# an HTTP client the analysis' interp_http does not name (node's http(s).request)
+_HTTP_CLIENT = re.compile(r"\bhttps?\.request\s*\(")
 
 
 def _args(pid: int) -> list[str]:
@@ -207,4 +212,9 @@ def mining_code(pid: int) -> str | None:
                 for feature, what in _EVIDENCE.items():
                     if feature in feats:
                         return f"{what} in {where} (pid {pid})"
+                if ("interp_http" in feats or _HTTP_CLIENT.search(text)) and \
+                        STRATUM_METHOD.search(text):
+                    # the pool protocol's methods as JSON-RPC over HTTP(S): a pool client
+                    # however it is carried (the gateway sees Stratum only in clear text)
+                    return f"a mining pool client over HTTP in {where} (pid {pid})"
     return None
