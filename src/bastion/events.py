@@ -304,6 +304,9 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "proc.argv_source": ("str", "where proc.args came from: exec (the exec listener, as "
                          "exec'd), procfs (/proc after the exec), none"),
     "proc.args_now": ("list", "argv /proc shows when the process changed it after exec"),
+    "proc.shadows": ("list", "module@directory of each test-framework module (pytest, "
+                     "_pytest, pluggy, unittest) a Python process imports from the agent's "
+                     "files ahead of the installed one (sensors/pyshadow.py)"),
     "proc.copy_of": ("str", "the system program (shell, interpreter, network client...) "
                      "whose bytes the executable has, when it runs from outside the "
                      "system directories"),
@@ -399,9 +402,11 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "file.size": ("int", "size in bytes after the change (-1 when deleted)"),
     "file.sha256": ("str", "content hash after the change (empty when deleted/large)"),
     "file.attribution": ("str", "how the call was chosen: writer (the writing process's "
-                         "call), latest_call (writer unknown), outside (not the agent) or none"),
+                         "call), latest_call (writer unknown), call_end (seen when that "
+                         "call ended), outside (not the agent) or none"),
     "file.runs_code": ("bool", "a persistence location now holds content that runs code "
                        "later (judged by bastion.analysis.persistence)"),
+    "file.mode": ("str", "permission bits after the change, octal (setuid/setgid sweep)"),
     "file.content": ("str", "text a write_file call writes, when small text (command events)"),
     # resources
     "res.cpu_cores": ("float", "CPU use in cores over the last interval"),

@@ -15,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from .contracts import EventSink, SessionObserver, Watched
+from .contracts import CallRef, EventSink, SessionObserver, Watched
 from .sandbox import CgroupHost, check_prerequisites
 from .sandbox.cleanup import cgroup_prefix
 from .sensors import FileSensor, HostSensors, ProcessSensor, ResourceSensor
@@ -117,6 +117,14 @@ class Host:
             with self._slock:
                 self._sessions.pop(view.session_id, None)
             raise
+
+    def call_ended(self, view: Watched, call: CallRef | None) -> None:
+        """A call of ``view`` ended: observers that take a look then (the file
+        sensor's setuid sweep) do so now, before the call's verdicts are settled."""
+        for observer in list(self._observers):
+            hook = getattr(observer, "call_ended", None)
+            if hook is not None:
+                hook(view, call)
 
     def unregister(self, view: Watched) -> None:
         for observer in reversed(self._observers):

@@ -884,6 +884,7 @@ class Session:
         oom = bool(self.sandbox.cgroup and self.sandbox.cgroup.oom_kills() > oom_before)
         for full in self.sandbox.disk_full():
             self._adopt(disk_limit_verdict(self._view, call.ref, full), wait=True)
+        self.host.call_ended(self._view, call.ref)  # what only a look at the end shows
         self.settle()
         return self._result(call, raw, oom, late)
 

@@ -39,7 +39,11 @@ The same judgement runs **again when the client's connection reaches the gateway
 (``net.connect`` of an allowed SSH connection, owner = the ssh process or its
 ``ProxyCommand`` child), and the gateway waits for it before dialling: a config or
 ``Include`` file written after the exec (ssh reads its config before it connects) is
-read then. Not enforced: a config file changed back between ssh reading it and its
+read then. A config file changed after both (an ``Include`` written once ssh has connected,
+or while the gateway's connect raced it) is caught when the client's call ends: the
+configs of every client judged in the session are read again and forwarding they ask
+for now but did not then is reported (``tunnels.ssh_config_changed_after_start``).
+Not enforced: a config file changed back between ssh reading it and its
 connect; SSH spoken by a client that is not a known binary (paramiko, a static copy
 that differs) is reported (medium), its options unknowable; the ``~C`` escape command
 line is a feature only where enabled (``EnableEscapeCommandline``).
@@ -322,9 +326,20 @@ class SshExecDetector:
     allowed SSH connection reaches the gateway (which waits for the verdict)."""
 
     name = "ssh_exec"
-    kinds = frozenset({EventKind.EXEC, EventKind.NET_CONNECT})
+    kinds = frozenset({EventKind.EXEC, EventKind.NET_CONNECT, EventKind.LIFECYCLE})
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # session id -> pid -> the client as judged: (args, cwd, its call's cgroup.procs,
+        # config features then)
+        self._judged: dict[str, dict[int, tuple[tuple[str, ...], str, str | None,
+                                                frozenset[str]]]] = {}
 
     def observe(self, event: Event) -> list[Finding]:
+        if event.kind is EventKind.LIFECYCLE:
+            if event.fields.get("life.state") == "call_end":
+                return self._rejudge(event.session_id)
+            return []
         if event.kind is EventKind.NET_CONNECT:
             return self._connect(event)
         pid = event.pid
@@ -339,7 +354,56 @@ class SshExecDetector:
         if fields.get("proc.renamed"):
             # proc.name is the real program's: the name it was run under is the file's
             name = os.path.basename(str(fields.get("proc.exe") or (args[0] if args else name)))
-        return _judge(pid, identity, args, str(fields.get("proc.cwd") or "/"), name)
+        cwd = str(fields.get("proc.cwd") or "/")
+        self._remember(event.session_id, pid, args, cwd)
+        return _judge(pid, identity, args, cwd, name)
+
+    def _remember(self, session_id: str, pid: int, args: list[str], cwd: str) -> None:
+        """Keep what the client's config files said when it was judged, to compare
+        when its call ends (``_rejudge``)."""
+        features = frozenset(_config_features_of(pid, args, cwd))
+        with self._lock:
+            clients = self._judged.setdefault(session_id, {})
+            if pid not in clients and len(clients) >= _MAX_REMEMBERED:
+                clients.pop(next(iter(clients)))
+            clients[pid] = (tuple(args), cwd, _procs_file(pid), features)
+
+    def _rejudge(self, session_id: str) -> list[Finding]:
+        """A call ended: the config files (and ``Include``s) of each ssh client judged
+        in this session are read again. One that asks for forwarding now and did not
+        when the client was judged was written after ssh started, to race the
+        judgement (an ``Include`` file that appears 50 ms after the exec). ssh may or
+        may not have read it: the attempt is the finding."""
+        with self._lock:
+            clients = dict(self._judged.get(session_id, {}))
+        found: list[Finding] = []
+        for pid, (args, cwd, procs, then) in clients.items():
+            # the client itself, or the copy `ssh -f` forked off before it exited
+            live = next((p for p in [pid, *(_cgroup_pids(procs) or [])]
+                         if client_identity(p) is not None and tuple(_cmdline(p)) == args),
+                        None)
+            if live is None:
+                with self._lock:
+                    self._judged.get(session_id, {}).pop(pid, None)
+                continue  # gone: nothing of it reads a config any more
+            now = frozenset(_config_features_of(live, list(args), cwd))
+            added = sorted(now - then)
+            if not added:
+                continue
+            with self._lock:
+                if pid in self._judged.get(session_id, {}):
+                    self._judged[session_id][pid] = (args, cwd, procs, now)
+            found.append(Finding(
+                rule_id="tunnels.ssh_config_changed_after_start",
+                severity=Severity.HIGH,
+                message=(f"ssh client pid {pid}: its config files ask for "
+                         f"{', '.join(added)} now, which they did not when it started "
+                         "and was judged"),
+                categories=("tunnel",),
+                mitre=("T1572", "T1021.004"),
+                evidence={"pid": pid, "args": list(args)[:32], "features": added},
+            ))
+        return found
 
     def _connect(self, event: Event) -> list[Finding]:
         """An allowed SSH connection: the client holding it (or whose ``ProxyCommand``
@@ -373,6 +437,7 @@ class SshExecDetector:
         except OSError:
             cwd = "/"
         name = os.path.basename(args[0]) if args else identity
+        self._remember(event.session_id, client, args, cwd)
         # a renamed copy was judged at its exec; here only what it will do counts
         found = _judge(client, identity, args, cwd, name, at_connect=True)
         for finding in found:
@@ -380,7 +445,24 @@ class SshExecDetector:
         return found
 
     def forget(self, session_id: str) -> None:
-        return None
+        with self._lock:
+            self._judged.pop(session_id, None)
+
+
+_MAX_REMEMBERED = 64  # ssh clients per session whose configs are compared at call end
+
+
+def _config_features_of(pid: int, args: list[str], cwd: str) -> list[str]:
+    """The features of the config files the client ``pid`` uses (``-F`` files, else
+    ~/.ssh/config, with their ``Include``s), read as the process sees them now."""
+    _features, configs, _remote = _parse(args)
+    read = _reader(pid)
+    out: list[str] = []
+    for config in configs or [_home_config(pid)]:
+        if config:
+            path = config if config.startswith("/") else os.path.join(cwd, config)
+            out += config_features(read, path)
+    return out
 
 
 def _judge(pid: int, identity: str, args: list[str], cwd: str, name: str, *,
@@ -530,20 +612,35 @@ def peek_pipe(path: str) -> tuple[bytes, bool] | None:
         os.close(fd)
 
 
-def _pipe_writers(pid: int, inode: int) -> list[int]:
-    """Processes of ``pid``'s cgroup (its tool call) other than ``pid`` that hold the
-    pipe ``inode`` open for writing: while one does, more of a script may come."""
+def _procs_file(pid: int) -> str | None:
+    """The ``cgroup.procs`` file of ``pid``'s cgroup (its tool call), None if unknown."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             line = next((x for x in f if x.startswith("0::")), "")
-        path = line[3:].strip()
-        # the v2 hierarchy: /sys/fs/cgroup, or its "unified" mount on a hybrid host
-        procs = next(p for p in (f"/sys/fs/cgroup{path}/cgroup.procs",
-                                 f"/sys/fs/cgroup/unified{path}/cgroup.procs")
-                     if path and os.path.exists(p))
+    except OSError:
+        return None
+    path = line[3:].strip()
+    # the v2 hierarchy: /sys/fs/cgroup, or its "unified" mount on a hybrid host
+    return next((p for p in (f"/sys/fs/cgroup{path}/cgroup.procs",
+                             f"/sys/fs/cgroup/unified{path}/cgroup.procs")
+                 if path and os.path.exists(p)), None)
+
+
+def _cgroup_pids(procs: str | None) -> list[int] | None:
+    if procs is None:
+        return None
+    try:
         with open(procs) as f:
-            pids = [int(x) for x in f.read().split()]
-    except (OSError, ValueError, StopIteration):
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+
+
+def _pipe_writers(pid: int, inode: int) -> list[int]:
+    """Processes of ``pid``'s cgroup (its tool call) other than ``pid`` that hold the
+    pipe ``inode`` open for writing: while one does, more of a script may come."""
+    pids = _cgroup_pids(_procs_file(pid))
+    if pids is None:
         return [0]  # unknown: assume a writer (the script is then not taken as whole)
     target = f"pipe:[{inode}]"
     writers = []

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import posixpath
 import select
 import stat
 import threading
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contracts import EventSink, SessionState, Watched, make_event
+from ..contracts import CallRef, EventSink, SessionState, Watched, make_event
 from ..errors import InternalError
 from ..events import EventKind
 from . import inotify as ino
@@ -53,6 +54,12 @@ _MASK = (ino.IN_CLOSE_WRITE | ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM
 _HASH_LIMIT = 1024 * 1024
 _MAX_SCAN_ENTRIES = 100_000
 _MAX_PROTECTED_DIRS = 2_000
+_MAX_SWEEP_ENTRIES = 2_000  # directories and changed entries per look (a few ms)
+_SETID = stat.S_ISUID | stat.S_ISGID
+_ANY_EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+# workspace-relative path -> (inode, mode, ctime_ns) of a setuid/setgid executable
+SetidFiles = dict[str, tuple[int, int, int]]
 
 # (size, mtime_ns, mode, sha256 or "")
 Entry = tuple[int, int, int, str]
@@ -104,6 +111,102 @@ def _protected_paths(session: Watched) -> list[tuple[Path, str]]:
             host = Path(rootfs) / inside.lstrip("/")
         out.append((host, inside))
     return out
+
+
+class SetidSweep:
+    """The setuid/setgid executables of one workspace, looked for again at each call's
+    end at the cost of one ``lstat`` per directory: a directory whose inode and mtime
+    are unchanged has the same entries as at the last look, so only its known
+    subdirectories are visited; the files of a changed directory are ``lstat``-ed.
+    Creating a file (tar, cp, unzip, install and rsync write new files or rename new
+    ones into place) changes its directory's mtime; a file made setuid *in
+    place* in an unchanged directory (chmod of an existing file, a copy over an
+    existing name) is not seen here: the command rules judge chmod/setcap/install
+    modes and interpreter chmod calls before they run. At most ``budget`` entries are
+    looked at per look: a larger workspace is covered over several looks, and what
+    appears in its far part is charged to the call during which the look reached it."""
+
+    def __init__(self, root: Path, budget: int = _MAX_SWEEP_ENTRIES) -> None:
+        self.root = root
+        self.budget = budget
+        self.files: SetidFiles = {}  # workspace-relative path -> (inode, mode, ctime)
+        # directory (relative, "" for the root) -> ((inode, mtime_ns), its subdirectories)
+        self._dirs: dict[str, tuple[tuple[int, int], tuple[str, ...]]] = {}
+        self._resume: list[str] = []  # directories a look ran out of budget before
+
+    def look(self) -> list[tuple[str, int, str]]:
+        """(path, mode, "create" or "chmod") of each setuid/setgid executable that is
+        new or changed since the last look; the first look only learns. A look that
+        runs out of budget stops, and the next one goes on from there (a workspace
+        larger than the budget is covered over several calls)."""
+        before = dict(self.files)
+        first = not self._dirs
+        budget = self.budget
+        stack = self._resume or [""]
+        self._resume = []
+        while stack:
+            if budget <= 0:
+                self._resume = stack
+                break
+            rel = stack.pop()
+            path = self.root / rel if rel else self.root
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            key = (st.st_ino, st.st_mtime_ns)
+            known = self._dirs.get(rel)
+            budget -= 1
+            if known is not None and known[0] == key:
+                stack.extend(known[1])
+                continue
+            subdirs, budget = self._scan(rel, path, budget)
+            self._dirs[rel] = (key, tuple(subdirs))
+            stack.extend(subdirs)
+        if first:
+            while self._resume:  # the baseline is learnt whole, whatever it costs
+                self.look()
+            return []
+        return [(rel, entry[1], "create" if rel not in before else "chmod")
+                for rel, entry in sorted(self.files.items()) if before.get(rel) != entry]
+
+    def _scan(self, rel: str, path: Path, budget: int) -> tuple[list[str], int]:
+        """Read a changed directory: its subdirectories, and its setid files now."""
+        for f in [f for f in self.files if posixpath.dirname(f) == rel]:
+            del self.files[f]
+        subdirs: list[str] = []
+        try:
+            it = os.scandir(path)
+        except OSError:
+            return subdirs, budget
+        with it:
+            for entry in it:  # whole: a directory's entries are never cached in part
+                budget -= 1
+                child = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(child)
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_mode & _SETID and st.st_mode & _ANY_EXEC:
+                    self.files[child] = (st.st_ino, st.st_mode, st.st_ctime_ns)
+        return subdirs, budget
+
+
+def setid_files(root: Path, budget: int = _MAX_SWEEP_ENTRIES) -> SetidFiles:
+    """Every regular file under ``root`` (symlinks not followed) with the setuid or
+    setgid bit and an execute bit: what the kernel would run with another identity if
+    nothing (nosuid, no_new_privs) stopped it. A setgid file without an execute bit is
+    a mandatory-locking mark, not a program."""
+    sweep = SetidSweep(root, budget)
+    sweep.look()  # the first look learns the whole tree
+    return dict(sweep.files)
 
 
 def take_snapshot(session: Watched) -> Snapshot:
@@ -162,6 +265,7 @@ class FileSensor:
         # (a shared /grader) has one entry per session
         self._watches: dict[tuple[str, int], list[_Watched]] = {}
         self._baselines: dict[str, Snapshot] = {}
+        self._setid: dict[str, SetidSweep] = {}  # session id -> its workspace's sweep
         self._sinks: dict[str, EventSink] = {}
         self._stop = threading.Event()
         self._broken: str | None = None
@@ -187,6 +291,26 @@ class FileSensor:
                 self._watch_tree(session, host_path, sandbox_path)
             self._sinks[view.session_id] = sink
         self._baselines[view.session_id] = take_snapshot(view)
+        sweep = SetidSweep(view.workspace)
+        sweep.look()  # learns what is there already (a task's own files are not the agent's)
+        self._setid[view.session_id] = sweep
+
+    def call_ended(self, view: Watched, call: CallRef | None) -> None:
+        """A call of ``view`` ended: report each setuid/setgid executable that
+        appeared or changed in the workspace since the last look, charged to ``call``.
+        Called by the session before it settles the call's verdicts."""
+        sink = self._sinks.get(view.session_id)
+        sweep = self._setid.get(view.session_id)
+        if sink is None or sweep is None or view.state is SessionState.CLOSED:
+            return
+        for rel, mode, op in sweep.look():
+            self.events += 1
+            sink.submit(make_event(
+                view, EventKind.FILE_WRITE, call=call, **{
+                    "file.path": f"{SANDBOX_WORKSPACE}/{rel}", "file.op": op,
+                    "file.location": "workspace", "file.class": "setid",
+                    "file.mode": f"{stat.S_IMODE(mode):04o}",
+                    "file.attribution": "call_end" if call is not None else "none"}))
 
     def unregister(self, view: Watched) -> None:
         session = view
@@ -206,6 +330,7 @@ class FileSensor:
             with self._handling:
                 pass  # an event in flight for this session is delivered before it goes
             self._baselines.pop(session.session_id, None)
+            self._setid.pop(session.session_id, None)
 
     def close(self) -> None:
         self._stop.set()

@@ -61,6 +61,7 @@ from . import netlink
 from .guard import Observed, report_degraded, report_loss, run_guarded, telemetry
 from .identity import ProgramIdentity, family
 from .procfs import ProcInfo, process_name, read_process, read_stat
+from .pyshadow import shadowed_modules
 from .wait import wait_readable
 
 __all__ = ["ProcessSensor", "launched"]
@@ -423,6 +424,9 @@ class ProcessSensor:
             fields["proc.args_now"] = list(now_args)
         if info.uid is not None:
             fields["proc.uid"] = info.uid
+        shadows = shadowed_modules(pid, fields["proc.name"], info.exe, list(info.args), info.cwd)
+        if shadows:  # a test framework the agent's files stand in for (pyshadow.py)
+            fields["proc.shadows"] = shadows
         self._emit(entry.session, call, EventKind.EXEC, pid, entry.ppid, ts, fields)
 
     def _poll_exec(self, observed: Observed, call: CallRef, pid: int) -> None:
