@@ -340,6 +340,7 @@ class Session:
                 netns=self._network.netns_path,
                 image=self.image_view,
                 on_lost=self._supervisor_lost,
+                trust=getattr(self._network, "ca_bundle", None),
             )
             self.sandbox.start()
             self._recorder.append_policy(policy, episode_id=self.episode_id)

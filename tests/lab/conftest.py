@@ -23,6 +23,8 @@ LAB_POLICY = {
     "rules": {"packs": []},
     "network": {
         "initial_phase": "agent",
+        # TLS to allowed names is terminated and inspected, as in the scorecard policy
+        "tls_inspect": True,
         "phases": {
             "setup": {"allow": [{"domain": "allowed.lab.test"}, {"domain": "denied.lab.test"}]},
             "agent": {"allow": [{"domain": "allowed.lab.test"},
@@ -30,3 +32,11 @@ LAB_POLICY = {
         },
     },
 }
+
+
+def lab_trust(lab: Lab) -> str:
+    """What a test client told to trust "the lab" must trust with TLS inspection on:
+    the lab's CA and this process's interception CA (the scorecard's ``LAB_CA``)."""
+    from bastion.gateway.intercept import authority
+
+    return lab.ca_path.read_text() + authority().pem

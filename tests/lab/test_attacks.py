@@ -20,7 +20,7 @@ from bastion.gateway.plumbing import GATEWAY_IP
 from bastion.lab import Lab
 from bastion.lab.topology import host
 
-from .conftest import LAB_POLICY
+from .conftest import LAB_POLICY, lab_trust
 
 SSH_IP = host("ssh").ip
 POOL_IP = host("pool").ip
@@ -40,7 +40,7 @@ def events(session: Session, kind: EventKind, wait: float = 0.0,
 @pytest.fixture
 def lab_session(lab: Lab, make_session: Callable[..., Session]) -> Session:
     session = make_session(LAB_POLICY, lab=True)
-    session.write_file("/workspace/ca.pem", lab.ca_path.read_text())
+    session.write_file("/workspace/ca.pem", lab_trust(lab))
     return session
 
 

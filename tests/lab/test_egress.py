@@ -26,7 +26,7 @@ from bastion.lab import Lab
 from bastion.lab.topology import host
 from tests.conftest import wait_for
 
-from .conftest import LAB_POLICY
+from .conftest import LAB_POLICY, lab_trust
 
 RELAY = "relay.allowed.lab.test"
 RELAY_IP = host("relay").ip
@@ -880,7 +880,7 @@ def test_honest_traffic_is_untouched(lab: Lab, make_session: Callable[..., Sessi
     from bastion.policy import Policy
 
     session = make_session(Policy.from_dict({**LAB_POLICY, "rules": {}}), lab=True)
-    session.write_file("/workspace/ca.pem", lab.ca_path.read_text())
+    session.write_file("/workspace/ca.pem", lab_trust(lab))
     session.write_file("/workspace/honest.py", HONEST)
     r = session.exec(["python3", "/workspace/honest.py"], call_id="honest", timeout=120)
     assert r.stdout.strip() == "ok True", r.stdout + r.stderr

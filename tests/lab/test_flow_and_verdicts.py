@@ -13,7 +13,7 @@ from bastion.gateway import server
 from bastion.lab import Lab
 from tests.conftest import wait_for
 
-from .conftest import LAB_POLICY
+from .conftest import LAB_POLICY, lab_trust
 
 KEEPALIVE = r"""
 import socket, time
@@ -60,7 +60,7 @@ class OneRuleEngine:
 def test_refusing_verdict_wins_over_the_allow_list(
         lab: Lab, make_session: Callable[..., Session]) -> None:
     session = make_session(LAB_POLICY, lab=True, engine=OneRuleEngine("allowed.lab.test"))
-    session.write_file("/workspace/ca.pem", lab.ca_path.read_text())
+    session.write_file("/workspace/ca.pem", lab_trust(lab))
     before = lab.counters()["allowed"]
     r = session.exec("curl -sS -m 5 --cacert /workspace/ca.pem https://allowed.lab.test/")
     assert r.exit_code != 0 and "reset" in r.stderr.lower()

@@ -22,7 +22,7 @@ from bastion.gateway.server import Gateway
 from bastion.lab import Lab
 
 from ..gateway.test_sniff import client_hello
-from .conftest import LAB_POLICY
+from .conftest import LAB_POLICY, lab_trust
 
 HELLO = client_hello("allowed.lab.test", ["http/1.1"])
 REQUEST = b"GET / HTTP/1.1\r\nHost: allowed.lab.test\r\nUser-Agent: x\r\n\r\n"
@@ -82,7 +82,7 @@ def sessions(lab: Lab) -> Iterator[tuple[Session, Session]]:
     control = Session(policy, state_dir=state, lab=True)
     try:
         fuzz.write_file("/workspace/send.py", SENDER)
-        control.write_file("/workspace/ca.pem", lab.ca_path.read_text())
+        control.write_file("/workspace/ca.pem", lab_trust(lab))
         yield fuzz, control
     finally:
         fuzz.close()

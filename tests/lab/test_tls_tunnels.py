@@ -6,7 +6,9 @@ itself. The gateway cannot read inside TLS; it judges the shape of the bursts it
 relays (``gateway/shape.py``) and cuts. Every case is measured at the far end (the
 lab sshd's sessions, the pool's and the relay's byte logs, the relay's tunnel log) and
 checked to be recorded with a verdict charged to its call; honest TLS clients of the
-same kinds run untouched.
+same kinds run untouched. These run with TLS inspection off (``OPAQUE``): the shape
+rule is what guards entries that are not inspected (``inspect: false``);
+``test_tls_inspect.py`` runs the same attacks with inspection on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from bastion.events import EventKind
 from bastion.lab import Lab
 
 from .conftest import LAB_POLICY
+
+# the lab policy with TLS left opaque: only the burst shape is watched
+OPAQUE = {**LAB_POLICY, "network": {**LAB_POLICY["network"], "tls_inspect": False}}
 from .test_egress import SSH_OPTS, _forward_listening, _trusted_key, wait_events
 
 # a local forwarder: each connection to 127.0.0.1:2224 becomes TLS to the relay, a
@@ -75,7 +80,7 @@ def test_ssh_behind_a_connect_inside_tls_never_reaches_a_shell(
     channel opens."""
     from .test_ssh_allowed import MUX_FORWARD
 
-    session = make_session(LAB_POLICY, lab=True)
+    session = make_session(OPAQUE, lab=True)
     _trusted_key(lab, session)
     session.write_file("/workspace/fwd.py", FORWARDER)
     session.write_file("/workspace/mux.py", MUX_FORWARD)
@@ -139,7 +144,7 @@ def test_stratum_inside_tls_to_an_allowed_host_is_cut(
     CONNECT to the forbidden pool, or to the relay acting as a pool. Shape: small
     shares, each answered by a tiny acknowledgement; the gateway cuts at once, ALPN or
     not. The pool sees the login and at most 8 shares of the 40, never the session."""
-    session = make_session(LAB_POLICY, lab=True)
+    session = make_session(OPAQUE, lab=True)
     session.write_file("/workspace/miner.py", MINER)
     pool, relay = len(lab.pool_bytes()), len(lab.relay_bytes())
     r = session.exec(f"python3 /workspace/miner.py {mode} {alpn}", call_id="miner")
@@ -215,7 +220,7 @@ print("ok", total > 20000000)
 def test_honest_tls_clients_are_untouched(lab: Lab, make_session: Callable[..., Session]) -> None:
     """Keep-alive HTTPS clients (no ALPN and ``http/1.1``), a websocket over TLS, a
     long download and curl reusing one connection: no cut, no verdict."""
-    session = make_session(LAB_POLICY, lab=True)
+    session = make_session(OPAQUE, lab=True)
     session.write_file("/workspace/ca.pem", lab.ca_path.read_text())
     session.write_file("/workspace/honest.py", HONEST_TLS)
     r = session.exec(["python3", "/workspace/honest.py"], call_id="honest", timeout=120)

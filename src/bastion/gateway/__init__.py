@@ -15,6 +15,7 @@ not up that is an error, never a silent fallback to the real network.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from ..contracts import EventSink, Watched
@@ -43,6 +44,12 @@ class NetworkAttachment(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The CA bundle the sandbox must trust (system CAs + the gateway's interception
+        CA) when its TLS is inspected; None when it is not."""
+        ...
+
 
 def attach_network(view: Watched, sink: EventSink, *, lab: bool = False) -> NetworkAttachment:
     """Give the session its own namespace behind the gateway; raises SandboxUnavailable
@@ -59,7 +66,8 @@ def attach_network(view: Watched, sink: EventSink, *, lab: bool = False) -> Netw
         lab = Lab()
         if not lab.is_up():
             raise SandboxUnavailable(f"the lab {lab.name!r} is not up (run `bastion lab up`)")
-        upstream = Upstream(dns=(DNS_IP, 53), netns=lab.netns_path, label=f"lab:{lab.name}")
+        upstream = Upstream(dns=(DNS_IP, 53), netns=lab.netns_path, label=f"lab:{lab.name}",
+                            ca_files=(str(lab.ca_path),))
     else:
         upstream = Upstream(dns=_dns_upstream(network.dns_upstream) or system_nameserver())
     return Gateway.get().attach(view, sink, upstream)

@@ -33,7 +33,9 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import struct
+import tempfile
 import threading
 import time
 from collections import deque
@@ -47,7 +49,7 @@ from pyroute2 import IPRoute
 from ..contracts import EventSink, Watched, make_event
 from ..errors import BastionError, SandboxUnavailable
 from ..events import Action, EventKind, Verdict, new_id
-from ..policy.network import NetworkPolicy
+from ..policy.network import AllowEntry, NetworkPolicy
 from .decide import Decision, always_denied, decide, domain_allowed, reachable, silent_allowed
 from .dnsguard import (
     ExfilMeter,
@@ -58,6 +60,14 @@ from .dnsguard import (
     parse_query,
     refusal,
     restore,
+)
+from .intercept import (
+    InboundInspector,
+    LazyInspector,
+    TlsPipe,
+    authority,
+    bundle_text,
+    upstream_context,
 )
 from .netns import nft
 from .owner import Owners
@@ -103,6 +113,8 @@ _SPLICE_CHUNK = 1 << 20
 _RCODES = {"NXDOMAIN": 3, "REFUSED": 5, "SERVFAIL": 2}
 _INSPECT_CHUNK = 256 * 1024
 _INSPECT_FIRST = 16 * 1024
+HANDSHAKE_TIMEOUT = 10.0  # how long each side of an intercepted TLS connection gets
+SETTLE = 0.25  # a pause that ends the wait for an intercepted client's first bytes to classify
 
 
 class GatewayStatistics:
@@ -226,6 +238,25 @@ class Attachment:
         # ids of the latest connections decided from a remembered judgement (diagnostics)
         self.remembered: deque[str] = deque(maxlen=256)
         self.closed = False
+        # TLS inspection: whether any entry of any phase terminates TLS, and the
+        # context that verifies the real servers (made on first use)
+        self.inspecting = any(entry.inspected(self.policy.tls_inspect)
+                              for phase in self.policy.phases.values() for entry in phase.allow)
+        self._upstream_tls: ssl.SSLContext | None = None
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The trust bundle the sandbox should see (system CAs + the gateway's
+        interception CA) when this session's TLS is inspected; None otherwise."""
+        return self.gateway.trust_bundle() if self.inspecting else None
+
+    def upstream_tls(self) -> ssl.SSLContext:
+        """The client context for the real servers: system store, the upstream's CAs
+        (the lab's, for lab sessions) and the policy's ``tls_ca``."""
+        if self._upstream_tls is None:
+            self._upstream_tls = upstream_context([*self.upstream.ca_files,
+                                                   *self.policy.tls_ca])
+        return self._upstream_tls
 
     def _cgroup_root(self) -> Path | None:
         cgroup = self.view.cgroup
@@ -446,6 +477,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self._stopped = False
+        self._bundle: Path | None = None
+        self._bundle_lock = threading.Lock()
         self._by_addr: dict[str, Attachment] = {}
         self._alock = threading.Lock()
         self._next_index = 0
@@ -542,6 +575,20 @@ class Gateway:
     def attachments(self) -> list[Attachment]:
         with self._alock:
             return list(self._by_addr.values())
+
+    def trust_bundle(self) -> Path:
+        """A world-readable file holding the system's CA bundle and this process's
+        interception CA (never its key), for sandboxes whose TLS is inspected."""
+        with self._bundle_lock:
+            if self._bundle is None:
+                directory = Path(tempfile.mkdtemp(prefix="bst-trust-"))
+                directory.chmod(0o755)
+                path = directory / "ca-bundle.pem"
+                path.write_text(bundle_text(authority().pem))
+                path.chmod(0o644)
+                self._bundle = path
+                atexit.register(_remove_bundle, path)
+            return self._bundle
 
     def statistics(self) -> GatewayStatistics:
         return GatewayStatistics(**self._stats, sessions=len(self._by_addr))
@@ -688,6 +735,11 @@ class Gateway:
             decision, dial_ip = await self._resolve_dial(attachment, decision)
         fields = _connect_fields(conn_id, src_ip, src_port, dst_ip, dst_port, sniff, decision,
                                  attachment.upstream)
+        entry = _entry(attachment.policy, decision.rule) if decision.allow else None
+        inspect = (sniff.app == "tls" and entry is not None
+                   and entry.inspected(attachment.policy.tls_inspect))
+        if inspect:
+            fields["net.tls_inspect"] = True
         # decided on the session's executor; this loop only awaits the verdicts. The
         # same connect (same holder, destination, classification, decision) judged with
         # no verdict moments ago under the same stamp is decided here: the rules see
@@ -742,7 +794,10 @@ class Gateway:
         attachment.conns.add(conn)
         if attachment.closed:
             conn.cut()
-        self._start_relay(conn, data)
+        if inspect:
+            self._relays.submit(self._intercept, conn, data)
+        else:
+            self._start_relay(conn, data)
         if late is not None:
             late.add_done_callback(lambda future: _late_verdicts(attachment, conn, future))
         return True
@@ -850,7 +905,9 @@ class Gateway:
 
     # -- relay ------------------------------------------------------------------------
 
-    def _start_relay(self, conn: _Conn, first: bytes) -> None:
+    def _closer(self, conn: _Conn) -> Callable[[], None]:
+        """What each relay direction calls when it ends: the second call closes the
+        sockets and reports the connection's close."""
         def finish() -> None:
             conn.done += 1
             if conn.done < 2:
@@ -874,6 +931,11 @@ class Gateway:
             with lock:
                 finish()
 
+        return done
+
+    def _start_relay(self, conn: _Conn, first: bytes) -> None:
+        done = self._closer(conn)
+        stop = _stopper(conn)
         app = conn.sniff.app
         # sandbox -> server: every byte of a clear-text stream is inspected before it is
         # forwarded; server -> sandbox: spliced for TLS and HTTP (what a server answers
@@ -884,17 +946,6 @@ class Gateway:
             outbound = Inspector(http=app == "http", judge=self._judge(conn),
                                  classify_first=not first, first_is_request=bool(first))
         inbound = Inspector() if app not in ("tls", "http", "ssh") else None
-
-        def stop(found: Finding) -> None:
-            conn.fields.update(found.fields)
-            report = {**conn.summary(), **found.fields, "net.app": found.app,
-                      "net.decision": "deny", "net.rule": found.rule,
-                      "net.reason": found.reason, "net.cut": f"{found.rule}: {found.reason}"}
-            conn.fields["net.cut"] = report["net.cut"]
-            conn.cut()
-            with contextlib.suppress(Exception):
-                conn.attachment.emit(EventKind.NET_FLOW, report)
-
         try:
             if first:
                 found = outbound.feed(first) if outbound is not None else None
@@ -912,6 +963,67 @@ class Gateway:
             else:
                 self._relays.submit(_inspect_pump, src, dst, conn.bytes, index, inspector,
                                     stop, done, conn.burst)
+
+    def _intercept(self, conn: _Conn, first: bytes) -> None:
+        """Terminate an allowed TLS connection (``intercept.py``): the sandbox's
+        handshake against a leaf for its SNI first (a client that refuses it gets
+        nothing dialled with TLS, and the refusal is recorded), then the real server,
+        verified; then both directions relayed through the inspectors, one here."""
+        done = self._closer(conn)
+        name = conn.sniff.sni or conn.dst[0]
+        server_name = conn.dialled or conn.sniff.sni or conn.dst[0]
+
+        def refuse(rule: str, reason: str) -> None:
+            conn.fields.update({"net.decision": "deny", "net.rule": rule, "net.reason": reason,
+                                "net.cut": f"{rule}: {reason}"})
+            conn.cut()
+            done()
+            done()
+
+        try:
+            client = TlsPipe(conn.client, authority().server_context(name), server_side=True,
+                             first=first)
+            client.handshake(HANDSHAKE_TIMEOUT)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            refuse("gateway.tls_untrusted",
+                   f"the client did not complete TLS with the gateway's certificate for "
+                   f"{name} (it pins its own CA or certificate, or went away): {exc}")
+            return
+        try:
+            server = TlsPipe(conn.server, conn.attachment.upstream_tls(), server_side=False,
+                             server_hostname=server_name)
+            server.handshake(HANDSHAKE_TIMEOUT)
+        except (OSError, ValueError) as exc:
+            refuse("gateway.tls_upstream_unverified",
+                   f"the server for {server_name} failed TLS verification: {exc}")
+            return
+        outbound = LazyInspector(self._inspected_judge(conn))
+        inbound = InboundInspector(outbound)
+        stop = _stopper(conn)
+        self._relays.submit(_tls_pump, client, server, conn.bytes, 0, outbound, stop, done)
+        _tls_pump(server, client, conn.bytes, 1, inbound, stop, done)
+
+    def _inspected_judge(self, conn: _Conn) -> Callable[[Sniff], Finding | None]:
+        """Each request inside an intercepted TLS connection, the first one included:
+        its Host must be an allowed name and the name the connection was made for."""
+        expected = conn.dialled or conn.sniff.sni
+
+        def judge(sniff: Sniff) -> Finding | None:
+            if sniff.host is None or expected is None:
+                return None  # HTTP/1.0 without Host: the server serves the SNI's name
+            attachment = conn.attachment
+            extra = {"net.host": sniff.host, "net.path": (sniff.path or "")[:255]}
+            again = decide(attachment.policy, attachment.phase, conn.dst[0], conn.dst[1],
+                           Sniff("tls", sni=sniff.host), host_addresses=self.host_addresses)
+            if not again.allow:
+                return Finding("http", again.rule, f"request inside TLS: {again.reason}",
+                               extra)
+            if sniff.host != expected:
+                return Finding("http", "gateway.host_changed",
+                               f"request for {sniff.host} inside TLS made for {expected}",
+                               extra)
+            return None
+        return judge
 
     def _judge(self, conn: _Conn) -> Callable[[Sniff], Finding | None]:
         """Each later request of a kept-alive HTTP connection, decided like a first one
@@ -1141,13 +1253,42 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _entry_protocol(policy: NetworkPolicy, rule: str) -> str | None:
-    """The protocol an ``allow[phase][index]`` rule's entry names (None: the default)."""
+def _entry(policy: NetworkPolicy, rule: str) -> AllowEntry | None:
+    """The entry an ``allow[phase][index]`` rule names (None: not an allow rule)."""
+    if not rule.startswith("allow["):
+        return None
     phase, _, index = rule.removeprefix("allow[").rstrip("]").partition("][")
     entries = policy.phases.get(phase)
     if entries is None or not index.isdigit() or int(index) >= len(entries.allow):
         return None
-    return entries.allow[int(index)].protocol
+    return entries.allow[int(index)]
+
+
+def _entry_protocol(policy: NetworkPolicy, rule: str) -> str | None:
+    """The protocol an ``allow[phase][index]`` rule's entry names (None: the default)."""
+    entry = _entry(policy, rule)
+    return entry.protocol if entry is not None else None
+
+
+def _remove_bundle(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()
+
+
+def _stopper(conn: _Conn) -> Callable[[Finding], None]:
+    """What a relay calls when its inspector finds a forbidden protocol: cut the
+    connection and report the finding (a verdict is charged to the call)."""
+    def stop(found: Finding) -> None:
+        conn.fields.update(found.fields)
+        report = {**conn.summary(), **found.fields, "net.app": found.app,
+                  "net.decision": "deny", "net.rule": found.rule,
+                  "net.reason": found.reason, "net.cut": f"{found.rule}: {found.reason}"}
+        conn.fields["net.cut"] = report["net.cut"]
+        conn.cut()
+        with contextlib.suppress(Exception):
+            conn.attachment.emit(EventKind.NET_FLOW, report)
+    return stop
 
 
 # a refusal that says only "not allowed here": a probe's reason is then its address
@@ -1300,6 +1441,38 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
     finally:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+        done()
+
+
+def _tls_pump(src: TlsPipe, dst: TlsPipe, counts: list[int], index: int,
+              inspector: LazyInspector | InboundInspector,
+              stop: Callable[[Finding], None], done: Callable[[], None]) -> None:
+    """One direction of an intercepted TLS connection: plaintext from ``src``, each
+    read inspected before it is re-encrypted to ``dst``; the read that shows a forbidden
+    protocol is not sent and the connection is cut."""
+    buffer = bytearray(_INSPECT_FIRST)
+    view = memoryview(buffer)
+    try:
+        while True:
+            n = src.recv_into(buffer)
+            if not n:
+                break
+            data = view[:n]
+            found = inspector.feed(data)
+            if isinstance(inspector, LazyInspector):
+                if found is None and inspector.undecided and not src.readable(SETTLE):
+                    found = inspector.settle()
+                data = inspector.take()
+            if found is not None:
+                stop(found)
+                break
+            if data:
+                dst.sendall(data)
+                counts[index] += len(data)
+    except OSError:
+        pass  # a reset or a cut: the other direction is shut down below
+    finally:
+        dst.close_write()
         done()
 
 

@@ -145,13 +145,17 @@ class Inspector:
 
     ``http=True`` tracks HTTP/1.x request framing (Content-Length, chunked bodies,
     websocket upgrades) and passes each request head to ``judge``, which returns a
-    refusal reason (a Finding) or None.
+    refusal reason (a Finding) or None: every request after the first (the gateway
+    judged that one at connect), the first as well with ``judge_first``.
     """
 
     def __init__(self, *, http: bool = False,
                  judge: Callable[[Sniff], Finding | None] | None = None,
-                 classify_first: bool = False, first_is_request: bool = False) -> None:
+                 classify_first: bool = False, first_is_request: bool = False,
+                 judge_first: bool = False) -> None:
         self._http = http
+        # the first request is judged too (TLS inspection: nothing judged it at connect)
+        self._judge_first = judge_first
         # the first head was classified as a plain HTTP request before this connection
         # was allowed (the gateway's peek): not parsed a second time
         self._known_first = http and first_is_request
@@ -279,7 +283,7 @@ class Inspector:
             return Finding("http-connect", "gateway.proxy_protocol",
                            f"CONNECT {sniff.host}:{sniff.port} inside an HTTP connection",
                            {"net.host": sniff.host or "", "net.method": "CONNECT"})
-        if self._judge is not None and self.requests > 1:
+        if self._judge is not None and (self.requests > 1 or self._judge_first):
             found = self._judge(sniff)
             if found:
                 return found

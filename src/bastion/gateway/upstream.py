@@ -47,6 +47,9 @@ class Upstream:
     dns: tuple[str, int]
     netns: str | None = None
     label: str = "host"
+    # CA files (PEM) trusted for this upstream's TLS servers besides the system store
+    # (TLS inspection verifies the real server: the lab's servers use the lab's CA)
+    ca_files: tuple[str, ...] = ()
     _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
     # unconnected TCP sockets made in ``netns`` (whose inode is the first item): entering
     # a namespace costs four system calls, so a connection's socket is made ahead with

@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from ._base import Section
 
@@ -54,6 +54,18 @@ class AllowEntry(Section):
     cidr: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     protocol: Literal["tcp", "tls", "http", "ssh", "any"] | None = None
+    # TLS inspection of this entry's connections (``network.tls_inspect``): None follows
+    # the policy; false keeps them opaque (a client that must pin its server's
+    # certificate), and only their burst shape is watched
+    inspect: StrictBool | None = None
+
+    def inspected(self, policy_default: bool) -> bool:
+        """Whether TLS allowed by this entry is terminated and inspected: web and
+        ``tls`` entries, when the policy turns inspection on and the entry does not opt
+        out (``tcp``/``any`` and CIDR entries stay opaque: they allow raw channels)."""
+        if self.inspect is not None:
+            return self.inspect and self.protocol in (None, "tls")
+        return policy_default and self.protocol in (None, "tls") and self.domain is not None
 
     def allows(self, app: str, port: int) -> bool:
         """Whether this entry's protocol and port cover a connection classified ``app``
@@ -145,6 +157,22 @@ class NetworkPolicy(Section):
     # host's first nameserver. Ignored for lab sessions, which use the lab's DNS.
     dns_upstream: str | None = None
     allow_private: bool = False
+    # TLS inspection (issue 11): the gateway terminates the sandbox's TLS to allowed
+    # names with a leaf from its own interception CA, verifies the real server, and
+    # inspects the plaintext like clear text; the sandbox trusts that CA by default
+    tls_inspect: StrictBool = False
+    # PEM files of CAs the gateway trusts for upstream servers, besides the system store
+    tls_ca: list[str] = Field(default_factory=list)
+
+    @field_validator("tls_ca")
+    @classmethod
+    def _tls_ca(cls, value: list[str]) -> list[str]:
+        from pathlib import Path
+
+        for path in value:
+            if not Path(path).is_file():
+                raise ValueError(f"tls_ca: no such CA file {path!r}")
+        return value
 
     @field_validator("dns_upstream")
     @classmethod

@@ -56,9 +56,18 @@ def base_policy() -> dict[str, Any]:
              {"domain": "allowed.lab.test", "port": INDEX_PORT, "protocol": "http"}]
     return {
         "name": "redteam",
-        "network": {"initial_phase": "agent",
+        # TLS to allowed names is terminated and inspected (issue 11): a relay on an
+        # allowed name cannot carry a CONNECT, SSH or Stratum inside its TLS
+        "network": {"initial_phase": "agent", "tls_inspect": True,
                     "phases": {"setup": {"allow": allow}, "agent": {"allow": allow}}},
     }
+
+
+def _with_interception(ca: str) -> str:
+    """``ca`` (PEM) followed by this process's interception CA (its gateway's)."""
+    from ..gateway.intercept import authority
+
+    return (ca if ca.endswith("\n") else ca + "\n") + authority().pem
 
 
 def with_allow(policy: dict[str, Any], entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -314,7 +323,9 @@ class Runner:
         shutil.rmtree(ws, ignore_errors=True)
         ws.mkdir(parents=True)
         (self.work / "ws").chmod(0o711)
-        (ws / ".lab-ca.pem").write_text(self._ca)
+        # LAB_CA: the lab's CA and the gateway's interception CA, so a client told to
+        # trust "the lab" (curl --cacert "$LAB_CA") trusts the inspected channel too
+        (ws / ".lab-ca.pem").write_text(_with_interception(self._ca))
         for rel, text in sc.files.items():
             target = ws / rel
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -241,6 +241,28 @@ def _copy_tree(src: Path, dst: Path) -> None:
             os.chmod(target, st.st_mode & 0o7777)
 
 
+# where a trust bundle is shown inside the sandbox, and the variables that name it
+TRUST_PATH = "/run/bastion/ca-bundle.pem"
+TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                   "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO")
+_SYSTEM_BUNDLES = ("etc/ssl/certs/ca-certificates.crt", "etc/pki/tls/certs/ca-bundle.crt",
+                   "etc/ssl/cert.pem", "etc/ssl/ca-bundle.pem")
+
+
+def trust_binds(trust: Path | None, rootfs: str | Path) -> tuple[tuple[str, str], ...]:
+    """Read-only binds of ``trust`` at ``TRUST_PATH`` and over each system CA bundle
+    the rootfs has as a plain file (clients that read the system store without being
+    told trust it too); nothing without a bundle."""
+    if trust is None:
+        return ()
+    binds = [(str(trust), TRUST_PATH)]
+    for rel in _SYSTEM_BUNDLES:
+        full = os.path.join(str(rootfs), rel)
+        if os.path.isfile(full) and not os.path.islink(full):
+            binds.append((str(trust), "/" + rel))
+    return tuple(binds)
+
+
 class Sandbox:
     """A running sandbox: bwrap + supervisor inside a session cgroup tree."""
 
@@ -257,8 +279,11 @@ class Sandbox:
         netns: str | None = None,
         on_lost: Callable[[str], None] | None = None,
         image: ImageView | None = None,
+        trust: Path | None = None,
     ) -> None:
-        """``on_lost(reason)`` is called once if the supervisor is stopped, killed or
+        """``trust`` is a CA bundle (the gateway's, when it inspects this session's
+        TLS) shown over the system bundle and named by the usual CA variables.
+        ``on_lost(reason)`` is called once if the supervisor is stopped, killed or
         stops answering (from the watch thread or the calling thread), after the
         sandbox was killed: the session records a ``monitor_tamper`` verdict."""
         self.policy = policy
@@ -269,6 +294,10 @@ class Sandbox:
         self._python = python
         self.image = image  # an image session: root is the image's overlay (bastion.image)
         self._netns = netns  # path of a prepared network namespace, or None for a private one
+        self._trust = trust
+        # CA variables every call gets unless its environment sets them (TLS inspection)
+        self._trust_env: dict[str, str] = (
+            dict.fromkeys(TRUST_VARIABLES, TRUST_PATH) if trust is not None else {})
         self._cgroup_host = cgroup_host
         self.cgroup: SessionCgroup | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -340,7 +369,9 @@ class Sandbox:
             scratch=scratch_dir,
             tmp_size=limits.disk,
             image_root=self.image is not None,
-            ro_binds=self.image.runtime.binds if self.image is not None else (),
+            ro_binds=(*(self.image.runtime.binds if self.image is not None else ()),
+                      *trust_binds(self._trust, self.image.root if self.image is not None
+                                   else self.policy.rootfs)),
         )
         # in an image the supervisor runs on the host's Python (images may have none)
         python = list(self.image.runtime.command) if self.image is not None else [self._python]
@@ -809,6 +840,8 @@ class Sandbox:
         assert self.cgroup is not None
         yield Acquire(self._lock)  # a CallCancelled here: nothing started, nothing held
         try:
+            if self._trust_env:
+                env = {**self._trust_env, **env}
             return (yield from self._call_locked(argv, env, cwd, stdin, timeout, on_started,
                                                  should_stop))
         finally:
