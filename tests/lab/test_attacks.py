@@ -56,7 +56,9 @@ def test_https_allowed_works_and_is_reported(lab_session: Session) -> None:
     assert event.get("net.app") == "tls" and event.get("net.sni") == "allowed.lab.test"
     assert event.get("net.decision") == "allow" and event.get("net.rule") == "allow[agent][0]"
     closes = events(lab_session, EventKind.NET_CLOSE, wait=3)
-    assert closes and closes[0].get("net.bytes_in") > 500
+    # inspected (LAB_POLICY): the bytes counted are the plaintext's, head and body
+    assert event.get("net.tls_inspect") is True
+    assert closes and closes[0].get("net.bytes_in") > len(r.stdout)
     assert closes[0].get("net.conn_id") == event.get("net.conn_id")
 
 
