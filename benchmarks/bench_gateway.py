@@ -8,6 +8,10 @@
   byte goes through whole-stream inspection, vs direct, in interleaved pairs;
 * DNS answer latency: a query for an allowed name answered by the gateway (which
   rebuilds it and forwards it to the lab's server) vs the lab's server asked directly;
+* ``--tls``: an HTTPS bulk download from the lab's web server (curl, ``/bytes/N``)
+  through a session whose TLS the gateway terminates and inspects
+  (``network.tls_inspect``) vs one where it stays opaque (``inspect: false``: spliced),
+  vs direct from the lab's namespace, interleaved rounds, median;
 * the inspection pass alone (``stream.Inspector`` over the upload's bytes in the relay's
   256 KiB reads, an HTTP body) vs the five ``in`` tests it replaced and vs a plain copy
   of each read, in this process: what inspection costs per byte, apart from the relay.
@@ -327,6 +331,40 @@ def profile_connects(session_ns: str, count: int) -> None:
             print(f"  cpu {name:20} {used / total * 1e3:7.3f} ms/connection")
 
 
+def tls_bulk(lab: Lab, state: Path, size: int, runs: int) -> dict[str, float]:
+    """MB/s of an HTTPS download of ``size`` bytes: inspected, opaque, direct."""
+    from bastion.gateway.intercept import authority
+
+    def policy(inspect: bool) -> Policy:
+        return Policy.from_dict({"name": "bench-tls", "rules": {"packs": []}, "network": {
+            "tls_inspect": True, "phases": {"agent": {"allow": [
+                {"domain": "allowed.lab.test", "inspect": inspect}]}}}})
+
+    trust = lab.ca_path.read_text() + authority().pem
+    sessions = {"inspected": Session(policy(True), state_dir=state, lab=True),
+                "opaque (spliced)": Session(policy(False), state_dir=state, lab=True)}
+    speeds: dict[str, list[float]] = {name: [] for name in [*sessions, "direct"]}
+    url = f"https://allowed.lab.test/bytes/{size}"
+    curl = ["curl", "-sS", "-o", "/dev/null", "-m", "300", "-w", "%{speed_download}"]
+    try:
+        for s in sessions.values():
+            s.write_file("/workspace/ca.pem", trust)
+        for _ in range(runs):
+            for name, s in sessions.items():
+                r = s.exec([*curl, "--cacert", "/workspace/ca.pem", url], timeout=320)
+                with contextlib.suppress(ValueError):
+                    speeds[name].append(float(r.stdout))
+            out = _run_in(lab.netns_path, [*curl, "--cacert", str(lab.ca_path), "--resolve",
+                                           f"allowed.lab.test:443:{WEB_IP}", url], timeout=320)
+            with contextlib.suppress(ValueError):
+                speeds["direct"].append(float(out.stdout))
+    finally:
+        for s in sessions.values():
+            s.close()
+    return {name: statistics.median(v) / 1e6 if v else float("nan")
+            for name, v in speeds.items()}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -337,6 +375,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="only profile N gateway connects (stage spans, thread CPU)")
+    parser.add_argument("--tls", action="store_true",
+                        help="only the HTTPS download, inspected vs opaque vs direct")
     args = parser.parse_args()
     count = 100 if args.quick else 400
     bulk = (64 if args.quick else 128) * 1024 * 1024
@@ -362,6 +402,15 @@ def main() -> int:
         procs.append(_spawn_in(lab.netns_path, [sys.executable, "-c", UPLOAD_SERVER, WEB_IP,
                                                 str(UPLOAD_PORT)]))
         assert _wait_port(lab.netns_path, WEB_IP, UPLOAD_PORT)
+
+        if args.tls:
+            size = (64 if args.quick else 200) * 1000 * 1000
+            figures = tls_bulk(lab, state, size, runs)
+            print(f"HTTPS download of {size // 1000000} MB (curl, median of {runs}):")
+            for name, mbps in figures.items():
+                print(f"  {name:18} {mbps:8.1f} MB/s  ({mbps / figures['direct']:.2f}x direct)")
+            print("JSON " + json.dumps({"tls_bulk_mbps": figures}))
+            return 0
 
         # -- attach cost ----------------------------------------------------------------
         gateway = Gateway.get()

@@ -376,8 +376,8 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "net.error": ("str", "malformed first bytes, or why the upstream could not be reached"),
     "net.dialled": ("str", "the name the gateway dialled itself (TLS SNI / HTTP Host)"),
     "net.upstream": ("str", "where allowed traffic went: host, or lab:<name>"),
-    "net.tls_inspect": ("bool", "the gateway terminated this TLS connection and inspected "
-                        "its plaintext (network.tls_inspect); byte counts are plaintext"),
+    "net.tls_inspect": ("bool", "TLS terminated and its plaintext inspected "
+                        + "(network.tls_inspect); byte counts are the plaintext's"),
     "net.shape": ("str", "traffic shape of a connection: ssh, stratum, interactive"),
     "net.shape_small_out": ("int", "small (< 256 B) bursts the sandbox sent on the connection"),
     "net.shape_small_in": ("int", "small (< 256 B) bursts the server sent on the connection"),

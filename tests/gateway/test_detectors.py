@@ -187,3 +187,13 @@ def test_beacon_on_a_kept_alive_connection() -> None:
     assert detector.observe(ev(EventKind.NET_CLOSE, 70, **flow)) == []
     assert detector.observe(ev(EventKind.NET_FLOW, 80, **{**flow, "net.conn_id": "j",
                                                             "net.shape_periodic": 0.6})) == []
+
+
+def test_a_proxy_handshake_cut_counts_for_the_tunnels_category() -> None:
+    """A CONNECT cut mid-stream (in clear, or inside inspected TLS) is a tunnel: its
+    verdict names the tunnels pack's category as well as 'tunnel'."""
+    found = StreamCutDetector().observe(ev(EventKind.NET_FLOW, 1, **{
+        "net.app": "http-connect", "net.decision": "deny", "net.cut": "x",
+        "net.rule": "gateway.proxy_protocol", "net.conn_id": "c1"}))
+    assert [(f.rule_id, f.severity.name, f.categories) for f in found] == [
+        ("gateway.stream_cut", "HIGH", ("tunnel", "tunnels"))]

@@ -191,14 +191,16 @@ class StreamCutDetector:
             return []  # the shape detector's verdict says it
         severity = _STREAM_RULES.get(str(rule), Severity.MEDIUM)
         app = fields.get("net.app")
-        category = {"stratum": "mining", "ssh": "tunnel", "http-connect": "tunnel"}.get(
-            str(app), "policy")
+        # a tunnel's cut names the tunnels pack too: a relay reached through a CONNECT
+        # (in clear or inside inspected TLS) is that pack's capability
+        categories = {"stratum": ("mining",), "ssh": ("tunnel", "tunnels"),
+                      "http-connect": ("tunnel", "tunnels")}.get(str(app), ("policy",))
         return [Finding(
             rule_id="gateway.stream_cut",
             severity=severity,
             message=(f"connection to {fields.get('net.dst_ip')}:{fields.get('net.dst_port')} "
                      f"cut mid-stream: {fields.get('net.reason')}"),
-            categories=(category,),
+            categories=categories,
             mitre=("T1496",) if app == "stratum" else ("T1572",),
             evidence={"net.app": app, "net.rule": rule, "net.conn_id":
                       fields.get("net.conn_id")},
