@@ -378,6 +378,9 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "net.upstream": ("str", "where allowed traffic went: host, or lab:<name>"),
     "net.tls_inspect": ("bool", "TLS terminated and its plaintext inspected "
                         + "(network.tls_inspect); byte counts are the plaintext's"),
+    "net.secret_source": ("str", "the workspace credential store whose secret was in the bytes "
+                          + "the sandbox sent (gateway/leaks.py)"),
+    "net.secret_encoding": ("str", "how that secret was spelled: raw, reversed, hex, base64, ..."),
     "net.shape": ("str", "traffic shape of a connection: ssh, stratum, interactive"),
     "net.shape_small_out": ("int", "small (< 256 B) bursts the sandbox sent on the connection"),
     "net.shape_small_in": ("int", "small (< 256 B) bursts the server sent on the connection"),
@@ -396,6 +399,9 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "dns.parent": ("str", "the parent domain the query's new label bytes are charged to"),
     "dns.volume": ("int", "bytes of new label text under dns.parent in the last minute"),
     "dns.held": ("bool", "the query looked suspicious and was judged before it left"),
+    "dns.secret_source": ("str", "the workspace credential store whose secret the name carried "
+                          + "(refused: it never left)"),
+    "dns.secret_encoding": ("str", "how that secret was spelled in the name: hex, base32, ..."),
     # files
     "file.path": ("str", "path as seen inside the sandbox"),
     "file.op": ("str", "create, write, delete, rename, chmod"),

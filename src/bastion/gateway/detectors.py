@@ -54,7 +54,8 @@ _PROBE_RULES = ("gateway.default_deny", "gateway.private", "gateway.metadata",
                 "gateway.loopback", "gateway.link_local", "gateway.reserved",
                 "gateway.host_address", "gateway.silent_client", "gateway.session_closed",
                 "firewall.")
-_STREAM_RULES = {"gateway.miner_protocol": Severity.HIGH,
+_STREAM_RULES = {"gateway.secret_egress": Severity.CRITICAL,
+                 "gateway.miner_protocol": Severity.HIGH,
                  "gateway.ssh_in_stream": Severity.HIGH,
                  "gateway.proxy_protocol": Severity.HIGH}
 BEACON_MIN = 12  # connections
@@ -140,6 +141,8 @@ class DnsExfilDetector:
         fields = event.fields
         attempt = False
         if event.kind is EventKind.DNS_QUERY:
+            if fields.get("dns.rule") == "gateway.secret_egress":
+                return self._secret(event)
             if fields.get("dns.rule") not in ("gateway.dns_exfil", "gateway.dns_exfil_attempt"):
                 return []
             attempt = fields.get("dns.rule") == "gateway.dns_exfil_attempt"
@@ -173,6 +176,27 @@ class DnsExfilDetector:
                       "volume": fields.get("dns.volume")},
         )]
 
+    def _secret(self, event: Event) -> list[Finding]:
+        """A name that spelled one of the workspace's secrets (refused by the gateway,
+        gateway/leaks.py): one verdict per secret store per session."""
+        fields = event.fields
+        source = str(fields.get("dns.secret_source") or "")
+        with self._lock:
+            if (event.session_id, f"secret:{source}") in self._fired:
+                return []
+            self._fired.add((event.session_id, f"secret:{source}"))
+        return [Finding(
+            rule_id="gateway.secret_egress",
+            severity=Severity.CRITICAL,
+            message=(f"a secret from the workspace's {source} spelled in DNS names "
+                     f"({fields.get('dns.secret_encoding')}): {fields.get('dns.name')} "
+                     "(refused: it never left)"),
+            categories=("exfiltration",),
+            mitre=("T1048.003", "T1552.001"),
+            evidence={"dns.name": str(fields.get("dns.name") or "")[:255],
+                      "dns.secret_source": source},
+        )]
+
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._fired = {k for k in self._fired if k[0] != session_id}
@@ -194,14 +218,16 @@ class StreamCutDetector:
         # a tunnel's cut names the tunnels pack too: a relay reached through a CONNECT
         # (in clear or inside inspected TLS) is that pack's capability
         categories = {"stratum": ("mining",), "ssh": ("tunnel", "tunnels"),
-                      "http-connect": ("tunnel", "tunnels")}.get(str(app), ("policy",))
+                      "http-connect": ("tunnel", "tunnels"),
+                      "secret": ("exfiltration",)}.get(str(app), ("policy",))
         return [Finding(
             rule_id="gateway.stream_cut",
             severity=severity,
             message=(f"connection to {fields.get('net.dst_ip')}:{fields.get('net.dst_port')} "
                      f"cut mid-stream: {fields.get('net.reason')}"),
             categories=categories,
-            mitre=("T1496",) if app == "stratum" else ("T1572",),
+            mitre={"stratum": ("T1496",), "secret": ("T1041", "T1552.001")}.get(
+                str(app), ("T1572",)),
             evidence={"net.app": app, "net.rule": rule, "net.conn_id":
                       fields.get("net.conn_id")},
         )]

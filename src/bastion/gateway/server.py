@@ -82,6 +82,7 @@ from .plumbing import (
     ensure_gateway_interface,
     host_table,
 )
+from .leaks import Leak, Secrets, StreamLeaks
 from .shape import CUTS, Shape
 from .sniff import MAX_PEEK, Sniff, classify
 from .stream import Finding, Inspector, scan
@@ -243,6 +244,22 @@ class Attachment:
         self.inspecting = any(entry.inspected(self.policy.tls_inspect)
                               for phase in self.policy.phases.values() for entry in phase.allow)
         self._upstream_tls: ssl.SSLContext | None = None
+        self._secrets: Secrets | None = None
+
+    def leaks(self, host: str | None) -> StreamLeaks | None:
+        """A watcher for the workspace's secrets in what one connection sends to
+        ``host`` (None when the workspace holds none)."""
+        if self._secrets is None:
+            from ..rules.vocabulary import vocabulary
+            self._secrets = Secrets(Path(self.view.workspace),
+                                    vocabulary()["credential_paths"])
+        current = self._secrets.current()
+        return StreamLeaks(current, host) if current else None
+
+    def secret_in(self, data: bytes) -> Leak | None:
+        """One of the workspace's secrets in ``data`` (a DNS name), meant for nobody."""
+        leaks = self.leaks(None)
+        return leaks.feed(data) if leaks is not None else None
 
     @property
     def ca_bundle(self) -> Path | None:
@@ -946,9 +963,13 @@ class Gateway:
             outbound = Inspector(http=app == "http", judge=self._judge(conn),
                                  classify_first=not first, first_is_request=bool(first))
         inbound = Inspector() if app not in ("tls", "http", "ssh") else None
+        leaks = (conn.attachment.leaks(conn.dialled or conn.sniff.host)
+                 if outbound is not None else None)
         try:
             if first:
-                found = outbound.feed(first) if outbound is not None else None
+                found = _leaked(leaks, first)
+                if found is None and outbound is not None:
+                    found = outbound.feed(first)
                 if found is not None:
                     stop(found)
                 else:
@@ -962,7 +983,7 @@ class Gateway:
                 self._relays.submit(_pump, src, dst, conn.bytes, index, done, conn.burst)
             else:
                 self._relays.submit(_inspect_pump, src, dst, conn.bytes, index, inspector,
-                                    stop, done, conn.burst)
+                                    stop, done, conn.burst, leaks if index == 0 else None)
 
     def _intercept(self, conn: _Conn, first: bytes) -> None:
         """Terminate an allowed TLS connection (``intercept.py``): the sandbox's
@@ -1000,7 +1021,9 @@ class Gateway:
         outbound = LazyInspector(self._inspected_judge(conn))
         inbound = InboundInspector(outbound)
         stop = _stopper(conn)
-        self._relays.submit(_tls_pump, client, server, conn.bytes, 0, outbound, stop, done)
+        leaks = conn.attachment.leaks(server_name)
+        self._relays.submit(_tls_pump, client, server, conn.bytes, 0, outbound, stop, done,
+                            leaks)
         _tls_pump(server, client, conn.bytes, 1, inbound, stop, done)
 
     def _inspected_judge(self, conn: _Conn) -> Callable[[Sniff], Finding | None]:
@@ -1074,6 +1097,10 @@ class Gateway:
             allowed, rule, rcode = False, "gateway.dns_qtype", "REFUSED"
         elif allowed and over:
             allowed, rule, rcode = False, "gateway.dns_exfil", "REFUSED"
+        leak = attachment.secret_in(query.name.replace(".", "").encode("ascii", "replace"))
+        if leak is not None:
+            # a name that spells one of the workspace's secrets: refused, and judged
+            allowed, rule, rcode = False, "gateway.secret_egress", "REFUSED"
         elif not allowed:
             # refused names carry nothing out, but a stream of new labels under one
             # parent is an attempt to, and is reported as one
@@ -1087,6 +1114,8 @@ class Gateway:
             "dns.rule": rule, "dns.tunnel_score": score, "dns.parent": parent,
             "dns.volume": volume, "net.proto": "udp", "net.src_ip": addr[0],
             "net.src_port": addr[1]}
+        if leak is not None:
+            fields.update({"dns.secret_source": leak.source, "dns.secret_encoding": leak.encoding})
         if not allowed:
             self._stats["dns_denied"] += 1
             # refused here: nothing leaves, and nobody waits for the verdicts
@@ -1404,10 +1433,23 @@ def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
         done()
 
 
+def _leaked(leaks: StreamLeaks | None, data: bytes | memoryview) -> Finding | None:
+    """A finding when ``data`` carries one of the workspace's secrets (the relay then
+    cuts the connection before the read that shows it is sent)."""
+    leak = leaks.feed(data) if leaks is not None else None
+    if leak is None:
+        return None
+    return Finding("secret", "gateway.secret_egress",
+                   f"the content of the workspace's {leak.source} ({leak.encoding}) in what "
+                   "the sandbox sent", {"net.secret_source": leak.source,
+                                        "net.secret_encoding": leak.encoding})
+
+
 def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int,
                   inspector: Inspector, stop: Callable[[Finding], None],
                   done: Callable[[], None],
-                  burst: Callable[[int, int], None] | None = None) -> None:
+                  burst: Callable[[int, int], None] | None = None,
+                  leaks: StreamLeaks | None = None) -> None:
     """Copy src -> dst through user space, each chunk inspected before it is sent; the
     chunk that shows a forbidden protocol is not sent and the connection is cut.
 
@@ -1428,7 +1470,7 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
                 data = bytes(data)  # the buffer is replaced below: keep this read
                 buffer = bytearray(min(_INSPECT_CHUNK, n * 4))
                 view = memoryview(buffer)
-            found = inspector.feed(data)
+            found = _leaked(leaks, data) or inspector.feed(data)
             if found is not None:
                 stop(found)
                 break
@@ -1446,7 +1488,8 @@ def _inspect_pump(src: socket.socket, dst: socket.socket, counts: list[int], ind
 
 def _tls_pump(src: TlsPipe, dst: TlsPipe, counts: list[int], index: int,
               inspector: LazyInspector | InboundInspector,
-              stop: Callable[[Finding], None], done: Callable[[], None]) -> None:
+              stop: Callable[[Finding], None], done: Callable[[], None],
+              leaks: StreamLeaks | None = None) -> None:
     """One direction of an intercepted TLS connection: plaintext from ``src``, each
     read inspected before it is re-encrypted to ``dst``; the read that shows a forbidden
     protocol is not sent and the connection is cut."""
@@ -1458,6 +1501,10 @@ def _tls_pump(src: TlsPipe, dst: TlsPipe, counts: list[int], index: int,
             if not n:
                 break
             data = view[:n]
+            found = _leaked(leaks, data)
+            if found is not None:
+                stop(found)
+                break
             found = inspector.feed(data)
             if isinstance(inspector, LazyInspector):
                 if found is None and inspector.undecided and not src.readable(SETTLE):
