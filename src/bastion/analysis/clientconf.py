@@ -56,6 +56,7 @@ from typing import Any
 
 from ..rules.vocabulary import vocabulary
 from .acts import hosts_in, norm_path
+from .gitconfig import git_config_entries
 from .sandboxfs import UNREADABLE
 
 __all__ = ["CLIENTS", "client_argv", "curl_config_args", "file_text", "git_config_entries",
@@ -381,31 +382,6 @@ def _request_key(key: str) -> bool:
     return (sec == "http" and rest.endswith("extraheader")) or (
         sec == "remote" and rest.endswith((".url", ".pushurl"))) or (
         sec == "url" and rest.endswith((".insteadof", ".pushinsteadof")))
-
-
-def git_config_entries(text: str) -> list[tuple[str, str]]:
-    """(key, value) pairs of a git config file (sections, subsections, quotes)."""
-    out: list[tuple[str, str]] = []
-    section = ""
-    lines = text.replace("\\\n", "").splitlines()[:8192]
-    for raw in lines:
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        m = re.match(r'^\[\s*([\w.-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\](.*)$', line)
-        if m:
-            section = m.group(1).lower() + (f".{m.group(2)}" if m.group(2) is not None else "")
-            line = m.group(3).strip()
-            if not line:
-                continue
-        name, eq, value = line.partition("=")
-        value = value.strip()
-        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        else:
-            value = re.split(r"\s[#;]", value, 1)[0].strip()
-        out.append((f"{section}.{name.strip()}", value if eq else "true"))
-    return out
 
 
 def _git_parameters(value: str) -> list[tuple[str, str]]:

@@ -64,6 +64,8 @@ import shlex
 import stat
 from pathlib import Path
 
+from .gitconfig import git_config_entries
+
 __all__ = ["GIT_HOOK_NAMES", "classify", "classify_path", "config_command_index_hosts",
            "git_config_runs_code", "hooks_dir", "hooks_run_code", "judge_file",
            "package_index_hosts",
@@ -362,23 +364,7 @@ def _workspace_tool(value: str) -> bool:
 
 
 def _git_config_text_runs_code(text: str) -> bool:
-    section = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        m = re.match(r'^\[\s*([\w.-]+)(?:\s+"([^"]*)")?\s*\]\s*(.*)$', line)
-        if m:
-            section = m.group(1).lower() + (f".{m.group(2)}" if m.group(2) is not None else "")
-            line = m.group(3).strip()
-            if not line:
-                continue
-        key, eq, value = line.partition("=")
-        if not eq:
-            continue
-        if git_config_runs_code(f"{section}.{key.strip()}", value):
-            return True
-    return False
+    return any(git_config_runs_code(key, value) for key, value in git_config_entries(text))
 
 
 # Commands and builtins the user or the agent types without thinking: an alias or
@@ -718,17 +704,7 @@ def judge_file(rel: str, host_path: Path | str) -> str | None:
 
 def _config_values(text: str, wanted: str) -> list[str]:
     """The values of the git config key ``wanted`` (lower-case ``section.key``)."""
-    values, section = [], ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        m = re.match(r'^\[\s*([\w.-]+)(?:\s+"([^"]*)")?\s*\]\s*(.*)$', line)
-        if m:
-            section = m.group(1).lower() + (f".{m.group(2)}" if m.group(2) is not None else "")
-            line = m.group(3).strip()
-        key, eq, value = line.partition("=")
-        if eq and f"{section}.{key.strip().lower()}" == wanted:
-            values.append(value.strip())
-    return values
+    return [value for key, value in git_config_entries(text) if key.lower() == wanted]
 
 
 def _named_hooks_run_code(rel: str, host_path: Path, text: str) -> bool:
