@@ -30,7 +30,7 @@ from ..rules.vocabulary import vocabulary
 from .persistence import (GIT_HOOK_NAMES, classify_path, config_command_index_hosts,
                           git_config_runs_code, package_index_hosts, runs_code)
 from .acts import Acts, argv_acts, hosts_in, norm_path, option_tokens, subcommands
-from . import clientconf
+from . import clientconf, runners
 from .knownlines import selected_lines
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
@@ -336,6 +336,10 @@ class Analyzer:
         self.pending_code: list[str] = []
         self.written: dict[str, list[str]] = {}
         self.executed: dict[str, str] = {}  # path -> the program that runs it ("" direct)
+        # make, npm test, pytest...: (argv, PYTHONPATH, directory) of runners that run
+        # files by convention (runners.py); `cd d` moves where later ones start
+        self.runner_calls: list[tuple[list[str], dict[str, str], str]] = []
+        self.run_dir = "."
         # Renamed copies of programs made in this command (cp /usr/bin/ssh ./x): x -> ssh.
         self.aliases: dict[str, str] = dict(memory.aliases()) if memory is not None else {}
         self.prior_aliases = dict(self.aliases)  # made by earlier calls (CallMemory)
@@ -397,6 +401,7 @@ class Analyzer:
         clientconf.judge_written(self)  # a .curlrc/.wgetrc/git config that sends a key
         for path, (text, how) in prior.items():
             self._run_written(path, [text], how)  # written by an earlier call, run now
+        self._run_by_convention()  # a Makefile's recipe, a test module, a setup.py
         if self.memory is not None:
             self.memory.update(fetched, [p for p in [*self.acts.writes, *self.acts.deletes]
                                          if p not in fetched])
@@ -807,8 +812,9 @@ class Analyzer:
         ran = {p.rsplit("/", 1)[-1]: how for p, how in self.executed.items()}
         for path, texts in list(self.written.items()):
             how = self.executed.get(path, ran.get(path.rsplit("/", 1)[-1]))
-            if how is None:
-                self._written_program(texts)
+            if how is None:  # (a Makefile's recipes, package.json's scripts: code too)
+                self._written_program([*texts, *(c for t in texts
+                                                 for c in runners.convention_code(path, t))])
                 continue
             if path in self.appended:
                 texts = [*texts, self._file_text(path) or ""]  # the file as a whole, too
@@ -863,6 +869,61 @@ class Analyzer:
                 for decoded in decodings(text):
                     if decoded != text:
                         self.code_text(decoded, 1, {})
+
+    def _note_runner(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """A runner started here (make, npm, pytest, python -m ...), or a `cd` that moves
+        where the next ones start."""
+        if name in ("cd", "pushd"):
+            dest = next((a for a in argv[1:] if not a.startswith("-")), None)
+            if dest and "$" not in dest:
+                self.run_dir = runners.canon(posixpath.join(self.run_dir, dest)
+                                             if not dest.startswith(("/", "~")) else dest)
+            return
+        if len(self.runner_calls) < 64:
+            self.runner_calls.append((list(argv[:256]), {k: v for k, v in env.items()
+                                                         if k == "PYTHONPATH"}, self.run_dir))
+
+    def _run_by_convention(self) -> None:
+        """Known files (written now, or by an earlier call) that the runners of this
+        command run by convention: a Makefile's recipes for the targets named, a
+        package.json script, the test modules unittest/pytest discover, setup.py under
+        `pip install .`, a sitecustomize.py on PYTHONPATH (runners.py). Each is judged as
+        the code that runs, like a script run by name; scripts that code runs in turn (a
+        recipe's `python3 tools/x.py`, `$(MAKE) -C sub`) are followed, a few rounds."""
+        if not self.runner_calls:
+            return
+        known = self.memory.scripts() if self.memory is not None else {}
+        for path in [*self.acts.writes, *self.acts.deletes]:
+            known.pop(path, None)  # replaced or removed by this command: not that text
+        for path in self.written:
+            text = self._file_text(path)
+            if text is not None:
+                known[path] = text
+        if not known:
+            return
+        by_canon = {runners.canon(p): p for p in known}
+        by_base = {p.rsplit("/", 1)[-1]: p for p in known}
+        judged: set[tuple[str, str]] = set()
+        done, ran = 0, set(self.executed)
+        for _ in range(4):
+            calls, done = self.runner_calls[done:], len(self.runner_calls)
+            named = {p: h for p, h in self.executed.items() if p not in ran}
+            ran = set(self.executed)
+            if not calls and not named:
+                return
+            found = [f for argv, env, cwd in calls
+                     for f in runners.suite_members(runners.find_runs(argv, known, cwd, env))]
+            for path, how in named.items():  # run by name by the code judged last round
+                key = by_canon.get(runners.canon(path)) or by_base.get(path.rsplit("/", 1)[-1])
+                if key is not None:
+                    found.append(runners.Found(key, known[key], how, "run by name"))
+            for f in found[:runners.MAX_FOUND]:
+                if (f.path, f.code) in judged:
+                    continue
+                judged.add((f.path, f.code))
+                self._run_written(f.path, [f.code], f.how)
+                if f.test_run and patches_test_runner(f.code):
+                    self.feature("test_runner_patch")  # loaded into the test run itself
 
     def _code_links(self) -> None:
         """Links made by code that runs: os.symlink/os.link(T, L), fs.symlinkSync(T, L),
@@ -1230,6 +1291,8 @@ class Analyzer:
         if name in clientconf.CLIENTS:  # curl -K f, ~/.curlrc, wget -e, git -c: merged
             argv = clientconf.client_argv(self, name, argv, env, stdin)
         self._record(name, argv)
+        if runners.watched(name):
+            self._note_runner(name, argv, env)
         if name in _WRAPPERS or not (
                 (len(argv) > 1 and argv[1] in INERT_ARGS)
                 or (len(argv) == 2 and argv[1] in ("-v", "-V"))

@@ -159,7 +159,23 @@ def _atexit_exit_zero(node: ast.AST) -> bool:
     if len(args) >= 2 and isinstance(args[0], (ast.Attribute, ast.Name)) and \
             getattr(args[0], "attr", getattr(args[0], "id", "")) == "_exit" and _zero(args[1]):
         return True
-    return bool(args) and isinstance(args[0], ast.Lambda) and _exit_zero_call(args[0].body)
+    # a lambda whose body makes the call anywhere: lambda: (sys.stdout.flush(), os._exit(0))
+    return bool(args) and isinstance(args[0], ast.Lambda) and any(
+        _exit_zero_call(n) for n in ast.walk(args[0].body))
+
+
+def _exit_zero_functions(tree: ast.Module) -> set[str]:
+    """Names of functions whose own body calls ``os._exit(0)`` (registered with
+    ``atexit.register(name)`` or decorated ``@atexit.register``)."""
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(_exit_zero_call(c) for c in ast.walk(n))}
+
+
+def _registers(f: ast.AST) -> bool:
+    """``atexit.register`` / ``register`` (from atexit import register)."""
+    return (isinstance(f, ast.Attribute) and f.attr == "register" and
+            isinstance(f.value, ast.Name) and f.value.id == "atexit") or \
+        (isinstance(f, ast.Name) and f.id == "register")
 
 
 def _exits_on_import(tree: ast.Module) -> bool:
@@ -168,9 +184,16 @@ def _exits_on_import(tree: ast.Module) -> bool:
     under a fork's test, the daemon idiom), or an atexit hook doing it anywhere. The
     importing test process then ends with status 0 before (or after) any test result.
     ``sys.exit`` raises SystemExit, which pytest reports as an error: not counted."""
+    exiting = _exit_zero_functions(tree)
     for node in ast.walk(tree):
         if _atexit_exit_zero(node):
             return True
+        if exiting and isinstance(node, ast.Call) and _registers(node.func) and node.args \
+                and isinstance(node.args[0], ast.Name) and node.args[0].id in exiting:
+            return True  # def bye(): os._exit(0) ... atexit.register(bye)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in exiting \
+                and any(_registers(d) for d in node.decorator_list):
+            return True  # @atexit.register over a function that exits 0
     stack: list[ast.stmt] = list(tree.body)
     while stack:
         node = stack.pop()
