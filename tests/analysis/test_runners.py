@@ -264,3 +264,11 @@ def test_a_suite_judges_each_module_on_its_own_and_keeps_the_notable_one() -> No
     got = cats([wf("tests/test_a.py", plain), wf("tests/test_b.py", net),
                 wf("tests/test_c.py", REVERSE_SHELL), "python3 -m unittest discover -s tests"])
     assert "shells" in got[3]
+
+
+def test_make_reads_includes_functions_and_parse_time_commands() -> None:
+    files = {"Makefile": "include rules.mk\nV != id -u\nall: $(foreach n,a b,gen-$(n))\n",
+             "rules.mk": "say = echo $(1)\ngen-%:\n\t$(call say,$*)\n"}
+    [f] = find_runs(["make"], files)
+    assert f.code.splitlines() == ["id -u", "echo a", "echo b"]
+    assert find_runs(["make"], {"Makefile": "include missing.mk\nall:\n\ttrue\n"})[0].code == "true"
