@@ -153,6 +153,15 @@ _RECV = re.compile(r"\brecv\w*\(|[.:]receive\b|[.:]gets\b|socket_read|[.:]readli
                    r"\$\w+\s*=\s*<\$?\w+>|\|&\s*getline|[.:]read\(|\bgets\s+\$\w+", _P)
 # Copying one stream into another (node's a.pipe(b)): a relay's body without a read loop.
 _PIPE_COPY = re.compile(r"\.pipe\(\s*[\w$]+\s*\)", _P)
+# Python running a value rather than a command written out: the command a reverse shell
+# runs is the data it received (`check_output(data, shell=True)`, `os.system(cmd)`,
+# `exec(d)`); a test that recv()s from its own echo server and runs
+# `subprocess.run(["git", "status"])` runs nothing it received.
+_PY_CODE = re.compile(r"^\s*(?:import|from)\s+\w", re.M)
+_PY_RUNS_VALUE = re.compile(
+    r"\b(?:system|popen|Popen|run|call|check_call|check_output|getoutput|getstatusoutput|"
+    r"exec|eval|spawn\w*|exec[lv]p?e?)\s*\(\s*(?![\[\(\"'\s)]|[rbfuRBFU]{1,2}[\"'])"
+    r"|\bshell\s*=\s*True")
 _FD_PASS = re.compile(r"fileno|std(?:in|out|err)\s*[=:]|\[:in,|>&\s*\$?\w|<&\s*\d|dup2?\b", _P)
 _PROC_NAME = re.compile(r"PR_SET_NAME|prctl\(\s*15\b|setproctitle|\$0\s*=\s*['\"]\[?k", _P)
 _SPIN = re.compile(r"while\s*\(?\s*(?:true|1|!0)\s*\)?\s*[:{]|while\s*:|for\s*\(\s*;\s*;|"
@@ -351,7 +360,8 @@ def code_features(code: str) -> set[str]:
     # the socket's fds): not the mere import of socket/ssl next to a subprocess call.
     if "interp_socket" in feats and ("interp_bind" in feats or _CONNECT.search(code)) and (
             "interp_shell" in feats or ("interp_exec" in feats and (
-                "interp_dup2" in feats or _FD_PASS.search(code) or _RECV.search(code)))):
+                "interp_dup2" in feats or _FD_PASS.search(code) or (_RECV.search(code) and (
+                    not _PY_CODE.search(code) or _PY_RUNS_VALUE.search(code)))))):
         feats.add("interp_socket_exec")
     if "interp_socket" in feats and "interp_dup2" in feats:
         feats.add("interp_socket_dup")
