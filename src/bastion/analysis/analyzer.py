@@ -34,7 +34,7 @@ from . import clientconf, runners
 from .knownlines import selected_lines
 from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
-from .hosts import hosted_programs
+from .hosts import hosted_programs, loader_program
 from .grading import (HOOK_FILES, alters_test_outcomes, code_tampers_test_framework,
                       overrides_test_run, patches_test_runner)
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
@@ -1322,6 +1322,10 @@ class Analyzer:
         for sub in hosted_programs(name, argv):  # gdb -ex 'python CODE': code run in-process
             self.feature("hosted_code")
             self.simple(sub, depth + 1, env)
+        loaded = loader_program(name, argv)
+        if loaded:  # ld-linux-x86-64.so.2 PROG ARGS runs PROG (hosts.loader_program)
+            self.feature("loader_exec")
+            return self.simple(loaded, depth, env, stdin, sudo)
         if name == "coproc":
             inner = _coproc_command(argv)
             if not inner:
@@ -1741,7 +1745,8 @@ class Analyzer:
             text = folded  # constants spelled out ('wg' + 'et', fromhex) read as written
         feats = code_features(text)
         if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash",
-                    "web_shell_code", "shellcode_literal", "set_proc_name"}:
+                    "web_shell_code", "shellcode_literal", "set_proc_name",
+                    "interp_namespace", "interp_memfd_exec", "interp_timestomp"}:
             self.feature("code_text")
             self.run_code.append(text[:MAX_CODE])
             for feat in feats:
@@ -2580,7 +2585,7 @@ def _code_file_acts(code: str, acts: Any) -> None:
     code = fold_path_constants(code[:65536])
     for m in _CODE_PATH_READ.finditer(code):
         acts.reads.setdefault(norm_path(m.group(1)))
-    if "open(" in code or "read_" in code:
+    if "open(" in code or "read_" in code or re.search(r"\bopen\s+(?:my\s+)?\$?\w+\s*,", code):
         # glob.glob('~/.[sa]*/*') whose results are opened: the code reads what the
         # pattern expands to (credential stores included, see _expand_credential_globs)
         for m in _CODE_GLOB.finditer(code):

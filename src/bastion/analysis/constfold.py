@@ -1,7 +1,8 @@
 """Constant folding of interpreter code: names and paths spelled so no literal shows them.
 
 A reader folds ``'ex' + 'ec'``, ``'yp.x//:ptth'[::-1]``, ``b'Zm9v'.decode()``,
-``base64.b64decode('...')`` or Tcl's ``[string reverse swa.]`` in their head; the
+``base64.b64decode('...')``, Tcl's ``[string reverse swa.]`` or perl's
+``"env" . "iron"``, ``join("", ...)``, ``scalar reverse "..."``, ``sprintf`` in their head; the
 capability scanners (``interp.code_features``, the file-act and credential scanners)
 read literals. This module folds those spellings into the literal they stand for, one
 shared step for every caller (``interp.fold_strings``, ``interp.fold_path_constants``),
@@ -22,7 +23,7 @@ import posixpath
 import re
 from typing import Any
 
-__all__ = ["fold_python", "fold_tcl", "python_dynamic_exec", "tcl_computed_name"]
+__all__ = ["fold_perl", "fold_python", "fold_tcl", "python_dynamic_exec", "tcl_computed_name"]
 
 _MAX_CODE = 65536
 _MAX_VALUE = 4096
@@ -570,3 +571,108 @@ def tcl_computed_name(code: str) -> bool:
     reverse, string map, binary decode, format %c, lreverse): evidence of concealment
     when the code also talks to the network."""
     return _tcl_fold(code)[1]
+
+
+# Perl: a constant string is a single-quoted literal or a double-quoted one with nothing
+# interpolated ($, @) and no escape; numbers are decimal or hex.
+_PL_LIT = r"(?:'[^'\\\n]*'|\"[^\"\\\n$@]*\")"
+_PL_ARG = rf"(?:{_PL_LIT}|\d{{1,10}}|0x[0-9a-fA-F]{{1,8}})"
+_PL_ARGS = rf"{_PL_ARG}(?:\s*,\s*{_PL_ARG}){{0,63}}"
+# every literal is matched (alone or joined) so that scanning never starts a literal at
+# another literal's closing quote ('a'], 'b' is two literals, not "], ")
+_PL_CONCAT = re.compile(rf"({_PL_LIT})\s*\.(?!\.)\s*({_PL_LIT})|{_PL_LIT}|['\"]")
+# the whole argument list must be constant: join(SEP, LIST), join(SEP, (LIST)), join SEP, LIST;
+_PL_END = r"(?=\s*(?:[;)}\]]|$))"
+_PL_JOIN = re.compile(rf"\bjoin\s*\(\s*({_PL_LIT})\s*,\s*\(?\s*({_PL_ARGS})\s*\)?\s*\)"
+                      rf"|\bjoin\s+({_PL_LIT})\s*,\s*\(?\s*({_PL_ARGS})\s*\)?{_PL_END}")
+# reverse of one string in scalar context: `scalar reverse "x"`, an operand of `.`,
+# or assigned to a scalar (`$n = reverse "x"`); a list reverse of one item is the item
+_PL_REVERSE = re.compile(rf"(\bscalar\s*\(?\s*|\.\s*|\$\w+\s*=\s*)reverse\s*\(?\s*({_PL_LIT})\s*\)?(\s*\))?"
+                         rf"|\breverse\s*\(\s*({_PL_LIT})\s*\)(?=\s*\.(?!\.))")
+_PL_CASE = re.compile(rf"\b(lc|uc)\s*\(?\s*({_PL_LIT})\s*\)?")
+_PL_SPRINTF = re.compile(rf"\bsprintf\s*\(\s*({_PL_LIT})\s*,\s*({_PL_ARGS})\s*\)"
+                         rf"|\bsprintf\s+({_PL_LIT})\s*,\s*({_PL_ARGS}){_PL_END}")
+
+
+def _pl_value(text: str) -> str | int:
+    if text[:1] in "'\"":
+        return text[1:-1]
+    return int(text, 16) if text.lower().startswith("0x") else int(text)
+
+
+def _pl_quote(text: str) -> str | None:
+    if len(text) > _MAX_VALUE or "\n" in text or "\\" in text:
+        return None
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text and "$" not in text and "@" not in text:
+        return f'"{text}"'
+    return None
+
+
+def _pl_args(text: str) -> list[str | int]:
+    return [_pl_value(a) for a in re.findall(rf"{_PL_LIT}|0x[0-9a-fA-F]+|\d+", text)]
+
+
+def _pl_sprintf(m: re.Match[str]) -> str:
+    fmt = str(_pl_value(m.group(1) or m.group(3)))
+    if re.search(r"%(?![-0-9]*[sdcx%])", fmt):
+        return m.group(0)
+    args = _pl_args(m.group(2) or m.group(4))
+    out: list[str] = []
+    pos = 0
+    for spec in re.finditer(r"%([-0-9]*)([sdcx%])", fmt):
+        out.append(fmt[pos:spec.start()])
+        pos = spec.end()
+        if spec.group(2) == "%":
+            out.append("%")
+            continue
+        if not args:
+            return m.group(0)
+        v = args.pop(0)
+        try:
+            if spec.group(2) == "c":
+                out.append(chr(int(v)))
+            elif spec.group(2) in "dx":
+                out.append(format(int(v), "x" if spec.group(2) == "x" else "d"))
+            else:
+                out.append(str(v))
+        except (ValueError, OverflowError):
+            return m.group(0)
+    out.append(fmt[pos:])
+    q = _pl_quote("".join(out))
+    return q if q is not None else m.group(0)
+
+
+def fold_perl(code: str) -> str | None:
+    """Perl ``code`` with its constant string expressions folded: ``"env" . "iron"``,
+    ``join("", "/pr", "oc")``, ``scalar reverse "norivne"``, ``sprintf("%s%s", ...)``
+    (%s %d %c %x), ``lc``/``uc`` of a literal; None when nothing folds. Only these pure
+    operations on literals are evaluated."""
+    if len(code) > _MAX_CODE or not re.search(r"['\"]\s*\.|\bjoin\b|\breverse\b|\bsprintf\b|\b(?:lc|uc)\b", code):
+        return None
+    out = code
+
+    def lit(text: str, m: re.Match[str]) -> str:
+        q = _pl_quote(text)
+        return q if q is not None else m.group(0)
+
+    def rev(m: re.Match[str]) -> str:
+        if m.group(4):
+            return lit(str(_pl_value(m.group(4)))[::-1], m)
+        prefix = "" if m.group(1).lstrip().startswith("scalar") else m.group(1)
+        return prefix + lit(str(_pl_value(m.group(2)))[::-1], m)
+
+    for _ in range(32):
+        new = _PL_CONCAT.sub(lambda m: lit(str(_pl_value(m.group(1))) + str(_pl_value(m.group(2))), m)
+                             if m.group(1) else m.group(0), out)
+        new = _PL_JOIN.sub(lambda m: lit(str(_pl_value(m.group(1) or m.group(3))).join(
+            str(v) for v in _pl_args(m.group(2) or m.group(4))), m), new)
+        new = _PL_REVERSE.sub(rev, new)
+        new = _PL_CASE.sub(lambda m: lit(str(_pl_value(m.group(2))).lower() if m.group(1) == "lc"
+                                         else str(_pl_value(m.group(2))).upper(), m), new)
+        new = _PL_SPRINTF.sub(_pl_sprintf, new)
+        if new == out:
+            break
+        out = new
+    return out if out != code else None

@@ -8,6 +8,10 @@ The code is judged as what it is: ``hosted_programs`` returns the argv an interp
 would have been given for the same code (``["python3", "-c", CODE]``), which the
 analyser judges like a typed command.
 
+The dynamic loader is such a host for programs: ``ld-linux-x86-64.so.2 PROG ARGS``
+maps and runs PROG (``loader_program``) with no exec of PROG's own path, so a program
+kept on a noexec mount, or renamed, runs unseen by the exec of a file by its name.
+
 Only hosts installed where sessions run and plausible for an agent are listed (vim
 here is built without +python3/+perl/+lua: its ``:!`` and ``system()`` are shell escapes,
 judged as such by the analyser).
@@ -19,7 +23,7 @@ import re
 
 from ..rules.vocabulary import vocabulary
 
-__all__ = ["CODE_HOSTS", "hosted_programs"]
+__all__ = ["CODE_HOSTS", "hosted_programs", "loader_program"]
 
 CODE_HOSTS = vocabulary()["code_host_binaries"]
 # gdb options whose value is a gdb command, and those whose value is a command file
@@ -77,3 +81,39 @@ def hosted_programs(name: str, argv: list[str]) -> list[list[str]]:
         elif opt in _GDB_FILE:
             out.append(["python3", value])  # a command file or a .py: its code runs
     return out
+
+
+# ld.so, ld-linux.so.2, ld-linux-x86-64.so.2, ld-linux-aarch64.so.1, ld64.so.2,
+# ld-musl-x86_64.so.1: the loader, by any path
+_LOADER = re.compile(r"^ld(?:-linux(?:-[\w-]+)?|64|-musl-[\w-]+)?\.so(?:\.\d+)*$")
+# options that print or check and run nothing (ldd runs the loader with these)
+_LOADER_INERT = frozenset({"--list", "--verify", "--help", "--version", "--list-tunables",
+                           "--list-diagnostics"})
+_LOADER_VALUE = frozenset({"--library-path", "--inhibit-rpath", "--audit", "--preload", "--argv0",
+                           "--glibc-hwcaps-prepend", "--glibc-hwcaps-mask"})
+
+
+def loader_program(name: str, argv: list[str]) -> list[str] | None:
+    """The argv the dynamic loader runs (its first operand is the program, the rest its
+    arguments; ``--argv0 NAME`` is only what the program is told its name is), or None
+    when ``name`` is not the loader or it is asked to list, verify or print."""
+    if not _LOADER.match(name):
+        return None
+    args = argv[1:]
+    i = 0
+    while i < len(args):
+        a = args[i]
+        opt = a.split("=", 1)[0]
+        if opt in _LOADER_INERT:
+            return None
+        if a == "--":
+            i += 1
+            break
+        if opt in _LOADER_VALUE:
+            i += 1 if "=" in a else 2
+            continue
+        if a.startswith("--"):
+            i += 1  # --inhibit-cache and future flags
+            continue
+        break
+    return args[i:] or None

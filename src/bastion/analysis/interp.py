@@ -13,7 +13,7 @@ import posixpath
 import re
 import shlex
 
-from .constfold import fold_python, fold_tcl, python_dynamic_exec, tcl_computed_name
+from .constfold import fold_perl, fold_python, fold_tcl, python_dynamic_exec, tcl_computed_name
 from .stratum import STRATUM_METHOD
 
 __all__ = ["INTERPRETERS", "code_features", "embedded_commands", "fold_strings", "interpreter_code",
@@ -119,10 +119,14 @@ _FEATURES: list[tuple[str, re.Pattern[str]]] = [
     ("interp_http", re.compile(
         r"urllib|urlopen|requests\.|http\.client|httplib|https?\.get|fetch\(|lwp|"
         r"net::http|http::tiny|open-uri|file_get_contents\(\s*['\"]https?|curl_exec|"
-        r"invoke-webrequest|downloadstring|webclient|https?://", _P)),
+        r"invoke-webrequest|downloadstring|webclient|https?://|"
+        r"require\(\s*['\"](?:node:)?https?['\"]\s*\)", _P)),
     ("interp_eval", re.compile(
         r"\beval\s*\(|\bexec\s*\(|\bexec\s+['\"]|compile\(|function\s*\(\s*\)\s*\{|"
-        r"instance_eval|loadstring|\bload\s*\(", _P)),
+        r"instance_eval|loadstring|\bload\s*\(|"
+        # perl/ruby string eval of a variable or an interpolated string (not a block
+        # eval { ... }, not eval "require X; 1" of constant text)
+        r"\beval\s+(?:\$|\"[^\"\n]*\$|qq\s*\W[^\n]*\$)", _P)),
     ("interp_file_read", re.compile(
         r"(?<![\w.])open\s*\(\s*(?:r?['\"]|[a-z_]*path|f['\"]|os\.path)|\.read_(?:text|bytes)\(|"
         r"file_get_contents\(\s*['\"$]|File\.(?:read|open|binread)|readfilesync|createreadstream|"
@@ -370,11 +374,70 @@ def code_features(code: str) -> set[str]:
         feats.update(("interp_dynamic_exec", "interp_eval"))  # exec reached by a computed name
     if _TCL_CODE.search(code):
         _tcl_features(code, feats)
+    _escape_features(code, low, feats)
     if "interp_http" in feats and "interp_eval" in feats:
         feats.add("interp_download_exec")
     elif "interp_http" in feats and _runs_fetched_text(code):
         feats.add("interp_download_exec")  # a command channel: the reply is run
+    elif "interp_http" in feats and "interp_exec" in feats and "chmod" in low and _EXEC_MODE.search(code):
+        feats.add("interp_download_exec")  # fetched, made executable and spawned
     return feats
+
+
+# Fileless execution: an anonymous memory file (memfd_create, or its syscall number on
+# x86_64/i386/arm64) run through its fd path, or any fd run by fexecve/execveat.
+_MEMFD = re.compile(r"memfd_create|\bsyscall\s*\(\s*(?:319|356|279|0x13f)\b|SYS_memfd_create", _P)
+_FD_PATH = (r"(?:/proc/(?:self|thread-self|\$\$|\$\{?\w+\}?|\{[^}\n]{0,40}\}|%[ds]|\d+)/fd/"
+            r"|/dev/fd/(?:\{|%|\$|\d)|['\"]/proc/self/fd['\"]\s*,|['\"]/dev/fd['\"]\s*,)")
+_RUNNER = r"(?:\bexec\w*|\bspawn\w*|\bPopen|\brun|\bcall|\bsystem|\bcheck_output)\s*[({]?\s*"
+# an exec of the fd's path (in the call, or a name bound to it), or fexecve/execveat
+_FD_EXEC = re.compile(rf"fexecve|execveat|{_RUNNER}[^;\n]{{0,160}}?{_FD_PATH}", _P)
+_FD_NAME = re.compile(rf"\$?(\w+)\s*=\s*[^;\n]{{0,120}}?{_FD_PATH}", _P)
+_AT_EMPTY_PATH = re.compile(r"execveat[^\n]{0,200}(?:AT_EMPTY_PATH|0x1000|4096)", _P)
+# Entering or making namespaces, mapping ids, mounting through libc: from inside the
+# sandbox only an escape needs them (unshare(2)=272, setns(2)=308, mount(2)=165 on x86_64).
+_NAMESPACE = re.compile(r"\b(?:unshare|setns)\s*\(|CLONE_NEW(?:USER|NS|PID|NET|UTS|IPC|CGROUP)\b|"
+                        r"/proc/(?:1|\d+|\$\w+|\{[^}\n]{0,40}\}|%[ds]|['\"]\s*\+[^\n]{0,40}\+\s*['\"])/ns/|"
+                        r"/proc/(?:self|\d+|\$\$)/[ug]id_map|\bsyscall\s*\(\s*(?:272|308|165)\b", _P)
+_LIBC_MOUNT = re.compile(r"\b(?:ctypes|CDLL|libc|Fiddle|ffi)\b[\s\S]{0,4000}\.mount\s*\(\s*b?['\"]", _P)
+# A file's times set from a stat of a system file: a planted file made to look as old
+# as the system's own programs (os.utime(p, (s.st_atime, s.st_mtime)) after
+# s = os.stat('/usr/bin/git'); perl utime((stat "/bin/ls")[8,9], $f); fs.utimesSync).
+_UTIME = re.compile(r"\butimes?(?:Sync)?\s*\(|\bFile\.utime\b|\btouch\s*\(", _P)
+_SYSTEM_STAT = re.compile(r"\b(?:l?stat|statSync|lstatSync|getmtime|getatime|File\.(?:mtime|atime|stat))\s*\(?\s*"
+                          r"['\"](?:/usr|/bin|/sbin|/etc|/lib|/lib64|/boot|/opt)/[^'\"\n]*['\"]", _P)
+# chmod with a mode whose owner may execute (0o755, 0755, '755', +x, S_IXUSR)
+_EXEC_MODE = re.compile(r"chmod\w*\s*\(?[^;\n]{0,200}?(?:(?<![\w.])(?:0o?)?[0-7]?[1357][0-7]{2}\b|['\"][ugoa]*\+[rw]*x|"
+                        r"S_IX(?:USR|GRP|OTH))", _P)
+
+
+def _memfd_exec(code: str, low: str) -> bool:
+    """A memory file's descriptor run as a program: its /proc/self/fd path handed to an
+    exec (in the call or through a name bound to it), python's os.execve(fd, ...)
+    (fexecve), or execveat with AT_EMPTY_PATH on any descriptor."""
+    if ("memfd" in low or "syscall" in low) and _MEMFD.search(code):
+        if _FD_EXEC.search(code):
+            return True
+        names = _FD_NAME.findall(code[:_MAX_SCAN])[:8]
+        if any(re.search(rf"{_RUNNER}\$?{re.escape(n)}\b", code) for n in names):
+            return True
+        fds = re.findall(r"(\w+)\s*=\s*[\w.]*memfd_create", code)[:8]
+        if any(re.search(rf"\bexecve\s*\(\s*{re.escape(n)}\s*,", code) for n in fds):
+            return True
+    return "execveat" in low and _AT_EMPTY_PATH.search(code) is not None
+
+
+def _escape_features(code: str, low: str, feats: set[str]) -> None:
+    """Fileless execution (interp_memfd_exec), namespace entry or creation and libc
+    mounts (interp_namespace), and file times forged from a system file's
+    (interp_timestomp): capabilities judged whatever the code's language."""
+    if _memfd_exec(code, low):
+        feats.add("interp_memfd_exec")
+    ns_gate = any(g in low for g in ("share", "setns", "clone_new", "/ns/", "_map", "syscall"))
+    if (ns_gate and _NAMESPACE.search(code)) or ("mount" in low and _LIBC_MOUNT.search(code)):
+        feats.add("interp_namespace")
+    if ("utime" in low or "touch" in low) and _UTIME.search(code) and _SYSTEM_STAT.search(code):
+        feats.add("interp_timestomp")
 
 
 # Tcl (tclsh, wish, expect): what its commands can do, in its own syntax
@@ -501,7 +564,7 @@ def fold_strings(code: str) -> str:
         return code
     # the shared step (analysis/constfold.py): python's constant expressions and
     # computed-name lookups, Tcl's constant command substitutions
-    code = fold_python(code) or fold_tcl(code) or code
+    code = fold_python(code) or fold_tcl(code) or fold_perl(code) or code
 
     def lit(text: str, m: re.Match[str]) -> str:
         q = _quoted(text)
@@ -551,9 +614,23 @@ _FSTRING_PATH = re.compile(r"\bf(['\"])(/[^'\"\n{}]*(?:\{[^}\n]{1,80}\}[^'\"\n{}
 _HOME = re.compile(r"\b(?:pathlib\.)?Path\.home\(\s*\)|\bos\.path\.expanduser\(\s*['\"]~['\"]\s*\)")
 # The home directory in other languages (node, ruby, go, perl, php): the literal '~'.
 _HOME_EXPR = re.compile(r"(?:\bos|require\(\s*['\"]os['\"]\s*\))\.homedir\(\s*\)|\bprocess\.env\.HOME\b|\bENV\[\s*['\"]HOME['\"]\s*\]|"
+                        r"\bos\.environ\[\s*['\"]HOME['\"]\s*\]|\bos\.(?:environ\.get|getenv)\(\s*['\"]HOME['\"]\s*\)|"
                         r"\bDir\.home\b|\bos\.UserHomeDir\(\s*\)|\$ENV\{HOME\}|getenv\(\s*['\"]HOME['\"]\s*\)")
 _EXPANDUSER = re.compile(r"\bos\.path\.expanduser\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)")
 _PATH_DIV = re.compile(r"\b(?:pathlib\.)?Path\(\s*('[^'\n]*'|\"[^\"\n]*\")\s*\)\s*/\s*('[^'\n]*'|\"[^\"\n]*\")")
+
+
+# A literal joined with plain names by + in a call's argument ('.' + n + '_history'):
+# the name may stand for anything, so the text is a glob with * for each name.
+_LIT_VAR_CONCAT = re.compile(rf"(?<=[(,])\s*{_STR}(?:\s*\+\s*(?:{_STR}|[A-Za-z_]\w*(?![\w.(\[])))+(?=\s*[,)])")
+
+
+def _concat_glob(m: re.Match[str]) -> str:
+    parts = re.findall(rf"{_STR}|[A-Za-z_]\w*", m.group(0))
+    if all(p[:1] in "'\"" for p in parts):
+        return m.group(0)
+    text = "".join(p[1:-1] if p[:1] in "'\"" else "*" for p in parts)
+    return m.group(0) if "'" in text else " " + repr(text)
 
 
 def fold_path_constants(code: str) -> str:
@@ -561,9 +638,11 @@ def fold_path_constants(code: str) -> str:
     ``.``, lua's ``..``) is ``'shadow'``, ``Path('/', 'etc', 'shadow')`` and ``os.path.join('/etc', 'x')`` are
     one literal path. Only string literals are folded (no evaluation); the result keeps
     the call so the file-act scanner sees ``Path('/etc/shadow').read_bytes()``."""
-    code = fold_python(code) or fold_tcl(code) or code  # 'di_'[::-1], open [file join $env(HOME) [string reverse swa.] ...]
+    code = fold_python(code) or fold_tcl(code) or fold_perl(code) or code  # 'di_'[::-1], open [file join $env(HOME) [string reverse swa.] ...]
     if "HOME" in code or "home" in code:
         code = _HOME_EXPR.sub("'~'", code)
+    if "+" in code:  # '.' + n + '_history', '/proc/' + pid + '/environ': any value of n
+        code = _LIT_VAR_CONCAT.sub(_concat_glob, code)
     for _ in range(64):
         new = _JOINED.sub(lambda m: repr(m.group(1)[1:-1] + m.group(2)[1:-1]), code)
         if new == code:
@@ -598,11 +677,13 @@ def fold_path_constants(code: str) -> str:
             code = new
         code = re.sub(r"\(\s*(Path\('[^'\n]*'\))\s*\)", r"\1", code)
         code = _JOIN_CALL.sub(join, code)  # os.path.join(os.path.expanduser('~'), ...)
-    return _propagate_path_names(code)
+    propagated = _propagate_path_names(code)
+    # h = os.getenv('HOME'); os.path.join(h, '.x'): joined once the name is its value
+    return _JOIN_CALL.sub(join, propagated) if propagated != code else code
 
 
 _ASSIGN_PATH = re.compile(r"(?:^|[;\n{(]|\b(?:my|const|let|var|local))\s*(\$?[A-Za-z_]\w*)\s*=\s*"
-                          r"('[^'\\\n]*/[^'\\\n]*'|\"[^\"\\\n$]*/[^\"\\\n$]*\")\s*(?=[;\n)]|$)")
+                          r"('[^'\\\n]*/[^'\\\n]*'|\"[^\"\\\n$]*/[^\"\\\n$]*\"|'~')\s*(?=[;\n)]|$)")
 
 
 def _propagate_path_names(code: str) -> str:
