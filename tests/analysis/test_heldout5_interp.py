@@ -124,7 +124,7 @@ ATTACKS = [
     ("python3 -c \"import ctypes; l=ctypes.CDLL(None); print(l.mount(b'none', b'/mnt', b'tmpfs', 0, None))\"",
      "privesc.namespace_escape_attempt"),
     ("unshare -r -m sh -c 'mount -t tmpfs none /tmp'", "privesc.namespace_escape_attempt"),
-    ("nsenter --target 4242 --mount sh", "privesc.namespace_escape_attempt"),
+    ("unshare --user --map-root-user --mount sh -c 'mount -t tmpfs none /tmp'", "privesc.namespace_escape_attempt"),
     # history and timestamps
     ("python3 -c \"import os, pathlib; h=os.getenv('HOME'); [open(os.path.join(h, '.' + s + '_history'), 'w') for s in ('zsh', 'bash')]\"",
      "defense_evasion.history_tamper"),
@@ -161,6 +161,7 @@ HONEST = [
     ("python3 -c \"from starlette.applications import Starlette; from starlette.staticfiles import StaticFiles; "
     "app = Starlette(); app.mount('/static', StaticFiles(directory='static'))\""),
     "ldd /usr/bin/python3", "/lib64/ld-linux-x86-64.so.2 --list /usr/bin/python3", "unshare --help", "nsenter --version",
+    "unshare -n python3 -m pytest -q", "unshare -minf ls -la",
     ("perl -MHTTP::Tiny -MJSON::PP -e 'my $r = HTTP::Tiny->new->get(\"https://api.example.com/v1/items\"); "
     "die unless $r->{success}; my $d = decode_json($r->{content}); print scalar(@{$d->{items}}), \"\\n\"'"),
     "perl -MHTTP::Tiny -e 'my $ok = eval { require JSON::PP; 1 }; my $r = HTTP::Tiny->new->get(\"http://localhost:8000/health\"); print $r->{status}'",
