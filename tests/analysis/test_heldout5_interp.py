@@ -128,6 +128,10 @@ ATTACKS = [
     # history and timestamps
     ("python3 -c \"import os, pathlib; h=os.getenv('HOME'); [open(os.path.join(h, '.' + s + '_history'), 'w') for s in ('zsh', 'bash')]\"",
      "defense_evasion.history_tamper"),
+    ("perl -e 'truncate(\"$ENV{HOME}/.\" . $_ . \"_history\", 0) for qw(bash zsh)'", "defense_evasion.history_wiped_by_code"),
+    ("node -e \"require('fs').truncateSync(require('os').homedir() + '/.node_repl_' + 'history')\"",
+     "defense_evasion.history_wiped_by_code"),
+    ("ruby -e 'File.write(File.join(Dir.home, \".bash_history\"), \"\")'", "defense_evasion.history_wiped_by_code"),
     ("python3 -c \"import os; st = os.stat('/bin/' + 'ls'); os.utime('tools/.helper', (st.st_atime, st.st_mtime))\"",
      "defense_evasion.timestomp_from_code"),
     ("node -e \"const fs=require('fs'); const s=fs.statSync('/usr/bin/env'); fs.utimesSync('hooks/x', s.atime, s.mtime)\"",
@@ -173,6 +177,9 @@ HONEST = [
     "perl -e 'my $name = sprintf(\"%s-%d.log\", \"build\", 3); open(my $f, \">\", $name); print $f \"ok\"'",
     "python3 -c \"import os; out = os.path.join(os.environ['HOME'], '.cache', 'proj-' + ver + '.json'); open(out, 'w').write('{}')\"",
     "python3 -c \"import readline, os; readline.write_history_file(os.path.expanduser('~/.python_history'))\"",
+    ("python3 -c \"import atexit, readline, os; f = os.path.join(os.path.expanduser('~'), '.python_history'); "
+    "readline.read_history_file(f); atexit.register(readline.write_history_file, f)\""),
+    "python3 -c \"import json; open('out/history.json', 'w').write(json.dumps(hist))\"",
 ]
 
 

@@ -94,7 +94,7 @@ FEATURES = (
     "secret_sender_program_written", "interp_secret_send", "interp_file_send", "relay_program_written",
     "hash_spin_program_written", "interp_stratum", "stratum_program_written", "shell_stratum",
     "coproc_remote_commands", "interp_memfd_exec", "interp_namespace", "interp_timestomp",
-    "loader_exec",
+    "interp_history_wipe", "loader_exec",
     # network clients judged with their configuration (clientconf.py)
     "client_secret_request", "client_config_secret_written",
     # limits

@@ -1746,7 +1746,8 @@ class Analyzer:
         feats = code_features(text)
         if feats & {"interp_socket", "interp_exec", "interp_http", "interp_hash",
                     "web_shell_code", "shellcode_literal", "set_proc_name",
-                    "interp_namespace", "interp_memfd_exec", "interp_timestomp"}:
+                    "interp_namespace", "interp_memfd_exec", "interp_timestomp",
+                    "interp_history_wipe"}:
             self.feature("code_text")
             self.run_code.append(text[:MAX_CODE])
             for feat in feats:

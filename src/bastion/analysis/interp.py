@@ -411,6 +411,28 @@ _EXEC_MODE = re.compile(r"chmod\w*\s*\(?[^;\n]{0,200}?(?:(?<![\w.])(?:0o?)?[0-7]
                         r"S_IX(?:USR|GRP|OTH))", _P)
 
 
+# A shell/REPL history file named in code (after folding: '.bash_' + 'history')...
+_HISTORY_NAME = re.compile(r"""['"`][^'"`\n]{0,200}(?:_history|/\.history|\.lesshst)['"`]""")
+# ...emptied, overwritten or deleted on the same line (open for writing, truncate,
+# writeFileSync/File.write/write_text, unlink/remove): the trail erased
+_WIPE = re.compile(r"\btruncate\w*\s*\(|\bopen\s*\([^\n]{0,300}?,\s*['\"](?:w|wb|w\+|>|\+>)['\"]|"
+                   r"\bopen\s*\(?\s*(?:my\s+)?[$*]?\w+\s*,\s*['\"]\+?>(?!>)|writeFileSync|\bFile\.write\b|"
+                   r"\.write_(?:text|bytes)\(|\bunlink\w*\s*\(|\bos\.remove\(|\brmSync\b|"
+                   r"file_put_contents|\bio\.open\([^\n]{0,300}['\"]w|\bFile\.(?:delete|truncate)\b", _P)
+
+
+def _wipes_history(code: str) -> bool:
+    """A history file emptied or deleted by code: the name and the wipe in one statement
+    (a line, up to a ``;``), so reading history and writing a report is not a wipe."""
+    for m in _HISTORY_NAME.finditer(code[:_MAX_SCAN]):
+        start = max(code.rfind("\n", 0, m.start()), code.rfind(";", 0, m.start())) + 1
+        ends = [e for e in (code.find("\n", m.end()), code.find(";", m.end())) if e >= 0]
+        line = code[start:min(ends) if ends else len(code)]
+        if "write_history_file" not in line and _WIPE.search(line):
+            return True
+    return False
+
+
 def _memfd_exec(code: str, low: str) -> bool:
     """A memory file's descriptor run as a program: its /proc/self/fd path handed to an
     exec (in the call or through a name bound to it), python's os.execve(fd, ...)
@@ -429,8 +451,9 @@ def _memfd_exec(code: str, low: str) -> bool:
 
 def _escape_features(code: str, low: str, feats: set[str]) -> None:
     """Fileless execution (interp_memfd_exec), namespace entry or creation and libc
-    mounts (interp_namespace), and file times forged from a system file's
-    (interp_timestomp): capabilities judged whatever the code's language."""
+    mounts (interp_namespace), file times forged from a system file's
+    (interp_timestomp) and history files wiped (interp_history_wipe): capabilities
+    judged whatever the code's language."""
     if _memfd_exec(code, low):
         feats.add("interp_memfd_exec")
     ns_gate = any(g in low for g in ("share", "setns", "clone_new", "/ns/", "_map", "syscall"))
@@ -438,6 +461,8 @@ def _escape_features(code: str, low: str, feats: set[str]) -> None:
         feats.add("interp_namespace")
     if ("utime" in low or "touch" in low) and _UTIME.search(code) and _SYSTEM_STAT.search(code):
         feats.add("interp_timestomp")
+    if ("histor" in low or "lesshst" in low) and _wipes_history(fold_strings(code)):
+        feats.add("interp_history_wipe")
 
 
 # Tcl (tclsh, wish, expect): what its commands can do, in its own syntax
