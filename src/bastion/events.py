@@ -48,6 +48,7 @@ class EventKind(str, enum.Enum):
     DNS_QUERY = "dns.query"  # a DNS question and the resolver's answer
     FILE_WRITE = "file.write"  # a watched path was created, written, renamed or deleted
     FILE_DIFF = "file.diff"  # end-of-episode difference in a watched location
+    FILE_READ = "file.read"  # a credential store in the workspace (HOME) was opened
     RESOURCE = "resource.sample"  # periodic CPU / memory / pids / GPU sample
     LIFECYCLE = "lifecycle"  # session created, call started/finished, frozen, closed
     ACTION = "action"  # the responder did something (kill, cut, freeze, ...)
@@ -415,6 +416,13 @@ FIELD_CATALOGUE: dict[str, tuple[str, str]] = {
     "file.runs_code": ("bool", "a persistence location now holds content that runs code "
                        "later (judged by bastion.analysis.persistence)"),
     "file.mode": ("str", "permission bits after the change, octal (setuid/setgid sweep)"),
+    "file.reader": ("str", "executable of the process that opened a credential store"),
+    "file.reader_role": ("str", "what that program is to the store: consumer (its own "
+                         "program), bulk (reads whole trees: git, tar, grep), program, unknown"),
+    "file.store_kinds": ("int", "kinds of credential store the call's programs (not consumers "
+                         "nor bulk readers) opened so far, this one included"),
+    "file.store_owned": ("bool", "a store only its own application reads (browser profiles, "
+                         "gnupg, pass, wallets)"),
     "file.content": ("str", "text a write_file call writes, when small text (command events)"),
     # resources
     "res.cpu_cores": ("float", "CPU use in cores over the last interval"),

@@ -27,7 +27,7 @@ import threading
 
 from .inotify import IN_IGNORED, InotifyEvent
 
-__all__ = ["Fanotify", "parse_events"]
+__all__ = ["FAN_ACCESS", "Fanotify", "parse_events"]
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -39,6 +39,7 @@ FAN_MARK_REMOVE = 0x2
 FAN_MARK_DONT_FOLLOW = 0x4
 FAN_MARK_ONLYDIR = 0x8
 FAN_DELETE_SELF = 0x400
+FAN_ACCESS = 0x01  # a child was read (credential stores: who reads them)
 FAN_Q_OVERFLOW = 0x4000
 FAN_EVENT_ON_CHILD = 0x08000000
 FAN_ONDIR = 0x40000000
@@ -159,8 +160,25 @@ class Fanotify:
             if wd is None:
                 self._next += 1
                 wd = self._dirs[key] = self._next
+            old = self._paths.get(wd)
+            if old is not None:
+                full |= old[2]  # marks add up: removing one removes all it was given
             self._paths[wd] = (raw, key, full)
         return wd
+
+    def add_file(self, path: str, mask: int) -> None:
+        """Mark one file (never through a symlink): its events are reported with its
+        directory's handle and its name, so they match that directory's id when the
+        directory is marked too. The mark goes with the inode (a file renamed over it
+        is not marked)."""
+        if self._mark(self.fd, FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW, mask, _AT_FDCWD,
+                      os.fsencode(path)) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"fanotify_mark {path}: {os.strerror(err)}")
+
+    def remove_file(self, path: str, mask: int) -> None:
+        self._mark(self.fd, FAN_MARK_REMOVE | FAN_MARK_DONT_FOLLOW, mask, _AT_FDCWD,
+                   os.fsencode(path))  # fails harmlessly when the file is gone
 
     def remove(self, wd: int) -> None:
         with self._lock:

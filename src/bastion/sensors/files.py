@@ -12,6 +12,13 @@ Two mechanisms, because each misses what the other sees:
   locations deep in the tree (hooks of a nested git repository, a ``.pth`` in a
   virtualenv) that no watch covers.
 
+Reads of the credential stores in the workspace (HOME: ~/.ssh keys, ~/.aws, ~/.kube,
+browser profiles, .netrc...) are watched too, with fanotify only (``FAN_ACCESS`` on
+the few directories that hold stores, followed as they appear): each becomes a
+``file.read`` event charged to the reader's call, with what the reader is to the
+store (``credstores.role``), for the rule that tells a collector from ssh using its
+key or tar archiving the workspace.
+
 A real-time event is charged to the *writer's* call, like a process event: fanotify
 reports the writer's pid, whose call cgroup names the call (``file.attribution =
 writer``), so a background process of call c1 writing ``.bashrc`` during c2 is
@@ -40,8 +47,9 @@ from typing import Any
 from ..contracts import CallRef, EventSink, SessionState, Watched, make_event
 from ..errors import InternalError
 from ..events import EventKind
+from . import credstores
 from . import inotify as ino
-from .fanotify import Fanotify
+from .fanotify import FAN_ACCESS, Fanotify
 from .guard import Observed, report_loss, run_guarded, telemetry
 from .persistence import WATCH_DIRS, classify, judge_file
 from .procfs import read_cgroup
@@ -80,6 +88,7 @@ class _Watched:
     sandbox_path: str  # the same directory as the sandbox sees it
     location: str  # "persistence" or "protected"
     rel: str  # relative to the workspace for persistence watches
+    reads: bool = False  # reads of credential stores here are reported (fanotify only)
 
 
 def _entry(path: Path, st: os.stat_result) -> Entry:
@@ -267,6 +276,12 @@ class FileSensor:
         self._baselines: dict[str, Snapshot] = {}
         self._setid: dict[str, SetidSweep] = {}  # session id -> its workspace's sweep
         self._sinks: dict[str, EventSink] = {}
+        # session id -> the credential-store reads reported (call, path, exe), and the
+        # store kinds each call's "program" readers read (credstores.role)
+        self._reads: dict[str, set[tuple[str | None, str, str]]] = {}
+        self._read_kinds: dict[str, dict[str | None, set[str]]] = {}
+        self._recent_reads: set[tuple[int, str, int | None]] = set()  # (dir id, name, pid)
+        self._file_marks: dict[str, set[str]] = {}  # session id -> stores marked one by one
         self._stop = threading.Event()
         self._broken: str | None = None
         self.events = 0
@@ -289,6 +304,7 @@ class FileSensor:
                     self._watch(session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel)
             for host_path, sandbox_path in _protected_paths(view):
                 self._watch_tree(session, host_path, sandbox_path)
+            self._watch_stores(session, view.workspace)
             self._sinks[view.session_id] = sink
         self._baselines[view.session_id] = take_snapshot(view)
         sweep = SetidSweep(view.workspace)
@@ -331,6 +347,11 @@ class FileSensor:
                 pass  # an event in flight for this session is delivered before it goes
             self._baselines.pop(session.session_id, None)
             self._setid.pop(session.session_id, None)
+            self._reads.pop(session.session_id, None)
+            for path in self._file_marks.pop(session.session_id, set()):
+                if self._fan is not None:
+                    self._fan.remove_file(path, FAN_ACCESS)
+            self._read_kinds.pop(session.session_id, None)
 
     def close(self) -> None:
         self._stop.set()
@@ -390,11 +411,14 @@ class FileSensor:
     # -- real time ----------------------------------------------------------------------
 
     def _watch(self, session: Observed, path: Path, sandbox_path: str, location: str,
-               rel: str) -> None:
+               rel: str, *, reads: bool = False, mark_reads: bool | None = None) -> None:
+        """Watch a directory; ``reads``: reads of credential stores reported there
+        (``mark_reads`` False: only files marked one by one are, see _mark_store)."""
         key: tuple[str, int] | None = None
         if self._fan is not None:
             try:
-                key = ("fan", self._fan.add_dir(str(path), _MASK))
+                mask = _MASK | (FAN_ACCESS if (reads if mark_reads is None else mark_reads) else 0)
+                key = ("fan", self._fan.add_dir(str(path), mask))
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     return  # not a directory (any more): nothing to watch
@@ -404,8 +428,35 @@ class FileSensor:
                 key = ("ino", self._ino.add_dir(str(path), _MASK))
             except OSError:
                 return  # not a directory (any more): nothing to watch
-        entries = [w for w in self._watches.get(key, []) if w.session.view is not session.view]
-        self._watches[key] = [*entries, _Watched(session, path, sandbox_path, location, rel)]
+        old = self._watches.get(key, [])
+        reads = key[0] == "fan" and (reads or any(
+            w.reads for w in old if w.session.view is session.view))
+        entries = [w for w in old if w.session.view is not session.view]
+        self._watches[key] = [*entries, _Watched(session, path, sandbox_path, location, rel,
+                                                 reads)]
+
+    def _watch_stores(self, session: Observed, workspace: Path) -> None:
+        """Watch reads in the directories of the workspace (HOME) that hold credential
+        stores, and follow the directories stores may appear under (lock held). Only
+        with fanotify: inotify cannot say who opened. The workspace root is watched
+        for reads only when it holds a store itself (.netrc, .git-credentials...), so
+        the reads of an ordinary project's files cost nothing."""
+        if self._fan is None:
+            return
+        for name in sorted(credstores.ROOT_STORES):
+            self._mark_store(session, workspace, name)
+        for rel in sorted(credstores.CRED_DIRS | credstores.FOLLOW_DIRS):
+            path = workspace / rel
+            if path.is_dir() and not path.is_symlink():
+                self._watch(session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel,
+                            reads=credstores.watch_dir(rel))
+        for parent in sorted(credstores.PROFILE_PARENTS):
+            with contextlib.suppress(OSError):
+                for child in os.scandir(workspace / parent):
+                    rel = f"{parent}/{child.name}"
+                    if child.is_dir(follow_symlinks=False):
+                        self._watch(session, Path(child.path), f"{SANDBOX_WORKSPACE}/{rel}",
+                                    "persistence", rel, reads=True)
 
     def _watch_tree(self, session: Observed, root: Path, sandbox_root: str) -> None:
         if not root.is_dir():
@@ -446,6 +497,10 @@ class FileSensor:
         if ev.mask & ino.IN_Q_OVERFLOW:
             self._overflow()
             return
+        if backend == "fan" and ev.mask & FAN_ACCESS:
+            self._store_read(ev)
+            if not ev.mask & _MASK:
+                return
         found: list[tuple[str, str]] = []  # (workspace-relative path, class) already there
         new_dir = bool(ev.mask & ino.IN_ISDIR and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO))
         with self._lock:
@@ -454,8 +509,10 @@ class FileSensor:
                 self._watches.pop((backend, ev.wd), None)
                 return
             first = entries[0]
+        first_rel = f"{first.rel}/{ev.name}" if first.rel else ev.name
         if (len(entries) == 1 and not new_dir and first.location != "protected"
-                and classify(f"{first.rel}/{ev.name}" if first.rel else ev.name) is None):
+                and classify(first_rel) is None
+                and not (first.rel == "" and ev.name in credstores.ROOT_STORES)):
             return  # an ordinary file: no need to know who wrote it (10k files stay cheap)
         writer = _Writer.of(ev.pid)
         with self._lock:
@@ -465,6 +522,11 @@ class FileSensor:
             session = watched.session
             if new_dir:
                 self._new_dir(watched, ev.name, found)
+            elif (watched.location == "persistence" and watched.rel == ""
+                  and ev.name in credstores.ROOT_STORES
+                  and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO)):
+                # a store made at the root later (a task's setup): its reads count too
+                self._mark_store(session, watched.root, ev.name)
         for rel, cls in found:
             self._emit(session, f"{SANDBOX_WORKSPACE}/{rel}", "create", "persistence", cls,
                        writer)
@@ -510,19 +572,102 @@ class FileSensor:
             self._watch(watched.session, path, f"{watched.sandbox_path}/{name}", "protected", "")
             return
         rel = f"{watched.rel}/{name}" if watched.rel else name
-        if rel not in WATCH_DIRS:
+        creds = self._fan is not None and (credstores.watch_dir(rel)
+                                           or rel in credstores.FOLLOW_DIRS)
+        if rel not in WATCH_DIRS and not creds:
             return
-        self._watch(watched.session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel)
+        reads = self._fan is not None and credstores.watch_dir(rel)
+        self._watch(watched.session, path, f"{SANDBOX_WORKSPACE}/{rel}", "persistence", rel,
+                    reads=reads)
         child_watch = _Watched(watched.session, path, f"{SANDBOX_WORKSPACE}/{rel}",
-                               "persistence", rel)
+                               "persistence", rel, reads)
         with contextlib.suppress(OSError):
             for child in os.scandir(path):
                 if child.is_dir(follow_symlinks=False):
                     self._new_dir(child_watch, child.name, found)
+                elif rel not in WATCH_DIRS:
+                    continue
                 else:
                     cls = classify(f"{rel}/{child.name}")
                     if cls is not None:
                         found.append((f"{rel}/{child.name}", cls))
+
+    def _mark_store(self, session: Observed, workspace: Path, name: str) -> None:
+        """Watch reads of the store ``name`` at the workspace root (.netrc,
+        .git-credentials...) with a mark on the file itself (lock held): a mark on
+        the root would report every read of every file of the project."""
+        path = workspace / name
+        if self._fan is None or path.is_symlink() or not path.is_file():
+            return
+        try:
+            self._fan.add_file(str(path), FAN_ACCESS)
+        except OSError:
+            return
+        self._file_marks.setdefault(session.view.session_id, set()).add(str(path))
+        self._watch(session, workspace, SANDBOX_WORKSPACE, "persistence", "", reads=True,
+                    mark_reads=False)
+
+    def _store_read(self, ev: ino.InotifyEvent) -> None:
+        """A file was read in a directory watched for reads (FAN_ACCESS: a read(), so
+        the shell creating a store with ``printf > ~/.aws/credentials`` is no reader):
+        when it is a credential store, report the read (``file.read``) charged to the
+        reader's call, with what the reader is to the store (credstores.role) and how
+        many kinds of store the call's other programs have read so far
+        (``file.store_kinds``). The reader is looked at while it reads, so it is alive."""
+        if ev.mask & ino.IN_ISDIR:
+            return  # a directory listed, not a store read
+        recent = (ev.wd, ev.name, ev.pid)
+        if recent in self._recent_reads:
+            return  # the same reader's next read() of the same store (one lookup each)
+        if len(self._recent_reads) >= 4096:
+            self._recent_reads.clear()
+        self._recent_reads.add(recent)
+        with self._lock:
+            entries = [w for w in self._watches.get(("fan", ev.wd), []) if w.reads]
+        if not entries:
+            return
+        first = entries[0]
+        rel = f"{first.rel}/{ev.name}" if first.rel else ev.name
+        kind = credstores.store_kind(rel)
+        if kind is None:
+            return
+        reader = _Writer.of(ev.pid)
+        exe = None
+        if ev.pid:
+            with contextlib.suppress(OSError):
+                exe = os.readlink(f"/proc/{ev.pid}/exe")
+        with self._lock:
+            watched = reader.pick(entries)
+        if watched is None or reader.outside:
+            return  # bastion (the snapshot's hashes, the gateway's fingerprints) or the host
+        view = watched.session.view
+        if view.state is SessionState.CLOSED:
+            return
+        if reader.cgroup is not None:
+            call = view.call_for_cgroup(reader.cgroup)
+            attribution = "writer" if call is not None else "none"
+        else:
+            call = view.latest_call()
+            attribution = "latest_call" if call is not None else "none"
+        call_id = call.call_id if call is not None else None
+        who = credstores.role(exe, kind)
+        path = f"{SANDBOX_WORKSPACE}/{rel}"
+        with self._lock:
+            seen = self._reads.setdefault(view.session_id, set())
+            if (call_id, path, exe or "") in seen:
+                return  # ssh opening its key twice is one read
+            seen.add((call_id, path, exe or ""))
+            kinds = self._read_kinds.setdefault(view.session_id, {}).setdefault(call_id, set())
+            if who == "program":
+                kinds.add(kind)
+            count = len(kinds)
+        self.events += 1
+        watched.session.sink.submit(make_event(
+            view, EventKind.FILE_READ, call=call, pid=ev.pid if call is not None else None,
+            **{"file.path": path, "file.op": "read", "file.location": "credential",
+               "file.class": kind, "file.store_owned": kind in credstores.OWNED,
+               "file.reader": exe or "", "file.reader_role": who,
+               "file.store_kinds": count, "file.attribution": attribution}))
 
     def _overflow(self) -> None:
         report_loss("files", "inotify queue overflow: file events were dropped",
