@@ -37,3 +37,13 @@ def test_roles_by_executable_never_by_name():
     assert role("/workspace/.cache/ssh", "ssh") == "program"
     assert role("/workspace/bin/tar", "ssh") == "program"
     assert role(None, "ssh") == "unknown"
+
+
+def test_an_installed_script_is_what_its_interpreter_runs_an_agent_script_is_not():
+    assert role("/usr/bin/python3.11", "pypirc", "/usr/local/bin/twine") == "consumer"
+    assert role("/usr/bin/python3.11", "aws", "/usr/bin/aws") == "consumer"
+    assert role("/usr/bin/node", "npmrc", "/usr/lib/node_modules/npm/bin/npm-cli.js") == "consumer"
+    assert role("/usr/bin/python3.11", "ssh", "/workspace/tools/ssh") == "program"
+    assert role("/usr/bin/python3.11", "ssh", "/usr/bin/../../workspace/ssh") == "program"
+    assert role("/usr/bin/python3.11", "ssh", None) == "program"
+    assert role("/usr/bin/bash", "ssh", "/usr/bin/ssh") == "program"  # only interpreters

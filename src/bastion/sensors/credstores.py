@@ -76,7 +76,8 @@ _CONSUMERS: dict[str, frozenset[str]] = {
     "netrc": frozenset({"curl", "wget", "ftp", "lftp", "git-remote-http", "git-remote-https"}),
     "pgpass": frozenset({"psql", "pg_dump", "pg_restore", "pg_dumpall"}),
     "git-credentials": frozenset(),  # git and git-credential-* (below)
-    "npmrc": frozenset({"npm", "npx", "yarn", "pnpm"}),
+    "npmrc": frozenset({"npm", "npx", "yarn", "pnpm", "npm-cli.js", "npx-cli.js", "yarn.js",
+                        "pnpm.cjs"}),
     "pypirc": frozenset({"twine", "pip", "pip3"}),
     "vault": frozenset({"vault"}),
     "terraform": frozenset({"terraform"}),
@@ -109,15 +110,24 @@ def watch_dir(rel: str) -> bool:
     return rel in CRED_DIRS or posixpath.dirname(rel) in PROFILE_PARENTS
 
 
-def role(exe: str | None, kind: str) -> str:
+_INTERPRETERS = ("python", "node", "nodejs", "perl", "ruby")
+
+
+def role(exe: str | None, kind: str, script: str | None = None) -> str:
     """What the program at ``exe`` (as the sandbox sees it) is to a store of ``kind``:
-    consumer, bulk, program or unknown (see the module's docstring)."""
+    consumer, bulk, program or unknown (see the module's docstring). ``script``: the
+    file an interpreter runs (its first argument); an installed program in a system
+    directory (/usr/bin/aws, /usr/local/bin/twine, npm-cli.js) is what is run, while
+    an agent's script anywhere else is just the interpreter."""
     if not exe:
         return "unknown"
     exe = exe.removesuffix(" (deleted)")
     name = posixpath.basename(exe)
     if not exe.startswith(_SYSTEM_DIRS):
         return "program"  # the agent's own file, whatever it is called
+    if (script and script.startswith(_SYSTEM_DIRS) and ".." not in script
+            and name.rstrip("0123456789.") in _INTERPRETERS):
+        name = posixpath.basename(script)
     if name in _CONSUMERS.get(kind, ()):
         return "consumer"
     if kind in ("git-credentials", "netrc") and (

@@ -632,10 +632,11 @@ class FileSensor:
         if kind is None:
             return
         reader = _Writer.of(ev.pid)
-        exe = None
+        exe = script = None
         if ev.pid:
             with contextlib.suppress(OSError):
                 exe = os.readlink(f"/proc/{ev.pid}/exe")
+                script = _script(ev.pid)
         with self._lock:
             watched = reader.pick(entries)
         if watched is None or reader.outside:
@@ -650,7 +651,7 @@ class FileSensor:
             call = view.latest_call()
             attribution = "latest_call" if call is not None else "none"
         call_id = call.call_id if call is not None else None
-        who = credstores.role(exe, kind)
+        who = credstores.role(exe, kind, script)
         path = f"{SANDBOX_WORKSPACE}/{rel}"
         with self._lock:
             seen = self._reads.setdefault(view.session_id, set())
@@ -704,6 +705,19 @@ class _Writer:
         if self.outside and entries[-1].location == "protected":
             return entries[-1]
         return None
+
+
+def _script(pid: int) -> str | None:
+    """The first operand of a process's command line (the script an interpreter
+    runs: ``python3 /usr/bin/twine``), None when it has none."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read(4096).split(b"\0")
+    for arg in argv[1:]:
+        if arg and not arg.startswith(b"-"):
+            return os.fsdecode(arg)
+        if arg in (b"-c", b"-e", b"-m"):
+            return None  # inline code or a module: no script file
+    return None
 
 
 def _runs_code(workspace: Path, path: str, op: str) -> bool:
