@@ -191,7 +191,7 @@ def _place(event: Event, view: CallView | None, procs: dict[tuple[str, int], Pro
             node.exit_code = f.get("proc.exit_code")
     elif kind in _NET_KINDS:
         view.connections.append(event)
-    elif kind in (EventKind.FILE_WRITE, EventKind.FILE_DIFF):
+    elif kind in (EventKind.FILE_WRITE, EventKind.FILE_DIFF, EventKind.FILE_READ):
         view.files.append(event)
 
 
