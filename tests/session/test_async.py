@@ -186,7 +186,8 @@ def test_a_verdict_reaches_the_awaiting_caller(state_dir: Path) -> None:
         # ...and killed while it runs: what it executes is only seen at run time. The
         # `cat` is refused and gone in a millisecond: it is judged by the argv the exec
         # listener read while its exec waited, however late the sensor reads /proc
-        spell = "''.join(reversed('003 peels ;wodahs/cte/ tac'))"
+        # (computed: a letter shift the analyser cannot fold, unlike a reversal)
+        spell = "''.join(chr(ord(c) - 1) for c in 'dbu!0fud0tibepx<!tmffq!411')"
         r = await s.exec(f"python3 -c \"import os; os.system({spell})\"; sleep 300",
                          call_id="live", timeout=120)
         assert r.outcome is Outcome.KILLED and r.duration < 60
