@@ -36,7 +36,7 @@ from .decode import decodings, looks_like_base64, try_base64, try_hex
 from .interp import fold_path_constants
 from .hosts import hosted_programs, loader_program
 from .grading import (HOOK_FILES, alters_test_outcomes, code_tampers_test_framework,
-                      overrides_test_run, patches_test_runner)
+                      overrides_test_run, patches_test_runner, python_write_paths, startup_code)
 from .escapes import ansi_c, echo_e, printf_format, unescape_bare, unescape_double
 from .interp import code_features as _code_features
 from .stratum import STRATUM_METHOD
@@ -771,7 +771,8 @@ class Analyzer:
             # A test hook that rewrites outcomes (conftest.py, plugin, sitecustomize).
             if HOOK_FILES.search(path) and any(t and alters_test_outcomes(t) for t in texts):
                 self.feature("test_outcome_hook")
-            if path.endswith(".py") and any(t and patches_test_runner(t) for t in texts):
+            if path.endswith((".py", ".pth")) and any(t and patches_test_runner(startup_code(path, t))
+                                                       for t in texts):
                 self.feature("test_runner_patch")  # e.g. the solution module patches pytest
             # A pytest configuration that loads a plugin or changes what is collected.
             if any(t and overrides_test_run(path.rsplit("/", 1)[-1], t) for t in texts):
@@ -2583,6 +2584,8 @@ def _code_file_acts(code: str, acts: Any) -> None:
                 acts.writes.setdefault(norm_path(lit.group(2)))
     if "os." not in code and "shutil" not in code and "open" not in code and "Path" not in code:
         return
+    for p in python_write_paths(code[:65536]):  # p = Path('te' + 'sts') / 'x.py'; p.write_text()
+        acts.writes.setdefault(norm_path(p))
     code = fold_path_constants(code[:65536])
     for m in _CODE_PATH_READ.finditer(code):
         acts.reads.setdefault(norm_path(m.group(1)))
