@@ -83,8 +83,7 @@ def test_whole_tree_readers_and_a_key_s_own_program_are_honest(state_dir: Path) 
             assert {r[2] for r in roles if r[0] in ("c2", "c3")} <= {"bulk", "consumer",
                                                                      "unknown"}, roles
             assert ("c3", "tar", "bulk") in roles or ("c3", "cp", "bulk") in roles, roles
-            assert {r for r in roles if r[0] == "c5"} <= {("c5", "python3.11", "program"),
-                                                         ("c5", "python3", "program")}, roles
+            assert {r[2] for r in roles if r[0] == "c5"} <= {"program", "unknown"}, roles
             assert not {r for r in roles if r[0] == "c1"}, roles  # writing a store is no read
 
 
